@@ -1,0 +1,93 @@
+"""condimmune: model immunization from a condition-number perspective.
+
+Public API: everything in ``__all__``. See README.md and docs/ for the maths.
+"""
+
+from condimmune.attack import (
+    ProbeAttackResult,
+    ProbeComparison,
+    compare_probe_attacks,
+    probe_attack,
+)
+from condimmune.bound import (
+    ImmunizationBound,
+    closed_form_immunizer,
+    immunization_bound,
+    immunization_bound_features,
+)
+from condimmune.errors import DegenerateSpectrumError, RankDeficientWarning
+from condimmune.metrics import (
+    ConditionNumbers,
+    ImmunizationCheck,
+    KappaRule,
+    ProbingLoss,
+    check_immunization,
+    immunization_condition_numbers,
+    log_probing_hessian_condition_number,
+    probing_hessian,
+    relative_immunization_ratio,
+)
+from condimmune.preconditioner import InputPreconditioner, PreconditionerMethod
+from condimmune.regularizers import (
+    RankDeficiency,
+    r_ill,
+    r_ill_features,
+    r_ill_gradient,
+    r_well,
+    r_well_features,
+    r_well_gradient,
+)
+from condimmune.spectral import (
+    condition_number,
+    condition_number_features,
+    covariance_eigenvalues,
+    default_rtol,
+    log_condition_number,
+    log_condition_number_features,
+    nonzero_eigenvalues,
+    numerical_rank,
+    paper_compatible_condition_number,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConditionNumbers",
+    "DegenerateSpectrumError",
+    "ImmunizationBound",
+    "ImmunizationCheck",
+    "InputPreconditioner",
+    "KappaRule",
+    "PreconditionerMethod",
+    "ProbeAttackResult",
+    "ProbeComparison",
+    "ProbingLoss",
+    "RankDeficiency",
+    "RankDeficientWarning",
+    "__version__",
+    "check_immunization",
+    "closed_form_immunizer",
+    "compare_probe_attacks",
+    "condition_number",
+    "condition_number_features",
+    "covariance_eigenvalues",
+    "default_rtol",
+    "immunization_bound",
+    "immunization_bound_features",
+    "immunization_condition_numbers",
+    "log_condition_number",
+    "log_condition_number_features",
+    "log_probing_hessian_condition_number",
+    "nonzero_eigenvalues",
+    "numerical_rank",
+    "paper_compatible_condition_number",
+    "probe_attack",
+    "probing_hessian",
+    "r_ill",
+    "r_ill_features",
+    "r_ill_gradient",
+    "r_well",
+    "r_well_features",
+    "r_well_gradient",
+    "relative_immunization_ratio",
+]

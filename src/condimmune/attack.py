@@ -1,0 +1,186 @@
+r"""The paper's attacker: linear probing of a head by gradient descent with step ``1/L``.
+
+For :math:`L(w) = \|\Phi w - y\|^2/n` the Hessian is :math:`H = \tfrac2n\Phi^\top\Phi` and
+GD with step :math:`\eta = 1/\lambda_{\max}(H)` from :math:`w_0 = 0` satisfies, with the
+thin SVD :math:`\Phi = U\Sigma V^\top` and :math:`a = U^\top y`,
+
+.. math:: L(w_t) - L^* = \tfrac1n \sum_i \left(1 - \sigma_i^2/\sigma_1^2\right)^{2t} a_i^2 .
+
+The trajectory is therefore evaluated **exactly** from one SVD rather than by iterating
+(identical to iterating up to rounding; see ``tests/test_attack.py``), and the number of
+steps to reach a relative suboptimality ``target`` is found by bisection on this monotone
+function — exact even when it is astronomically large, so no step budget caps it.
+Singular values below the numerical-range threshold count as zero, as for κ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from condimmune._validation import (
+    check_float_tensor,
+    check_matrix,
+    check_positive_float,
+    check_rtol,
+    check_same_device_dtype,
+)
+from condimmune.errors import DegenerateSpectrumError
+from condimmune.spectral import default_rtol
+
+__all__ = ["ProbeAttackResult", "ProbeComparison", "compare_probe_attacks", "probe_attack"]
+
+
+@dataclass(frozen=True)
+class ProbeAttackResult:
+    """Outcome of GD linear probing with step 1/L.
+
+    ``relative_suboptimality[t] = (L(w_t) − L*) / (L(w_0) − L*)`` for ``t = 0..budget``.
+    ``steps_to_target`` is the exact least ``t`` with relative suboptimality ≤ ``target``.
+    """
+
+    steps_to_target: int
+    target: float
+    relative_suboptimality: Tensor
+    initial_loss: float
+    optimal_loss: float
+    step_size: float
+    condition_number: float
+
+
+@dataclass(frozen=True)
+class ProbeComparison:
+    """The same attack on raw inputs and on immunized features."""
+
+    raw: ProbeAttackResult
+    immunized: ProbeAttackResult
+
+    @property
+    def slowdown(self) -> float:
+        """steps(immunized) / steps(raw); ≥ 1 means the extractor slows the attacker down."""
+        return self.immunized.steps_to_target / max(self.raw.steps_to_target, 1)
+
+
+def _steps_to_target(log_rates: Tensor, weights: Tensor, target: float) -> int:
+    """Least integer t ≥ 0 with Σ w_i exp(2 t log r_i) ≤ target (Σ w_i = 1)."""
+
+    def f(t: int) -> float:
+        return float((weights * torch.exp(2.0 * t * log_rates)).sum())
+
+    if f(0) <= target:
+        return 0
+    slowest = float(log_rates.max())
+    if slowest == 0.0:  # a unit rate carries weight: the target is never reached
+        raise DegenerateSpectrumError(
+            "a component of y converges at rate 1 under GD with step 1/L; the target "
+            "suboptimality is unreachable"
+        )
+    hi = max(1, math.ceil(math.log(target) / (2.0 * slowest)))  # f(hi) ≤ r_max^{2 hi} ≤ target
+    lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if f(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def probe_attack(
+    Phi: Tensor,
+    y: Tensor,
+    *,
+    target: float = 1e-3,
+    budget: int = 1000,
+    rtol: float | None = None,
+) -> ProbeAttackResult:
+    """Simulate GD (step ``1/L``, ``w_0 = 0``) on the squared loss of a linear head on ``Φ``.
+
+    Args:
+        Phi: features (n × k).
+        y: targets (n,) or (n, m) (one head per column, losses summed).
+        target: relative suboptimality to reach, in (0, 1).
+        budget: number of steps of the returned curve (the step count is exact regardless).
+        rtol: numerical-range threshold on σ² relative to σ_max² (default ``k · eps``).
+    """
+    Phi = check_matrix(Phi, "Phi")
+    y = check_float_tensor(y, "y")
+    check_same_device_dtype(Phi=Phi, y=y)
+    rtol = check_rtol(rtol)
+    if y.ndim not in (1, 2) or y.shape[0] != Phi.shape[0]:
+        raise ValueError(
+            f"y must have shape ({Phi.shape[0]},) or ({Phi.shape[0]}, m) to match Phi's rows, "
+            f"got {tuple(y.shape)}"
+        )
+    target = check_positive_float(target, "target")
+    if target >= 1:
+        raise ValueError(f"target is a relative suboptimality and must be < 1, got {target}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive int, got {budget!r}")
+    n, k = Phi.shape
+    Y = (y if y.ndim == 2 else y[:, None]).detach()
+    with torch.no_grad():
+        u, s, _ = torch.linalg.svd(Phi.detach(), full_matrices=False)
+        eig = s * s
+        cut = (default_rtol(k, Phi.dtype) if rtol is None else rtol) * eig[0]
+        keep = eig > cut
+        if int(keep.sum()) == 0:
+            raise DegenerateSpectrumError("Phi is numerically zero; there is nothing to probe")
+        eig = eig[keep]
+        a2 = ((u[:, keep].mT @ Y) ** 2).sum(dim=1)
+        total = float(a2.sum())
+        initial = float((Y * Y).sum()) / n
+        optimal = initial - total / n
+        if total <= 0.0:
+            raise DegenerateSpectrumError(
+                "y is orthogonal to the range of Phi: the head cannot reduce the loss"
+            )
+        log_rates = torch.log1p(-eig / eig[0])  # -inf for the top direction (rate 0)
+        weights = a2 / total
+        live = weights > 0
+        log_rates, weights = log_rates[live], weights[live]
+        steps = torch.arange(budget + 1, dtype=Phi.dtype, device=Phi.device)
+        curve = (weights[None, :] * torch.exp(2.0 * steps[:, None] * log_rates[None, :])).sum(1)
+        curve[0] = 1.0  # 0 · log(0) is nan at t = 0 for the top direction
+        steps_needed = _steps_to_target(
+            torch.where(torch.isinf(log_rates), torch.full_like(log_rates, -1e300), log_rates),
+            weights,
+            target,
+        )
+    return ProbeAttackResult(
+        steps_to_target=steps_needed,
+        target=target,
+        relative_suboptimality=curve,
+        initial_loss=initial,
+        optimal_loss=optimal,
+        step_size=n / (2.0 * float(eig[0])),
+        condition_number=float(eig[0] / eig[-1]),
+    )
+
+
+def compare_probe_attacks(
+    X: Tensor,
+    y: Tensor,
+    weight: Tensor,
+    *,
+    target: float = 1e-3,
+    budget: int = 1000,
+    rtol: float | None = None,
+) -> ProbeComparison:
+    """:func:`probe_attack` on raw inputs ``X`` and on features ``X Wᵀ``."""
+    X = check_matrix(X, "X")
+    weight = check_matrix(weight, "weight")
+    check_same_device_dtype(X=X, weight=weight)
+    if weight.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"weight must be k × d with d = {X.shape[1]} (X's columns), got {tuple(weight.shape)}"
+        )
+    with torch.no_grad():
+        features = X @ weight.mT
+    return ProbeComparison(
+        raw=probe_attack(X, y, target=target, budget=budget, rtol=rtol),
+        immunized=probe_attack(features, y, target=target, budget=budget, rtol=rtol),
+    )

@@ -1,0 +1,223 @@
+r"""The ceiling of linear immunization (Prop. 3.2 made quantitative; ``docs/theory.md``).
+
+For an invertible linear extractor θ, :math:`H_P = \theta^\top K_P\theta`,
+:math:`H_H = \theta^\top K_H\theta`. :math:`H_P^{-1}H_H` is similar to
+:math:`K_P^{-1}K_H`, whose eigenvalues Λ solve :math:`K_H v = \lambda K_P v` whatever θ is,
+so :math:`\kappa(H_H)\le\kappa(H_P)\,\kappa(\Lambda)` and
+
+.. math:: \mathrm{RIR}(\theta) \le \kappa(\Lambda)\,\kappa(K_P)/\kappa(K_H).
+
+All κ are over the non-zero spectrum (relative threshold). If
+:math:`\mathrm{range}(K_H)\not\subseteq\mathrm{range}(K_P)` the ratio is **unbounded**:
+scaling a direction of ``null(K_P)`` that the harmful data excites leaves ``H_P``
+unchanged and grows κ(H_H) without limit.
+
+Numerics: everything goes through symmetric eigendecompositions / thin SVDs of the data
+factors (``K = FᵀF``), never an explicit inverse. With ``K_P = V_P Σ_P² V_Pᵀ`` over its
+range, Λ are the squared singular values of :math:`B = F_H V_P \Sigma_P^{-1}`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from condimmune._validation import (
+    check_matrix,
+    check_rtol,
+    check_same_device_dtype,
+    check_symmetric_psd,
+)
+from condimmune.errors import DegenerateSpectrumError
+from condimmune.spectral import default_rtol
+
+__all__ = [
+    "ImmunizationBound",
+    "closed_form_immunizer",
+    "immunization_bound",
+    "immunization_bound_features",
+]
+
+
+@dataclass(frozen=True)
+class ImmunizationBound:
+    """The RIR ceiling over all invertible linear extractors.
+
+    ``value`` is ``None`` exactly when ``unbounded``; ``reason`` says why in words and
+    ``offending_dim`` is the dimension of the part of ``range(K_H)`` outside
+    ``range(K_P)`` (0 when bounded). ``generalized_eigenvalues`` are the non-zero Λ
+    (ascending) of ``K_H v = λ K_P v`` restricted to ``range(K_P)``.
+    """
+
+    value: float | None
+    unbounded: bool
+    reason: str
+    offending_dim: int
+    kappa_lambda: float
+    kappa_benign: float
+    kappa_harmful: float
+    generalized_eigenvalues: Tensor
+
+
+@dataclass(frozen=True)
+class _Decomposition:
+    v_p: Tensor  # d × r_P orthonormal basis of range(K_P)
+    s_p: Tensor  # r_P singular values of F_P (√ eigenvalues of K_P), descending
+    lam: Tensor  # generalized eigenvalues, descending, r_P of them (zeros kept)
+    u_b: Tensor  # r_P × r_P eigenvectors of BᵀB
+    offending_dim: int
+    kappa_benign: float
+    kappa_harmful: float
+
+
+def _range_basis(F: Tensor, rtol: float) -> tuple[Tensor, Tensor]:
+    """Orthonormal basis (d × r) of the row space of F and its singular values."""
+    _, s, vh = torch.linalg.svd(F, full_matrices=False)
+    keep = s * s > rtol * s[0] * s[0]
+    return vh[keep].mT, s[keep]
+
+
+def _decompose(f_p: Tensor, f_h: Tensor, rtol: float | None) -> _Decomposition:
+    d = f_p.shape[1]
+    rtol = default_rtol(d, f_p.dtype) if rtol is None else rtol
+    v_p, s_p = _range_basis(f_p, rtol)
+    v_h, s_h = _range_basis(f_h, rtol)
+    if v_h.shape[1] == 0 or v_p.shape[1] == 0:
+        raise DegenerateSpectrumError("K_P or K_H is numerically zero; no bound exists")
+    # Part of range(K_H) outside range(K_P): singular values of (I − V_P V_Pᵀ) F_Hᵀ.
+    outside = f_h.mT - v_p @ (v_p.mT @ f_h.mT)
+    out_s = torch.linalg.svdvals(outside)
+    offending = int((out_s * out_s > rtol * s_h[0] * s_h[0]).sum())
+    b = (f_h @ v_p) / s_p
+    lam_b, u_b = torch.linalg.eigh(b.mT @ b)
+    lam_b, u_b = lam_b.flip(0).clamp_min(0.0), u_b.flip(1)
+    return _Decomposition(
+        v_p=v_p,
+        s_p=s_p,
+        lam=lam_b,
+        u_b=u_b,
+        offending_dim=offending,
+        kappa_benign=float(s_p[0] ** 2 / s_p[-1] ** 2),
+        kappa_harmful=float(s_h[0] ** 2 / s_h[-1] ** 2),
+    )
+
+
+def _nonzero_mask(lam: Tensor, rtol: float | None) -> Tensor:
+    cut = (default_rtol(lam.numel(), lam.dtype) if rtol is None else rtol) * lam[0]
+    return lam > cut
+
+
+def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
+    lam_nz = dec.lam[_nonzero_mask(dec.lam, rtol)]
+    if lam_nz.numel() == 0:
+        raise DegenerateSpectrumError("K_H vanishes on range(K_P): every Λ is zero")
+    kappa_lambda = float(lam_nz[0] / lam_nz[-1])
+    if dec.offending_dim > 0:
+        return ImmunizationBound(
+            value=None,
+            unbounded=True,
+            reason=(
+                f"range(K_H) is not contained in range(K_P): {dec.offending_dim} direction(s) "
+                "excited by the harmful data are never seen by the benign data, so scaling "
+                "them leaves the benign Hessian unchanged while κ(H_H) grows without limit"
+            ),
+            offending_dim=dec.offending_dim,
+            kappa_lambda=kappa_lambda,
+            kappa_benign=dec.kappa_benign,
+            kappa_harmful=dec.kappa_harmful,
+            generalized_eigenvalues=lam_nz.flip(0),
+        )
+    value = kappa_lambda * dec.kappa_benign / dec.kappa_harmful
+    reason = (
+        "range(K_H) ⊆ range(K_P): RIR ≤ κ(Λ)·κ(K_P)/κ(K_H)"
+        if value > 1 + 1e-9
+        else "bound = 1: no invertible linear extractor can immunize (RIR ≤ 1)"
+    )
+    return ImmunizationBound(
+        value=value,
+        unbounded=False,
+        reason=reason,
+        offending_dim=0,
+        kappa_lambda=kappa_lambda,
+        kappa_benign=dec.kappa_benign,
+        kappa_harmful=dec.kappa_harmful,
+        generalized_eigenvalues=lam_nz.flip(0),
+    )
+
+
+def _factor(K: Tensor) -> Tensor:
+    """A factor F with FᵀF = K (rows = √eigenvalue · eigenvector)."""
+    lam, vecs = torch.linalg.eigh(K)
+    return (vecs * lam.clamp_min(0.0).sqrt()).mT
+
+
+def _checked_pair(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
+    check_same_device_dtype(**{names[0]: a, names[1]: b})
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same number of columns, got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def immunization_bound(K_P: Tensor, K_H: Tensor, *, rtol: float | None = None) -> ImmunizationBound:
+    """RIR ceiling from the covariances ``K_P = X_PᵀX_P``, ``K_H = X_HᵀX_H`` (d × d)."""
+    K_P = check_symmetric_psd(K_P, "K_P")
+    K_H = check_symmetric_psd(K_H, "K_H")
+    _checked_pair(K_P, K_H, ("K_P", "K_H"))
+    rtol = check_rtol(rtol)
+    with torch.no_grad():
+        return _bound_from(_decompose(_factor(K_P), _factor(K_H), rtol), rtol)
+
+
+def immunization_bound_features(
+    X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
+) -> ImmunizationBound:
+    """RIR ceiling from the data (n_P × d, n_H × d) directly; thin SVDs, no d × d inverse."""
+    X_P = check_matrix(X_P, "X_P")
+    X_H = check_matrix(X_H, "X_H")
+    _checked_pair(X_P, X_H, ("X_P", "X_H"))
+    rtol = check_rtol(rtol)
+    with torch.no_grad():
+        return _bound_from(_decompose(X_P, X_H, rtol), rtol)
+
+
+def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None) -> Tensor:
+    r"""The extractor weight ``W = θᵀ`` (d × d) that attains the bound.
+
+    θ's columns are the generalized eigenvectors (:math:`V^\top K_P V = I`,
+    :math:`V^\top K_H V = \Lambda`) scaled by :math:`\lambda_i^{a}`, which keeps RIR at
+    the bound for every :math:`a\ge 0` while :math:`\kappa(H_P)=\kappa(\Lambda)^{2a}` and
+    :math:`\kappa(H_H)=\kappa(\Lambda)^{1+2a}`. We take the largest ``a`` that still meets
+    Def. 3.1 (b), :math:`a^* = \log\kappa(K_P)/(2\log\kappa(\Lambda))`, so that
+    :math:`\kappa(H_P)=\kappa(K_P)` and the harmful κ is as large as (b) allows.
+    Directions outside ``range(K_P)`` are completed by an orthonormal basis (scaled to
+    the smallest used scale) so θ is invertible. When the problem is unbounded this is
+    the optimum over ``range(K_P)`` only; ``docs/theory.md`` shows how the RIR can then be
+    pushed without limit.
+    """
+    X_P = check_matrix(X_P, "X_P")
+    X_H = check_matrix(X_H, "X_H")
+    _checked_pair(X_P, X_H, ("X_P", "X_H"))
+    rtol = check_rtol(rtol)
+    with torch.no_grad():
+        dec = _decompose(X_P, X_H, rtol)
+        nonzero = _nonzero_mask(dec.lam, rtol)
+        if not bool(nonzero.any()):
+            raise DegenerateSpectrumError("K_H vanishes on range(K_P); nothing to immunize")
+        lam_nz = dec.lam[nonzero]
+        log_kappa_lambda = math.log(float(lam_nz[0] / lam_nz[-1]))
+        a = 0.0 if log_kappa_lambda <= 0 else math.log(dec.kappa_benign) / (2 * log_kappa_lambda)
+        # zero Λ (harmful data silent in that direction) get the smallest non-zero scale
+        scale = torch.where(nonzero, dec.lam, lam_nz[-1]) ** a
+        theta = (dec.v_p / dec.s_p) @ dec.u_b * scale  # d × r_P
+        d, r = X_P.shape[1], theta.shape[1]
+        if r < d:
+            eye = torch.eye(d, dtype=X_P.dtype, device=X_P.device)
+            _, _, vh = torch.linalg.svd(eye - dec.v_p @ dec.v_p.mT)
+            null_basis = vh[: d - r].mT  # orthonormal basis of null(K_P)
+            theta = torch.cat([theta, null_basis * theta.norm(dim=0).min()], dim=1)
+        return theta.mT.contiguous()

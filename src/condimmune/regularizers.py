@@ -1,0 +1,205 @@
+r"""The two condition-number regularizers of the paper and their analytic gradients.
+
+* :math:`R_{\text{well}}(S) = \tfrac12\sigma_{\max}^2 - \tfrac{1}{2p}\|S\|_F^2` (Eq. 3,
+  Nenov et al. 2024), ``p`` the size of ``S``. Lowering it lowers κ.
+* :math:`R_{\text{ill}}(S) = 1 / (\tfrac{1}{2k}\|S\|_F^2 - \tfrac12\sigma_{\min}^2)`
+  (Eq. 12), ``k = rank S`` and σ_min the smallest non-zero eigenvalue. Lowering it raises κ.
+
+**Rank deficiency.** "Non-zero" means above ``rtol · σ_max`` (see
+:mod:`condimmune.spectral`), never an absolute cut-off. When ``S`` is rank-deficient
+(always so for a minibatch with fewer rows than features) σ_min is the smallest
+non-zero eigenvalue of *that* matrix — the paper's definition, but for a minibatch a
+statistic of the batch rather than of the data. ``rank_deficiency`` says what to do:
+``"warn"`` (default) evaluates over the non-zero spectrum and emits a
+:class:`~condimmune.errors.RankDeficientWarning`; ``"raise"`` refuses; ``"allow"``
+evaluates silently, for callers whose rank deficiency is a property of the data itself
+(e.g. full-data pixel covariances with always-zero border pixels). ``R_ill`` is
+undefined, and always refused, when fewer than two eigenvalues are non-zero or when all
+non-zero eigenvalues are equal (its denominator is then 0).
+
+**Gradients.** Both functions are differentiable (autograd through ``eigvalsh``). Where
+σ_max (σ_min) is repeated the gradient returned is one element of the sub-
+(super-)differential, ``v vᵀ`` for one unit eigenvector ``v`` of the repeated eigenvalue.
+"""
+
+from __future__ import annotations
+
+import warnings
+from enum import StrEnum
+
+import torch
+from torch import Tensor
+
+from condimmune._choices import parse_choice
+from condimmune._validation import check_matrix, check_rtol, check_symmetric_psd
+from condimmune.errors import DegenerateSpectrumError, RankDeficientWarning
+from condimmune.spectral import _psd_eigenvalues, _psd_eigh, default_rtol
+
+__all__ = [
+    "RankDeficiency",
+    "r_ill",
+    "r_ill_features",
+    "r_ill_gradient",
+    "r_well",
+    "r_well_features",
+    "r_well_gradient",
+]
+
+
+class RankDeficiency(StrEnum):
+    """What ``R_ill`` does when the matrix it regularizes is rank-deficient."""
+
+    WARN = "warn"
+    RAISE = "raise"
+    ALLOW = "allow"
+
+
+def _gram(Phi: Tensor) -> Tensor:
+    n, k = Phi.shape
+    return Phi @ Phi.mT if n < k else Phi.mT @ Phi
+
+
+def _ill_rank(lam: Tensor, p: int, rtol: float, policy: RankDeficiency) -> tuple[int, int]:
+    """(index of σ_min in the ascending ``lam``, numerical rank k), after the degeneracy checks."""
+    nonzero = torch.nonzero(lam.detach() > rtol * lam[-1].detach())
+    rank = nonzero.numel()
+    if rank < 2:
+        raise DegenerateSpectrumError(
+            f"R_ill needs at least two non-zero eigenvalues, the covariance has rank {rank}: "
+            "with one, ‖S‖_F²/(2k) = σ_min²/2 and R_ill is infinite. Use more samples or features"
+        )
+    if rank < p:
+        message = (
+            f"R_ill on a rank-deficient covariance (numerical rank {rank} < size {p}): σ_min is "
+            "the smallest non-zero eigenvalue of this matrix (Eq. 12). For a minibatch with fewer "
+            "rows than features it describes the batch, not the data; use the full-data "
+            "covariance or a larger (gathered) batch, or pass rank_deficiency='allow' if the "
+            "rank deficiency is a property of the data"
+        )
+        if policy is RankDeficiency.RAISE:
+            raise DegenerateSpectrumError(message)
+        if policy is RankDeficiency.WARN:
+            warnings.warn(message, RankDeficientWarning, stacklevel=4)
+    return int(nonzero[0]), rank
+
+
+def _ill_denominator(fro2: Tensor, sigma_min: Tensor, rank: int, dtype: torch.dtype) -> Tensor:
+    denom = fro2 / (2 * rank) - 0.5 * sigma_min**2
+    if denom.detach() <= 4 * rank * torch.finfo(dtype).eps * fro2.detach():
+        raise DegenerateSpectrumError(
+            "all non-zero eigenvalues are equal (κ = 1), so R_ill's denominator "
+            "‖S‖_F²/(2k) − σ_min²/2 is 0 and R_ill is infinite; perturb the initialisation"
+        )
+    return denom
+
+
+def _r_well_from(mat: Tensor, p: int) -> Tensor:
+    lam = _psd_eigenvalues(mat, "the regularized covariance")
+    return 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
+
+
+def _r_ill_from(mat: Tensor, p: int, rtol: float, policy: RankDeficiency) -> Tensor:
+    lam = _psd_eigenvalues(mat, "the regularized covariance")
+    i, rank = _ill_rank(lam, p, rtol, policy)
+    return 1.0 / _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
+
+
+def r_well_value_and_gradient(mat: Tensor, p: int) -> tuple[float, Tensor]:
+    r"""``R_well`` and its analytic gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``.
+
+    ``mat`` is ``S`` (p × p) or the Gram matrix ``Φ Φᵀ`` of the same non-zero spectrum.
+    No input checks: internal fast path of :mod:`condimmune.step`.
+    """
+    lam, vecs = _psd_eigh(mat)
+    v1 = vecs[:, -1:]
+    value = 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
+    return float(value), lam[-1] * (v1 @ v1.mT) - mat / p
+
+
+def r_ill_value_and_gradient(
+    mat: Tensor, p: int, rtol: float, policy: RankDeficiency
+) -> tuple[float, Tensor]:
+    r"""``R_ill`` and its analytic gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2`.
+
+    Thm 4.1 (3); ``mat`` as for :func:`r_well_value_and_gradient`."""
+    lam, vecs = _psd_eigh(mat)
+    i, rank = _ill_rank(lam, p, rtol, policy)
+    denom = _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
+    u = vecs[:, i : i + 1]
+    return float(1.0 / denom), (lam[i] * (u @ u.mT) - mat / rank) / denom**2
+
+
+def r_well(S: Tensor) -> Tensor:
+    r""":math:`R_{\text{well}}(S) = \tfrac12\sigma_{\max}(S)^2 - \tfrac{1}{2p}\|S\|_F^2` (Eq. 3)."""
+    S = check_symmetric_psd(S, "S")
+    return _r_well_from(S, S.shape[0])
+
+
+def r_ill(
+    S: Tensor,
+    *,
+    rtol: float | None = None,
+    rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
+) -> Tensor:
+    r""":math:`R_{\text{ill}}(S) = 1/(\tfrac{1}{2k}\|S\|_F^2 - \tfrac12\sigma_{\min}^2)` (Eq. 12).
+
+    ``k`` is the numerical rank (eigenvalues above ``rtol · σ_max``, default
+    ``rtol = p · eps``) and σ_min the smallest of them.
+    """
+    S = check_symmetric_psd(S, "S")
+    rtol = check_rtol(rtol)
+    policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
+    p = S.shape[0]
+    return _r_ill_from(S, p, default_rtol(p, S.dtype) if rtol is None else rtol, policy)
+
+
+def r_well_features(Phi: Tensor) -> Tensor:
+    r"""``r_well(Φᵀ Φ)`` from features ``Φ`` (n × k); the Gram matrix ``Φ Φᵀ`` when ``n < k``.
+
+    ``p = k`` (the size of ``Φᵀ Φ``), and ``‖Φ Φᵀ‖_F = ‖Φᵀ Φ‖_F``.
+    """
+    Phi = check_matrix(Phi, "Phi")
+    return _r_well_from(_gram(Phi), Phi.shape[1])
+
+
+def r_ill_features(
+    Phi: Tensor,
+    *,
+    rtol: float | None = None,
+    rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
+) -> Tensor:
+    """``r_ill(Φᵀ Φ)`` from features ``Φ`` (n × k); the Gram matrix ``Φ Φᵀ`` when ``n < k``.
+
+    With ``n < k`` the covariance is always rank-deficient, so ``rank_deficiency``
+    decides (see the module docstring). Default ``rtol`` is that of ``Φᵀ Φ``: ``k · eps``.
+    """
+    Phi = check_matrix(Phi, "Phi")
+    rtol = check_rtol(rtol)
+    policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
+    k = Phi.shape[1]
+    return _r_ill_from(_gram(Phi), k, default_rtol(k, Phi.dtype) if rtol is None else rtol, policy)
+
+
+def r_well_gradient(S: Tensor) -> Tensor:
+    r"""Analytic :math:`\nabla_S R_{\text{well}} = \sigma_1 v_1 v_1^\top - S/p` (Appendix A)."""
+    S = check_symmetric_psd(S, "S").detach()
+    return r_well_value_and_gradient(S, S.shape[0])[1]
+
+
+def r_ill_gradient(
+    S: Tensor,
+    *,
+    rtol: float | None = None,
+    rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
+) -> Tensor:
+    r"""Analytic :math:`\nabla_S R_{\text{ill}} = (\sigma_k u_k u_k^\top - S/k)/D^2` (Thm 4.1 (3)).
+
+    ``D = ‖S‖_F²/(2k) − σ_k²/2``, ``k`` the numerical rank, σ_k the smallest non-zero eigenvalue.
+    """
+    S = check_symmetric_psd(S, "S").detach()
+    rtol = check_rtol(rtol)
+    policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
+    p = S.shape[0]
+    return r_ill_value_and_gradient(
+        S, p, default_rtol(p, S.dtype) if rtol is None else rtol, policy
+    )[1]

@@ -1,0 +1,158 @@
+r"""Spectra and condition numbers of symmetric PSD matrices and of feature covariances.
+
+The condition number is the paper's Eq. 1, :math:`\kappa(S) = \sigma_{\max}/\sigma_{\min}`
+with :math:`\sigma_{\min}` the smallest **non-zero** eigenvalue. In floating point
+"non-zero" means above a *relative* threshold ``rtol · σ_max`` (the rule
+``numpy.linalg.matrix_rank`` uses), so κ does not change when the data is rescaled.
+The default ``rtol`` for a matrix of size ``p`` is ``p · eps(dtype)``.
+
+The reference code instead adds ``1e-6 · I`` and takes the smallest eigenvalue above
+``1e-6``; on its rank-deficient covariances that σ_min is always ≈ 1e-6, so its κ is a
+rescaled σ_max. :func:`paper_compatible_condition_number` reproduces that rule so
+results can be compared with the paper's tables; it is never our headline number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from condimmune._validation import check_matrix, check_rtol, check_symmetric_psd
+from condimmune.errors import DegenerateSpectrumError
+
+__all__ = [
+    "condition_number",
+    "condition_number_features",
+    "covariance_eigenvalues",
+    "default_rtol",
+    "log_condition_number",
+    "log_condition_number_features",
+    "nonzero_eigenvalues",
+    "numerical_rank",
+    "paper_compatible_condition_number",
+]
+
+PAPER_RIDGE = 1e-6
+"""The reference code's absolute ridge and eigenvalue cut-off."""
+
+
+def default_rtol(size: int, dtype: torch.dtype) -> float:
+    """``size · eps(dtype)``: the relative threshold below which an eigenvalue counts as zero."""
+    return size * torch.finfo(dtype).eps
+
+
+def _psd_eigenvalues(S: Tensor, name: str) -> Tensor:
+    """Ascending eigenvalues of a symmetric matrix, refusing clearly indefinite input."""
+    lam = torch.linalg.eigvalsh(S)
+    _check_psd_spectrum(lam, name)
+    return lam
+
+
+def _psd_eigh(S: Tensor, name: str = "the regularized covariance") -> tuple[Tensor, Tensor]:
+    """``eigh`` of a symmetric matrix with the same checks as :func:`_psd_eigenvalues`."""
+    lam, vecs = torch.linalg.eigh(S)
+    _check_psd_spectrum(lam, name)
+    return lam, vecs
+
+
+def _check_psd_spectrum(lam: Tensor, name: str) -> None:
+    top = lam[-1].detach()
+    if not bool(torch.isfinite(top)):
+        raise ValueError(f"{name} has a NaN/Inf spectrum; its inputs contain NaN or Inf")
+    if top <= 0:
+        raise DegenerateSpectrumError(
+            f"{name} has no positive eigenvalue (σ_max = {float(top):.3g}); its condition number "
+            "is undefined. Check that the features are not all zero"
+        )
+    if lam[0].detach() < -math.sqrt(torch.finfo(lam.dtype).eps) * top:
+        raise ValueError(
+            f"{name} is not positive semi-definite (smallest eigenvalue {float(lam[0]):.3g}, "
+            f"largest {float(top):.3g}); pass a covariance such as Φᵀ Φ"
+        )
+
+
+def covariance_eigenvalues(Phi: Tensor) -> Tensor:
+    r"""Ascending eigenvalues of :math:`\Phi^\top\Phi` that can be non-zero.
+
+    When ``n < k`` they are the eigenvalues of the ``n × n`` Gram matrix
+    :math:`\Phi\Phi^\top` (same non-zero spectrum, :math:`O(n^2k)` instead of
+    :math:`O(k^3)`); the ``k − n`` structural zeros are omitted.
+    Differentiable with respect to ``Phi``.
+    """
+    Phi = check_matrix(Phi, "Phi")
+    n, k = Phi.shape
+    gram = Phi @ Phi.mT if n < k else Phi.mT @ Phi
+    return _psd_eigenvalues(gram, "Phi's covariance")
+
+
+def _nonzero(lam: Tensor, rtol: float) -> Tensor:
+    threshold = rtol * lam[-1].detach()
+    return lam[lam.detach() > threshold]
+
+
+def nonzero_eigenvalues(S: Tensor, *, rtol: float | None = None) -> Tensor:
+    """Ascending eigenvalues of ``S`` above ``rtol · σ_max`` (default ``rtol = p · eps``)."""
+    S = check_symmetric_psd(S, "S")
+    rtol = check_rtol(rtol)
+    lam = _psd_eigenvalues(S, "S")
+    return _nonzero(lam, default_rtol(S.shape[0], S.dtype) if rtol is None else rtol)
+
+
+def numerical_rank(S: Tensor, *, rtol: float | None = None) -> int:
+    """Number of eigenvalues of ``S`` above ``rtol · σ_max``."""
+    return int(nonzero_eigenvalues(S, rtol=rtol).numel())
+
+
+def _log_kappa(lam_nonzero: Tensor) -> Tensor:
+    return torch.log(lam_nonzero[-1]) - torch.log(lam_nonzero[0])
+
+
+def log_condition_number(S: Tensor, *, rtol: float | None = None) -> Tensor:
+    r"""Natural log of :math:`\kappa(S)` over the numerical range (Eq. 1).
+
+    Returns a 0-d tensor, differentiable through the eigenvalues (used by the
+    "Opt κ" baseline). Raises :class:`DegenerateSpectrumError` when ``S`` is zero.
+    """
+    return _log_kappa(nonzero_eigenvalues(S, rtol=rtol))
+
+
+def condition_number(S: Tensor, *, rtol: float | None = None) -> Tensor:
+    r""":math:`\kappa(S) = \sigma_{\max}/\sigma_{\min}` over the numerical range (Eq. 1)."""
+    return torch.exp(log_condition_number(S, rtol=rtol))
+
+
+def log_condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
+    r"""``log_condition_number(Φᵀ Φ)`` computed from the features ``Φ`` (n × k).
+
+    Uses the ``n × n`` Gram matrix when ``n < k``. The default ``rtol`` is that of
+    ``S = Φᵀ Φ`` (``k · eps``), so both functions agree on the same data.
+    """
+    Phi = check_matrix(Phi, "Phi")
+    rtol = check_rtol(rtol)
+    lam = covariance_eigenvalues(Phi)
+    k = Phi.shape[1]
+    return _log_kappa(_nonzero(lam, default_rtol(k, Phi.dtype) if rtol is None else rtol))
+
+
+def condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
+    """``condition_number(Φᵀ Φ)`` from the features, with the Gram trick when ``n < k``."""
+    return torch.exp(log_condition_number_features(Phi, rtol=rtol))
+
+
+def paper_compatible_condition_number(S: Tensor, *, ridge: float = PAPER_RIDGE) -> Tensor:
+    r"""κ by the reference code rule: σ_min = least eigenvalue of ``S + ridge·I`` above ``ridge``.
+
+    Not scale invariant and, on rank-deficient ``S``, σ_min ≈ ``ridge`` whatever the data,
+    so the value is ≈ σ_max / ridge. Only for side-by-side comparison with the paper's
+    tables; see ``docs/theory.md``.
+    """
+    S = check_symmetric_psd(S, "S")
+    lam = torch.linalg.eigvalsh(S + ridge * torch.eye(S.shape[0], dtype=S.dtype, device=S.device))
+    above = lam[lam > ridge]
+    if above.numel() == 0:
+        raise DegenerateSpectrumError(
+            f"no eigenvalue of S + {ridge}·I lies above {ridge}; S is numerically zero"
+        )
+    return above[-1] / above[0]

@@ -195,7 +195,8 @@ def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
     Def. 3.1 (b), :math:`a^* = \log\kappa(K_P)/(2\log\kappa(\Lambda))`, so that
     :math:`\kappa(H_P)=\kappa(K_P)` and the harmful κ is as large as (b) allows.
     Directions outside ``range(K_P)`` are completed by an orthonormal basis (scaled to
-    the smallest used scale) so θ is invertible. When the problem is unbounded this is
+    the smallest used scale) so θ is invertible; the overall scale makes ``‖X_P θ‖_F =
+    ‖X_P‖_F``. When the problem is unbounded this is
     the optimum over ``range(K_P)`` only; ``docs/theory.md`` shows how the RIR can then be
     pushed without limit.
     """
@@ -220,4 +221,7 @@ def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
             _, _, vh = torch.linalg.svd(eye - dec.v_p @ dec.v_p.mT)
             null_basis = vh[: d - r].mT  # orthonormal basis of null(K_P)
             theta = torch.cat([theta, null_basis * theta.norm(dim=0).min()], dim=1)
+        # κ and RIR are scale-free; give the benign features the raw inputs' energy so a
+        # head trained on them sees inputs of the usual size.
+        theta = theta * torch.sqrt(X_P.square().sum() / (X_P @ theta).square().sum())
         return theta.mT.contiguous()

@@ -24,7 +24,9 @@ non-zero eigenvalues are equal (its denominator is then 0).
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -104,29 +106,66 @@ def _r_ill_from(mat: Tensor, p: int, rtol: float, policy: RankDeficiency) -> Ten
     return 1.0 / _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
 
 
-def r_well_value_and_gradient(mat: Tensor, p: int) -> tuple[float, Tensor]:
-    r"""``R_well`` and its analytic gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``.
+@dataclass(frozen=True)
+class SpectralTerm:
+    """A regularizer's value, its analytic gradient w.r.t. the matrix it was given, and the
+    largest step η of the preconditioned update ``W − η ∇_W R · K⁻¹`` for which the
+    paper's monotonicity holds (Thm 4.3, exact form derived in ``docs/theory.md``)."""
+
+    value: float
+    gradient: Tensor
+    log_kappa: float
+    step_bound: float
+    """``min(monotone bound, unit step)``: the unit step is the η at which the fastest
+    eigenvalue moves by 100 % (first order), so ``c · step_bound`` with ``c ≤ 1`` is a step
+    that keeps κ monotone and changes no eigenvalue by more than ``≈ c`` relatively."""
+
+
+def _log_kappa_of(lam: Tensor, rtol: float) -> float:
+    nonzero = lam[lam > rtol * lam[-1]]
+    return math.log(float(nonzero[-1] / nonzero[0]))
+
+
+def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
+    r"""``R_well``, its gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``, step bound.
 
     ``mat`` is ``S`` (p × p) or the Gram matrix ``Φ Φᵀ`` of the same non-zero spectrum.
+    Monotone step bound: :math:`(\sqrt{\sigma_1}-\sqrt{\sigma_2}) /
+    (2(\sigma_1^{3/2}(1-1/p) + \sigma_2^{3/2}/p))` (0 when σ_1 is repeated); unit step
+    :math:`1/(2\sigma_1(1-1/p))`.
     No input checks: internal fast path of :mod:`condimmune.step`.
     """
     lam, vecs = _psd_eigh(mat)
     v1 = vecs[:, -1:]
     value = 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
-    return float(value), lam[-1] * (v1 @ v1.mT) - mat / p
+    s1 = float(lam[-1])
+    s2 = max(float(lam[-2]), 0.0) if lam.numel() > 1 else 0.0
+    monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
+    unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
+    log_kappa = _log_kappa_of(lam, default_rtol(p, mat.dtype))
+    gradient = lam[-1] * (v1 @ v1.mT) - mat / p
+    return SpectralTerm(float(value), gradient, log_kappa, min(monotone, unit))
 
 
 def r_ill_value_and_gradient(
     mat: Tensor, p: int, rtol: float, policy: RankDeficiency
-) -> tuple[float, Tensor]:
-    r"""``R_ill`` and its analytic gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2`.
+) -> SpectralTerm:
+    r"""``R_ill``, its gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2` (Thm 4.1 (3)), step bound.
 
-    Thm 4.1 (3); ``mat`` as for :func:`r_well_value_and_gradient`."""
+    Monotone step bound: :math:`k D^2 / (2\sigma_k (k-1))`; unit step
+    :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` as for
+    :func:`r_well_value_and_gradient`.
+    """
     lam, vecs = _psd_eigh(mat)
     i, rank = _ill_rank(lam, p, rtol, policy)
     denom = _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
     u = vecs[:, i : i + 1]
-    return float(1.0 / denom), (lam[i] * (u @ u.mT) - mat / rank) / denom**2
+    d2, s_k, s_1 = float(denom) ** 2, float(lam[i]), float(lam[-1])
+    monotone = rank * d2 / (2 * s_k * (rank - 1))
+    unit = d2 / (2 * max(s_k * (1 - 1 / rank), s_1 / rank))
+    gradient = (lam[i] * (u @ u.mT) - mat / rank) / denom**2
+    log_kappa = math.log(s_1 / s_k)
+    return SpectralTerm(float(1.0 / denom), gradient, log_kappa, min(monotone, unit))
 
 
 def r_well(S: Tensor) -> Tensor:
@@ -183,7 +222,7 @@ def r_ill_features(
 def r_well_gradient(S: Tensor) -> Tensor:
     r"""Analytic :math:`\nabla_S R_{\text{well}} = \sigma_1 v_1 v_1^\top - S/p` (Appendix A)."""
     S = check_symmetric_psd(S, "S").detach()
-    return r_well_value_and_gradient(S, S.shape[0])[1]
+    return r_well_value_and_gradient(S, S.shape[0]).gradient
 
 
 def r_ill_gradient(
@@ -200,6 +239,5 @@ def r_ill_gradient(
     rtol = check_rtol(rtol)
     policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
     p = S.shape[0]
-    return r_ill_value_and_gradient(
-        S, p, default_rtol(p, S.dtype) if rtol is None else rtol, policy
-    )[1]
+    rtol = default_rtol(p, S.dtype) if rtol is None else rtol
+    return r_ill_value_and_gradient(S, p, rtol, policy).gradient

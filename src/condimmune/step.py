@@ -21,7 +21,9 @@ matrix multiplication.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -36,24 +38,44 @@ from condimmune._validation import (
 from condimmune.preconditioner import InputPreconditioner
 from condimmune.regularizers import (
     RankDeficiency,
+    SpectralTerm,
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
 from condimmune.spectral import default_rtol
 
-__all__ = ["PreconditionedRegularizerStep", "RegularizerGradient"]
+__all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
+
+
+class StepWeighting(StrEnum):
+    """How ``benign_weight``/``harmful_weight`` turn into the coefficients of the direction.
+
+    ``fixed``: the coefficients are the weights (λ_P, λ_H of Alg. 1).
+    ``theorem``: the weights are fractions of the largest step for which each preconditioned
+    regularizer step is monotone on its own (Thm 4.3; ``docs/theory.md``), recomputed from
+    the current spectrum at every call, so the direction is a ready-to-apply update
+    ``W ← W − ΔW`` whose scale does not depend on how the data is scaled.
+    """
+
+    FIXED = "fixed"
+    THEOREM = "theorem"
 
 
 @dataclass(frozen=True)
 class RegularizerGradient:
-    """The weighted, preconditioned regularizer direction (k × d) and the two values.
+    """The preconditioned regularizer direction (k × d), the two values and coefficients.
 
-    A regularizer whose weight is 0 is skipped and its value reported as ``nan``.
+    A regularizer whose weight is 0 is skipped; its value and log κ are then ``nan`` and its
+    coefficient 0. ``*_log_kappa`` are the current (pre-update) log κ over the numerical range.
     """
 
     gradient: Tensor
     r_well: float
     r_ill: float
+    benign_coefficient: float
+    harmful_coefficient: float
+    benign_log_kappa: float
+    harmful_log_kappa: float
 
 
 class PreconditionedRegularizerStep:
@@ -65,6 +87,8 @@ class PreconditionedRegularizerStep:
             price; 1 and 1e-7 for MNIST).
         benign_weight, harmful_weight: λ_P and λ_H; 0 switches a regularizer off.
         rtol, rank_deficiency: passed to :func:`~condimmune.regularizers.r_ill_features`.
+        weighting: ``"fixed"`` (weights are λ_P, λ_H) or ``"theorem"`` (weights are
+            fractions of the Thm 4.3 step bounds); see :class:`StepWeighting`.
     """
 
     def __init__(
@@ -78,6 +102,7 @@ class PreconditionedRegularizerStep:
         harmful_weight: float,
         rtol: float | None = None,
         rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
+        weighting: StepWeighting | str = StepWeighting.FIXED,
     ) -> None:
         benign_x = check_matrix(benign_x, "benign_x").detach()
         harmful_x = check_matrix(harmful_x, "harmful_x").detach()
@@ -93,6 +118,7 @@ class PreconditionedRegularizerStep:
         )
         self.rtol = check_rtol(rtol)
         self.rank_deficiency = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
+        self.weighting = parse_choice(StepWeighting, weighting, "weighting")
         self.n_benign = benign_x.shape[0]
         self.x = torch.cat([benign_x, harmful_x])
         self.m = torch.cat(
@@ -124,34 +150,47 @@ class PreconditionedRegularizerStep:
             k = phi.shape[1]
             rtol = default_rtol(k, phi.dtype) if self.rtol is None else self.rtol
             a = torch.zeros_like(phi)
-            well = ill = float("nan")
+            terms = {}
             if self.benign_weight > 0:
-                well = self._feature_gradient(
+                terms["benign"] = self._feature_gradient(
                     phi[: self.n_benign],
                     a[: self.n_benign],
                     self.benign_weight,
                     lambda mat: r_well_value_and_gradient(mat, k),
                 )
             if self.harmful_weight > 0:
-                ill = self._feature_gradient(
+                terms["harmful"] = self._feature_gradient(
                     phi[self.n_benign :],
                     a[self.n_benign :],
                     self.harmful_weight,
                     lambda mat: r_ill_value_and_gradient(mat, k, rtol, self.rank_deficiency),
                 )
             direction = torch.mm(a.mT, self.m, out=out) if out is not None else a.mT @ self.m
-        return RegularizerGradient(gradient=direction, r_well=well, r_ill=ill)
+        nan = (float("nan"), 0.0, float("nan"))
+        well, c_p, kappa_p = terms.get("benign", nan)
+        ill, c_h, kappa_h = terms.get("harmful", nan)
+        return RegularizerGradient(
+            gradient=direction,
+            r_well=well,
+            r_ill=ill,
+            benign_coefficient=c_p,
+            harmful_coefficient=c_h,
+            benign_log_kappa=kappa_p,
+            harmful_log_kappa=kappa_h,
+        )
 
-    @staticmethod
-    def _feature_gradient(phi: Tensor, out: Tensor, weight: float, value_and_grad) -> float:
-        """Write ``weight · ∂R/∂Φ`` into ``out``: ``2 (∂R/∂G) Φ`` on the Gram matrix
-        ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
+    def _feature_gradient(
+        self, phi: Tensor, out: Tensor, weight: float, term: Callable[[Tensor], SpectralTerm]
+    ) -> tuple[float, float, float]:
+        """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
+        matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
         n, k = phi.shape
         if n < k:
-            value, grad = value_and_grad(phi @ phi.mT)
-            torch.mm(grad, phi, out=out)
+            t = term(phi @ phi.mT)
+            torch.mm(t.gradient, phi, out=out)
         else:
-            value, grad = value_and_grad(phi.mT @ phi)
-            torch.mm(phi, grad, out=out)
-        out.mul_(2.0 * weight)
-        return value
+            t = term(phi.mT @ phi)
+            torch.mm(phi, t.gradient, out=out)
+        coefficient = weight * (t.step_bound if self.weighting is StepWeighting.THEOREM else 1.0)
+        out.mul_(2.0 * coefficient)
+        return t.value, coefficient, t.log_kappa

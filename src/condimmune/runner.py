@@ -1,0 +1,300 @@
+"""Run one linear experiment and write its run directory (a contract other tools read).
+
+Run directory::
+
+    config.yaml            resolved config + seed + package versions
+    metrics.json           headline metrics (schema in README.md)
+    extractor.safetensors  {"weight": W (k × d)}
+    head.safetensors       {"head": ω (k,), "bias": b} of the benign model
+    data.safetensors       exact preprocessed inputs: benign_x, harmful_x (training rows the
+                           κ's were computed on), benign_y, harmful_y, benign_x_test, benign_y_test
+    report.md, *.png       human-readable report with plots
+
+Everything is written into a temporary sibling directory that is renamed into place at
+the end, so an interrupted or failed run never leaves a half-written ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from condimmune.attack import compare_probe_attacks
+from condimmune.bound import immunization_bound_features
+from condimmune.config import ExperimentConfig, Method, config_from_dict, config_to_dict
+from condimmune.data import LinearTaskData, TaskKind, load_task_data
+from condimmune.linear import LinearModel, TrainingHistory, predict, task_loss, train_linear
+from condimmune.metrics import check_immunization, immunization_condition_numbers
+
+__all__ = ["RunArtifacts", "evaluate_run", "load_run", "run_experiment"]
+
+
+@dataclass(frozen=True)
+class RunArtifacts:
+    """What a run produced, in memory (the run directory is its serialisation)."""
+
+    config: ExperimentConfig
+    data: LinearTaskData
+    model: LinearModel
+    raw_model: LinearModel
+    history: TrainingHistory
+    metrics: dict[str, Any]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _benign_metric(kind: TaskKind, model: LinearModel, x, y) -> float:
+    with torch.no_grad():
+        out = predict(model, x)
+        if kind is TaskKind.CLASSIFICATION:
+            return float(((out > 0).to(y.dtype) == y).to(torch.float64).mean())
+        return float(((out - y) ** 2).mean())
+
+
+def _train_loss(kind: TaskKind, model: LinearModel, x, y) -> float:
+    with torch.no_grad():
+        return float(task_loss(kind, predict(model, x), y))
+
+
+def compute_metrics(
+    config: ExperimentConfig,
+    data: LinearTaskData,
+    model: LinearModel,
+    raw_model: LinearModel,
+) -> dict[str, Any]:
+    """All metrics of a run from its data and models (used by ``run`` and ``evaluate``)."""
+    xp, xh = data.benign.x_train, data.harmful.x_train
+    honest = immunization_condition_numbers(xp, xh, model.weight)
+    compat = immunization_condition_numbers(xp, xh, model.weight, rule="paper-compatible")
+    bound = immunization_bound_features(xp, xh)
+    harmful_attack = compare_probe_attacks(
+        xh,
+        data.harmful.y_train,
+        model.weight,
+        target=config.attack.target,
+        budget=config.attack.budget,
+    )
+    benign_attack = compare_probe_attacks(
+        xp,
+        data.benign.y_train,
+        model.weight,
+        target=config.attack.target,
+        budget=config.attack.budget,
+    )
+    loss_raw = _train_loss(data.kind, raw_model, xp, data.benign.y_train)
+    loss_imm = _train_loss(data.kind, model, xp, data.benign.y_train)
+    check = check_immunization(honest, benign_loss_raw=loss_raw, benign_loss_immunized=loss_imm)
+    metric_name = "accuracy" if data.kind is TaskKind.CLASSIFICATION else "mse"
+    fraction = None if bound.unbounded else honest.rir / bound.value
+    return {
+        "experiment": config.experiment,
+        "method": config.train.method,
+        "seed": config.seed,
+        "rir": honest.rir,
+        "kappa": {
+            "benign": {"raw": honest.benign_raw, "immunized": honest.benign_immunized},
+            "harmful": {"raw": honest.harmful_raw, "immunized": honest.harmful_immunized},
+        },
+        "harmful_ratio": honest.harmful_ratio,
+        "benign_ratio": honest.benign_ratio,
+        "rir_paper_compatible": compat.rir,
+        "kappa_paper_compatible": {
+            "benign": {"raw": compat.benign_raw, "immunized": compat.benign_immunized},
+            "harmful": {"raw": compat.harmful_raw, "immunized": compat.harmful_immunized},
+        },
+        "rir_bound": {
+            "value": bound.value,
+            "unbounded": bound.unbounded,
+            "reason": bound.reason,
+        },
+        "rir_fraction_of_bound": fraction,
+        "benign_task": {
+            "metric": metric_name,
+            "raw": _benign_metric(data.kind, raw_model, data.benign.x_test, data.benign.y_test),
+            "immunized": _benign_metric(data.kind, model, data.benign.x_test, data.benign.y_test),
+            "train_loss_raw": loss_raw,
+            "train_loss_immunized": loss_imm,
+        },
+        "attack": {
+            "target": config.attack.target,
+            "steps_raw": harmful_attack.raw.steps_to_target,
+            "steps_immunized": harmful_attack.immunized.steps_to_target,
+            "harmful_slowdown": harmful_attack.slowdown,
+            "benign_steps_raw": benign_attack.raw.steps_to_target,
+            "benign_steps_immunized": benign_attack.immunized.steps_to_target,
+            "benign_slowdown": benign_attack.slowdown,
+        },
+        "immunization_check": {
+            "immunized": check.immunized,
+            "harmful_ok": check.harmful_ok,
+            "harmful_margin": check.harmful_margin,
+            "benign_ok": check.benign_ok,
+            "benign_margin": check.benign_margin,
+            "utility_ok": check.utility_ok,
+            "utility_gap": check.utility_gap,
+        },
+    }
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+
+
+def _prepare_out(out_dir: Path) -> Path:
+    out_dir = out_dir.expanduser().resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"--out {out_dir} exists and is not empty; choose a new directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def run_experiment(
+    config: ExperimentConfig, out_dir: str | Path | None, *, progress: bool = True
+) -> RunArtifacts:
+    """Train, evaluate and (if ``out_dir``) write the run directory atomically."""
+    from condimmune.report import write_report
+
+    config = config_from_dict(config_to_dict(config))  # validated copy
+    final = _prepare_out(Path(out_dir)) if out_dir is not None else None
+    start = time.perf_counter()
+    data = load_task_data(config.experiment, config.data, config.seed)
+    raw_cfg = config_from_dict(config_to_dict(config)).train
+    raw_cfg.method = Method.NONE.value
+    raw_model, _ = train_linear(data, raw_cfg, seed=config.seed, progress=progress)
+    train_start = time.perf_counter()
+    model, history = train_linear(data, config.train, seed=config.seed, progress=progress)
+    train_seconds = time.perf_counter() - train_start
+    metrics = compute_metrics(config, data, model, raw_model)
+    metrics["train_seconds"] = train_seconds
+    metrics["notes"] = [*data.notes, *history.notes]
+    metrics["wall_seconds"] = time.perf_counter() - start
+    artifacts = RunArtifacts(config, data, model, raw_model, history, metrics)
+    if final is not None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            _write_run(tmp, artifacts)
+            write_report(tmp, artifacts)
+            if final.exists():
+                final.rmdir()
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return artifacts
+
+
+def _write_run(directory: Path, art: RunArtifacts) -> None:
+    resolved = config_to_dict(art.config)
+    resolved["versions"] = _versions()
+    (directory / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    save_file({"weight": art.model.weight.contiguous()}, directory / "extractor.safetensors")
+    save_file(
+        {"head": art.model.head.contiguous(), "bias": art.model.bias.reshape(1)},
+        directory / "head.safetensors",
+    )
+    save_file(
+        {
+            "benign_x": art.data.benign.x_train.contiguous(),
+            "harmful_x": art.data.harmful.x_train.contiguous(),
+            "benign_y": art.data.benign.y_train.contiguous(),
+            "harmful_y": art.data.harmful.y_train.contiguous(),
+            "benign_x_test": art.data.benign.x_test.contiguous(),
+            "benign_y_test": art.data.benign.y_test.contiguous(),
+            "raw_head": art.raw_model.head.contiguous(),
+            "raw_bias": art.raw_model.bias.reshape(1),
+        },
+        directory / "data.safetensors",
+    )
+    _write_json(directory / "metrics.json", art.metrics)
+
+
+def load_run(
+    run_dir: str | Path,
+) -> tuple[ExperimentConfig, LinearTaskData, LinearModel, LinearModel, dict[str, Any]]:
+    """Read a run directory back: config, data, immunized and raw models, saved metrics."""
+    from condimmune.data import TaskSplit
+
+    run_dir = Path(run_dir)
+    needed = [
+        "config.yaml",
+        "metrics.json",
+        "extractor.safetensors",
+        "head.safetensors",
+        "data.safetensors",
+    ]
+    missing = [n for n in needed if not (run_dir / n).is_file()]
+    if missing:
+        raise ValueError(
+            f"{run_dir} is not a complete run directory (missing {', '.join(missing)})"
+        )
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    raw.pop("versions", None)
+    config = config_from_dict(raw)
+    tensors = load_file(run_dir / "data.safetensors")
+    weight = load_file(run_dir / "extractor.safetensors")["weight"]
+    head = load_file(run_dir / "head.safetensors")
+    empty = torch.zeros(0, dtype=torch.float64)
+    kind = TaskKind.REGRESSION if config.experiment == "house-price" else TaskKind.CLASSIFICATION
+    data = LinearTaskData(
+        benign=TaskSplit(
+            tensors["benign_x"],
+            tensors["benign_y"],
+            tensors["benign_x_test"],
+            tensors["benign_y_test"],
+        ),
+        harmful=TaskSplit(tensors["harmful_x"], tensors["harmful_y"], empty, empty),
+        kind=kind,
+        description=f"loaded from {run_dir}",
+    )
+    model = LinearModel(weight=weight, head=head["head"], bias=head["bias"][0])
+    d = weight.shape[1]
+    raw_model = LinearModel(
+        weight=torch.eye(d, dtype=weight.dtype),
+        head=tensors["raw_head"],
+        bias=tensors["raw_bias"][0],
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return config, data, model, raw_model, metrics
+
+
+def evaluate_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Recompute a saved run's metrics from its files; returns (recomputed, saved)."""
+    config, data, model, raw_model, saved = load_run(run_dir)
+    return compute_metrics(config, data, model, raw_model), saved
+
+
+def metrics_agree(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-6) -> list[str]:
+    """Keys (dotted) whose numbers differ between two metrics dicts by more than ``rel``."""
+    bad: list[str] = []
+
+    def walk(x: Any, y: Any, key: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in x.keys() & y.keys():
+                walk(x[k], y[k], f"{key}.{k}" if key else k)
+        elif isinstance(x, int | float) and isinstance(y, int | float) and not isinstance(x, bool):
+            if not (math.isclose(x, y, rel_tol=rel, abs_tol=1e-12) or (x != x and y != y)):
+                bad.append(key)
+
+    walk(a, b, "")
+    return sorted(bad)

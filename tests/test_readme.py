@@ -1,0 +1,18 @@
+"""The README's two set-up commands are exactly what CI runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_them():
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", setup, flags=re.S)
+    assert len(commands) == 2, commands
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in commands:
+        assert command in ci_lines, f"{command!r} is not a line of .ci/run"
+    assert "pip install" in commands[0] and "condimmune run" in commands[0]
+    assert "pytest" in commands[1]

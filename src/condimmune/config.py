@@ -99,14 +99,16 @@ class TrainConfig:
     """Optimisation settings shared by every method (same budget for all).
 
     ``benign_weight``/``harmful_weight``: for ``condnum`` and ``r-ill-only``, the fraction
-    (0, 1] of the Thm 4.3 step bound taken by each preconditioned regularizer step.
+    (0, 1] of the spectral step size (``step_rule``: ``unit`` or ``monotone``, see
+    :class:`condimmune.step.StepWeighting`) taken by each preconditioned regularizer step.
     """
 
     method: str = Method.CONDNUM.value
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
-    benign_weight: float = 1.0
+    step_rule: str = "unit"
+    benign_weight: float = 0.5
     harmful_weight: float = 0.2
     benign_ridge: float = 1.0
     harmful_ridge: float = 1e-7
@@ -144,6 +146,7 @@ class ExperimentConfig:
             ("train.benign_ridge", self.train.benign_ridge > 0),
             ("train.harmful_ridge", self.train.harmful_ridge > 0),
             ("train.imma_inner_steps", self.train.imma_inner_steps >= 1),
+            ("train.step_rule", self.train.step_rule in ("unit", "monotone")),
             ("attack.target", 0 < self.attack.target < 1),
             ("attack.budget", self.attack.budget >= 1),
             ("data.per_class", self.data.per_class >= 2),
@@ -186,6 +189,7 @@ _DEFAULTS: dict[Experiment, dict[str, Any]] = {
             "lr": 5e-3,
             "benign_ridge": 1.0,
             "harmful_ridge": 1.0,
+            "harmful_weight": 0.1,
         },
     },
     Experiment.DIGITS: {

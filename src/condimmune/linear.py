@@ -143,7 +143,7 @@ def train_linear(
             benign_weight=cfg.benign_weight if method is Method.CONDNUM else 0.0,
             harmful_weight=cfg.harmful_weight,
             rank_deficiency="allow",
-            weighting="theorem",
+            weighting=cfg.step_rule,
         )
         buffer = torch.empty_like(weight)
         benign_ceiling = float(log_condition_number_features(xp))  # Def. 3.1 (b) at W = I

@@ -109,16 +109,16 @@ def _r_ill_from(mat: Tensor, p: int, rtol: float, policy: RankDeficiency) -> Ten
 @dataclass(frozen=True)
 class SpectralTerm:
     """A regularizer's value, its analytic gradient w.r.t. the matrix it was given, and the
-    largest step η of the preconditioned update ``W − η ∇_W R · K⁻¹`` for which the
-    paper's monotonicity holds (Thm 4.3, exact form derived in ``docs/theory.md``)."""
+    two natural step sizes of the preconditioned update ``W − η ∇_W R · K⁻¹``
+    (exact forms derived in ``docs/theory.md`` §4)."""
 
     value: float
     gradient: Tensor
     log_kappa: float
-    step_bound: float
-    """``min(monotone bound, unit step)``: the unit step is the η at which the fastest
-    eigenvalue moves by 100 % (first order), so ``c · step_bound`` with ``c ≤ 1`` is a step
-    that keeps κ monotone and changes no eigenvalue by more than ``≈ c`` relatively."""
+    monotone_step: float
+    """Largest η for which the preconditioned step moves κ the right way (Thm 4.3)."""
+    unit_step: float
+    """η at which the fastest-moving eigenvalue changes by 100 % (first order)."""
 
 
 def _log_kappa_of(lam: Tensor, rtol: float) -> float:
@@ -144,7 +144,7 @@ def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
     unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
     log_kappa = _log_kappa_of(lam, default_rtol(p, mat.dtype))
     gradient = lam[-1] * (v1 @ v1.mT) - mat / p
-    return SpectralTerm(float(value), gradient, log_kappa, min(monotone, unit))
+    return SpectralTerm(float(value), gradient, log_kappa, monotone, unit)
 
 
 def r_ill_value_and_gradient(
@@ -165,7 +165,7 @@ def r_ill_value_and_gradient(
     unit = d2 / (2 * max(s_k * (1 - 1 / rank), s_1 / rank))
     gradient = (lam[i] * (u @ u.mT) - mat / rank) / denom**2
     log_kappa = math.log(s_1 / s_k)
-    return SpectralTerm(float(1.0 / denom), gradient, log_kappa, min(monotone, unit))
+    return SpectralTerm(float(1.0 / denom), gradient, log_kappa, monotone, unit)
 
 
 def r_well(S: Tensor) -> Tensor:

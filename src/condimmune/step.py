@@ -51,14 +51,20 @@ class StepWeighting(StrEnum):
     """How ``benign_weight``/``harmful_weight`` turn into the coefficients of the direction.
 
     ``fixed``: the coefficients are the weights (λ_P, λ_H of Alg. 1).
-    ``theorem``: the weights are fractions of the largest step for which each preconditioned
-    regularizer step is monotone on its own (Thm 4.3; ``docs/theory.md``), recomputed from
-    the current spectrum at every call, so the direction is a ready-to-apply update
-    ``W ← W − ΔW`` whose scale does not depend on how the data is scaled.
+    ``monotone``: the weights are fractions c ∈ (0, 1] of ``min(monotone step, unit step)``
+    of each regularizer (Thm 4.3; ``docs/theory.md`` §4): each preconditioned step moves κ
+    the right way and changes no eigenvalue by more than ≈ c.
+    ``unit``: fractions of the unit step only. For R_ill this equals ``monotone`` (its unit
+    step is never larger); for R_well it avoids the monotone bound's stall when σ₁ ≈ σ₂, at
+    the price of no per-step guarantee.
+    In both spectral modes the coefficients are recomputed from the current spectra at
+    every call, so the direction is a ready-to-apply update ``W ← W − ΔW`` whose size does
+    not depend on how the data is scaled.
     """
 
     FIXED = "fixed"
-    THEOREM = "theorem"
+    MONOTONE = "monotone"
+    UNIT = "unit"
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,8 @@ class PreconditionedRegularizerStep:
             price; 1 and 1e-7 for MNIST).
         benign_weight, harmful_weight: λ_P and λ_H; 0 switches a regularizer off.
         rtol, rank_deficiency: passed to :func:`~condimmune.regularizers.r_ill_features`.
-        weighting: ``"fixed"`` (weights are λ_P, λ_H) or ``"theorem"`` (weights are
-            fractions of the Thm 4.3 step bounds); see :class:`StepWeighting`.
+        weighting: ``"fixed"`` (weights are λ_P, λ_H), ``"monotone"`` or ``"unit"``
+            (weights are fractions of spectral step sizes); see :class:`StepWeighting`.
     """
 
     def __init__(
@@ -191,6 +197,11 @@ class PreconditionedRegularizerStep:
         else:
             t = term(phi.mT @ phi)
             torch.mm(phi, t.gradient, out=out)
-        coefficient = weight * (t.step_bound if self.weighting is StepWeighting.THEOREM else 1.0)
+        if self.weighting is StepWeighting.MONOTONE:
+            coefficient = weight * min(t.monotone_step, t.unit_step)
+        elif self.weighting is StepWeighting.UNIT:
+            coefficient = weight * t.unit_step
+        else:
+            coefficient = weight
         out.mul_(2.0 * coefficient)
         return t.value, coefficient, t.log_kappa

@@ -216,3 +216,58 @@ def test_thm_4_3_preconditioned_r_ill_step_increases_kappa(spectrum, seed, frac)
     )
     W_new = W - eta * step.gradient(W).gradient
     assert _kappa_features(X, W_new) > _kappa_features(X, W) * (1 + 1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(spectrum=spectra, seed=st.integers(0, 2**31 - 1), frac=st.floats(0.05, 0.99))
+def test_monotone_step_rule_moves_kappa_the_right_way(spectrum, seed, frac):
+    """StepWeighting.MONOTONE: the ready-to-apply update keeps each regularizer monotone."""
+    X, W = _linear_problem(spectrum, seed)
+    before = _kappa_features(X, W)
+    for weights, better in (((frac, 0.0), "lower"), ((0.0, frac), "higher")):
+        step = PreconditionedRegularizerStep(
+            X,
+            X,
+            benign_ridge=0.0,
+            harmful_ridge=0.0,
+            benign_weight=weights[0],
+            harmful_weight=weights[1],
+            weighting="monotone",
+        )
+        after = _kappa_features(X, W - step.gradient(W).gradient)
+        if better == "lower":
+            assert after <= before * (1 + 1e-8)
+        else:
+            assert after > before * (1 + 1e-10)
+
+
+def test_unit_step_rule_limits_the_relative_eigenvalue_change(gen):
+    X, W = _linear_problem([1.0, 2.0, 4.0, 8.0], 5)
+    step = PreconditionedRegularizerStep(
+        X,
+        X,
+        benign_ridge=0.0,
+        harmful_ridge=0.0,
+        benign_weight=0.5,
+        harmful_weight=0.0,
+        weighting="unit",
+    )
+    lam = np.linalg.eigvalsh((X @ W.mT).mT.numpy() @ (X @ W.mT).numpy())
+    new = W - step.gradient(W).gradient
+    lam_new = np.linalg.eigvalsh((X @ new.mT).mT.numpy() @ (X @ new.mT).numpy())
+    # top eigenvalue deflated by (1 − c)² exactly: λ₁' = λ₁(1 − 2ηλ₁(1 − 1/p))², η = c·unit
+    assert lam_new.max() == pytest.approx(max(lam[-1] * 0.25, lam_new[-1]), rel=1e-8)
+    assert np.isclose(lam_new, lam[-1] * 0.25, rtol=1e-8).any()
+
+
+def test_unit_and_monotone_rules_agree_for_r_ill(gen):
+    X, W = _linear_problem([1.0, 2.0, 4.0, 8.0], 9)
+    kwargs = dict(benign_ridge=0.0, harmful_ridge=0.0, benign_weight=0.0, harmful_weight=0.3)
+    unit = PreconditionedRegularizerStep(X, X, weighting="unit", **kwargs).gradient(W)
+    mono = PreconditionedRegularizerStep(X, X, weighting="monotone", **kwargs).gradient(W)
+    assert unit.harmful_coefficient == pytest.approx(mono.harmful_coefficient)
+    with pytest.raises(ValueError, match="unknown weighting"):
+        PreconditionedRegularizerStep(X, X, weighting="adaptive", **kwargs)
+    kwargs["harmful_weight"] = 1.0  # a full unit step zeroes an eigenvalue
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        PreconditionedRegularizerStep(X, X, weighting="unit", **kwargs)

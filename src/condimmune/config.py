@@ -99,7 +99,7 @@ class TrainConfig:
     """Optimisation settings shared by every method (same budget for all).
 
     ``benign_weight``/``harmful_weight``: for ``condnum`` and ``r-ill-only``, the fraction
-    (0, 1] of the spectral step size (``step_rule``: ``unit`` or ``monotone``, see
+    [0, 1) of the spectral step size (``step_rule``: ``unit`` or ``monotone``, see
     :class:`condimmune.step.StepWeighting`) taken by each preconditioned regularizer step.
     """
 
@@ -141,8 +141,8 @@ class ExperimentConfig:
             ("train.epochs", self.train.epochs >= 1),
             ("train.batch_size", self.train.batch_size >= 1),
             ("train.lr", self.train.lr > 0),
-            ("train.benign_weight", self.train.benign_weight >= 0),
-            ("train.harmful_weight", self.train.harmful_weight >= 0),
+            ("train.benign_weight", 0 <= self.train.benign_weight < 1),
+            ("train.harmful_weight", 0 <= self.train.harmful_weight < 1),
             ("train.benign_ridge", self.train.benign_ridge > 0),
             ("train.harmful_ridge", self.train.harmful_ridge > 0),
             ("train.imma_inner_steps", self.train.imma_inner_steps >= 1),

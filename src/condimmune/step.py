@@ -51,7 +51,7 @@ class StepWeighting(StrEnum):
     """How ``benign_weight``/``harmful_weight`` turn into the coefficients of the direction.
 
     ``fixed``: the coefficients are the weights (λ_P, λ_H of Alg. 1).
-    ``monotone``: the weights are fractions c ∈ (0, 1] of ``min(monotone step, unit step)``
+    ``monotone``: the weights are fractions c ∈ [0, 1) of ``min(monotone step, unit step)``
     of each regularizer (Thm 4.3; ``docs/theory.md`` §4): each preconditioned step moves κ
     the right way and changes no eigenvalue by more than ≈ c.
     ``unit``: fractions of the unit step only. For R_ill this equals ``monotone`` (its unit
@@ -125,6 +125,14 @@ class PreconditionedRegularizerStep:
         self.rtol = check_rtol(rtol)
         self.rank_deficiency = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
         self.weighting = parse_choice(StepWeighting, weighting, "weighting")
+        if (
+            self.weighting is not StepWeighting.FIXED
+            and max(self.benign_weight, self.harmful_weight) >= 1
+        ):
+            raise ValueError(
+                f"with weighting={self.weighting.value!r} the weights are fractions of a step "
+                "size and must lie in [0, 1) (a full unit step zeroes an eigenvalue)"
+            )
         self.n_benign = benign_x.shape[0]
         self.x = torch.cat([benign_x, harmful_x])
         self.m = torch.cat(

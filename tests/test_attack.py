@@ -88,3 +88,25 @@ def test_attack_errors(kwargs, exc, match):
     y = args.pop("y")
     with pytest.raises(exc, match=match):
         ci.probe_attack(Phi, y, **args)
+
+
+def test_whitening_attacker_undoes_any_linear_immunization(gen):
+    X = torch.randn(60, 5, generator=gen, dtype=torch.float64) * torch.tensor(
+        [1.0, 3.0, 10.0, 30.0, 100.0], dtype=torch.float64
+    )
+    y = X @ torch.ones(5, dtype=torch.float64)
+    W = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    whitened = ci.attacker_features(X @ W.mT, "whiten")
+    assert float(ci.condition_number_features(whitened)) == pytest.approx(1.0, rel=1e-9)
+    cmp = ci.compare_probe_attacks(X, y, W, target=1e-6, transform="whiten")
+    assert cmp.raw.steps_to_target == cmp.immunized.steps_to_target == 1
+
+
+def test_standardizing_attacker_scales_columns_to_unit_rms(gen):
+    Phi = torch.randn(40, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        [0.01, 1.0, 100.0], dtype=torch.float64
+    )
+    out = ci.attacker_features(Phi, "standardize")
+    torch.testing.assert_close(out.square().mean(0), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown transform 'rotate'"):
+        ci.attacker_features(Phi, "rotate")

@@ -52,6 +52,7 @@ from condimmune.spectral import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttackerTransform",
     "ConditionNumbers",
     "DegenerateSpectrumError",
     "ImmunizationBound",
@@ -65,6 +66,7 @@ __all__ = [
     "RankDeficiency",
     "RankDeficientWarning",
     "__version__",
+    "attacker_features",
     "check_immunization",
     "closed_form_immunizer",
     "compare_probe_attacks",

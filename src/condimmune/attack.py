@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor
 
+from condimmune._choices import parse_choice
 from condimmune._validation import (
     check_float_tensor,
     check_matrix,
@@ -31,7 +33,42 @@ from condimmune._validation import (
 from condimmune.errors import DegenerateSpectrumError
 from condimmune.spectral import default_rtol
 
-__all__ = ["ProbeAttackResult", "ProbeComparison", "compare_probe_attacks", "probe_attack"]
+__all__ = [
+    "AttackerTransform",
+    "ProbeAttackResult",
+    "ProbeComparison",
+    "attacker_features",
+    "compare_probe_attacks",
+    "probe_attack",
+]
+
+
+class AttackerTransform(StrEnum):
+    """A linear re-scaling the attacker may apply to the released features before probing.
+
+    ``none``: the paper's threat model. ``standardize``: divide each feature column by its
+    root-mean-square (no centring: the probe has no bias). ``whiten``: PCA-whiten,
+    ``Φ → Φ V Σ⁻¹`` over the numerical range, which makes κ = 1 whatever the extractor —
+    the honest counterpart of any large RIR from a linear extractor (docs/theory.md §6).
+    """
+
+    NONE = "none"
+    STANDARDIZE = "standardize"
+    WHITEN = "whiten"
+
+
+def attacker_features(Phi: Tensor, transform: AttackerTransform | str) -> Tensor:
+    """The features an attacker probes after applying ``transform`` to ``Φ`` (n × k)."""
+    Phi = check_matrix(Phi, "Phi")
+    transform = parse_choice(AttackerTransform, transform, "transform")
+    if transform is AttackerTransform.NONE:
+        return Phi
+    if transform is AttackerTransform.STANDARDIZE:
+        rms = Phi.square().mean(dim=0).sqrt()
+        return Phi / torch.where(rms > 0, rms, torch.ones_like(rms))
+    u, s, _ = torch.linalg.svd(Phi, full_matrices=False)
+    keep = s * s > default_rtol(Phi.shape[1], Phi.dtype) * s[0] * s[0]
+    return u[:, keep] * math.sqrt(Phi.shape[0])
 
 
 @dataclass(frozen=True)
@@ -169,8 +206,10 @@ def compare_probe_attacks(
     target: float = 1e-3,
     budget: int = 1000,
     rtol: float | None = None,
+    transform: AttackerTransform | str = AttackerTransform.NONE,
 ) -> ProbeComparison:
-    """:func:`probe_attack` on raw inputs ``X`` and on features ``X Wᵀ``."""
+    """:func:`probe_attack` on raw inputs ``X`` and on features ``X Wᵀ``, both passed
+    through the attacker's ``transform`` first (:func:`attacker_features`)."""
     X = check_matrix(X, "X")
     weight = check_matrix(weight, "weight")
     check_same_device_dtype(X=X, weight=weight)
@@ -181,6 +220,10 @@ def compare_probe_attacks(
     with torch.no_grad():
         features = X @ weight.mT
     return ProbeComparison(
-        raw=probe_attack(X, y, target=target, budget=budget, rtol=rtol),
-        immunized=probe_attack(features, y, target=target, budget=budget, rtol=rtol),
+        raw=probe_attack(
+            attacker_features(X, transform), y, target=target, budget=budget, rtol=rtol
+        ),
+        immunized=probe_attack(
+            attacker_features(features, transform), y, target=target, budget=budget, rtol=rtol
+        ),
     )

@@ -70,6 +70,11 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str, str]]:
             m["attack"]["benign_steps_immunized"],
         ),
     ]
+    for name, r in m["attack"].get("rescaling_attackers", {}).items():
+        label = {"standardize": "standardizes", "whiten": "PCA-whitens"}[name]
+        rows.append(
+            (f"harmful steps if attacker {label} first", r["steps_raw"], r["steps_immunized"])
+        )
     return [(name, format_number(a), format_number(b)) for name, a, b in rows]
 
 

@@ -102,6 +102,17 @@ def compute_metrics(
         target=config.attack.target,
         budget=config.attack.budget,
     )
+    rescaling_attackers = {
+        name: compare_probe_attacks(
+            xh,
+            data.harmful.y_train,
+            model.weight,
+            target=config.attack.target,
+            budget=config.attack.budget,
+            transform=name,
+        )
+        for name in ("standardize", "whiten")
+    }
     loss_raw = _train_loss(data.kind, raw_model, xp, data.benign.y_train)
     loss_imm = _train_loss(data.kind, model, xp, data.benign.y_train)
     check = check_immunization(honest, benign_loss_raw=loss_raw, benign_loss_immunized=loss_imm)
@@ -144,6 +155,14 @@ def compute_metrics(
             "benign_steps_raw": benign_attack.raw.steps_to_target,
             "benign_steps_immunized": benign_attack.immunized.steps_to_target,
             "benign_slowdown": benign_attack.slowdown,
+            "rescaling_attackers": {
+                name: {
+                    "steps_raw": cmp.raw.steps_to_target,
+                    "steps_immunized": cmp.immunized.steps_to_target,
+                    "harmful_slowdown": cmp.slowdown,
+                }
+                for name, cmp in rescaling_attackers.items()
+            },
         },
         "immunization_check": {
             "immunized": check.immunized,

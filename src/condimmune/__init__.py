@@ -4,8 +4,10 @@ Public API: everything in ``__all__``. See README.md and docs/ for the maths.
 """
 
 from condimmune.attack import (
+    AttackerTransform,
     ProbeAttackResult,
     ProbeComparison,
+    attacker_features,
     compare_probe_attacks,
     probe_attack,
 )

@@ -9,7 +9,6 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from condimmune.attack import probe_attack
 from condimmune.spectral import covariance_eigenvalues
 
 if TYPE_CHECKING:
@@ -108,19 +107,18 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def _attack_figure(art: RunArtifacts, path: Path) -> None:
-    cfg = art.config.attack
+    target = art.config.attack.target
     fig = Figure(figsize=(10, 3.8))
-    tasks = [("harmful", art.data.harmful), ("benign", art.data.benign)]
-    for i, (name, split) in enumerate(tasks):
+    for i, name in enumerate(("harmful", "benign")):
         ax = fig.add_subplot(1, 2, i + 1)
-        for label, x, style in (
-            ("raw inputs", split.x_train, "--"),
-            ("immunized features", split.x_train @ art.model.weight.mT, "-"),
+        cmp = art.attacks[name]
+        for label, res, style in (
+            ("raw inputs", cmp.raw, "--"),
+            ("immunized features", cmp.immunized, "-"),
         ):
-            res = probe_attack(x, split.y_train, target=cfg.target, budget=cfg.budget)
             curve = res.relative_suboptimality.clamp_min(1e-300)
             ax.semilogy(curve.numpy(), style, label=f"{label} ({res.steps_to_target:,} steps)")
-        ax.axhline(cfg.target, color="grey", lw=0.8, ls=":")
+        ax.axhline(target, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{name} task: GD linear probing, step 1/L")
         ax.set_xlabel("attack step")
         ax.set_ylabel("(L(w_t) − L*) / (L(w_0) − L*)")

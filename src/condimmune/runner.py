@@ -32,7 +32,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from condimmune.attack import compare_probe_attacks
+from condimmune.attack import ProbeComparison, compare_probe_attacks
 from condimmune.bound import immunization_bound_features
 from condimmune.config import ExperimentConfig, Method, config_from_dict, config_to_dict
 from condimmune.data import LinearTaskData, TaskKind, load_task_data
@@ -52,6 +52,8 @@ class RunArtifacts:
     raw_model: LinearModel
     history: TrainingHistory
     metrics: dict[str, Any]
+    attacks: dict[str, ProbeComparison]
+    """The paper's attacker on each task ("harmful", "benign"), raw vs immunized."""
 
 
 def _versions() -> dict[str, str]:
@@ -82,8 +84,9 @@ def compute_metrics(
     data: LinearTaskData,
     model: LinearModel,
     raw_model: LinearModel,
-) -> dict[str, Any]:
-    """All metrics of a run from its data and models (used by ``run`` and ``evaluate``)."""
+) -> tuple[dict[str, Any], dict[str, ProbeComparison]]:
+    """All metrics of a run from its data and models (used by ``run`` and ``evaluate``),
+    and the attack trajectories behind them (plotted by the report)."""
     xp, xh = data.benign.x_train, data.harmful.x_train
     honest = immunization_condition_numbers(xp, xh, model.weight)
     compat = immunization_condition_numbers(xp, xh, model.weight, rule="paper-compatible")
@@ -118,7 +121,7 @@ def compute_metrics(
     check = check_immunization(honest, benign_loss_raw=loss_raw, benign_loss_immunized=loss_imm)
     metric_name = "accuracy" if data.kind is TaskKind.CLASSIFICATION else "mse"
     fraction = None if bound.unbounded else honest.rir / bound.value
-    return {
+    metrics = {
         "experiment": config.experiment,
         "method": config.train.method,
         "seed": config.seed,
@@ -174,6 +177,7 @@ def compute_metrics(
             "utility_gap": check.utility_gap,
         },
     }
+    return metrics, {"harmful": harmful_attack, "benign": benign_attack}
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -204,11 +208,11 @@ def run_experiment(
     train_start = time.perf_counter()
     model, history = train_linear(data, config.train, seed=config.seed, progress=progress)
     train_seconds = time.perf_counter() - train_start
-    metrics = compute_metrics(config, data, model, raw_model)
+    metrics, attacks = compute_metrics(config, data, model, raw_model)
     metrics["train_seconds"] = train_seconds
     metrics["notes"] = [*data.notes, *history.notes]
     metrics["wall_seconds"] = time.perf_counter() - start
-    artifacts = RunArtifacts(config, data, model, raw_model, history, metrics)
+    artifacts = RunArtifacts(config, data, model, raw_model, history, metrics, attacks)
     if final is not None:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
@@ -300,7 +304,7 @@ def load_run(
 def evaluate_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Recompute a saved run's metrics from its files; returns (recomputed, saved)."""
     config, data, model, raw_model, saved = load_run(run_dir)
-    return compute_metrics(config, data, model, raw_model), saved
+    return compute_metrics(config, data, model, raw_model)[0], saved
 
 
 def metrics_agree(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-6) -> list[str]:

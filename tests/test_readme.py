@@ -16,3 +16,12 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_them():
         assert command in ci_lines, f"{command!r} is not a line of .ci/run"
     assert "pip install" in commands[0] and "condimmune run" in commands[0]
     assert "pytest" in commands[1]
+
+
+def test_readme_library_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## The library", 1)[1]
+    code = re.findall(r"```python\n(.*?)\n```", example, flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["bound"].value is not None

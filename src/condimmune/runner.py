@@ -91,30 +91,21 @@ def compute_metrics(
     honest = immunization_condition_numbers(xp, xh, model.weight)
     compat = immunization_condition_numbers(xp, xh, model.weight, rule="paper-compatible")
     bound = immunization_bound_features(xp, xh)
-    harmful_attack = compare_probe_attacks(
-        xh,
-        data.harmful.y_train,
-        model.weight,
-        target=config.attack.target,
-        budget=config.attack.budget,
-    )
-    benign_attack = compare_probe_attacks(
-        xp,
-        data.benign.y_train,
-        model.weight,
-        target=config.attack.target,
-        budget=config.attack.budget,
-    )
-    rescaling_attackers = {
-        name: compare_probe_attacks(
-            xh,
-            data.harmful.y_train,
+
+    def attack(x, y, transform: str = "none") -> ProbeComparison:
+        return compare_probe_attacks(
+            x,
+            y,
             model.weight,
             target=config.attack.target,
             budget=config.attack.budget,
-            transform=name,
+            transform=transform,
         )
-        for name in ("standardize", "whiten")
+
+    harmful_attack = attack(xh, data.harmful.y_train)
+    benign_attack = attack(xp, data.benign.y_train)
+    rescaling_attackers = {
+        name: attack(xh, data.harmful.y_train, name) for name in ("standardize", "whiten")
     }
     loss_raw = _train_loss(data.kind, raw_model, xp, data.benign.y_train)
     loss_imm = _train_loss(data.kind, model, xp, data.benign.y_train)

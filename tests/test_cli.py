@@ -304,3 +304,55 @@ def test_yaml_config_rejects_unknown_keys(tmp_path):
     result = invoke("run", "--config", path, "--out", tmp_path / "o", "--no-progress")
     assert result.exit_code == 2
     assert "unknown config key in train.: train.warmup" in result.output
+
+
+def _write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    import gzip
+    import struct
+
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += b"".join(struct.pack(">I", n) for n in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as fh:
+            fh.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_mnist_from_local_idx_files(gz, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    images = rng.integers(0, 256, size=(300, 28, 28))
+    root = tmp_path / "mnist"
+    root.mkdir()
+    _write_idx(root / "train-images-idx3-ubyte", images, gz)
+    _write_idx(root / "train-labels-idx1-ubyte", labels, gz)
+    out = tmp_path / "run"
+    result = invoke(
+        "run",
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "data.per_class=10",
+        "--set",
+        "data.test_per_class=5",
+        "--set",
+        "train.epochs=1",
+    )
+    assert result.exit_code == 0, result.output
+    assert "MNIST IDX at" in (out / "report.md").read_text()
+
+
+def test_malformed_idx_file_is_refused(tmp_path):
+    root = tmp_path / "mnist"
+    root.mkdir()
+    (root / "train-images-idx3-ubyte").write_bytes(b"not an idx file")
+    (root / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07")
+    result = invoke("run", "--out", tmp_path / "o", "--no-progress", "--set", f"data.root={root}")
+    assert result.exit_code == 2
+    assert "bad magic number" in result.output

@@ -138,3 +138,13 @@ def test_rir_overflows_to_inf_not_an_exception():
         harmful_raw=1e-300, harmful_immunized=1e300, benign_raw=1.0, benign_immunized=1.0
     )
     assert math.isinf(rir)
+
+
+def test_device_mismatch_is_refused(gen):
+    """Tensors on two devices are refused before any computation (meta stands in for a GPU)."""
+    xp = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    on_other_device = torch.empty(30, 5, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="same device"):
+        ci.immunization_condition_numbers(xp, on_other_device, torch.eye(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="same device"):
+        ci.probe_attack(xp, torch.empty(30, dtype=torch.float64, device="meta"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,7 @@ def _spectra_figure(art: RunArtifacts, path: Path) -> None:
                 style,
                 label=label,
             )
-        ax.set_title(f"{name} covariance spectrum (normalised by σ_max)")
+        ax.set_title(f"{name}: eigenvalues / σ_max")
         ax.set_xlabel("index")
         ax.legend(fontsize=8)
     _save(fig, path)
@@ -154,8 +155,15 @@ def _training_figure(art: RunArtifacts, path: Path) -> None:
     fig = Figure(figsize=(10, 3.5))
     ax = fig.add_subplot(1, 2, 1)
     epochs = range(1, len(h.task_loss) + 1)
-    ax.plot(epochs, h.log_kappa_benign, label="log κ benign")
-    ax.plot(epochs, h.log_kappa_harmful, label="log κ harmful")
+    kappa = art.metrics["kappa"]
+    for task, values, color in (
+        ("benign", h.log_kappa_benign, "C0"),
+        ("harmful", h.log_kappa_harmful, "C1"),
+    ):
+        ax.plot(epochs, values, color=color, label=f"log κ {task}")
+        ax.axhline(
+            math.log(kappa[task]["raw"]), color=color, ls="--", lw=0.8, label=f"log κ {task}, raw"
+        )
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
     ax.set_title("condition numbers during training")

@@ -356,3 +356,38 @@ def test_malformed_idx_file_is_refused(tmp_path):
     result = invoke("run", "--out", tmp_path / "o", "--no-progress", "--set", f"data.root={root}")
     assert result.exit_code == 2
     assert "bad magic number" in result.output
+
+
+def test_sweep_reports_failed_runs_and_resumes(tmp_path):
+    out = tmp_path / "sweep"
+    args = [
+        "sweep",
+        "digits",
+        "--out",
+        out,
+        "--methods",
+        "closed-form",
+        "--pairs",
+        "1-7,8-1",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--set",
+        "data.per_class=140",
+        "--set",
+        "data.test_per_class=38",
+        "--set",
+        "train.epochs=1",
+    ]
+    result = invoke(*args)
+    assert result.exit_code == 1  # digit 8 has only 174 images: that run fails
+    assert "1 of 2 runs failed" in result.output and "digit 8 has 174 images" in result.output
+    rows = pd.read_csv(out / "sweep.csv", dtype={"error": str}, keep_default_na=False)
+    assert sorted(bool(e) for e in rows["error"]) == [False, True]
+    assert "failed: ValueError" in (out / "sweep.md").read_text()
+    finished = out / "runs" / "closed-form" / "1-7" / "seed0" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    assert invoke(*args).exit_code == 2  # a non-empty --out needs --resume
+    again = invoke(*args, "--resume")
+    assert again.exit_code == 1
+    assert finished.stat().st_mtime_ns == stamp  # reused, not re-run

@@ -217,9 +217,9 @@ def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
         theta = (dec.v_p / dec.s_p) @ dec.u_b * scale  # d × r_P
         d, r = X_P.shape[1], theta.shape[1]
         if r < d:
-            eye = torch.eye(d, dtype=X_P.dtype, device=X_P.device)
-            _, _, vh = torch.linalg.svd(eye - dec.v_p @ dec.v_p.mT)
-            null_basis = vh[: d - r].mT  # orthonormal basis of null(K_P)
+            # orthonormal basis of null(K_P): the last d − r columns of a complete QR of V_P
+            q, _ = torch.linalg.qr(dec.v_p, mode="complete")
+            null_basis = q[:, r:]
             theta = torch.cat([theta, null_basis * theta.norm(dim=0).min()], dim=1)
         # κ and RIR are scale-free; give the benign features the raw inputs' energy so a
         # head trained on them sees inputs of the usual size.

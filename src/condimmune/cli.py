@@ -169,8 +169,14 @@ def sweep(
     set_: SetOpt = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
+    resume: Annotated[
+        bool, typer.Option(help="reuse finished runs in --out and run only the rest")
+    ] = False,
 ) -> None:
-    """Run an experiment over methods, seeds and digit pairs in parallel; write one table."""
+    """Run an experiment over methods, seeds and digit pairs in parallel; write one table.
+
+    A run that fails is listed with its error and does not stop the others; the command
+    then exits with code 1 after writing the tables."""
     from condimmune.sweep import parse_pairs, run_sweep, summarize
 
     cfg = _resolve_config(experiment, config, None, set_ or [])
@@ -191,6 +197,7 @@ def sweep(
         out_dir=out,
         workers=workers,
         progress=progress,
+        resume=resume,
     )
     table = Table(title=f"sweep: {cfg.experiment} ({len(rows)} runs)")
     for col in (
@@ -204,6 +211,9 @@ def sweep(
     ):
         table.add_column(col, justify="right")
     for s in summarize(rows):
+        if not s["runs"]:
+            table.add_row(s["method"], "0", *["—"] * 5)
+            continue
         table.add_row(
             s["method"],
             str(s["runs"]),
@@ -215,6 +225,13 @@ def sweep(
         )
     console.print(table)
     console.print(f"sweep directory: {out}  (table: {out / 'sweep.md'})")
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        err_console.print(
+            f"[bold red]error:[/] {len(failed)} of {len(rows)} runs failed, first: "
+            f"{failed[0]['run_dir']}: {failed[0]['error']}"
+        )
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

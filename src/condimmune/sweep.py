@@ -11,6 +11,7 @@ Worker processes run torch with one thread each, so ``workers`` processes use
 from __future__ import annotations
 
 import csv
+import json
 import math
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -46,6 +47,7 @@ CSV_FIELDS = [
     "immunized",
     "wall_seconds",
     "run_dir",
+    "error",
 ]
 
 
@@ -82,18 +84,14 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _run_job(job: SweepJob) -> dict[str, Any]:
-    from condimmune.runner import run_experiment
-
-    config = config_from_dict(job.config)
-    art = run_experiment(config, job.out_dir, progress=False)
-    m = art.metrics
+def _row(config: ExperimentConfig, m: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    digits = config.experiment != Experiment.HOUSE_PRICE.value
     return {
         "experiment": m["experiment"],
         "method": m["method"],
         "seed": m["seed"],
-        "benign": config.data.benign_digit if config.experiment != "house-price" else "",
-        "harmful": config.data.harmful_digit if config.experiment != "house-price" else "",
+        "benign": config.data.benign_digit if digits else "",
+        "harmful": config.data.harmful_digit if digits else "",
         "rir": m["rir"],
         "rir_paper_compatible": m["rir_paper_compatible"],
         "harmful_ratio": m["harmful_ratio"],
@@ -107,8 +105,35 @@ def _run_job(job: SweepJob) -> dict[str, Any]:
         "steps_immunized": m["attack"]["steps_immunized"],
         "immunized": m["immunization_check"]["immunized"],
         "wall_seconds": m["wall_seconds"],
-        "run_dir": job.out_dir,
+        "run_dir": run_dir,
+        "error": "",
     }
+
+
+def _run_job(job: SweepJob) -> dict[str, Any]:
+    """Run one job, or reuse its finished run directory; a failure becomes a row with
+    ``error`` set instead of stopping the sweep."""
+    from condimmune.runner import run_experiment
+
+    config = config_from_dict(job.config)
+    saved = Path(job.out_dir) / "metrics.json"
+    if saved.is_file():
+        return _row(config, json.loads(saved.read_text()), job.out_dir)
+    try:
+        art = run_experiment(config, job.out_dir, progress=False)
+    except Exception as exc:  # one bad pair must not lose the other runs
+        row = dict.fromkeys(CSV_FIELDS, "")
+        row.update(
+            experiment=config.experiment,
+            method=config.train.method,
+            seed=config.seed,
+            run_dir=job.out_dir,
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+        )
+        if config.experiment != Experiment.HOUSE_PRICE.value:
+            row.update(benign=config.data.benign_digit, harmful=config.data.harmful_digit)
+        return row
+    return _row(config, art.metrics, job.out_dir)
 
 
 def make_jobs(
@@ -144,11 +169,16 @@ def run_sweep(
     out_dir: str | Path,
     workers: int,
     progress: bool = True,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run all jobs, write the sweep table and heat maps, return the rows."""
+    """Run all jobs, write the sweep table and heat maps, return the rows (failed jobs
+    included, with ``error`` set). With ``resume``, runs whose directory already holds a
+    ``metrics.json`` are read back instead of re-run."""
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"--out {out_dir} exists and is not empty; choose a new directory")
+    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(
+            f"--out {out_dir} exists and is not empty; choose a new directory or --resume"
+        )
     if Experiment(base.experiment) is Experiment.HOUSE_PRICE:
         pairs = None
     jobs = make_jobs(base, methods, seeds, pairs, out_dir)
@@ -190,7 +220,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-method means (arithmetic mean of per-run RIR, as the paper's Table 2)."""
     out = []
     for method in sorted({r["method"] for r in rows}):
-        rs = [r for r in rows if r["method"] == method]
+        rs = [r for r in rows if r["method"] == method and not r["error"]]
+        failed = sum(1 for r in rows if r["method"] == method and r["error"])
+        if not rs:
+            out.append({"method": method, "runs": 0, "failed": failed})
+            continue
         finite = [r["bound"] for r in rs if math.isfinite(r["bound"])]
         fractions = [
             r["rir_fraction_of_bound"] for r in rs if r["rir_fraction_of_bound"] is not None
@@ -199,6 +233,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "method": method,
                 "runs": len(rs),
+                "failed": failed,
                 "mean_rir": statistics.fmean(r["rir"] for r in rs),
                 "mean_rir_paper_compatible": statistics.fmean(
                     r["rir_paper_compatible"] for r in rs
@@ -223,16 +258,19 @@ def _write_markdown(path: Path, rows: list[dict[str, Any]]) -> None:
         "",
         "| method | runs | mean RIR | mean RIR (paper-compatible) | "
         "mean (i) | mean (ii) | mean bound | mean RIR/bound | κ_P kept | RIR > 1 | "
-        "s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "s/run | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summarize(rows):
+        if not s["runs"]:
+            lines.append(f"| {s['method']} | 0 |" + " — |" * 9 + f" {s['failed']} |")
+            continue
         lines.append(
             f"| {s['method']} | {s['runs']} | {f(s['mean_rir'])} | "
             f"{f(s['mean_rir_paper_compatible'])} | {f(s['mean_harmful_ratio'])} | "
             f"{f(s['mean_benign_ratio'])} | {f(s['mean_bound'])} | "
             f"{f(s['mean_fraction_of_bound'])} | {s['benign_kept']}/{s['runs']} | "
-            f"{s['rir_above_1']}/{s['runs']} | {s['mean_wall_seconds']:.2f} |"
+            f"{s['rir_above_1']}/{s['runs']} | {s['mean_wall_seconds']:.2f} | {s['failed']} |"
         )
     lines += [
         "",
@@ -241,6 +279,12 @@ def _write_markdown(path: Path, rows: list[dict[str, Any]]) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r["error"]:
+            lines.append(
+                f"| {r['method']} | {r['benign']} | {r['harmful']} | {r['seed']} | "
+                f"failed: {r['error']} |" + " |" * 7
+            )
+            continue
         lines.append(
             f"| {r['method']} | {r['benign']} | {r['harmful']} | {r['seed']} | {f(r['rir'])} | "
             f"{f(r['rir_paper_compatible'])} | {f(r['bound'])} | "
@@ -255,7 +299,7 @@ def _heatmap(path: Path, rows: list[dict[str, Any]], method: str) -> None:
     import numpy as np
 
     cells: dict[tuple[int, int], list[float]] = {}
-    for r in rows:
+    for r in (r for r in rows if not r["error"]):
         cells.setdefault((int(r["benign"]), int(r["harmful"])), []).append(math.log(r["rir"]))
     grid = np.full((10, 10), np.nan)
     for (a, b), values in cells.items():

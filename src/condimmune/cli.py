@@ -126,18 +126,16 @@ def run(
 @app.command(name="list")
 def list_() -> None:
     """Show the experiments and methods (ours and the baselines)."""
-    table = Table(title="experiments")
-    table.add_column("name")
-    table.add_column("description")
-    for exp, text in EXPERIMENT_DESCRIPTIONS.items():
-        table.add_row(exp.value, text)
-    console.print(table)
-    methods = Table(title="methods (--set train.method=NAME)")
-    methods.add_column("name")
-    methods.add_column("description")
-    for method, text in METHOD_DESCRIPTIONS.items():
-        methods.add_row(method.value, text)
-    console.print(methods)
+    for title, descriptions in (
+        ("experiments", EXPERIMENT_DESCRIPTIONS),
+        ("methods (--set train.method=NAME)", METHOD_DESCRIPTIONS),
+    ):
+        table = Table(title=title)
+        table.add_column("name")
+        table.add_column("description")
+        for choice, text in descriptions.items():
+            table.add_row(choice.value, text)
+        console.print(table)
 
 
 @app.command()

@@ -391,3 +391,30 @@ def test_sweep_reports_failed_runs_and_resumes(tmp_path):
     again = invoke(*args, "--resume")
     assert again.exit_code == 1
     assert finished.stat().st_mtime_ns == stamp  # reused, not re-run
+
+
+def test_attack_command_adds_the_suite_to_the_run(default_run):
+    out, _ = default_run
+    result = invoke(
+        "attack", out, "--attackers", "gd,lstsq,whiten", "--budget", "50", "--no-progress"
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["attacks"]) == {"gd", "lstsq", "whiten"}
+    for entry in m["attacks"].values():
+        for key in ("harmful_slowdown", "benign_slowdown", "harmful_best", "benign_best"):
+            assert isinstance(entry[key], float)
+    assert m["attacks"]["lstsq"]["harmful_slowdown"] == 1.0
+    assert m["attack_worst_case"]["harmful_slowdown"] == 1.0
+    assert "rir" in m  # the original metrics are kept
+    for name in ("attack_report.md", "attacks_harmful.png", "attacks_benign.png"):
+        assert (out / name).is_file()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_attack_command_errors(default_run, tmp_path):
+    out, _ = default_run
+    bad = invoke("attack", out, "--attackers", "gd,magic", "--no-progress")
+    assert bad.exit_code == 2 and "unknown attacker 'magic'" in bad.output
+    missing = invoke("attack", tmp_path, "--no-progress")
+    assert missing.exit_code == 2 and "not a complete run directory" in missing.output

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from tqdm.auto import tqdm
 
 from condimmune.config import (
     EXPERIMENT_DESCRIPTIONS,
@@ -153,6 +154,77 @@ def evaluate(
         err_console.print(f"[bold red]error:[/] recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)
     console.print("recomputed metrics match metrics.json")
+
+
+@app.command()
+@_user_errors
+def attack(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
+    attackers: Annotated[
+        str, typer.Option(help="comma-separated attackers, or 'all' (see docs)")
+    ] = "all",
+    budget: Annotated[int, typer.Option(help="steps per attacker")] = 500,
+    target: Annotated[float | None, typer.Option(help="default: the run's attack.target")] = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Fine-tune on the harmful and benign tasks with many attackers, raw vs immunized;
+    add the results to metrics.json and write attack_report.md with plots."""
+    from condimmune.attacks import Attacker, run_attack_suite, worst_case
+    from condimmune.report import format_number, write_attack_report
+    from condimmune.runner import load_run, update_metrics
+
+    config, data, model, _, _ = load_run(run_dir)
+    names = [a.value for a in Attacker] if attackers == "all" else attackers.split(",")
+    if budget < 1:
+        raise ValueError(f"--budget must be ≥ 1, got {budget}")
+    goal = config.attack.target if target is None else target
+    bar = tqdm(total=len(names), desc="attackers", disable=not progress, leave=False)
+    entries = run_attack_suite(
+        [n.strip() for n in names],
+        benign=(data.benign.x_train, data.benign.y_train),
+        harmful=(data.harmful.x_train, data.harmful.y_train),
+        weight=model.weight,
+        target=goal,
+        budget=budget,
+        seed=config.seed,
+        on_progress=lambda _name: bar.update(),
+    )
+    bar.close()
+    worst = worst_case(entries, budget)
+    update_metrics(
+        run_dir,
+        {
+            "attacks": {a.value: e.to_dict(budget) for a, e in entries.items()},
+            "attack_worst_case": worst,
+        },
+    )
+    write_attack_report(Path(run_dir), entries, worst, target=goal, budget=budget)
+    table = Table(title=f"attack suite (target {goal:g}, budget {budget})")
+    for col in (
+        "attacker",
+        "harmful steps raw → imm.",
+        "harmful slowdown",
+        "benign slowdown",
+        "best harmful (imm.)",
+    ):
+        table.add_column(col, justify="right")
+    for a, e in entries.items():
+        d = e.to_dict(budget)
+        table.add_row(
+            a.value,
+            f"{format_number(d['harmful_steps_raw'])} → "
+            f"{format_number(d['harmful_steps_immunized'])}",
+            format_number(d["harmful_slowdown"]),
+            format_number(d["benign_slowdown"]),
+            format_number(d["harmful_best"]),
+        )
+    console.print(table)
+    console.print(
+        f"worst case: {worst['attacker_immunized']} needs {worst['steps_immunized']} steps on "
+        f"immunized features vs {worst['attacker_raw']} {worst['steps_raw']} on raw inputs: "
+        f"slowdown {format_number(worst['harmful_slowdown'])}  "
+        f"(report: {Path(run_dir) / 'attack_report.md'})"
+    )
 
 
 @app.command()

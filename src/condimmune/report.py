@@ -15,7 +15,7 @@ from condimmune.spectral import covariance_eigenvalues
 if TYPE_CHECKING:
     from condimmune.runner import RunArtifacts
 
-__all__ = ["format_number", "summary_rows", "write_report"]
+__all__ = ["format_number", "summary_rows", "write_attack_report", "write_report"]
 
 
 def format_number(x: Any) -> str:
@@ -226,3 +226,72 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
         "",
     ]
     (directory / "report.md").write_text("\n".join(lines))
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` then rename over ``path`` (never half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_attack_report(
+    directory: Path, entries: dict, worst: dict[str, Any], *, target: float, budget: int
+) -> None:
+    """``attack_report.md`` and ``attacks_harmful.png``/``attacks_benign.png`` for a run."""
+    for task in ("harmful", "benign"):
+        cols = 4
+        rows = math.ceil(len(entries) / cols)
+        fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+        for i, (attacker, entry) in enumerate(entries.items()):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            for label, outcome, style in (
+                ("raw", getattr(entry, f"{task}_raw"), "--"),
+                ("immunized", getattr(entry, f"{task}_immunized"), "-"),
+            ):
+                curve = outcome.curve.clamp(1e-18, 1e3).numpy()
+                ax.semilogy(curve, style, label=label)
+            ax.axhline(target, color="grey", lw=0.8, ls=":")
+            ax.set_title(attacker.value, fontsize=9)
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.legend(fontsize=7)
+        fig.suptitle(f"{task} task: relative suboptimality per attack step")
+        fig.tight_layout()
+        _replace_atomically(
+            directory / f"attacks_{task}.png",
+            lambda tmp, fig=fig: (FigureCanvasAgg(fig), fig.savefig(tmp, dpi=100, format="png")),
+        )
+    lines = [
+        "# Attack suite",
+        "",
+        f"Target: relative suboptimality {target:g} of the squared probing loss; budget "
+        f"{budget} steps per attacker (unreached targets count as {budget + 1} steps, so "
+        "those slowdowns are lower bounds).",
+        "",
+        f"**Worst case (the attacker's best choice):** fastest on raw inputs "
+        f"`{worst['attacker_raw']}` ({worst['steps_raw']} steps), fastest on immunized "
+        f"features `{worst['attacker_immunized']}` ({worst['steps_immunized']} steps): "
+        f"slowdown **{format_number(worst['harmful_slowdown'])}**.",
+        "",
+        "| attacker | harmful steps raw → imm. | harmful slowdown | benign steps raw → imm. "
+        "| benign slowdown | best harmful value (imm.) | setting |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for attacker, entry in entries.items():
+        d = entry.to_dict(budget)
+        lines.append(
+            f"| {attacker.value} | {format_number(d['harmful_steps_raw'])} → "
+            f"{format_number(d['harmful_steps_immunized'])} | "
+            f"{format_number(d['harmful_slowdown'])} | {format_number(d['benign_steps_raw'])} → "
+            f"{format_number(d['benign_steps_immunized'])} | "
+            f"{format_number(d['benign_slowdown'])} | {format_number(d['harmful_best'])} | "
+            f"{d['setting_immunized']} |"
+        )
+    lines += ["", "![harmful](attacks_harmful.png)", "", "![benign](attacks_benign.png)", ""]
+    _replace_atomically(
+        directory / "attack_report.md", lambda tmp: tmp.write_text("\n".join(lines))
+    )

@@ -39,7 +39,7 @@ from condimmune.data import LinearTaskData, TaskKind, load_task_data
 from condimmune.linear import LinearModel, TrainingHistory, predict, task_loss, train_linear
 from condimmune.metrics import check_immunization, immunization_condition_numbers
 
-__all__ = ["RunArtifacts", "evaluate_run", "load_run", "run_experiment"]
+__all__ = ["RunArtifacts", "evaluate_run", "load_run", "run_experiment", "update_metrics"]
 
 
 @dataclass(frozen=True)
@@ -316,3 +316,16 @@ def metrics_agree(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-6) -> li
 
     walk(a, b, "")
     return sorted(bad)
+
+
+def update_metrics(run_dir: str | Path, additions: dict[str, Any]) -> None:
+    """Merge ``additions`` into a run's ``metrics.json`` atomically (temp file + rename)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics.update(additions)
+    tmp = path.with_name(".metrics.json.tmp")
+    try:
+        _write_json(tmp, metrics)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -406,6 +406,7 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
             assert isinstance(entry[key], float)
     assert m["attacks"]["lstsq"]["harmful_slowdown"] == 1.0
     assert m["attack_worst_case"]["harmful_slowdown"] == 1.0
+    assert m["attack_worst_case_first_order"]["attacker_raw"] == "gd"  # lstsq, whiten left out
     assert "rir" in m  # the original metrics are kept
     for name in ("attack_report.md", "attacks_harmful.png", "attacks_benign.png"):
         assert (out / name).is_file()

@@ -44,6 +44,7 @@ from condimmune._validation import check_matrix, check_positive_float, check_sam
 from condimmune.attack import attacker_features
 
 __all__ = [
+    "DECOMPOSITION_ATTACKERS",
     "AttackOutcome",
     "Attacker",
     "SuiteEntry",
@@ -350,9 +351,19 @@ def run_attack_suite(
     return out
 
 
-def worst_case(entries: dict[Attacker, SuiteEntry], budget: int) -> dict[str, object]:
+DECOMPOSITION_ATTACKERS = frozenset({Attacker.LSTSQ, Attacker.WHITEN})
+"""Attackers that factorize the features (closed-form head, PCA whitening)."""
+
+
+def worst_case(
+    entries: dict[Attacker, SuiteEntry], budget: int, *, exclude: frozenset = frozenset()
+) -> dict[str, object]:
     """The attacker's best choice on each side: fastest attacker on raw inputs vs fastest
-    on immunized features, and the slowdown between them (the report's headline)."""
+    on immunized features, and the slowdown between them (the report's headline).
+    ``exclude`` leaves some attackers out (e.g. :data:`DECOMPOSITION_ATTACKERS`)."""
+    entries = {a: e for a, e in entries.items() if a not in exclude}
+    if not entries:
+        raise ValueError("no attacker left to compare")
 
     def fastest(side: str) -> tuple[Attacker, int]:
         def steps(a: Attacker) -> int:

@@ -239,7 +239,13 @@ def _replace_atomically(path: Path, write) -> None:
 
 
 def write_attack_report(
-    directory: Path, entries: dict, worst: dict[str, Any], *, target: float, budget: int
+    directory: Path,
+    entries: dict,
+    worst: dict[str, Any],
+    *,
+    target: float,
+    budget: int,
+    worst_first_order: dict[str, Any] | None = None,
 ) -> None:
     """``attack_report.md`` and ``attacks_harmful.png``/``attacks_benign.png`` for a run."""
     for task in ("harmful", "benign"):
@@ -277,6 +283,17 @@ def write_attack_report(
         f"features `{worst['attacker_immunized']}` ({worst['steps_immunized']} steps): "
         f"slowdown **{format_number(worst['harmful_slowdown'])}**.",
         "",
+    ]
+    if worst_first_order is not None:
+        w = worst_first_order
+        lines += [
+            f"Among first-order attackers only (no least-squares solve, no whitening): "
+            f"`{w['attacker_raw']}` {w['steps_raw']} steps raw vs `{w['attacker_immunized']}` "
+            f"{w['steps_immunized']} immunized: slowdown "
+            f"**{format_number(w['harmful_slowdown'])}**.",
+            "",
+        ]
+    lines += [
         "| attacker | harmful steps raw → imm. | harmful slowdown | benign steps raw → imm. "
         "| benign slowdown | best harmful value (imm.) | setting |",
         "|---|---|---|---|---|---|---|",

@@ -20,6 +20,7 @@ def test_every_attacker_reaches_the_target_on_a_well_conditioned_problem(attacke
     eye = torch.eye(5, dtype=torch.float64)
     outcome = run_attacker(attacker, x, eye, y, target=1e-6, budget=300)
     assert outcome.steps_to_target is not None, (attacker, outcome.best)
+    assert outcome.seconds_to_target is not None and outcome.seconds_to_target >= 0
     assert outcome.curve[0] == pytest.approx(1.0)
     assert outcome.best <= 1e-6
 

@@ -70,12 +70,14 @@ class Attacker(StrEnum):
 
 @dataclass(frozen=True)
 class AttackOutcome:
-    """One attacker on one feature set: curve, steps to the target, best value, time."""
+    """One attacker on one feature set: curve, steps and seconds to the target (of the
+    chosen setting), best value, and the wall time of the whole setting sweep."""
 
     attacker: Attacker
     setting: str
     curve: Tensor
     steps_to_target: int | None
+    seconds_to_target: float | None
     best: float
     wall_seconds: float
 
@@ -99,13 +101,15 @@ def _iterate(
     y: Tensor,
     make_opt: Callable[[list[Tensor]], torch.optim.Optimizer],
     budget: int,
-) -> list[float]:
+) -> list[tuple[float, float]]:
+    """(loss, seconds since start) before each of ``budget`` optimizer steps and after."""
+    start = time.perf_counter()
     opt = make_opt(params)
-    losses = []
+    losses: list[tuple[float, float]] = []
     for _ in range(budget + 1):
         with torch.no_grad():
-            losses.append(float(_loss(predict(), y)))
-        if not math.isfinite(losses[-1]) or losses[-1] > 1e12 * (losses[0] + 1e-300):
+            losses.append((float(_loss(predict(), y)), time.perf_counter() - start))
+        if not math.isfinite(losses[-1][0]) or losses[-1][0] > 1e12 * (losses[0][0] + 1e-300):
             break  # diverged: this setting is not the attacker's best
 
         def closure() -> Tensor:
@@ -118,12 +122,12 @@ def _iterate(
     return losses
 
 
-def _head_run(phi: Tensor, y: Tensor, make_opt, budget: int) -> list[float]:
+def _head_run(phi: Tensor, y: Tensor, make_opt, budget: int) -> list[tuple[float, float]]:
     w = torch.zeros(phi.shape[1], dtype=phi.dtype, requires_grad=True)
     return _iterate([w], lambda: phi @ w, y, make_opt, budget)
 
 
-def _lbfgs_run(phi: Tensor, y: Tensor, budget: int) -> list[float]:
+def _lbfgs_run(phi: Tensor, y: Tensor, budget: int) -> list[tuple[float, float]]:
     """SciPy's L-BFGS-B (robust Moré–Thuente-type line search); one iteration per step."""
     import numpy as np
     from scipy.optimize import minimize
@@ -135,27 +139,30 @@ def _lbfgs_run(phi: Tensor, y: Tensor, budget: int) -> list[float]:
         r = a @ w - b
         return float(r @ r) / n, (2.0 / n) * (a.T @ r)
 
-    losses = [fun(np.zeros(a.shape[1]))[0]]
+    start = time.perf_counter()
+    losses = [(fun(np.zeros(a.shape[1]))[0], 0.0)]
     minimize(
         fun,
         np.zeros(a.shape[1]),
         jac=True,
         method="L-BFGS-B",
-        callback=lambda w: losses.append(fun(w)[0]),
+        callback=lambda w: losses.append((fun(w)[0], time.perf_counter() - start)),
         options={"maxiter": budget, "gtol": 0.0, "ftol": 0.0},
     )
     return losses + [losses[-1]] * (budget + 1 - len(losses))
 
 
-def _finetune_run(x: Tensor, weight: Tensor, y: Tensor, make_opt, budget: int) -> list[float]:
+def _finetune_run(
+    x: Tensor, weight: Tensor, y: Tensor, make_opt, budget: int
+) -> list[tuple[float, float]]:
     W = weight.detach().clone().requires_grad_(True)
     w = torch.zeros(weight.shape[0], dtype=x.dtype, requires_grad=True)
     return _iterate([W, w], lambda: (x @ W.mT) @ w, y, make_opt, budget)
 
 
-def _relative(losses: list[float], optimal: float, budget: int) -> Tensor:
-    curve = torch.tensor(losses, dtype=torch.float64)
-    rel = (curve - optimal) / max(losses[0] - optimal, 1e-300)
+def _relative(losses: list[tuple[float, float]], optimal: float, budget: int) -> Tensor:
+    curve = torch.tensor([value for value, _ in losses], dtype=torch.float64)
+    rel = (curve - optimal) / max(losses[0][0] - optimal, 1e-300)
     if rel.numel() < budget + 1:  # diverged early: hold the last value
         rel = torch.cat([rel, torch.full((budget + 1 - rel.numel(),), float("inf"))])
     return rel.clamp_min(0.0)
@@ -246,9 +253,11 @@ def run_attacker(
         candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget)))
     elif attacker is Attacker.LSTSQ:
         with torch.no_grad():
+            solve_start = time.perf_counter()
             head = torch.linalg.lstsq(phi, y[:, None], driver="gelsd").solution[:, 0]
-            final = float(_loss(phi @ head, y))
-        candidates.append(("gelsd", [float(_loss(torch.zeros_like(y), y))] + [final] * budget))
+            final = (float(_loss(phi @ head, y)), time.perf_counter() - solve_start)
+            initial = (float(_loss(torch.zeros_like(y), y)), 0.0)
+        candidates.append(("gelsd", [initial] + [final] * budget))
     else:  # full fine-tuning of extractor and head
         inv_l = 1.0 / _lipschitz(phi)
         if attacker is Attacker.FINETUNE_SGD:
@@ -270,12 +279,14 @@ def run_attacker(
     for name, losses in candidates:
         rel = _relative(losses, optimal, budget)
         hit = _first_hit(rel, target)
-        scored.append((hit if hit is not None else budget + 1, float(rel[-1]), name, rel, hit))
+        seconds = losses[hit][1] if hit is not None else None
+        rank = hit if hit is not None else budget + 1
+        scored.append((rank, float(rel[-1]), name, rel, hit, seconds))
     scored.sort(key=lambda item: (item[0], item[1]))
-    _, _, name, rel, hit = scored[0]
+    _, _, name, rel, hit, seconds = scored[0]
     finite = rel[torch.isfinite(rel)]
     best = float(finite.min()) if finite.numel() else math.inf
-    return AttackOutcome(attacker, name, rel, hit, best, wall)
+    return AttackOutcome(attacker, name, rel, hit, seconds, best, wall)
 
 
 @dataclass(frozen=True)
@@ -303,6 +314,8 @@ class SuiteEntry:
             "benign_best": self.benign_immunized.best,
             "harmful_best_raw": self.harmful_raw.best,
             "benign_best_raw": self.benign_raw.best,
+            "harmful_seconds_raw": self.harmful_raw.seconds_to_target,
+            "harmful_seconds_immunized": self.harmful_immunized.seconds_to_target,
             "harmful_steps_raw": self.harmful_raw.steps_to_target,
             "harmful_steps_immunized": self.harmful_immunized.steps_to_target,
             "benign_steps_raw": self.benign_raw.steps_to_target,
@@ -337,6 +350,9 @@ def run_attack_suite(
     if not chosen:
         raise ValueError("name at least one attacker")
     identity = torch.eye(weight.shape[1], dtype=weight.dtype, device=weight.device)
+    # one tiny run first, so one-time start-up costs do not land in the first timing
+    x0, y0 = harmful
+    run_attacker(chosen[0], x0[:8, :4], identity[:4, :4], y0[:8], budget=2)
     out: dict[Attacker, SuiteEntry] = {}
     for attacker in chosen:
         runs = {}

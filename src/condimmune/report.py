@@ -294,15 +294,17 @@ def write_attack_report(
             "",
         ]
     lines += [
-        "| attacker | harmful steps raw → imm. | harmful slowdown | benign steps raw → imm. "
-        "| benign slowdown | best harmful value (imm.) | setting |",
-        "|---|---|---|---|---|---|---|",
+        "| attacker | harmful steps raw → imm. | harmful seconds raw → imm. | harmful slowdown "
+        "| benign steps raw → imm. | benign slowdown | best harmful value (imm.) | setting |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for attacker, entry in entries.items():
         d = entry.to_dict(budget)
         lines.append(
             f"| {attacker.value} | {format_number(d['harmful_steps_raw'])} → "
             f"{format_number(d['harmful_steps_immunized'])} | "
+            f"{format_number(d['harmful_seconds_raw'])} → "
+            f"{format_number(d['harmful_seconds_immunized'])} | "
             f"{format_number(d['harmful_slowdown'])} | {format_number(d['benign_steps_raw'])} → "
             f"{format_number(d['benign_steps_immunized'])} | "
             f"{format_number(d['benign_slowdown'])} | {format_number(d['harmful_best'])} | "

@@ -410,6 +410,13 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
     assert "rir" in m  # the original metrics are kept
     for name in ("attack_report.md", "attacks_harmful.png", "attacks_benign.png"):
         assert (out / name).is_file()
+    report = (out / "report.md").read_text()
+    assert report.count("## Attack suite") == 1 and "| lstsq |" in report
+    assert (
+        invoke("attack", out, "--attackers", "gd", "--budget", "5", "--no-progress").exit_code == 0
+    )
+    report = (out / "report.md").read_text()
+    assert report.count("## Attack suite") == 1 and "| lstsq |" not in report  # replaced
     assert not list(out.glob(".*.tmp"))
 
 

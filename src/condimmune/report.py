@@ -314,3 +314,12 @@ def write_attack_report(
     _replace_atomically(
         directory / "attack_report.md", lambda tmp: tmp.write_text("\n".join(lines))
     )
+    # The run's report.md gets (or has replaced) the same section, so one page has it all.
+    report = directory / "report.md"
+    if report.is_file():
+        head = report.read_text().split(ATTACK_SECTION)[0].rstrip("\n")
+        section = "\n".join([ATTACK_SECTION, "", *lines[2:]])
+        _replace_atomically(report, lambda tmp: tmp.write_text(f"{head}\n\n{section}"))
+
+
+ATTACK_SECTION = "## Attack suite (`condimmune attack`)"

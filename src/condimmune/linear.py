@@ -17,11 +17,13 @@ regularizer term:
 * ``condnum``: Alg. 1's preconditioned step
   ``W ← W − η_P ∇R_well (K_P + ρ_P I)⁻¹ − η_H ∇R_ill (K_H + ρ_H I)⁻¹`` taken as plain
   gradient steps (:class:`~condimmune.step.PreconditionedRegularizerStep`), with
-  ``η_P``, ``η_H`` = ``train.benign_weight``, ``train.harmful_weight`` × the Thm 4.3 step
-  bounds of the current spectra, so each regularizer step is monotone on its own whatever
-  the data's scale. The reference instead feeds ``λ``-weighted preconditioned gradients
-  into Adam, whose per-coordinate normalisation undoes the preconditioning; with the
-  paper's λ on our full-data covariances that made κ_P grow ×10⁸ (see docs).
+  ``η_P``, ``η_H`` = ``train.benign_weight``, ``train.harmful_weight`` × a step size read
+  off the current spectra (``train.step_rule``: ``unit`` or ``monotone``, docs/theory.md
+  §4), so the steps do not depend on the data's scale; then ``W`` is rescaled to keep the
+  benign feature energy (the head absorbs the factor), and R_ill pauses while κ_P is above
+  its raw value. The reference instead feeds ``λ``-weighted preconditioned gradients into
+  Adam, whose per-coordinate normalisation undoes the preconditioning; with the paper's λ
+  on our full-data covariances that made κ_P grow ×10⁸ (see docs).
 * ``r-ill-only``: the same with ``η_P = 0``.
 * ``opt-kappa``: ``λ ∇(log κ(S_P) − log κ(S_H))`` through the eigenvalues, unpreconditioned.
 * ``imma``: ``−λ ∇ L_H(w_T(W))``: the harmful probing loss after ``T`` unrolled GD steps

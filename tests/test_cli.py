@@ -417,7 +417,7 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
     )
     report = (out / "report.md").read_text()
     assert report.count("## Attack suite") == 1 and "| lstsq |" not in report  # replaced
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.tmp*"))
 
 
 def test_attack_command_errors(default_run, tmp_path):

@@ -230,7 +230,7 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
 
 def _replace_atomically(path: Path, write) -> None:
     """Write through ``write(tmp_path)`` then rename over ``path`` (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the extension
     try:
         write(tmp)
         tmp.replace(path)
@@ -269,7 +269,7 @@ def write_attack_report(
         fig.tight_layout()
         _replace_atomically(
             directory / f"attacks_{task}.png",
-            lambda tmp, fig=fig: (FigureCanvasAgg(fig), fig.savefig(tmp, dpi=100, format="png")),
+            lambda tmp, fig=fig: _save(fig, tmp),
         )
     lines = [
         "# Attack suite",

@@ -35,7 +35,7 @@ from torch import Tensor
 from condimmune._choices import parse_choice
 from condimmune._validation import check_matrix, check_rtol, check_symmetric_psd
 from condimmune.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.spectral import _psd_eigenvalues, _psd_eigh, default_rtol
+from condimmune.spectral import _log_kappa, _nonzero, _psd_eigenvalues, _psd_eigh, default_rtol
 
 __all__ = [
     "RankDeficiency",
@@ -121,11 +121,6 @@ class SpectralTerm:
     """η at which the fastest-moving eigenvalue changes by 100 % (first order)."""
 
 
-def _log_kappa_of(lam: Tensor, rtol: float) -> float:
-    nonzero = lam[lam > rtol * lam[-1]]
-    return math.log(float(nonzero[-1] / nonzero[0]))
-
-
 def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
     r"""``R_well``, its gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``, step bound.
 
@@ -142,7 +137,7 @@ def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
     s2 = max(float(lam[-2]), 0.0) if lam.numel() > 1 else 0.0
     monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
     unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
-    log_kappa = _log_kappa_of(lam, default_rtol(p, mat.dtype))
+    log_kappa = float(_log_kappa(_nonzero(lam, default_rtol(p, mat.dtype))))
     gradient = lam[-1] * (v1 @ v1.mT) - mat / p
     return SpectralTerm(float(value), gradient, log_kappa, monotone, unit)
 

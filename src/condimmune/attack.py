@@ -101,6 +101,11 @@ class ProbeComparison:
         return self.immunized.steps_to_target / max(self.raw.steps_to_target, 1)
 
 
+def squared_loss_lipschitz(phi: Tensor) -> float:
+    """L = λ_max of the Hessian ``(2/n) ΦᵀΦ`` of ``‖Φw − y‖²/n``: GD's standard step is 1/L."""
+    return 2.0 / phi.shape[0] * float(torch.linalg.matrix_norm(phi, ord=2)) ** 2
+
+
 def _steps_to_target(log_rates: Tensor, weights: Tensor, target: float) -> int:
     """Least integer t ≥ 0 with Σ w_i exp(2 t log r_i) ≤ target (Σ w_i = 1)."""
 

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from condimmune._choices import parse_choice
 from condimmune._validation import check_matrix, check_positive_float, check_same_device_dtype
-from condimmune.attack import attacker_features
+from condimmune.attack import attacker_features, squared_loss_lipschitz
 
 __all__ = [
     "DECOMPOSITION_ATTACKERS",
@@ -85,10 +85,6 @@ class AttackOutcome:
 _GD_STEPS = (0.5, 1.0, 1.5, 1.9)
 _MOMENTUM_LRS = (0.05, 0.2, 0.5, 1.0)
 _ADAM_LRS = (1e-3, 1e-2, 1e-1, 1.0)
-
-
-def _lipschitz(phi: Tensor) -> float:
-    return 2.0 / phi.shape[0] * float(torch.linalg.matrix_norm(phi, ord=2)) ** 2
 
 
 def _loss(pred: Tensor, y: Tensor) -> Tensor:
@@ -212,68 +208,47 @@ def run_attacker(
                 torch.randn(x.shape[1], x.shape[1], generator=gen, dtype=x.dtype)
             )
             feats = x @ q
-        lr = 1.0 / _lipschitz(feats)
+        lr = 1.0 / squared_loss_lipschitz(feats)
         candidates.append(
             ("lr=1/L", _head_run(feats, y, lambda p, lr=lr: torch.optim.SGD(p, lr=lr), budget))
         )
-    elif attacker is Attacker.GD_TUNED:
-        inv_l = 1.0 / _lipschitz(phi)
-        for c in _GD_STEPS:
-            candidates.append(
-                (
-                    f"lr={c}/L",
-                    _head_run(phi, y, lambda p, lr=c * inv_l: torch.optim.SGD(p, lr=lr), budget),
-                )
-            )
-    elif attacker is Attacker.NESTEROV:
-        inv_l = 1.0 / _lipschitz(phi)
-        for c in _MOMENTUM_LRS:
-            candidates.append(
-                (
-                    f"lr={c}/L",
-                    _head_run(
-                        phi,
-                        y,
-                        lambda p, lr=c * inv_l: torch.optim.SGD(
-                            p, lr=lr, momentum=0.9, nesterov=True
-                        ),
-                        budget,
-                    ),
-                )
-            )
-    elif attacker is Attacker.ADAM:
-        for lr in _ADAM_LRS:
-            candidates.append(
-                (
-                    f"lr={lr:g}",
-                    _head_run(phi, y, lambda p, lr=lr: torch.optim.Adam(p, lr=lr), budget),
-                )
-            )
-    elif attacker is Attacker.LBFGS:
-        candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget)))
-    elif attacker is Attacker.LSTSQ:
-        with torch.no_grad():
-            solve_start = time.perf_counter()
-            head = torch.linalg.lstsq(phi, y[:, None], driver="gelsd").solution[:, 0]
-            final = (float(_loss(phi @ head, y)), time.perf_counter() - solve_start)
-            initial = (float(_loss(torch.zeros_like(y), y)), 0.0)
-        candidates.append(("gelsd", [initial] + [final] * budget))
-    else:  # full fine-tuning of extractor and head
-        inv_l = 1.0 / _lipschitz(phi)
-        if attacker is Attacker.FINETUNE_SGD:
-            settings = [
-                (
-                    f"lr={c}/L",
-                    lambda p, lr=c * inv_l: torch.optim.SGD(p, lr=lr, momentum=0.9, nesterov=True),
-                )
-                for c in _MOMENTUM_LRS
-            ]
+    elif attacker in (Attacker.LBFGS, Attacker.LSTSQ):
+        if attacker is Attacker.LBFGS:
+            candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget)))
         else:
-            settings = [
-                (f"lr={lr:g}", lambda p, lr=lr: torch.optim.Adam(p, lr=lr)) for lr in _ADAM_LRS
-            ]
-        for name, make in settings:
-            candidates.append((name, _finetune_run(x, weight, y, make, budget)))
+            with torch.no_grad():
+                solve_start = time.perf_counter()
+                head = torch.linalg.lstsq(phi, y[:, None], driver="gelsd").solution[:, 0]
+                final = (float(_loss(phi @ head, y)), time.perf_counter() - solve_start)
+                initial = (float(_loss(torch.zeros_like(y), y)), 0.0)
+            candidates.append(("gelsd", [initial] + [final] * budget))
+    else:  # a learning-rate sweep, on the head alone or on extractor and head
+        inv_l = 1.0 / squared_loss_lipschitz(phi)
+        momentum = [
+            (
+                f"lr={c}/L",
+                lambda p, lr=c * inv_l: torch.optim.SGD(p, lr=lr, momentum=0.9, nesterov=True),
+            )
+            for c in _MOMENTUM_LRS
+        ]
+        adam = [(f"lr={lr:g}", lambda p, lr=lr: torch.optim.Adam(p, lr=lr)) for lr in _ADAM_LRS]
+        sweeps = {
+            Attacker.GD_TUNED: [
+                (f"lr={c}/L", lambda p, lr=c * inv_l: torch.optim.SGD(p, lr=lr)) for c in _GD_STEPS
+            ],
+            Attacker.NESTEROV: momentum,
+            Attacker.ADAM: adam,
+            Attacker.FINETUNE_SGD: momentum,
+            Attacker.FINETUNE_ADAM: adam,
+        }
+        finetune = attacker in (Attacker.FINETUNE_SGD, Attacker.FINETUNE_ADAM)
+        for name, make in sweeps[attacker]:
+            losses = (
+                _finetune_run(x, weight, y, make, budget)
+                if finetune
+                else _head_run(phi, y, make, budget)
+            )
+            candidates.append((name, losses))
     wall = time.perf_counter() - start
     scored = []
     for name, losses in candidates:

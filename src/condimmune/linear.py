@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from condimmune.attack import squared_loss_lipschitz
 from condimmune.bound import closed_form_immunizer
 from condimmune.config import Method, TrainConfig
 from condimmune.data import LinearTaskData, TaskKind
@@ -87,7 +88,7 @@ def _imma_direction(weight: Tensor, x: Tensor, y: Tensor, steps: int) -> Tensor:
     phi = x @ w.mT
     n = phi.shape[0]
     with torch.no_grad():
-        lipschitz = 2.0 / n * float(torch.linalg.matrix_norm(phi, ord=2)) ** 2
+        lipschitz = squared_loss_lipschitz(phi)
     head = torch.zeros(phi.shape[1], dtype=phi.dtype)
     for _ in range(steps):
         resid = phi @ head - y

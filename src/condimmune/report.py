@@ -10,6 +10,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from condimmune._io import replace_atomically
 from condimmune.spectral import covariance_eigenvalues
 
 if TYPE_CHECKING:
@@ -228,16 +229,6 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
     (directory / "report.md").write_text("\n".join(lines))
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path`` (never half-written)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the extension
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_attack_report(
     directory: Path,
     entries: dict,
@@ -267,7 +258,7 @@ def write_attack_report(
                 ax.legend(fontsize=7)
         fig.suptitle(f"{task} task: relative suboptimality per attack step")
         fig.tight_layout()
-        _replace_atomically(
+        replace_atomically(
             directory / f"attacks_{task}.png",
             lambda tmp, fig=fig: _save(fig, tmp),
         )
@@ -311,15 +302,13 @@ def write_attack_report(
             f"{d['setting_immunized']} |"
         )
     lines += ["", "![harmful](attacks_harmful.png)", "", "![benign](attacks_benign.png)", ""]
-    _replace_atomically(
-        directory / "attack_report.md", lambda tmp: tmp.write_text("\n".join(lines))
-    )
+    replace_atomically(directory / "attack_report.md", lambda tmp: tmp.write_text("\n".join(lines)))
     # The run's report.md gets (or has replaced) the same section, so one page has it all.
     report = directory / "report.md"
     if report.is_file():
         head = report.read_text().split(ATTACK_SECTION)[0].rstrip("\n")
         section = "\n".join([ATTACK_SECTION, "", *lines[2:]])
-        _replace_atomically(report, lambda tmp: tmp.write_text(f"{head}\n\n{section}"))
+        replace_atomically(report, lambda tmp: tmp.write_text(f"{head}\n\n{section}"))
 
 
 ATTACK_SECTION = "## Attack suite (`condimmune attack`)"

@@ -32,6 +32,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from condimmune._io import new_output_dir, replace_atomically
 from condimmune.attack import ProbeComparison, compare_probe_attacks
 from condimmune.bound import immunization_bound_features
 from condimmune.config import ExperimentConfig, Method, config_from_dict, config_to_dict
@@ -175,14 +176,6 @@ def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
-def _prepare_out(out_dir: Path) -> Path:
-    out_dir = out_dir.expanduser().resolve()
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"--out {out_dir} exists and is not empty; choose a new directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
 def run_experiment(
     config: ExperimentConfig, out_dir: str | Path | None, *, progress: bool = True
 ) -> RunArtifacts:
@@ -190,7 +183,7 @@ def run_experiment(
     from condimmune.report import write_report
 
     config = config_from_dict(config_to_dict(config))  # validated copy
-    final = _prepare_out(Path(out_dir)) if out_dir is not None else None
+    final = new_output_dir(out_dir) if out_dir is not None else None
     start = time.perf_counter()
     data = load_task_data(config.experiment, config.data, config.seed)
     raw_cfg = config_from_dict(config_to_dict(config)).train
@@ -323,9 +316,4 @@ def update_metrics(run_dir: str | Path, additions: dict[str, Any]) -> None:
     path = Path(run_dir) / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics.update(additions)
-    tmp = path.with_name(".metrics.json.tmp")
-    try:
-        _write_json(tmp, metrics)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(path, lambda tmp: _write_json(tmp, metrics))

@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from condimmune._io import new_output_dir
 from condimmune.config import Experiment, ExperimentConfig, Method, config_from_dict, config_to_dict
 
 __all__ = ["SweepJob", "all_ordered_pairs", "parse_pairs", "run_sweep"]
@@ -174,11 +175,11 @@ def run_sweep(
     """Run all jobs, write the sweep table and heat maps, return the rows (failed jobs
     included, with ``error`` set). With ``resume``, runs whose directory already holds a
     ``metrics.json`` are read back instead of re-run."""
-    out_dir = Path(out_dir).expanduser().resolve()
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(
-            f"--out {out_dir} exists and is not empty; choose a new directory or --resume"
-        )
+    out_dir = (
+        Path(out_dir).expanduser().resolve()
+        if resume
+        else new_output_dir(out_dir, hint="choose a new directory or --resume")
+    )
     if Experiment(base.experiment) is Experiment.HOUSE_PRICE:
         pairs = None
     jobs = make_jobs(base, methods, seeds, pairs, out_dir)

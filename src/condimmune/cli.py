@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from condimmune.config import (
     EXPERIMENT_DESCRIPTIONS,
     METHOD_DESCRIPTIONS,
+    Config,
     Experiment,
-    ExperimentConfig,
     apply_overrides,
     default_config,
+    is_deep,
     load_config,
 )
 
@@ -54,7 +55,7 @@ def _user_errors(fn):
 
 def _resolve_config(
     experiment: str | None, config_file: Path | None, seed: int | None, sets: list[str]
-) -> ExperimentConfig:
+) -> Config:
     if config_file is not None:
         config = load_config(config_file, experiment)
         if experiment is not None and config.experiment != experiment:
@@ -86,6 +87,17 @@ def _print_metrics(m: dict) -> None:
     console.print(head)
 
 
+def _print_deep_metrics(m: dict) -> None:
+    from condimmune.deep_report import deep_headline
+
+    table = Table(title=f"{m['experiment']} · {m['method']} · seed {m['seed']}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for row in deep_headline(m):
+        table.add_row(*row)
+    console.print(table)
+
+
 ExperimentArg = Annotated[
     str | None,
     typer.Argument(help="experiment name (see `condimmune list`); default: mnist-pair"),
@@ -113,14 +125,21 @@ def run(
     progress: ProgressOpt = True,
 ) -> None:
     """Immunize a model on real data, print the result table and write the run directory."""
-    from condimmune.runner import run_experiment
-
     cfg = _resolve_config(experiment, config, seed, set_ or [])
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{cfg.experiment}-{cfg.train.method}-{stamp}"
-    art = run_experiment(cfg, out, progress=progress)
-    _print_metrics(art.metrics)
+    if is_deep(cfg):
+        from condimmune.deep_runner import run_deep_experiment
+
+        deep_art = run_deep_experiment(cfg, out, progress=progress)
+        if not deep_art.primary:
+            return
+        _print_deep_metrics(deep_art.metrics)
+    else:
+        from condimmune.runner import run_experiment
+
+        _print_metrics(run_experiment(cfg, out, progress=progress).metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.md'})")
 
 

@@ -19,7 +19,15 @@ import yaml
 from condimmune._choices import parse_choice
 
 __all__ = [
+    "DEEP_EXPERIMENTS",
     "AttackConfig",
+    "Config",
+    "DeepDataConfig",
+    "DeepEvalConfig",
+    "DeepExperimentConfig",
+    "DeepTrainConfig",
+    "ModelConfig",
+    "is_deep",
     "DataConfig",
     "Experiment",
     "ExperimentConfig",
@@ -34,11 +42,28 @@ __all__ = [
 
 
 class Experiment(StrEnum):
-    """The registered linear experiments."""
+    """The registered experiments: linear extractors, then deep nets (:data:`DEEP_EXPERIMENTS`)."""
 
     MNIST_PAIR = "mnist-pair"
     HOUSE_PRICE = "house-price"
     DIGITS = "digits"
+    MNIST_CNN = "mnist-cnn"
+    IMAGENET_CARS_RESNET18 = "imagenet-cars-resnet18"
+    IMAGENET_COUNTRY211_RESNET18 = "imagenet-country211-resnet18"
+    IMAGENET_CARS_VIT = "imagenet-cars-vit"
+    IMAGENET_COUNTRY211_VIT = "imagenet-country211-vit"
+
+
+DEEP_EXPERIMENTS = frozenset(
+    {
+        Experiment.MNIST_CNN,
+        Experiment.IMAGENET_CARS_RESNET18,
+        Experiment.IMAGENET_COUNTRY211_RESNET18,
+        Experiment.IMAGENET_CARS_VIT,
+        Experiment.IMAGENET_COUNTRY211_VIT,
+    }
+)
+"""Experiments on deep backbones (:class:`DeepExperimentConfig`, :mod:`condimmune.deep`)."""
 
 
 class Method(StrEnum):
@@ -71,6 +96,13 @@ EXPERIMENT_DESCRIPTIONS: dict[Experiment, str] = {
     Experiment.HOUSE_PRICE: "Ames house prices: MSZoning ≠ RL → LotArea (benign), = RL → SalePrice "
     "(harmful); Kaggle train.csv via data.root",
     Experiment.DIGITS: "scikit-learn's bundled 8×8 digits, one-vs-rest tasks for a digit pair",
+    Experiment.MNIST_CNN: "deep, offline on CPU: a CNN pre-trained in the run on MNIST digits 0–4, "
+    "immunized against classifying digits 5–9 (packaged subset)",
+    Experiment.IMAGENET_CARS_RESNET18: "deep (Table 3): ResNet18, ImageNet folder → Stanford Cars "
+    "folder, local weights via model.weights",
+    Experiment.IMAGENET_COUNTRY211_RESNET18: "deep (Table 3): ResNet18, ImageNet → Country211",
+    Experiment.IMAGENET_CARS_VIT: "deep (Table 3): ViT-B/16, ImageNet → Stanford Cars",
+    Experiment.IMAGENET_COUNTRY211_VIT: "deep (Table 3): ViT-B/16, ImageNet → Country211",
 }
 
 
@@ -135,7 +167,8 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         """Check choices and ranges; raise ``ValueError`` naming the key to fix."""
-        parse_choice(Experiment, self.experiment, "experiment")
+        if parse_choice(Experiment, self.experiment, "experiment") in DEEP_EXPERIMENTS:
+            raise ValueError(f"{self.experiment} is a deep experiment; use DeepExperimentConfig")
         parse_choice(Method, self.train.method, "train.method")
         checks = [
             ("train.epochs", self.train.epochs >= 1),
@@ -168,6 +201,166 @@ class ExperimentConfig:
                 "choose two different digits"
             )
         return self
+
+
+@dataclass
+class ModelConfig:
+    """The deep backbone (:mod:`condimmune.backbones`) and where its weights come from."""
+
+    backbone: str = "small-cnn"
+    weights: str | None = None
+    """A local safetensors file or torch state_dict; ``None`` = seeded random init."""
+    image_size: int = 28
+
+
+@dataclass
+class DeepDataConfig:
+    """Deep-experiment data. ``mnist-cnn``: the packaged MNIST subset (or IDX files in
+    ``root``) split into two digit groups. ImageNet experiments: ``root`` is the ImageNet
+    folder (pre-training / benign task), ``harmful_root`` the Cars or Country211 folder."""
+
+    root: str | None = None
+    harmful_root: str | None = None
+    benign_digits: str = "01234"
+    harmful_digits: str = "56789"
+    train_per_class: int = 400
+    test_per_class: int = 100
+    max_train_images: int = 0
+    """Seeded subsample of each folder dataset's training split (0 = all images)."""
+    max_test_images: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class DeepTrainConfig:
+    """Immunization of the backbone's last blocks (:func:`condimmune.deep.immunize`).
+
+    ``benign_weight``/``harmful_weight`` are λ_P and λ_H of the loss
+    ``CE + λ_P R_well(S_P) + λ_H R_ill(S_H)`` on the gathered batch covariances; with
+    ``normalize_covariance`` the regularizers see ``S · k / tr S`` (scale-free, see
+    docs/deep.md), otherwise the raw ``S`` as in the paper.
+    """
+
+    method: str = Method.CONDNUM.value
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 1e-3
+    pretrain_batch_size: int = 64
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 2e-5
+    label_smoothing: float = 0.1
+    benign_weight: float = 5e-5
+    harmful_weight: float = 2e6
+    normalize_covariance: bool = False
+    benign_guard: bool = True
+    """``condnum``: skip R_ill on steps whose benign batch κ exceeds θ0's first batch κ."""
+    opt_kappa_weight: float = 1.0
+    imma_weight: float = 1.0
+    imma_inner_steps: int = 5
+    closed_form_ridge: float = 1e-6
+    """Relative ridge ρ·tr(K)/k added to the feature covariances of ``closed-form``."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps in total (0 = no cap)."""
+    precision: str = "32-true"
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    checkpoint_every: int = 50
+
+
+@dataclass
+class DeepEvalConfig:
+    """RIR_θ0 over ``groups`` random subsets of ``group_size`` samples (Eq. 17–18), and the
+    linear-probing attackers on the harmful features."""
+
+    groups: int = 20
+    group_size: int = 100
+    attack_target: float = 1e-3
+    attack_budget: int = 2000
+    probe_steps: int = 300
+    batch_size: int = 256
+
+
+_PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed")
+_DEEP_METHODS = {
+    Method.CONDNUM,
+    Method.NONE,
+    Method.R_ILL_ONLY,
+    Method.OPT_KAPPA,
+    Method.IMMA,
+    Method.CLOSED_FORM,
+}
+
+
+@dataclass
+class DeepExperimentConfig:
+    experiment: str = Experiment.MNIST_CNN.value
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DeepDataConfig = field(default_factory=DeepDataConfig)
+    train: DeepTrainConfig = field(default_factory=DeepTrainConfig)
+    eval: DeepEvalConfig = field(default_factory=DeepEvalConfig)
+
+    def validate(self) -> DeepExperimentConfig:
+        """Check choices and ranges; raise ``ValueError`` naming the key to fix."""
+        if parse_choice(Experiment, self.experiment, "experiment") not in DEEP_EXPERIMENTS:
+            raise ValueError(f"{self.experiment} is a linear experiment; use ExperimentConfig")
+        if parse_choice(Method, self.train.method, "train.method") not in _DEEP_METHODS:
+            raise ValueError(f"train.method={self.train.method} is not available for deep nets")
+        from condimmune.backbones import Backbone
+
+        parse_choice(Backbone, self.model.backbone, "model.backbone")
+        t, e, d = self.train, self.eval, self.data
+        checks = [
+            ("model.image_size", self.model.image_size >= 4),
+            ("data.train_per_class", d.train_per_class >= 1),
+            ("data.test_per_class", d.test_per_class >= 1),
+            ("data.max_train_images", d.max_train_images >= 0),
+            ("data.max_test_images", d.max_test_images >= 0),
+            ("data.num_workers", d.num_workers >= 0),
+            ("train.pretrain_epochs", t.pretrain_epochs >= 0),
+            ("train.pretrain_lr", t.pretrain_lr > 0),
+            ("train.pretrain_batch_size", t.pretrain_batch_size >= 1),
+            ("train.epochs", t.epochs >= 0),
+            ("train.batch_size", t.batch_size >= 2),
+            ("train.lr", t.lr > 0),
+            ("train.momentum", 0 <= t.momentum < 1),
+            ("train.weight_decay", t.weight_decay >= 0),
+            ("train.label_smoothing", 0 <= t.label_smoothing < 1),
+            ("train.benign_weight", t.benign_weight >= 0),
+            ("train.harmful_weight", t.harmful_weight >= 0),
+            ("train.opt_kappa_weight", t.opt_kappa_weight >= 0),
+            ("train.imma_weight", t.imma_weight >= 0),
+            ("train.imma_inner_steps", t.imma_inner_steps >= 1),
+            ("train.closed_form_ridge", t.closed_form_ridge > 0),
+            ("train.max_steps", t.max_steps >= 0),
+            ("train.precision", t.precision in _PRECISIONS),
+            ("train.accelerator", t.accelerator in ("cpu", "gpu", "cuda", "auto")),
+            ("train.devices", t.devices >= 1),
+            ("train.strategy", t.strategy in ("auto", "ddp", "ddp_spawn")),
+            ("train.checkpoint_every", t.checkpoint_every >= 1),
+            ("eval.groups", e.groups >= 2),
+            ("eval.group_size", e.group_size >= 3),
+            ("eval.attack_target", 0 < e.attack_target < 1),
+            ("eval.attack_budget", e.attack_budget >= 1),
+            ("eval.probe_steps", e.probe_steps >= 1),
+            ("eval.batch_size", e.batch_size >= 1),
+            ("seed", self.seed >= 0),
+        ]
+        for key, ok in checks:
+            if not ok:
+                raise ValueError(f"invalid value for {key}: {_lookup(self, key)!r}")
+        if t.batch_size % t.devices:
+            raise ValueError(
+                f"train.batch_size={t.batch_size} is the global batch and must be divisible by "
+                f"train.devices={t.devices}"
+            )
+        return self
+
+
+Config = ExperimentConfig | DeepExperimentConfig
 
 
 # The paper's settings per experiment (paper.md §5), with our deviations documented in
@@ -204,10 +397,45 @@ _DEFAULTS: dict[Experiment, dict[str, Any]] = {
 }
 
 
-def default_config(experiment: Experiment | str) -> ExperimentConfig:
+_PAPER_RN18 = {
+    "model": {"backbone": "resnet18", "image_size": 224},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-5, "benign_weight": 5e-5, "harmful_weight": 2e6},
+}
+_PAPER_VIT = {
+    "model": {"backbone": "vit-b16", "image_size": 224},
+    "train": {"epochs": 2, "batch_size": 32, "lr": 5e-6, "benign_weight": 1e-6, "harmful_weight": 1e8},
+}
+_DEFAULTS.update(
+    {
+        Experiment.MNIST_CNN: {
+            "model": {"backbone": "small-cnn", "image_size": 28},
+            "train": {
+                "pretrain_epochs": 4,
+                "epochs": 16,
+                "batch_size": 256,
+                "lr": 1e-3,
+                "normalize_covariance": True,
+                "benign_weight": 1e-3,
+                "harmful_weight": 100.0,
+            },
+            "eval": {"group_size": 256},
+        },
+        Experiment.IMAGENET_CARS_RESNET18: _PAPER_RN18,
+        Experiment.IMAGENET_COUNTRY211_RESNET18: _PAPER_RN18,
+        Experiment.IMAGENET_CARS_VIT: _PAPER_VIT,
+        Experiment.IMAGENET_COUNTRY211_VIT: _PAPER_VIT,
+    }
+)
+
+
+def default_config(experiment: Experiment | str) -> Config:
     """The registered defaults of an experiment."""
     exp = parse_choice(Experiment, experiment, "experiment")
     return config_from_dict({"experiment": exp.value, **_DEFAULTS[exp]})
+
+
+def is_deep(config: Config) -> bool:
+    return isinstance(config, DeepExperimentConfig)
 
 
 def _lookup(obj: Any, dotted: str) -> Any:
@@ -278,12 +506,17 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Build and validate a config; unknown keys and wrong types raise ``ValueError``."""
-    return _build(ExperimentConfig, data, "").validate()
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a config (linear or deep, by its ``experiment``); unknown keys and
+    wrong types raise ``ValueError``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config must be a mapping, got {type(data).__name__}")
+    exp = parse_choice(Experiment, data.get("experiment", Experiment.MNIST_PAIR.value), "experiment")
+    cls = DeepExperimentConfig if exp in DEEP_EXPERIMENTS else ExperimentConfig
+    return _build(cls, data, "").validate()
 
 
-def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
@@ -297,7 +530,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path, experiment: Experiment | str | None = None) -> ExperimentConfig:
+def load_config(path: str | Path, experiment: Experiment | str | None = None) -> Config:
     """Load a YAML file over the experiment's defaults (the file may name the experiment)."""
     path = Path(path)
     if not path.is_file():
@@ -313,7 +546,7 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
     return config_from_dict(_merge(base, data))
 
 
-def apply_overrides(config: ExperimentConfig, assignments: list[str]) -> ExperimentConfig:
+def apply_overrides(config: Config, assignments: list[str]) -> Config:
     """Apply ``key=value`` strings (dotted keys, e.g. ``train.epochs=5``)."""
     data = config_to_dict(config)
     for item in assignments:

@@ -7,8 +7,8 @@ backbone         architecture                                trained during immu
                  + global average pool, 128 features         (the CPU experiment)
 ``resnet18``     torchvision ``resnet18``, 512 features      ``layer4`` (the last two basic
                                                              blocks) and ``fc`` (Table 3)
-``vit-b16``      timm ``vit_base_patch16_224``, 768          ``blocks.11``, ``norm``,
-                 features                                    ``fc_norm`` and ``head`` (Table 3)
+``vit-b16``      timm ``vit_base_patch16_224``, 768          ``blocks.11`` (with its norms),
+                 features                                    the final ``norm``, ``head`` (Table 3)
 ===============  ==========================================  ===============================
 
 Weights never come from the network: ``weights=None`` is a seeded random initialisation,
@@ -62,7 +62,7 @@ SPECS: dict[Backbone, BackboneSpec] = {
         3,
         (0.5, 0.5, 0.5),
         (0.5, 0.5, 0.5),
-        ("body.blocks.11.", "body.norm.", "body.fc_norm.", "head."),
+        ("body.blocks.11.", "body.norm.", "head."),
     ),
 }
 
@@ -225,7 +225,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _to_model_keys(state: dict[str, Tensor], model: DeepModel) -> dict[str, Tensor]:
-    """Map torchvision/timm names (``fc.``/``head.`` at top level) onto ours (``body.``/``head.``)."""
+    """Map torchvision/timm names (top-level ``fc.``/``head.``) onto ``body.``/``head.``."""
     own = model.state_dict()
     if any(key.startswith("body.") for key in state):
         return state

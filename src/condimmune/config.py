@@ -22,21 +22,21 @@ __all__ = [
     "DEEP_EXPERIMENTS",
     "AttackConfig",
     "Config",
+    "DataConfig",
     "DeepDataConfig",
     "DeepEvalConfig",
     "DeepExperimentConfig",
     "DeepTrainConfig",
-    "ModelConfig",
-    "is_deep",
-    "DataConfig",
     "Experiment",
     "ExperimentConfig",
     "Method",
+    "ModelConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "default_config",
+    "is_deep",
     "load_config",
 ]
 
@@ -399,11 +399,23 @@ _DEFAULTS: dict[Experiment, dict[str, Any]] = {
 
 _PAPER_RN18 = {
     "model": {"backbone": "resnet18", "image_size": 224},
-    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-5, "benign_weight": 5e-5, "harmful_weight": 2e6},
+    "train": {
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 1e-5,
+        "benign_weight": 5e-5,
+        "harmful_weight": 2e6,
+    },
 }
 _PAPER_VIT = {
     "model": {"backbone": "vit-b16", "image_size": 224},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 5e-6, "benign_weight": 1e-6, "harmful_weight": 1e8},
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 5e-6,
+        "benign_weight": 1e-6,
+        "harmful_weight": 1e8,
+    },
 }
 _DEFAULTS.update(
     {
@@ -511,7 +523,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     wrong types raise ``ValueError``."""
     if not isinstance(data, dict):
         raise ValueError(f"config must be a mapping, got {type(data).__name__}")
-    exp = parse_choice(Experiment, data.get("experiment", Experiment.MNIST_PAIR.value), "experiment")
+    exp = parse_choice(
+        Experiment, data.get("experiment", Experiment.MNIST_PAIR.value), "experiment"
+    )
     cls = DeepExperimentConfig if exp in DEEP_EXPERIMENTS else ExperimentConfig
     return _build(cls, data, "").validate()
 

@@ -80,7 +80,7 @@ def _imma_penalty(phi: Tensor, y: Tensor, num_classes: int, steps: int) -> Tenso
     target = F.one_hot(y, num_classes).to(phi.dtype)
     target = target - target.mean(dim=0)
     n = phi.shape[0]
-    lipschitz = 2.0 / n * torch.linalg.matrix_norm(phi.detach(), ord=2) ** 2
+    lipschitz = 2.0 / n * torch.linalg.matrix_norm(phi, ord=2) ** 2
     w = torch.zeros(phi.shape[1], num_classes, dtype=phi.dtype, device=phi.device)
     for _ in range(steps):
         w = w - (2.0 / n) * phi.mT @ (phi @ w - target) / lipschitz
@@ -194,8 +194,16 @@ class _Batches:
     starts at ``start`` (resume) and drops the last incomplete global batch."""
 
     def __init__(
-        self, n: int, batch: int, seed: int, epoch: int, stream: int, steps: int, start: int,
-        rank: int, world: int,
+        self,
+        n: int,
+        batch: int,
+        seed: int,
+        epoch: int,
+        stream: int,
+        steps: int,
+        start: int,
+        rank: int,
+        world: int,
     ) -> None:
         self.n, self.batch, self.seed, self.epoch, self.stream = n, batch, seed, epoch, stream
         self.steps, self.start, self.rank, self.world = steps, start, rank, world
@@ -209,7 +217,10 @@ class _Batches:
         for step in range(self.start, self.steps):
             cycle, pos = divmod(step, per_epoch)  # the harmful stream may wrap around
             if cached is None or cached[0] != cycle:
-                cached = (cycle, epoch_order(self.n, self.seed, self.epoch * 1000 + cycle, self.stream))
+                cached = (
+                    cycle,
+                    epoch_order(self.n, self.seed, self.epoch * 1000 + cycle, self.stream),
+                )
             order = cached[1]
             rows = order[pos * self.batch : (pos + 1) * self.batch][self.rank :: self.world]
             yield [(self.epoch, int(i)) for i in rows]
@@ -243,7 +254,10 @@ _STATE_FILE = "checkpoint.safetensors"
 
 
 def save_checkpoint(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, history: DeepHistory,
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    history: DeepHistory,
     fingerprint: str,
 ) -> None:
     """Model, optimizer state and history in one safetensors file, replaced atomically."""
@@ -315,9 +329,14 @@ def _optimizer(model: nn.Module, cfg: DeepTrainConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; weight decay on the head only (paper.md §5)."""
     head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("head.")]
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    groups = [{"params": body, "weight_decay": 0.0}, {"params": head, "weight_decay": cfg.weight_decay}]
+    groups = [
+        {"params": body, "weight_decay": 0.0},
+        {"params": head, "weight_decay": cfg.weight_decay},
+    ]
     return torch.optim.SGD(
-        [g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
+        [g for g in groups if g["params"]],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
         nesterov=cfg.momentum > 0,
     )
 
@@ -391,25 +410,44 @@ def immunize(
     done_this_call = 0
     total_cap = cfg.max_steps or math.inf
     bar = tqdm(
-        total=cfg.epochs * steps, initial=history.epoch * steps + history.step_in_epoch,
-        disable=not progress or rank != 0, desc=f"immunize ({cfg.method})", leave=False,
+        total=cfg.epochs * steps,
+        initial=history.epoch * steps + history.step_in_epoch,
+        disable=not progress or rank != 0,
+        desc=f"immunize ({cfg.method})",
+        leave=False,
     )
     started = time.perf_counter() - history.seconds
     for epoch in range(history.epoch, cfg.epochs):
         start = history.step_in_epoch if epoch == history.epoch else 0
         nb = cfg.batch_size
-        b_loader = _loader(benign, _Batches(len(benign), nb, seed, epoch, 0, steps, start, rank, world), 0)
-        h_loader = _loader(harmful, _Batches(len(harmful), nb, seed, epoch, 1, steps, start, rank, world), 0)
+        b_loader = _loader(
+            benign, _Batches(len(benign), nb, seed, epoch, 0, steps, start, rank, world), 0
+        )
+        h_loader = _loader(
+            harmful, _Batches(len(harmful), nb, seed, epoch, 1, steps, start, rank, world), 0
+        )
         for step, (b, h) in enumerate(zip(b_loader, h_loader, strict=True), start=start):
-            if history.global_step >= total_cap or (stop_after is not None and done_this_call >= stop_after):
+            if history.global_step >= total_cap or (
+                stop_after is not None and done_this_call >= stop_after
+            ):
                 bar.close()
                 return history
             b = tuple(t.to(fabric.device) for t in b)
             h = tuple(t.to(fabric.device) for t in h)
             optimizer.zero_grad(set_to_none=True)
-            cap = history.log_kappa_benign[0] if cfg.benign_guard and history.log_kappa_benign else None
+            cap = (
+                history.log_kappa_benign[0]
+                if cfg.benign_guard and history.log_kappa_benign
+                else None
+            )
             loss, task, penalty = step_loss(
-                fabric, wrapped, b, h, cfg, harmful_classes=harmful_classes, benign_log_kappa_cap=cap
+                fabric,
+                wrapped,
+                b,
+                h,
+                cfg,
+                harmful_classes=harmful_classes,
+                benign_log_kappa_cap=cap,
             )
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(

@@ -119,8 +119,15 @@ def group_immunization_ratios(
     li, lii = torch.tensor(log_i, dtype=torch.float64), torch.tensor(log_ii, dtype=torch.float64)
     i, ii, rir = li.exp(), lii.exp(), (li - lii).exp()
     return GroupRatios(
-        float(i.mean()), float(i.std()), float(ii.mean()), float(ii.std()),
-        float(rir.mean()), float(rir.std()), float((li - lii).mean()), groups, group_size,
+        float(i.mean()),
+        float(i.std()),
+        float(ii.mean()),
+        float(ii.std()),
+        float(rir.mean()),
+        float(rir.std()),
+        float((li - lii).mean()),
+        groups,
+        group_size,
     )
 
 
@@ -178,7 +185,12 @@ def linear_probe_curve(
 
 
 def probe_pair(
-    original: Tensor, immunized: Tensor, targets: Tensor, *, target: float, budget: int,
+    original: Tensor,
+    immunized: Tensor,
+    targets: Tensor,
+    *,
+    target: float,
+    budget: int,
     whiten: bool = False,
 ) -> tuple[ProbeAttackResult, ProbeAttackResult]:
     """The paper's attacker (GD, step 1/L, exact) on θ0's and θ_I's features; ``whiten``

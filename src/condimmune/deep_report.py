@@ -13,18 +13,41 @@ from condimmune.report import _save, format_number
 __all__ = ["deep_headline", "write_deep_report"]
 
 
+def _steps(entry: dict[str, Any]) -> str:
+    before, after = entry["steps_original"], entry["steps_immunized"]
+    return f"{format_number(before)} → {format_number(after)} ({entry['slowdown']:.2f}×)"
+
+
 def deep_headline(m: dict[str, Any]) -> list[tuple[str, str]]:
     """(quantity, value) rows shared by the CLI and report.md."""
     r, p = m["rir_theta0"]["honest"], m["rir_theta0"]["paper_compatible"]
     acc = m["benign_accuracy"]
     gd, probe = m["attack"]["gd"], m["attack"]["linear_probe"]
     return [
-        ("RIR_θ0, honest κ (mean ± std over groups)", f"{format_number(r['rir_mean'])} ± {format_number(r['rir_std'])}"),
-        ("  (i) harmful κ ratio / (ii) benign κ ratio", f"{format_number(r['harmful_ratio_mean'])} / {format_number(r['benign_ratio_mean'])}"),
-        ("RIR_θ0, paper-compatible κ (1e-6 ridge)", f"{format_number(p['rir_mean'])} ± {format_number(p['rir_std'])}"),
-        ("benign top-1 accuracy, original → immunized", f"{acc['original']:.4f} → {acc['immunized']:.4f}"),
-        ("GD 1/L probe on harmful features: steps θ0 → θ_I", f"{format_number(gd['steps_original'])} → {format_number(gd['steps_immunized'])} ({gd['slowdown']:.2f}×)"),
-        ("softmax probe: steps to 95 % of θ0's best accuracy", f"{format_number(probe['steps_original'])} → {format_number(probe['steps_immunized'])} ({probe['slowdown']:.2f}×)"),
+        (
+            "RIR_θ0, honest κ (mean ± std over groups)",
+            f"{format_number(r['rir_mean'])} ± {format_number(r['rir_std'])}",
+        ),
+        (
+            "  (i) harmful κ ratio / (ii) benign κ ratio",
+            f"{format_number(r['harmful_ratio_mean'])} / {format_number(r['benign_ratio_mean'])}",
+        ),
+        (
+            "RIR_θ0, paper-compatible κ (1e-6 ridge)",
+            f"{format_number(p['rir_mean'])} ± {format_number(p['rir_std'])}",
+        ),
+        (
+            "benign top-1 accuracy, original → immunized",
+            f"{acc['original']:.4f} → {acc['immunized']:.4f}",
+        ),
+        (
+            "GD 1/L probe on harmful features: steps θ0 → θ_I",
+            _steps(gd),
+        ),
+        (
+            "softmax probe: steps to 95 % of θ0's best accuracy",
+            _steps(probe),
+        ),
         ("GD after PCA whitening: slowdown", f"{m['attack']['gd_whitened']['slowdown']:.2f}×"),
     ]
 
@@ -35,8 +58,16 @@ def _attack_figure(curves: dict[str, Any], target: float, path: Path) -> None:
     for key, label in (("gd", "GD 1/L"), ("gd_whitened", "GD 1/L, whitened")):
         orig, imm = curves[key]
         style = "-" if key == "gd" else ":"
-        ax.semilogy(orig.relative_suboptimality.clamp_min(1e-300).numpy(), "C0" + style, label=f"θ0, {label} ({orig.steps_to_target:,})")
-        ax.semilogy(imm.relative_suboptimality.clamp_min(1e-300).numpy(), "C3" + style, label=f"θ_I, {label} ({imm.steps_to_target:,})")
+        ax.semilogy(
+            orig.relative_suboptimality.clamp_min(1e-300).numpy(),
+            "C0" + style,
+            label=f"θ0, {label} ({orig.steps_to_target:,})",
+        )
+        ax.semilogy(
+            imm.relative_suboptimality.clamp_min(1e-300).numpy(),
+            "C3" + style,
+            label=f"θ_I, {label} ({imm.steps_to_target:,})",
+        )
     ax.axhline(target, color="grey", lw=0.8, ls=":")
     ax.set_title("harmful task: linear probing (squared loss)")
     ax.set_xlabel("attack step")
@@ -45,7 +76,11 @@ def _attack_figure(curves: dict[str, Any], target: float, path: Path) -> None:
     ax2 = fig.add_subplot(1, 2, 2)
     for name, color in (("original", "C0"), ("immunized", "C3")):
         probe = curves["probe"][name]
-        ax2.plot(probe.accuracy.numpy(), color=color, label=f"{'θ0' if name == 'original' else 'θ_I'} ({probe.setting})")
+        ax2.plot(
+            probe.accuracy.numpy(),
+            color=color,
+            label=f"{'θ0' if name == 'original' else 'θ_I'} ({probe.setting})",
+        )
     ax2.set_title("harmful task: softmax probe, held-out accuracy (Fig. 3)")
     ax2.set_xlabel("full-batch Adam step")
     ax2.set_ylabel("accuracy")
@@ -60,7 +95,12 @@ def _spectra_figure(curves: dict[str, Any], path: Path) -> None:
         for name, style in (("original", "--"), ("immunized", "-")):
             lam = curves["spectra"][task][name]
             lam = lam / lam[0]
-            ax.semilogy(torch.arange(1, lam.numel() + 1).numpy(), lam.clamp_min(1e-18).numpy(), style, label=f"{'θ0' if name == 'original' else 'θ_I'}")
+            ax.semilogy(
+                torch.arange(1, lam.numel() + 1).numpy(),
+                lam.clamp_min(1e-18).numpy(),
+                style,
+                label=f"{'θ0' if name == 'original' else 'θ_I'}",
+            )
         ax.set_title(f"{task}: eigenvalues / σ_max of one group's ΦᵀΦ")
         ax.set_xlabel("index")
         ax.legend(fontsize=8)
@@ -81,7 +121,12 @@ def _training_figure(art, path: Path) -> None:
     pre = art.curves.get("pretrain_loss", [])
     if pre:
         ax2.plot(range(1, len(pre) + 1), pre, color="grey", label="pre-training θ0")
-    ax2.plot(range(len(pre) + 1, len(pre) + h.global_step + 1), h.task_loss, color="C2", label="immunization")
+    ax2.plot(
+        range(len(pre) + 1, len(pre) + h.global_step + 1),
+        h.task_loss,
+        color="C2",
+        label="immunization",
+    )
     ax2.set_xlabel("step")
     ax2.set_title("benign task loss")
     ax2.legend(fontsize=8)
@@ -117,8 +162,9 @@ def write_deep_report(directory: Path, art) -> None:
         "The whitened attacker undoes any invertible linear map of the features: a slowdown "
         "that vanishes there came from re-scaling the features, not from destroying them.",
         "",
-        f"Training: {m['training']['steps']} immunization steps in {format_number(m['train_seconds'])} s "
-        f"on {m['training']['processes']} process(es); run wall time {format_number(m['wall_seconds'])} s.",
+        f"Training: {m['training']['steps']} immunization steps in "
+        f"{format_number(m['train_seconds'])} s on {m['training']['processes']} process(es); "
+        f"run wall time {format_number(m['wall_seconds'])} s.",
         "",
         *(f"![{f}]({f})" for f in figures),
         "",

@@ -36,7 +36,13 @@ from safetensors.torch import load_file, save_file
 from condimmune._io import new_output_dir
 from condimmune.backbones import SPECS, Backbone, DeepModel, build_model
 from condimmune.bound import closed_form_immunizer
-from condimmune.config import DeepExperimentConfig, Experiment, Method, config_from_dict, config_to_dict
+from condimmune.config import (
+    DeepExperimentConfig,
+    Experiment,
+    Method,
+    config_from_dict,
+    config_to_dict,
+)
 from condimmune.deep import DeepHistory, immunize, make_fabric, pretrain
 from condimmune.deep_eval import (
     ProbeCurve,
@@ -47,7 +53,15 @@ from condimmune.deep_eval import (
     probe_pair,
     top1_accuracy,
 )
-from condimmune.images import ImageDataset, ImageSplit, KeyedDataset, digit_group_tasks, folder_dataset, image_transform, parse_digits
+from condimmune.images import (
+    ImageDataset,
+    ImageSplit,
+    KeyedDataset,
+    digit_group_tasks,
+    folder_dataset,
+    image_transform,
+    parse_digits,
+)
 
 __all__ = ["DeepRunArtifacts", "run_deep_experiment"]
 
@@ -92,7 +106,10 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
         benign, harmful = digit_group_tasks(
             x,
             y,
-            (parse_digits(d.benign_digits, "data.benign_digits"), parse_digits(d.harmful_digits, "data.harmful_digits")),
+            (
+                parse_digits(d.benign_digits, "data.benign_digits"),
+                parse_digits(d.harmful_digits, "data.harmful_digits"),
+            ),
             train_per_class=d.train_per_class,
             test_per_class=d.test_per_class,
             seed=config.seed,
@@ -108,24 +125,32 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
         (ImageDataset.IMAGENET, d.root, "data.root"),
         (_HARMFUL_DATASET[exp], d.harmful_root, "data.harmful_root"),
     ):
-        def make(split: str, tf, limit: int) -> KeyedDataset:
-            return folder_dataset(dataset, root, split, tf, key=key, max_images=limit, seed=config.seed)
+
+        def make(split: str, tf, limit: int, dataset=dataset, root=root, key=key) -> KeyedDataset:
+            return folder_dataset(
+                dataset, root, split, tf, key=key, max_images=limit, seed=config.seed
+            )
 
         train = make("train", tf_train, d.max_train_images)
         test = make("test", tf_eval, d.max_test_images)
         train_eval = make("train", tf_eval, d.max_train_images)
-        splits.append((ImageSplit(train, test, len(train.classes), f"{dataset.value} at {root}"), train_eval))
+        splits.append(
+            (ImageSplit(train, test, len(train.classes), f"{dataset.value} at {root}"), train_eval)
+        )
     (benign, benign_eval), (harmful, harmful_eval) = splits
     return DeepTaskData(benign, harmful, benign_eval, harmful_eval)
 
 
 def _fingerprint(config: DeepExperimentConfig) -> str:
-    return hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True).encode()).hexdigest()[
+        :16
+    ]
 
 
 def _versions() -> dict[str, str]:
-    from condimmune.runner import _versions as linear_versions
     from importlib import metadata
+
+    from condimmune.runner import _versions as linear_versions
 
     out = linear_versions()
     for pkg in ("torchvision", "timm", "lightning"):
@@ -136,7 +161,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _original_model(config: DeepExperimentConfig, data: DeepTaskData, ckpt: Path | None, progress: bool) -> tuple[DeepModel, list[float]]:
+def _original_model(
+    config: DeepExperimentConfig, data: DeepTaskData, ckpt: Path | None, progress: bool
+) -> tuple[DeepModel, list[float]]:
     """θ0: the given weights, or (``train.pretrain_epochs``) pre-trained here on the benign task."""
     model = build_model(
         config.model.backbone,
@@ -175,7 +202,9 @@ def _closed_form(model: DeepModel, data: DeepTaskData, config: DeepExperimentCon
     """#7 on a frozen backbone: T from the ridge-regularized feature covariances, T⁻¹ folded
     into the head (benign logits unchanged up to rounding)."""
     phi_p, _, _ = extract_features(model, data.benign_train_eval, batch_size=config.eval.batch_size)
-    phi_h, _, _ = extract_features(model, data.harmful_train_eval, batch_size=config.eval.batch_size)
+    phi_h, _, _ = extract_features(
+        model, data.harmful_train_eval, batch_size=config.eval.batch_size
+    )
     k = phi_p.shape[1]
     rows = []
     for phi in (phi_p, phi_h):
@@ -192,7 +221,9 @@ def run_deep_experiment(
     start = time.perf_counter()
     fabric = make_fabric(config.train)
     final = new_output_dir(out_dir) if out_dir is not None and _is_rank_zero() else None
-    ckpt = Path(f"{Path(out_dir).expanduser().resolve()}.checkpoints") if out_dir is not None else None
+    ckpt = (
+        Path(f"{Path(out_dir).expanduser().resolve()}.checkpoints") if out_dir is not None else None
+    )
     data = load_deep_data(config)
     original, pretrain_losses = _original_model(config, data, ckpt, progress)
     model = copy.deepcopy(original)
@@ -201,13 +232,14 @@ def run_deep_experiment(
     if method is Method.CLOSED_FORM:
         _closed_form(model, data, config)
     elif config.train.epochs:
-        result = fabric.launch(
-            _train_worker, model, data, config, ckpt, _fingerprint(config), progress
-        )
-        if fabric.global_rank != 0:
-            return DeepRunArtifacts(config, {}, history, {}, primary=False)
-        state, history = result
-        model.load_state_dict(state)
+        with tempfile.TemporaryDirectory(prefix="condimmune-train-") as handoff:
+            result = Path(handoff) / "trained.safetensors"
+            fabric.launch(
+                _train_worker, model, data, config, ckpt, _fingerprint(config), progress, result
+            )
+            if fabric.global_rank != 0:
+                return DeepRunArtifacts(config, {}, history, {}, primary=False)
+            history = _read_trained(result, model)
     train_seconds = history.seconds
     metrics, curves = evaluate_deep(config, data, original, model)
     metrics.update(
@@ -233,10 +265,22 @@ def run_deep_experiment(
 
 
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    return (
+        int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    )
 
 
-def _train_worker(fabric, model, data, config, ckpt, fingerprint, progress):
+def _read_trained(path: Path, model: DeepModel) -> DeepHistory:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        model.load_state_dict({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+        return DeepHistory(**json.loads(f.metadata()["history"]))
+
+
+def _train_worker(fabric, model, data, config, ckpt, fingerprint, progress, result: Path) -> None:
+    """Immunize on every process; rank 0 hands the weights and history back through a file
+    (a spawned process's return value goes through a pipe and must stay tiny)."""
     history = immunize(
         fabric,
         model,
@@ -249,9 +293,9 @@ def _train_worker(fabric, model, data, config, ckpt, fingerprint, progress):
         fingerprint=fingerprint,
         progress=progress,
     )
-    if fabric.global_rank != 0:
-        return None
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, history
+    if fabric.global_rank == 0:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, result, metadata={"history": json.dumps(history.__dict__)})
 
 
 def evaluate_deep(
@@ -280,13 +324,23 @@ def evaluate_deep(
         for rule in ("honest", "paper_compatible")
     }
     targets = one_hot_targets(yh, data.harmful.num_classes)
-    gd = probe_pair(o["harmful"], i["harmful"], targets, target=e.attack_target, budget=e.attack_budget)
+    gd = probe_pair(
+        o["harmful"], i["harmful"], targets, target=e.attack_target, budget=e.attack_budget
+    )
     wh = probe_pair(
-        o["harmful"], i["harmful"], targets, target=e.attack_target, budget=e.attack_budget, whiten=True
+        o["harmful"],
+        i["harmful"],
+        targets,
+        target=e.attack_target,
+        budget=e.attack_budget,
+        whiten=True,
     )
     probes: dict[str, ProbeCurve] = {
         name: linear_probe_curve(
-            (f["harmful"], yh), (f["harmful_test"], yh_test), data.harmful.num_classes, steps=e.probe_steps
+            (f["harmful"], yh),
+            (f["harmful_test"], yh_test),
+            data.harmful.num_classes,
+            steps=e.probe_steps,
         )
         for name, f in feats.items()
     }
@@ -313,7 +367,8 @@ def evaluate_deep(
                 "level": level,
                 "steps_original": steps_o,
                 "steps_immunized": steps_i,
-                "slowdown": (steps_i if steps_i is not None else e.probe_steps + 1) / max(steps_o or 1, 1),
+                "slowdown": (steps_i if steps_i is not None else e.probe_steps + 1)
+                / max(steps_o or 1, 1),
                 "final_accuracy_original": float(probes["original"].accuracy[-1]),
                 "final_accuracy_immunized": float(probes["immunized"].accuracy[-1]),
                 "setting_original": probes["original"].setting,
@@ -356,7 +411,9 @@ def _write(final: Path, art: DeepRunArtifacts, original: DeepModel, model: DeepM
         resolved["versions"] = _versions()
         (tmp / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         for name, m in (("original", original), ("immunized", model)):
-            save_file({k: v.contiguous() for k, v in m.state_dict().items()}, tmp / f"{name}.safetensors")
+            save_file(
+                {k: v.contiguous() for k, v in m.state_dict().items()}, tmp / f"{name}.safetensors"
+            )
         (tmp / "metrics.json").write_text(json.dumps(art.metrics, indent=2, allow_nan=True) + "\n")
         write_deep_report(tmp, art)
         if final.exists():

@@ -141,9 +141,11 @@ def digit_group_tasks(
     ``test_per_class`` held-out images, drawn without overlap by a seeded permutation."""
     benign, harmful = groups
     if set(benign) & set(harmful):
-        raise ValueError(f"the benign and harmful digit groups overlap: {sorted(set(benign) & set(harmful))}")
+        raise ValueError(
+            f"the benign and harmful digit groups overlap: {sorted(set(benign) & set(harmful))}"
+        )
     rng = np.random.default_rng(seed)
-    side = int(round(images.shape[1] ** 0.5))
+    side = round(images.shape[1] ** 0.5)
     x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(-1, 1, side, side))
     x = (x - 0.1307) / 0.3081
     out = []
@@ -158,11 +160,16 @@ def digit_group_tasks(
                     f"data.train_per_class + data.test_per_class = {need}"
                 )
             rows = rng.permutation(rows)
-            for split, sel in (("train", rows[:train_per_class]), ("test", rows[train_per_class:need])):
+            for split, sel in (
+                ("train", rows[:train_per_class]),
+                ("test", rows[train_per_class:need]),
+            ):
                 parts[split][0].append(x[sel])
                 parts[split][1].append(torch.full((sel.size,), new_label, dtype=torch.long))
         names = [str(d) for d in group]
-        train = KeyedDataset(torch.cat(parts["train"][0]), torch.cat(parts["train"][1]), classes=names)
+        train = KeyedDataset(
+            torch.cat(parts["train"][0]), torch.cat(parts["train"][1]), classes=names
+        )
         test = KeyedDataset(torch.cat(parts["test"][0]), torch.cat(parts["test"][1]), classes=names)
         out.append(ImageSplit(train, test, len(group), f"{description}, digits {''.join(names)}"))
     return out[0], out[1]
@@ -177,7 +184,7 @@ def image_transform(
     if train:
         head = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
     else:
-        head = [T.Resize(int(round(image_size / 0.875))), T.CenterCrop(image_size)]
+        head = [T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size)]
     return T.Compose([*head, T.ToTensor(), T.Normalize(list(mean), list(std))])
 
 
@@ -212,7 +219,9 @@ def _scan(split_dir: Path, dataset: ImageDataset) -> tuple[list[Path], list[int]
         labels += [label] * len(files)
         names.append(name)
     if not paths:
-        raise ValueError(f"{split_dir} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ValueError(
+            f"{split_dir} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return paths, labels, names
 
 
@@ -227,7 +236,14 @@ def _cars_devkit(root: Path, split: str) -> tuple[list[Path], list[int], list[st
         annos, images = devkit / "cars_train_annos.mat", root / "cars_train"
     else:
         annos = next(
-            (p for p in (root / "cars_test_annos_withlabels.mat", devkit / "cars_test_annos_withlabels.mat") if p.is_file()),
+            (
+                p
+                for p in (
+                    root / "cars_test_annos_withlabels.mat",
+                    devkit / "cars_test_annos_withlabels.mat",
+                )
+                if p.is_file()
+            ),
             root / "cars_test_annos_withlabels.mat",
         )
         images = root / "cars_test"
@@ -261,7 +277,9 @@ def folder_dataset(
         )
     base = Path(root).expanduser()
     if not base.is_dir():
-        raise FileNotFoundError(f"{key}={root}: no such directory; expected a {dataset.value} folder")
+        raise FileNotFoundError(
+            f"{key}={root}: no such directory; expected a {dataset.value} folder"
+        )
     if dataset is ImageDataset.STANFORD_CARS and (base / "devkit" / "cars_meta.mat").is_file():
         paths, labels, names = _cars_devkit(base, split)
     else:

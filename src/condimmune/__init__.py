@@ -11,12 +11,15 @@ from condimmune.attack import (
     compare_probe_attacks,
     probe_attack,
 )
+from condimmune.backbones import Backbone, DeepModel, build_model, load_weights
 from condimmune.bound import (
     ImmunizationBound,
     closed_form_immunizer,
     immunization_bound,
     immunization_bound_features,
 )
+from condimmune.deep import immunization_penalty, immunize, normalized_features, step_loss
+from condimmune.deep_eval import GroupRatios, group_immunization_ratios, linear_probe_curve
 from condimmune.errors import DegenerateSpectrumError, RankDeficientWarning
 from condimmune.metrics import (
     ConditionNumbers,
@@ -55,8 +58,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttackerTransform",
+    "Backbone",
     "ConditionNumbers",
+    "DeepModel",
     "DegenerateSpectrumError",
+    "GroupRatios",
     "ImmunizationBound",
     "ImmunizationCheck",
     "InputPreconditioner",
@@ -69,6 +75,7 @@ __all__ = [
     "RankDeficientWarning",
     "__version__",
     "attacker_features",
+    "build_model",
     "check_immunization",
     "closed_form_immunizer",
     "compare_probe_attacks",
@@ -76,13 +83,19 @@ __all__ = [
     "condition_number_features",
     "covariance_eigenvalues",
     "default_rtol",
+    "group_immunization_ratios",
     "immunization_bound",
     "immunization_bound_features",
     "immunization_condition_numbers",
+    "immunization_penalty",
+    "immunize",
+    "linear_probe_curve",
+    "load_weights",
     "log_condition_number",
     "log_condition_number_features",
     "log_probing_hessian_condition_number",
     "nonzero_eigenvalues",
+    "normalized_features",
     "numerical_rank",
     "paper_compatible_condition_number",
     "probe_attack",
@@ -94,4 +107,5 @@ __all__ = [
     "r_well_features",
     "r_well_gradient",
     "relative_immunization_ratio",
+    "step_loss",
 ]

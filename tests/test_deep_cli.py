@@ -204,3 +204,12 @@ def test_default_mnist_cnn_experiment_immunizes_and_keeps_the_benign_task(tmp_pa
     assert acc["immunized"] >= acc["original"] - 0.03
     assert m["attack"]["gd"]["slowdown"] > 1.5
     assert m["wall_seconds"] < 600
+
+
+def test_linear_only_commands_refuse_a_deep_run_clearly(tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "immunized.safetensors").write_bytes(b"")
+    for command in ("evaluate", "attack"):
+        result = invoke(command, out)
+        assert result.exit_code == 2 and "deep run" in result.output

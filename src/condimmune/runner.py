@@ -243,6 +243,11 @@ def load_run(
     from condimmune.data import TaskSplit
 
     run_dir = Path(run_dir)
+    if (run_dir / "immunized.safetensors").is_file():
+        raise ValueError(
+            f"{run_dir} is a deep run; its attacks and RIR_θ0 are already in metrics.json "
+            "(evaluate and attack work on linear runs)"
+        )
     needed = [
         "config.yaml",
         "metrics.json",

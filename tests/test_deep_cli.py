@@ -84,6 +84,7 @@ def test_mnist_cnn_baselines_run(tmp_path, method) -> None:
     )
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
+    assert m["rir_theta0_paper_protocol"]["honest"]["group_size"] == 100
     if method == "closed-form":  # T⁻¹ folded into the head: benign predictions unchanged
         assert m["benign_accuracy"]["immunized"] == m["benign_accuracy"]["original"]
         assert m["training"]["steps"] == 0

@@ -18,6 +18,13 @@ def _steps(entry: dict[str, Any]) -> str:
     return f"{format_number(before)} → {format_number(after)} ({entry['slowdown']:.2f}×)"
 
 
+def _paper_protocol(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "— (fewer than 100 samples)"
+    h, p = entry["honest"], entry["paper_compatible"]
+    return f"{format_number(h['rir_mean'])} / {format_number(p['rir_mean'])}"
+
+
 def deep_headline(m: dict[str, Any]) -> list[tuple[str, str]]:
     """(quantity, value) rows shared by the CLI and report.md."""
     r, p = m["rir_theta0"]["honest"], m["rir_theta0"]["paper_compatible"]
@@ -35,6 +42,10 @@ def deep_headline(m: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "RIR_θ0, paper-compatible κ (1e-6 ridge)",
             f"{format_number(p['rir_mean'])} ± {format_number(p['rir_std'])}",
+        ),
+        (
+            "RIR_θ0, paper's protocol (20 groups × 100): honest / paper-compatible",
+            _paper_protocol(m.get("rir_theta0_paper_protocol")),
         ),
         (
             "benign top-1 accuracy, original → immunized",

@@ -298,6 +298,9 @@ def _train_worker(fabric, model, data, config, ckpt, fingerprint, progress, resu
         save_file(state, result, metadata={"history": json.dumps(history.__dict__)})
 
 
+_PAPER_GROUPS, _PAPER_GROUP_SIZE = 20, 100
+
+
 def evaluate_deep(
     config: DeepExperimentConfig, data: DeepTaskData, original: DeepModel, immunized: DeepModel
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -312,17 +315,24 @@ def evaluate_deep(
         ph_test, _, yh_test = extract_features(model, data.harmful.test, batch_size=bs)
         feats[name] = {"benign": pb, "harmful": ph, "logits": logits, "harmful_test": ph_test}
     o, i = feats["original"], feats["immunized"]
-    rir = {
-        rule: group_immunization_ratios(
-            (o["benign"], i["benign"]),
-            (o["harmful"], i["harmful"]),
-            groups=e.groups,
-            group_size=e.group_size,
-            seed=config.seed,
-            paper_compatible=rule == "paper_compatible",
-        ).to_dict()
-        for rule in ("honest", "paper_compatible")
-    }
+
+    def ratios(groups: int, size: int) -> dict[str, Any]:
+        return {
+            rule: group_immunization_ratios(
+                (o["benign"], i["benign"]),
+                (o["harmful"], i["harmful"]),
+                groups=groups,
+                group_size=size,
+                seed=config.seed,
+                paper_compatible=rule == "paper_compatible",
+            ).to_dict()
+            for rule in ("honest", "paper_compatible")
+        }
+
+    rir = ratios(e.groups, e.group_size)
+    # the paper's own protocol (20 groups of 100), whenever the data allow it
+    enough = min(o["benign"].shape[0], o["harmful"].shape[0]) >= _PAPER_GROUP_SIZE
+    paper_protocol = ratios(_PAPER_GROUPS, _PAPER_GROUP_SIZE) if enough else None
     targets = one_hot_targets(yh, data.harmful.num_classes)
     gd = probe_pair(
         o["harmful"], i["harmful"], targets, target=e.attack_target, budget=e.attack_budget
@@ -356,6 +366,7 @@ def evaluate_deep(
         "benign_task": data.benign.description,
         "harmful_task": data.harmful.description,
         "rir_theta0": rir,
+        "rir_theta0_paper_protocol": paper_protocol,
         "benign_accuracy": {
             "original": top1_accuracy(o["logits"], yb_test),
             "immunized": top1_accuracy(i["logits"], yb_test),

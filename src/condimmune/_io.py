@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import shutil
+import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 
@@ -22,4 +27,29 @@ def new_output_dir(path: str | Path, *, hint: str = "choose a new directory") ->
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} exists and is not empty; {hint}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_directory_atomically(final: Path, write: Callable[[Path], object]) -> None:
+    """Fill a temporary sibling of ``final`` through ``write(tmp_dir)``, then rename it into
+    place: an interrupted or failed write never leaves a half-written run directory."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        write(tmp)
+        if final.exists():
+            final.rmdir()
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def package_versions(*extra: str) -> dict[str, str]:
+    """Python's and the core packages' versions (plus ``extra``), for ``config.yaml``."""
+    out = {"python": platform.python_version()}
+    for pkg in ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas", *extra):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
     return out

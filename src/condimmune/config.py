@@ -189,9 +189,7 @@ class ExperimentConfig:
             ("data.pca_components", self.data.pca_components >= 0),
             ("seed", self.seed >= 0),
         ]
-        for key, ok in checks:
-            if not ok:
-                raise ValueError(f"invalid value for {key}: {_lookup(self, key)!r}")
+        _raise_first_failed(self, checks)
         for key in ("data.benign_digit", "data.harmful_digit"):
             if not 0 <= _lookup(self, key) <= 9:
                 raise ValueError(f"{key} must be a digit 0–9, got {_lookup(self, key)}")
@@ -349,9 +347,7 @@ class DeepExperimentConfig:
             ("eval.batch_size", e.batch_size >= 1),
             ("seed", self.seed >= 0),
         ]
-        for key, ok in checks:
-            if not ok:
-                raise ValueError(f"invalid value for {key}: {_lookup(self, key)!r}")
+        _raise_first_failed(self, checks)
         if t.batch_size % t.devices:
             raise ValueError(
                 f"train.batch_size={t.batch_size} is the global batch and must be divisible by "
@@ -448,6 +444,13 @@ def default_config(experiment: Experiment | str) -> Config:
 
 def is_deep(config: Config) -> bool:
     return isinstance(config, DeepExperimentConfig)
+
+
+def _raise_first_failed(config: Any, checks: list[tuple[str, bool]]) -> None:
+    """Raise ``ValueError`` naming the first ``(key, ok)`` check that failed and its value."""
+    for key, ok in checks:
+        if not ok:
+            raise ValueError(f"invalid value for {key}: {_lookup(config, key)!r}")
 
 
 def _lookup(obj: Any, dotted: str) -> Any:

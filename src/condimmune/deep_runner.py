@@ -33,7 +33,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from condimmune._io import new_output_dir
+from condimmune._io import new_output_dir, package_versions, write_directory_atomically
 from condimmune.backbones import SPECS, Backbone, DeepModel, build_model
 from condimmune.bound import closed_form_immunizer
 from condimmune.config import (
@@ -147,20 +147,6 @@ def _fingerprint(config: DeepExperimentConfig) -> str:
     ]
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from condimmune.runner import _versions as linear_versions
-
-    out = linear_versions()
-    for pkg in ("torchvision", "timm", "lightning"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _original_model(
     config: DeepExperimentConfig, data: DeepTaskData, ckpt: Path | None, progress: bool
 ) -> tuple[DeepModel, list[float]]:
@@ -194,7 +180,7 @@ def _original_model(
         )
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, cached)
+        save_file(_state_tensors(model), cached)
     return model, losses
 
 
@@ -294,8 +280,7 @@ def _train_worker(fabric, model, data, config, ckpt, fingerprint, progress, resu
         progress=progress,
     )
     if fabric.global_rank == 0:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, result, metadata={"history": json.dumps(history.__dict__)})
+        save_file(_state_tensors(model), result, metadata={"history": json.dumps(history.__dict__)})
 
 
 _PAPER_GROUPS, _PAPER_GROUP_SIZE = 20, 100
@@ -413,23 +398,21 @@ def _pair_dict(pair) -> dict[str, Any]:
     }
 
 
+def _state_tensors(model: DeepModel) -> dict[str, torch.Tensor]:
+    """The model's state as contiguous CPU tensors, as safetensors wants them."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def _write(final: Path, art: DeepRunArtifacts, original: DeepModel, model: DeepModel) -> None:
     from condimmune.deep_report import write_deep_report
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    def write(tmp: Path) -> None:
         resolved = config_to_dict(art.config)
-        resolved["versions"] = _versions()
+        resolved["versions"] = package_versions("torchvision", "timm", "lightning")
         (tmp / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         for name, m in (("original", original), ("immunized", model)):
-            save_file(
-                {k: v.contiguous() for k, v in m.state_dict().items()}, tmp / f"{name}.safetensors"
-            )
+            save_file(_state_tensors(m), tmp / f"{name}.safetensors")
         (tmp / "metrics.json").write_text(json.dumps(art.metrics, indent=2, allow_nan=True) + "\n")
         write_deep_report(tmp, art)
-        if final.exists():
-            final.rmdir()
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_directory_atomically(final, write)

@@ -18,13 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +27,12 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from condimmune._io import new_output_dir, replace_atomically
+from condimmune._io import (
+    new_output_dir,
+    package_versions,
+    replace_atomically,
+    write_directory_atomically,
+)
 from condimmune.attack import ProbeComparison, compare_probe_attacks
 from condimmune.bound import immunization_bound_features
 from condimmune.config import ExperimentConfig, Method, config_from_dict, config_to_dict
@@ -55,16 +55,6 @@ class RunArtifacts:
     metrics: dict[str, Any]
     attacks: dict[str, ProbeComparison]
     """The paper's attacker on each task ("harmful", "benign"), raw vs immunized."""
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def _benign_metric(kind: TaskKind, model: LinearModel, x, y) -> float:
@@ -198,22 +188,18 @@ def run_experiment(
     metrics["wall_seconds"] = time.perf_counter() - start
     artifacts = RunArtifacts(config, data, model, raw_model, history, metrics, attacks)
     if final is not None:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
+
+        def write(tmp: Path) -> None:
             _write_run(tmp, artifacts)
             write_report(tmp, artifacts)
-            if final.exists():
-                final.rmdir()
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        write_directory_atomically(final, write)
     return artifacts
 
 
 def _write_run(directory: Path, art: RunArtifacts) -> None:
     resolved = config_to_dict(art.config)
-    resolved["versions"] = _versions()
+    resolved["versions"] = package_versions()
     (directory / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     save_file({"weight": art.model.weight.contiguous()}, directory / "extractor.safetensors")
     save_file(

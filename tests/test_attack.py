@@ -5,7 +5,7 @@ import torch
 from conftest import features_with_singular_values
 
 import condimmune as ci
-from condimmune.reference import dense_gradient_descent_losses
+from condimmune.core.reference import dense_gradient_descent_losses
 
 PROBLEMS = {
     "tall-full-rank": (40, [3.0, 2.0, 1.0, 0.5, 0.2], 1),

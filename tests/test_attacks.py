@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import features_with_singular_values
 
-from condimmune.attacks import Attacker, run_attack_suite, run_attacker, worst_case
+from condimmune.attacks.suite import Attacker, run_attack_suite, run_attacker, worst_case
 
 
 def _problem(gen, singular_values, n=80):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from condimmune.backbones import Backbone, build_model, load_weights
+from condimmune.deep.backbones import Backbone, build_model, load_weights
 
 CASES = [
     ("small-cnn", 8, 128, {"body.block3.", "head."}),
@@ -118,6 +118,6 @@ def test_feature_map_is_folded_into_the_head_so_logits_are_unchanged() -> None:
 
 
 def test_registry_is_complete() -> None:
-    from condimmune.backbones import SPECS
+    from condimmune.deep.backbones import SPECS
 
     assert set(SPECS) == set(Backbone)

@@ -10,9 +10,9 @@ import yaml
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
-import condimmune.runner as runner_module
+import condimmune.experiments.linear_runner as runner_module
 from condimmune.cli import app
-from condimmune.config import Method, default_config
+from condimmune.experiments.config import Method, default_config
 
 AMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ames-house-prices"
 needs_ames = pytest.mark.skipif(
@@ -106,7 +106,7 @@ def test_list_shows_experiments_and_methods():
 
 @needs_ames
 def test_house_price_split_matches_the_reference_files():
-    from condimmune.data import load_task_data
+    from condimmune.linear.data import load_task_data
 
     cfg = default_config("house-price").data
     cfg.root = str(AMES / "train.csv")

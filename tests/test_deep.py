@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from condimmune.backbones import build_model
-from condimmune.config import DeepTrainConfig, Method
-from condimmune.deep import (
+from condimmune.deep.backbones import build_model
+from condimmune.experiments.config import DeepTrainConfig, Method
+from condimmune.deep.trainer import (
     immunization_penalty,
     immunize,
     load_checkpoint,
@@ -17,8 +17,8 @@ from condimmune.deep import (
     normalized_features,
     step_loss,
 )
-from condimmune.images import KeyedDataset
-from condimmune.reference import _dense_r_ill, _dense_r_well
+from condimmune.deep.images import KeyedDataset
+from condimmune.core.reference import _dense_r_ill, _dense_r_well
 
 
 def _features(n: int, k: int, seed: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from condimmune.images import folder_dataset, image_transform, parse_digits
+from condimmune.deep.images import folder_dataset, image_transform, parse_digits
 
 
 def make_folder(root, splits, classes=("a", "b"), per_class=3, size=12):

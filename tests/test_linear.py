@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from condimmune.config import (
+from condimmune.experiments.config import (
     apply_overrides,
     config_from_dict,
     default_config,
     load_config,
 )
-from condimmune.data import load_task_data
-from condimmune.linear import train_linear
+from condimmune.linear.data import load_task_data
+from condimmune.linear.train import train_linear
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import condimmune as ci
-from condimmune.reference import dense_regularizer_gradient
-from condimmune.step import PreconditionedRegularizerStep
+from condimmune.core.reference import dense_regularizer_gradient
+from condimmune.core.step import PreconditionedRegularizerStep
 
 CASES = {
     "wide-n5-d12-ridge1": (5, 12, 1.0),

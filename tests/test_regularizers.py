@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import condimmune as ci
-from condimmune.step import PreconditionedRegularizerStep
+from condimmune.core.step import PreconditionedRegularizerStep
 
 SPECTRA = {
     "full-rank": [0.5, 1.0, 2.0, 4.0, 9.0],

@@ -3,7 +3,7 @@
 Public API: everything in ``__all__``. See README.md and docs/ for the maths.
 """
 
-from condimmune.attack import (
+from condimmune.attacks.probes import (
     AttackerTransform,
     ProbeAttackResult,
     ProbeComparison,
@@ -11,17 +11,17 @@ from condimmune.attack import (
     compare_probe_attacks,
     probe_attack,
 )
-from condimmune.backbones import Backbone, DeepModel, build_model, load_weights
-from condimmune.bound import (
+from condimmune.deep.backbones import Backbone, DeepModel, build_model, load_weights
+from condimmune.core.bound import (
     ImmunizationBound,
     closed_form_immunizer,
     immunization_bound,
     immunization_bound_features,
 )
-from condimmune.deep import immunization_penalty, immunize, normalized_features, step_loss
-from condimmune.deep_eval import GroupRatios, group_immunization_ratios, linear_probe_curve
-from condimmune.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.metrics import (
+from condimmune.deep.trainer import immunization_penalty, immunize, normalized_features, step_loss
+from condimmune.deep.evaluate import GroupRatios, group_immunization_ratios, linear_probe_curve
+from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
+from condimmune.core.metrics import (
     ConditionNumbers,
     ImmunizationCheck,
     KappaRule,
@@ -32,8 +32,8 @@ from condimmune.metrics import (
     probing_hessian,
     relative_immunization_ratio,
 )
-from condimmune.preconditioner import InputPreconditioner, PreconditionerMethod
-from condimmune.regularizers import (
+from condimmune.core.preconditioner import InputPreconditioner, PreconditionerMethod
+from condimmune.core.regularizers import (
     RankDeficiency,
     r_ill,
     r_ill_features,
@@ -42,7 +42,7 @@ from condimmune.regularizers import (
     r_well_features,
     r_well_gradient,
 )
-from condimmune.spectral import (
+from condimmune.core.spectral import (
     condition_number,
     condition_number_features,
     covariance_eigenvalues,

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from condimmune.config import (
+from condimmune.experiments.config import (
     EXPERIMENT_DESCRIPTIONS,
     METHOD_DESCRIPTIONS,
     Config,
@@ -70,7 +70,7 @@ def _resolve_config(
 
 
 def _print_metrics(m: dict) -> None:
-    from condimmune.report import headline, summary_rows
+    from condimmune.experiments.report import headline, summary_rows
 
     table = Table(title=f"{m['experiment']} · {m['method']} · seed {m['seed']}")
     table.add_column("quantity")
@@ -88,7 +88,7 @@ def _print_metrics(m: dict) -> None:
 
 
 def _print_deep_metrics(m: dict) -> None:
-    from condimmune.deep_report import deep_headline
+    from condimmune.experiments.deep_report import deep_headline
 
     table = Table(title=f"{m['experiment']} · {m['method']} · seed {m['seed']}")
     table.add_column("quantity")
@@ -130,14 +130,14 @@ def run(
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{cfg.experiment}-{cfg.train.method}-{stamp}"
     if is_deep(cfg):
-        from condimmune.deep_runner import run_deep_experiment
+        from condimmune.experiments.deep_runner import run_deep_experiment
 
         deep_art = run_deep_experiment(cfg, out, progress=progress)
         if not deep_art.primary:
             return
         _print_deep_metrics(deep_art.metrics)
     else:
-        from condimmune.runner import run_experiment
+        from condimmune.experiments.linear_runner import run_experiment
 
         _print_metrics(run_experiment(cfg, out, progress=progress).metrics)
     console.print(f"run directory: {out}  (report: {out / 'report.md'})")
@@ -164,7 +164,7 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
 ) -> None:
     """Recompute a saved run's metrics from its files and compare with its metrics.json."""
-    from condimmune.runner import evaluate_run, metrics_agree
+    from condimmune.experiments.linear_runner import evaluate_run, metrics_agree
 
     recomputed, saved = evaluate_run(run_dir)
     _print_metrics(recomputed)
@@ -188,14 +188,14 @@ def attack(
 ) -> None:
     """Fine-tune on the harmful and benign tasks with many attackers, raw vs immunized;
     add the results to metrics.json and write attack_report.md with plots."""
-    from condimmune.attacks import (
+    from condimmune.attacks.suite import (
         DECOMPOSITION_ATTACKERS,
         Attacker,
         run_attack_suite,
         worst_case,
     )
-    from condimmune.report import format_number, write_attack_report
-    from condimmune.runner import load_run, update_metrics
+    from condimmune.experiments.report import format_number, write_attack_report
+    from condimmune.experiments.linear_runner import load_run, update_metrics
 
     config, data, model, _, _ = load_run(run_dir)
     names = [a.value for a in Attacker] if attackers == "all" else attackers.split(",")
@@ -286,7 +286,7 @@ def sweep(
 
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
-    from condimmune.sweep import parse_pairs, run_sweep, summarize
+    from condimmune.experiments.sweep import parse_pairs, run_sweep, summarize
 
     cfg = _resolve_config(experiment, config, None, set_ or [])
     try:

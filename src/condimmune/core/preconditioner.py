@@ -26,8 +26,8 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from condimmune._choices import parse_choice
-from condimmune._validation import check_matrix, check_positive_float
+from condimmune.core._choices import parse_choice
+from condimmune.core._validation import check_matrix, check_positive_float
 
 __all__ = ["InputPreconditioner", "PreconditionerMethod"]
 

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from condimmune._choices import parse_choice
+from condimmune.core._choices import parse_choice
 
 __all__ = [
     "ImageDataset",
@@ -206,7 +206,7 @@ def _class_folders(split_dir: Path, dataset: ImageDataset) -> list[tuple[Path, s
     if not classes:
         raise ValueError(
             f"{split_dir} has no class folders; {dataset.value} expects "
-            f"{split_dir.name}/<class>/<image> (see condimmune.images)"
+            f"{split_dir.name}/<class>/<image> (see condimmune.deep.images)"
         )
     return [(p, p.name) for p in classes]
 
@@ -273,7 +273,7 @@ def folder_dataset(
     if root is None:
         raise ValueError(
             f"{key} is not set; point it at a local {dataset.value} folder "
-            "(layouts: condimmune.images; nothing is downloaded)"
+            "(layouts: condimmune.deep.images; nothing is downloaded)"
         )
     base = Path(root).expanduser()
     if not base.is_dir():

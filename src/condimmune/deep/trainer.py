@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from condimmune._choices import parse_choice
-from condimmune._io import replace_atomically
-from condimmune.config import DeepTrainConfig, Method
-from condimmune.regularizers import r_ill_features, r_well_features
-from condimmune.spectral import log_condition_number_features
+from condimmune.core._choices import parse_choice
+from condimmune.experiments.rundir import replace_atomically
+from condimmune.experiments.config import DeepTrainConfig, Method
+from condimmune.core.regularizers import r_ill_features, r_well_features
+from condimmune.core.spectral import log_condition_number_features
 
 __all__ = [
     "DeepHistory",

@@ -10,11 +10,11 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from condimmune._io import replace_atomically
-from condimmune.spectral import covariance_eigenvalues
+from condimmune.experiments.rundir import replace_atomically
+from condimmune.core.spectral import covariance_eigenvalues
 
 if TYPE_CHECKING:
-    from condimmune.runner import RunArtifacts
+    from condimmune.experiments.linear_runner import RunArtifacts
 
 __all__ = ["format_number", "summary_rows", "write_attack_report", "write_report"]
 

@@ -27,18 +27,18 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from condimmune._io import (
+from condimmune.experiments.rundir import (
     new_output_dir,
     package_versions,
     replace_atomically,
     write_directory_atomically,
 )
-from condimmune.attack import ProbeComparison, compare_probe_attacks
-from condimmune.bound import immunization_bound_features
-from condimmune.config import ExperimentConfig, Method, config_from_dict, config_to_dict
-from condimmune.data import LinearTaskData, TaskKind, load_task_data
-from condimmune.linear import LinearModel, TrainingHistory, predict, task_loss, train_linear
-from condimmune.metrics import check_immunization, immunization_condition_numbers
+from condimmune.attacks.probes import ProbeComparison, compare_probe_attacks
+from condimmune.core.bound import immunization_bound_features
+from condimmune.experiments.config import ExperimentConfig, Method, config_from_dict, config_to_dict
+from condimmune.linear.data import LinearTaskData, TaskKind, load_task_data
+from condimmune.linear.train import LinearModel, TrainingHistory, predict, task_loss, train_linear
+from condimmune.core.metrics import check_immunization, immunization_condition_numbers
 
 __all__ = ["RunArtifacts", "evaluate_run", "load_run", "run_experiment", "update_metrics"]
 
@@ -170,7 +170,7 @@ def run_experiment(
     config: ExperimentConfig, out_dir: str | Path | None, *, progress: bool = True
 ) -> RunArtifacts:
     """Train, evaluate and (if ``out_dir``) write the run directory atomically."""
-    from condimmune.report import write_report
+    from condimmune.experiments.report import write_report
 
     config = config_from_dict(config_to_dict(config))  # validated copy
     final = new_output_dir(out_dir) if out_dir is not None else None
@@ -226,7 +226,7 @@ def load_run(
     run_dir: str | Path,
 ) -> tuple[ExperimentConfig, LinearTaskData, LinearModel, LinearModel, dict[str, Any]]:
     """Read a run directory back: config, data, immunized and raw models, saved metrics."""
-    from condimmune.data import TaskSplit
+    from condimmune.linear.data import TaskSplit
 
     run_dir = Path(run_dir)
     if (run_dir / "immunized.safetensors").is_file():

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from condimmune._choices import parse_choice
+from condimmune.core._choices import parse_choice
 
 __all__ = ["Backbone", "BackboneSpec", "DeepModel", "build_model", "load_weights"]
 

@@ -15,7 +15,7 @@ and ``M`` (n × d) is computed once per run. A step is then one ``Φ`` product, 
 regularizers and their analytic eigenvalue gradients (Thm 4.1 (3), App. A) on the
 ``n × n`` Gram matrix when ``n < k`` (:math:`O(n^2k + n^3)`), and one
 ``Aᵀ M`` product: :math:`O(nkd)`, against :math:`O(k^3 + d^3)` for the dense computation in
-:mod:`condimmune.reference`. Benign and harmful rows are stacked so each product is one
+:mod:`condimmune.core.reference`. Benign and harmful rows are stacked so each product is one
 matrix multiplication.
 """
 
@@ -28,21 +28,21 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from condimmune._choices import parse_choice
-from condimmune._validation import (
+from condimmune.core._choices import parse_choice
+from condimmune.core._validation import (
     check_matrix,
     check_positive_float,
     check_rtol,
     check_same_device_dtype,
 )
-from condimmune.preconditioner import InputPreconditioner
-from condimmune.regularizers import (
+from condimmune.core.preconditioner import InputPreconditioner
+from condimmune.core.regularizers import (
     RankDeficiency,
     SpectralTerm,
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
-from condimmune.spectral import default_rtol
+from condimmune.core.spectral import default_rtol
 
 __all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
 

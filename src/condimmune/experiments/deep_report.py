@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from condimmune.report import _save, format_number
+from condimmune.experiments.report import _save, format_number
 
 __all__ = ["deep_headline", "write_deep_report"]
 

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from condimmune._validation import (
+from condimmune.core._validation import (
     check_matrix,
     check_rtol,
     check_same_device_dtype,
     check_symmetric_psd,
 )
-from condimmune.errors import DegenerateSpectrumError
-from condimmune.spectral import default_rtol
+from condimmune.core.errors import DegenerateSpectrumError
+from condimmune.core.spectral import default_rtol
 
 __all__ = [
     "ImmunizationBound",

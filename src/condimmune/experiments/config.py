@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from condimmune._choices import parse_choice
+from condimmune.core._choices import parse_choice
 
 __all__ = [
     "DEEP_EXPERIMENTS",
@@ -63,7 +63,7 @@ DEEP_EXPERIMENTS = frozenset(
         Experiment.IMAGENET_COUNTRY211_VIT,
     }
 )
-"""Experiments on deep backbones (:class:`DeepExperimentConfig`, :mod:`condimmune.deep`)."""
+"""Experiments on deep backbones (:class:`DeepExperimentConfig`, :mod:`condimmune.deep.trainer`)."""
 
 
 class Method(StrEnum):
@@ -203,7 +203,7 @@ class ExperimentConfig:
 
 @dataclass
 class ModelConfig:
-    """The deep backbone (:mod:`condimmune.backbones`) and where its weights come from."""
+    """The deep backbone (:mod:`condimmune.deep.backbones`) and where its weights come from."""
 
     backbone: str = "small-cnn"
     weights: str | None = None
@@ -307,7 +307,7 @@ class DeepExperimentConfig:
             raise ValueError(f"{self.experiment} is a linear experiment; use ExperimentConfig")
         if parse_choice(Method, self.train.method, "train.method") not in _DEEP_METHODS:
             raise ValueError(f"train.method={self.train.method} is not available for deep nets")
-        from condimmune.backbones import Backbone
+        from condimmune.deep.backbones import Backbone
 
         parse_choice(Backbone, self.model.backbone, "model.backbone")
         t, e, d = self.train, self.eval, self.data

@@ -18,15 +18,15 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from condimmune._choices import parse_choice
-from condimmune._validation import (
+from condimmune.core._choices import parse_choice
+from condimmune.core._validation import (
     check_float_tensor,
     check_matrix,
     check_positive_float,
     check_rtol,
     check_same_device_dtype,
 )
-from condimmune.spectral import (
+from condimmune.core.spectral import (
     log_condition_number,
     log_condition_number_features,
     paper_compatible_condition_number,

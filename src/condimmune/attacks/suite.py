@@ -39,9 +39,9 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from condimmune._choices import parse_choice
-from condimmune._validation import check_matrix, check_positive_float, check_same_device_dtype
-from condimmune.attack import attacker_features, squared_loss_lipschitz
+from condimmune.core._choices import parse_choice
+from condimmune.core._validation import check_matrix, check_positive_float, check_same_device_dtype
+from condimmune.attacks.probes import attacker_features, squared_loss_lipschitz
 
 __all__ = [
     "DECOMPOSITION_ATTACKERS",

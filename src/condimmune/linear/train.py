@@ -43,12 +43,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from condimmune.attack import squared_loss_lipschitz
-from condimmune.bound import closed_form_immunizer
-from condimmune.config import Method, TrainConfig
-from condimmune.data import LinearTaskData, TaskKind
-from condimmune.spectral import log_condition_number_features, numerical_rank
-from condimmune.step import PreconditionedRegularizerStep
+from condimmune.attacks.probes import squared_loss_lipschitz
+from condimmune.core.bound import closed_form_immunizer
+from condimmune.experiments.config import Method, TrainConfig
+from condimmune.linear.data import LinearTaskData, TaskKind
+from condimmune.core.spectral import log_condition_number_features, numerical_rank
+from condimmune.core.step import PreconditionedRegularizerStep
 
 __all__ = ["LinearModel", "TrainingHistory", "predict", "task_loss", "train_linear"]
 

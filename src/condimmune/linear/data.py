@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from condimmune.config import DataConfig, Experiment
+from condimmune.experiments.config import DataConfig, Experiment
 
 __all__ = ["LinearTaskData", "TaskKind", "TaskSplit", "load_task_data"]
 

@@ -11,7 +11,7 @@ random subsets: for each of ``groups`` subsets of ``group_size`` samples,
     \qquad H(\theta) = \Phi(\theta)^\top\Phi(\theta)  \quad\text{(Eq. 17–18)}
 
 and the mean ± std over the groups is reported, for both κ rules (honest: σ_min over the
-numerical range; paper-compatible: the reference's 1e-6 ridge, :mod:`condimmune.spectral`).
+numerical range; paper-compatible: the reference's 1e-6 ridge, :mod:`condimmune.core.spectral`).
 With ``group_size < k`` the covariance of a group is rank-deficient by construction, so the
 honest κ is over its ``group_size`` non-zero eigenvalues, and the paper-compatible κ is
 σ_max / 1e-6 (a ratio of σ_max only).
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from condimmune.attack import ProbeAttackResult, attacker_features, probe_attack
-from condimmune.spectral import log_condition_number_features, paper_compatible_condition_number
+from condimmune.attacks.probes import ProbeAttackResult, attacker_features, probe_attack
+from condimmune.core.spectral import log_condition_number_features, paper_compatible_condition_number
 
 __all__ = [
     "GroupRatios",

@@ -19,8 +19,8 @@ import math
 import torch
 from torch import Tensor
 
-from condimmune._validation import check_matrix, check_rtol, check_symmetric_psd
-from condimmune.errors import DegenerateSpectrumError
+from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
+from condimmune.core.errors import DegenerateSpectrumError
 
 __all__ = [
     "condition_number",

@@ -23,8 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from condimmune._io import new_output_dir
-from condimmune.config import Experiment, ExperimentConfig, Method, config_from_dict, config_to_dict
+from condimmune.experiments.rundir import new_output_dir
+from condimmune.experiments.config import Experiment, ExperimentConfig, Method, config_from_dict, config_to_dict
 
 __all__ = ["SweepJob", "all_ordered_pairs", "parse_pairs", "run_sweep"]
 
@@ -114,7 +114,7 @@ def _row(config: ExperimentConfig, m: dict[str, Any], run_dir: str) -> dict[str,
 def _run_job(job: SweepJob) -> dict[str, Any]:
     """Run one job, or reuse its finished run directory; a failure becomes a row with
     ``error`` set instead of stopping the sweep."""
-    from condimmune.runner import run_experiment
+    from condimmune.experiments.linear_runner import run_experiment
 
     config = config_from_dict(job.config)
     saved = Path(job.out_dir) / "metrics.json"
@@ -252,7 +252,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _write_markdown(path: Path, rows: list[dict[str, Any]]) -> None:
-    from condimmune.report import format_number as f
+    from condimmune.experiments.report import format_number as f
 
     lines = [
         "# Sweep",

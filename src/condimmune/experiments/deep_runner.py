@@ -33,18 +33,18 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from condimmune._io import new_output_dir, package_versions, write_directory_atomically
-from condimmune.backbones import SPECS, Backbone, DeepModel, build_model
-from condimmune.bound import closed_form_immunizer
-from condimmune.config import (
+from condimmune.experiments.rundir import new_output_dir, package_versions, write_directory_atomically
+from condimmune.deep.backbones import SPECS, Backbone, DeepModel, build_model
+from condimmune.core.bound import closed_form_immunizer
+from condimmune.experiments.config import (
     DeepExperimentConfig,
     Experiment,
     Method,
     config_from_dict,
     config_to_dict,
 )
-from condimmune.deep import DeepHistory, immunize, make_fabric, pretrain
-from condimmune.deep_eval import (
+from condimmune.deep.trainer import DeepHistory, immunize, make_fabric, pretrain
+from condimmune.deep.evaluate import (
     ProbeCurve,
     extract_features,
     group_immunization_ratios,
@@ -53,7 +53,7 @@ from condimmune.deep_eval import (
     probe_pair,
     top1_accuracy,
 )
-from condimmune.images import (
+from condimmune.deep.images import (
     ImageDataset,
     ImageSplit,
     KeyedDataset,
@@ -100,7 +100,7 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
     exp = Experiment(config.experiment)
     d = config.data
     if exp is Experiment.MNIST_CNN:
-        from condimmune.data import _mnist_arrays
+        from condimmune.linear.data import _mnist_arrays
 
         x, y, source = _mnist_arrays(d.root)
         benign, harmful = digit_group_tasks(
@@ -289,7 +289,7 @@ _PAPER_GROUPS, _PAPER_GROUP_SIZE = 20, 100
 def evaluate_deep(
     config: DeepExperimentConfig, data: DeepTaskData, original: DeepModel, immunized: DeepModel
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics and figure data of θ0 vs θ_I (module docstring of :mod:`condimmune.deep_eval`)."""
+    """Metrics and figure data of θ0 vs θ_I (module docstring of :mod:`condimmune.deep.evaluate`)."""
     e = config.eval
     bs = e.batch_size
     feats = {}
@@ -404,7 +404,7 @@ def _state_tensors(model: DeepModel) -> dict[str, torch.Tensor]:
 
 
 def _write(final: Path, art: DeepRunArtifacts, original: DeepModel, model: DeepModel) -> None:
-    from condimmune.deep_report import write_deep_report
+    from condimmune.experiments.deep_report import write_deep_report
 
     def write(tmp: Path) -> None:
         resolved = config_to_dict(art.config)

@@ -6,7 +6,7 @@ r"""The two condition-number regularizers of the paper and their analytic gradie
   (Eq. 12), ``k = rank S`` and σ_min the smallest non-zero eigenvalue. Lowering it raises κ.
 
 **Rank deficiency.** "Non-zero" means above ``rtol · σ_max`` (see
-:mod:`condimmune.spectral`), never an absolute cut-off. When ``S`` is rank-deficient
+:mod:`condimmune.core.spectral`), never an absolute cut-off. When ``S`` is rank-deficient
 (always so for a minibatch with fewer rows than features) σ_min is the smallest
 non-zero eigenvalue of *that* matrix — the paper's definition, but for a minibatch a
 statistic of the batch rather than of the data. ``rank_deficiency`` says what to do:
@@ -32,10 +32,10 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from condimmune._choices import parse_choice
-from condimmune._validation import check_matrix, check_rtol, check_symmetric_psd
-from condimmune.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.spectral import _log_kappa, _nonzero, _psd_eigenvalues, _psd_eigh, default_rtol
+from condimmune.core._choices import parse_choice
+from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
+from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
+from condimmune.core.spectral import _log_kappa, _nonzero, _psd_eigenvalues, _psd_eigh, default_rtol
 
 __all__ = [
     "RankDeficiency",
@@ -128,7 +128,7 @@ def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
     Monotone step bound: :math:`(\sqrt{\sigma_1}-\sqrt{\sigma_2}) /
     (2(\sigma_1^{3/2}(1-1/p) + \sigma_2^{3/2}/p))` (0 when σ_1 is repeated); unit step
     :math:`1/(2\sigma_1(1-1/p))`.
-    No input checks: internal fast path of :mod:`condimmune.step`.
+    No input checks: internal fast path of :mod:`condimmune.core.step`.
     """
     lam, vecs = _psd_eigh(mat)
     v1 = vecs[:, -1:]

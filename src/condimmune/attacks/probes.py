@@ -22,16 +22,16 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from condimmune._choices import parse_choice
-from condimmune._validation import (
+from condimmune.core._choices import parse_choice
+from condimmune.core._validation import (
     check_float_tensor,
     check_matrix,
     check_positive_float,
     check_rtol,
     check_same_device_dtype,
 )
-from condimmune.errors import DegenerateSpectrumError
-from condimmune.spectral import default_rtol
+from condimmune.core.errors import DegenerateSpectrumError
+from condimmune.core.spectral import default_rtol
 
 __all__ = [
     "AttackerTransform",

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from condimmune import closed_form_immunizer, immunization_condition_numbers
-from condimmune.config import apply_overrides, default_config
-from condimmune.data import load_task_data
-from condimmune.linear import train_linear
+from condimmune.experiments.config import apply_overrides, default_config
+from condimmune.linear.data import load_task_data
+from condimmune.linear.train import train_linear
 
 DEFAULT_AMES = Path(__file__).resolve().parents[2] / "shared/data/ames-house-prices/train.csv"
 

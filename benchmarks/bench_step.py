@@ -7,7 +7,7 @@ does. Dense: full k × k ``eigvalsh`` of ΦᵀΦ and a
 fresh d × d solve per step, float64, as the reference code does.
 
 Deep cases (one training step's regularizer cost, forward + backward of
-``λ_P R_well(S_P) + λ_H R_ill(S_H)`` w.r.t. the features, as in ``condimmune.deep``):
+``λ_P R_well(S_P) + λ_H R_ill(S_H)`` w.r.t. the features, as in ``condimmune.deep.trainer``):
 Gram path (``n × n`` eigendecomposition of ``ΦΦᵀ``) vs dense ``k × k`` path (``ΦᵀΦ``), for a
 ResNet18 batch (64 × 512) and a ViT-B/16 batch (32 × 768).
 
@@ -25,10 +25,10 @@ import warnings
 import torch
 
 from condimmune import RankDeficientWarning
-from condimmune.config import DeepTrainConfig
-from condimmune.deep import immunization_penalty, normalized_features
-from condimmune.reference import _dense_r_ill, _dense_r_well, dense_regularizer_gradient
-from condimmune.step import PreconditionedRegularizerStep
+from condimmune.experiments.config import DeepTrainConfig
+from condimmune.deep.trainer import immunization_penalty, normalized_features
+from condimmune.core.reference import _dense_r_ill, _dense_r_well, dense_regularizer_gradient
+from condimmune.core.step import PreconditionedRegularizerStep
 
 CASES = {"n64-d784": (64, 784), "n64-d2048": (64, 2048), "n1024-d784": (1024, 784)}
 DEEP_CASES = {"deep-batch64-feat512": (64, 512), "deep-batch32-feat768": (32, 768)}

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import features_with_singular_values, matrix_with_spectrum, numpy_log_kappa
+from _helpers import features_with_singular_values, matrix_with_spectrum, numpy_log_kappa
 
 import condimmune as ci
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 import yaml
+from _helpers import make_folder
 from safetensors.torch import load_file
-from test_images import make_folder
 from typer.testing import CliRunner
 
 from condimmune.cli import app

@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
+from condimmune.core.reference import _dense_r_ill, _dense_r_well
 from condimmune.deep.backbones import build_model
-from condimmune.experiments.config import DeepTrainConfig, Method
+from condimmune.deep.images import KeyedDataset
 from condimmune.deep.trainer import (
     immunization_penalty,
     immunize,
@@ -17,8 +18,7 @@ from condimmune.deep.trainer import (
     normalized_features,
     step_loss,
 )
-from condimmune.deep.images import KeyedDataset
-from condimmune.core.reference import _dense_r_ill, _dense_r_well
+from condimmune.experiments.config import DeepTrainConfig, Method
 
 
 def _features(n: int, k: int, seed: int) -> torch.Tensor:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import features_with_singular_values
+from _helpers import features_with_singular_values
 
 from condimmune.attacks.suite import Attacker, run_attack_suite, run_attacker, worst_case
 

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import make_folder
 
 from condimmune.deep.images import folder_dataset, image_transform, parse_digits
-
-
-def make_folder(root, splits, classes=("a", "b"), per_class=3, size=12):
-    from PIL import Image
-
-    gen = torch.Generator().manual_seed(0)
-    for split in splits:
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = (torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
-                Image.fromarray(pixels).save(d / f"{i}.jpg")
-    return root
-
 
 LAYOUTS = [
     ("imagenet", ("train", "val")),

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import features_with_singular_values, matrix_with_spectrum
+from _helpers import features_with_singular_values, matrix_with_spectrum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

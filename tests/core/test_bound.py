@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from conftest import random_orthogonal
+from _helpers import random_orthogonal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import features_with_singular_values
+from _helpers import features_with_singular_values
 
 import condimmune as ci
 from condimmune.core.reference import dense_gradient_descent_losses

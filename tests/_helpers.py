@@ -1,0 +1,49 @@
+"""Matrices with a prescribed spectrum, built from explicit generators (shared by tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def random_orthogonal(d: int, gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def matrix_with_spectrum(eigenvalues, gen: torch.Generator) -> torch.Tensor:
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    q = random_orthogonal(lam.numel(), gen)
+    s = (q * lam) @ q.mT
+    return (s + s.mT) / 2
+
+
+def features_with_singular_values(n: int, singular_values, gen: torch.Generator) -> torch.Tensor:
+    """Φ (n × k) with prescribed singular values (k = len, zeros allowed, n ≥ nonzero count)."""
+    s = torch.as_tensor(singular_values, dtype=torch.float64)
+    k = s.numel()
+    r = min(n, k)
+    u = random_orthogonal(n, gen)[:, :r]
+    v = random_orthogonal(k, gen)[:, :r]
+    return (u * s[:r]) @ v.mT
+
+
+def numpy_log_kappa(S: np.ndarray, rtol: float) -> float:
+    """Independent dense float64 reference: log κ over eigenvalues above rtol·σ_max."""
+    lam = np.linalg.eigvalsh(S)
+    nz = lam[lam > rtol * lam[-1]]
+    return float(np.log(nz[-1]) - np.log(nz[0]))
+
+
+def make_folder(root, splits, classes=("a", "b"), per_class=3, size=12):
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split in splits:
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = (torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(d / f"{i}.jpg")
+    return root

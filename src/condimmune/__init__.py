@@ -11,15 +11,12 @@ from condimmune.attacks.probes import (
     compare_probe_attacks,
     probe_attack,
 )
-from condimmune.deep.backbones import Backbone, DeepModel, build_model, load_weights
 from condimmune.core.bound import (
     ImmunizationBound,
     closed_form_immunizer,
     immunization_bound,
     immunization_bound_features,
 )
-from condimmune.deep.trainer import immunization_penalty, immunize, normalized_features, step_loss
-from condimmune.deep.evaluate import GroupRatios, group_immunization_ratios, linear_probe_curve
 from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
 from condimmune.core.metrics import (
     ConditionNumbers,
@@ -33,6 +30,7 @@ from condimmune.core.metrics import (
     relative_immunization_ratio,
 )
 from condimmune.core.preconditioner import InputPreconditioner, PreconditionerMethod
+from condimmune.core.records import JsonRecord, RecordError
 from condimmune.core.regularizers import (
     RankDeficiency,
     r_ill,
@@ -53,6 +51,19 @@ from condimmune.core.spectral import (
     numerical_rank,
     paper_compatible_condition_number,
 )
+from condimmune.deep.backbones import Backbone, DeepModel, build_model, load_weights
+from condimmune.deep.evaluate import GroupRatios, group_immunization_ratios, linear_probe_curve
+from condimmune.deep.penalty import immunization_penalty, normalized_features, step_loss
+from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, immunize
+from condimmune.linear.train import LinearTrainOptions, train_linear
+from condimmune.methods.base import LinearPlan, LinearProblem, MethodOptions, MethodSpec
+from condimmune.methods.registry import (
+    Method,
+    method_spec,
+    register_method,
+    registered_methods,
+    unregister_method,
+)
 
 __version__ = "0.1.0"
 
@@ -62,17 +73,27 @@ __all__ = [
     "ConditionNumbers",
     "DeepModel",
     "DegenerateSpectrumError",
+    "FabricOptions",
     "GroupRatios",
     "ImmunizationBound",
     "ImmunizationCheck",
+    "ImmunizeOptions",
     "InputPreconditioner",
+    "JsonRecord",
     "KappaRule",
+    "LinearPlan",
+    "LinearProblem",
+    "LinearTrainOptions",
+    "Method",
+    "MethodOptions",
+    "MethodSpec",
     "PreconditionerMethod",
     "ProbeAttackResult",
     "ProbeComparison",
     "ProbingLoss",
     "RankDeficiency",
     "RankDeficientWarning",
+    "RecordError",
     "__version__",
     "attacker_features",
     "build_model",
@@ -94,6 +115,7 @@ __all__ = [
     "log_condition_number",
     "log_condition_number_features",
     "log_probing_hessian_condition_number",
+    "method_spec",
     "nonzero_eigenvalues",
     "normalized_features",
     "numerical_rank",
@@ -106,6 +128,10 @@ __all__ = [
     "r_well",
     "r_well_features",
     "r_well_gradient",
+    "register_method",
+    "registered_methods",
     "relative_immunization_ratio",
     "step_loss",
+    "train_linear",
+    "unregister_method",
 ]

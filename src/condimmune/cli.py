@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from condimmune.core.records import RecordError
 from condimmune.experiments.config import (
-    EXPERIMENT_DESCRIPTIONS,
-    METHOD_DESCRIPTIONS,
     Config,
-    Experiment,
+    DeepExperimentConfig,
+    ExperimentConfig,
     apply_overrides,
     default_config,
-    is_deep,
     load_config,
 )
+from condimmune.experiments.records import DeepRunMetrics, LinearRunMetrics
+from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS, Experiment
+from condimmune.methods.registry import registered_methods
 
 app = typer.Typer(
     add_completion=False,
@@ -40,9 +42,13 @@ err_console = Console(stderr=True)
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError)
 
 
-def _user_errors(fn):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
@@ -69,28 +75,28 @@ def _resolve_config(
     return apply_overrides(config, sets)
 
 
-def _print_metrics(m: dict) -> None:
+def _print_metrics(m: LinearRunMetrics) -> None:
     from condimmune.experiments.report import headline, summary_rows
 
-    table = Table(title=f"{m['experiment']} · {m['method']} · seed {m['seed']}")
+    table = Table(title=f"{m.experiment} · {m.method} · seed {m.seed}")
     table.add_column("quantity")
     table.add_column("raw", justify="right")
     table.add_column("immunized", justify="right")
-    for row in summary_rows(m):
-        table.add_row(*row)
+    for quantity, raw, immunized in summary_rows(m):
+        table.add_row(quantity, raw, immunized)
     console.print(table)
     head = Table(show_header=False)
     head.add_column("headline")
     head.add_column("value", justify="right")
-    for row in headline(m):
-        head.add_row(*row)
+    for name, value in headline(m):
+        head.add_row(name, value)
     console.print(head)
 
 
-def _print_deep_metrics(m: dict) -> None:
+def _print_deep_metrics(m: DeepRunMetrics) -> None:
     from condimmune.experiments.deep_report import deep_headline
 
-    table = Table(title=f"{m['experiment']} · {m['method']} · seed {m['seed']}")
+    table = Table(title=f"{m.experiment} · {m.method} · seed {m.seed}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for row in deep_headline(m):
@@ -129,11 +135,11 @@ def run(
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{cfg.experiment}-{cfg.train.method}-{stamp}"
-    if is_deep(cfg):
+    if isinstance(cfg, DeepExperimentConfig):
         from condimmune.experiments.deep_runner import run_deep_experiment
 
         deep_art = run_deep_experiment(cfg, out, progress=progress)
-        if not deep_art.primary:
+        if deep_art.metrics is None:  # a non-zero rank of a multi-process run
             return
         _print_deep_metrics(deep_art.metrics)
     else:
@@ -146,15 +152,30 @@ def run(
 @app.command(name="list")
 def list_() -> None:
     """Show the experiments and methods (ours and the baselines)."""
-    for title, descriptions in (
-        ("experiments", EXPERIMENT_DESCRIPTIONS),
-        ("methods (--set train.method=NAME)", METHOD_DESCRIPTIONS),
+    experiments = [(e.value, text, "") for e, text in EXPERIMENT_DESCRIPTIONS.items()]
+    methods = [
+        (
+            spec.name,
+            spec.description,
+            ", ".join(
+                where
+                for where, ok in (("linear", spec.supports_linear), ("deep", spec.supports_deep))
+                if ok
+            ),
+        )
+        for spec in registered_methods()
+    ]
+    for title, rows in (
+        ("experiments", experiments),
+        ("methods (--set train.method=NAME)", methods),
     ):
         table = Table(title=title)
         table.add_column("name")
         table.add_column("description")
-        for choice, text in descriptions.items():
-            table.add_row(choice.value, text)
+        if rows is methods:
+            table.add_column("runs on")
+        for row in rows:
+            table.add_row(*(row if rows is methods else row[:2]))
         console.print(table)
 
 
@@ -164,11 +185,16 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
 ) -> None:
     """Recompute a saved run's metrics from its files and compare with its metrics.json."""
-    from condimmune.experiments.linear_runner import evaluate_run, metrics_agree
+    from condimmune.experiments.linear_runner import evaluate_run
+    from condimmune.experiments.records import metric_differences
 
-    recomputed, saved = evaluate_run(run_dir)
+    try:
+        recomputed, saved = evaluate_run(run_dir)
+    except RecordError as exc:  # metrics.json does not hold a complete, well-typed record
+        err_console.print(f"[bold red]error:[/] recomputed metrics differ: {exc}", highlight=False)
+        raise typer.Exit(1) from None
     _print_metrics(recomputed)
-    differ = metrics_agree(recomputed, saved)
+    differ = metric_differences(recomputed, saved)
     if differ:
         err_console.print(f"[bold red]error:[/] recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)
@@ -188,51 +214,21 @@ def attack(
 ) -> None:
     """Fine-tune on the harmful and benign tasks with many attackers, raw vs immunized;
     add the results to metrics.json and write attack_report.md with plots."""
-    from condimmune.attacks.suite import (
-        DECOMPOSITION_ATTACKERS,
-        Attacker,
-        run_attack_suite,
-        worst_case,
-    )
-    from condimmune.experiments.report import format_number, write_attack_report
-    from condimmune.experiments.linear_runner import load_run, update_metrics
+    from condimmune.attacks.attackers import Attacker
+    from condimmune.experiments.attack_runner import attack_run
+    from condimmune.experiments.report import format_number
 
-    config, data, model, _, _ = load_run(run_dir)
     names = [a.value for a in Attacker] if attackers == "all" else attackers.split(",")
-    if budget < 1:
-        raise ValueError(f"--budget must be ≥ 1, got {budget}")
-    goal = config.attack.target if target is None else target
     bar = tqdm(total=len(names), desc="attackers", disable=not progress, leave=False)
-    entries = run_attack_suite(
-        [n.strip() for n in names],
-        benign=(data.benign.x_train, data.benign.y_train),
-        harmful=(data.harmful.x_train, data.harmful.y_train),
-        weight=model.weight,
-        target=goal,
-        budget=budget,
-        seed=config.seed,
-        on_progress=lambda _name: bar.update(),
+
+    def tick(_attacker: str) -> None:
+        bar.update()
+
+    result = attack_run(
+        run_dir, [n.strip() for n in names], budget=budget, target=target, on_progress=tick
     )
     bar.close()
-    worst = worst_case(entries, budget)
-    additions = {
-        "attacks": {a.value: e.to_dict(budget) for a, e in entries.items()},
-        "attack_worst_case": worst,
-    }
-    if set(entries) - DECOMPOSITION_ATTACKERS:
-        additions["attack_worst_case_first_order"] = worst_case(
-            entries, budget, exclude=DECOMPOSITION_ATTACKERS
-        )
-    update_metrics(run_dir, additions)
-    write_attack_report(
-        Path(run_dir),
-        entries,
-        worst,
-        target=goal,
-        budget=budget,
-        worst_first_order=additions.get("attack_worst_case_first_order"),
-    )
-    table = Table(title=f"attack suite (target {goal:g}, budget {budget})")
+    table = Table(title=f"attack suite (target {result.target:g}, budget {result.budget})")
     for col in (
         "attacker",
         "harmful steps raw → imm.",
@@ -241,27 +237,24 @@ def attack(
         "best harmful (imm.)",
     ):
         table.add_column(col, justify="right")
-    for a, e in entries.items():
-        d = e.to_dict(budget)
+    for name, d in result.summaries.items():
         table.add_row(
-            a.value,
-            f"{format_number(d['harmful_steps_raw'])} → "
-            f"{format_number(d['harmful_steps_immunized'])}",
-            format_number(d["harmful_slowdown"]),
-            format_number(d["benign_slowdown"]),
-            format_number(d["harmful_best"]),
+            name,
+            f"{format_number(d.harmful_steps_raw)} → {format_number(d.harmful_steps_immunized)}",
+            format_number(d.harmful_slowdown),
+            format_number(d.benign_slowdown),
+            format_number(d.harmful_best),
         )
     console.print(table)
-    for label, key in (
-        ("worst case", "attack_worst_case"),
-        ("worst case, first-order attackers", "attack_worst_case_first_order"),
+    for label, w in (
+        ("worst case", result.worst),
+        ("worst case, first-order attackers", result.worst_first_order),
     ):
-        if key in additions:
-            w = additions[key]
+        if w is not None:
             console.print(
-                f"{label}: {w['attacker_immunized']} needs {w['steps_immunized']} steps on "
-                f"immunized features vs {w['attacker_raw']} {w['steps_raw']} on raw inputs: "
-                f"slowdown {format_number(w['harmful_slowdown'])}"
+                f"{label}: {w.attacker_immunized} needs {w.steps_immunized} steps on "
+                f"immunized features vs {w.attacker_raw} {w.steps_raw} on raw inputs: "
+                f"slowdown {format_number(w.harmful_slowdown)}"
             )
     console.print(f"report: {Path(run_dir) / 'attack_report.md'}")
 
@@ -286,7 +279,9 @@ def sweep(
 
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
-    from condimmune.experiments.sweep import parse_pairs, run_sweep, summarize
+    from condimmune.experiments.report import format_number
+    from condimmune.experiments.sweep import parse_pairs, run_sweep
+    from condimmune.experiments.sweep_tables import summarize
 
     cfg = _resolve_config(experiment, config, None, set_ or [])
     try:
@@ -298,6 +293,8 @@ def sweep(
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"sweep-{cfg.experiment}-{stamp}"
+    if not isinstance(cfg, ExperimentConfig):
+        raise ValueError(f"sweep runs linear experiments; {cfg.experiment} is a deep experiment")
     rows = run_sweep(
         cfg,
         methods=[m.strip() for m in methods.split(",")],
@@ -320,25 +317,25 @@ def sweep(
     ):
         table.add_column(col, justify="right")
     for s in summarize(rows):
-        if not s["runs"]:
-            table.add_row(s["method"], "0", *["—"] * 5)
+        if not s.runs:
+            table.add_row(s.method, "0", *["—"] * 5)
             continue
         table.add_row(
-            s["method"],
-            str(s["runs"]),
-            f"{s['mean_rir']:.4g}",
-            f"{s['mean_rir_paper_compatible']:.4g}",
-            "inf" if math.isinf(s["mean_bound"]) else f"{s['mean_bound']:.4g}",
-            f"{s['benign_kept']}/{s['runs']}",
-            f"{s['mean_wall_seconds']:.2f}",
+            s.method,
+            str(s.runs),
+            format_number(s.mean_rir),
+            format_number(s.mean_rir_paper_compatible),
+            format_number(s.mean_bound),
+            f"{s.benign_kept}/{s.runs}",
+            format_number(s.mean_wall_seconds),
         )
     console.print(table)
     console.print(f"sweep directory: {out}  (table: {out / 'sweep.md'})")
-    failed = [r for r in rows if r["error"]]
+    failed = [r for r in rows if r.failed]
     if failed:
         err_console.print(
             f"[bold red]error:[/] {len(failed)} of {len(rows)} runs failed, first: "
-            f"{failed[0]['run_dir']}: {failed[0]['error']}"
+            f"{failed[0].run_dir}: {failed[0].error}"
         )
         raise typer.Exit(1)
 

@@ -1,10 +1,18 @@
+import json
 import math
 
 import pytest
 import torch
 from _helpers import features_with_singular_values
 
-from condimmune.attacks.suite import Attacker, run_attack_suite, run_attacker, worst_case
+from condimmune.attacks.attackers import Attacker, AttackOutcome, run_attacker
+from condimmune.attacks.suite import (
+    DECOMPOSITION_ATTACKERS,
+    AttackSummary,
+    SuiteEntry,
+    WorstCase,
+    run_attack_suite,
+)
 
 
 def _problem(gen, singular_values, n=80):
@@ -56,16 +64,87 @@ def test_suite_and_worst_case(gen):
     entries = run_attack_suite(
         ["gd", "lstsq"], benign=(x, y), harmful=(x, y), weight=W, target=1e-4, budget=200
     )
-    d = entries[Attacker.GD].to_dict(200)
-    assert d["harmful_slowdown"] > 1 and set(d) >= {
-        "harmful_slowdown",
-        "benign_slowdown",
-        "harmful_best",
-        "benign_best",
-    }
-    worst = worst_case(entries, 200)
-    assert worst["attacker_immunized"] == "lstsq" and worst["harmful_slowdown"] == 1.0
+    assert entries[Attacker.GD].summary(200).harmful_slowdown > 1
+    worst = WorstCase.of(entries, 200)
+    assert worst.attacker_immunized is Attacker.LSTSQ and worst.harmful_slowdown == 1.0
     with pytest.raises(ValueError, match="unknown attacker 'sgd'"):
         run_attack_suite(["sgd"], benign=(x, y), harmful=(x, y), weight=W)
     with pytest.raises(ValueError, match="at least one attacker"):
         run_attack_suite([], benign=(x, y), harmful=(x, y), weight=W)
+
+
+def _metrics_entry(e: SuiteEntry, budget: int) -> dict[str, object]:
+    """The ``metrics.json`` entry as it was written before ``AttackSummary`` existed."""
+
+    def steps(o: AttackOutcome) -> int:
+        return o.steps_to_target if o.steps_to_target is not None else budget + 1
+
+    def slowdown(raw: AttackOutcome, imm: AttackOutcome) -> float:
+        return steps(imm) / max(steps(raw), 1)
+
+    outcomes = (e.harmful_raw, e.harmful_immunized, e.benign_raw, e.benign_immunized)
+    return {
+        "harmful_slowdown": slowdown(e.harmful_raw, e.harmful_immunized),
+        "benign_slowdown": slowdown(e.benign_raw, e.benign_immunized),
+        "harmful_best": e.harmful_immunized.best,
+        "benign_best": e.benign_immunized.best,
+        "harmful_best_raw": e.harmful_raw.best,
+        "benign_best_raw": e.benign_raw.best,
+        "harmful_seconds_raw": e.harmful_raw.seconds_to_target,
+        "harmful_seconds_immunized": e.harmful_immunized.seconds_to_target,
+        "harmful_steps_raw": e.harmful_raw.steps_to_target,
+        "harmful_steps_immunized": e.harmful_immunized.steps_to_target,
+        "benign_steps_raw": e.benign_raw.steps_to_target,
+        "benign_steps_immunized": e.benign_immunized.steps_to_target,
+        "harmful_reached": e.harmful_immunized.steps_to_target is not None,
+        "setting_immunized": e.harmful_immunized.setting,
+        "wall_seconds": sum(o.wall_seconds for o in outcomes),
+    }
+
+
+@pytest.fixture(scope="module")
+def small_suite():
+    """gd cannot reach the target on the immunized features within the budget; lstsq can."""
+    gen = torch.Generator().manual_seed(5)
+    x, y = _problem(gen, [10.0, 3.0, 1.0])
+    W = torch.diag(torch.tensor([1.0, 1.0, 1e-3], dtype=torch.float64))
+    budget = 40
+    entries = run_attack_suite(
+        ["gd", "adam", "lstsq"], benign=(x, y), harmful=(x, y), weight=W, target=1e-4, budget=budget
+    )
+    return entries, budget
+
+
+def test_attack_summary_writes_the_metrics_entry_unchanged(small_suite):
+    entries, budget = small_suite
+    assert entries[Attacker.GD].harmful_immunized.steps_to_target is None  # null fields
+    for entry in entries.values():
+        summary = entry.summary(budget)
+        expected = _metrics_entry(entry, budget)
+        out = summary.to_json()
+        assert list(out) == list(expected)  # key order is the file's order
+        assert json.dumps(out) == json.dumps(expected)
+        assert AttackSummary.from_json(json.loads(json.dumps(out))) == summary
+
+
+def test_worst_case_record_writes_the_metrics_entry_unchanged(small_suite):
+    entries, budget = small_suite
+    for exclude in (frozenset(), DECOMPOSITION_ATTACKERS):
+        record = WorstCase.of(entries, budget, exclude=exclude)
+        out = record.to_json()
+        assert list(out) == [
+            "attacker_raw",
+            "steps_raw",
+            "attacker_immunized",
+            "steps_immunized",
+            "harmful_slowdown",
+        ]
+        assert type(out["attacker_raw"]) is str and type(out["attacker_immunized"]) is str
+        assert out["harmful_slowdown"] == out["steps_immunized"] / max(out["steps_raw"], 1)
+        back = WorstCase.from_json(json.loads(json.dumps(out)))
+        assert back == record and isinstance(back.attacker_raw, Attacker)
+    assert WorstCase.of(entries, budget).attacker_immunized is Attacker.LSTSQ
+    first_order = WorstCase.of(entries, budget, exclude=DECOMPOSITION_ATTACKERS)
+    assert first_order.attacker_immunized is not Attacker.LSTSQ
+    with pytest.raises(ValueError, match="no attacker left"):
+        WorstCase.of(entries, budget, exclude=frozenset(Attacker))

@@ -4,6 +4,7 @@ Cars / Country211 configs on tiny generated folders, resume after a kill, error 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 from _helpers import make_folder
 from safetensors.torch import load_file
@@ -59,11 +61,23 @@ def test_mnist_cnn_run_directory_contract(tmp_path) -> None:
     } <= names
     assert not (tmp_path / "run.checkpoints").exists()  # removed after success
     m = json.loads((out / "metrics.json").read_text())
-    for rule in ("honest", "paper_compatible"):
-        r = m["rir_theta0"][rule]
-        assert r["groups"] == 3 and r["rir_mean"] > 0 and r["rir_std"] >= 0
-    assert 0 <= m["benign_accuracy"]["immunized"] <= 1
+    for block, (groups, size) in (
+        ("rir_theta0", (3, 64)),
+        ("rir_theta0_paper_protocol", (20, 100)),
+    ):
+        for rule in ("honest", "paper_compatible"):
+            r = m[block][rule]
+            assert (r["groups"], r["group_size"]) == (groups, size)
+            # each group's RIR is exp(its log RIR): by Jensen the mean of the RIRs is at least
+            # exp(mean log RIR), whatever the data (1e-12: rounding of the two means only)
+            assert r["rir_mean"] >= math.exp(r["log_rir_mean"]) * (1 - 1e-12)
+            assert r["rir_std"] >= 0
+    # top-1 over the 5 × 20 held-out benign images: a multiple of 1/100
+    for which in ("original", "immunized"):
+        correct = m["benign_accuracy"][which] * 100
+        assert correct == pytest.approx(round(correct), abs=1e-9) and 0 <= correct <= 100
     assert m["training"]["steps"] == 200 // 64
+    assert m["wall_seconds"] >= m["train_seconds"] >= 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["train"]["epochs"] == 1 and "lightning" in cfg["versions"]
     orig, imm = load_file(out / "original.safetensors"), load_file(out / "immunized.safetensors")
@@ -186,25 +200,67 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(tmp_path) -> None:
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     m = json.loads((out / "metrics.json").read_text())
-    assert m["training"]["steps"] == 3 * (200 // 64)
-    assert m["training"]["resumed_from_step"] >= 1
+    total = 3 * (200 // 64)
+    assert m["training"]["steps"] == total
+    # killed after the first checkpoint (≥ 1 step) and before the run directory existed
+    assert 1 <= m["training"]["resumed_from_step"] <= total
+    assert not ckpt.parent.exists()  # removed after success
+    # the same command never interrupted (same process setup, one thread): the resumed run
+    # continued the very same trajectory, so both runs end with the same weights
+    control = tmp_path / "uninterrupted"
+    args[args.index(str(out))] = str(control)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (
+        json.loads((control / "metrics.json").read_text())["training"]["resumed_from_step"] is None
+    )
+    for name in ("original.safetensors", "immunized.safetensors"):
+        resumed, straight = load_file(out / name), load_file(control / name)
+        assert resumed.keys() == straight.keys()
+        for key in resumed:
+            torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.slow
-def test_default_mnist_cnn_experiment_immunizes_and_keeps_the_benign_task(tmp_path) -> None:
-    """The shipped default, measured: a clear RIR_θ0 over random groups, the benign κ not
-    raised, the benign accuracy kept, and the paper's GD attacker slowed down."""
-    out = tmp_path / "default"
-    result = invoke("run", "mnist-cnn", "--out", out, "--no-progress")
-    assert result.exit_code == 0, result.output
-    m = json.loads((out / "metrics.json").read_text())
-    r = m["rir_theta0"]["honest"]
-    assert r["rir_mean"] > 3.0
-    assert r["benign_ratio_mean"] < 1.0 < r["harmful_ratio_mean"]
-    acc = m["benign_accuracy"]
-    assert acc["immunized"] >= acc["original"] - 0.03
-    assert m["attack"]["gd"]["slowdown"] > 1.5
-    assert m["wall_seconds"] < 600
+def test_default_mnist_cnn_experiment_immunizes_relative_to_the_none_control(tmp_path) -> None:
+    """The shipped default against its control: the same command with ``train.method=none``
+    (same seed, θ0, data, groups and budget; task loss only). Every comparison is between
+    the two runs or follows from the definitions; no number is fitted to a measurement."""
+    runs, outs = {}, {}
+    for method in ("condnum", "none"):
+        outs[method] = tmp_path / method
+        result = invoke(
+            "run",
+            "mnist-cnn",
+            "--out",
+            outs[method],
+            "--no-progress",
+            "--set",
+            f"train.method={method}",
+        )
+        assert result.exit_code == 0, result.output
+        runs[method] = json.loads((outs[method] / "metrics.json").read_text())
+    imm, ctl = runs["condnum"], runs["none"]
+    # the same seed pre-trains the same θ0 whatever the method
+    theta0 = [load_file(outs[m] / "original.safetensors") for m in ("condnum", "none")]
+    assert theta0[0].keys() == theta0[1].keys()
+    assert all(torch.equal(theta0[0][k], theta0[1][k]) for k in theta0[0])
+    assert imm["benign_accuracy"]["original"] == ctl["benign_accuracy"]["original"]
+    for rule in ("honest", "paper_compatible"):
+        r, c = imm["rir_theta0"][rule], ctl["rir_theta0"][rule]
+        # immunization: more relative ill-conditioning than training on the task alone
+        assert r["rir_mean"] > c["rir_mean"] and r["log_rir_mean"] > c["log_rir_mean"]
+        assert r["harmful_ratio_mean"] > c["harmful_ratio_mean"]
+    # Def. 3.1 (b): the benign κ is not raised above θ0's
+    assert imm["rir_theta0"]["honest"]["benign_ratio_mean"] <= 1.0
+    # the paper's attacker (GD, step 1/L) needs more steps than against the control
+    assert imm["attack"]["gd"]["slowdown"] > ctl["attack"]["gd"]["slowdown"]
+    # Def. 3.1 (c), benign task kept: above chance (5 classes), and — our reading of "≈" —
+    # at least half of θ0's accuracy above chance is retained
+    chance = 1 / 5
+    acc = imm["benign_accuracy"]
+    assert acc["immunized"] - chance >= (acc["original"] - chance) / 2
+    assert imm["wall_seconds"] >= imm["train_seconds"] >= 0
 
 
 def test_linear_only_commands_refuse_a_deep_run_clearly(tmp_path) -> None:

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import condimmune.experiments.linear_runner as runner_module
 from condimmune.cli import app
-from condimmune.experiments.config import Method, default_config
+from condimmune.experiments.config import default_config
+from condimmune.methods.registry import Method
 
 AMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ames-house-prices"
 needs_ames = pytest.mark.skipif(
@@ -286,16 +287,24 @@ def test_existing_output_directory_is_refused(default_run):
 
 
 def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):
-    def boom(*_args, **_kwargs):
+    calls = []
+
+    def boom(directory, *_args, **_kwargs):
+        calls.append(Path(directory))
+        (Path(directory) / "half-written.md").write_text("partial")  # fail mid-write
         raise ValueError("disk full")
 
-    monkeypatch.setattr("condimmune.report.write_report", boom)
+    # the writer is patched where the runner looks it up, whether it imports it at module
+    # level or lazily from condimmune.experiments.report
+    monkeypatch.setattr("condimmune.experiments.report.write_report", boom)
+    monkeypatch.setattr(runner_module, "write_report", boom, raising=False)
     out = tmp_path / "run"
     result = invoke("run", "digits", "--out", out, "--no-progress", "--set", "train.epochs=1")
+    assert len(calls) == 1, "the patched report writer was not the one that failed"
     assert result.exit_code == 2 and "disk full" in result.output
+    assert calls[0] != out  # it wrote into a temporary directory, not into --out
     assert not out.exists()
-    assert list(tmp_path.iterdir()) == []
-    assert runner_module  # the runner imported write_report lazily, so the patch applied
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is gone too
 
 
 def test_yaml_config_rejects_unknown_keys(tmp_path):

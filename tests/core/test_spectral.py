@@ -6,6 +6,7 @@ import torch
 from _helpers import features_with_singular_values, matrix_with_spectrum, numpy_log_kappa
 
 import condimmune as ci
+from condimmune.core.spectral import nonzero_mask
 
 SPECTRA = {
     "full-rank-spread": [1e-3, 0.1, 1.0, 10.0, 100.0, 1e3],
@@ -131,3 +132,48 @@ def test_bad_rtol_is_refused(rtol, gen):
 def test_rtol_of_wrong_type_is_refused(gen):
     with pytest.raises(TypeError, match="rtol"):
         ci.log_condition_number(matrix_with_spectrum([1.0, 2.0], gen), rtol="small")
+
+
+# ----------------------------------------------------------------------------- nonzero_mask
+
+
+def test_nonzero_mask_default_rtol_is_size_times_eps():
+    eps = torch.finfo(torch.float64).eps
+    lam = torch.tensor([0.0, 3 * eps, 5 * eps, 1.0], dtype=torch.float64)
+    # threshold 4·eps·σ_max: 3·eps is zero, 5·eps is not
+    assert nonzero_mask(lam).tolist() == [False, False, True, True]
+    # the size of the matrix the values come from, not their number, sets the default
+    assert nonzero_mask(lam, size=8).tolist() == [False, False, False, True]
+    assert nonzero_mask(lam, rtol=0.0).tolist() == [False, True, True, True]
+
+
+def test_nonzero_mask_ignores_order_and_scale():
+    lam = torch.tensor([1.0, 1e-20, 1e-3, 0.0, 10.0], dtype=torch.float64)
+    expected = [True, False, True, False, True]
+    assert nonzero_mask(lam).tolist() == expected
+    assert nonzero_mask(lam * 1e-30).tolist() == expected
+    assert nonzero_mask(lam * 1e30).tolist() == expected
+
+
+def test_nonzero_mask_against_another_sigma_max():
+    lam = torch.tensor([1e-8, 1e-4], dtype=torch.float64)
+    top = torch.tensor(1.0, dtype=torch.float64)
+    assert nonzero_mask(lam, rtol=1e-6, sigma_max=top).tolist() == [False, True]
+    assert nonzero_mask(lam, rtol=1e-6).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("spectrum", SPECTRA.values(), ids=SPECTRA.keys())
+def test_nonzero_mask_agrees_with_numpy_matrix_rank(spectrum, gen):
+    """numpy's rule (singular values above max(M, N)·eps·σ_max) is ours on a PSD matrix."""
+    S = matrix_with_spectrum(spectrum, gen)
+    lam = torch.linalg.eigvalsh(S)
+    assert int(nonzero_mask(lam).sum()) == np.linalg.matrix_rank(S.numpy())
+    assert ci.numerical_rank(S) == np.linalg.matrix_rank(S.numpy())
+
+
+def test_nonzero_mask_carries_no_gradient_and_checks_rtol():
+    lam = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    mask = nonzero_mask(lam)
+    assert mask.dtype == torch.bool and not mask.requires_grad
+    with pytest.raises(ValueError, match="rtol"):
+        nonzero_mask(lam, rtol=1.5)

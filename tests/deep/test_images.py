@@ -9,29 +9,69 @@ from _helpers import make_folder
 from condimmune.deep.images import folder_dataset, image_transform, parse_digits
 
 LAYOUTS = [
-    ("imagenet", ("train", "val")),
-    ("stanford-cars", ("train", "test")),
-    ("country211", ("train", "valid", "test")),
+    pytest.param("imagenet", ("train", "val"), {"train": "train", "test": "val"}, id="imagenet"),
+    pytest.param(
+        "stanford-cars", ("train", "test"), {"train": "train", "test": "test"}, id="stanford-cars"
+    ),
+    pytest.param(
+        "country211",
+        ("train", "valid", "test"),
+        {"train": "train", "test": "test"},
+        id="country211",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("dataset", "splits"), LAYOUTS, ids=[x[0] for x in LAYOUTS])
-def test_usual_layouts_load(tmp_path, dataset, splits) -> None:
+def _expected_image(path, tf) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return tf(img.convert("RGB"))
+
+
+@pytest.mark.parametrize(("dataset", "splits", "folders"), LAYOUTS)
+def test_usual_layouts_load(tmp_path, dataset, splits, folders) -> None:
+    """Each split reads its own folder (make_folder draws different pixels per split), in
+    sorted class order, every image exactly as the transform makes it from its file."""
     root = make_folder(tmp_path / dataset, splits)
     tf = image_transform(8, (0.5,) * 3, (0.5,) * 3, train=False)
     for split in ("train", "test"):
         ds = folder_dataset(dataset, root, split, tf, key="data.root")
         assert len(ds) == 6 and ds.classes == ["a", "b"]
-        x, y = ds[0]
-        assert x.shape == (3, 8, 8) and int(y) == 0
+        assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+        for index, (cls, name) in enumerate((c, f"{i}.jpg") for c in "ab" for i in range(3)):
+            x, y = ds[index]
+            assert x.shape == (3, 8, 8) and int(y) == "ab".index(cls)
+            expected = _expected_image(root / folders[split] / cls / name, tf)
+            torch.testing.assert_close(x, expected, rtol=0, atol=0)
+
+
+def _selected(ds) -> list:
+    return [item.path for item in ds.images]
 
 
 def test_subsample_is_seeded(tmp_path) -> None:
     root = make_folder(tmp_path / "c", ("train", "test"), per_class=5)
     tf = image_transform(8, (0.5,) * 3, (0.5,) * 3, train=False)
-    a = folder_dataset("country211", root, "train", tf, key="k", max_images=4, seed=1)
-    b = folder_dataset("country211", root, "train", tf, key="k", max_images=4, seed=1)
-    assert len(a) == 4 and torch.equal(a.labels, b.labels)
+
+    def subsample(seed, max_images=4):
+        return folder_dataset(
+            "country211", root, "train", tf, key="k", max_images=max_images, seed=seed
+        )
+
+    everything = _selected(subsample(0, max_images=0))
+    assert len(everything) == 10
+    a, b = subsample(1), subsample(1)
+    assert _selected(a) == _selected(b) and torch.equal(a.labels, b.labels)
+    picked = _selected(a)
+    assert len(picked) == 4 == len(set(picked))
+    # a subset of all images, kept in the folder order, each with its folder's label
+    assert picked == [p for p in everything if p in picked]
+    assert a.labels.tolist() == [["a", "b"].index(p.parent.name) for p in picked]
+    # the seed decides the subset: five seeds do not all draw the same 4 of 10 images
+    assert len({tuple(_selected(subsample(seed))) for seed in range(5)}) > 1
+    # max_images ≥ the number of images keeps them all
+    assert _selected(subsample(1, max_images=10)) == everything
 
 
 def test_augmentation_is_reproducible_per_epoch_and_index(tmp_path) -> None:
@@ -40,16 +80,50 @@ def test_augmentation_is_reproducible_per_epoch_and_index(tmp_path) -> None:
     ds = folder_dataset("imagenet", root, "train", tf, key="data.root", seed=3)
     state = torch.random.get_rng_state()
     assert torch.equal(ds[(2, 1)][0], ds[(2, 1)][0])
-    assert not torch.equal(ds[(2, 1)][0], ds[(3, 1)][0])
+    # a fresh dataset (a resumed run) draws the very same augmentation for the same key
+    again = folder_dataset("imagenet", root, "train", tf, key="data.root", seed=3)
+    assert torch.equal(again[(2, 1)][0], ds[(2, 1)][0])
+    # the key changes the draw: four epochs of one image are not all the same crop
+    epochs = [ds[(epoch, 1)][0] for epoch in range(4)]
+    assert any(not torch.equal(epochs[0], other) for other in epochs[1:])
     assert torch.equal(torch.random.get_rng_state(), state)
+    # without randomness in the transform, the epoch is irrelevant
+    plain = image_transform(16, (0.5,) * 3, (0.5,) * 3, train=False)
+    fixed = folder_dataset("imagenet", root, "train", plain, key="data.root", seed=3)
+    assert torch.equal(fixed[(0, 1)][0], fixed[(5, 1)][0])
+    assert torch.equal(fixed[1][0], fixed[(0, 1)][0])
 
 
 ERRORS = [
-    ("unset", lambda p: None, ValueError, "not set"),
-    ("missing-root", lambda p: p / "absent", FileNotFoundError, "no such directory"),
-    ("missing-split", lambda p: make_folder(p / "x", ("train",)), FileNotFoundError, "val"),
-    ("no-classes", lambda p: _mkdirs(p / "y", "train", "val"), ValueError, "no class folders"),
-    ("no-images", lambda p: _mkdirs(p / "z", "train/a", "val/a"), ValueError, "no images"),
+    pytest.param("unset", lambda p: None, ValueError, "not set", id="unset"),
+    pytest.param(
+        "missing-root",
+        lambda p: p / "absent",
+        FileNotFoundError,
+        "no such directory",
+        id="missing-root",
+    ),
+    pytest.param(
+        "missing-split",
+        lambda p: make_folder(p / "x", ("train",)),
+        FileNotFoundError,
+        "val",
+        id="missing-split",
+    ),
+    pytest.param(
+        "no-classes",
+        lambda p: _mkdirs(p / "y", "train", "val"),
+        ValueError,
+        "no class folders",
+        id="no-classes",
+    ),
+    pytest.param(
+        "no-images",
+        lambda p: _mkdirs(p / "z", "train/a", "val/a"),
+        ValueError,
+        "no images",
+        id="no-images",
+    ),
 ]
 
 
@@ -59,7 +133,7 @@ def _mkdirs(root, *dirs):
     return root
 
 
-@pytest.mark.parametrize(("case", "make", "exc", "match"), ERRORS, ids=[e[0] for e in ERRORS])
+@pytest.mark.parametrize(("case", "make", "exc", "match"), ERRORS)
 def test_clear_errors_for_missing_or_malformed_folders(tmp_path, case, make, exc, match) -> None:
     tf = image_transform(8, (0.5,) * 3, (0.5,) * 3, train=False)
     split = "train" if case in ("unset", "missing-root") else "test"
@@ -68,13 +142,27 @@ def test_clear_errors_for_missing_or_malformed_folders(tmp_path, case, make, exc
 
 
 @pytest.mark.parametrize(
-    ("text", "ok"),
-    [("01234", [0, 1, 2, 3, 4]), ("5,6,7", [5, 6, 7]), ("11", None), ("a1", None), ("3", None)],
-    ids=["plain", "commas", "repeat", "letter", "single"],
+    ("text", "digits"),
+    [
+        pytest.param("01234", [0, 1, 2, 3, 4], id="plain"),
+        pytest.param("5,6,7", [5, 6, 7], id="commas"),
+        pytest.param("9, 3", [9, 3], id="comma-space-keeps-order"),
+    ],
 )
-def test_parse_digits(text, ok) -> None:
-    if ok is None:
-        with pytest.raises(ValueError):
-            parse_digits(text, "data.benign_digits")
-    else:
-        assert parse_digits(text, "data.benign_digits") == ok
+def test_parse_digits(text, digits) -> None:
+    assert parse_digits(text, "data.benign_digits") == digits
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        pytest.param("11", "lists a digit twice", id="repeat"),
+        pytest.param("a1", "must list digits", id="letter"),
+        pytest.param("", "must list digits", id="empty"),
+        pytest.param("3", "at least two digits", id="single"),
+    ],
+)
+def test_parse_digits_refuses(text, match) -> None:
+    with pytest.raises(ValueError, match=match) as err:
+        parse_digits(text, "data.benign_digits")
+    assert str(err.value).startswith("data.benign_digits ")  # names the config key

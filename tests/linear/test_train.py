@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from _helpers import numpy_log_kappa
 
 from condimmune.experiments.config import (
     apply_overrides,
@@ -26,28 +28,103 @@ def test_training_is_deterministic_in_the_seed(digits):
     assert not torch.equal(a.weight, c.weight)
 
 
-def test_none_keeps_the_identity_extractor(digits):
+def _log_kappa(x: torch.Tensor, weight: torch.Tensor) -> float:
+    """Dense float64 reference: log κ((X Wᵀ)ᵀ X Wᵀ) over the numerical range (k · eps)."""
+    phi = (x @ weight.mT).numpy()
+    return numpy_log_kappa(phi.T @ phi, rtol=phi.shape[1] * np.finfo(np.float64).eps)
+
+
+@pytest.fixture(scope="module")
+def none_and_condnum(digits):
+    """The control (``none``) and the immunizer (``condnum``) on the same data and seed."""
     cfg, data = digits
-    cfg = apply_overrides(cfg, ["train.method=none"])
-    model, history = train_linear(data, cfg.train, seed=0, progress=False)
+    runs = {}
+    for method in ("none", "condnum"):
+        train = apply_overrides(cfg, [f"train.method={method}"]).train
+        runs[method] = train_linear(data, train, seed=0, progress=False)
+    return data, runs
+
+
+def test_none_keeps_the_identity_extractor(none_and_condnum):
+    data, runs = none_and_condnum
+    model, history = runs["none"]
     torch.testing.assert_close(model.weight, torch.eye(data.dim, dtype=torch.float64))
     assert len(history.task_loss) == 3
+    # W = I every epoch: the recorded κ are those of the raw inputs, exactly
+    for x, record in (
+        (data.benign.x_train, history.log_kappa_benign),
+        (data.harmful.x_train, history.log_kappa_harmful),
+    ):
+        assert record == [record[0]] * 3
+        assert record[0] == pytest.approx(_log_kappa(x, model.weight), rel=1e-9, abs=1e-12)
+
+
+def test_history_records_the_kappa_of_the_trained_extractor(none_and_condnum):
+    data, runs = none_and_condnum
+    model, history = runs["condnum"]
+    assert len(history.task_loss) == len(history.log_kappa_benign) == 3
+    # the last epoch's record is the κ of the returned W (eigvalsh vs Gram/eigvalsh:
+    # rounding ≈ κ·eps relative on log κ, far below 1e-9)
+    assert history.log_kappa_benign[-1] == pytest.approx(
+        _log_kappa(data.benign.x_train, model.weight), rel=1e-9
+    )
+    assert history.log_kappa_harmful[-1] == pytest.approx(
+        _log_kappa(data.harmful.x_train, model.weight), rel=1e-9
+    )
+
+
+def test_condnum_raises_the_relative_ill_conditioning_above_the_control(none_and_condnum):
+    """Same data, seed and budget: the immunizer's RIR (Eq. 9, harmful κ ratio over benign
+    κ ratio) exceeds that of ``none``, which is exactly 1 (W = I).
+
+    Only the RIR is compared: after this 3-epoch budget condnum has lowered both κ, the
+    benign one much more (the harmful κ only rises in later epochs), so a "harmful κ
+    ratio above none's" check does not hold here."""
+    data, runs = none_and_condnum
+    log_ratio = {}
+    for method, (model, _) in runs.items():
+        raw = torch.eye(data.dim, dtype=torch.float64)
+        harmful = _log_kappa(data.harmful.x_train, model.weight) - _log_kappa(
+            data.harmful.x_train, raw
+        )
+        benign = _log_kappa(data.benign.x_train, model.weight) - _log_kappa(
+            data.benign.x_train, raw
+        )
+        log_ratio[method] = (harmful, harmful - benign)
+    assert log_ratio["none"] == (0.0, 0.0)
+    assert log_ratio["condnum"][1] > log_ratio["none"][1]  # log RIR
 
 
 def test_condnum_records_a_rank_deficient_harmful_covariance():
     cfg = apply_overrides(default_config("digits"), ["train.epochs=1", "data.drop_collinear=false"])
     data = load_task_data("digits", cfg.data, seed=0)
+    xh = data.harmful.x_train.numpy()
+    lam = np.linalg.eigvalsh(xh.T @ xh)  # dense reference of the numerical rank (p · eps)
+    rank = int((lam > xh.shape[1] * np.finfo(np.float64).eps * lam[-1]).sum())
+    assert rank < data.dim  # the 8×8 digits have always-blank border pixels
     _, history = train_linear(data, cfg.train, seed=0, progress=False)
-    assert any("non-zero spectrum" in note for note in history.notes)
+    assert any(f"rank {rank} < {data.dim}" in note for note in history.notes), history.notes
+    # with drop_collinear (the default) the covariance has full rank: no such note
+    full = load_task_data("digits", default_config("digits").data, seed=0)
+    _, history = train_linear(full, cfg.train, seed=0, progress=False)
+    assert not any("non-zero spectrum" in note for note in history.notes), history.notes
 
 
 def test_data_is_deterministic_and_tasks_disjoint():
     cfg = default_config("mnist-pair").data
     a = load_task_data("mnist-pair", cfg, seed=1)
     b = load_task_data("mnist-pair", cfg, seed=1)
-    torch.testing.assert_close(a.benign.x_train, b.benign.x_train)
-    assert a.benign.y_train.sum() == cfg.per_class  # balanced one-vs-rest
-    assert a.benign.x_train.shape == (2 * cfg.per_class, cfg.pca_components)
+    torch.testing.assert_close(a.benign.x_train, b.benign.x_train, rtol=0, atol=0)
+    torch.testing.assert_close(a.harmful.x_test, b.harmful.x_test, rtol=0, atol=0)
+    for task in (a.benign, a.harmful):  # balanced one-vs-rest, train and held out
+        assert task.x_train.shape == (2 * cfg.per_class, cfg.pca_components)
+        assert task.y_train.sum() == cfg.per_class
+        assert task.x_test.shape == (2 * cfg.test_per_class, cfg.pca_components)
+        assert task.y_test.sum() == cfg.test_per_class
+    # no image is used twice: all rows of both tasks' splits are distinct (the images
+    # are, and the joint projection is the same for every row)
+    rows = torch.cat([a.benign.x_train, a.benign.x_test, a.harmful.x_train, a.harmful.x_test])
+    assert torch.unique(rows, dim=0).shape[0] == rows.shape[0]
 
 
 def test_config_overrides_coerce_types_and_reject_bad_values(tmp_path):

@@ -7,10 +7,10 @@ thin SVD :math:`\Phi = U\Sigma V^\top` and :math:`a = U^\top y`,
 .. math:: L(w_t) - L^* = \tfrac1n \sum_i \left(1 - \sigma_i^2/\sigma_1^2\right)^{2t} a_i^2 .
 
 The trajectory is therefore evaluated **exactly** from one SVD rather than by iterating
-(identical to iterating up to rounding; see ``tests/test_attack.py``), and the number of
+(identical to iterating up to rounding; see ``tests/attacks/test_probes.py``), and the number of
 steps to reach a relative suboptimality ``target`` is found by bisection on this monotone
 function — exact even when it is astronomically large, so no step budget caps it.
-Singular values below the numerical-range threshold count as zero, as for κ.
+Directions whose σ² :func:`~condimmune.core.spectral.nonzero_mask` drops count as zero, as for κ.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from condimmune.core._validation import (
     check_same_device_dtype,
 )
 from condimmune.core.errors import DegenerateSpectrumError
-from condimmune.core.spectral import default_rtol
+from condimmune.core.spectral import nonzero_mask
 
 __all__ = [
     "AttackerTransform",
@@ -40,6 +40,7 @@ __all__ = [
     "attacker_features",
     "compare_probe_attacks",
     "probe_attack",
+    "squared_loss_lipschitz",
 ]
 
 
@@ -66,8 +67,10 @@ def attacker_features(Phi: Tensor, transform: AttackerTransform | str) -> Tensor
     if transform is AttackerTransform.STANDARDIZE:
         rms = Phi.square().mean(dim=0).sqrt()
         return Phi / torch.where(rms > 0, rms, torch.ones_like(rms))
+    u: Tensor
+    s: Tensor
     u, s, _ = torch.linalg.svd(Phi, full_matrices=False)
-    keep = s * s > default_rtol(Phi.shape[1], Phi.dtype) * s[0] * s[0]
+    keep = nonzero_mask(s * s, size=Phi.shape[1])
     return u[:, keep] * math.sqrt(Phi.shape[0])
 
 
@@ -167,8 +170,7 @@ def probe_attack(
     with torch.no_grad():
         u, s, _ = torch.linalg.svd(Phi.detach(), full_matrices=False)
         eig = s * s
-        cut = (default_rtol(k, Phi.dtype) if rtol is None else rtol) * eig[0]
-        keep = eig > cut
+        keep = nonzero_mask(eig, rtol=rtol, size=k)
         if int(keep.sum()) == 0:
             raise DegenerateSpectrumError("Phi is numerically zero; there is nothing to probe")
         eig = eig[keep]

@@ -32,7 +32,8 @@ from condimmune.core._validation import (
     check_symmetric_psd,
 )
 from condimmune.core.errors import DegenerateSpectrumError
-from condimmune.core.spectral import default_rtol
+from condimmune.core.records import JsonRecord
+from condimmune.core.spectral import nonzero_mask
 
 __all__ = [
     "ImmunizationBound",
@@ -43,13 +44,15 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ImmunizationBound:
-    """The RIR ceiling over all invertible linear extractors.
+class ImmunizationBound(JsonRecord):
+    r"""The RIR ceiling :math:`\kappa(\Lambda)\,\kappa(K_P)/\kappa(K_H)` over all invertible
+    linear extractors (RIR of Eq. 15; Prop. 3.2 made quantitative).
 
     ``value`` is ``None`` exactly when ``unbounded``; ``reason`` says why in words and
     ``offending_dim`` is the dimension of the part of ``range(K_H)`` outside
     ``range(K_P)`` (0 when bounded). ``generalized_eigenvalues`` are the non-zero Λ
-    (ascending) of ``K_H v = λ K_P v`` restricted to ``range(K_P)``.
+    (ascending) of ``K_H v = λ K_P v`` restricted to ``range(K_P)``. A JSON record
+    (:class:`~condimmune.core.records.JsonRecord`).
     """
 
     value: float | None
@@ -59,7 +62,7 @@ class ImmunizationBound:
     kappa_lambda: float
     kappa_benign: float
     kappa_harmful: float
-    generalized_eigenvalues: Tensor
+    generalized_eigenvalues: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -73,25 +76,35 @@ class _Decomposition:
     kappa_harmful: float
 
 
-def _range_basis(F: Tensor, rtol: float) -> tuple[Tensor, Tensor]:
-    """Orthonormal basis (d × r) of the row space of F and its singular values."""
+def _range_basis(F: Tensor, rtol: float | None) -> tuple[Tensor, Tensor]:
+    """Orthonormal basis (d × r) of the row space of F and its singular values.
+
+    The eigenvalues of ``K = FᵀF`` are the squared singular values; those that
+    :func:`~condimmune.core.spectral.nonzero_mask` keeps (for a d × d matrix) span the range.
+    """
+    s: Tensor
+    vh: Tensor
     _, s, vh = torch.linalg.svd(F, full_matrices=False)
-    keep = s * s > rtol * s[0] * s[0]
+    keep = nonzero_mask(s * s, rtol=rtol, size=F.shape[1])
     return vh[keep].mT, s[keep]
 
 
 def _decompose(f_p: Tensor, f_h: Tensor, rtol: float | None) -> _Decomposition:
-    d = f_p.shape[1]
-    rtol = default_rtol(d, f_p.dtype) if rtol is None else rtol
     v_p, s_p = _range_basis(f_p, rtol)
     v_h, s_h = _range_basis(f_h, rtol)
     if v_h.shape[1] == 0 or v_p.shape[1] == 0:
         raise DegenerateSpectrumError("K_P or K_H is numerically zero; no bound exists")
-    # Part of range(K_H) outside range(K_P): singular values of (I − V_P V_Pᵀ) F_Hᵀ.
+    # Part of range(K_H) outside range(K_P): singular values of (I − V_P V_Pᵀ) F_Hᵀ, non-zero
+    # relative to σ_max(K_H).
     outside = f_h.mT - v_p @ (v_p.mT @ f_h.mT)
-    out_s = torch.linalg.svdvals(outside)
-    offending = int((out_s * out_s > rtol * s_h[0] * s_h[0]).sum())
+    out_s: Tensor = torch.linalg.svdvals(outside)
+    outside_mask = nonzero_mask(
+        out_s * out_s, rtol=rtol, size=f_p.shape[1], sigma_max=s_h[0] * s_h[0]
+    )
+    offending = int(outside_mask.sum())
     b = (f_h @ v_p) / s_p
+    lam_b: Tensor
+    u_b: Tensor
     lam_b, u_b = torch.linalg.eigh(b.mT @ b)
     lam_b, u_b = lam_b.flip(0).clamp_min(0.0), u_b.flip(1)
     return _Decomposition(
@@ -105,13 +118,8 @@ def _decompose(f_p: Tensor, f_h: Tensor, rtol: float | None) -> _Decomposition:
     )
 
 
-def _nonzero_mask(lam: Tensor, rtol: float | None) -> Tensor:
-    cut = (default_rtol(lam.numel(), lam.dtype) if rtol is None else rtol) * lam[0]
-    return lam > cut
-
-
 def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
-    lam_nz = dec.lam[_nonzero_mask(dec.lam, rtol)]
+    lam_nz = dec.lam[nonzero_mask(dec.lam, rtol=rtol)]
     if lam_nz.numel() == 0:
         raise DegenerateSpectrumError("K_H vanishes on range(K_P): every Λ is zero")
     kappa_lambda = float(lam_nz[0] / lam_nz[-1])
@@ -128,7 +136,7 @@ def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
             kappa_lambda=kappa_lambda,
             kappa_benign=dec.kappa_benign,
             kappa_harmful=dec.kappa_harmful,
-            generalized_eigenvalues=lam_nz.flip(0),
+            generalized_eigenvalues=tuple(lam_nz.flip(0).tolist()),
         )
     value = kappa_lambda * dec.kappa_benign / dec.kappa_harmful
     reason = (
@@ -144,12 +152,14 @@ def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
         kappa_lambda=kappa_lambda,
         kappa_benign=dec.kappa_benign,
         kappa_harmful=dec.kappa_harmful,
-        generalized_eigenvalues=lam_nz.flip(0),
+        generalized_eigenvalues=tuple(lam_nz.flip(0).tolist()),
     )
 
 
 def _factor(K: Tensor) -> Tensor:
     """A factor F with FᵀF = K (rows = √eigenvalue · eigenvector)."""
+    lam: Tensor
+    vecs: Tensor
     lam, vecs = torch.linalg.eigh(K)
     return (vecs * lam.clamp_min(0.0).sqrt()).mT
 
@@ -206,7 +216,7 @@ def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
     rtol = check_rtol(rtol)
     with torch.no_grad():
         dec = _decompose(X_P, X_H, rtol)
-        nonzero = _nonzero_mask(dec.lam, rtol)
+        nonzero = nonzero_mask(dec.lam, rtol=rtol)
         if not bool(nonzero.any()):
             raise DegenerateSpectrumError("K_H vanishes on range(K_P); nothing to immunize")
         lam_nz = dec.lam[nonzero]

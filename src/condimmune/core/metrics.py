@@ -12,7 +12,7 @@ spectrum equals κ(ΦᵀΦ) — the reason the paper controls ``ΦᵀΦ`` for cl
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -26,6 +26,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
+from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import (
     log_condition_number,
     log_condition_number_features,
@@ -136,8 +137,12 @@ def relative_immunization_ratio(
 
 
 @dataclass(frozen=True)
-class ConditionNumbers:
-    """κ of the benign and harmful probing Hessians, raw (identity / θ0) and immunized."""
+class ConditionNumbers(JsonRecord):
+    """κ (Eq. 1) of the benign and harmful probing Hessians, raw (identity / θ0) and immunized.
+
+    A JSON record (:class:`~condimmune.core.records.JsonRecord`) of the four κ; the ratios
+    and the RIR are derived properties.
+    """
 
     benign_raw: float
     benign_immunized: float
@@ -163,14 +168,6 @@ class ConditionNumbers:
             benign_raw=self.benign_raw,
             benign_immunized=self.benign_immunized,
         )
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            **asdict(self),
-            "harmful_ratio": self.harmful_ratio,
-            "benign_ratio": self.benign_ratio,
-            "rir": self.rir,
-        }
 
 
 def _kappa(Phi: Tensor, rule: KappaRule, rtol: float | None) -> float:
@@ -221,12 +218,14 @@ def immunization_condition_numbers(
 
 
 @dataclass(frozen=True)
-class ImmunizationCheck:
+class ImmunizationCheck(JsonRecord):
     """Which conditions of Def. 3.1 hold, and by how much.
 
     ``harmful_margin = harmful_ratio / harmful_factor`` (≥ 1 means (a) holds);
     ``benign_margin = 1 / benign_ratio`` (≥ 1 means (b) holds); ``utility_gap`` is the
-    relative increase of the pre-training loss, ``None`` when no losses were given.
+    relative increase of the pre-training loss, ``None`` when no losses were given
+    (``utility_ok`` and ``utility_gap`` are then written as JSON ``null``). A JSON record
+    (:class:`~condimmune.core.records.JsonRecord`); :attr:`immunized` is derived.
     """
 
     harmful_ok: bool

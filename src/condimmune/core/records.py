@@ -19,9 +19,7 @@ from typing import Any, Self, TypeAlias
 
 __all__ = ["JsonRecord", "JsonValue", "RecordError"]
 
-JsonValue: TypeAlias = (
-    None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
-)
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 
 
 class RecordError(ValueError):

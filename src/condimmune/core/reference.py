@@ -11,18 +11,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from condimmune.core.spectral import nonzero_mask
+
 __all__ = ["dense_gradient_descent_losses", "dense_regularizer_gradient"]
 
 
 def _dense_r_well(S: Tensor) -> Tensor:
-    lam = torch.linalg.eigvalsh(S)
+    """Eq. 3 on the full spectrum of ``S``."""
+    lam: Tensor = torch.linalg.eigvalsh(S)
     return 0.5 * lam[-1] ** 2 - (S * S).sum() / (2 * S.shape[0])
 
 
 def _dense_r_ill(S: Tensor) -> Tensor:
-    lam = torch.linalg.eigvalsh(S)
-    keep = lam.detach() > S.shape[0] * torch.finfo(S.dtype).eps * lam[-1].detach()
-    nz = lam[keep]
+    """Eq. 12 on the non-zero spectrum of ``S`` (default ``rtol``)."""
+    lam: Tensor = torch.linalg.eigvalsh(S)
+    nz = lam[nonzero_mask(lam)]
     return 1.0 / ((S * S).sum() / (2 * nz.numel()) - 0.5 * nz[0] ** 2)
 
 
@@ -44,8 +47,8 @@ def dense_regularizer_gradient(
     (g_h,) = torch.autograd.grad(_dense_r_ill(phi_h.mT @ phi_h), w)
     d = weight.shape[1]
     eye = torch.eye(d, dtype=weight.dtype, device=weight.device)
-    pre_p = torch.linalg.solve(benign_x.mT @ benign_x + benign_ridge * eye, g_p.mT).mT
-    pre_h = torch.linalg.solve(harmful_x.mT @ harmful_x + harmful_ridge * eye, g_h.mT).mT
+    pre_p: Tensor = torch.linalg.solve(benign_x.mT @ benign_x + benign_ridge * eye, g_p.mT).mT
+    pre_h: Tensor = torch.linalg.solve(harmful_x.mT @ harmful_x + harmful_ridge * eye, g_h.mT).mT
     return benign_weight * pre_p + harmful_weight * pre_h
 
 

@@ -11,7 +11,7 @@ r"""The two condition-number regularizers of the paper and their analytic gradie
 non-zero eigenvalue of *that* matrix — the paper's definition, but for a minibatch a
 statistic of the batch rather than of the data. ``rank_deficiency`` says what to do:
 ``"warn"`` (default) evaluates over the non-zero spectrum and emits a
-:class:`~condimmune.errors.RankDeficientWarning`; ``"raise"`` refuses; ``"allow"``
+:class:`~condimmune.core.errors.RankDeficientWarning`; ``"raise"`` refuses; ``"allow"``
 evaluates silently, for callers whose rank deficiency is a property of the data itself
 (e.g. full-data pixel covariances with always-zero border pixels). ``R_ill`` is
 undefined, and always refused, when fewer than two eigenvalues are non-zero or when all
@@ -35,7 +35,7 @@ from torch import Tensor
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
 from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.core.spectral import _log_kappa, _nonzero, _psd_eigenvalues, _psd_eigh, default_rtol
+from condimmune.core.spectral import _log_kappa, _psd_eigenvalues, _psd_eigh, nonzero_mask
 
 __all__ = [
     "RankDeficiency",
@@ -61,9 +61,12 @@ def _gram(Phi: Tensor) -> Tensor:
     return Phi @ Phi.mT if n < k else Phi.mT @ Phi
 
 
-def _ill_rank(lam: Tensor, p: int, rtol: float, policy: RankDeficiency) -> tuple[int, int]:
-    """(index of σ_min in the ascending ``lam``, numerical rank k), after the degeneracy checks."""
-    nonzero = torch.nonzero(lam.detach() > rtol * lam[-1].detach())
+def _ill_rank(lam: Tensor, p: int, rtol: float | None, policy: RankDeficiency) -> tuple[int, int]:
+    """(index of σ_min in the ascending ``lam``, numerical rank k), after the degeneracy checks.
+
+    ``p`` is the size of ``S``; ``lam`` may omit its structural zeros (Gram trick).
+    """
+    nonzero = torch.nonzero(nonzero_mask(lam, rtol=rtol, size=p))
     rank = nonzero.numel()
     if rank < 2:
         raise DegenerateSpectrumError(
@@ -100,7 +103,7 @@ def _r_well_from(mat: Tensor, p: int) -> Tensor:
     return 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
 
 
-def _r_ill_from(mat: Tensor, p: int, rtol: float, policy: RankDeficiency) -> Tensor:
+def _r_ill_from(mat: Tensor, p: int, rtol: float | None, policy: RankDeficiency) -> Tensor:
     lam = _psd_eigenvalues(mat, "the regularized covariance")
     i, rank = _ill_rank(lam, p, rtol, policy)
     return 1.0 / _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
@@ -137,19 +140,19 @@ def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
     s2 = max(float(lam[-2]), 0.0) if lam.numel() > 1 else 0.0
     monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
     unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
-    log_kappa = float(_log_kappa(_nonzero(lam, default_rtol(p, mat.dtype))))
+    log_kappa = float(_log_kappa(lam[nonzero_mask(lam, size=p)]))
     gradient = lam[-1] * (v1 @ v1.mT) - mat / p
     return SpectralTerm(float(value), gradient, log_kappa, monotone, unit)
 
 
 def r_ill_value_and_gradient(
-    mat: Tensor, p: int, rtol: float, policy: RankDeficiency
+    mat: Tensor, p: int, rtol: float | None, policy: RankDeficiency
 ) -> SpectralTerm:
     r"""``R_ill``, its gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2` (Thm 4.1 (3)), step bound.
 
     Monotone step bound: :math:`k D^2 / (2\sigma_k (k-1))`; unit step
     :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` as for
-    :func:`r_well_value_and_gradient`.
+    :func:`r_well_value_and_gradient`; ``rtol=None`` is ``p · eps``.
     """
     lam, vecs = _psd_eigh(mat)
     i, rank = _ill_rank(lam, p, rtol, policy)
@@ -183,8 +186,7 @@ def r_ill(
     S = check_symmetric_psd(S, "S")
     rtol = check_rtol(rtol)
     policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
-    p = S.shape[0]
-    return _r_ill_from(S, p, default_rtol(p, S.dtype) if rtol is None else rtol, policy)
+    return _r_ill_from(S, S.shape[0], rtol, policy)
 
 
 def r_well_features(Phi: Tensor) -> Tensor:
@@ -210,8 +212,7 @@ def r_ill_features(
     Phi = check_matrix(Phi, "Phi")
     rtol = check_rtol(rtol)
     policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
-    k = Phi.shape[1]
-    return _r_ill_from(_gram(Phi), k, default_rtol(k, Phi.dtype) if rtol is None else rtol, policy)
+    return _r_ill_from(_gram(Phi), Phi.shape[1], rtol, policy)
 
 
 def r_well_gradient(S: Tensor) -> Tensor:
@@ -233,6 +234,4 @@ def r_ill_gradient(
     S = check_symmetric_psd(S, "S").detach()
     rtol = check_rtol(rtol)
     policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
-    p = S.shape[0]
-    rtol = default_rtol(p, S.dtype) if rtol is None else rtol
-    return r_ill_value_and_gradient(S, p, rtol, policy).gradient
+    return r_ill_value_and_gradient(S, S.shape[0], rtol, policy).gradient

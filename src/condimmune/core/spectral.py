@@ -4,7 +4,8 @@ The condition number is the paper's Eq. 1, :math:`\kappa(S) = \sigma_{\max}/\sig
 with :math:`\sigma_{\min}` the smallest **non-zero** eigenvalue. In floating point
 "non-zero" means above a *relative* threshold ``rtol · σ_max`` (the rule
 ``numpy.linalg.matrix_rank`` uses), so κ does not change when the data is rescaled.
-The default ``rtol`` for a matrix of size ``p`` is ``p · eps(dtype)``.
+The default ``rtol`` for a matrix of size ``p`` is ``p · eps(dtype)``. :func:`nonzero_mask`
+is the one implementation of this rule; every spectrum in the package goes through it.
 
 The reference code instead adds ``1e-6 · I`` and takes the smallest eigenvalue above
 ``1e-6``; on its rank-deficient covariances that σ_min is always ≈ 1e-6, so its κ is a
@@ -30,6 +31,7 @@ __all__ = [
     "log_condition_number",
     "log_condition_number_features",
     "nonzero_eigenvalues",
+    "nonzero_mask",
     "numerical_rank",
     "paper_compatible_condition_number",
 ]
@@ -43,15 +45,42 @@ def default_rtol(size: int, dtype: torch.dtype) -> float:
     return size * torch.finfo(dtype).eps
 
 
+def nonzero_mask(
+    values: Tensor,
+    *,
+    rtol: float | None = None,
+    size: int | None = None,
+    sigma_max: Tensor | None = None,
+) -> Tensor:
+    r"""Which ``values`` count as non-zero: the numerical-range rule of the whole package.
+
+    ``values`` are eigenvalues of a PSD matrix (or squared singular values of its factor),
+    in any order. A value is non-zero when :math:`\lambda > \mathrm{rtol}\cdot\sigma_{\max}`,
+    so σ_min of Eq. 1 is the smallest value this mask keeps. ``rtol`` defaults to
+    :func:`default_rtol` of ``size`` (the size of the matrix the values come from; default
+    ``values.numel()``, pass it when structural zeros are omitted, as by the Gram trick).
+    ``sigma_max`` defaults to ``values.max()``; pass it when ``values`` are measured against
+    another matrix's largest eigenvalue. Returns a boolean tensor shaped like ``values``;
+    the comparison is made on detached values (a mask carries no gradient).
+    """
+    rtol = check_rtol(rtol)
+    if rtol is None:
+        rtol = default_rtol(values.numel() if size is None else size, values.dtype)
+    top = values.detach().max() if sigma_max is None else sigma_max.detach()
+    return values.detach() > rtol * top
+
+
 def _psd_eigenvalues(S: Tensor, name: str) -> Tensor:
     """Ascending eigenvalues of a symmetric matrix, refusing clearly indefinite input."""
-    lam = torch.linalg.eigvalsh(S)
+    lam: Tensor = torch.linalg.eigvalsh(S)
     _check_psd_spectrum(lam, name)
     return lam
 
 
 def _psd_eigh(S: Tensor, name: str = "the regularized covariance") -> tuple[Tensor, Tensor]:
     """``eigh`` of a symmetric matrix with the same checks as :func:`_psd_eigenvalues`."""
+    lam: Tensor
+    vecs: Tensor
     lam, vecs = torch.linalg.eigh(S)
     _check_psd_spectrum(lam, name)
     return lam, vecs
@@ -87,17 +116,12 @@ def covariance_eigenvalues(Phi: Tensor) -> Tensor:
     return _psd_eigenvalues(gram, "Phi's covariance")
 
 
-def _nonzero(lam: Tensor, rtol: float) -> Tensor:
-    threshold = rtol * lam[-1].detach()
-    return lam[lam.detach() > threshold]
-
-
 def nonzero_eigenvalues(S: Tensor, *, rtol: float | None = None) -> Tensor:
     """Ascending eigenvalues of ``S`` above ``rtol · σ_max`` (default ``rtol = p · eps``)."""
     S = check_symmetric_psd(S, "S")
     rtol = check_rtol(rtol)
     lam = _psd_eigenvalues(S, "S")
-    return _nonzero(lam, default_rtol(S.shape[0], S.dtype) if rtol is None else rtol)
+    return lam[nonzero_mask(lam, rtol=rtol)]
 
 
 def numerical_rank(S: Tensor, *, rtol: float | None = None) -> int:
@@ -106,6 +130,7 @@ def numerical_rank(S: Tensor, *, rtol: float | None = None) -> int:
 
 
 def _log_kappa(lam_nonzero: Tensor) -> Tensor:
+    """``log σ_max − log σ_min`` of ascending non-zero eigenvalues (Eq. 1 in log space)."""
     return torch.log(lam_nonzero[-1]) - torch.log(lam_nonzero[0])
 
 
@@ -132,8 +157,7 @@ def log_condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> 
     Phi = check_matrix(Phi, "Phi")
     rtol = check_rtol(rtol)
     lam = covariance_eigenvalues(Phi)
-    k = Phi.shape[1]
-    return _log_kappa(_nonzero(lam, default_rtol(k, Phi.dtype) if rtol is None else rtol))
+    return _log_kappa(lam[nonzero_mask(lam, rtol=rtol, size=Phi.shape[1])])
 
 
 def condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> Tensor:
@@ -149,7 +173,9 @@ def paper_compatible_condition_number(S: Tensor, *, ridge: float = PAPER_RIDGE) 
     tables; see ``docs/theory.md``.
     """
     S = check_symmetric_psd(S, "S")
-    lam = torch.linalg.eigvalsh(S + ridge * torch.eye(S.shape[0], dtype=S.dtype, device=S.device))
+    lam: Tensor = torch.linalg.eigvalsh(
+        S + ridge * torch.eye(S.shape[0], dtype=S.dtype, device=S.device)
+    )
     above = lam[lam > ridge]
     if above.numel() == 0:
         raise DegenerateSpectrumError(

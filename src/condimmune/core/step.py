@@ -42,7 +42,6 @@ from condimmune.core.regularizers import (
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
-from condimmune.core.spectral import default_rtol
 
 __all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
 
@@ -92,7 +91,7 @@ class PreconditionedRegularizerStep:
         benign_ridge, harmful_ridge: ρ in ``(XᵀX + ρI)⁻¹`` (paper: 1 and 1 for house
             price; 1 and 1e-7 for MNIST).
         benign_weight, harmful_weight: λ_P and λ_H; 0 switches a regularizer off.
-        rtol, rank_deficiency: passed to :func:`~condimmune.regularizers.r_ill_features`.
+        rtol, rank_deficiency: passed to :func:`~condimmune.core.regularizers.r_ill_features`.
         weighting: ``"fixed"`` (weights are λ_P, λ_H), ``"monotone"`` or ``"unit"``
             (weights are fractions of spectral step sizes); see :class:`StepWeighting`.
     """
@@ -162,7 +161,6 @@ class PreconditionedRegularizerStep:
             if not bool(torch.isfinite(phi).all()):
                 raise ValueError("the features X Wᵀ contain NaN or Inf; the weight has diverged")
             k = phi.shape[1]
-            rtol = default_rtol(k, phi.dtype) if self.rtol is None else self.rtol
             a = torch.zeros_like(phi)
             terms = {}
             if self.benign_weight > 0:
@@ -177,7 +175,7 @@ class PreconditionedRegularizerStep:
                     phi[self.n_benign :],
                     a[self.n_benign :],
                     self.harmful_weight,
-                    lambda mat: r_ill_value_and_gradient(mat, k, rtol, self.rank_deficiency),
+                    lambda mat: r_ill_value_and_gradient(mat, k, self.rtol, self.rank_deficiency),
                 )
             direction = torch.mm(a.mT, self.m, out=out) if out is not None else a.mT @ self.m
         nan = (float("nan"), 0.0, float("nan"))

@@ -22,11 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 
 from condimmune.core._choices import parse_choice
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 __all__ = ["Backbone", "BackboneSpec", "DeepModel", "build_model", "load_weights"]
 
@@ -90,7 +94,8 @@ class _SmallCNN(nn.Module):
         x = self.pool(torch.relu(self.block2(x)))
         # pooled after batch norm and before any final ReLU: no dead or tiny feature
         # channels, so the feature covariance is not ill-conditioned for a trivial reason
-        return self.block3(x).mean(dim=(2, 3))
+        features: Tensor = self.block3(x)
+        return features.mean(dim=(2, 3))
 
 
 class _ResNet18Body(nn.Module):
@@ -121,7 +126,8 @@ class _ViTBody(nn.Module):
         )
         for name, child in vit.named_children():
             self.add_module(name, child)
-        self._vit = [vit]  # a list, so the wrapper is not registered twice
+        # a list, so the wrapper is not registered twice
+        self._vit: list[VisionTransformer] = [cast("VisionTransformer", vit)]
 
     def forward(self, x: Tensor) -> Tensor:
         vit = self._vit[0]
@@ -135,6 +141,8 @@ class DeepModel(nn.Module):
     ``forward`` returns ``(features, logits)`` in one call so that distributed data
     parallel sees exactly one forward pass per step.
     """
+
+    feature_map: Tensor  # a buffer (registered in __init__), ``T`` (k × k)
 
     def __init__(self, backbone: Backbone, num_classes: int, image_size: int) -> None:
         super().__init__()
@@ -150,7 +158,8 @@ class DeepModel(nn.Module):
         self.register_buffer("feature_map", torch.eye(self.spec.feature_dim), persistent=True)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.body(x) @ self.feature_map.mT
+        pooled: Tensor = self.body(x)
+        return pooled @ self.feature_map.mT
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         phi = self.features(x)

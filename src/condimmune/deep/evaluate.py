@@ -20,7 +20,7 @@ honest κ is over its ``group_size`` non-zero eigenvalues, and the paper-compati
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from condimmune.attacks.probes import ProbeAttackResult, attacker_features, probe_attack
-from condimmune.core.spectral import log_condition_number_features, paper_compatible_condition_number
+from condimmune.core.records import JsonRecord
+from condimmune.core.spectral import (
+    log_condition_number_features,
+    paper_compatible_condition_number,
+)
 
 __all__ = [
     "GroupRatios",
@@ -43,7 +47,11 @@ __all__ = [
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, data: Dataset, *, batch_size: int = 256, device: str | torch.device = "cpu"
+    model: nn.Module,
+    data: Dataset[tuple[Tensor, Tensor]],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(features float64, logits float64, labels)`` of every sample, model in eval mode."""
     model.eval()
@@ -61,7 +69,7 @@ def top1_accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 @dataclass(frozen=True)
-class GroupRatios:
+class GroupRatios(JsonRecord):
     """Mean ± std over the groups of (i) the harmful κ ratio, (ii) the benign κ ratio, RIR."""
 
     harmful_ratio_mean: float
@@ -73,9 +81,6 @@ class GroupRatios:
     log_rir_mean: float
     groups: int
     group_size: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def _log_kappa(phi: Tensor, paper_compatible: bool) -> float:
@@ -175,7 +180,7 @@ def linear_probe_curve(
             with torch.no_grad():
                 acc.append(float(((xt @ w + b).argmax(1) == yt).double().mean()))
             opt.zero_grad()
-            F.cross_entropy(x @ w + b, y).backward()
+            torch.autograd.backward(F.cross_entropy(x @ w + b, y))
             opt.step()
         curve = torch.tensor(acc, dtype=torch.float64)
         if float(curve.sum()) > best_area:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ _SPLIT_DIRS: dict[ImageDataset, dict[str, str]] = {
 }
 
 
-class KeyedDataset(Dataset):
+class KeyedDataset(Dataset[tuple[Tensor, Tensor]]):
     """Samples addressed by ``(epoch, index)`` keys, so augmentations are reproducible.
 
     ``items`` are ``(load, label)`` pairs or a tensor of images; ``transform`` receives the
@@ -90,14 +91,15 @@ class KeyedDataset(Dataset):
         return len(self.labels)
 
     def _sample(self, index: int) -> object:
-        item = self.images[index]
-        return item if isinstance(self.images, Tensor) else item()
+        if isinstance(self.images, Tensor):
+            return self.images[index]
+        return self.images[index]()
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[Tensor, Tensor]:
         epoch, index = key if isinstance(key, tuple) else (-1, key)
         sample = self._sample(index)
-        if self.transform is None:
-            return sample, self.labels[index]
+        if self.transform is None:  # the stored images are the tensors (digit_group_tasks)
+            return cast(Tensor, sample), self.labels[index]
         digest = hashlib.blake2b(f"{self.seed}/{epoch}/{index}".encode(), digest_size=8)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
@@ -185,7 +187,10 @@ def image_transform(
         head = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
     else:
         head = [T.Resize(round(image_size / 0.875)), T.CenterCrop(image_size)]
-    return T.Compose([*head, T.ToTensor(), T.Normalize(list(mean), list(std))])
+    transform: Callable[[object], Tensor] = T.Compose(
+        [*head, T.ToTensor(), T.Normalize(list(mean), list(std))]
+    )
+    return transform
 
 
 @dataclass(frozen=True)

@@ -3,53 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from matplotlib.figure import Figure
 
-from condimmune.experiments.report import _save, format_number
+from condimmune.experiments.artifacts import DeepRunArtifacts
+from condimmune.experiments.deep_evaluation import DeepCurves
+from condimmune.experiments.records import (
+    DeepRunMetrics,
+    GdPairRecord,
+    GroupRatioPair,
+    ProbeCurveRecord,
+)
+from condimmune.experiments.report import format_number, save_figure
 
 __all__ = ["deep_headline", "write_deep_report"]
 
 
-def _steps(entry: dict[str, Any]) -> str:
-    before, after = entry["steps_original"], entry["steps_immunized"]
-    return f"{format_number(before)} → {format_number(after)} ({entry['slowdown']:.2f}×)"
+def _steps(entry: GdPairRecord | ProbeCurveRecord) -> str:
+    before, after = entry.steps_original, entry.steps_immunized
+    return f"{format_number(before)} → {format_number(after)} ({entry.slowdown:.2f}×)"
 
 
-def _paper_protocol(entry: dict[str, Any] | None) -> str:
+def _paper_protocol(entry: GroupRatioPair | None) -> str:
     if entry is None:
         return "— (fewer than 100 samples)"
-    h, p = entry["honest"], entry["paper_compatible"]
-    return f"{format_number(h['rir_mean'])} / {format_number(p['rir_mean'])}"
+    h, p = entry.honest, entry.paper_compatible
+    return f"{format_number(h.rir_mean)} / {format_number(p.rir_mean)}"
 
 
-def deep_headline(m: dict[str, Any]) -> list[tuple[str, str]]:
+def deep_headline(m: DeepRunMetrics) -> list[tuple[str, str]]:
     """(quantity, value) rows shared by the CLI and report.md."""
-    r, p = m["rir_theta0"]["honest"], m["rir_theta0"]["paper_compatible"]
-    acc = m["benign_accuracy"]
-    gd, probe = m["attack"]["gd"], m["attack"]["linear_probe"]
+    r, p = m.rir_theta0.honest, m.rir_theta0.paper_compatible
+    acc = m.benign_accuracy
+    gd, probe = m.attack.gd, m.attack.linear_probe
     return [
         (
             "RIR_θ0, honest κ (mean ± std over groups)",
-            f"{format_number(r['rir_mean'])} ± {format_number(r['rir_std'])}",
+            f"{format_number(r.rir_mean)} ± {format_number(r.rir_std)}",
         ),
         (
             "  (i) harmful κ ratio / (ii) benign κ ratio",
-            f"{format_number(r['harmful_ratio_mean'])} / {format_number(r['benign_ratio_mean'])}",
+            f"{format_number(r.harmful_ratio_mean)} / {format_number(r.benign_ratio_mean)}",
         ),
         (
             "RIR_θ0, paper-compatible κ (1e-6 ridge)",
-            f"{format_number(p['rir_mean'])} ± {format_number(p['rir_std'])}",
+            f"{format_number(p.rir_mean)} ± {format_number(p.rir_std)}",
         ),
         (
             "RIR_θ0, paper's protocol (20 groups × 100): honest / paper-compatible",
-            _paper_protocol(m.get("rir_theta0_paper_protocol")),
+            _paper_protocol(m.rir_theta0_paper_protocol),
         ),
         (
             "benign top-1 accuracy, original → immunized",
-            f"{acc['original']:.4f} → {acc['immunized']:.4f}",
+            f"{acc.original:.4f} → {acc.immunized:.4f}",
         ),
         (
             "GD 1/L probe on harmful features: steps θ0 → θ_I",
@@ -59,16 +66,18 @@ def deep_headline(m: dict[str, Any]) -> list[tuple[str, str]]:
             "softmax probe: steps to 95 % of θ0's best accuracy",
             _steps(probe),
         ),
-        ("GD after PCA whitening: slowdown", f"{m['attack']['gd_whitened']['slowdown']:.2f}×"),
+        ("GD after PCA whitening: slowdown", f"{m.attack.gd_whitened.slowdown:.2f}×"),
     ]
 
 
-def _attack_figure(curves: dict[str, Any], target: float, path: Path) -> None:
+def _attack_figure(curves: DeepCurves, target: float, path: Path) -> None:
     fig = Figure(figsize=(11, 3.8))
     ax = fig.add_subplot(1, 2, 1)
-    for key, label in (("gd", "GD 1/L"), ("gd_whitened", "GD 1/L, whitened")):
-        orig, imm = curves[key]
-        style = "-" if key == "gd" else ":"
+    for pair, label, style in (
+        (curves.gd, "GD 1/L", "-"),
+        (curves.gd_whitened, "GD 1/L, whitened", ":"),
+    ):
+        orig, imm = pair
         ax.semilogy(
             orig.relative_suboptimality.clamp_min(1e-300).numpy(),
             "C0" + style,
@@ -86,7 +95,7 @@ def _attack_figure(curves: dict[str, Any], target: float, path: Path) -> None:
     ax.legend(fontsize=7)
     ax2 = fig.add_subplot(1, 2, 2)
     for name, color in (("original", "C0"), ("immunized", "C3")):
-        probe = curves["probe"][name]
+        probe = curves.probe[name]
         ax2.plot(
             probe.accuracy.numpy(),
             color=color,
@@ -96,15 +105,15 @@ def _attack_figure(curves: dict[str, Any], target: float, path: Path) -> None:
     ax2.set_xlabel("full-batch Adam step")
     ax2.set_ylabel("accuracy")
     ax2.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _spectra_figure(curves: dict[str, Any], path: Path) -> None:
+def _spectra_figure(curves: DeepCurves, path: Path) -> None:
     fig = Figure(figsize=(10, 3.6))
     for i, task in enumerate(("benign", "harmful")):
         ax = fig.add_subplot(1, 2, i + 1)
         for name, style in (("original", "--"), ("immunized", "-")):
-            lam = curves["spectra"][task][name]
+            lam = curves.spectra[task][name]
             lam = lam / lam[0]
             ax.semilogy(
                 torch.arange(1, lam.numel() + 1).numpy(),
@@ -115,10 +124,10 @@ def _spectra_figure(curves: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{task}: eigenvalues / σ_max of one group's ΦᵀΦ")
         ax.set_xlabel("index")
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _training_figure(art, path: Path) -> None:
+def _training_figure(art: DeepRunArtifacts, path: Path) -> None:
     h = art.history
     fig = Figure(figsize=(11, 3.6))
     ax = fig.add_subplot(1, 2, 1)
@@ -129,7 +138,7 @@ def _training_figure(art, path: Path) -> None:
     ax.set_title("batch condition numbers (gathered global batch)")
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
-    pre = art.curves.get("pretrain_loss", [])
+    pre = art.curves.pretrain_loss if art.curves is not None else []
     if pre:
         ax2.plot(range(1, len(pre) + 1), pre, color="grey", label="pre-training θ0")
     ax2.plot(
@@ -141,31 +150,33 @@ def _training_figure(art, path: Path) -> None:
     ax2.set_xlabel("step")
     ax2.set_title("benign task loss")
     ax2.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def write_deep_report(directory: Path, art) -> None:
+def write_deep_report(directory: Path, art: DeepRunArtifacts) -> None:
     """Write the PNG plots and ``report.md`` of a deep run into ``directory``."""
     m = art.metrics
+    if m is None or art.curves is None:
+        raise ValueError("only the primary process of a run writes its report")
     _attack_figure(art.curves, art.config.eval.attack_target, directory / "attack_curves.png")
     _spectra_figure(art.curves, directory / "spectra.png")
     figures = ["attack_curves.png", "spectra.png"]
     if art.history.global_step:
         _training_figure(art, directory / "training.png")
         figures.append("training.png")
-    r = m["rir_theta0"]["honest"]
+    r = m.rir_theta0.honest
     lines = [
-        f"# {m['experiment']} · {m['method']} · seed {m['seed']}",
+        f"# {m.experiment} · {m.method} · seed {m.seed}",
         "",
-        f"Backbone `{m['backbone']}` ({m['feature_dim']} features). Benign (pre-training) task: "
-        f"{m['benign_task']}. Harmful task: {m['harmful_task']}.",
+        f"Backbone `{m.backbone}` ({m.feature_dim} features). Benign (pre-training) task: "
+        f"{m.benign_task}. Harmful task: {m.harmful_task}.",
         "",
         "| quantity | value |",
         "|---|---|",
         *(f"| {q} | {v} |" for q, v in deep_headline(m)),
         "",
         f"RIR_θ0 compares the immunized extractor θ_I with the original θ0 on the same "
-        f"{r['groups']} random groups of {r['group_size']} samples (Eq. 17–18). The honest κ "
+        f"{r.groups} random groups of {r.group_size} samples (Eq. 17–18). The honest κ "
         "takes σ_min over the numerical range of each group's covariance; the paper-compatible "
         "κ adds 1e-6·I and takes the smallest eigenvalue above 1e-6, so with groups smaller "
         "than the feature size it is a ratio of σ_max only.",
@@ -173,9 +184,9 @@ def write_deep_report(directory: Path, art) -> None:
         "The whitened attacker undoes any invertible linear map of the features: a slowdown "
         "that vanishes there came from re-scaling the features, not from destroying them.",
         "",
-        f"Training: {m['training']['steps']} immunization steps in "
-        f"{format_number(m['train_seconds'])} s on {m['training']['processes']} process(es); "
-        f"run wall time {format_number(m['wall_seconds'])} s.",
+        f"Training: {m.training.steps} immunization steps in "
+        f"{format_number(m.train_seconds)} s on {m.training.processes} process(es); "
+        f"run wall time {format_number(m.wall_seconds)} s.",
         "",
         *(f"![{f}]({f})" for f in figures),
         "",

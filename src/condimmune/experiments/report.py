@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from condimmune.experiments.rundir import replace_atomically
 from condimmune.core.spectral import covariance_eigenvalues
+from condimmune.experiments.artifacts import RunArtifacts
+from condimmune.experiments.records import LinearRunMetrics
 
-if TYPE_CHECKING:
-    from condimmune.experiments.linear_runner import RunArtifacts
-
-__all__ = ["format_number", "summary_rows", "write_attack_report", "write_report"]
+__all__ = ["format_number", "headline", "save_figure", "summary_rows", "write_report"]
 
 
 def format_number(x: Any) -> str:
@@ -35,75 +33,67 @@ def format_number(x: Any) -> str:
     return str(x)
 
 
-def summary_rows(m: dict[str, Any]) -> list[tuple[str, str, str]]:
+def summary_rows(m: LinearRunMetrics) -> list[tuple[str, str, str]]:
     """(quantity, raw, immunized) rows shared by the CLI table and report.md."""
-    bt = m["benign_task"]
-    rows = [
-        (
-            "κ benign (numerical range)",
-            m["kappa"]["benign"]["raw"],
-            m["kappa"]["benign"]["immunized"],
-        ),
-        (
-            "κ harmful (numerical range)",
-            m["kappa"]["harmful"]["raw"],
-            m["kappa"]["harmful"]["immunized"],
-        ),
+    bt, attack = m.benign_task, m.attack
+    rows: list[tuple[str, object, object]] = [
+        ("κ benign (numerical range)", m.kappa.benign.raw, m.kappa.benign.immunized),
+        ("κ harmful (numerical range)", m.kappa.harmful.raw, m.kappa.harmful.immunized),
         (
             "κ benign (paper-compatible)",
-            m["kappa_paper_compatible"]["benign"]["raw"],
-            m["kappa_paper_compatible"]["benign"]["immunized"],
+            m.kappa_paper_compatible.benign.raw,
+            m.kappa_paper_compatible.benign.immunized,
         ),
         (
             "κ harmful (paper-compatible)",
-            m["kappa_paper_compatible"]["harmful"]["raw"],
-            m["kappa_paper_compatible"]["harmful"]["immunized"],
+            m.kappa_paper_compatible.harmful.raw,
+            m.kappa_paper_compatible.harmful.immunized,
         ),
-        (f"benign task {bt['metric']} (held out)", bt["raw"], bt["immunized"]),
+        (f"benign task {bt.metric} (held out)", bt.raw, bt.immunized),
         (
-            f"attack steps to {m['attack']['target']:g} (harmful)",
-            m["attack"]["steps_raw"],
-            m["attack"]["steps_immunized"],
+            f"attack steps to {attack.target:g} (harmful)",
+            attack.steps_raw,
+            attack.steps_immunized,
         ),
         (
-            f"attack steps to {m['attack']['target']:g} (benign)",
-            m["attack"]["benign_steps_raw"],
-            m["attack"]["benign_steps_immunized"],
+            f"attack steps to {attack.target:g} (benign)",
+            attack.benign_steps_raw,
+            attack.benign_steps_immunized,
         ),
     ]
-    for name, r in m["attack"].get("rescaling_attackers", {}).items():
+    for name, r in attack.rescaling_attackers.items():
         label = {"standardize": "standardizes", "whiten": "PCA-whitens"}[name]
-        rows.append(
-            (f"harmful steps if attacker {label} first", r["steps_raw"], r["steps_immunized"])
-        )
+        rows.append((f"harmful steps if attacker {label} first", r.steps_raw, r.steps_immunized))
     return [(name, format_number(a), format_number(b)) for name, a, b in rows]
 
 
-def headline(m: dict[str, Any]) -> list[tuple[str, str]]:
-    bound = m["rir_bound"]
-    bound_text = "unbounded" if bound["unbounded"] else format_number(bound["value"])
-    fraction = m.get("rir_fraction_of_bound")
+def headline(m: LinearRunMetrics) -> list[tuple[str, str]]:
+    """(headline, value) rows shared by the CLI table and report.md."""
+    bound = m.rir_bound
+    bound_text = "unbounded" if bound.unbounded else format_number(bound.value)
+    fraction = m.rir_fraction_of_bound
     return [
-        ("RIR (numerical range, headline)", format_number(m["rir"])),
-        ("RIR (paper-compatible)", format_number(m["rir_paper_compatible"])),
+        ("RIR (numerical range, headline)", format_number(m.rir)),
+        ("RIR (paper-compatible)", format_number(m.rir_paper_compatible)),
         (
             "harmful κ ratio (i) / benign κ ratio (ii)",
-            f"{format_number(m['harmful_ratio'])} / {format_number(m['benign_ratio'])}",
+            f"{format_number(m.harmful_ratio)} / {format_number(m.benign_ratio)}",
         ),
         ("RIR bound over invertible linear extractors", bound_text),
         ("RIR / bound", format_number(fraction) if fraction is not None else "— (unbounded)"),
         (
             "harmful attack slowdown (steps immunized / raw)",
-            format_number(m["attack"]["harmful_slowdown"]),
+            format_number(m.attack.harmful_slowdown),
         ),
         (
             "immunized by Def. 3.1 (κ_H ×10, κ_P not larger, loss kept)",
-            format_number(m["immunization_check"]["immunized"]),
+            format_number(m.immunization_check.immunized),
         ),
     ]
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
+    """Render ``fig`` to ``path`` (PNG) without touching pyplot's global state."""
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
@@ -125,7 +115,7 @@ def _attack_figure(art: RunArtifacts, path: Path) -> None:
         ax.set_xlabel("attack step")
         ax.set_ylabel("(L(w_t) − L*) / (L(w_0) − L*)")
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _spectra_figure(art: RunArtifacts, path: Path) -> None:
@@ -148,7 +138,7 @@ def _spectra_figure(art: RunArtifacts, path: Path) -> None:
         ax.set_title(f"{name}: eigenvalues / σ_max")
         ax.set_xlabel("index")
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _training_figure(art: RunArtifacts, path: Path) -> None:
@@ -156,15 +146,13 @@ def _training_figure(art: RunArtifacts, path: Path) -> None:
     fig = Figure(figsize=(10, 3.5))
     ax = fig.add_subplot(1, 2, 1)
     epochs = range(1, len(h.task_loss) + 1)
-    kappa = art.metrics["kappa"]
-    for task, values, color in (
-        ("benign", h.log_kappa_benign, "C0"),
-        ("harmful", h.log_kappa_harmful, "C1"),
+    kappa = art.metrics.kappa
+    for task, values, color, raw in (
+        ("benign", h.log_kappa_benign, "C0", kappa.benign.raw),
+        ("harmful", h.log_kappa_harmful, "C1", kappa.harmful.raw),
     ):
         ax.plot(epochs, values, color=color, label=f"log κ {task}")
-        ax.axhline(
-            math.log(kappa[task]["raw"]), color=color, ls="--", lw=0.8, label=f"log κ {task}, raw"
-        )
+        ax.axhline(math.log(raw), color=color, ls="--", lw=0.8, label=f"log κ {task}, raw")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
     ax.set_title("condition numbers during training")
@@ -172,7 +160,7 @@ def _training_figure(art: RunArtifacts, path: Path) -> None:
     ax2.plot(epochs, h.task_loss)
     ax2.set_xlabel("epoch")
     ax2.set_title("benign task loss")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_report(directory: Path, art: RunArtifacts) -> None:
@@ -182,7 +170,7 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
     _spectra_figure(art, directory / "spectra.png")
     _training_figure(art, directory / "training.png")
     lines = [
-        f"# {m['experiment']} — {m['method']} (seed {m['seed']})",
+        f"# {m.experiment} — {m.method} (seed {m.seed})",
         "",
         art.data.description,
         "",
@@ -199,10 +187,10 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
         "(add 1e-6·I, smallest eigenvalue above 1e-6); on rank-deficient covariances its "
         "σ_min is ≈ 1e-6 whatever the data, so it is a rescaled σ_max.",
         "",
-        f"**Bound.** {m['rir_bound']['reason']}.",
+        f"**Bound.** {m.rir_bound.reason}.",
         "",
     ]
-    if m["rir_bound"]["unbounded"]:
+    if m.rir_bound.unbounded:
         lines += [
             "Because the problem is unbounded, a large RIR here says little: a rank-one "
             "rescaling of a direction the benign data never excites reaches any RIR with the "
@@ -213,9 +201,9 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
     lines += [
         "## Notes",
         "",
-        *[f"- {n}" for n in m["notes"]],
+        *[f"- {n}" for n in m.notes],
         "",
-        f"Wall time {m['wall_seconds']:.2f} s (training {m['train_seconds']:.2f} s).",
+        f"Wall time {m.wall_seconds:.2f} s (training {m.train_seconds:.2f} s).",
         "",
         "## Plots",
         "",
@@ -227,88 +215,3 @@ def write_report(directory: Path, art: RunArtifacts) -> None:
         "",
     ]
     (directory / "report.md").write_text("\n".join(lines))
-
-
-def write_attack_report(
-    directory: Path,
-    entries: dict,
-    worst: dict[str, Any],
-    *,
-    target: float,
-    budget: int,
-    worst_first_order: dict[str, Any] | None = None,
-) -> None:
-    """``attack_report.md`` and ``attacks_harmful.png``/``attacks_benign.png`` for a run."""
-    for task in ("harmful", "benign"):
-        cols = 4
-        rows = math.ceil(len(entries) / cols)
-        fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
-        for i, (attacker, entry) in enumerate(entries.items()):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            for label, outcome, style in (
-                ("raw", getattr(entry, f"{task}_raw"), "--"),
-                ("immunized", getattr(entry, f"{task}_immunized"), "-"),
-            ):
-                curve = outcome.curve.clamp(1e-18, 1e3).numpy()
-                ax.semilogy(curve, style, label=label)
-            ax.axhline(target, color="grey", lw=0.8, ls=":")
-            ax.set_title(attacker.value, fontsize=9)
-            ax.tick_params(labelsize=7)
-            if i == 0:
-                ax.legend(fontsize=7)
-        fig.suptitle(f"{task} task: relative suboptimality per attack step")
-        fig.tight_layout()
-        replace_atomically(
-            directory / f"attacks_{task}.png",
-            lambda tmp, fig=fig: _save(fig, tmp),
-        )
-    lines = [
-        "# Attack suite",
-        "",
-        f"Target: relative suboptimality {target:g} of the squared probing loss; budget "
-        f"{budget} steps per attacker (unreached targets count as {budget + 1} steps, so "
-        "those slowdowns are lower bounds).",
-        "",
-        f"**Worst case (the attacker's best choice):** fastest on raw inputs "
-        f"`{worst['attacker_raw']}` ({worst['steps_raw']} steps), fastest on immunized "
-        f"features `{worst['attacker_immunized']}` ({worst['steps_immunized']} steps): "
-        f"slowdown **{format_number(worst['harmful_slowdown'])}**.",
-        "",
-    ]
-    if worst_first_order is not None:
-        w = worst_first_order
-        lines += [
-            f"Among first-order attackers only (no least-squares solve, no whitening): "
-            f"`{w['attacker_raw']}` {w['steps_raw']} steps raw vs `{w['attacker_immunized']}` "
-            f"{w['steps_immunized']} immunized: slowdown "
-            f"**{format_number(w['harmful_slowdown'])}**.",
-            "",
-        ]
-    lines += [
-        "| attacker | harmful steps raw → imm. | harmful seconds raw → imm. | harmful slowdown "
-        "| benign steps raw → imm. | benign slowdown | best harmful value (imm.) | setting |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for attacker, entry in entries.items():
-        d = entry.to_dict(budget)
-        lines.append(
-            f"| {attacker.value} | {format_number(d['harmful_steps_raw'])} → "
-            f"{format_number(d['harmful_steps_immunized'])} | "
-            f"{format_number(d['harmful_seconds_raw'])} → "
-            f"{format_number(d['harmful_seconds_immunized'])} | "
-            f"{format_number(d['harmful_slowdown'])} | {format_number(d['benign_steps_raw'])} → "
-            f"{format_number(d['benign_steps_immunized'])} | "
-            f"{format_number(d['benign_slowdown'])} | {format_number(d['harmful_best'])} | "
-            f"{d['setting_immunized']} |"
-        )
-    lines += ["", "![harmful](attacks_harmful.png)", "", "![benign](attacks_benign.png)", ""]
-    replace_atomically(directory / "attack_report.md", lambda tmp: tmp.write_text("\n".join(lines)))
-    # The run's report.md gets (or has replaced) the same section, so one page has it all.
-    report = directory / "report.md"
-    if report.is_file():
-        head = report.read_text().split(ATTACK_SECTION)[0].rstrip("\n")
-        section = "\n".join([ATTACK_SECTION, "", *lines[2:]])
-        replace_atomically(report, lambda tmp: tmp.write_text(f"{head}\n\n{section}"))
-
-
-ATTACK_SECTION = "## Attack suite (`condimmune attack`)"

@@ -1,4 +1,4 @@
-"""Output-file helpers shared by the run directory, the report and the sweep."""
+"""Run directories: refuse a used output path, write a directory atomically, record versions."""
 
 from __future__ import annotations
 
@@ -10,15 +10,9 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from condimmune._files import replace_atomically
 
-def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path`` (never half-written)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the extension
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["new_output_dir", "package_versions", "replace_atomically", "write_directory_atomically"]
 
 
 def new_output_dir(path: str | Path, *, hint: str = "choose a new directory") -> Path:

@@ -1,59 +1,46 @@
 """Run an experiment over methods × seeds × (benign, harmful) digit pairs in parallel processes.
 
 Each job writes its own run directory under ``OUT/runs/<method>/<pair>/seed<k>``; the sweep
-writes ``sweep.csv`` (one row per run), ``sweep.md`` (per-method summary and per-pair
-table, with the per-run wall time) and, for digit experiments, one 10 × 10 heat map of
-log RIR per method (rows benign digit, columns harmful digit, like the paper's Fig. 2).
-Worker processes run torch with one thread each, so ``workers`` processes use
-``workers`` cores.
+writes ``sweep.csv`` (one :class:`SweepRow` per run), ``sweep.md`` (per-method
+:class:`MethodSummary` and per-pair table, with the per-run wall time) and, for digit
+experiments, one 10 × 10 heat map of log RIR per method (rows benign digit, columns harmful
+digit, like the paper's Fig. 2). Worker processes run torch with one thread each, so
+``workers`` processes use ``workers`` cores.
+
+With ``resume``, a job whose run directory already holds a ``metrics.json`` is read back
+instead of re-run, after checking that its ``config.yaml`` is the job's config (a mismatch
+is an error naming the first differing key).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import statistics
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+import yaml
 from tqdm.auto import tqdm
 
+from condimmune.experiments.config import ExperimentConfig, config_from_dict, config_to_dict
+from condimmune.experiments.records import LinearRunMetrics, read_metrics
+from condimmune.experiments.registry import Experiment
 from condimmune.experiments.rundir import new_output_dir
-from condimmune.experiments.config import Experiment, ExperimentConfig, Method, config_from_dict, config_to_dict
+from condimmune.experiments.sweep_tables import SweepRow, write_tables
+from condimmune.methods.registry import method_spec
 
-__all__ = ["SweepJob", "all_ordered_pairs", "parse_pairs", "run_sweep"]
+__all__ = ["SweepJob", "all_ordered_pairs", "make_jobs", "parse_pairs", "run_sweep"]
 
-CSV_FIELDS = [
-    "experiment",
-    "method",
-    "seed",
-    "benign",
-    "harmful",
-    "rir",
-    "rir_paper_compatible",
-    "harmful_ratio",
-    "benign_ratio",
-    "bound",
-    "rir_fraction_of_bound",
-    "benign_metric",
-    "benign_raw",
-    "benign_immunized",
-    "steps_raw",
-    "steps_immunized",
-    "immunized",
-    "wall_seconds",
-    "run_dir",
-    "error",
-]
+_H = TypeVar("_H", bound=Hashable)
 
 
 @dataclass(frozen=True)
 class SweepJob:
+    """One run: its resolved config (:func:`config_to_dict` form) and run directory."""
+
     config: dict[str, Any]
     out_dir: str
 
@@ -79,62 +66,45 @@ def parse_pairs(text: str) -> list[tuple[int, int]]:
     return pairs
 
 
+def _linear_config(data: dict[str, Any]) -> ExperimentConfig:
+    config = config_from_dict(data)
+    if not isinstance(config, ExperimentConfig):
+        raise ValueError(f"{config.experiment} is a deep experiment; the sweep runs linear ones")
+    return config
+
+
 def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
 
 
-def _row(config: ExperimentConfig, m: dict[str, Any], run_dir: str) -> dict[str, Any]:
-    digits = config.experiment != Experiment.HOUSE_PRICE.value
-    return {
-        "experiment": m["experiment"],
-        "method": m["method"],
-        "seed": m["seed"],
-        "benign": config.data.benign_digit if digits else "",
-        "harmful": config.data.harmful_digit if digits else "",
-        "rir": m["rir"],
-        "rir_paper_compatible": m["rir_paper_compatible"],
-        "harmful_ratio": m["harmful_ratio"],
-        "benign_ratio": m["benign_ratio"],
-        "bound": m["rir_bound"]["value"] if not m["rir_bound"]["unbounded"] else math.inf,
-        "rir_fraction_of_bound": m["rir_fraction_of_bound"],
-        "benign_metric": m["benign_task"]["metric"],
-        "benign_raw": m["benign_task"]["raw"],
-        "benign_immunized": m["benign_task"]["immunized"],
-        "steps_raw": m["attack"]["steps_raw"],
-        "steps_immunized": m["attack"]["steps_immunized"],
-        "immunized": m["immunization_check"]["immunized"],
-        "wall_seconds": m["wall_seconds"],
-        "run_dir": run_dir,
-        "error": "",
-    }
-
-
-def _run_job(job: SweepJob) -> dict[str, Any]:
-    """Run one job, or reuse its finished run directory; a failure becomes a row with
-    ``error`` set instead of stopping the sweep."""
+def _run_job(job: SweepJob) -> SweepRow:
+    """Run one job; a failure becomes a row with ``error`` set instead of stopping the sweep."""
     from condimmune.experiments.linear_runner import run_experiment
 
-    config = config_from_dict(job.config)
-    saved = Path(job.out_dir) / "metrics.json"
-    if saved.is_file():
-        return _row(config, json.loads(saved.read_text()), job.out_dir)
+    config = _linear_config(job.config)
     try:
         art = run_experiment(config, job.out_dir, progress=False)
     except Exception as exc:  # one bad pair must not lose the other runs
-        row = dict.fromkeys(CSV_FIELDS, "")
-        row.update(
-            experiment=config.experiment,
-            method=config.train.method,
-            seed=config.seed,
-            run_dir=job.out_dir,
-            error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+        return SweepRow.from_error(config, job.out_dir, exc)
+    return SweepRow.from_metrics(config, art.metrics, job.out_dir)
+
+
+def _refuse_duplicates(what: str, items: Iterable[_H], show: Callable[[_H], str]) -> None:
+    seen: set[_H] = set()
+    for item in items:
+        if item in seen:
+            raise ValueError(f"{what} lists {show(item)} twice; each run must be listed once")
+        seen.add(item)
+
+
+def _check_method(name: str) -> None:
+    spec = method_spec(name)
+    if not spec.supports_linear:
+        raise ValueError(
+            f"method {name!r} has no linear-extractor version; the sweep runs linear experiments"
         )
-        if config.experiment != Experiment.HOUSE_PRICE.value:
-            row.update(benign=config.data.benign_digit, harmful=config.data.harmful_digit)
-        return row
-    return _row(config, art.metrics, job.out_dir)
 
 
 def make_jobs(
@@ -144,11 +114,21 @@ def make_jobs(
     pairs: list[tuple[int, int]] | None,
     out_dir: Path,
 ) -> list[SweepJob]:
+    """One validated job per (method, seed, pair); unknown or non-linear methods and
+    duplicate methods, seeds or pairs raise ``ValueError``."""
+    if not isinstance(base, ExperimentConfig):
+        raise ValueError(f"{base.experiment} is a deep experiment; the sweep runs linear ones")
+    for method in methods:
+        _check_method(method)
+    _refuse_duplicates("methods", methods, repr)
+    _refuse_duplicates("seeds", seeds, str)
+    if pairs is not None:
+        _refuse_duplicates("pairs", pairs, lambda p: f"{p[0]}-{p[1]}")
+    targets: list[tuple[int, int] | None] = [*pairs] if pairs else [None]
     jobs = []
     for method in methods:
-        Method(method)
         for seed in seeds:
-            for pair in pairs or [None]:
+            for pair in targets:
                 cfg = config_to_dict(base)
                 cfg["seed"] = seed
                 cfg["train"]["method"] = method
@@ -156,9 +136,101 @@ def make_jobs(
                 if pair is not None:
                     cfg["data"]["benign_digit"], cfg["data"]["harmful_digit"] = pair
                     name = f"{pair[0]}-{pair[1]}"
-                config_from_dict(cfg)  # validate before any process starts
-                jobs.append(SweepJob(cfg, str(out_dir / "runs" / method / name / f"seed{seed}")))
+                resolved = config_to_dict(_linear_config(cfg))  # validate before any run starts
+                jobs.append(
+                    SweepJob(resolved, str(out_dir / "runs" / method / name / f"seed{seed}"))
+                )
     return jobs
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    return a == b
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _config_mismatch(run_dir: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> str | None:
+    """The error for the first key (in config order) where ``saved`` differs from ``wanted``."""
+    have, want = _flatten(saved), _flatten(wanted)
+    hint = "use a new --out or delete it"
+    for key in [*want, *sorted(set(have) - set(want))]:
+        if key not in have:
+            return (
+                f"{run_dir} was run without {key}, this sweep asks for {_show(want[key])}; {hint}"
+            )
+        if key not in want:
+            return (
+                f"{run_dir} was run with {key}={_show(have[key])}, this sweep does not set it; "
+                f"{hint}"
+            )
+        if not _same(have[key], want[key]):
+            return (
+                f"{run_dir} was run with {key}={_show(have[key])}, this sweep asks for "
+                f"{_show(want[key])}; {hint}"
+            )
+    return None
+
+
+def _finished_run(job: SweepJob) -> LinearRunMetrics | None:
+    """The metrics of the job's finished run directory (``None`` if it has not run), after
+    checking that it was run with the job's config."""
+    run_dir = Path(job.out_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError(
+            f"{run_dir} has a metrics.json but no config.yaml, so it cannot be checked against "
+            "this sweep; use a new --out or delete it"
+        )
+    try:
+        saved = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{config_path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{config_path} does not hold a config mapping")
+    saved.pop("versions", None)
+    mismatch = _config_mismatch(run_dir, saved, job.config)
+    if mismatch is not None:
+        raise ValueError(mismatch)
+    try:
+        data = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{metrics_path} is not valid JSON: {exc}") from None
+    metrics = read_metrics(data, source=str(metrics_path))
+    if not isinstance(metrics, LinearRunMetrics):
+        raise ValueError(f"{metrics_path} holds the metrics of a deep run")
+    return metrics
+
+
+def _sort_key(row: SweepRow) -> tuple[str, str, str, int]:
+    def text(v: int | None) -> str:
+        return "" if v is None else str(v)
+
+    return (row.method, text(row.benign), text(row.harmful), row.seed)
 
 
 def run_sweep(
@@ -171,10 +243,11 @@ def run_sweep(
     workers: int,
     progress: bool = True,
     resume: bool = False,
-) -> list[dict[str, Any]]:
-    """Run all jobs, write the sweep table and heat maps, return the rows (failed jobs
-    included, with ``error`` set). With ``resume``, runs whose directory already holds a
-    ``metrics.json`` are read back instead of re-run."""
+) -> list[SweepRow]:
+    """Run all jobs, write the sweep table and heat maps, return the rows sorted by method,
+    pair and seed (failed jobs included, with ``error`` set). With ``resume``, runs whose
+    directory already holds a ``metrics.json`` are read back instead of re-run; one that was
+    run with a different config raises ``ValueError`` before anything runs."""
     out_dir = (
         Path(out_dir).expanduser().resolve()
         if resume
@@ -183,136 +256,27 @@ def run_sweep(
     if Experiment(base.experiment) is Experiment.HOUSE_PRICE:
         pairs = None
     jobs = make_jobs(base, methods, seeds, pairs, out_dir)
+    finished = [(job, _finished_run(job)) for job in jobs]  # check every reuse up front
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs), desc="sweep", disable=not progress)
+    rows: list[SweepRow] = []
+    todo: list[SweepJob] = []
+    for job, metrics in finished:
+        if metrics is None:
+            todo.append(job)
+        else:
+            rows.append(SweepRow.from_metrics(_linear_config(job.config), metrics, job.out_dir))
+    bar = tqdm(total=len(jobs), initial=len(rows), desc="sweep", disable=not progress)
     if workers <= 1:
-        for job in jobs:
+        for job in todo:
             rows.append(_run_job(job))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-            futures = [pool.submit(_run_job, job) for job in jobs]
+            futures = [pool.submit(_run_job, job) for job in todo]
             for fut in as_completed(futures):
                 rows.append(fut.result())
                 bar.update()
     bar.close()
-    rows.sort(key=lambda r: (r["method"], str(r["benign"]), str(r["harmful"]), r["seed"]))
-    _write_csv(out_dir / "sweep.csv", rows)
-    _write_markdown(out_dir / "sweep.md", rows)
-    if pairs is not None:
-        for method in methods:
-            _heatmap(
-                out_dir / f"heatmap_{method}.png",
-                [r for r in rows if r["method"] == method],
-                method,
-            )
+    rows.sort(key=_sort_key)
+    write_tables(out_dir, rows, methods=methods if pairs is not None else [])
     return rows
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-method means (arithmetic mean of per-run RIR, as the paper's Table 2)."""
-    out = []
-    for method in sorted({r["method"] for r in rows}):
-        rs = [r for r in rows if r["method"] == method and not r["error"]]
-        failed = sum(1 for r in rows if r["method"] == method and r["error"])
-        if not rs:
-            out.append({"method": method, "runs": 0, "failed": failed})
-            continue
-        finite = [r["bound"] for r in rs if math.isfinite(r["bound"])]
-        fractions = [
-            r["rir_fraction_of_bound"] for r in rs if r["rir_fraction_of_bound"] is not None
-        ]
-        out.append(
-            {
-                "method": method,
-                "runs": len(rs),
-                "failed": failed,
-                "mean_rir": statistics.fmean(r["rir"] for r in rs),
-                "mean_rir_paper_compatible": statistics.fmean(
-                    r["rir_paper_compatible"] for r in rs
-                ),
-                "mean_harmful_ratio": statistics.fmean(r["harmful_ratio"] for r in rs),
-                "mean_benign_ratio": statistics.fmean(r["benign_ratio"] for r in rs),
-                "mean_bound": statistics.fmean(finite) if finite else math.inf,
-                "mean_fraction_of_bound": statistics.fmean(fractions) if fractions else None,
-                "benign_kept": sum(r["benign_ratio"] <= 1 + 1e-6 for r in rs),
-                "rir_above_1": sum(r["rir"] > 1 for r in rs),
-                "mean_wall_seconds": statistics.fmean(r["wall_seconds"] for r in rs),
-            }
-        )
-    return out
-
-
-def _write_markdown(path: Path, rows: list[dict[str, Any]]) -> None:
-    from condimmune.experiments.report import format_number as f
-
-    lines = [
-        "# Sweep",
-        "",
-        "| method | runs | mean RIR | mean RIR (paper-compatible) | "
-        "mean (i) | mean (ii) | mean bound | mean RIR/bound | κ_P kept | RIR > 1 | "
-        "s/run | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summarize(rows):
-        if not s["runs"]:
-            lines.append(f"| {s['method']} | 0 |" + " — |" * 9 + f" {s['failed']} |")
-            continue
-        lines.append(
-            f"| {s['method']} | {s['runs']} | {f(s['mean_rir'])} | "
-            f"{f(s['mean_rir_paper_compatible'])} | {f(s['mean_harmful_ratio'])} | "
-            f"{f(s['mean_benign_ratio'])} | {f(s['mean_bound'])} | "
-            f"{f(s['mean_fraction_of_bound'])} | {s['benign_kept']}/{s['runs']} | "
-            f"{s['rir_above_1']}/{s['runs']} | {s['mean_wall_seconds']:.2f} | {s['failed']} |"
-        )
-    lines += [
-        "",
-        "| method | benign | harmful | seed | RIR | RIR (paper-compat.) | bound | "
-        "RIR/bound | (ii) | benign metric raw → imm. | steps raw → imm. | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r["error"]:
-            lines.append(
-                f"| {r['method']} | {r['benign']} | {r['harmful']} | {r['seed']} | "
-                f"failed: {r['error']} |" + " |" * 7
-            )
-            continue
-        lines.append(
-            f"| {r['method']} | {r['benign']} | {r['harmful']} | {r['seed']} | {f(r['rir'])} | "
-            f"{f(r['rir_paper_compatible'])} | {f(r['bound'])} | "
-            f"{f(r['rir_fraction_of_bound'])} | {f(r['benign_ratio'])} | "
-            f"{f(r['benign_raw'])} → {f(r['benign_immunized'])} | "
-            f"{f(r['steps_raw'])} → {f(r['steps_immunized'])} | {r['wall_seconds']:.2f} |"
-        )
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _heatmap(path: Path, rows: list[dict[str, Any]], method: str) -> None:
-    import numpy as np
-
-    cells: dict[tuple[int, int], list[float]] = {}
-    for r in (r for r in rows if not r["error"]):
-        cells.setdefault((int(r["benign"]), int(r["harmful"])), []).append(math.log(r["rir"]))
-    grid = np.full((10, 10), np.nan)
-    for (a, b), values in cells.items():
-        grid[a, b] = statistics.fmean(values)  # mean over seeds
-    fig = Figure(figsize=(5, 4.2))
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(grid, cmap="viridis")
-    fig.colorbar(im, ax=ax, label="log RIR")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("harmful digit")
-    ax.set_ylabel("benign digit")
-    ax.set_title(f"{method}: log RIR per pair")
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")

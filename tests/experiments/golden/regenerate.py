@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,14 +20,26 @@ HERE = Path(__file__).resolve().parent
 AMES = HERE.parents[3] / "shared" / "data" / "ames-house-prices" / "train.csv"
 
 
+# One BLAS thread: reductions then run in one fixed order, so the numbers are reproducible.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run_case(case: dict, workdir: Path) -> dict:
+    """Run one case (and its attack suite, if any) as a user would; return its metrics."""
     out = workdir / case["id"]
     args = [a.format(ames=AMES) for a in case["args"]]
-    cmd = [sys.executable, "-m", "condimmune.cli", *args, "--out", str(out), "--no-progress"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    if "attack" in case:
-        attack = [sys.executable, "-m", "condimmune.cli", "attack", str(out), "--no-progress"]
-        subprocess.run([*attack, *case["attack"]], check=True, capture_output=True)
+    cli = [sys.executable, "-m", "condimmune.cli"]
+    for cmd in (
+        [*cli, *args, "--out", str(out), "--no-progress"],
+        *(
+            [[*cli, "attack", str(out), "--no-progress", *case["attack"]]]
+            if "attack" in case
+            else []
+        ),
+    ):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -1,0 +1,65 @@
+"""Typed experiment configuration (pydantic v2): YAML loading, ``--set`` overrides, one-line errors.
+
+Two schemas: :class:`ExperimentConfig` for the linear experiments and
+:class:`DeepExperimentConfig` for the deep ones (which one is chosen by ``experiment``, see
+:mod:`condimmune.experiments.registry`). Unknown keys, wrong types, out-of-range values and
+non-finite floats are refused by the schema; every public function here turns such a problem
+into a one-line ``ValueError`` that names the dotted key, e.g.
+``invalid value for train.epochs: 0 (must be ≥ 1)``.
+
+Upper bounds (in each field's description) are there to stop a typo from starting a run that
+silently goes on for days: counts of epochs ≤ 10,000, examples per class ≤ 100,000, attack and
+probe steps ≤ 1,000,000, devices ≤ 1024, inner IMMA steps ≤ 1000, batch sizes ≤ 65,536 (deep)
+or 1,000,000 (linear), seeds < 2³². Learning rates, ridges and loss weights are only required
+to be finite (and positive or non-negative where the maths needs it).
+
+Every run writes its resolved configuration (:func:`config_to_dict`), with the seed and package
+versions, to ``config.yaml`` beside its results; :func:`config_from_dict` reads it back.
+
+The configs are mutable and validate assignments (``config.train.lr = -1`` raises); for a
+changed, validated copy use :func:`apply_overrides`.
+"""
+
+from condimmune.experiments.config.api import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    default_config,
+    is_deep,
+    load_config,
+)
+from condimmune.experiments.config.deep import (
+    Config,
+    DeepDataConfig,
+    DeepEvalConfig,
+    DeepExperimentConfig,
+    DeepTrainConfig,
+    ModelConfig,
+)
+from condimmune.experiments.config.linear import (
+    AttackConfig,
+    DataConfig,
+    ExperimentConfig,
+    TrainConfig,
+)
+from condimmune.experiments.registry import Experiment
+
+__all__ = [
+    "AttackConfig",
+    "Config",
+    "DataConfig",
+    "DeepDataConfig",
+    "DeepEvalConfig",
+    "DeepExperimentConfig",
+    "DeepTrainConfig",
+    "Experiment",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "default_config",
+    "is_deep",
+    "load_config",
+]

@@ -1,0 +1,244 @@
+"""Building configs: defaults, dicts, YAML files and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from condimmune.experiments.config.deep import (
+    Config,
+    DeepExperimentConfig,
+)
+from condimmune.experiments.config.errors import (
+    _kind,
+    _one_line,
+    _printable,
+    _unknown,
+    _valid_keys,
+)
+from condimmune.experiments.config.fields import (
+    _FLOAT_TEXT,
+    _INT_TEXT,
+)
+from condimmune.experiments.config.linear import (
+    ExperimentConfig,
+)
+from condimmune.experiments.registry import (
+    Experiment,
+    ExperimentSpec,
+    experiment_defaults,
+    experiment_spec,
+)
+
+
+# -------------------------------------------------------------------------- public API
+def is_deep(config: Config) -> bool:
+    return isinstance(config, DeepExperimentConfig)
+
+
+def _schema_for(spec: ExperimentSpec) -> type[ExperimentConfig] | type[DeepExperimentConfig]:
+    return DeepExperimentConfig if spec.is_deep else ExperimentConfig
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a config (linear or deep, by its ``experiment``, default
+    ``mnist-pair``); unknown keys, wrong types and bad values raise a one-line ``ValueError``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config must be a mapping, got {_kind(data)}")
+    spec = experiment_spec(data.get("experiment", Experiment.MNIST_PAIR.value))
+    return _validate(_schema_for(spec), dict(data))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as nested plain dicts of str/int/float/bool/None, in field order (what
+    ``config.yaml`` holds; :func:`config_from_dict` reads it back)."""
+    dumped: dict[str, Any] = config.model_dump(mode="python")
+    return dumped
+
+
+def default_config(experiment: Experiment | str) -> Config:
+    """The registered defaults of an experiment."""
+    spec = experiment_spec(experiment)
+    return config_from_dict({"experiment": spec.name.value, **experiment_defaults(spec.name)})
+
+
+def _merge(base: dict[str, Any], update: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _default_of(config: Config, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return type(getattr(config, section)).model_fields[name].default
+
+
+def _refuse_changed_ignored(config: Config, spec: ExperimentSpec) -> None:
+    for dotted in sorted(spec.ignores):
+        section, name = dotted.split(".")
+        value = getattr(getattr(config, section), name)
+        if value != _default_of(config, dotted):
+            raise ValueError(
+                f"{dotted} is not read by experiment {spec.name.value}; remove it "
+                f"(or leave it at its default {_default_of(config, dotted)!r})"
+            )
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def load_config(path: str | Path, experiment: Experiment | str | None = None) -> Config:
+    """Load a YAML file over the experiment's defaults (the file may name the experiment).
+
+    A run's ``config.yaml`` loads as is (its ``versions`` mapping is ignored). A key the
+    experiment does not read (:attr:`ExperimentSpec.ignores`) may only hold its default.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"config file {path} is not a file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config file {path} cannot be read: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"config file {path} must hold a mapping at the top level, got {_kind(raw)}"
+        )
+    if isinstance(raw.get("versions"), dict):
+        raw = {k: v for k, v in raw.items() if k != "versions"}
+    try:
+        spec = experiment_spec(raw.get("experiment", experiment or Experiment.MNIST_PAIR.value))
+        config = config_from_dict(_merge(config_to_dict(default_config(spec.name)), raw))
+        _refuse_changed_ignored(config, spec)
+    except ValueError as exc:
+        raise ValueError(f"config file {path}: {exc}") from None
+    return config
+
+
+# ---------------------------------------------------------------------- --set overrides
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+_NULL = {"", "null", "none"}
+
+
+def _parse_text(raw: str, annotation: Any, key: str) -> Any:
+    """``raw`` read as the field's declared type (never guessed by YAML)."""
+    args = typing.get_args(annotation)
+    if args and type(None) in args and typing.get_origin(annotation) is not Literal:
+        if raw.strip().lower() in _NULL:
+            return None
+        (annotation,) = (a for a in args if a is not type(None))
+    if annotation is str or typing.get_origin(annotation) is Literal:
+        return raw
+    text = raw.strip()
+    if annotation is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(f"{key} must be of type bool (true/false, yes/no, 1/0), got {raw!r}")
+    if annotation is int:
+        if _INT_TEXT.fullmatch(text):
+            try:
+                return int(text, 10)
+            except ValueError:  # more digits than Python converts
+                raise ValueError(f"invalid value for {key}: {raw!r} (too many digits)") from None
+        raise ValueError(f"{key} must be of type int, got {raw!r}")
+    if annotation is float:
+        if _FLOAT_TEXT.fullmatch(text):
+            value = float(text)
+            if math.isfinite(value):
+                return value
+            raise ValueError(f"invalid value for {key}: {raw!r} (must be a finite number)")
+        try:
+            float(text)
+        except ValueError:
+            raise ValueError(f"{key} must be of type float, got {raw!r}") from None
+        raise ValueError(f"invalid value for {key}: {raw!r} (must be a finite number)")
+    raise ValueError(f"{key} cannot be set from the command line")
+
+
+def _settable(cls: type[BaseModel], key: str) -> tuple[list[str], FieldInfo]:
+    """The path and field of a dotted leaf key, or a ``ValueError`` listing the valid keys."""
+    parts = key.split(".")
+    owner: type[BaseModel] = cls
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[:depth])
+        info = owner.model_fields.get(part)
+        if info is None:
+            return _raise_unknown(key, owner, prefix)
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            if depth == len(parts) - 1:
+                raise ValueError(
+                    f"unknown config key: {_printable(key)} is a section, set one of its keys: "
+                    f"{_valid_keys(nested, key)}"
+                )
+            owner = nested
+        elif depth < len(parts) - 1:
+            raise ValueError(
+                f"unknown config key: {_printable(key)}; "
+                f"{'.'.join(parts[: depth + 1])} is a value, not a section"
+            )
+        else:
+            return parts, info
+    return _raise_unknown(key, owner, "")  # pragma: no cover - parts is never empty
+
+
+def _raise_unknown(key: str, owner: type[BaseModel], prefix: str) -> typing.NoReturn:
+    raise ValueError(_unknown(prefix, [key], owner))
+
+
+def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
+    """A validated copy of ``config`` with ``key=value`` strings applied (dotted keys, e.g.
+    ``train.epochs=5``), each value read as its field's declared type: ``str`` fields take the
+    text as is (``null``/``none``/empty → ``None`` where allowed), ``int`` base-10 digits
+    (``012`` → 12), ``float`` finite decimals, ``bool`` true/false/yes/no/1/0. ``experiment``
+    and the keys the experiment does not read are refused."""
+    if isinstance(assignments, str):
+        raise ValueError(f"overrides must be a list of key=value strings, got {assignments!r}")
+    cls: type[ExperimentConfig] | type[DeepExperimentConfig] = type(config)
+    spec = experiment_spec(config.experiment)
+    data = config_to_dict(config)
+    for item in assignments:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key == "experiment":
+            raise ValueError(
+                "the experiment is chosen by the command's EXPERIMENT argument, not --set"
+            )
+        parts, info = _settable(cls, key)
+        if key in spec.ignores:
+            raise ValueError(f"{key} is not read by experiment {spec.name.value}")
+        node = data
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = _parse_text(raw, info.annotation, key)
+    return _validate(cls, data)
+
+
+def _validate(cls: type[ExperimentConfig] | type[DeepExperimentConfig], data: Any) -> Config:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(_one_line(exc, cls)) from None

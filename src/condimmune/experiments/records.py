@@ -1,0 +1,268 @@
+"""The typed form of a run's ``metrics.json``: one frozen record per run kind.
+
+``metrics.json`` is ``LinearRunMetrics.to_json()`` or ``DeepRunMetrics.to_json()``, and
+reading it back is strict (:class:`~condimmune.core.records.JsonRecord`): a missing field,
+an extra field or a value of the wrong type is an error that names the field, so
+``condimmune evaluate`` can never call a damaged file a match. The README documents the
+fields; the report, the CLI table and the sweep read these records, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from condimmune.attacks.suite import AttackSummary, WorstCase
+from condimmune.core.records import JsonRecord, JsonValue, RecordError
+from condimmune.deep.evaluate import GroupRatios
+
+__all__ = [
+    "BenignAccuracy",
+    "BenignTaskScores",
+    "BoundRecord",
+    "CheckRecord",
+    "DeepAttackRecord",
+    "DeepRunMetrics",
+    "DeepTrainingRecord",
+    "GdPairRecord",
+    "GroupRatioPair",
+    "KappaPair",
+    "LinearAttackRecord",
+    "LinearRunMetrics",
+    "ProbeCurveRecord",
+    "RawImmunized",
+    "RescalingAttack",
+    "RunMetrics",
+    "metric_differences",
+    "read_metrics",
+]
+
+
+@dataclass(frozen=True)
+class RawImmunized(JsonRecord):
+    """One κ (numerical range or paper-compatible) with raw inputs and immunized features."""
+
+    raw: float
+    immunized: float
+
+
+@dataclass(frozen=True)
+class KappaPair(JsonRecord):
+    benign: RawImmunized
+    harmful: RawImmunized
+
+
+@dataclass(frozen=True)
+class BoundRecord(JsonRecord):
+    """The RIR ceiling over invertible linear extractors (docs/theory.md)."""
+
+    value: float | None
+    unbounded: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class BenignTaskScores(JsonRecord):
+    """Held-out benign score (``accuracy`` or ``mse``) and training loss, raw vs immunized."""
+
+    metric: str
+    raw: float
+    immunized: float
+    train_loss_raw: float
+    train_loss_immunized: float
+
+
+@dataclass(frozen=True)
+class RescalingAttack(JsonRecord):
+    """The paper's attacker after a rescaling step (standardize or whiten) of the features."""
+
+    steps_raw: int
+    steps_immunized: int
+    harmful_slowdown: float
+
+
+@dataclass(frozen=True)
+class LinearAttackRecord(JsonRecord):
+    """The paper's attacker (GD, step 1/L) on both tasks, steps to ``target``."""
+
+    target: float
+    steps_raw: int
+    steps_immunized: int
+    harmful_slowdown: float
+    benign_steps_raw: int
+    benign_steps_immunized: int
+    benign_slowdown: float
+    rescaling_attackers: dict[str, RescalingAttack]
+
+
+@dataclass(frozen=True)
+class CheckRecord(JsonRecord):
+    """Def. 3.1: (a) harmful κ ×10, (b) benign κ not larger, (c) benign loss kept
+    (``utility_*`` are ``null`` when no benign loss was compared)."""
+
+    immunized: bool
+    harmful_ok: bool
+    harmful_margin: float
+    benign_ok: bool
+    benign_margin: float
+    utility_ok: bool | None
+    utility_gap: float | None
+
+
+@dataclass(frozen=True)
+class LinearRunMetrics(JsonRecord):
+    """``metrics.json`` of a linear run (schema in README.md); the attack-suite fields are
+    present once ``condimmune attack`` has run."""
+
+    experiment: str
+    method: str
+    seed: int
+    rir: float
+    kappa: KappaPair
+    harmful_ratio: float
+    benign_ratio: float
+    rir_paper_compatible: float
+    kappa_paper_compatible: KappaPair
+    rir_bound: BoundRecord
+    rir_fraction_of_bound: float | None
+    benign_task: BenignTaskScores
+    attack: LinearAttackRecord
+    immunization_check: CheckRecord
+    train_seconds: float
+    notes: list[str]
+    wall_seconds: float
+    attacks: dict[str, AttackSummary] | None = None
+    attack_worst_case: WorstCase | None = None
+    attack_worst_case_first_order: WorstCase | None = None
+
+
+@dataclass(frozen=True)
+class GroupRatioPair(JsonRecord):
+    """RIR_θ0 over random groups (Eq. 17–18) with the honest and the paper-compatible κ."""
+
+    honest: GroupRatios
+    paper_compatible: GroupRatios
+
+
+@dataclass(frozen=True)
+class BenignAccuracy(JsonRecord):
+    original: float
+    immunized: float
+
+
+@dataclass(frozen=True)
+class GdPairRecord(JsonRecord):
+    """The paper's attacker (GD 1/L) on θ0's and θ_I's harmful features."""
+
+    steps_original: int
+    steps_immunized: int
+    slowdown: float
+    condition_number_original: float
+    condition_number_immunized: float
+
+
+@dataclass(frozen=True)
+class ProbeCurveRecord(JsonRecord):
+    """The Adam softmax probe (Fig. 3): steps to ``level`` held-out accuracy."""
+
+    level: float
+    steps_original: int | None
+    steps_immunized: int | None
+    slowdown: float
+    final_accuracy_original: float
+    final_accuracy_immunized: float
+    setting_original: str
+    setting_immunized: str
+
+
+@dataclass(frozen=True)
+class DeepAttackRecord(JsonRecord):
+    gd: GdPairRecord
+    gd_whitened: GdPairRecord
+    linear_probe: ProbeCurveRecord
+
+
+@dataclass(frozen=True)
+class DeepTrainingRecord(JsonRecord):
+    steps: int
+    pretrain_steps: int
+    resumed_from_step: int | None
+    rank_deficient_steps: int
+    processes: int
+
+
+@dataclass(frozen=True)
+class DeepRunMetrics(JsonRecord):
+    """``metrics.json`` of a deep run (θ0 vs θ_I; docs/deep.md)."""
+
+    experiment: str
+    method: str
+    seed: int
+    backbone: str
+    feature_dim: int
+    benign_task: str
+    harmful_task: str
+    rir_theta0: GroupRatioPair
+    rir_theta0_paper_protocol: GroupRatioPair | None
+    benign_accuracy: BenignAccuracy
+    attack: DeepAttackRecord
+    train_seconds: float
+    training: DeepTrainingRecord
+    wall_seconds: float
+
+
+RunMetrics = LinearRunMetrics | DeepRunMetrics
+
+
+def read_metrics(data: object, *, source: str) -> RunMetrics:
+    """Read a ``metrics.json`` document as the record of its kind (deep runs name a
+    backbone); a mismatch raises :class:`RecordError` naming ``source`` and the field."""
+    kind: type[LinearRunMetrics] | type[DeepRunMetrics] = (
+        DeepRunMetrics if isinstance(data, dict) and "backbone" in data else LinearRunMetrics
+    )
+    try:
+        return kind.from_json(data)
+    except RecordError as exc:
+        raise RecordError(f"{source}: {exc}") from None
+
+
+_TIMINGS = frozenset({"wall_seconds", "train_seconds"})
+
+
+def metric_differences(
+    recomputed: JsonRecord, saved: JsonRecord, *, rel: float = 1e-6
+) -> list[str]:
+    """Dotted fields whose values differ (numbers beyond ``rel``), including fields present
+    on one side only; wall-clock timings are not compared."""
+    out: list[str] = []
+
+    def walk(a: JsonValue, b: JsonValue, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(a.keys() | b.keys()):
+                if k in _TIMINGS:
+                    continue
+                sub = f"{key}.{k}" if key else k
+                if k not in a or k not in b:
+                    out.append(sub)
+                else:
+                    walk(a[k], b[k], sub)
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                out.append(key)
+            else:
+                for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                    walk(x, y, f"{key}[{i}]")
+        elif (
+            isinstance(a, int | float)
+            and isinstance(b, int | float)
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+        ):
+            same_nan = math.isnan(a) and math.isnan(b)
+            if not (same_nan or math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)):
+                out.append(key)
+        elif a != b:
+            out.append(key)
+
+    walk(saved.to_json(), recomputed.to_json(), "")
+    return out

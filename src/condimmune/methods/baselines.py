@@ -1,0 +1,132 @@
+r"""The paper's baselines: ``none``, ``opt-kappa`` and ``imma``.
+
+* ``none``: no immunization. Linear: ``W`` frozen at the identity, only the head trains.
+  Deep: the last blocks and the head train on the task loss alone.
+* ``opt-kappa``: ``λ ∇(log κ(S_P) − log κ(S_H))`` through the eigenvalue gradients,
+  unpreconditioned (the paper's "Opt κ").
+* ``imma`` (Zheng & Yeh 2024, adapted): ``−λ L_H(w_T)``, the harmful squared probing loss
+  after ``T`` unrolled GD steps (step ``1/L``) of a simulated attacker from ``w = 0``,
+  maximised (bi-level).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from condimmune.attacks.probes import squared_loss_lipschitz
+from condimmune.core.spectral import log_condition_number_features
+from condimmune.methods.base import (
+    DeepSolver,
+    LinearPlan,
+    LinearProblem,
+    MethodOptions,
+    MethodSpec,
+    PenaltyInputs,
+)
+
+__all__ = ["IMMA", "NONE", "OPT_KAPPA", "imma_linear_direction", "imma_penalty"]
+
+
+def _identity(problem: LinearProblem) -> Tensor:
+    return torch.eye(problem.benign_x.shape[1], dtype=torch.float64)
+
+
+def _none_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+    return LinearPlan(_identity(problem), train_extractor=False)
+
+
+def _none_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
+    return inputs.benign.new_zeros(())
+
+
+def _opt_kappa_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+    xp, xh = problem.benign_x, problem.harmful_x
+
+    def direction(weight: Tensor) -> Tensor:
+        w = weight.detach().requires_grad_(True)
+        objective = log_condition_number_features(xp @ w.mT) - log_condition_number_features(
+            xh @ w.mT
+        )
+        (grad,) = torch.autograd.grad(objective, w)
+        return options.opt_kappa_weight * grad
+
+    return LinearPlan(_identity(problem), train_extractor=True, gradient_direction=direction)
+
+
+def _opt_kappa_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
+    return options.opt_kappa_weight * (
+        log_condition_number_features(inputs.benign) - log_condition_number_features(inputs.harmful)
+    )
+
+
+def imma_linear_direction(weight: Tensor, x: Tensor, y: Tensor, steps: int) -> Tensor:
+    """∇_W of −L_H(w_T): the harmful squared probing loss after ``steps`` unrolled GD steps."""
+    w = weight.detach().requires_grad_(True)
+    phi = x @ w.mT
+    n = phi.shape[0]
+    with torch.no_grad():
+        lipschitz = squared_loss_lipschitz(phi)
+    head = torch.zeros(phi.shape[1], dtype=phi.dtype)
+    for _ in range(steps):
+        resid = phi @ head - y
+        head = head - (2.0 / n / lipschitz) * (phi.mT @ resid)
+    loss = ((phi @ head - y) ** 2).mean()
+    (grad,) = torch.autograd.grad(-loss, w)
+    return grad
+
+
+def _imma_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+    xh, yh = problem.harmful_x, problem.harmful_y
+
+    def direction(weight: Tensor) -> Tensor:
+        return options.imma_weight * imma_linear_direction(weight, xh, yh, options.imma_inner_steps)
+
+    return LinearPlan(_identity(problem), train_extractor=True, gradient_direction=direction)
+
+
+def imma_penalty(phi: Tensor, y: Tensor, num_classes: int, steps: int) -> Tensor:
+    """Minus the harmful squared probing loss after ``steps`` unrolled GD steps (step 1/L)
+    from ``w = 0`` on centred one-hot targets: minimising it makes the simulated attack fail."""
+    target = F.one_hot(y, num_classes).to(phi.dtype)
+    target = target - target.mean(dim=0)
+    n = phi.shape[0]
+    lipschitz = 2.0 / n * torch.linalg.matrix_norm(phi, ord=2) ** 2
+    w = torch.zeros(phi.shape[1], num_classes, dtype=phi.dtype, device=phi.device)
+    for _ in range(steps):
+        w = w - (2.0 / n) * phi.mT @ (phi @ w - target) / lipschitz
+    return -((phi @ w - target) ** 2).sum() / n
+
+
+def _imma_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
+    if inputs.harmful_labels is None or inputs.harmful_classes < 2:
+        raise ValueError("imma needs the harmful labels and their number of classes")
+    return options.imma_weight * imma_penalty(
+        inputs.harmful, inputs.harmful_labels, inputs.harmful_classes, options.imma_inner_steps
+    )
+
+
+NONE = MethodSpec(
+    name="none",
+    description="no immunization: identity extractor, head trained on the benign task",
+    linear=_none_linear,
+    deep_solver=DeepSolver.PENALTY,
+    deep_penalty=_none_penalty,
+)
+OPT_KAPPA = MethodSpec(
+    name="opt-kappa",
+    description="baseline: task loss + λ_P log κ(benign) − λ_H log κ(harmful) through "
+    "eigenvalue gradients",
+    linear=_opt_kappa_linear,
+    deep_solver=DeepSolver.PENALTY,
+    deep_penalty=_opt_kappa_penalty,
+)
+IMMA = MethodSpec(
+    name="imma",
+    description="baseline (Zheng & Yeh 2024, adapted): maximize the harmful probing loss after "
+    "an unrolled simulated attack",
+    linear=_imma_linear,
+    deep_solver=DeepSolver.PENALTY,
+    deep_penalty=_imma_penalty,
+)

@@ -1,0 +1,287 @@
+"""The sweep: typed rows and summaries, the unchanged CSV, resume and its config check,
+duplicate jobs refused up front, failed jobs kept as rows."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
+from condimmune.experiments.sweep import run_sweep
+from condimmune.experiments.sweep_tables import MethodSummary, SweepRow, summarize
+from condimmune.methods.base import DeepSolver, MethodSpec
+from condimmune.methods.registry import register_method, unregister_method
+
+# sweep.csv's columns, as the CLI and users' notebooks read them: must not change.
+CSV_COLUMNS = [
+    "experiment",
+    "method",
+    "seed",
+    "benign",
+    "harmful",
+    "rir",
+    "rir_paper_compatible",
+    "harmful_ratio",
+    "benign_ratio",
+    "bound",
+    "rir_fraction_of_bound",
+    "benign_metric",
+    "benign_raw",
+    "benign_immunized",
+    "steps_raw",
+    "steps_immunized",
+    "immunized",
+    "wall_seconds",
+    "run_dir",
+    "error",
+]
+PAIRS = [(1, 7), (7, 1)]
+
+
+def digits_config(*overrides: str) -> ExperimentConfig:
+    cfg = apply_overrides(default_config("digits"), ["train.epochs=1", *overrides])
+    assert isinstance(cfg, ExperimentConfig)
+    return cfg
+
+
+def sweep(out: Path, cfg: ExperimentConfig | None = None, **kwargs: object) -> list[SweepRow]:
+    options: dict[str, object] = {
+        "methods": ["closed-form"],
+        "seeds": [0],
+        "pairs": PAIRS,
+        "workers": 1,
+        "progress": False,
+    }
+    options.update(kwargs)
+    return run_sweep(cfg or digits_config(), out_dir=out, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[SweepRow]]:
+    """One finished two-pair sweep, shared (tests that resume work on a copy)."""
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    return out, sweep(out)
+
+
+def copy_of(finished: tuple[Path, list[SweepRow]], tmp_path: Path) -> Path:
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_rows_are_typed_and_the_csv_columns_are_unchanged(finished):
+    out, rows = finished
+    assert [(r.benign, r.harmful) for r in rows] == PAIRS  # sorted by method, pair, seed
+    for r in rows:
+        assert isinstance(r, SweepRow)
+        assert not r.failed and r.error == ""
+        assert (r.experiment, r.method, r.seed) == ("digits", "closed-form", 0)
+        for name in ("rir", "rir_paper_compatible", "harmful_ratio", "benign_ratio", "bound"):
+            assert isinstance(getattr(r, name), float), name
+        assert isinstance(r.steps_raw, int) and isinstance(r.steps_immunized, int)
+        assert isinstance(r.immunized, bool)
+        assert r.benign_metric == "accuracy"
+        assert Path(r.run_dir) == out / "runs" / "closed-form" / f"{r.benign}-{r.harmful}" / "seed0"
+    with pytest.raises(AttributeError):
+        rows[0].rir = 2.0  # type: ignore[misc]
+    header = (out / "sweep.csv").read_text().splitlines()[0]
+    assert header.split(",") == CSV_COLUMNS
+    table = read_csv(out / "sweep.csv")
+    assert len(table) == len(rows)
+    for r, line in zip(rows, table, strict=True):
+        assert float(line["rir"]) == r.rir
+        assert int(line["steps_immunized"]) == r.steps_immunized
+        assert line["immunized"] == str(r.immunized)
+        assert line["benign"] == str(r.benign) and line["error"] == ""
+    assert "mean RIR" in (out / "sweep.md").read_text()
+    assert (out / "heatmap_closed-form.png").is_file()
+
+
+def test_summary_numbers_are_the_means_of_the_rows(finished):
+    _, rows = finished
+    (s,) = summarize(rows)
+    assert isinstance(s, MethodSummary)
+    assert (s.method, s.runs, s.failed) == ("closed-form", 2, 0)
+    assert s.mean_rir == pytest.approx(statistics.fmean(r.rir for r in rows))
+    assert s.mean_rir_paper_compatible == pytest.approx(
+        statistics.fmean(r.rir_paper_compatible for r in rows)
+    )
+    assert s.mean_harmful_ratio == pytest.approx(statistics.fmean(r.harmful_ratio for r in rows))
+    assert s.mean_benign_ratio == pytest.approx(statistics.fmean(r.benign_ratio for r in rows))
+    assert s.mean_bound == pytest.approx(statistics.fmean(r.bound for r in rows))
+    assert s.mean_fraction_of_bound == pytest.approx(
+        statistics.fmean(r.rir_fraction_of_bound for r in rows)
+    )
+    assert s.mean_wall_seconds == pytest.approx(statistics.fmean(r.wall_seconds for r in rows))
+    assert s.benign_kept == sum(r.benign_ratio <= 1 + 1e-6 for r in rows)
+    assert s.rir_above_1 == sum(r.rir > 1 for r in rows)
+
+
+def _row(method: str, **values: object) -> SweepRow:
+    return SweepRow(
+        experiment="digits", method=method, seed=0, benign=1, harmful=7, run_dir="x", **values
+    )  # type: ignore[arg-type]
+
+
+def test_summary_of_unbounded_and_failed_runs():
+    done = {"rir_paper_compatible": 2.0, "harmful_ratio": 3.0, "benign_ratio": 1.5}
+    rows = [
+        _row("a", rir=4.0, bound=math.inf, wall_seconds=1.0, **done),
+        _row("a", rir=0.5, bound=math.inf, wall_seconds=3.0, **done),
+        _row("a", error="ValueError: boom"),
+        _row("b", error="ValueError: boom"),
+    ]
+    a, b = summarize(rows)
+    assert a == MethodSummary(
+        method="a",
+        runs=2,
+        failed=1,
+        mean_rir=2.25,
+        mean_rir_paper_compatible=2.0,
+        mean_harmful_ratio=3.0,
+        mean_benign_ratio=1.5,
+        mean_bound=math.inf,
+        mean_fraction_of_bound=None,
+        benign_kept=0,
+        rir_above_1=1,
+        mean_wall_seconds=2.0,
+    )
+    assert b == MethodSummary(method="b", runs=0, failed=1)
+    assert b.mean_rir is None
+
+
+def test_resume_reuses_finished_runs_and_runs_the_rest(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    before = {r.run_dir.replace(str(finished[0]), str(out)): r for r in finished[1]}
+    stamps = {d: (Path(d) / "metrics.json").stat().st_mtime_ns for d in before}
+    rows = sweep(out, pairs=[*PAIRS, (2, 3)], resume=True)
+    assert len(rows) == 3
+    for r in rows:
+        if r.run_dir in before:  # read back, not re-run
+            assert r.wall_seconds == before[r.run_dir].wall_seconds
+            assert r.rir == before[r.run_dir].rir
+            assert (Path(r.run_dir) / "metrics.json").stat().st_mtime_ns == stamps[r.run_dir]
+        else:
+            assert (r.benign, r.harmful, r.error) == (2, 3, "")
+    assert len(read_csv(out / "sweep.csv")) == 3
+
+
+def _drop_key(cfg: dict) -> None:
+    del cfg["train"]["imma_weight"]
+
+
+def _add_key(cfg: dict) -> None:
+    cfg["train"]["momentum"] = 0.9
+
+
+@pytest.mark.parametrize(
+    "edit, overrides, message",
+    [
+        pytest.param(
+            None,
+            ["train.epochs=2"],
+            "was run with train.epochs=1, this sweep asks for 2; use a new --out or delete it",
+            id="changed-epochs",
+        ),
+        pytest.param(
+            None,
+            ["train.benign_weight=0.25"],
+            "was run with train.benign_weight=0.5, this sweep asks for 0.25",
+            id="changed-weight",
+        ),
+        pytest.param(
+            _drop_key,
+            [],
+            "was run without train.imma_weight, this sweep asks for",
+            id="key-missing",
+        ),
+        pytest.param(
+            _add_key,
+            [],
+            "was run with train.momentum=0.9, this sweep does not set it",
+            id="extra-key",
+        ),
+    ],
+)
+def test_resume_refuses_a_run_with_another_config(finished, tmp_path, edit, overrides, message):
+    out = copy_of(finished, tmp_path)
+    run_dir = out / "runs" / "closed-form" / "1-7" / "seed0"
+    if edit is not None:
+        path = run_dir / "config.yaml"
+        saved = yaml.safe_load(path.read_text())
+        edit(saved)
+        path.write_text(yaml.safe_dump(saved, sort_keys=False))
+    before = (out / "sweep.csv").read_text()
+    with pytest.raises(ValueError, match=r"1-7/seed0 ") as err:
+        sweep(out, digits_config(*overrides), resume=True)
+    assert message in str(err.value)
+    assert str(run_dir) in str(err.value)
+    assert "\n" not in str(err.value)
+    assert (out / "sweep.csv").read_text() == before  # refused before anything ran
+
+
+def test_resume_refuses_a_run_without_config_yaml(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    (out / "runs" / "closed-form" / "7-1" / "seed0" / "config.yaml").unlink()
+    with pytest.raises(ValueError, match=r"no config\.yaml"):
+        sweep(out, resume=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        pytest.param({"seeds": [0, 1, 0]}, "seeds lists 0 twice", id="seed"),
+        pytest.param(
+            {"methods": ["closed-form", "none", "closed-form"]},
+            "methods lists 'closed-form' twice",
+            id="method",
+        ),
+        pytest.param({"pairs": [(1, 7), (3, 8), (1, 7)]}, "pairs lists 1-7 twice", id="pair"),
+        pytest.param({"methods": ["magic"]}, "unknown train.method 'magic'", id="unknown-method"),
+        pytest.param(
+            {"methods": ["sweep-deep-only"]}, "has no linear-extractor version", id="deep-only"
+        ),
+    ],
+)
+def test_bad_job_lists_are_refused_up_front(tmp_path, kwargs, message):
+    deep_only = MethodSpec(
+        "sweep-deep-only", "test", linear=None, deep_solver=DeepSolver.CLOSED_FORM
+    )
+    register_method(deep_only)
+    try:
+        with pytest.raises(ValueError, match=message) as err:
+            sweep(tmp_path / "out", **kwargs)
+    finally:
+        unregister_method(deep_only.name)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_job_becomes_a_row_with_its_error(tmp_path):
+    # digit 8 has only 174 images: 140 + 38 per class is too many for it, not for digit 1/7
+    cfg = digits_config("data.per_class=140", "data.test_per_class=38")
+    out = tmp_path / "out"
+    ok, bad = sweep(out, cfg, pairs=[(1, 7), (8, 1)])
+    assert not ok.failed
+    assert bad.failed and bad.error.startswith("ValueError: digit 8 has 174 images")
+    assert (bad.benign, bad.harmful, bad.method, bad.seed) == (8, 1, "closed-form", 0)
+    assert bad.rir is None and bad.wall_seconds is None and bad.immunized is None
+    line = read_csv(out / "sweep.csv")[1]
+    assert line["error"] == bad.error and line["benign"] == "8"
+    assert all(line[c] == "" for c in CSV_COLUMNS[5:18])
+    assert f"| 8 | 1 | 0 | failed: {bad.error} |" in (out / "sweep.md").read_text()
+    (s,) = summarize([ok, bad])
+    assert (s.runs, s.failed, s.mean_rir) == (1, 1, ok.rir)
+    (only_failed,) = summarize([bad])
+    assert (only_failed.runs, only_failed.failed, only_failed.mean_rir) == (0, 1, None)

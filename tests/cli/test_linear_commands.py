@@ -15,7 +15,7 @@ from condimmune.cli import app
 from condimmune.experiments.config import default_config
 from condimmune.methods.registry import Method
 
-AMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ames-house-prices"
+AMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ames-house-prices"
 needs_ames = pytest.mark.skipif(
     not (AMES / "train.csv").is_file(), reason=f"Ames data not found at {AMES}"
 )
@@ -107,7 +107,7 @@ def test_list_shows_experiments_and_methods():
 
 @needs_ames
 def test_house_price_split_matches_the_reference_files():
-    from condimmune.linear.data import load_task_data
+    from condimmune.experiments.linear_runner import load_task_data
 
     cfg = default_config("house-price").data
     cfg.root = str(AMES / "train.csv")
@@ -312,7 +312,7 @@ def test_yaml_config_rejects_unknown_keys(tmp_path):
     path.write_text("experiment: digits\ntrain:\n  epochs: 2\n  warmup: 3\n")
     result = invoke("run", "--config", path, "--out", tmp_path / "o", "--no-progress")
     assert result.exit_code == 2
-    assert "unknown config key in train.: train.warmup" in result.output
+    assert "unknown config key: train.warmup" in result.output and str(path) in result.output
 
 
 def _write_idx(path: Path, array: np.ndarray, gz: bool) -> None:

@@ -296,3 +296,18 @@ def test_zero_features_are_refused_by_the_paper_rule_too() -> None:
         group_immunization_ratios(
             (_OK, _OK), (_OK, zero), groups=2, group_size=2, seed=0, paper_compatible=True
         )
+
+
+@pytest.mark.parametrize(
+    ("groups", "group_size", "match"),
+    [
+        pytest.param(1, 2, "eval.groups=1: at least 2 groups", id="one-group-has-no-std"),
+        pytest.param(0, 2, "eval.groups=0", id="no-group"),
+        pytest.param(2, 1, "eval.group_size=1: a κ needs at least 2", id="one-sample-group"),
+    ],
+)
+def test_degenerate_group_counts_are_refused(groups: int, group_size: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        group_immunization_ratios(
+            (_OK, _OK), (_OK, _OK), groups=groups, group_size=group_size, seed=0
+        )

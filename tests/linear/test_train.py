@@ -9,7 +9,7 @@ from condimmune.experiments.config import (
     default_config,
     load_config,
 )
-from condimmune.linear.data import load_task_data
+from condimmune.experiments.linear_runner import linear_train_options, load_task_data
 from condimmune.linear.train import train_linear
 
 
@@ -21,9 +21,9 @@ def digits():
 
 def test_training_is_deterministic_in_the_seed(digits):
     cfg, data = digits
-    a, _ = train_linear(data, cfg.train, seed=3, progress=False)
-    b, _ = train_linear(data, cfg.train, seed=3, progress=False)
-    c, _ = train_linear(data, cfg.train, seed=4, progress=False)
+    a, _ = train_linear(data, linear_train_options(cfg.train), seed=3, progress=False)
+    b, _ = train_linear(data, linear_train_options(cfg.train), seed=3, progress=False)
+    c, _ = train_linear(data, linear_train_options(cfg.train), seed=4, progress=False)
     torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
     assert not torch.equal(a.weight, c.weight)
 
@@ -41,7 +41,7 @@ def none_and_condnum(digits):
     runs = {}
     for method in ("none", "condnum"):
         train = apply_overrides(cfg, [f"train.method={method}"]).train
-        runs[method] = train_linear(data, train, seed=0, progress=False)
+        runs[method] = train_linear(data, linear_train_options(train), seed=0, progress=False)
     return data, runs
 
 
@@ -102,11 +102,11 @@ def test_condnum_records_a_rank_deficient_harmful_covariance():
     lam = np.linalg.eigvalsh(xh.T @ xh)  # dense reference of the numerical rank (p · eps)
     rank = int((lam > xh.shape[1] * np.finfo(np.float64).eps * lam[-1]).sum())
     assert rank < data.dim  # the 8×8 digits have always-blank border pixels
-    _, history = train_linear(data, cfg.train, seed=0, progress=False)
+    _, history = train_linear(data, linear_train_options(cfg.train), seed=0, progress=False)
     assert any(f"rank {rank} < {data.dim}" in note for note in history.notes), history.notes
     # with drop_collinear (the default) the covariance has full rank: no such note
     full = load_task_data("digits", default_config("digits").data, seed=0)
-    _, history = train_linear(full, cfg.train, seed=0, progress=False)
+    _, history = train_linear(full, linear_train_options(cfg.train), seed=0, progress=False)
     assert not any("non-zero spectrum" in note for note in history.notes), history.notes
 
 

@@ -101,8 +101,13 @@ def group_immunization_ratios(
     """RIR_θ0 (Eq. 17–18) on paired random groups.
 
     ``benign`` and ``harmful`` are ``(Φ(θ0), Φ(θ_I))`` pairs of feature matrices of the same
-    samples (rows aligned). Each group draws ``group_size`` rows of each task (seeded).
+    samples (rows aligned). Each group draws ``group_size`` rows of each task (seeded);
+    ``groups ≥ 2`` so that the spread over groups is defined.
     """
+    if groups < 2:
+        raise ValueError(f"eval.groups={groups}: at least 2 groups are needed for mean ± std")
+    if group_size < 2:
+        raise ValueError(f"eval.group_size={group_size}: a κ needs at least 2 samples per group")
     for name, (a, b) in (("benign", benign), ("harmful", harmful)):
         if a.shape != b.shape:
             raise ValueError(f"{name}: original and immunized features differ in shape")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from condimmune.core._choices import parse_choice
 from condimmune.linear.house_price import house_price_tasks
 from condimmune.linear.mnist import digits_arrays, mnist_arrays
 from condimmune.linear.tasks import (
@@ -87,8 +88,9 @@ def _project(split: TaskSplit, basis: Tensor) -> TaskSplit:
     return TaskSplit(split.x_train @ basis, split.y_train, split.x_test @ basis, split.y_test)
 
 
-def load_task_data(source: LinearSource, cfg: LinearDataOptions, seed: int) -> LinearTaskData:
+def load_task_data(source: LinearSource | str, cfg: LinearDataOptions, seed: int) -> LinearTaskData:
     """Load and preprocess the two tasks of a linear experiment (deterministic in ``seed``)."""
+    source = parse_choice(LinearSource, source, "source")
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     if source is LinearSource.HOUSE_PRICE:

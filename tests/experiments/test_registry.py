@@ -1,0 +1,70 @@
+"""The experiment registry: every named experiment is complete and reachable.
+
+A new experiment (docs/architecture.md, "Add an experiment") is picked up here without
+editing this file: its defaults must validate, its ignored keys must be real keys of its
+schema, and ``condimmune list`` must show it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from condimmune.cli import app
+from condimmune.experiments.config import (
+    DeepExperimentConfig,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    default_config,
+)
+from condimmune.experiments.registry import (
+    Experiment,
+    ExperimentSpec,
+    experiment_spec,
+    registered_experiments,
+)
+
+SPECS = registered_experiments()
+
+
+def _keys(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        out |= _keys(value, f"{dotted}.") if isinstance(value, dict) else {dotted}
+    return out
+
+
+def test_every_enum_member_has_exactly_one_spec() -> None:
+    assert [spec.name for spec in SPECS] == list(Experiment)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name.value)
+def test_defaults_validate_and_round_trip(spec: ExperimentSpec) -> None:
+    config = default_config(spec.name)
+    schema = DeepExperimentConfig if spec.is_deep else ExperimentConfig
+    assert isinstance(config, schema)
+    assert config.experiment == spec.name.value
+    assert config_from_dict(config_to_dict(config)) == config
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name.value)
+def test_ignored_and_default_keys_are_keys_of_the_schema(spec: ExperimentSpec) -> None:
+    keys = _keys(config_to_dict(default_config(spec.name)))
+    assert spec.ignores <= keys, sorted(spec.ignores - keys)
+    assert _keys({k: dict(v) for k, v in spec.defaults.items()}) <= keys
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name.value)
+def test_list_shows_every_experiment(spec: ExperimentSpec) -> None:
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 0
+    assert spec.name.value in result.output
+
+
+def test_unknown_experiment_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="mnist-pair"):
+        experiment_spec("no-such-experiment")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from condimmune import closed_form_immunizer, immunization_condition_numbers
 from condimmune.experiments.config import apply_overrides, default_config
-from condimmune.linear.data import load_task_data
+from condimmune.experiments.linear_runner import linear_train_options, load_task_data
 from condimmune.linear.train import train_linear
 
 DEFAULT_AMES = Path(__file__).resolve().parents[2] / "shared/data/ames-house-prices/train.csv"
@@ -41,7 +41,8 @@ def main() -> None:
         closed_ms = 1000 * (time.perf_counter() - start)
         closed_rir = immunization_condition_numbers(xp, xh, weight).rir
         start = time.perf_counter()
-        model, _ = train_linear(data, cfg.train, seed=cfg.seed, progress=False)
+        options = linear_train_options(cfg.train)
+        model, _ = train_linear(data, options, seed=cfg.seed, progress=False)
         condnum_ms = 1000 * (time.perf_counter() - start)
         condnum_rir = immunization_condition_numbers(xp, xh, model.weight).rir
         print(

@@ -1,107 +1,136 @@
-"""The ``condimmune`` command line: run, list, evaluate, sweep.
+"""The ``condimmune`` command line: run, list, evaluate, attack, attack-matrix, sweep.
 
-Errors in the user's input (unknown experiment/method/key, missing data, bad values) end
-with a one-line message on stderr and exit code 2, never a traceback.
+One error boundary (:class:`_Boundary`) wraps every command: an error the user can cause
+(a bad config key or value, a missing or damaged file, an unwritable or busy --out, a full
+disk, a machine without the requested accelerator, ...) ends with one line
+``error: <what>: <where>; <how to fix>`` on stderr and exit code 2
+(:func:`condimmune.experiments.errors.user_message` is the one table of such errors). Any
+other exception is a bug: a short ``internal error`` line and exit code 3; the global
+``--debug`` option shows its traceback instead (and that of a user error). ``evaluate``
+exits 1 when the recomputed metrics differ, ``sweep`` when some of its runs failed.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from tqdm.auto import tqdm
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from condimmune.core.records import RecordError
 from condimmune.experiments.config import (
-    Config,
     DeepExperimentConfig,
-    ExperimentConfig,
-    apply_overrides,
-    default_config,
-    load_config,
+    resolve_config,
 )
+from condimmune.experiments.errors import user_message
 from condimmune.experiments.records import DeepRunMetrics, LinearRunMetrics
-from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS, Experiment
+from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS
 from condimmune.methods.registry import registered_methods
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=False,
-    help="Model immunization from a condition-number perspective (ICML 2025), honestly measured.",
-)
 console = Console()
 err_console = Console(stderr=True)
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError)
+USER_ERROR_EXIT, INTERNAL_ERROR_EXIT = 2, 3
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
+def _say(label: str, message: str, style: str = "bold red") -> None:
+    """One line on stderr (never wrapped, never read as rich markup), after closing the
+    progress bars that an error left open (so it starts a line of its own)."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    line = " ".join(message.split())
+    err_console.print(Text.assemble((label, style), " ", line), soft_wrap=True, highlight=False)
 
 
-def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+def _show_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
+    _say("warning:", str(message), "bold yellow")
 
 
-def _resolve_config(
-    experiment: str | None, config_file: Path | None, seed: int | None, sets: list[str]
-) -> Config:
-    if config_file is not None:
-        config = load_config(config_file, experiment)
-        if experiment is not None and config.experiment != experiment:
-            raise ValueError(
-                f"{config_file} is for experiment {config.experiment!r}, not {experiment!r}"
-            )
-    else:
-        config = default_config(experiment or Experiment.MNIST_PAIR.value)
-    if seed is not None:
-        sets = [*sets, f"seed={seed}"]
-    return apply_overrides(config, sets)
+class _Boundary(TyperGroup):
+    """The command line's one error boundary (see the module docstring)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (TyperException, typer.Exit, typer.Abort):
+                raise
+            except Exception as exc:
+                if debug:
+                    raise
+                message = user_message(exc)
+                if message is not None:
+                    _say("error:", message)
+                    raise typer.Exit(USER_ERROR_EXIT) from None
+                first = (str(exc).splitlines() or [""])[0][:300]
+                _say(
+                    "internal error:",
+                    f"{type(exc).__name__}: {first} (a bug in condimmune, not in your input); "
+                    "rerun with --debug to see the traceback, and please report it",
+                )
+                raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+
+
+app = typer.Typer(
+    cls=_Boundary,
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    help="Model immunization from a condition-number perspective (ICML 2025), honestly measured.",
+)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of any error (for bug reports)")
+    ] = False,
+) -> None:
+    """Model immunization from a condition-number perspective (ICML 2025), honestly measured."""
+
+
+def _table(
+    title: str | None,
+    columns: list[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    header: bool = True,
+    numbers: bool = True,
+) -> None:
+    """Print a table; with ``numbers``, every column but the first is right-aligned."""
+    table = Table(title=title, show_header=header)
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="right" if numbers and i else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _print_metrics(m: LinearRunMetrics) -> None:
     from condimmune.experiments.report import headline, summary_rows
 
-    table = Table(title=f"{m.experiment} · {m.method} · seed {m.seed}")
-    table.add_column("quantity")
-    table.add_column("raw", justify="right")
-    table.add_column("immunized", justify="right")
-    for quantity, raw, immunized in summary_rows(m):
-        table.add_row(quantity, raw, immunized)
-    console.print(table)
-    head = Table(show_header=False)
-    head.add_column("headline")
-    head.add_column("value", justify="right")
-    for name, value in headline(m):
-        head.add_row(name, value)
-    console.print(head)
+    title = f"{m.experiment} · {m.method} · seed {m.seed}"
+    _table(title, ["quantity", "raw", "immunized"], summary_rows(m))
+    _table(None, ["headline", "value"], headline(m), header=False)
 
 
 def _print_deep_metrics(m: DeepRunMetrics) -> None:
     from condimmune.experiments.deep_report import deep_headline
 
-    table = Table(title=f"{m.experiment} · {m.method} · seed {m.seed}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    for row in deep_headline(m):
-        table.add_row(*row)
-    console.print(table)
+    title = f"{m.experiment} · {m.method} · seed {m.seed}"
+    _table(title, ["quantity", "value"], deep_headline(m))
 
 
 ExperimentArg = Annotated[
@@ -119,7 +148,6 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="sho
 
 
 @app.command()
-@_user_errors
 def run(
     experiment: ExperimentArg = None,
     out: Annotated[
@@ -131,7 +159,7 @@ def run(
     progress: ProgressOpt = True,
 ) -> None:
     """Immunize a model on real data, print the result table and write the run directory."""
-    cfg = _resolve_config(experiment, config, seed, set_ or [])
+    cfg = resolve_config(experiment, config, set_ or [], seed=seed)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{cfg.experiment}-{cfg.train.method}-{stamp}"
@@ -165,22 +193,12 @@ def list_() -> None:
         )
         for spec in registered_methods()
     ]
-    for title, rows in (
-        ("experiments", experiments),
-        ("methods (--set train.method=NAME)", methods),
-    ):
-        table = Table(title=title)
-        table.add_column("name")
-        table.add_column("description")
-        if rows is methods:
-            table.add_column("runs on")
-        for row in rows:
-            table.add_row(*(row if rows is methods else row[:2]))
-        console.print(table)
+    _table("experiments", ["name", "description"], [r[:2] for r in experiments], numbers=False)
+    columns = ["name", "description", "runs on"]
+    _table("methods (--set train.method=NAME)", columns, methods, numbers=False)
 
 
 @app.command()
-@_user_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
 ) -> None:
@@ -191,76 +209,63 @@ def evaluate(
     try:
         recomputed, saved = evaluate_run(run_dir)
     except RecordError as exc:  # metrics.json does not hold a complete, well-typed record
-        err_console.print(f"[bold red]error:[/] recomputed metrics differ: {exc}", highlight=False)
+        _say("error:", f"recomputed metrics differ: {exc}")
         raise typer.Exit(1) from None
     _print_metrics(recomputed)
     differ = metric_differences(recomputed, saved)
     if differ:
-        err_console.print(f"[bold red]error:[/] recomputed metrics differ: {', '.join(differ)}")
+        _say("error:", f"recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)
     console.print("recomputed metrics match metrics.json")
 
 
 @app.command()
-@_user_errors
 def attack(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
     attackers: Annotated[
-        str, typer.Option(help="comma-separated attackers, or 'all' (see docs)")
-    ] = "all",
-    budget: Annotated[int, typer.Option(help="steps per attacker")] = 500,
-    target: Annotated[float | None, typer.Option(help="default: the run's attack.target")] = None,
+        str | None, typer.Option(help="comma-separated attackers, or 'all' (docs/attacks.md)")
+    ] = None,
+    budget: Annotated[int | None, typer.Option(help="linear runs: steps per attacker")] = None,
+    target: Annotated[
+        float | None, typer.Option(help="linear runs: default the run's attack.target")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="deep runs: an attack.* key, e.g. --set attack.trials=5"),
+    ] = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Fine-tune on the harmful and benign tasks with many attackers, raw vs immunized;
-    add the results to metrics.json and write attack_report.md with plots."""
-    from condimmune.attacks.attackers import Attacker
-    from condimmune.experiments.attack_runner import attack_run
-    from condimmune.experiments.report import format_number
+    """Attack a run (linear: raw vs immunized features; deep: θ0 vs θ_I, each attacker with a
+    hyperparameter search); add the results to metrics.json, write attack_report.md."""
+    from condimmune.experiments.attack_command import run_attack_command
 
-    names = [a.value for a in Attacker] if attackers == "all" else attackers.split(",")
-    bar = tqdm(total=len(names), desc="attackers", disable=not progress, leave=False)
+    bar = tqdm(desc="attackers", disable=not progress, leave=False)
 
     def tick(_attacker: str) -> None:
         bar.update()
 
-    result = attack_run(
-        run_dir, [n.strip() for n in names], budget=budget, target=target, on_progress=tick
-    )
+    out = run_attack_command(run_dir, attackers, budget, target, list(set_ or []), tick)
     bar.close()
-    table = Table(title=f"attack suite (target {result.target:g}, budget {result.budget})")
-    for col in (
-        "attacker",
-        "harmful steps raw → imm.",
-        "harmful slowdown",
-        "benign slowdown",
-        "best harmful (imm.)",
-    ):
-        table.add_column(col, justify="right")
-    for name, d in result.summaries.items():
-        table.add_row(
-            name,
-            f"{format_number(d.harmful_steps_raw)} → {format_number(d.harmful_steps_immunized)}",
-            format_number(d.harmful_slowdown),
-            format_number(d.benign_slowdown),
-            format_number(d.harmful_best),
-        )
-    console.print(table)
-    for label, w in (
-        ("worst case", result.worst),
-        ("worst case, first-order attackers", result.worst_first_order),
-    ):
-        if w is not None:
-            console.print(
-                f"{label}: {w.attacker_immunized} needs {w.steps_immunized} steps on "
-                f"immunized features vs {w.attacker_raw} {w.steps_raw} on raw inputs: "
-                f"slowdown {format_number(w.harmful_slowdown)}"
-            )
-    console.print(f"report: {Path(run_dir) / 'attack_report.md'}")
+    _table(out.title, out.columns, out.rows)
+    console.print("\n".join(out.lines))
+
+
+@app.command(name="attack-matrix")
+def attack_matrix(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="deep run directories after `condimmune attack`, or folders of them"),
+    ],
+    out: Annotated[Path, typer.Option(help="new directory for the matrix report")],
+) -> None:
+    """Combine attacked deep runs: per method and attacker the harmful slowdown (mean ± std
+    over seeds), a heat map on a log scale, the worst-case curves and a verdict per method."""
+    from condimmune.experiments.attack_matrix import write_attack_matrix
+
+    console.print(f"{len(write_attack_matrix(runs, out).runs)} runs: {out / 'attack_matrix.md'}")
 
 
 @app.command()
-@_user_errors
 def sweep(
     experiment: ExperimentArg = None,
     out: Annotated[Path | None, typer.Option(help="sweep directory")] = None,
@@ -279,11 +284,13 @@ def sweep(
 
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
-    from condimmune.experiments.report import format_number
+    from condimmune.experiments.deep_sweep import run_deep_sweep
+    from condimmune.experiments.deep_sweep_tables import DeepSweepRow, summarize_deep
+    from condimmune.experiments.deep_sweep_tables import summary_table as deep_summary_table
     from condimmune.experiments.sweep import parse_pairs, run_sweep
-    from condimmune.experiments.sweep_tables import summarize
+    from condimmune.experiments.sweep_tables import SweepRow, summary_table
 
-    cfg = _resolve_config(experiment, config, None, set_ or [])
+    cfg = resolve_config(experiment, config, set_ or [])
     try:
         seed_list = [int(s) for s in seeds.split(",")]
     except ValueError:
@@ -293,49 +300,39 @@ def sweep(
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"sweep-{cfg.experiment}-{stamp}"
-    if not isinstance(cfg, ExperimentConfig):
-        raise ValueError(f"sweep runs linear experiments; {cfg.experiment} is a deep experiment")
-    rows = run_sweep(
-        cfg,
-        methods=[m.strip() for m in methods.split(",")],
-        seeds=seed_list,
-        pairs=parse_pairs(pairs),
-        out_dir=out,
-        workers=workers,
-        progress=progress,
-        resume=resume,
-    )
-    table = Table(title=f"sweep: {cfg.experiment} ({len(rows)} runs)")
-    for col in (
-        "method",
-        "runs",
-        "mean RIR",
-        "mean RIR (paper-compat.)",
-        "mean bound",
-        "κ_P kept",
-        "s/run",
-    ):
-        table.add_column(col, justify="right")
-    for s in summarize(rows):
-        if not s.runs:
-            table.add_row(s.method, "0", *["—"] * 5)
-            continue
-        table.add_row(
-            s.method,
-            str(s.runs),
-            format_number(s.mean_rir),
-            format_number(s.mean_rir_paper_compatible),
-            format_number(s.mean_bound),
-            f"{s.benign_kept}/{s.runs}",
-            format_number(s.mean_wall_seconds),
+    method_list = [m.strip() for m in methods.split(",")]
+    rows: Sequence[SweepRow | DeepSweepRow]
+    if isinstance(cfg, DeepExperimentConfig):  # methods × seeds; --pairs does not apply
+        rows = run_deep_sweep(
+            cfg,
+            methods=method_list,
+            seeds=seed_list,
+            out_dir=out,
+            workers=workers,
+            progress=progress,
+            resume=resume,
         )
-    console.print(table)
+        columns, cells = deep_summary_table(summarize_deep(rows, method_list))
+    else:
+        rows = run_sweep(
+            cfg,
+            methods=method_list,
+            seeds=seed_list,
+            pairs=parse_pairs(pairs),
+            out_dir=out,
+            workers=workers,
+            progress=progress,
+            resume=resume,
+        )
+        columns, cells = summary_table(rows)
+    _table(f"sweep: {cfg.experiment} ({len(rows)} runs)", columns, cells)
     console.print(f"sweep directory: {out}  (table: {out / 'sweep.md'})")
     failed = [r for r in rows if r.failed]
     if failed:
-        err_console.print(
-            f"[bold red]error:[/] {len(failed)} of {len(rows)} runs failed, first: "
-            f"{failed[0].run_dir}: {failed[0].error}"
+        first = failed[0]
+        _say(
+            "error:",
+            f"{len(failed)} of {len(rows)} runs failed, first: {first.run_dir}: {first.error}",
         )
         raise typer.Exit(1)
 

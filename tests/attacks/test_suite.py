@@ -5,7 +5,8 @@ import pytest
 import torch
 from _helpers import features_with_singular_values
 
-from condimmune.attacks.attackers import Attacker, AttackOutcome, run_attacker
+from condimmune.attacks.attackers import AttackOutcome, run_attacker
+from condimmune.attacks.registry import Attacker
 from condimmune.attacks.suite import (
     DECOMPOSITION_ATTACKERS,
     AttackSummary,

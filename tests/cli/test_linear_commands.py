@@ -207,10 +207,10 @@ ERRORS = {
     "wrong-digit": (["run", "--set", "data.benign_digit=12"], "must be a digit 0–9"),
     "same-digits": (["run", "--set", "data.harmful_digit=1"], "choose two different digits"),
     "missing-house-data": (["run", "house-price"], "house-price needs the Ames data"),
-    "missing-mnist-root": (["run", "--set", "data.root=/nonexistent/mnist"], "is not a directory"),
+    "missing-mnist-root": (["run", "--set", "data.root=/nonexistent/mnist"], "no such directory"),
     "house-root-missing-file": (
         ["run", "house-price", "--set", "data.root=/nonexistent/t.csv"],
-        "does not exist",
+        "no such file",
     ),
     "set-without-equals": (["run", "--set", "train.epochs"], "expects key=value"),
     "bad-pairs": (["sweep", "--pairs", "1-1"], "two different digits"),

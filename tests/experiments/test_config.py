@@ -39,7 +39,7 @@ from condimmune.experiments.registry import (
     experiment_spec,
     registered_experiments,
 )
-from condimmune.methods.base import DeepSolver, LinearPlan, MethodSpec
+from condimmune.methods.base import DeepSolver, FeatureMap, LinearPlan, MethodSpec
 from condimmune.methods.registry import register_method, unregister_method
 
 LINEAR = "mnist-pair"
@@ -692,6 +692,22 @@ _DEFAULT_DEEP = {
         "probe_steps": 300,
         "batch_size": 256,
     },
+    "attack": {
+        "attackers": "all",
+        "trials": 20,
+        "finetune_trials": 20,
+        "probe_steps": 200,
+        "finetune_steps": 100,
+        "finetune_eval_every": 10,
+        "batch_size": 128,
+        "finetune_benign": True,
+        "benign_trials": None,
+        "seconds": 600.0,
+        "target_fraction": 0.95,
+        "utility_cap": 5.0,
+        "storage": None,
+        "skip_dims": 2048,
+    },
 }
 
 
@@ -775,11 +791,19 @@ def _toy_linear(problem: Any, options: Any) -> LinearPlan:  # pragma: no cover -
     raise AssertionError
 
 
+def _toy_map(inputs: Any, options: Any) -> FeatureMap:  # pragma: no cover - never run
+    raise AssertionError
+
+
 @pytest.fixture
 def toy_methods() -> Iterator[tuple[str, str]]:
     linear_only = MethodSpec("toy-cfg-linear", "test only", linear=_toy_linear, deep_solver=None)
     deep_only = MethodSpec(
-        "toy-cfg-deep", "test only", linear=None, deep_solver=DeepSolver.CLOSED_FORM
+        "toy-cfg-deep",
+        "test only",
+        linear=None,
+        deep_solver=DeepSolver.CLOSED_FORM,
+        deep_feature_map=_toy_map,
     )
     register_method(linear_only)
     register_method(deep_only)

@@ -16,6 +16,7 @@ from condimmune.experiments.config import ExperimentConfig, apply_overrides, def
 from condimmune.experiments.sweep import run_sweep
 from condimmune.experiments.sweep_tables import MethodSummary, SweepRow, summarize
 from condimmune.methods.base import DeepSolver, MethodSpec
+from condimmune.methods.leace import leace_feature_map
 from condimmune.methods.registry import register_method, unregister_method
 
 # sweep.csv's columns, as the CLI and users' notebooks read them: must not change.
@@ -256,7 +257,11 @@ def test_resume_refuses_a_run_without_config_yaml(finished, tmp_path):
 )
 def test_bad_job_lists_are_refused_up_front(tmp_path, kwargs, message):
     deep_only = MethodSpec(
-        "sweep-deep-only", "test", linear=None, deep_solver=DeepSolver.CLOSED_FORM
+        "sweep-deep-only",
+        "test",
+        linear=None,
+        deep_solver=DeepSolver.CLOSED_FORM,
+        deep_feature_map=leace_feature_map,
     )
     register_method(deep_only)
     try:

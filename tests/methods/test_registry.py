@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 from condimmune.cli import app
 from condimmune.methods.base import (
     DeepSolver,
+    FeatureMap,
+    FeatureMapInputs,
     LinearPlan,
     LinearProblem,
     MethodOptions,
@@ -47,6 +49,10 @@ def _toy_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
 
 def _toy_penalty(inputs: PenaltyInputs, options: MethodOptions) -> torch.Tensor:
     return inputs.benign.new_zeros(())
+
+
+def _toy_map(inputs: FeatureMapInputs, options: MethodOptions) -> FeatureMap:
+    return FeatureMap(torch.eye(inputs.benign.shape[1]), invertible=True)
 
 
 TOY = MethodSpec(
@@ -143,6 +149,18 @@ def test_a_linear_only_method_is_refused_for_a_deep_experiment(toy: MethodSpec) 
             "deep penalty",
             id="penalty-on-a-closed-form",
         ),
+        pytest.param(
+            lambda: MethodSpec("x", "", None, DeepSolver.CLOSED_FORM),
+            ValueError,
+            "needs a feature map",
+            id="closed-form-without-a-map",
+        ),
+        pytest.param(
+            lambda: MethodSpec("x", "", _toy_linear, None, deep_feature_map=_toy_map),
+            ValueError,
+            "a feature map needs a deep solver",
+            id="map-without-a-deep-solver",
+        ),
     ],
 )
 def test_registry_errors(action, error: type[Exception], match: str) -> None:
@@ -151,6 +169,9 @@ def test_registry_errors(action, error: type[Exception], match: str) -> None:
 
 
 @pytest.mark.parametrize("spec", [method_spec(m) for m in Method], ids=lambda s: s.name)
-def test_every_builtin_has_a_linear_and_a_deep_version(spec: MethodSpec) -> None:
-    assert spec.supports_linear and spec.supports_deep
-    assert (spec.deep_solver is DeepSolver.CLOSED_FORM) == (spec.name == "closed-form")
+def test_every_builtin_has_a_deep_version_and_all_but_one_a_linear_one(spec: MethodSpec) -> None:
+    assert spec.supports_deep
+    assert spec.supports_linear == (spec.name != "condnum-leace")  # deep only, by design
+    closed_forms = {"closed-form", "leace"}
+    assert (spec.deep_solver is DeepSolver.CLOSED_FORM) == (spec.name in closed_forms)
+    assert (spec.deep_feature_map is not None) == (spec.name in {*closed_forms, "condnum-leace"})

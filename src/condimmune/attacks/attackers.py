@@ -1,4 +1,6 @@
-r"""The attackers: how fast do realistic attackers fit the harmful task on released features?
+r"""The linear suite's attackers: how fast do realistic attackers fit the harmful task on a
+linear extractor's released features? (:class:`~condimmune.attacks.registry.Attacker`; the
+deep suite is :mod:`condimmune.attacks.deep_suite`.)
 
 The paper's guarantee covers one attacker, gradient descent with step ``1/L`` on a linear
 head. This module implements that attacker and the ones people actually use, on the squared
@@ -34,7 +36,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from typing import TypeAlias
 
@@ -42,26 +43,11 @@ import torch
 from torch import Tensor
 
 from condimmune.attacks.probes import attacker_features, squared_loss_lipschitz
+from condimmune.attacks.registry import Attacker
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_positive_float, check_same_device_dtype
 
-__all__ = ["AttackOutcome", "Attacker", "run_attacker"]
-
-
-class Attacker(StrEnum):
-    """The attackers of the suite (table in the module docstring)."""
-
-    GD = "gd"
-    GD_TUNED = "gd-tuned"
-    NESTEROV = "nesterov"
-    ADAM = "adam"
-    LBFGS = "lbfgs"
-    LSTSQ = "lstsq"
-    FINETUNE_SGD = "finetune-sgd"
-    FINETUNE_ADAM = "finetune-adam"
-    REINIT = "reinit"
-    STANDARDIZE = "standardize"
-    WHITEN = "whiten"
+__all__ = ["AttackOutcome", "run_attacker"]
 
 
 @dataclass(frozen=True)

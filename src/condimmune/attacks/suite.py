@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from condimmune.attacks.attackers import Attacker, AttackOutcome, run_attacker
+from condimmune.attacks.attackers import AttackOutcome, run_attacker
+from condimmune.attacks.registry import Attacker
 from condimmune.core._choices import parse_choice
 from condimmune.core.records import JsonRecord
 

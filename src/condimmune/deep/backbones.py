@@ -1,15 +1,22 @@
 """Deep feature extractors with the paper's trainable parts, behind one explicit registry.
 
-===============  ==========================================  ===============================
-backbone         architecture                                trained during immunization
-===============  ==========================================  ===============================
-``small-cnn``    3 conv blocks (1 → 16 → 32 → 128 channels)  the last conv block and head
-                 + global average pool, 128 features         (the CPU experiment)
-``resnet18``     torchvision ``resnet18``, 512 features      ``layer4`` (the last two basic
-                                                             blocks) and ``fc`` (Table 3)
-``vit-b16``      timm ``vit_base_patch16_224``, 768          ``blocks.11`` (with its norms),
-                 features                                    the final ``norm``, ``head`` (Table 3)
-===============  ==========================================  ===============================
+================  ==========================================  ===============================
+backbone          architecture                                trained during immunization
+================  ==========================================  ===============================
+``small-cnn``     3 conv blocks (1 → 16 → 32 → 128 channels)  the last conv block and head
+                  + global average pool, 128 features         (the CPU experiment)
+``resnet18``      torchvision ``resnet18``, 512 features      ``layer4`` (the last two basic
+                                                              blocks) and ``fc`` (Table 3)
+``vit-b16``       timm ``vit_base_patch16_224``, 768          ``blocks.11`` (with its norms),
+                  features                                    the final ``norm``, ``head`` (Table 3)
+``mobilenet-v2``  torchvision ``mobilenet_v2``, 1280          the last ``trainable_blocks``
+                  features                                    inverted-residual blocks, the final
+                                                              1×1 conv ``features.18``, ``head``
+================  ==========================================  ===============================
+
+Every body is split into a frozen prefix and the trained suffix
+(:mod:`condimmune.deep.bodies`); :meth:`DeepModel.read_prefix` makes the model take cached
+prefix outputs instead of images (:mod:`condimmune.deep.prefix`).
 
 Weights never come from the network: ``weights=None`` is a seeded random initialisation,
 otherwise a local file, either safetensors or a torchvision/timm ``state_dict`` saved with
@@ -22,15 +29,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 
 from condimmune.core._choices import parse_choice
-
-if TYPE_CHECKING:
-    from timm.models.vision_transformer import VisionTransformer
+from condimmune.core.user_files import check_finite, read_tensor_file, user_path
+from condimmune.deep.bodies import (
+    MOBILENET_V2_BLOCKS,
+    MobileNetV2Body,
+    ResNet18Body,
+    SmallCNN,
+    SplitBody,
+    ViTBody,
+)
 
 __all__ = ["Backbone", "BackboneSpec", "DeepModel", "build_model", "load_weights"]
 
@@ -39,6 +51,7 @@ class Backbone(StrEnum):
     SMALL_CNN = "small-cnn"
     RESNET18 = "resnet18"
     VIT_B16 = "vit-b16"
+    MOBILENET_V2 = "mobilenet-v2"
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,9 @@ class BackboneSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     trainable: tuple[str, ...]
-    """Prefixes of the parameter names trained during immunization (the rest is frozen)."""
+    """Prefixes of the parameter names trained during immunization (the rest is frozen);
+    for ``mobilenet-v2`` the blocks come from ``trainable_blocks``, see
+    :meth:`DeepModel.trainable_names`."""
 
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -68,70 +83,16 @@ SPECS: dict[Backbone, BackboneSpec] = {
         (0.5, 0.5, 0.5),
         ("body.blocks.11.", "body.norm.", "head."),
     ),
+    Backbone.MOBILENET_V2: BackboneSpec(
+        1280,
+        3,
+        _IMAGENET_MEAN,
+        _IMAGENET_STD,
+        (f"body.features.{MOBILENET_V2_BLOCKS + 1}.", "head."),
+    ),
 }
-
-
-class _SmallCNN(nn.Module):
-    def __init__(self, in_channels: int) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(),
-                nn.Conv2d(cout, cout, 3, padding=1),
-                nn.BatchNorm2d(cout),
-            )
-
-        self.block1 = block(in_channels, 16)
-        self.block2 = block(16, 32)
-        self.block3 = block(32, 128)
-        self.pool = nn.MaxPool2d(2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.pool(torch.relu(self.block1(x)))
-        x = self.pool(torch.relu(self.block2(x)))
-        # pooled after batch norm and before any final ReLU: no dead or tiny feature
-        # channels, so the feature covariance is not ill-conditioned for a trivial reason
-        features: Tensor = self.block3(x)
-        return features.mean(dim=(2, 3))
-
-
-class _ResNet18Body(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        from torchvision.models import resnet18
-
-        net = resnet18(weights=None)
-        net.fc = nn.Identity()
-        for name, child in net.named_children():
-            self.add_module(name, child)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for child in self.children():
-            x = child(x)
-            if isinstance(child, nn.AdaptiveAvgPool2d):
-                x = torch.flatten(x, 1)
-        return x
-
-
-class _ViTBody(nn.Module):
-    def __init__(self, image_size: int) -> None:
-        super().__init__()
-        import timm
-
-        vit = timm.create_model(
-            "vit_base_patch16_224", pretrained=False, num_classes=0, img_size=image_size
-        )
-        for name, child in vit.named_children():
-            self.add_module(name, child)
-        # a list, so the wrapper is not registered twice
-        self._vit: list[VisionTransformer] = [cast("VisionTransformer", vit)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        vit = self._vit[0]
-        return vit.forward_head(vit.forward_features(x), pre_logits=True)
+DEFAULT_TRAINABLE_BLOCKS = 2
+"""MobileNetV2's default number of trained inverted-residual blocks (docs/deep.md)."""
 
 
 class DeepModel(nn.Module):
@@ -144,21 +105,46 @@ class DeepModel(nn.Module):
 
     feature_map: Tensor  # a buffer (registered in __init__), ``T`` (k × k)
 
-    def __init__(self, backbone: Backbone, num_classes: int, image_size: int) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        image_size: int,
+        trainable_blocks: int = DEFAULT_TRAINABLE_BLOCKS,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.spec = SPECS[backbone]
+        self.prefix_inputs = False
+        """``True``: ``forward`` takes the frozen prefix's outputs (:meth:`read_prefix`)."""
+        trainable = self.spec.trainable
         if backbone is Backbone.SMALL_CNN:
-            self.body: nn.Module = _SmallCNN(self.spec.in_channels)
+            self.body: SplitBody = SmallCNN(self.spec.in_channels)
         elif backbone is Backbone.RESNET18:
-            self.body = _ResNet18Body()
+            self.body = ResNet18Body()
+        elif backbone is Backbone.VIT_B16:
+            self.body = ViTBody(image_size)
         else:
-            self.body = _ViTBody(image_size)
+            mobilenet = MobileNetV2Body(trainable_blocks)
+            self.body = mobilenet
+            blocks = range(mobilenet.start, MOBILENET_V2_BLOCKS + 1)
+            trainable = (*(f"body.features.{i}." for i in blocks), *trainable)
+        self.trainable_prefixes = trainable
         self.head = nn.Linear(self.spec.feature_dim, num_classes)
         self.register_buffer("feature_map", torch.eye(self.spec.feature_dim), persistent=True)
 
+    def read_prefix(self, on: bool = True) -> None:
+        """From now on ``forward`` takes the outputs of :meth:`prefix` (cached once per
+        image) instead of images; only the trained suffix runs."""
+        self.prefix_inputs = on
+
+    @torch.no_grad()
+    def prefix(self, x: Tensor) -> Tensor:
+        """The frozen part's output for images ``x`` (no gradient)."""
+        return self.body.prefix(x)
+
     def features(self, x: Tensor) -> Tensor:
-        pooled: Tensor = self.body(x)
+        pooled: Tensor = self.body.suffix(x) if self.prefix_inputs else self.body(x)
         return pooled @ self.feature_map.mT
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,7 +153,7 @@ class DeepModel(nn.Module):
 
     def trainable_names(self) -> Iterator[str]:
         for name, _ in self.named_parameters():
-            if name.startswith(self.spec.trainable):
+            if name.startswith(self.trainable_prefixes):
                 yield name
 
     def freeze_for_immunization(self) -> None:
@@ -198,8 +184,13 @@ def build_model(
     image_size: int,
     weights: str | Path | None = None,
     seed: int = 0,
+    trainable_blocks: int = DEFAULT_TRAINABLE_BLOCKS,
+    load_head: bool = True,
 ) -> DeepModel:
-    """A :class:`DeepModel`, randomly initialised from ``seed`` or loaded from ``weights``."""
+    """A :class:`DeepModel`, randomly initialised from ``seed`` or loaded from ``weights``
+    (without the file's classifier when ``load_head`` is false: the head is then fitted to
+    the task, :func:`condimmune.deep.head.fit_linear_head`). ``trainable_blocks`` is read by
+    ``mobilenet-v2`` only."""
     backbone = parse_choice(Backbone, backbone, "model.backbone")
     if num_classes < 1:
         raise ValueError(f"num_classes must be ≥ 1, got {num_classes}")
@@ -209,17 +200,19 @@ def build_model(
         raise ValueError(f"small-cnn needs images of at least 4 × 4 pixels, got {image_size}")
     with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
         torch.manual_seed(seed)
-        model = DeepModel(backbone, num_classes, image_size)
+        model = DeepModel(backbone, num_classes, image_size, trainable_blocks)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, weights, load_head=load_head)
     return model
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+_WEIGHTS_FIX = "save the weights with safetensors.torch.save_file or torch.save(state_dict)"
 
-        return load_file(path)
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a weights file (safetensors or a torch state_dict), all finite."""
+    if path.suffix == ".safetensors":
+        return read_tensor_file(path, where=f"model.weights={path}", fix=_WEIGHTS_FIX).tensors
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for non-checkpoint files
@@ -230,15 +223,19 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"model.weights={path} does not hold a mapping of names to tensors")
+    check_finite(state, f"model.weights={path}", _WEIGHTS_FIX)
     return state
 
 
 def _to_model_keys(state: dict[str, Tensor], model: DeepModel) -> dict[str, Tensor]:
-    """Map torchvision/timm names (top-level ``fc.``/``head.``) onto ``body.``/``head.``."""
+    """Map torchvision/timm names (top-level ``fc.``/``head.``/``classifier.1.``) onto
+    ``body.``/``head.``."""
     own = model.state_dict()
     if any(key.startswith("body.") for key in state):
         return state
-    head_prefix = "fc." if model.backbone is Backbone.RESNET18 else "head."
+    head_prefix = {Backbone.RESNET18: "fc.", Backbone.MOBILENET_V2: "classifier.1."}.get(
+        model.backbone, "head."
+    )
     mapped = {}
     for key, value in state.items():
         if key.startswith(head_prefix):
@@ -250,13 +247,15 @@ def _to_model_keys(state: dict[str, Tensor], model: DeepModel) -> dict[str, Tens
     return mapped
 
 
-def load_weights(model: DeepModel, weights: str | Path) -> None:
+def load_weights(model: DeepModel, weights: str | Path, *, load_head: bool = True) -> None:
     """Load a local weights file into ``model``; raise with the path and the key mismatch.
 
-    A classifier head of a different size (e.g. 1,000 ImageNet classes vs the task's) is an
-    error, not silently re-initialised: the benign accuracy depends on it.
+    With ``load_head`` a classifier head of a different size (e.g. 1,000 ImageNet classes vs
+    the task's) is an error, not silently re-initialised: the benign accuracy depends on it.
+    Without it the file's head is ignored and the model's head is left as it is (to be
+    fitted on the task).
     """
-    path = Path(weights).expanduser()
+    path = user_path(weights, "model.weights")
     if not path.is_file():
         raise FileNotFoundError(
             f"model.weights: no file at {path.resolve()}; nothing is downloaded, so save the "
@@ -265,6 +264,9 @@ def load_weights(model: DeepModel, weights: str | Path) -> None:
         )
     state = _to_model_keys(_read_state_dict(path), model)
     own = model.state_dict()
+    if not load_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        own = {k: v for k, v in own.items() if not k.startswith("head.")}
     missing = sorted(set(own) - set(state) - {"feature_map"})
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from condimmune._files import replace_atomically
+from condimmune.core.errors import UserError
+from condimmune.core.user_files import read_tensor_file
 
 __all__ = ["DeepHistory", "load_checkpoint", "save_checkpoint"]
 
@@ -70,19 +72,16 @@ def load_checkpoint(
     """Restore a checkpoint written by :func:`save_checkpoint`; ``None`` if there is none.
 
     Refuses a checkpoint of a different configuration (its fingerprint differs)."""
-    from safetensors import safe_open
-
     path = directory / _STATE_FILE
     if not path.is_file():
         return None
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata()
-        if meta.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{path} was written by a run with a different configuration; delete "
-                f"{directory} or choose another output directory"
-            )
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    fix = f"delete {directory} to start the run over, or choose another output directory"
+    saved = read_tensor_file(path, fix=fix, finite=False)
+    meta, tensors = saved.metadata, saved.tensors
+    if meta.get("fingerprint") != fingerprint:
+        raise UserError("written by a run with a different configuration", path, fix)
+    if not {"param_groups", "history"} <= set(meta):
+        raise UserError("not a checkpoint of condimmune (metadata missing)", path, fix)
     own = model.state_dict()
     model.load_state_dict(
         {k[6:]: v.to(own[k[6:]].device) for k, v in tensors.items() if k.startswith("model.")}

@@ -36,8 +36,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from condimmune.core._choices import parse_choice
+from condimmune.core.errors import UserError
 
 __all__ = [
+    "GreyToRGB",
     "ImageDataset",
     "ImageSplit",
     "KeyedDataset",
@@ -177,6 +179,32 @@ def digit_group_tasks(
     return out[0], out[1]
 
 
+@dataclass(frozen=True)
+class GreyToRGB:
+    """A grey image (``h × w`` uint8, 0–255) → bilinearly resized to ``size × size``,
+    replicated to 3 channels and normalised with ``mean``/``std`` (ImageNet's for the
+    ImageNet backbones). Deterministic, so its outputs may be cached."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, sample: object) -> Tensor:
+        grey = cast(Tensor, sample).to(torch.float32).div(255.0)
+        x = torch.nn.functional.interpolate(
+            grey.reshape(1, 1, *grey.shape[-2:]),
+            size=(self.size, self.size),
+            mode="bilinear",
+            align_corners=False,
+        ).expand(1, 3, self.size, self.size)
+        mean = torch.tensor(self.mean).reshape(1, 3, 1, 1)
+        std = torch.tensor(self.std).reshape(1, 3, 1, 1)
+        return ((x - mean) / std)[0]
+
+    def describe(self) -> str:
+        return f"grey→rgb bilinear {self.size}x{self.size} mean={self.mean} std={self.std}"
+
+
 def image_transform(
     image_size: int, mean: Sequence[float], std: Sequence[float], *, train: bool
 ) -> Callable[[object], Tensor]:
@@ -202,8 +230,15 @@ class _ImageFile:
     def __call__(self) -> object:
         from PIL import Image
 
-        with Image.open(self.path) as img:
-            return img.convert("RGB")
+        try:
+            with Image.open(self.path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for damaged files
+            raise UserError(
+                f"not a readable image ({' '.join(str(exc).split())[:200]})",
+                self.path,
+                "remove or replace that file",
+            ) from None
 
 
 def _class_folders(split_dir: Path, dataset: ImageDataset) -> list[tuple[Path, str]]:

@@ -3,7 +3,9 @@
 The loop runs on Lightning Fabric (any accelerator, DDP across devices, mixed precision),
 takes one :func:`~condimmune.deep.penalty.step_loss` per global batch, and saves a
 safetensors checkpoint (:mod:`condimmune.deep.checkpoint`) every ``checkpoint_every``
-steps and at each epoch end, so a killed run resumes with the same data order.
+steps and at each epoch end, so a killed run resumes with the same data order. Each step's
+task loss, penalty and both batch log κ also go to Lightning's own loggers (CSV or
+TensorBoard, :class:`FabricOptions`), so a long run can be watched while it trains.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Literal, Never, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from lightning.fabric import Fabric
+from lightning.fabric.loggers.csv_logs import CSVLogger
+from lightning.fabric.loggers.logger import Logger
+from lightning.fabric.loggers.tensorboard import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -33,6 +39,7 @@ __all__ = [
     "FabricOptions",
     "ImmunizeOptions",
     "Precision",
+    "TrainLogger",
     "epoch_order",
     "immunize",
     "make_fabric",
@@ -44,14 +51,24 @@ Precision: TypeAlias = Literal["32-true", "64-true", "16-mixed", "bf16-mixed"]
 Batch: TypeAlias = tuple[Tensor, Tensor]
 
 
+class TrainLogger(StrEnum):
+    """Lightning's logger for the per-step training curves."""
+
+    CSV = "csv"
+    TENSORBOARD = "tensorboard"
+
+
 @dataclass(frozen=True)
 class FabricOptions:
-    """Where training runs: Lightning Fabric's accelerator, devices, strategy, precision."""
+    """Where training runs: Lightning Fabric's accelerator, devices, strategy, precision;
+    and where the training curves are logged (``log_dir``; ``None`` = not logged)."""
 
     accelerator: str = "cpu"
     devices: int = 1
     strategy: str = "auto"
     precision: Precision = "32-true"
+    logger: TrainLogger = TrainLogger.CSV
+    log_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,25 @@ def make_fabric(cfg: FabricOptions) -> Fabric:
     if strategy == "auto" and cfg.devices > 1:
         strategy = "ddp"
     return Fabric(
-        accelerator=accelerator, devices=cfg.devices, strategy=strategy, precision=cfg.precision
+        accelerator=accelerator,
+        devices=cfg.devices,
+        strategy=strategy,
+        precision=cfg.precision,
+        loggers=_loggers(cfg),
     )
+
+
+def _loggers(cfg: FabricOptions) -> list[Logger]:
+    if cfg.log_dir is None:
+        return []
+    if cfg.logger is TrainLogger.CSV:
+        return [CSVLogger(cfg.log_dir, name="csv", version="")]
+    try:
+        return [TensorBoardLogger(cfg.log_dir, name="tensorboard", version="")]
+    except ModuleNotFoundError:
+        raise ValueError(
+            "train.logger=tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
 
 
 def _optimizer(model: nn.Module, cfg: ImmunizeOptions) -> torch.optim.Optimizer:
@@ -243,7 +277,7 @@ def immunize(
             if history.global_step >= total_cap or (
                 stop_after is not None and done_this_call >= stop_after
             ):
-                bar.close()
+                _finish(bar, fabric)
                 return history
             b = tuple(t.to(fabric.device) for t in b)
             h = tuple(t.to(fabric.device) for t in h)
@@ -277,14 +311,30 @@ def immunize(
             history.epoch, history.step_in_epoch = epoch, step + 1
             history.seconds = time.perf_counter() - started
             done_this_call += 1
+            fabric.log_dict(
+                {
+                    "task_loss": task,
+                    "penalty": history.penalty[-1],
+                    "log_kappa_benign": penalty.log_kappa_benign,
+                    "log_kappa_harmful": penalty.log_kappa_harmful,
+                },
+                step=history.global_step,
+            )
             bar.update(1)
             if checkpoint_dir is not None and history.global_step % cfg.checkpoint_every == 0:
                 _checkpoint(fabric, checkpoint_dir, model, optimizer, history, fingerprint)
         history.epoch, history.step_in_epoch = epoch + 1, 0
         if checkpoint_dir is not None:
             _checkpoint(fabric, checkpoint_dir, model, optimizer, history, fingerprint)
-    bar.close()
+    _finish(bar, fabric)
     return history
+
+
+def _finish(bar: tqdm[Never], fabric: Fabric) -> None:
+    """Close the progress bar and flush the loggers (the CSV logger writes every 100 steps)."""
+    bar.close()
+    for logger in fabric.loggers:
+        logger.finalize("success")
 
 
 def _checkpoint(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from condimmune.attacks.attackers import Attacker
+from condimmune.attacks.registry import Attacker
 from condimmune.attacks.suite import (
     DECOMPOSITION_ATTACKERS,
     AttackSummary,
@@ -27,7 +27,7 @@ from condimmune.attacks.suite import (
 )
 from condimmune.experiments.linear_runner import load_run, update_metrics
 from condimmune.experiments.report import format_number, save_figure
-from condimmune.experiments.rundir import replace_atomically
+from condimmune.experiments.rundir import replace_atomically, run_dir_lock
 
 __all__ = ["ATTACK_SECTION", "AttackSuiteResult", "attack_run", "write_attack_report"]
 
@@ -47,6 +47,23 @@ class AttackSuiteResult:
 
 
 def attack_run(
+    run_dir: Path,
+    attackers: list[str],
+    *,
+    budget: int,
+    target: float | None,
+    on_progress: Callable[[str], None] | None = None,
+) -> AttackSuiteResult:
+    """:func:`_attack_run` holding the run directory's lock (:func:`.rundir.run_dir_lock`)
+    from reading the run to writing its reports: a concurrent invocation on the same run is
+    refused with a message, never interleaved with this one."""
+    with run_dir_lock(Path(run_dir).resolve()):
+        return _attack_run(
+            run_dir, attackers, budget=budget, target=target, on_progress=on_progress
+        )
+
+
+def _attack_run(
     run_dir: Path,
     attackers: list[str],
     *,

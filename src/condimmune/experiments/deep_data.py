@@ -1,14 +1,26 @@
-"""The two tasks of a deep experiment: packaged MNIST digit groups or local image folders."""
+"""The two tasks of a deep experiment: packaged MNIST digit groups, local image folders, or
+Fashion-MNIST (benign) against MNIST digits (harmful) as grey images for an ImageNet backbone.
+
+Fashion-MNIST is read from its four IDX files (``train-images-idx3-ubyte.gz`` and the
+labels, ``t10k-…`` for the test set; ``.gz`` or not) in ``data.root``, which defaults to
+where Debian's ``dataset-fashion-mnist`` installs them. A missing or malformed file is a
+one-line error naming the file (and, when missing, the command that installs it).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import torch
 from torch import Tensor
 
+from condimmune.core.errors import UserError
 from condimmune.deep.backbones import SPECS, Backbone
 from condimmune.deep.images import (
+    GreyToRGB,
     ImageDataset,
     ImageSplit,
     KeyedDataset,
@@ -19,19 +31,141 @@ from condimmune.deep.images import (
 )
 from condimmune.experiments.config import DeepExperimentConfig
 from condimmune.experiments.registry import Experiment
-from condimmune.linear.mnist import mnist_arrays
+from condimmune.linear.mnist import mnist_arrays, read_idx
 
-__all__ = ["DeepTaskData", "load_deep_data"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "INSTALL_FASHION_MNIST",
+    "DeepTaskData",
+    "fashion_mnist_arrays",
+    "load_deep_data",
+]
+
+INSTALL_FASHION_MNIST = "apt-get install -y dataset-fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 @dataclass(frozen=True)
 class DeepTaskData:
-    """Each task's training images twice (train and eval transforms) and held-out images."""
+    """Each task's training images twice (train and eval transforms) and held-out images;
+    ``preprocessing`` describes the eval transform (part of the prefix cache's key)."""
 
     benign: ImageSplit
     harmful: ImageSplit
     benign_train_eval: KeyedDataset
     harmful_train_eval: KeyedDataset
+    preprocessing: str = ""
+
+
+def _idx_file(root: Path, stem: str) -> Path:
+    for candidate in (root / f"{stem}.gz", root / stem):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        "Fashion-MNIST file missing",
+        f"{root / stem}.gz (data.root)",
+        f"install it with `{INSTALL_FASHION_MNIST}` or point data.root at a folder of the "
+        "four IDX files",
+    )
+
+
+def fashion_mnist_arrays(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images n × 28 × 28 uint8, labels n int64)`` of the ``train`` or ``test`` (t10k)
+    split; shapes, dtypes (IDX magic) and labels are checked, naming the file at fault."""
+    base = Path(root).expanduser()
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images_path = _idx_file(base, f"{prefix}-images-idx3-ubyte")
+    labels_path = _idx_file(base, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    fix = f"reinstall it with `{INSTALL_FASHION_MNIST}`"
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise UserError(f"images of shape {images.shape}, not n × 28 × 28", images_path, fix)
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise UserError(
+            f"{labels.shape} labels for the {images.shape[0]} images of {images_path.name}",
+            labels_path,
+            fix,
+        )
+    if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise UserError(f"label {int(labels.max())} outside 0–9", labels_path, fix)
+    return images, labels.astype(np.int64)
+
+
+def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted seeded subsample of ``limit`` of ``n`` rows (all when ``limit`` is 0 or ≥ n)."""
+    if 0 < limit < n:
+        return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+    return np.arange(n)
+
+
+def _grey_dataset(
+    images: np.ndarray, labels: np.ndarray, tf: GreyToRGB, seed: int, classes: list[str]
+) -> KeyedDataset:
+    return KeyedDataset(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        torch.from_numpy(labels.astype(np.int64)),
+        tf,
+        seed=seed,
+        classes=classes,
+    )
+
+
+def _fashion_vs_mnist(config: DeepExperimentConfig) -> DeepTaskData:
+    """Benign: Fashion-MNIST (``max_train_images`` of 60,000 for training, the test set or
+    ``max_test_images`` of it); harmful: MNIST digits, ``test_per_class`` held out per digit,
+    ``max_train_images`` of the rest for training. Both as grey images for the backbone."""
+    d, seed = config.data, config.seed
+    if d.root is None:
+        raise ValueError("data.root is not set; it names the Fashion-MNIST IDX folder")
+    spec = SPECS[Backbone(config.model.backbone)]
+    tf = GreyToRGB(config.model.image_size, spec.mean, spec.std)
+    fashion = list(FASHION_MNIST_CLASSES)
+    xb, yb = fashion_mnist_arrays(d.root, "train")
+    keep = _subsample(len(yb), d.max_train_images, seed)
+    benign_train = _grey_dataset(xb[keep], yb[keep], tf, seed, fashion)
+    xt, yt = fashion_mnist_arrays(d.root, "test")
+    keep = _subsample(len(yt), d.max_test_images, seed + 1)
+    benign = ImageSplit(
+        benign_train,
+        _grey_dataset(xt[keep], yt[keep], tf, seed, fashion),
+        len(fashion),
+        f"Fashion-MNIST IDX at {d.root}",
+    )
+    flat, digits, source = mnist_arrays(d.harmful_root)
+    grey = np.rint(flat * 255.0).astype(np.uint8).reshape(-1, 28, 28)
+    rng = np.random.default_rng(seed)
+    test_rows, train_rows = [], []
+    for digit in range(10):
+        rows = rng.permutation(np.flatnonzero(digits == digit))
+        if rows.size <= d.test_per_class:
+            raise ValueError(
+                f"{source}: digit {digit} has {rows.size} images, not more than "
+                f"data.test_per_class = {d.test_per_class}"
+            )
+        test_rows.append(rows[: d.test_per_class])
+        train_rows.append(rows[d.test_per_class :])
+    pool = np.sort(np.concatenate(train_rows))
+    pool = pool[_subsample(pool.size, d.max_train_images, seed + 2)]
+    test = np.sort(np.concatenate(test_rows))
+    names = [str(k) for k in range(10)]
+    harmful = ImageSplit(
+        _grey_dataset(grey[pool], digits[pool], tf, seed, names),
+        _grey_dataset(grey[test], digits[test], tf, seed, names),
+        10,
+        f"{source}, digits 0–9",
+    )
+    return DeepTaskData(benign, harmful, benign.train, harmful.train, tf.describe())
 
 
 _HARMFUL_DATASET = {
@@ -46,6 +180,8 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
     """The benign (pre-training) and harmful tasks of a deep experiment."""
     exp = Experiment(config.experiment)
     d = config.data
+    if exp is Experiment.MOBILENET_FASHION_MNIST:
+        return _fashion_vs_mnist(config)
     if exp is Experiment.MNIST_CNN:
         x, y, source = mnist_arrays(d.root)
         benign, harmful = digit_group_tasks(
@@ -60,11 +196,12 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
             seed=config.seed,
             description=source,
         )
-        return DeepTaskData(benign, harmful, benign.train, harmful.train)
+        return DeepTaskData(benign, harmful, benign.train, harmful.train, "mnist 28x28")
     spec = SPECS[Backbone(config.model.backbone)]
     size = config.model.image_size
-    tf_train = image_transform(size, spec.mean, spec.std, train=True)
     tf_eval = image_transform(size, spec.mean, spec.std, train=False)
+    # a cached prefix is computed once per image, so training images are not augmented
+    tf_train = image_transform(size, spec.mean, spec.std, train=True)
     splits = []
     for dataset, root, key in (
         (ImageDataset.IMAGENET, d.root, "data.root"),
@@ -83,11 +220,14 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
                 dataset, root, split, tf, key=key, max_images=limit, seed=config.seed
             )
 
-        train = make("train", tf_train, d.max_train_images)
-        test = make("test", tf_eval, d.max_test_images)
         train_eval = make("train", tf_eval, d.max_train_images)
+        train = (
+            train_eval if config.model.cache_prefix else make("train", tf_train, d.max_train_images)
+        )
+        test = make("test", tf_eval, d.max_test_images)
         splits.append(
             (ImageSplit(train, test, len(train.classes), f"{dataset.value} at {root}"), train_eval)
         )
     (benign, benign_eval), (harmful, harmful_eval) = splits
-    return DeepTaskData(benign, harmful, benign_eval, harmful_eval)
+    described = f"timm eval transform {size} mean={spec.mean} std={spec.std}"
+    return DeepTaskData(benign, harmful, benign_eval, harmful_eval, described)

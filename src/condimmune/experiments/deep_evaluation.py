@@ -19,6 +19,7 @@ from condimmune.deep.evaluate import (
     probe_pair,
     top1_accuracy,
 )
+from condimmune.deep.head import linear_probe_top1
 from condimmune.experiments.config import DeepExperimentConfig
 from condimmune.experiments.deep_data import DeepTaskData
 from condimmune.experiments.records import (
@@ -68,12 +69,30 @@ def evaluate_deep(
     bs = e.batch_size
     feats = {}
     for name, model in (("original", original), ("immunized", immunized)):
-        pb, _, _ = extract_features(model, data.benign_train_eval, batch_size=bs)
+        pb, _, yb = extract_features(model, data.benign_train_eval, batch_size=bs)
         ph, _, yh = extract_features(model, data.harmful_train_eval, batch_size=bs)
-        _, logits, yb_test = extract_features(model, data.benign.test, batch_size=bs)
+        pb_test, logits, yb_test = extract_features(model, data.benign.test, batch_size=bs)
         ph_test, _, yh_test = extract_features(model, data.harmful.test, batch_size=bs)
-        feats[name] = {"benign": pb, "harmful": ph, "logits": logits, "harmful_test": ph_test}
+        feats[name] = {
+            "benign": pb,
+            "harmful": ph,
+            "logits": logits,
+            "benign_test": pb_test,
+            "harmful_test": ph_test,
+        }
     o, i = feats["original"], feats["immunized"]
+    benign_probe = None
+    if e.benign_probe_steps:  # a fresh softmax head on each extractor's benign features
+        top1 = {
+            name: linear_probe_top1(
+                (f["benign"], yb),
+                (f["benign_test"], yb_test),
+                data.benign.num_classes,
+                steps=e.benign_probe_steps,
+            )
+            for name, f in feats.items()
+        }
+        benign_probe = BenignAccuracy(original=top1["original"], immunized=top1["immunized"])
 
     def ratios(groups: int, size: int) -> GroupRatioPair:
         honest, compatible = (
@@ -92,7 +111,11 @@ def evaluate_deep(
     rir = ratios(e.groups, e.group_size)
     # the paper's own protocol (20 groups of 100), whenever the data allow it
     enough = min(o["benign"].shape[0], o["harmful"].shape[0]) >= _PAPER_GROUP_SIZE
-    paper_protocol = ratios(_PAPER_GROUPS, _PAPER_GROUP_SIZE) if enough else None
+    paper_protocol: GroupRatioPair | None = None
+    if (e.groups, e.group_size) == (_PAPER_GROUPS, _PAPER_GROUP_SIZE):
+        paper_protocol = rir  # the same groups (same seed): computed once
+    else:
+        paper_protocol = ratios(_PAPER_GROUPS, _PAPER_GROUP_SIZE) if enough else None
     targets = one_hot_targets(yh, data.harmful.num_classes)
     gd = probe_pair(
         o["harmful"], i["harmful"], targets, target=e.attack_target, budget=e.attack_budget
@@ -148,6 +171,7 @@ def evaluate_deep(
         train_seconds=0.0,
         training=DeepTrainingRecord(0, 0, None, 0, config.train.devices),
         wall_seconds=0.0,
+        benign_probe=benign_probe,
     )
     curves = DeepCurves(
         gd=gd,

@@ -37,7 +37,7 @@ def deep_headline(m: DeepRunMetrics) -> list[tuple[str, str]]:
     r, p = m.rir_theta0.honest, m.rir_theta0.paper_compatible
     acc = m.benign_accuracy
     gd, probe = m.attack.gd, m.attack.linear_probe
-    return [
+    rows = [
         (
             "RIR_θ0, honest κ (mean ± std over groups)",
             f"{format_number(r.rir_mean)} ± {format_number(r.rir_std)}",
@@ -66,8 +66,22 @@ def deep_headline(m: DeepRunMetrics) -> list[tuple[str, str]]:
             "softmax probe: steps to 95 % of θ0's best accuracy",
             _steps(probe),
         ),
+        (
+            "softmax probe: final harmful top-1, θ0 → θ_I",
+            f"{probe.final_accuracy_original:.4f} → {probe.final_accuracy_immunized:.4f}",
+        ),
         ("GD after PCA whitening: slowdown", f"{m.attack.gd_whitened.slowdown:.2f}×"),
     ]
+    if m.benign_probe is not None:
+        b = m.benign_probe
+        rows.insert(
+            5,
+            (
+                "benign linear probe (fresh softmax head) top-1, θ0 → θ_I",
+                f"{b.original:.4f} → {b.immunized:.4f}",
+            ),
+        )
+    return rows
 
 
 def _attack_figure(curves: DeepCurves, target: float, path: Path) -> None:

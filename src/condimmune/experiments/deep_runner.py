@@ -3,6 +3,8 @@
 Run directory::
 
     config.yaml              resolved config + seed + package versions
+    logs/                    per-step training curves through Lightning's logger
+                             (``csv/metrics.csv`` or ``tensorboard/`` event files)
     metrics.json             RIR_θ0 (honest and paper-compatible, mean ± std over groups),
                              benign top-1 before/after, attack results, training record
     original.safetensors     θ0: the released model before immunization (backbone + head)
@@ -10,8 +12,10 @@ Run directory::
     report.md, *.png         report with attack curves, spectra and training curves
 
 While training, checkpoints go to the sibling ``<run dir>.checkpoints/`` (safetensors:
-model, optimizer, history, and θ0). Re-running the same command after a kill resumes
-from the last checkpoint; a successful run removes that folder. The run directory itself
+model, optimizer, history, and θ0), and the logger writes to ``<run dir>.checkpoints/logs/``
+(watch a long run with ``tensorboard --logdir <run dir>.checkpoints/logs``). Re-running the
+same command after a kill resumes from the last checkpoint; a successful run removes that
+folder. The run directory itself
 is written into a temporary sibling and renamed into place, never half-written.
 """
 
@@ -25,26 +29,25 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
 import yaml
 from lightning.fabric import Fabric
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from safetensors.torch import save_file
 
-from condimmune.deep.backbones import DeepModel, build_model
+from condimmune.core.errors import UserError
+from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.evaluate import extract_features
+from condimmune.deep.feature_maps import apply_feature_map
 from condimmune.deep.trainer import (
-    Batch,
     FabricOptions,
     ImmunizeOptions,
+    TrainLogger,
     immunize,
     make_fabric,
-    pretrain,
 )
 from condimmune.experiments.artifacts import DeepRunArtifacts
 from condimmune.experiments.config import (
@@ -56,22 +59,29 @@ from condimmune.experiments.config import (
 from condimmune.experiments.deep_data import DeepTaskData, load_deep_data
 from condimmune.experiments.deep_evaluation import evaluate_deep
 from condimmune.experiments.deep_report import write_deep_report
+from condimmune.experiments.deep_setup import prepare_original, state_tensors
 from condimmune.experiments.records import DeepTrainingRecord
 from condimmune.experiments.rundir import (
-    new_output_dir,
+    claim_output_dir,
     package_versions,
     write_directory_atomically,
 )
-from condimmune.methods.base import DeepSolver, MethodOptions
-from condimmune.methods.closed_form import closed_form_feature_map
+from condimmune.methods.base import DeepSolver, FeatureMapInputs, MethodOptions
 from condimmune.methods.registry import method_spec
 
 __all__ = ["DeepRunArtifacts", "fabric_options", "immunize_options", "run_deep_experiment"]
 
 
-def fabric_options(train: DeepTrainConfig) -> FabricOptions:
-    """Where the config's ``train`` section asks to run."""
-    return FabricOptions(train.accelerator, train.devices, train.strategy, train.precision)
+def fabric_options(train: DeepTrainConfig, log_dir: Path | None = None) -> FabricOptions:
+    """Where the config's ``train`` section asks to run, logging to ``log_dir``."""
+    return FabricOptions(
+        train.accelerator,
+        train.devices,
+        train.strategy,
+        train.precision,
+        TrainLogger(train.logger),
+        log_dir,
+    )
 
 
 def immunize_options(train: DeepTrainConfig) -> ImmunizeOptions:
@@ -105,76 +115,63 @@ def _fingerprint(config: DeepExperimentConfig) -> str:
     ]
 
 
-def _original_model(
-    config: DeepExperimentConfig, data: DeepTaskData, ckpt: Path | None, progress: bool
-) -> tuple[DeepModel, list[float]]:
-    """θ0: the given weights, or (``train.pretrain_epochs``) pre-trained here on the benign task."""
-    model = build_model(
-        config.model.backbone,
-        num_classes=data.benign.num_classes,
-        image_size=config.model.image_size,
-        weights=config.model.weights,
-        seed=config.seed,
-    )
-    cached = ckpt / "original.safetensors" if ckpt is not None else None
-    if cached is not None and cached.is_file():
-        model.load_state_dict(load_file(cached))
-        return model, []
-    losses: list[float] = []
-    if config.train.pretrain_epochs:
-
-        def bar(it: Iterable[Batch]) -> Iterable[Batch]:
-            return tqdm(it, disable=not progress, desc="pre-train θ0", leave=False)
-
-        losses = pretrain(
-            model,
-            data.benign.train,
-            epochs=config.train.pretrain_epochs,
-            lr=config.train.pretrain_lr,
-            batch_size=config.train.pretrain_batch_size,
-            seed=config.seed,
-            progress=bar,
-        )
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        save_file(_state_tensors(model), cached)
-    return model, losses
+def _fabric(train: DeepTrainConfig, ckpt: Path | None) -> Fabric:
+    """Lightning Fabric for the ``train`` section; settings this machine cannot run (no GPU,
+    a precision the device lacks) are a :class:`UserError` naming the keys."""
+    try:
+        return make_fabric(fabric_options(train, ckpt / "logs" if ckpt else None))
+    except (RuntimeError, MisconfigurationException) as exc:
+        raise UserError(
+            f"Lightning cannot run this configuration here ({' '.join(str(exc).split())})",
+            f"train.accelerator={train.accelerator}, train.devices={train.devices}, "
+            f"train.strategy={train.strategy}, train.precision={train.precision}",
+            "set them to what this machine has, e.g. --set train.accelerator=cpu",
+        ) from None
 
 
-def _closed_form(model: DeepModel, data: DeepTaskData, config: DeepExperimentConfig) -> None:
-    """The closed form on a frozen backbone: T from the ridge-regularized feature
-    covariances, T⁻¹ folded into the head (benign logits unchanged up to rounding)."""
-    phi_p, _, _ = extract_features(model, data.benign_train_eval, batch_size=config.eval.batch_size)
-    phi_h, _, _ = extract_features(
-        model, data.harmful_train_eval, batch_size=config.eval.batch_size
-    )
-    model.set_feature_map(
-        closed_form_feature_map(phi_p, phi_h, ridge=config.train.closed_form_ridge)
-    )
+def _apply_feature_map(model: DeepModel, data: DeepTaskData, config: DeepExperimentConfig) -> None:
+    """The method's feature map on the model's frozen features (θ0 for ``closed-form`` and
+    ``leace``, the trained model for ``condnum-leace``), folded into the model: an invertible
+    ``T`` into the head exactly, a singular one by refitting the head
+    (:mod:`condimmune.deep.feature_maps`)."""
+    hook = method_spec(config.train.method).deep_feature_map
+    if hook is None:
+        raise ValueError(f"train.method={config.train.method} has no feature map")
+    bs = config.eval.batch_size
+    phi_p, _, _ = extract_features(model, data.benign_train_eval, batch_size=bs)
+    phi_h, _, labels = extract_features(model, data.harmful_train_eval, batch_size=bs)
+    inputs = FeatureMapInputs(phi_p, phi_h, labels, data.harmful.num_classes)
+    apply_feature_map(model, hook(inputs, immunize_options(config.train).method_options), phi_p)
 
 
 def run_deep_experiment(
     config: DeepExperimentConfig, out_dir: str | Path | None, *, progress: bool = True
 ) -> DeepRunArtifacts:
-    """Pre-train or load θ0, immunize, evaluate, and (if ``out_dir``) write the run directory."""
+    """Pre-train or load θ0, immunize, evaluate, and (if ``out_dir``) write the run directory;
+    rank 0 checks and locks the output path before any compute."""
     checked = config_from_dict(config_to_dict(config))
     if not isinstance(checked, DeepExperimentConfig):
         raise ValueError(f"{config.experiment} is a linear experiment; use run_experiment")
-    config = checked
+    if out_dir is None or not _is_rank_zero():
+        return _run(checked, None, out_dir, progress)
+    with claim_output_dir(out_dir) as final:
+        return _run(checked, final, out_dir, progress)
+
+
+def _run(
+    config: DeepExperimentConfig, final: Path | None, out_dir: str | Path | None, progress: bool
+) -> DeepRunArtifacts:
     start = time.perf_counter()
-    fabric = make_fabric(fabric_options(config.train))
-    final = new_output_dir(out_dir) if out_dir is not None and _is_rank_zero() else None
     ckpt = (
         Path(f"{Path(out_dir).expanduser().resolve()}.checkpoints") if out_dir is not None else None
     )
-    data = load_deep_data(config)
-    original, pretrain_losses = _original_model(config, data, ckpt, progress)
+    fabric = _fabric(config.train, ckpt)
+    setup = prepare_original(config, load_deep_data(config), ckpt, progress)
+    original, data = setup.original, setup.data
     model = copy.deepcopy(original)
-    solver = method_spec(config.train.method).deep_solver
+    spec = method_spec(config.train.method)
     history = DeepHistory()
-    if solver is DeepSolver.CLOSED_FORM:
-        _closed_form(model, data, config)
-    elif config.train.epochs:
+    if spec.deep_solver is DeepSolver.PENALTY and config.train.epochs:
         with tempfile.TemporaryDirectory(prefix="condimmune-train-") as handoff:
             result = Path(handoff) / "trained.safetensors"
             fabric.launch(
@@ -192,23 +189,26 @@ def run_deep_experiment(
             if fabric.global_rank != 0:
                 return DeepRunArtifacts(config, None, history, None)
             history = _read_trained(result, model)
+    if spec.deep_feature_map is not None:
+        _apply_feature_map(model, data, config)
     metrics, curves = evaluate_deep(config, data, original, model)
     metrics = replace(
         metrics,
         train_seconds=history.seconds,
         training=DeepTrainingRecord(
             steps=history.global_step,
-            pretrain_steps=len(pretrain_losses),
+            pretrain_steps=len(setup.pretrain_losses),
             resumed_from_step=history.resumed_from,
             rank_deficient_steps=history.rank_deficient_steps,
             processes=config.train.devices,
         ),
         wall_seconds=time.perf_counter() - start,
+        prefix_seconds=setup.prefix_seconds,
     )
-    curves = replace(curves, pretrain_loss=pretrain_losses)
+    curves = replace(curves, pretrain_loss=setup.pretrain_losses)
     art = DeepRunArtifacts(config, metrics, history, curves)
     if final is not None:
-        _write(final, art, original, model)
+        _write(final, art, original, model, ckpt / "logs" if ckpt else None)
         if ckpt is not None:
             shutil.rmtree(ckpt, ignore_errors=True)
     return art
@@ -254,21 +254,20 @@ def _train_worker(
         progress=progress,
     )
     if fabric.global_rank == 0:
-        save_file(_state_tensors(model), result, metadata={"history": json.dumps(asdict(history))})
+        save_file(state_tensors(model), result, metadata={"history": json.dumps(asdict(history))})
 
 
-def _state_tensors(model: DeepModel) -> dict[str, torch.Tensor]:
-    """The model's state as contiguous CPU tensors, as safetensors wants them."""
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def _write(final: Path, art: DeepRunArtifacts, original: DeepModel, model: DeepModel) -> None:
+def _write(
+    final: Path, art: DeepRunArtifacts, original: DeepModel, model: DeepModel, logs: Path | None
+) -> None:
     def write(tmp: Path) -> None:
+        if logs is not None and logs.is_dir():
+            shutil.copytree(logs, tmp / "logs")
         resolved = config_to_dict(art.config)
         resolved["versions"] = package_versions("torchvision", "timm", "lightning")
         (tmp / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         for name, m in (("original", original), ("immunized", model)):
-            save_file(_state_tensors(m), tmp / f"{name}.safetensors")
+            save_file(state_tensors(m), tmp / f"{name}.safetensors")
         metrics = art.metrics.to_json() if art.metrics is not None else {}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
         write_deep_report(tmp, art)

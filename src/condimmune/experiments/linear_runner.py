@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from condimmune.experiments.artifacts import RunArtifacts
 from condimmune.experiments.config import (
@@ -34,13 +33,15 @@ from condimmune.experiments.config import (
     config_to_dict,
 )
 from condimmune.experiments.linear_evaluation import compute_metrics
-from condimmune.experiments.records import LinearRunMetrics, read_metrics
+from condimmune.experiments.linear_rundir import LoadedRun, load_run
+from condimmune.experiments.records import LinearRunMetrics
 from condimmune.experiments.registry import Experiment
 from condimmune.experiments.report import write_report
 from condimmune.experiments.rundir import (
-    new_output_dir,
+    claim_output_dir,
     package_versions,
     replace_atomically,
+    run_dir_lock,
     write_directory_atomically,
 )
 from condimmune.linear.data import load_task_data as _load_task_data
@@ -48,11 +49,8 @@ from condimmune.linear.tasks import (
     LinearDataOptions,
     LinearSource,
     LinearTaskData,
-    TaskKind,
-    TaskSplit,
 )
 from condimmune.linear.train import (
-    LinearModel,
     LinearTrainOptions,
     train_linear,
 )
@@ -120,12 +118,18 @@ def _write_json(path: Path, record: LinearRunMetrics) -> None:
 def run_experiment(
     config: ExperimentConfig, out_dir: str | Path | None, *, progress: bool = True
 ) -> RunArtifacts:
-    """Train, evaluate and (if ``out_dir``) write the run directory atomically."""
+    """Train, evaluate and (if ``out_dir``) write the run directory atomically; the output
+    path is checked and locked before any compute (:func:`~.rundir.claim_output_dir`)."""
     checked = config_from_dict(config_to_dict(config))  # validated copy
     if not isinstance(checked, ExperimentConfig):
         raise ValueError(f"{config.experiment} is a deep experiment; use run_deep_experiment")
-    config = checked
-    final = new_output_dir(out_dir) if out_dir is not None else None
+    if out_dir is None:
+        return _run(checked, None, progress)
+    with claim_output_dir(out_dir) as final:
+        return _run(checked, final, progress)
+
+
+def _run(config: ExperimentConfig, final: Path | None, progress: bool) -> RunArtifacts:
     start = time.perf_counter()
     data = load_task_data(config.experiment, config.data, config.seed)
     options = linear_train_options(config.train)
@@ -176,76 +180,6 @@ def _write_run(directory: Path, art: RunArtifacts) -> None:
     _write_json(directory / "metrics.json", art.metrics)
 
 
-@dataclass(frozen=True)
-class LoadedRun:
-    """A linear run directory read back: config, data, immunized and raw models, metrics."""
-
-    config: ExperimentConfig
-    data: LinearTaskData
-    model: LinearModel
-    raw_model: LinearModel
-    metrics: LinearRunMetrics
-
-
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Read a run directory back; a missing or damaged file is an error naming it."""
-    run_dir = Path(run_dir)
-    if (run_dir / "immunized.safetensors").is_file():
-        raise ValueError(
-            f"{run_dir} is a deep run; its attacks and RIR_θ0 are already in metrics.json "
-            "(evaluate and attack work on linear runs)"
-        )
-    needed = [
-        "config.yaml",
-        "metrics.json",
-        "extractor.safetensors",
-        "head.safetensors",
-        "data.safetensors",
-    ]
-    missing = [n for n in needed if not (run_dir / n).is_file()]
-    if missing:
-        raise ValueError(
-            f"{run_dir} is not a complete run directory (missing {', '.join(missing)})"
-        )
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-    raw.pop("versions", None)
-    config = config_from_dict(raw)
-    if not isinstance(config, ExperimentConfig):
-        raise ValueError(f"{run_dir / 'config.yaml'} is the config of a deep run")
-    tensors = load_file(run_dir / "data.safetensors")
-    weight = load_file(run_dir / "extractor.safetensors")["weight"]
-    head = load_file(run_dir / "head.safetensors")
-    empty = torch.zeros(0, dtype=torch.float64)
-    kind = (
-        TaskKind.REGRESSION
-        if config.experiment == Experiment.HOUSE_PRICE.value
-        else TaskKind.CLASSIFICATION
-    )
-    data = LinearTaskData(
-        benign=TaskSplit(
-            tensors["benign_x"],
-            tensors["benign_y"],
-            tensors["benign_x_test"],
-            tensors["benign_y_test"],
-        ),
-        harmful=TaskSplit(tensors["harmful_x"], tensors["harmful_y"], empty, empty),
-        kind=kind,
-        description=f"loaded from {run_dir}",
-    )
-    model = LinearModel(weight=weight, head=head["head"], bias=head["bias"][0])
-    d = weight.shape[1]
-    raw_model = LinearModel(
-        weight=torch.eye(d, dtype=weight.dtype),
-        head=tensors["raw_head"],
-        bias=tensors["raw_bias"][0],
-    )
-    path = run_dir / "metrics.json"
-    metrics = read_metrics(json.loads(path.read_text()), source=str(path))
-    if not isinstance(metrics, LinearRunMetrics):
-        raise ValueError(f"{path} holds the metrics of a deep run")
-    return LoadedRun(config, data, model, raw_model, metrics)
-
-
 def evaluate_run(run_dir: str | Path) -> tuple[LinearRunMetrics, LinearRunMetrics]:
     """Recompute a saved run's metrics from its files; returns (recomputed, saved). The
     recomputed record carries the saved timings, notes and attack-suite results, which
@@ -271,6 +205,10 @@ def evaluate_run(run_dir: str | Path) -> tuple[LinearRunMetrics, LinearRunMetric
 
 
 def update_metrics(run_dir: str | Path, metrics: LinearRunMetrics) -> None:
-    """Replace a run's ``metrics.json`` atomically (temp file + rename)."""
-    path = Path(run_dir) / "metrics.json"
-    replace_atomically(path, lambda tmp: _write_json(tmp, metrics))
+    """Replace a run's ``metrics.json`` atomically (temp file + rename), holding the run
+    directory's lock (:func:`~.rundir.run_dir_lock`; re-entrant, so a caller can hold it
+    across its own read-modify-write, as ``condimmune attack`` does)."""
+    run_dir = Path(run_dir).resolve()
+    with run_dir_lock(run_dir):
+        path = run_dir / "metrics.json"
+        replace_atomically(path, lambda tmp: _write_json(tmp, metrics))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from condimmune.attacks.deep_records import DeepAttackSuite
 from condimmune.attacks.suite import AttackSummary, WorstCase
 from condimmune.core.records import JsonRecord, JsonValue, RecordError
 from condimmune.deep.evaluate import GroupRatios
@@ -193,7 +194,10 @@ class DeepTrainingRecord(JsonRecord):
 
 @dataclass(frozen=True)
 class DeepRunMetrics(JsonRecord):
-    """``metrics.json`` of a deep run (θ0 vs θ_I; docs/deep.md)."""
+    """``metrics.json`` of a deep run (θ0 vs θ_I; docs/deep.md). ``benign_probe``: top-1 of a
+    softmax head fitted on each extractor's benign features (``eval.benign_probe_steps``);
+    ``prefix_seconds``: time spent on the frozen prefix (``model.cache_prefix``);
+    ``attack_suite``: the worst-case attack suite, once ``condimmune attack`` has run."""
 
     experiment: str
     method: str
@@ -209,6 +213,9 @@ class DeepRunMetrics(JsonRecord):
     train_seconds: float
     training: DeepTrainingRecord
     wall_seconds: float
+    benign_probe: BenignAccuracy | None = None
+    prefix_seconds: float | None = None
+    attack_suite: DeepAttackSuite | None = None
 
 
 RunMetrics = LinearRunMetrics | DeepRunMetrics

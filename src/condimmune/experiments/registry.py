@@ -22,6 +22,8 @@ experiment                 data keys read
 ``mnist-cnn``              root, benign_digits, harmful_digits, train_per_class,
                            test_per_class, num_workers
 ``imagenet-*``             root, harmful_root, max_train_images, max_test_images, num_workers
+``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX), harmful_root (MNIST IDX or packaged),
+                           max_train_images, max_test_images, test_per_class, num_workers
 =========================  ==================================================================
 
 The keys an experiment does not read are in :attr:`ExperimentSpec.ignores`; ``--set`` refuses
@@ -62,6 +64,7 @@ class Experiment(StrEnum):
     IMAGENET_COUNTRY211_RESNET18 = "imagenet-country211-resnet18"
     IMAGENET_CARS_VIT = "imagenet-cars-vit"
     IMAGENET_COUNTRY211_VIT = "imagenet-country211-vit"
+    MOBILENET_FASHION_MNIST = "mobilenet-fashion-mnist"
 
 
 class ExperimentFamily(StrEnum):
@@ -107,6 +110,8 @@ _MNIST_CNN_KEYS = frozenset(
     {"data.benign_digits", "data.harmful_digits", "data.train_per_class", "data.test_per_class"}
 )
 _FOLDER_KEYS = frozenset({"data.harmful_root", "data.max_train_images", "data.max_test_images"})
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's ``dataset-fashion-mnist`` puts the four IDX files."""
 
 _PAPER_RN18: dict[str, dict[str, Any]] = {
     "model": {"backbone": "resnet18", "image_size": 224},
@@ -127,6 +132,29 @@ _PAPER_VIT: dict[str, dict[str, Any]] = {
         "benign_weight": 1e-6,
         "harmful_weight": 1e8,
     },
+}
+
+# The CPU default: 2,000 training images per task at 64 × 64, the full Fashion-MNIST test
+# set; each image's frozen prefix is computed once (docs/deep.md, measurements).
+_MOBILENET_FASHION_MNIST: dict[str, dict[str, Any]] = {
+    "model": {
+        "backbone": "mobilenet-v2",
+        "weights": "imagenet",
+        "image_size": 64,
+        "trainable_blocks": 2,
+        "cache_prefix": True,
+    },
+    "data": {"root": FASHION_MNIST_ROOT, "max_train_images": 2000, "test_per_class": 100},
+    "train": {
+        "fit_head_steps": 100,
+        "epochs": 3,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "normalize_covariance": True,
+        "benign_weight": 5e-6,
+        "harmful_weight": 1000.0,
+    },
+    "eval": {"benign_probe_steps": 100},
 }
 
 _LINEAR, _DEEP = ExperimentFamily.LINEAR, ExperimentFamily.DEEP
@@ -239,6 +267,14 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _DEEP,
                 _frozen(_PAPER_VIT),
                 _MNIST_CNN_KEYS,
+            ),
+            ExperimentSpec(
+                Experiment.MOBILENET_FASHION_MNIST,
+                "deep, real pretrained weights on CPU: the installed ImageNet MobileNetV2, benign "
+                "Fashion-MNIST (10 classes), immunized against MNIST digits (10 classes)",
+                _DEEP,
+                _frozen(_MOBILENET_FASHION_MNIST),
+                frozenset({"data.benign_digits", "data.harmful_digits", "data.train_per_class"}),
             ),
         )
     }

@@ -14,7 +14,6 @@ is an error naming the first differing key).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from tqdm.auto import tqdm
 
+from condimmune.core.errors import UserError
 from condimmune.experiments.config import ExperimentConfig, config_from_dict, config_to_dict
 from condimmune.experiments.records import LinearRunMetrics, read_metrics
 from condimmune.experiments.registry import Experiment
-from condimmune.experiments.rundir import new_output_dir
+from condimmune.experiments.rundir import claim_output_dir, read_json, read_yaml_mapping
 from condimmune.experiments.sweep_tables import SweepRow, write_tables
 from condimmune.methods.registry import method_spec
 
@@ -200,27 +199,21 @@ def _finished_run(job: SweepJob) -> LinearRunMetrics | None:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         return None
+    fix = "use a new --out or delete that run directory"
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise ValueError(
-            f"{run_dir} has a metrics.json but no config.yaml, so it cannot be checked against "
-            "this sweep; use a new --out or delete it"
+        raise UserError(
+            "the run has a metrics.json but no config.yaml, so it cannot be checked against "
+            "this sweep",
+            run_dir,
+            fix,
         )
-    try:
-        saved = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{config_path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{config_path} does not hold a config mapping")
+    saved = read_yaml_mapping(config_path, fix)
     saved.pop("versions", None)
     mismatch = _config_mismatch(run_dir, saved, job.config)
     if mismatch is not None:
         raise ValueError(mismatch)
-    try:
-        data = json.loads(metrics_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{metrics_path} is not valid JSON: {exc}") from None
-    metrics = read_metrics(data, source=str(metrics_path))
+    metrics = read_metrics(read_json(metrics_path, fix), source=str(metrics_path))
     if not isinstance(metrics, LinearRunMetrics):
         raise ValueError(f"{metrics_path} holds the metrics of a deep run")
     return metrics
@@ -248,11 +241,22 @@ def run_sweep(
     pair and seed (failed jobs included, with ``error`` set). With ``resume``, runs whose
     directory already holds a ``metrics.json`` are read back instead of re-run; one that was
     run with a different config raises ``ValueError`` before anything runs."""
-    out_dir = (
-        Path(out_dir).expanduser().resolve()
-        if resume
-        else new_output_dir(out_dir, hint="choose a new directory or --resume")
-    )
+    with claim_output_dir(
+        out_dir, hint="choose a new directory or --resume", resume=resume
+    ) as claimed:
+        return _run_sweep(base, methods, seeds, pairs, claimed, workers, progress=progress)
+
+
+def _run_sweep(
+    base: ExperimentConfig,
+    methods: list[str],
+    seeds: list[int],
+    pairs: list[tuple[int, int]] | None,
+    out_dir: Path,
+    workers: int,
+    *,
+    progress: bool,
+) -> list[SweepRow]:
     if Experiment(base.experiment) is Experiment.HOUSE_PRICE:
         pairs = None
     jobs = make_jobs(base, methods, seeds, pairs, out_dir)

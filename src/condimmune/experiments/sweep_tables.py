@@ -9,12 +9,14 @@ import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from condimmune._files import replace_atomically
 from condimmune.experiments.config import ExperimentConfig
 from condimmune.experiments.records import LinearRunMetrics
 from condimmune.experiments.registry import Experiment
@@ -24,6 +26,7 @@ __all__ = [
     "MethodSummary",
     "SweepRow",
     "summarize",
+    "summary_table",
     "write_tables",
 ]
 
@@ -200,6 +203,30 @@ def summarize(rows: list[SweepRow]) -> list[MethodSummary]:
     return out
 
 
+def summary_table(rows: list[SweepRow]) -> tuple[list[str], list[list[str]]]:
+    """The columns and rows of the per-method summary the command line prints."""
+    from condimmune.experiments.report import format_number as f
+
+    columns = ["method", "runs", "mean RIR", "mean RIR (paper-compat.)", "mean bound"]
+    table = []
+    for s in summarize(rows):
+        if not s.runs:
+            table.append([s.method, "0", *["—"] * 5])
+            continue
+        table.append(
+            [
+                s.method,
+                str(s.runs),
+                f(s.mean_rir),
+                f(s.mean_rir_paper_compatible),
+                f(s.mean_bound),
+                f"{s.benign_kept}/{s.runs}",
+                f(s.mean_wall_seconds),
+            ]
+        )
+    return [*columns, "κ_P kept", "s/run"], table
+
+
 def _write_markdown(path: Path, rows: list[SweepRow]) -> None:
     from condimmune.experiments.report import format_number as f
 
@@ -272,8 +299,11 @@ def _heatmap(path: Path, rows: list[SweepRow], method: str) -> None:
 
 def write_tables(out_dir: Path, rows: list[SweepRow], *, methods: list[str]) -> None:
     """``sweep.csv`` and ``sweep.md`` in ``out_dir``, and one heat map per name in
-    ``methods`` (digit experiments)."""
-    _write_csv(out_dir / "sweep.csv", rows)
-    _write_markdown(out_dir / "sweep.md", rows)
+    ``methods`` (digit experiments); each file is written to a temporary name and renamed."""
+    replace_atomically(out_dir / "sweep.csv", partial(_write_csv, rows=rows))
+    replace_atomically(out_dir / "sweep.md", partial(_write_markdown, rows=rows))
     for method in methods:
-        _heatmap(out_dir / f"heatmap_{method}.png", [r for r in rows if r.method == method], method)
+        chosen = [r for r in rows if r.method == method]
+        replace_atomically(
+            out_dir / f"heatmap_{method}.png", partial(_heatmap, rows=chosen, method=method)
+        )

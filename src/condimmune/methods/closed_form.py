@@ -15,7 +15,15 @@ import torch
 from torch import Tensor
 
 from condimmune.core.bound import closed_form_immunizer
-from condimmune.methods.base import DeepSolver, LinearPlan, LinearProblem, MethodOptions, MethodSpec
+from condimmune.methods.base import (
+    DeepSolver,
+    FeatureMap,
+    FeatureMapInputs,
+    LinearPlan,
+    LinearProblem,
+    MethodOptions,
+    MethodSpec,
+)
 
 __all__ = ["CLOSED_FORM", "closed_form_feature_map"]
 
@@ -36,10 +44,18 @@ def closed_form_feature_map(benign: Tensor, harmful: Tensor, *, ridge: float) ->
     return closed_form_immunizer(rows[0], rows[1])
 
 
+def _closed_form_deep(inputs: FeatureMapInputs, options: MethodOptions) -> FeatureMap:
+    transform = closed_form_feature_map(
+        inputs.benign, inputs.harmful, ridge=options.closed_form_ridge
+    )
+    return FeatureMap(transform, invertible=True)
+
+
 CLOSED_FORM = MethodSpec(
     name="closed-form",
     description="the RIR-optimal linear extractor from one generalized eigendecomposition "
     "(docs/theory.md)",
     linear=_closed_form_linear,
     deep_solver=DeepSolver.CLOSED_FORM,
+    deep_feature_map=_closed_form_deep,
 )

@@ -14,6 +14,8 @@ from condimmune.methods.base import MethodSpec
 from condimmune.methods.baselines import IMMA, NONE, OPT_KAPPA
 from condimmune.methods.closed_form import CLOSED_FORM
 from condimmune.methods.condnum import CONDNUM, R_ILL_ONLY
+from condimmune.methods.condnum_leace import CONDNUM_LEACE
+from condimmune.methods.leace import LEACE
 
 __all__ = [
     "Method",
@@ -33,9 +35,11 @@ class Method(StrEnum):
     OPT_KAPPA = "opt-kappa"
     IMMA = "imma"
     CLOSED_FORM = "closed-form"
+    LEACE = "leace"
+    CONDNUM_LEACE = "condnum-leace"
 
 
-_BUILTIN = (CONDNUM, NONE, R_ILL_ONLY, OPT_KAPPA, IMMA, CLOSED_FORM)
+_BUILTIN = (CONDNUM, NONE, R_ILL_ONLY, OPT_KAPPA, IMMA, CLOSED_FORM, LEACE, CONDNUM_LEACE)
 _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _BUILTIN}
 
 

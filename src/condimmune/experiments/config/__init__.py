@@ -27,6 +27,7 @@ from condimmune.experiments.config.api import (
     default_config,
     is_deep,
     load_config,
+    resolve_config,
 )
 from condimmune.experiments.config.deep import (
     Config,
@@ -36,6 +37,7 @@ from condimmune.experiments.config.deep import (
     DeepTrainConfig,
     ModelConfig,
 )
+from condimmune.experiments.config.deep_attack import DeepAttackConfig
 from condimmune.experiments.config.linear import (
     AttackConfig,
     DataConfig,
@@ -48,6 +50,7 @@ __all__ = [
     "AttackConfig",
     "Config",
     "DataConfig",
+    "DeepAttackConfig",
     "DeepDataConfig",
     "DeepEvalConfig",
     "DeepExperimentConfig",
@@ -62,4 +65,5 @@ __all__ = [
     "default_config",
     "is_deep",
     "load_config",
+    "resolve_config",
 ]

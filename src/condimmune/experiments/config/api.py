@@ -242,3 +242,27 @@ def _validate(cls: type[ExperimentConfig] | type[DeepExperimentConfig], data: An
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ValueError(_one_line(exc, cls)) from None
+
+
+def resolve_config(
+    experiment: str | None,
+    config_file: str | Path | None,
+    sets: Sequence[str],
+    *,
+    seed: int | None = None,
+) -> Config:
+    """The command line's config: ``config_file`` (YAML over the experiment's defaults) or
+    the defaults of ``experiment`` (default ``mnist-pair``), then ``seed`` and the ``--set``
+    overrides; a file for another experiment than ``experiment`` is refused."""
+    if config_file is not None:
+        config = load_config(config_file, experiment)
+        if experiment is not None and config.experiment != experiment:
+            raise ValueError(
+                f"config file {config_file} is for experiment {config.experiment!r}, "
+                f"not {experiment!r}; drop the EXPERIMENT argument or the --config file"
+            )
+    else:
+        config = default_config(experiment or Experiment.MNIST_PAIR.value)
+    if seed is not None:
+        sets = [*sets, f"seed={seed}"]
+    return apply_overrides(config, sets)

@@ -10,11 +10,13 @@ from pydantic import (
     model_validator,
 )
 
+from condimmune.experiments.config.deep_attack import DeepAttackConfig
 from condimmune.experiments.config.fields import (
     MAX_SEED,
     Accelerator,
     Choice,
     Float,
+    Logger,
     Precision,
     Strategy,
     _check_experiment,
@@ -39,9 +41,25 @@ class ModelConfig(_Schema):
     )
     weights: str | None = Field(
         default=None,
-        description="a local safetensors file or torch state_dict; None = seeded random init",
+        description="a local safetensors file or torch state_dict; 'imagenet' = the installed "
+        "ImageNet checkpoint (mobilenet-v2); None = seeded random init",
     )
     image_size: int = Field(default=28, ge=4, le=1024, description="input side in pixels, 4–1024")
+    trainable_blocks: int = Field(
+        default=2,
+        ge=0,
+        le=17,
+        description="mobilenet-v2: inverted-residual blocks trained (plus the final conv), 0–17",
+    )
+    cache_prefix: bool = Field(
+        default=False,
+        description="run the frozen prefix once per image (turns training augmentation off)",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="weights and prefix cache; None = $CONDIMMUNE_CACHE_DIR or "
+        "$XDG_CACHE_HOME/condimmune (~/.cache/condimmune)",
+    )
 
     @field_validator("backbone")
     @classmethod
@@ -50,6 +68,20 @@ class ModelConfig(_Schema):
         from condimmune.deep.backbones import Backbone
 
         return parse_choice(Backbone, value, "model.backbone").value
+
+    @model_validator(mode="after")
+    def _blocks_of_mobilenet(self) -> Self:
+        default = type(self).model_fields["trainable_blocks"].default
+        if self.backbone != "mobilenet-v2" and self.trainable_blocks != default:
+            raise ValueError(
+                f"model.trainable_blocks is read by backbone mobilenet-v2 only, not {self.backbone}"
+            )
+        if self.weights == "imagenet" and self.backbone != "mobilenet-v2":
+            raise ValueError(
+                "model.weights=imagenet names the installed mobilenet-v2 checkpoint; give "
+                f"{self.backbone} a weights file"
+            )
+        return self
 
 
 def _digit_group(text: str, key: str) -> set[int]:
@@ -67,15 +99,21 @@ def _digit_group(text: str, key: str) -> set[int]:
 class DeepDataConfig(_Schema):
     """Deep-experiment data. ``mnist-cnn``: the packaged MNIST subset (or IDX files in
     ``root``) split into two digit groups. ImageNet experiments: ``root`` is the ImageNet
-    folder (pre-training / benign task), ``harmful_root`` the Cars or Country211 folder."""
+    folder (pre-training / benign task), ``harmful_root`` the Cars or Country211 folder.
+    ``mobilenet-fashion-mnist``: ``root`` the Fashion-MNIST IDX folder, ``harmful_root`` MNIST
+    IDX files (None = the packaged subset)."""
 
     _prefix: ClassVar[str] = "data"
 
     root: str | None = Field(
-        default=None, description="mnist-cnn: MNIST IDX folder (None = packaged); ImageNet folder"
+        default=None,
+        description="mnist-cnn: MNIST IDX folder (None = packaged); ImageNet folder; "
+        "Fashion-MNIST IDX folder",
     )
     harmful_root: str | None = Field(
-        default=None, description="imagenet-*: the Stanford Cars or Country211 folder"
+        default=None,
+        description="imagenet-*: the Stanford Cars or Country211 folder; "
+        "mobilenet-fashion-mnist: MNIST IDX folder (None = packaged subset)",
     )
     benign_digits: str = Field(
         default="01234", description="mnist-cnn: benign digit group, e.g. 01234"
@@ -85,16 +123,23 @@ class DeepDataConfig(_Schema):
         default=400, ge=1, le=100_000, description="mnist-cnn: training images per digit, 1–100,000"
     )
     test_per_class: int = Field(
-        default=100, ge=1, le=100_000, description="mnist-cnn: held-out images per digit, 1–100,000"
+        default=100,
+        ge=1,
+        le=100_000,
+        description="mnist-cnn, mobilenet-fashion-mnist: held-out images per digit, 1–100,000",
     )
     max_train_images: int = Field(
         default=0,
         ge=0,
         le=10_000_000,
-        description="imagenet-*: seeded subsample of each training split (0 = all), ≤ 10⁷",
+        description="imagenet-*, mobilenet-*: seeded subsample of each training split "
+        "(0 = all), ≤ 10⁷",
     )
     max_test_images: int = Field(
-        default=0, ge=0, le=10_000_000, description="imagenet-*: same for the test splits, ≤ 10⁷"
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="imagenet-*: same for the test splits; mobilenet-*: the benign test set, ≤ 10⁷",
     )
     num_workers: int = Field(default=0, ge=0, le=256, description="data-loader processes, 0–256")
 
@@ -133,6 +178,13 @@ class DeepTrainConfig(_Schema):
     )
     pretrain_lr: Float = Field(default=1e-3, gt=0, description="pre-training learning rate, > 0")
     pretrain_batch_size: int = Field(default=64, ge=1, le=65_536, description="1–65,536")
+    fit_head_steps: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="θ0's head: L-BFGS steps of a softmax head on the frozen benign features "
+        "(0 = keep the weights file's head), ≤ 10,000",
+    )
     epochs: int = Field(default=3, ge=0, le=10_000, description="immunization epochs, 0–10,000")
     batch_size: int = Field(
         default=64,
@@ -174,6 +226,7 @@ class DeepTrainConfig(_Schema):
     checkpoint_every: int = Field(
         default=50, ge=1, le=100_000_000, description="optimizer steps between checkpoints, ≤ 10⁸"
     )
+    logger: Logger = Field(default="csv", description="Lightning logger: csv or tensorboard")
 
     @field_validator("method")
     @classmethod
@@ -206,10 +259,16 @@ class DeepEvalConfig(_Schema):
         default=300, ge=1, le=1_000_000, description="probe steps, 1–1,000,000"
     )
     batch_size: int = Field(default=256, ge=1, le=65_536, description="feature batch, 1–65,536")
+    benign_probe_steps: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="benign linear probe on θ0's and θ_I's features: L-BFGS steps (0 = off)",
+    )
 
 
 class DeepExperimentConfig(_Schema):
-    """A deep experiment (``mnist-cnn``, ``imagenet-*``)."""
+    """A deep experiment (``mnist-cnn``, ``imagenet-*``, ``mobilenet-fashion-mnist``)."""
 
     experiment: Choice = Field(default=Experiment.MNIST_CNN.value, description="a deep experiment")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 ≤ seed < 2³²")
@@ -217,6 +276,7 @@ class DeepExperimentConfig(_Schema):
     data: DeepDataConfig = Field(default_factory=lambda: DeepDataConfig())
     train: DeepTrainConfig = Field(default_factory=lambda: DeepTrainConfig())
     eval: DeepEvalConfig = Field(default_factory=lambda: DeepEvalConfig())
+    attack: DeepAttackConfig = Field(default_factory=lambda: DeepAttackConfig())
 
     @field_validator("experiment")
     @classmethod

@@ -49,6 +49,7 @@ Precision = Annotated[
 ]
 Accelerator = Annotated[Literal["cpu", "gpu", "cuda", "auto"], BeforeValidator(_enum_value)]
 Strategy = Annotated[Literal["auto", "ddp", "ddp_spawn"], BeforeValidator(_enum_value)]
+Logger = Annotated[Literal["csv", "tensorboard"], BeforeValidator(_enum_value)]
 StepRule = Annotated[Literal["unit", "monotone"], BeforeValidator(_enum_value)]
 
 

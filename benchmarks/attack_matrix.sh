@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The worst-case attack matrix of docs/attacks.md: every method × SEEDS seeds of one deep
+# experiment, each run attacked with the deep suite, then combined by `condimmune
+# attack-matrix`. Runs that already have an attack_suite in metrics.json are skipped, so
+# the script can be re-run after an interruption (the Optuna studies resume too).
+#
+# usage: benchmarks/attack_matrix.sh EXPERIMENT OUT_DIR [WORKERS] -- [--set attack.KEY=VALUE ...]
+# e.g.   benchmarks/attack_matrix.sh mnist-cnn runs/matrix 2 -- --set attack.trials=20
+# Each worker runs one thread (OMP_NUM_THREADS=1): on a busy CPU, torch's thread pool
+# otherwise spends most of its time waiting.
+set -euo pipefail
+experiment=$1
+out=$2
+workers=${3:-1}
+shift 3 || shift $#
+[[ ${1:-} == "--" ]] && shift
+attack_args=("$@")
+methods=${METHODS:-"condnum none r-ill-only opt-kappa imma closed-form leace condnum-leace"}
+seeds=${SEEDS:-"0 1 2"}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$out"
+
+one() {  # one (method, seed): run if missing, attack if not attacked yet
+  local method=$1 seed=$2 dir="$out/$experiment-$1-s$2"
+  if [[ ! -f $dir/metrics.json ]]; then
+    condimmune run "$experiment" --seed "$seed" --set train.method="$method" \
+      --out "$dir" --no-progress > "$dir.run.log" 2>&1
+  fi
+  if ! grep -q '"attack_suite"' "$dir/metrics.json"; then
+    condimmune attack "$dir" --no-progress "${attack_args[@]}" > "$dir.attack.log" 2>&1
+  fi
+  echo "done $method seed $seed"
+}
+export -f one
+export experiment out
+export attack_args_text="${attack_args[*]}"
+
+start=$(date +%s)
+for seed in $seeds; do for method in $methods; do echo "$method $seed"; done; done |
+  xargs -P "$workers" -L 1 bash -c 'attack_args=($attack_args_text); one "$0" "$1"'
+condimmune attack-matrix "$out" --out "$out-report"
+echo "wall seconds: $(( $(date +%s) - start ))"

@@ -1,0 +1,287 @@
+r"""One trial of a deep attacker: train a head (and possibly the network under it) with the
+given hyperparameters and record the held-out accuracy at fixed evaluation steps.
+
+Probes work on cached features (full batch): ``linear`` heads start from zero, so step 0
+predicts class 0 for every sample. With :math:`\tilde A = [A, 1]` the features with a bias
+column and :math:`Y` the one-hot targets:
+
+* ``gd-1/L`` minimises :math:`\|\tilde A W - Y\|^2/n` by GD with step :math:`1/L`,
+  :math:`L = 2\sigma_{\max}(\tilde A)^2/n` (the paper's attacker, Eq. 16, with a bias);
+* ``lstsq`` solves :math:`(\tilde A^\top\tilde A + \rho\,\mathrm{tr}(\tilde A^\top\tilde A)/k'\, I)W
+  = \tilde A^\top Y` once (Eq. A2, ``ridge`` = ρ);
+* ``momentum`` (Nesterov, ``lr = c / λ_max(ÃᵀÃ/n)``), ``adam`` (AdamW) and ``lbfgs``
+  (strong-Wolfe line search, one iteration per step) minimise the cross-entropy.
+
+Networks (the immunized blocks from cached activations, or the whole backbone from images)
+train on minibatches in train mode and are evaluated in eval mode, with a new linear head
+from zero (as the probes). Every random draw (MLP init, re-initialisation, minibatch
+order, dropout) comes from ``seed`` inside a forked RNG: global torch state is untouched.
+A trial whose loss becomes non-finite stops; its later evaluation points keep the last
+accuracy measured (the attacker would have stopped there too).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from condimmune.attacks.registry import FeatureTransform, Optimizer
+from condimmune.core.spectral import nonzero_mask
+
+__all__ = [
+    "Budget",
+    "TaskTensors",
+    "best_so_far_area",
+    "curvature",
+    "fit_transform",
+    "network_curve",
+    "probe_curve",
+]
+
+_EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TaskTensors:
+    """One task's training and held-out inputs (features, activations or images) and labels."""
+
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``steps`` optimizer steps, held-out accuracy every ``eval_every`` steps (and at step 0
+    and the last step), minibatches of ``batch_size`` for networks."""
+
+    steps: int
+    eval_every: int = 1
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "eval_every", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    @property
+    def eval_steps(self) -> list[int]:
+        points = list(range(0, self.steps + 1, self.eval_every))
+        return points if points[-1] == self.steps else [*points, self.steps]
+
+
+def best_so_far_area(curve: list[float]) -> float:
+    """Eq. A3: the mean over evaluation points of the best accuracy reached so far."""
+    best, total = -math.inf, 0.0
+    for value in curve:
+        best = max(best, value)
+        total += best
+    return total / len(curve)
+
+
+def fit_transform(kind: FeatureTransform, tensors: TaskTensors) -> TaskTensors:
+    """Eq. A1: standardise (``(x − μ)/σ``) or PCA-whiten (``(x − μ) V Σ⁻¹ √n`` over the
+    numerical range) with statistics of the training rows, applied to both splits."""
+    if kind is FeatureTransform.NONE:
+        return tensors
+    mean = tensors.train_x.mean(dim=0)
+    centred = tensors.train_x - mean
+    if kind is FeatureTransform.STANDARDIZE:
+        std = centred.square().mean(dim=0).sqrt()
+        scale = torch.diag(1.0 / torch.where(std > 0, std, torch.ones_like(std)))
+    else:
+        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+        keep = nonzero_mask(s * s, size=centred.shape[1])
+        scale = vh[keep].mT / s[keep] * math.sqrt(centred.shape[0])
+    return TaskTensors(
+        centred @ scale,
+        tensors.train_y,
+        (tensors.test_x - mean) @ scale,
+        tensors.test_y,
+        tensors.classes,
+    )
+
+
+def _accuracy(predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        hits = sum(
+            int((predict(x[i : i + _EVAL_BATCH]).argmax(dim=1) == y[i : i + _EVAL_BATCH]).sum())
+            for i in range(0, x.shape[0], _EVAL_BATCH)
+        )
+    return hits / x.shape[0]
+
+
+def _pad(curve: list[float], length: int) -> list[float]:
+    return curve + [curve[-1]] * (length - len(curve))
+
+
+def _closed_forms(
+    data: TaskTensors, optimizer: Optimizer, params: dict[str, float], budget: Budget
+) -> list[float]:
+    a = F.pad(data.train_x.double(), (0, 1), value=1.0)
+    at = F.pad(data.test_x.double(), (0, 1), value=1.0)
+    y = F.one_hot(data.train_y, data.classes).double()
+    w = torch.zeros(a.shape[1], data.classes, dtype=torch.float64)
+    curve = [_accuracy(lambda x: x @ w, at, data.test_y)]
+    if optimizer is Optimizer.LSTSQ:
+        gram = a.mT @ a
+        ridge = params["ridge"] * float(torch.trace(gram)) / gram.shape[0]
+        eye = torch.eye(gram.shape[0], dtype=torch.float64)
+        w = torch.linalg.solve(gram + ridge * eye, a.mT @ y)
+        return _pad([*curve, _accuracy(lambda x: x @ w, at, data.test_y)], len(budget.eval_steps))
+    n, evals = a.shape[0], set(budget.eval_steps)
+    step = n / (2.0 * float(torch.linalg.matrix_norm(a, ord=2)) ** 2)  # 1/L
+    for t in range(1, budget.steps + 1):
+        w = w - step * (2.0 / n) * (a.mT @ (a @ w - y))
+        if t in evals:
+            curve.append(float((((at @ w).argmax(dim=1)) == data.test_y).double().mean()))
+    return curve
+
+
+def curvature(data: TaskTensors) -> float:
+    """λ_max(ÃᵀÃ/n) of the training features with a bias column: the scale of the
+    ``momentum`` probe's learning rate (``lr = c / λ_max``)."""
+    a = F.pad(data.train_x.float(), (0, 1), value=1.0)
+    return float(torch.linalg.matrix_norm(a, ord=2)) ** 2 / a.shape[0]
+
+
+def _make_optimizer(
+    optimizer: Optimizer, params: dict[str, float], weights: list[Tensor], lipschitz: float
+) -> torch.optim.Optimizer:
+    if optimizer is Optimizer.ADAM:
+        return torch.optim.AdamW(weights, lr=params["lr"], weight_decay=params["weight_decay"])
+    if optimizer is Optimizer.LBFGS:
+        return torch.optim.LBFGS(
+            weights, lr=params["lr"], max_iter=1, history_size=10, line_search_fn="strong_wolfe"
+        )
+    lr = params["lr_c"] / lipschitz if optimizer is Optimizer.MOMENTUM else params["lr"]
+    momentum = params["momentum"]
+    return torch.optim.SGD(
+        weights,
+        lr=lr,
+        momentum=momentum,
+        nesterov=momentum > 0,
+        weight_decay=params.get("weight_decay", 0.0),
+    )
+
+
+def probe_curve(
+    data: TaskTensors,
+    optimizer: Optimizer,
+    params: dict[str, float],
+    budget: Budget,
+    *,
+    hidden: bool = False,
+    seed: int = 0,
+    lr_scale: float | None = None,
+) -> list[float]:
+    """Held-out accuracy at ``budget.eval_steps`` of a head trained on cached features
+    (a linear head from zero; with ``hidden``, a ReLU MLP of width ``params["hidden"]``).
+    ``lr_scale``: :func:`curvature` of ``data`` when the caller has it (the ``momentum``
+    probe needs it; computing it is an SVD of the training features)."""
+    if optimizer in (Optimizer.GD_1L, Optimizer.LSTSQ):
+        return _closed_forms(data, optimizer, params, budget)
+    x, xt = data.train_x.float(), data.test_x.float()
+    k = x.shape[1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if hidden:
+            width = int(params["hidden"])
+            head: nn.Module = nn.Sequential(
+                nn.Linear(k, width), nn.ReLU(), nn.Linear(width, data.classes)
+            )
+        else:
+            head = nn.Linear(k, data.classes)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+    if optimizer is Optimizer.MOMENTUM and lr_scale is None:
+        lr_scale = curvature(data)
+    opt = _make_optimizer(optimizer, params, list(head.parameters()), lr_scale or 1.0)
+
+    def closure() -> float:
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), data.train_y)
+        torch.autograd.backward(loss)
+        return float(loss.detach())
+
+    evals = set(budget.eval_steps)
+    curve = [_accuracy(head, xt, data.test_y)]
+    for t in range(1, budget.steps + 1):
+        loss = opt.step(closure)
+        if loss is None or not math.isfinite(loss):
+            break
+        if t in evals:
+            curve.append(_accuracy(head, xt, data.test_y))
+    return _pad(curve, len(budget.eval_steps))
+
+
+def _reinitialise(module: nn.Module) -> None:
+    for sub in module.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+def network_curve(
+    make_network: Callable[[], nn.Module],
+    feature_dim: int,
+    data: TaskTensors,
+    optimizer: Optimizer,
+    params: dict[str, float],
+    budget: Budget,
+    *,
+    reinit: bool = False,
+    seed: int = 0,
+) -> list[float]:
+    """Held-out accuracy at ``budget.eval_steps`` of ``make_network()`` (a fresh copy mapping
+    inputs to ``feature_dim`` features) plus a new linear head, trained on minibatches; with
+    ``reinit`` every submodule's ``reset_parameters`` is called first (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = make_network()
+        if reinit:
+            _reinitialise(net)
+    head = nn.Linear(feature_dim, data.classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    model = nn.Sequential(net, head)
+    weights: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
+    opt = _make_optimizer(optimizer, params, weights, 1.0)
+
+    def predict(x: Tensor) -> Tensor:
+        out: Tensor = model(x)
+        return out
+
+    model.eval()
+    curve = [_accuracy(predict, data.test_x, data.test_y)]
+    n, evals = data.train_x.shape[0], set(budget.eval_steps)
+    order = torch.randperm(n, generator=gen)
+    position = 0
+    for t in range(1, budget.steps + 1):
+        if position + budget.batch_size > n:
+            order, position = torch.randperm(n, generator=gen), 0
+        rows = order[position : position + budget.batch_size]
+        position += budget.batch_size
+        model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + t)  # dropout, if the network has any
+            loss = F.cross_entropy(model(data.train_x[rows]), data.train_y[rows])
+        if not math.isfinite(float(loss.detach())):
+            break
+        opt.zero_grad()
+        torch.autograd.backward(loss)
+        opt.step()
+        if t in evals:
+            model.eval()
+            curve.append(_accuracy(predict, data.test_x, data.test_y))
+    model.eval()
+    return _pad(curve, len(budget.eval_steps))

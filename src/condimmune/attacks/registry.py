@@ -1,0 +1,215 @@
+"""The one registry of attackers, in two families with a clear split.
+
+* :class:`Attacker` — the **linear suite** (:mod:`condimmune.attacks.attackers`): a linear
+  extractor ``W`` attacked on the squared probing loss, raw inputs vs immunized features,
+  steps to a relative suboptimality.
+* :class:`DeepAttacker` — the **deep suite** (:mod:`condimmune.attacks.deep_suite`): a
+  released deep model, θ0 vs θ_I, attacked on the held-out accuracy of a task, each attacker
+  with an Optuna hyperparameter search (:mod:`condimmune.attacks.search`). Its table
+  :data:`DEEP_ATTACKERS` says what each one trains, on what, and over which search space.
+
+``condimmune attack RUN_DIR`` picks the family from the run directory; ``--attackers``
+names members of that family. docs/attacks.md describes every attacker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+from condimmune.attacks.search import IntChoice, LogFloat, Param, Uniform
+
+__all__ = [
+    "DEEP_ATTACKERS",
+    "Attacker",
+    "DeepAttacker",
+    "DeepAttackerSpec",
+    "DeepFamily",
+    "FeatureTransform",
+    "Optimizer",
+]
+
+
+class Attacker(StrEnum):
+    """The linear suite's attackers (table in :mod:`condimmune.attacks.attackers`)."""
+
+    GD = "gd"
+    GD_TUNED = "gd-tuned"
+    NESTEROV = "nesterov"
+    ADAM = "adam"
+    LBFGS = "lbfgs"
+    LSTSQ = "lstsq"
+    FINETUNE_SGD = "finetune-sgd"
+    FINETUNE_ADAM = "finetune-adam"
+    REINIT = "reinit"
+    STANDARDIZE = "standardize"
+    WHITEN = "whiten"
+
+
+class DeepAttacker(StrEnum):
+    """The deep suite's attackers (:data:`DEEP_ATTACKERS` has what each does)."""
+
+    LINEAR_GD = "linear-gd"
+    LINEAR_MOMENTUM = "linear-momentum"
+    LINEAR_ADAM = "linear-adam"
+    LINEAR_LBFGS = "linear-lbfgs"
+    LINEAR_LSTSQ = "linear-lstsq"
+    STD_GD = "std-gd"
+    STD_MOMENTUM = "std-momentum"
+    STD_ADAM = "std-adam"
+    STD_LBFGS = "std-lbfgs"
+    WHITEN_GD = "whiten-gd"
+    WHITEN_MOMENTUM = "whiten-momentum"
+    WHITEN_ADAM = "whiten-adam"
+    WHITEN_LBFGS = "whiten-lbfgs"
+    MLP_ADAM = "mlp-adam"
+    SKIP_ADAM = "skip-adam"
+    BLOCKS_SGD = "blocks-sgd"
+    BLOCKS_ADAM = "blocks-adam"
+    BLOCKS_REINIT = "blocks-reinit"
+    FULL_ADAM = "full-adam"
+
+
+class DeepFamily(StrEnum):
+    """What a deep attacker trains, and on which cached inputs."""
+
+    PROBE = "probe"
+    """A new head on the released features (cached once per model)."""
+    SKIP = "skip"
+    """A new head on the activations that enter the immunized blocks (they are skipped)."""
+    BLOCKS = "blocks"
+    """The immunized blocks and a new head, from the cached activations entering them."""
+    FULL = "full"
+    """Every parameter and a new head, from the images."""
+
+
+class Optimizer(StrEnum):
+    GD_1L = "gd-1/L"
+    """Squared loss on one-hot targets, full-batch GD with step 1/L (the paper's attacker)."""
+    MOMENTUM = "momentum"
+    """Cross-entropy, SGD with Nesterov momentum; lr = c / L (L: the squared loss's)."""
+    ADAM = "adam"
+    """Cross-entropy, AdamW."""
+    LBFGS = "lbfgs"
+    """Cross-entropy, full-batch L-BFGS with a strong-Wolfe line search."""
+    LSTSQ = "lstsq"
+    """The ridge least-squares head on one-hot targets, in closed form (one step)."""
+    SGD = "sgd"
+    """Cross-entropy, minibatch SGD with Nesterov momentum and weight decay."""
+
+
+class FeatureTransform(StrEnum):
+    """A fixed map the attacker fits on the training features before probing (Eq. A1)."""
+
+    NONE = "none"
+    STANDARDIZE = "standardize"
+    WHITEN = "whiten"
+
+
+_LR_C = LogFloat("lr_c", 1e-2, 1e2)
+_MOMENTUM = Uniform("momentum", 0.0, 0.99)
+_WD = LogFloat("weight_decay", 1e-8, 1e-2)
+
+
+@dataclass(frozen=True)
+class DeepAttackerSpec:
+    """One deep attacker: what it trains, the optimizer, the feature transform, the search
+    space, whether it needs a hidden layer or re-initialises the blocks, and whether its
+    benign accuracy counts for the utility cap (a linear probe on the released features)."""
+
+    description: str
+    family: DeepFamily
+    optimizer: Optimizer
+    space: tuple[Param, ...]
+    transform: FeatureTransform = FeatureTransform.NONE
+    hidden: bool = False
+    reinit: bool = False
+
+    @property
+    def linear_probe(self) -> bool:
+        return self.family is DeepFamily.PROBE and not self.hidden
+
+
+def _linear(optimizer: Optimizer, transform: FeatureTransform) -> DeepAttackerSpec:
+    spaces: dict[Optimizer, tuple[Param, ...]] = {
+        Optimizer.GD_1L: (),
+        Optimizer.MOMENTUM: (_LR_C, _MOMENTUM),
+        Optimizer.ADAM: (LogFloat("lr", 1e-5, 10.0), _WD),
+        Optimizer.LBFGS: (LogFloat("lr", 0.05, 1.0),),
+        Optimizer.LSTSQ: (LogFloat("ridge", 1e-10, 1.0),),
+    }
+    where = {
+        FeatureTransform.NONE: "on the released features",
+        FeatureTransform.STANDARDIZE: "after per-feature standardisation",
+        FeatureTransform.WHITEN: "after PCA whitening",
+    }[transform]
+    return DeepAttackerSpec(
+        f"linear head, {optimizer.value}, {where}",
+        DeepFamily.PROBE,
+        optimizer,
+        spaces[optimizer],
+        transform,
+    )
+
+
+_NONE, _STD, _WHITEN = FeatureTransform.NONE, FeatureTransform.STANDARDIZE, FeatureTransform.WHITEN
+_ADAM_FT = (LogFloat("lr", 1e-5, 1e-1), _WD)
+
+DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyType(
+    {
+        DeepAttacker.LINEAR_GD: _linear(Optimizer.GD_1L, _NONE),
+        DeepAttacker.LINEAR_MOMENTUM: _linear(Optimizer.MOMENTUM, _NONE),
+        DeepAttacker.LINEAR_ADAM: _linear(Optimizer.ADAM, _NONE),
+        DeepAttacker.LINEAR_LBFGS: _linear(Optimizer.LBFGS, _NONE),
+        DeepAttacker.LINEAR_LSTSQ: _linear(Optimizer.LSTSQ, _NONE),
+        DeepAttacker.STD_GD: _linear(Optimizer.GD_1L, _STD),
+        DeepAttacker.STD_MOMENTUM: _linear(Optimizer.MOMENTUM, _STD),
+        DeepAttacker.STD_ADAM: _linear(Optimizer.ADAM, _STD),
+        DeepAttacker.STD_LBFGS: _linear(Optimizer.LBFGS, _STD),
+        DeepAttacker.WHITEN_GD: _linear(Optimizer.GD_1L, _WHITEN),
+        DeepAttacker.WHITEN_MOMENTUM: _linear(Optimizer.MOMENTUM, _WHITEN),
+        DeepAttacker.WHITEN_ADAM: _linear(Optimizer.ADAM, _WHITEN),
+        DeepAttacker.WHITEN_LBFGS: _linear(Optimizer.LBFGS, _WHITEN),
+        DeepAttacker.MLP_ADAM: DeepAttackerSpec(
+            "one-hidden-layer MLP head on the released features, AdamW",
+            DeepFamily.PROBE,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-5, 1e-1), _WD, IntChoice("hidden", (64, 128, 256))),
+            hidden=True,
+        ),
+        DeepAttacker.SKIP_ADAM: DeepAttackerSpec(
+            "linear head on the activations entering the immunized blocks (skips them), AdamW",
+            DeepFamily.SKIP,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-5, 1.0), _WD),
+        ),
+        DeepAttacker.BLOCKS_SGD: DeepAttackerSpec(
+            "fine-tune the immunized blocks and a new head, SGD with Nesterov momentum",
+            DeepFamily.BLOCKS,
+            Optimizer.SGD,
+            (LogFloat("lr", 1e-4, 1.0), _MOMENTUM, _WD),
+        ),
+        DeepAttacker.BLOCKS_ADAM: DeepAttackerSpec(
+            "fine-tune the immunized blocks and a new head, AdamW",
+            DeepFamily.BLOCKS,
+            Optimizer.ADAM,
+            _ADAM_FT,
+        ),
+        DeepAttacker.BLOCKS_REINIT: DeepAttackerSpec(
+            "re-initialise the immunized blocks (and the feature map) and train them from "
+            "scratch with a new head, AdamW",
+            DeepFamily.BLOCKS,
+            Optimizer.ADAM,
+            _ADAM_FT,
+            reinit=True,
+        ),
+        DeepAttacker.FULL_ADAM: DeepAttackerSpec(
+            "fine-tune every parameter and a new head from the images, AdamW",
+            DeepFamily.FULL,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-6, 1e-2), _WD),
+        ),
+    }
+)
+"""Every deep attacker, in :class:`DeepAttacker` order."""

@@ -1,0 +1,238 @@
+r"""Hyperparameter search for an attacker: Optuna studies, seeded, with the same trial budget
+for the original model θ0 and the immunized θ_I.
+
+An attacker is given a search space (:class:`LogFloat`, :class:`Uniform`, :class:`IntChoice`)
+and an objective ``trial(params, number) -> TrialResult`` to **maximise**: the area under the
+best-so-far held-out accuracy curve (Eq. A3 of docs/attacks.md). :func:`paired_search` runs
+two studies side by side, one per released model, one trial of each in turn, until each has
+``trials`` finished trials or the wall-clock cap ``seconds`` has passed (checked before each
+pair, so a trial always runs its whole step budget). Both studies then count the same number
+of trials: the first ``min(n_θ0, n_θI)`` finished ones, by trial number.
+
+Studies live in any Optuna storage (``None``: in memory; ``sqlite:///file.db``; any database
+URL Optuna accepts, so several machines can share one search). A study that already holds
+finished trials is resumed, not restarted: its trials' curves are stored in the study
+(``user_attrs``), so the results are read back from the storage alone. The sampler is
+Optuna's TPE with a fixed seed: the same storage state and seed give the same suggestions.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import optuna
+import sqlalchemy
+from sqlalchemy.exc import SQLAlchemyError
+
+__all__ = [
+    "IntChoice",
+    "LogFloat",
+    "Param",
+    "SearchOptions",
+    "StudyTrials",
+    "TrialResult",
+    "Uniform",
+    "describe",
+    "paired_search",
+]
+
+
+@dataclass(frozen=True)
+class LogFloat:
+    """A float searched on a log scale in ``[low, high]`` (learning rates, weight decay)."""
+
+    name: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A float searched uniformly in ``[low, high]`` (momentum)."""
+
+    name: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class IntChoice:
+    """One of a few integers (hidden width)."""
+
+    name: str
+    choices: tuple[int, ...]
+
+
+Param: TypeAlias = LogFloat | Uniform | IntChoice
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial measured: the objective and the held-out accuracy at each eval step."""
+
+    objective: float
+    curve: list[float]
+
+
+@dataclass(frozen=True)
+class StudyTrials:
+    """The finished trials of one study, by trial number: parameters, curves, objectives."""
+
+    params: list[dict[str, float]]
+    curves: list[list[float]]
+    objectives: list[float]
+    seconds: float
+
+    def truncated(self, count: int) -> StudyTrials:
+        return StudyTrials(
+            self.params[:count], self.curves[:count], self.objectives[:count], self.seconds
+        )
+
+    @property
+    def best(self) -> int:
+        """Index of the best trial (highest objective; the first one on ties)."""
+        if not self.objectives:
+            raise ValueError("the study has no finished trial")
+        return max(range(len(self.objectives)), key=lambda i: (self.objectives[i], -i))
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """``trials`` per model; ``seconds``: wall-clock cap for the pair of searches;
+    ``storage``: an Optuna storage URL (``None``: in memory); ``study_name``: the prefix of
+    the two studies' names; ``seed``: the TPE sampler's seed."""
+
+    trials: int = 20
+    seconds: float = math.inf
+    storage: str | None = None
+    study_name: str = "attack"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise ValueError(f"trials must be a positive int, got {self.trials!r}")
+        if not self.seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {self.seconds!r}")
+
+
+Objective: TypeAlias = Callable[[Mapping[str, float], int], TrialResult]
+"""``objective(params, trial_number) -> TrialResult`` (maximised)."""
+
+
+def describe(params: Mapping[str, float]) -> str:
+    """``lr=0.001, momentum=0.9`` (``"fixed"`` when nothing was searched)."""
+    if not params:
+        return "fixed"
+    return ", ".join(f"{k}={v:.3g}" for k, v in params.items())
+
+
+def _suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for p in space:
+        if isinstance(p, LogFloat):
+            out[p.name] = trial.suggest_float(p.name, p.low, p.high, log=True)
+        elif isinstance(p, Uniform):
+            out[p.name] = trial.suggest_float(p.name, p.low, p.high)
+        else:
+            out[p.name] = float(trial.suggest_categorical(p.name, list(p.choices)))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite(url: str) -> optuna.storages.RDBStorage:
+    """An SQLite storage in write-ahead-log mode with ``synchronous=NORMAL``: still safe
+    against a killed process, without an fsync per commit (an Optuna trial makes about ten
+    commits; the default mode made the storage the bottleneck of a CPU attack run)."""
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+    def pragmas(connection: Any, _record: object) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # reconnect with the pragmas
+    return storage
+
+
+def _study(options: SearchOptions, name: str) -> optuna.Study:
+    optuna.logging.set_verbosity(logging.WARNING)  # optuna's own logger, not torch or global
+    try:
+        url = options.storage
+        storage = _sqlite(url) if url is not None and url.startswith("sqlite:") else url
+        return optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=options.seed),
+            load_if_exists=True,
+        )
+    except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
+        raise ValueError(f"attack.storage={options.storage!r} cannot be opened: {exc}") from None
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.number)
+
+
+def _read(study: optuna.Study, space: tuple[Param, ...]) -> StudyTrials:
+    done = _finished(study)
+    names = [p.name for p in space]
+    return StudyTrials(
+        params=[{n: float(t.params[n]) for n in names} for t in done],
+        curves=[[float(v) for v in t.user_attrs["result"]["curve"]] for t in done],
+        objectives=[float(t.value) for t in done if t.value is not None],
+        seconds=sum(float(t.user_attrs["result"]["seconds"]) for t in done),
+    )
+
+
+def _run_one(study: optuna.Study, space: tuple[Param, ...], objective: Objective) -> None:
+    trial = study.ask()
+    params = _suggest(trial, space)
+    start = time.perf_counter()
+    result = objective(params, trial.number)
+    if not math.isfinite(result.objective):
+        raise ValueError(f"the attack objective must be finite, got {result.objective}")
+    curve = [float(v) for v in result.curve]
+    trial.set_user_attr("result", {"curve": curve, "seconds": time.perf_counter() - start})
+    study.tell(trial, result.objective)
+
+
+def paired_search(
+    space: tuple[Param, ...],
+    objectives: tuple[Objective, Objective],
+    options: SearchOptions,
+    *,
+    names: tuple[str, str] = ("original", "immunized"),
+) -> tuple[StudyTrials, StudyTrials]:
+    """Search ``space`` for both objectives (θ0 first, then θ_I, one trial each in turn).
+
+    An empty ``space`` (a fixed attacker, e.g. GD with step 1/L) runs one trial per model.
+    Returns the two studies' first ``n`` finished trials, ``n`` equal for both (module
+    docstring)."""
+    target = options.trials if space else 1
+    studies = tuple(_study(options, f"{options.study_name}/{name}") for name in names)
+    start = time.perf_counter()
+    while True:
+        counts = [len(_finished(s)) for s in studies]  # other machines may add trials too
+        if min(counts) >= target or time.perf_counter() - start > options.seconds:
+            break
+        for i in (0, 1):  # the study that lags behind catches up first
+            if counts[i] < target and counts[i] <= min(counts):
+                _run_one(studies[i], space, objectives[i])
+                counts[i] += 1
+    first, second = (_read(s, space) for s in studies)
+    n = min(len(first.curves), len(second.curves), target)
+    if n == 0:
+        raise ValueError(
+            f"{options.study_name}: no trial finished within attack.seconds={options.seconds:g}"
+        )
+    return first.truncated(n), second.truncated(n)

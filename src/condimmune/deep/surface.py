@@ -1,0 +1,201 @@
+"""The attack surface of a released deep model: what the deep attack suite
+(:mod:`condimmune.attacks.deep_suite`) gets from a :class:`~condimmune.deep.backbones.DeepModel`.
+
+Every body is split into a frozen prefix and the immunized suffix
+(:mod:`condimmune.deep.bodies`):
+
+* the **prefix** activations (images → what enters the immunized blocks) are computed once
+  per image and cached; they are identical for θ0 and θ_I whenever the frozen parameters
+  are (:func:`same_prefix`), so the runner computes them once;
+* :class:`ImmunizedBlocks` maps them to the released features: ``body.suffix(a) @ Tᵀ``,
+  with ``T`` the model's feature map (a buffer; re-initialising the blocks resets it to
+  the identity).
+
+``ImmunizedBlocks(prefix(x)) == model.features(x)``. The skip probe sees the prefix
+activations average-pooled to at most ``skip_dims`` values per image: a ``C × H × W`` map
+is pooled to ``C × s × s`` with the largest ``s ≤ H`` such that ``C s² ≤ skip_dims``
+(at least ``1 × 1``); token sequences ``N × D`` are averaged over the tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from condimmune.attacks.deep_suite import ReleasedModel, Task
+from condimmune.attacks.deep_train import TaskTensors
+from condimmune.deep.backbones import DeepModel
+from condimmune.deep.bodies import SplitBody
+
+__all__ = [
+    "ImmunizedBlocks",
+    "TaskImages",
+    "pooled",
+    "prefix_tensors",
+    "released_model",
+    "same_prefix",
+]
+
+
+@dataclass(frozen=True)
+class TaskImages:
+    """One task's training and held-out images (eval transforms) and its classes."""
+
+    train: Dataset[tuple[Tensor, Tensor]]
+    test: Dataset[tuple[Tensor, Tensor]]
+    classes: int
+
+
+class ImmunizedBlocks(nn.Module):
+    """The immunized part of a model: prefix activations ``a`` → ``body.suffix(a) @ Tᵀ``.
+
+    It holds the whole body (the prefix's parameters get no gradient); ``reset_parameters``
+    sets ``T`` to the identity, so an attacker who re-initialises the blocks discards the
+    feature map as well."""
+
+    feature_map: Tensor
+
+    def __init__(self, body: SplitBody, feature_map: Tensor) -> None:
+        super().__init__()
+        self.body = body
+        self.register_buffer("feature_map", feature_map.detach().clone())
+
+    def forward(self, a: Tensor) -> Tensor:
+        out: Tensor = self.body.suffix(a) @ self.feature_map.mT
+        return out
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.feature_map.copy_(torch.eye(self.feature_map.shape[0]))
+
+
+class _Features(nn.Module):
+    """Images → ``model.features(x)``: every parameter of the model (full fine-tuning)."""
+
+    def __init__(self, model: DeepModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.features(x)
+
+
+def pooled(a: Tensor, skip_dims: int) -> Tensor:
+    """The skip probe's features of prefix activations ``a`` (module docstring)."""
+    if a.ndim == 4:
+        channels, height = a.shape[1], a.shape[2]
+        side = max(1, min(height, math.isqrt(max(skip_dims // channels, 1))))
+        return F.adaptive_avg_pool2d(a, side).flatten(1)
+    if a.ndim == 3:
+        return a.mean(dim=1)
+    return a.flatten(1)
+
+
+def same_prefix(a: DeepModel, b: DeepModel) -> bool:
+    """Whether the frozen prefix of ``a`` and ``b`` hold the same parameters and buffers."""
+    sa, sb = a.state_dict(), b.state_dict()
+    frozen = [k for k in sa if k.startswith("body.") and not k.startswith(a.trainable_prefixes)]
+    return all(k in sb and torch.equal(sa[k], sb[k]) for k in frozen)
+
+
+@torch.no_grad()
+def _stack(
+    model: DeepModel,
+    data: Dataset[tuple[Tensor, Tensor]],
+    batch: int,
+    keep_images: bool,
+    prefix_inputs: bool,
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``(images or None, prefix activations, labels)`` of ``data``, in order."""
+    images, acts, labels = [], [], []
+    for x, y in DataLoader(data, batch_size=batch, shuffle=False):
+        if keep_images:
+            images.append(x)
+        acts.append(x if prefix_inputs else model.prefix(x))
+        labels.append(y)
+    return (torch.cat(images) if keep_images else None), torch.cat(acts), torch.cat(labels)
+
+
+def prefix_tensors(
+    model: DeepModel,
+    tasks: Mapping[Task, TaskImages],
+    *,
+    batch_size: int = 256,
+    keep_images: bool = False,
+    prefix_inputs: bool = False,
+) -> tuple[dict[Task, TaskTensors], dict[Task, TaskTensors] | None]:
+    """Each task's prefix activations (and, with ``keep_images``, its images). With
+    ``prefix_inputs`` the datasets already hold prefix outputs (a run's prefix cache,
+    :mod:`condimmune.deep.prefix`), so they are only stacked."""
+    if keep_images and prefix_inputs:
+        raise ValueError("datasets of prefix outputs hold no images to keep")
+    model.eval()
+    acts: dict[Task, TaskTensors] = {}
+    images: dict[Task, TaskTensors] = {}
+    for task, split in tasks.items():
+        xi, ai, yi = _stack(model, split.train, batch_size, keep_images, prefix_inputs)
+        xt, at, yt = _stack(model, split.test, batch_size, keep_images, prefix_inputs)
+        acts[task] = TaskTensors(ai, yi, at, yt, split.classes)
+        if xi is not None and xt is not None:
+            images[task] = TaskTensors(xi, yi, xt, yt, split.classes)
+    return acts, (images if keep_images else None)
+
+
+def released_model(
+    model: DeepModel,
+    prefix: Mapping[Task, TaskTensors],
+    images: Mapping[Task, TaskTensors] | None = None,
+    *,
+    batch_size: int = 256,
+    skip_dims: int = 2048,
+) -> ReleasedModel:
+    """What the deep suite attacks in ``model``, from its tasks' prefix activations
+    (:func:`prefix_tensors`); the modules are copies, so attacks never touch ``model``.
+    Without ``images`` the full fine-tuning attacker cannot run."""
+    if skip_dims < 1:
+        raise ValueError(f"skip_dims must be ≥ 1, got {skip_dims}")
+    model.eval()
+    blocks = _trainable_copy(ImmunizedBlocks(model.body, model.feature_map))
+    blocks.eval()
+    features: dict[Task, TaskTensors] = {}
+    skip: dict[Task, TaskTensors] = {}
+    for task, t in prefix.items():
+        with torch.no_grad():
+            f_train, f_test = (
+                torch.cat([blocks(a[i : i + batch_size]) for i in range(0, a.shape[0], batch_size)])
+                for a in (t.train_x, t.test_x)
+            )
+        features[task] = TaskTensors(
+            f_train.double(), t.train_y, f_test.double(), t.test_y, t.classes
+        )
+        skip[task] = TaskTensors(
+            pooled(t.train_x, skip_dims).double(),
+            t.train_y,
+            pooled(t.test_x, skip_dims).double(),
+            t.test_y,
+            t.classes,
+        )
+    return ReleasedModel(
+        features=features,
+        feature_dim=model.spec.feature_dim,
+        skip=skip,
+        prefix=dict(prefix),
+        images=dict(images) if images is not None else None,
+        blocks=blocks,
+        network=_trainable_copy(_Features(model)) if images is not None else None,
+    )
+
+
+def _trainable_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with every parameter trainable (the attacker trains what it wants)."""
+    out = copy.deepcopy(module)
+    for p in out.parameters():
+        p.requires_grad_(True)
+    return out

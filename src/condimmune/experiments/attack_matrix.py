@@ -1,0 +1,276 @@
+"""``condimmune attack-matrix RUN_DIR... --out DIR``: attacked deep runs combined.
+
+Runs are grouped by (experiment, method); every number is the mean ± sample standard
+deviation over a group's runs (its seeds). Written into a new directory, atomically:
+
+* ``attack_matrix.md`` — the worst-case table (attacker × method, harmful slowdown θ_I ÷ θ0),
+  the worst case and utility per method, RIR_θ0 and the worst case's RFD, one verdict
+  paragraph per method written from the numbers;
+* ``attack_matrix.png`` — the heat map of log₁₀ of the mean slowdown (attacker × method);
+* ``attack_matrix_curves.png`` — per method, the best-so-far harmful accuracy of its most
+  frequent worst-case attacker, θ0 vs θ_I, mean over seeds;
+* ``attack_matrix.json`` — the table as records (:class:`MatrixGroup`).
+
+A slowdown whose target some seed did not reach within the budget is a lower bound and is
+marked ``≥``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from condimmune.attacks.deep_records import DeepAttackSuite
+from condimmune.core.errors import UserError
+from condimmune.core.records import JsonRecord
+from condimmune.experiments.deep_attack_report import benign_settings, best_so_far, verdict_text
+from condimmune.experiments.records import DeepRunMetrics, read_metrics
+from condimmune.experiments.report import save_figure
+from condimmune.experiments.rundir import claim_output_dir, read_json, write_directory_atomically
+
+__all__ = ["MatrixGroup", "MatrixResult", "Stat", "find_runs", "write_attack_matrix"]
+
+_FIX = "run `condimmune attack RUN_DIR` on each deep run first"
+
+
+@dataclass(frozen=True)
+class Stat(JsonRecord):
+    """Mean ± sample std over ``n`` runs, of which ``unreached`` are lower bounds (slowdowns
+    whose target θ_I did not reach within the budget)."""
+
+    mean: float
+    std: float
+    n: int
+    unreached: int = 0
+
+    @classmethod
+    def of(cls, values: Sequence[float], unreached: int = 0) -> Stat:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), std, len(values), unreached)
+
+    @property
+    def lower_bound(self) -> bool:
+        return self.unreached > 0
+
+    def text(self, digits: int = 3) -> str:
+        mark = "≥ " if self.lower_bound else ""
+        return f"{mark}{self.mean:.{digits}g} ± {self.std:.2g}"
+
+
+@dataclass(frozen=True)
+class MatrixGroup(JsonRecord):
+    """One (experiment, method) over its runs."""
+
+    experiment: str
+    method: str
+    seeds: list[int]
+    runs: list[str]
+    slowdown: dict[str, Stat]
+    worst_slowdown: Stat
+    worst_attackers: list[str]
+    worst_rfd: Stat
+    utility_drop: Stat | None
+    passes_cap: list[bool]
+    rir_theta0: Stat
+    attack_seconds: Stat
+
+
+@dataclass(frozen=True)
+class MatrixResult:
+    runs: list[Path]
+    methods: list[str]
+    groups: list[MatrixGroup]
+
+
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Run directories among ``paths``: each a run (it has ``metrics.json``) or a folder
+    whose sub-directories with ``metrics.json`` are runs."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / "metrics.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.iterdir() if (p / "metrics.json").is_file())
+        else:
+            raise UserError("not a run directory or a folder of runs", path, _FIX)
+    if not found:
+        raise UserError("no run directory (with metrics.json) found", ", ".join(map(str, paths)))
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def _load(path: Path) -> tuple[DeepRunMetrics, DeepAttackSuite]:
+    metrics = read_metrics(read_json(path / "metrics.json", _FIX), source=str(path))
+    if not isinstance(metrics, DeepRunMetrics):
+        raise UserError("a linear run; attack-matrix combines deep runs", path, _FIX)
+    if metrics.attack_suite is None:
+        raise UserError("has no attack_suite in metrics.json", path, _FIX)
+    return metrics, metrics.attack_suite
+
+
+def _group(
+    key: tuple[str, str], runs: list[tuple[Path, DeepRunMetrics, DeepAttackSuite]]
+) -> MatrixGroup:
+    suites = [s for _, _, s in runs]
+    names = list(dict.fromkeys(n for s in suites for n in s.attackers))
+    slowdown = {
+        n: Stat.of(
+            [s.attackers[n].harmful.slowdown for s in suites if n in s.attackers],
+            sum(not s.attackers[n].harmful.reached for s in suites if n in s.attackers),
+        )
+        for n in names
+    }
+    utilities = [s.utility for s in suites if s.utility is not None]
+    return MatrixGroup(
+        experiment=key[0],
+        method=key[1],
+        seeds=[m.seed for _, m, _ in runs],
+        runs=[str(p) for p, _, _ in runs],
+        slowdown=slowdown,
+        worst_slowdown=Stat.of(
+            [s.worst_case.slowdown for s in suites],
+            sum(not s.worst_case.reached for s in suites),
+        ),
+        worst_attackers=[s.worst_case.attacker.value for s in suites],
+        worst_rfd=Stat.of([s.worst_case.rfd for s in suites]),
+        utility_drop=Stat.of([u.drop_points for u in utilities]) if utilities else None,
+        passes_cap=[u.passes for u in utilities],
+        rir_theta0=Stat.of([m.rir_theta0.honest.rir_mean for _, m, _ in runs]),
+        attack_seconds=Stat.of([s.wall_seconds for s in suites]),
+    )
+
+
+def _label(g: MatrixGroup, several: bool) -> str:
+    return f"{g.experiment}/{g.method}" if several else g.method
+
+
+def _heat_map(groups: list[MatrixGroup], labels: list[str], path: Path) -> None:
+    import numpy as np
+
+    names = list(dict.fromkeys(n for g in groups for n in g.slowdown))
+    grid = np.full((len(names), len(groups)), np.nan)
+    for j, g in enumerate(groups):
+        for i, n in enumerate(names):
+            if n in g.slowdown:
+                grid[i, j] = math.log10(max(g.slowdown[n].mean, 1e-3))
+    fig = Figure(figsize=(1.3 * len(groups) + 3, 0.38 * len(names) + 1.6))
+    ax = fig.add_subplot(1, 1, 1)
+    bound = max(1.0, float(np.nanmax(np.abs(grid))))
+    image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+    for j, g in enumerate(groups):
+        for i, n in enumerate(names):
+            if n in g.slowdown:
+                s = g.slowdown[n]
+                text = f"{'≥' if s.lower_bound else ''}{s.mean:.3g}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    fig.colorbar(image, ax=ax, label="log₁₀ slowdown θ_I ÷ θ0 (mean over seeds)")
+    ax.set_title("harmful-task slowdown per attacker and method", fontsize=10)
+    save_figure(fig, path)
+
+
+def _curves(
+    groups: list[MatrixGroup],
+    labels: list[str],
+    runs: dict[str, DeepAttackSuite],
+    path: Path,
+) -> None:
+    cols = min(4, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    for k, (g, label) in enumerate(zip(groups, labels, strict=True)):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        attacker = Counter(g.worst_attackers).most_common(1)[0][0]
+        entries = [runs[r].attackers[attacker] for r in g.runs if attacker in runs[r].attackers]
+        steps = entries[0].eval_steps
+        same = [e for e in entries if e.eval_steps == steps]
+        for side, color in (("original", "C0"), ("immunized", "C3")):
+            curves = [best_so_far(getattr(e.harmful, side).curve) for e in same]
+            mean = [statistics.fmean(v) for v in zip(*curves, strict=True)]
+            ax.plot(steps, mean, color=color, label="θ0" if side == "original" else "θ_I")
+        ax.set_title(f"{label}: {attacker}", fontsize=9)
+        ax.set_xlabel("attack step")
+        ax.set_ylabel("best-so-far harmful acc.", fontsize=8)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSuite) -> str:
+    s = first.settings
+    names = list(dict.fromkeys(n for g in groups for n in g.slowdown))
+    lines = [
+        "# Worst-case attack matrix",
+        "",
+        f"{sum(len(g.runs) for g in groups)} runs. Settings of the first run: {s.trials} "
+        f"trials per attacker and model on cached features ({s.probe_steps} steps), "
+        f"{s.finetune_trials} for network attackers ({s.finetune_steps} steps of "
+        f"{s.batch_size}, evaluated every {s.finetune_eval_every}){benign_settings(s)}; "
+        f"target {s.target_fraction:g} × θ0's best; utility cap {s.utility_cap:g} points.",
+        "",
+        "Harmful-task slowdown θ_I ÷ θ0 (mean ± std over seeds; ≥: some seed did not reach "
+        "the target, a lower bound).",
+        "",
+        "| attacker | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
+    for n in names:
+        cells = [g.slowdown[n].text() if n in g.slowdown else "—" for g in groups]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    summary = [
+        ("**worst case**", [f"**{g.worst_slowdown.text()}**" for g in groups]),
+        ("worst-case attackers", [", ".join(sorted(set(g.worst_attackers))) for g in groups]),
+        ("RFD of the worst case, %", [g.worst_rfd.text() for g in groups]),
+        ("RIR_θ0 (honest κ)", [g.rir_theta0.text() for g in groups]),
+        (
+            "benign linear-probe drop, points",
+            [g.utility_drop.text() if g.utility_drop else "—" for g in groups],
+        ),
+        ("passes the utility cap", [f"{sum(g.passes_cap)}/{len(g.passes_cap)}" for g in groups]),
+        ("attack wall time per run, s", [g.attack_seconds.text() for g in groups]),
+    ]
+    for name, cells in summary:
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "![heat map](attack_matrix.png)", "", "![curves](attack_matrix_curves.png)", ""]
+    for g, label in zip(groups, labels, strict=True):
+        # held: θ_I missed the target in every seed; otherwise judged by the mean
+        slowdowns = {n: (st.mean, st.unreached < st.n) for n, st in g.slowdown.items()}
+        worst = Counter(g.worst_attackers).most_common(1)[0][0]
+        utility = (g.utility_drop.mean, first.settings.utility_cap) if g.utility_drop else None
+        text = verdict_text(
+            f"`{label}` (mean over {len(g.runs)} seed{'s' if len(g.runs) > 1 else ''})",
+            slowdowns,
+            (worst, g.worst_slowdown.mean, g.worst_slowdown.unreached < g.worst_slowdown.n),
+            utility,
+        )
+        lines += [text, ""]
+    return "\n".join(lines)
+
+
+def write_attack_matrix(paths: Sequence[Path], out: Path) -> MatrixResult:
+    """Combine the attacked deep runs found in ``paths`` into a new directory ``out``."""
+    found = find_runs(paths)
+    loaded = [(p, *_load(p)) for p in found]
+    keys = list(dict.fromkeys((m.experiment, m.method) for _, m, _ in loaded))
+    groups = [_group(k, [r for r in loaded if (r[1].experiment, r[1].method) == k]) for k in keys]
+    several = len({k[0] for k in keys}) > 1
+    labels = [_label(g, several) for g in groups]
+    suites = {str(p): s for p, _, s in loaded}
+    text = _markdown(groups, labels, loaded[0][2])
+
+    def write(tmp: Path) -> None:
+        _heat_map(groups, labels, tmp / "attack_matrix.png")
+        _curves(groups, labels, suites, tmp / "attack_matrix_curves.png")
+        (tmp / "attack_matrix.md").write_text(text)
+        records = [g.to_json() for g in groups]
+        (tmp / "attack_matrix.json").write_text(json.dumps(records, indent=1, allow_nan=True))
+
+    with claim_output_dir(out) as final:
+        write_directory_atomically(final, write)
+    return MatrixResult(found, [k[1] for k in keys], groups)

@@ -1,0 +1,331 @@
+"""The deep attack suite on constructed problems whose answers are known."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from condimmune.attacks.deep_records import (
+    DeepAttackerSummary,
+    DeepAttackOptions,
+    DeepAttackSuite,
+    DeepWorstCase,
+    TaskAttack,
+    UtilityCheck,
+    redact,
+    relative_finetuning_deviation,
+    steps_to,
+)
+from condimmune.attacks.deep_suite import ReleasedModel, Task, run_deep_suite
+from condimmune.attacks.deep_train import (
+    Budget,
+    TaskTensors,
+    best_so_far_area,
+    fit_transform,
+    network_curve,
+    probe_curve,
+)
+from condimmune.attacks.registry import (
+    DEEP_ATTACKERS,
+    DeepAttacker,
+    DeepFamily,
+    FeatureTransform,
+    Optimizer,
+)
+from condimmune.attacks.search import StudyTrials
+
+K, CLASSES = 6, 3
+NETWORKS = (DeepFamily.BLOCKS, DeepFamily.FULL)
+
+
+def _task(gen: torch.Generator, n: int = 150, scale: torch.Tensor | None = None) -> TaskTensors:
+    """Three well-separated Gaussian classes in 6 dimensions (Bayes accuracy ≈ 1)."""
+    centres = 4.0 * torch.eye(K, dtype=torch.float64)[:CLASSES]
+    y = torch.arange(2 * n) % CLASSES
+    x = centres[y] + torch.randn(2 * n, K, generator=gen, dtype=torch.float64)
+    if scale is not None:
+        x = x * scale
+    return TaskTensors(x[:n], y[:n], x[n:], y[n:], CLASSES)
+
+
+def _blocks() -> nn.Module:
+    """Trainable blocks that start as the identity (so the features are well conditioned)."""
+    module = nn.Sequential(nn.Linear(K, K), nn.BatchNorm1d(K), nn.Linear(K, K))
+    with torch.no_grad():
+        for layer in (module[0], module[2]):
+            layer.weight.copy_(torch.eye(K))
+            layer.bias.zero_()
+    return module
+
+
+def _released(data: dict[Task, TaskTensors], module: nn.Module) -> ReleasedModel:
+    """Features = the module's output on the inputs; the inputs serve as prefix, skip
+    features and images (the module is both the blocks and the whole network)."""
+    module.eval()
+    with torch.no_grad():
+        features = {
+            t: TaskTensors(
+                module(d.train_x.float()).double(),
+                d.train_y,
+                module(d.test_x.float()).double(),
+                d.test_y,
+                d.classes,
+            )
+            for t, d in data.items()
+        }
+    floats = {
+        t: TaskTensors(d.train_x.float(), d.train_y, d.test_x.float(), d.test_y, d.classes)
+        for t, d in data.items()
+    }
+    return ReleasedModel(features, K, data, floats, floats, module, module)
+
+
+OPTIONS = DeepAttackOptions(
+    trials=3,
+    finetune_trials=2,
+    probe_steps=40,
+    finetune_steps=40,
+    finetune_eval_every=10,
+    batch_size=64,
+    target_fraction=0.9,
+)
+
+
+@pytest.fixture(scope="module")
+def problem() -> dict[Task, TaskTensors]:
+    gen = torch.Generator().manual_seed(0)
+    return {Task.HARMFUL: _task(gen), Task.BENIGN: _task(gen)}
+
+
+@pytest.mark.parametrize("attacker", list(DeepAttacker), ids=lambda a: a.value)
+def test_every_attacker_reaches_the_target_on_a_well_conditioned_problem(attacker, problem):
+    model = _released(problem, _blocks())
+    suite = run_deep_suite([attacker], model, model, OPTIONS)
+    entry = suite.attackers[attacker.value]
+    for task in (entry.harmful, entry.benign):
+        assert task.original.best_accuracy >= 0.8, task  # chance is 1/3
+        # the same model twice, the same seeds: identical searches, nothing slowed
+        assert task.reached and task.slowdown == 1.0 and task.rfd == 0.0
+        assert task.original.curve == task.immunized.curve
+        fixed = not DEEP_ATTACKERS[attacker].space  # nothing to search: one trial
+        assert task.original.trials == (1 if fixed else 2 if entry.family in NETWORKS else 3)
+    assert entry.eval_steps == Budget(40, 10 if entry.family in NETWORKS else 1).eval_steps
+
+
+def test_whitening_undoes_any_invertible_map_and_standardising_any_diagonal_one(problem):
+    gen = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(K, K, generator=gen, dtype=torch.float64))
+    mixing = q @ torch.diag(torch.logspace(0, -3, K, dtype=torch.float64))
+    diagonal = torch.logspace(0, -3, K, dtype=torch.float64)
+    task = problem[Task.HARMFUL]
+    # whitened features differ by a rotation: optimizers that are rotation-equivariant
+    # (GD, momentum) are not slowed; standardised ones are identical under a diagonal map
+    for attackers, transform in (
+        ((DeepAttacker.WHITEN_GD, DeepAttacker.WHITEN_MOMENTUM), mixing),
+        ((DeepAttacker.STD_GD, DeepAttacker.STD_ADAM), torch.diag(diagonal)),
+    ):
+        moved = TaskTensors(
+            task.train_x @ transform.mT, task.train_y, task.test_x @ transform.mT, task.test_y, 3
+        )
+        base = ReleasedModel({Task.HARMFUL: task, Task.BENIGN: task}, K)
+        changed = ReleasedModel({Task.HARMFUL: moved, Task.BENIGN: moved}, K)
+        suite = run_deep_suite(list(attackers), base, changed, OPTIONS)
+        for name in attackers:
+            h = suite.attackers[name.value].harmful
+            assert h.slowdown == 1.0 and h.rfd < 0.5, name
+    # without the transform, the paper's attacker is slowed by the ill-conditioned map
+    suite = run_deep_suite(
+        ["linear-gd"],
+        ReleasedModel({Task.HARMFUL: task, Task.BENIGN: task}, K),
+        ReleasedModel(
+            {
+                t: TaskTensors(
+                    task.train_x @ mixing.mT, task.train_y, task.test_x @ mixing.mT, task.test_y, 3
+                )
+                for t in Task
+            },
+            K,
+        ),
+        OPTIONS,
+    )
+    assert suite.attackers["linear-gd"].harmful.slowdown > 1.0
+
+
+def test_feature_transforms_standardise_and_whiten_the_training_rows(problem):
+    task = problem[Task.HARMFUL]
+    std = fit_transform(FeatureTransform.STANDARDIZE, task).train_x
+    torch.testing.assert_close(std.mean(0), torch.zeros(K, dtype=torch.float64))
+    torch.testing.assert_close(std.square().mean(0), torch.ones(K, dtype=torch.float64))
+    white = fit_transform(FeatureTransform.WHITEN, task).train_x
+    torch.testing.assert_close(white.mT @ white / white.shape[0], torch.eye(K, dtype=torch.float64))
+    assert fit_transform(FeatureTransform.NONE, task) is task
+
+
+def test_least_squares_and_gd_probes_are_the_closed_forms(problem):
+    task = problem[Task.HARMFUL]
+    budget = Budget(5)
+    a = torch.nn.functional.pad(task.train_x, (0, 1), value=1.0)
+    at = torch.nn.functional.pad(task.test_x, (0, 1), value=1.0)
+    y = torch.nn.functional.one_hot(task.train_y, 3).double()
+    w = torch.linalg.lstsq(a, y).solution
+    expected = float(((at @ w).argmax(1) == task.test_y).double().mean())
+    curve = probe_curve(task, Optimizer.LSTSQ, {"ridge": 1e-12}, budget)
+    assert curve[0] == pytest.approx(1 / 3, abs=0.05)  # w = 0 predicts class 0
+    assert curve[1:] == [pytest.approx(expected)] * 5
+    step = a.shape[0] / (2 * float(torch.linalg.matrix_norm(a, ord=2)) ** 2)
+    w = torch.zeros(K + 1, 3, dtype=torch.float64)
+    for _ in range(5):
+        w = w - step * (2 / a.shape[0]) * a.mT @ (a @ w - y)
+    gd = probe_curve(task, Optimizer.GD_1L, {}, budget)
+    assert gd[-1] == float(((at @ w).argmax(1) == task.test_y).double().mean())
+
+
+def test_reinitialising_ignores_the_immunized_weights(problem):
+    d = problem[Task.HARMFUL]
+    task = TaskTensors(d.train_x.float(), d.train_y, d.test_x.float(), d.test_y, d.classes)
+    budget = Budget(20, 5, 32)
+    one, other = _blocks(), _blocks()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-7.0).add_(3.0)
+    params = {"lr": 1e-2, "weight_decay": 1e-4}
+    curves = [
+        network_curve(
+            lambda m=m: copy.deepcopy(m), K, task, Optimizer.ADAM, params, budget, reinit=r, seed=3
+        )
+        for m in (one, other)
+        for r in (True, False)
+    ]
+    assert curves[0] == curves[2]  # re-initialised: the weights do not matter
+    assert curves[1] != curves[3]  # fine-tuned: they do
+
+
+def test_a_diverging_trial_keeps_its_last_accuracy(problem):
+    curve = probe_curve(
+        problem[Task.HARMFUL], Optimizer.MOMENTUM, {"lr_c": 1e9, "momentum": 0.9}, Budget(30)
+    )
+    assert len(curve) == 31 and all(math.isfinite(a) for a in curve)
+
+
+def _trials(curves, objectives=None):
+    objectives = objectives or [best_so_far_area(c) for c in curves]
+    return StudyTrials([{"lr": float(i)} for i in range(len(curves))], curves, objectives, 1.0)
+
+
+def test_metrics_of_hand_made_curves():
+    steps = [0, 10, 20, 30]
+    original = _trials([[0.2, 0.5, 0.9, 1.0], [0.2, 0.9, 0.95, 0.95]])
+    immunized = _trials([[0.2, 0.3, 0.6, 0.96], [0.2, 0.4, 0.5, 0.5]])
+    t = TaskAttack.of(original, immunized, steps, 0.95)
+    assert t.target == pytest.approx(0.95)
+    assert t.original.steps_to_target == 20 and t.immunized.steps_to_target == 30
+    assert t.slowdown == 1.5 and t.reached
+    assert t.original.setting == "lr=1" and t.original.best_accuracy == 1.0
+    assert best_so_far_area([0.2, 0.9, 0.5, 0.95]) == pytest.approx((0.2 + 0.9 + 0.9 + 0.95) / 4)
+    rfd = 100 * (abs(0.9 - 0.3) / 0.9 + abs(0.95 - 0.6) / 0.95 + abs(0.95 - 0.96) / 0.95) / 3
+    assert t.rfd == pytest.approx(rfd)  # the best trials: original #1, immunized #0
+    never = TaskAttack.of(original, _trials([[0.2, 0.2, 0.2, 0.2]]), steps, 0.95)
+    assert not never.reached and never.slowdown == 31 / 20
+    assert steps_to([[0.1, 0.2]], [0, 5], 0.5) is None
+    assert steps_to([[0.1, 0.6], [0.7, 0.7]], [0, 5], 0.5) == 0
+    instant = TaskAttack.of(_trials([[0.9, 0.9]]), _trials([[0.9, 0.9]]), [0, 1], 0.9)
+    assert instant.slowdown == 1.0  # reached at step 0 on both sides
+
+
+def _summary(orig: float, imm: float, slowdown: float, family=DeepFamily.PROBE):
+    o = _trials([[0.1, orig]])
+    i = _trials([[0.1, imm]])
+    task = TaskAttack.of(o, i, [0, 1], 0.95)
+    task = TaskAttack(task.target, task.original, task.immunized, slowdown, True, task.rfd)
+    return DeepAttackerSummary(family, [0, 1], task, task)
+
+
+def test_worst_case_only_counts_competent_attackers_and_utility_cap():
+    summaries = {
+        DeepAttacker.LINEAR_GD: _summary(0.95, 0.60, 5.0),
+        DeepAttacker.BLOCKS_ADAM: _summary(0.99, 0.98, 1.2),
+        DeepAttacker.SKIP_ADAM: _summary(0.30, 0.30, 1.0),  # never learns: not competent
+    }
+    worst = DeepWorstCase.of(summaries, 0.95)
+    assert worst.attacker is DeepAttacker.BLOCKS_ADAM and worst.slowdown == 1.2
+    assert worst.competent == [DeepAttacker.LINEAR_GD, DeepAttacker.BLOCKS_ADAM]
+    assert worst.strongest is DeepAttacker.BLOCKS_ADAM and worst.accuracy_original == 0.99
+    assert UtilityCheck.of(0.99, 0.95, 5.0).passes
+    assert not UtilityCheck.of(0.99, 0.90, 5.0).passes
+    assert UtilityCheck.of(0.99, 0.90, 5.0).drop_points == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="no attacker"):
+        DeepWorstCase.of({}, 0.95)
+
+
+def test_suite_record_round_trips_and_hides_the_storage_password(problem):
+    model = _released(problem, _blocks())
+    options = DeepAttackOptions(
+        trials=2, probe_steps=5, storage="postgresql://me:secret@db.example/studies"
+    )
+    assert redact(options.storage) == "postgresql://me:***@db.example/studies"
+    with pytest.raises(ValueError, match="cannot be opened"):
+        run_deep_suite(["linear-gd"], model, model, options)
+    suite = run_deep_suite(["linear-adam", "linear-gd"], model, model, OPTIONS)
+    back = DeepAttackSuite.from_json(json.loads(json.dumps(suite.to_json())))
+    assert back == suite and suite.utility is not None and suite.utility.passes
+    assert list(suite.attackers) == ["linear-adam", "linear-gd"]
+
+
+def test_suite_errors_are_explained(problem):
+    model = _released(problem, _blocks())
+    bare = ReleasedModel(model.features, K)
+    with pytest.raises(ValueError, match="at least one attacker"):
+        run_deep_suite([], model, model, OPTIONS)
+    with pytest.raises(ValueError, match="unknown attacker 'gd'"):
+        run_deep_suite(["gd"], model, model, OPTIONS)
+    with pytest.raises(ValueError, match="named twice"):
+        run_deep_suite(["mlp-adam", "mlp-adam"], model, model, OPTIONS)
+    for attacker, missing in (
+        ("skip-adam", "skip features"),
+        ("blocks-adam", "prefix activations"),
+        ("full-adam", "images"),
+    ):
+        with pytest.raises(ValueError, match=f"needs the model's {missing}"):
+            run_deep_suite([attacker], bare, bare, OPTIONS)
+    for field, value, message in (
+        ("trials", 0, "attack.trials must be a positive int"),
+        ("target_fraction", 1.5, "target_fraction must be in"),
+        ("utility_cap", -1.0, "utility_cap must be ≥ 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            DeepAttackOptions(**{field: value})
+    with pytest.raises(ValueError, match="eval_every must be a positive int"):
+        Budget(10, 0)
+    with pytest.raises(ValueError, match="RFD needs at least one evaluation step"):
+        relative_finetuning_deviation([0.5], [0.5])
+
+
+def test_the_registry_covers_every_attacker_once():
+    assert set(DEEP_ATTACKERS) == set(DeepAttacker)
+    probes = [a for a, s in DEEP_ATTACKERS.items() if s.linear_probe]
+    assert DeepAttacker.MLP_ADAM not in probes and DeepAttacker.LINEAR_GD in probes
+    assert DEEP_ATTACKERS[DeepAttacker.BLOCKS_REINIT].reinit
+
+
+def test_the_benign_task_can_get_a_smaller_budget(problem):
+    model = _released(problem, _blocks())
+    options = DeepAttackOptions(
+        trials=3,
+        benign_trials=1,
+        finetune_trials=2,
+        finetune_steps=4,
+        finetune_eval_every=2,
+        probe_steps=5,
+        finetune_benign=False,
+    )
+    suite = run_deep_suite(["linear-adam", "blocks-adam"], model, model, options)
+    probe, blocks = suite.attackers["linear-adam"], suite.attackers["blocks-adam"]
+    assert probe.harmful.original.trials == 3 and probe.benign is not None
+    assert probe.benign.original.trials == 1
+    assert blocks.benign is None and blocks.harmful.original.trials == 2
+    assert suite.utility is not None  # from the linear probe's benign search
+    with pytest.raises(ValueError, match="benign_trials must be a positive int"):
+        DeepAttackOptions(benign_trials=0)

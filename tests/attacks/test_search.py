@@ -1,0 +1,111 @@
+import math
+import time
+
+import pytest
+
+from condimmune.attacks.search import (
+    IntChoice,
+    LogFloat,
+    SearchOptions,
+    TrialResult,
+    Uniform,
+    describe,
+    paired_search,
+)
+
+
+def _quadratic(curvature: float, steps: int = 3):
+    """GD on f(w) = (L/2)(w − 1)² from w = 0: the error after ``steps`` steps is
+    |1 − lr·L|^steps, so the best learning rate is exactly 1/L (one step to the minimum)."""
+
+    def objective(params, number):
+        w, curve = 0.0, []
+        for _ in range(steps):
+            w -= params["lr"] * curvature * (w - 1.0)
+            curve.append(-min(abs(w - 1.0), 1e6))
+        return TrialResult(curve[-1], curve)
+
+    return objective
+
+
+def test_search_finds_the_known_best_learning_rate_of_each_quadratic():
+    space = (LogFloat("lr", 1e-3, 10.0),)
+    first, second = paired_search(
+        space, (_quadratic(4.0), _quadratic(0.5)), SearchOptions(trials=40, seed=0)
+    )
+    for trials, curvature in ((first, 4.0), (second, 0.5)):
+        best = trials.params[trials.best]["lr"]
+        assert abs(math.log(best * curvature)) < math.log(1.15), (curvature, best)
+        assert len(trials.curves) == 40
+
+
+def test_the_same_seed_gives_the_same_trials_and_another_seed_does_not():
+    space = (LogFloat("lr", 1e-3, 1.0), Uniform("momentum", 0.0, 0.99), IntChoice("h", (8, 16)))
+    objectives = (_quadratic(2.0), _quadratic(3.0))
+    runs = [paired_search(space, objectives, SearchOptions(trials=6, seed=s)) for s in (1, 1, 2)]
+    assert runs[0][0].params == runs[1][0].params and runs[0][1].params == runs[1][1].params
+    assert runs[0][0].params != runs[2][0].params
+    assert all(p["h"] in (8.0, 16.0) and 0 <= p["momentum"] <= 0.99 for p in runs[0][0].params)
+
+
+def test_a_fixed_attacker_runs_once_per_model():
+    calls = []
+
+    def objective(params, number):
+        calls.append(params)
+        return TrialResult(1.0, [1.0])
+
+    first, second = paired_search((), (objective, objective), SearchOptions(trials=20))
+    assert len(first.curves) == len(second.curves) == 1 and calls == [{}, {}]
+    assert describe({}) == "fixed" and describe({"lr": 0.0012}) == "lr=0.0012"
+
+
+def test_the_wall_clock_cap_leaves_both_models_the_same_number_of_trials():
+    def slow(params, number):
+        time.sleep(0.03)
+        return TrialResult(0.5, [0.5])
+
+    first, second = paired_search(
+        (LogFloat("lr", 1e-3, 1.0),), (slow, slow), SearchOptions(trials=50, seconds=0.15)
+    )
+    assert 1 <= len(first.curves) == len(second.curves) < 50
+
+
+def test_a_stored_study_is_resumed_not_repeated(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    calls = []
+
+    def objective(params, number):
+        calls.append(number)
+        return TrialResult(-params["lr"], [-params["lr"]])
+
+    space = (LogFloat("lr", 1e-3, 1.0),)
+    first, _ = paired_search(
+        space, (objective, objective), SearchOptions(trials=3, storage=storage, study_name="s")
+    )
+    calls.clear()
+    again, other = paired_search(
+        space, (objective, objective), SearchOptions(trials=5, storage=storage, study_name="s")
+    )
+    assert calls == [3, 3, 4, 4]  # two new trials per model, none repeated
+    assert again.curves[:3] == first.curves and len(other.curves) == 5
+    assert again.seconds >= 0
+
+
+def test_search_errors_are_explained(tmp_path):
+    ok = (_quadratic(1.0), _quadratic(1.0))
+    space = (LogFloat("lr", 1e-3, 1.0),)
+    with pytest.raises(ValueError, match="trials must be a positive int"):
+        SearchOptions(trials=0)
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        SearchOptions(seconds=0.0)
+    with pytest.raises(ValueError, match=r"attack\.storage='nonsense://x' cannot be opened"):
+        paired_search(space, ok, SearchOptions(storage="nonsense://x"))
+    with pytest.raises(ValueError, match=r"no trial finished within attack\.seconds"):
+        paired_search(space, ok, SearchOptions(seconds=1e-12))
+
+    def broken(params, number):
+        return TrialResult(math.nan, [0.0])
+
+    with pytest.raises(ValueError, match="objective must be finite"):
+        paired_search(space, (broken, broken), SearchOptions(trials=2))

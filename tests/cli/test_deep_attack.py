@@ -1,0 +1,161 @@
+"""``condimmune attack`` on deep runs, the erasure methods end to end, ``attack-matrix``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+from _cli_support import TINY_DEEP, invoke, sets
+from safetensors.torch import load_file
+
+from condimmune.deep.backbones import build_model
+from condimmune.deep.evaluate import extract_features
+from condimmune.experiments.config import apply_overrides, default_config
+from condimmune.experiments.deep_data import load_deep_data
+
+QUICK_ATTACK = [
+    "attack.trials=2",
+    "attack.finetune_trials=1",
+    "attack.probe_steps=4",
+    "attack.finetune_steps=2",
+    "attack.finetune_eval_every=1",
+    "attack.batch_size=16",
+]
+"""Every attacker once, in seconds (the numbers mean nothing at this size)."""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny deep runs, the erasure arm and the combined method, each attacked once."""
+    root = tmp_path_factory.mktemp("deep-attack")
+    out: dict[str, Path] = {}
+    for method in ("leace", "condnum-leace"):
+        run = root / "runs" / method
+        result = invoke(
+            "run", "mnist-cnn", "--out", run, "--no-progress",
+            *sets([*TINY_DEEP, f"train.method={method}"]),
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        few = [] if method == "leace" else ["--attackers", "linear-gd,blocks-adam"]
+        result = invoke("attack", run, "--no-progress", *few, *sets(QUICK_ATTACK))
+        assert result.exit_code == 0, result.output
+        assert "worst case:" in result.output and "utility:" in result.output
+        out[method] = run
+    return out
+
+
+def test_a_deep_run_is_attacked_by_every_attacker_and_recorded(runs):
+    run = runs["leace"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    suite = metrics["attack_suite"]
+    assert len(suite["attackers"]) == 19 and suite["settings"]["trials"] == 2
+    assert suite["worst_case"]["attacker"] in suite["attackers"]
+    assert suite["settings"]["storage"].startswith("sqlite:///")
+    assert (run / "attack_studies.db").is_file()
+    for name in ("attack_report.md", "attack_best_so_far.png", "attack_slowdowns.png"):
+        assert (run / name).is_file(), name
+    report = (run / "attack_report.md").read_text()
+    assert "**Verdict for `leace`" in report and "| blocks-reinit | blocks |" in report
+    assert "Worst-case attack suite" in (run / "report.md").read_text()
+
+
+def _stored_trials(run: Path) -> int:
+    storage = f"sqlite:///{run / 'attack_studies.db'}"
+    return sum(s.n_trials for s in optuna.study.get_all_study_summaries(storage))
+
+
+def test_a_second_attack_reads_the_stored_trials_back(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["leace"], run)
+    before = json.loads((run / "metrics.json").read_text())["attack_suite"]
+    stored = _stored_trials(run)
+    result = invoke(
+        "attack", run, "--no-progress", "--attackers", "linear-adam,mlp-adam", *sets(QUICK_ATTACK)
+    )
+    assert result.exit_code == 0, result.output
+    assert _stored_trials(run) == stored  # nothing was run again
+    after = json.loads((run / "metrics.json").read_text())["attack_suite"]
+    assert list(after["attackers"]) == ["linear-adam", "mlp-adam"]
+    for name in after["attackers"]:
+        assert after["attackers"][name] == before["attackers"][name]
+
+
+def _harmful_features(run: Path, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    config = apply_overrides(default_config("mnist-cnn"), TINY_DEEP)
+    model = build_model("small-cnn", num_classes=5, image_size=28)
+    model.load_state_dict(load_file(run / f"{which}.safetensors"))
+    phi, _, labels = extract_features(model, load_deep_data(config).harmful_train_eval)
+    return phi, labels
+
+
+@pytest.mark.parametrize("method", ["leace", "condnum-leace"])
+def test_erasure_leaves_no_linearly_decodable_harmful_label(runs, method):
+    """The released model computes in float32: directions below its rounding (relative
+    1e-5) are not features, so the least-squares probe ignores them."""
+    for which, erased in (("original", False), ("immunized", True)):
+        phi, labels = _harmful_features(runs[method], which)
+        design = F.pad(phi, (0, 1), value=1.0)
+        targets = F.one_hot(labels).double()
+        fit = torch.linalg.lstsq(design, targets, rcond=1e-5, driver="gelsd").solution
+        pred = design @ fit
+        explained = 1 - float((pred - targets).square().sum()) / float(
+            (targets - targets.mean(0)).square().sum()
+        )
+        assert (explained < 1e-4) == erased, (which, explained)
+
+
+def test_the_combined_method_trains_the_blocks_before_erasing(runs):
+    original = load_file(runs["condnum-leace"] / "original.safetensors")
+    immunized = load_file(runs["condnum-leace"] / "immunized.safetensors")
+    block = "body.block3.0.weight"
+    assert not torch.equal(original[block], immunized[block])  # condnum trained block3
+    leace = load_file(runs["leace"] / "immunized.safetensors")
+    assert torch.equal(load_file(runs["leace"] / "original.safetensors")[block], leace[block])
+
+
+def test_attack_matrix_combines_the_runs(runs, tmp_path):
+    out = tmp_path / "matrix"
+    result = invoke("attack-matrix", runs["leace"].parent, "--out", out)
+    assert result.exit_code == 0, result.output
+    groups = json.loads((out / "attack_matrix.json").read_text())
+    assert sorted(g["method"] for g in groups) == ["condnum-leace", "leace"]
+    sizes = {g["method"]: len(g["slowdown"]) for g in groups}
+    assert sizes == {"leace": 19, "condnum-leace": 2} and groups[0]["seeds"] == [0]
+    text = (out / "attack_matrix.md").read_text()
+    assert "| **worst case** |" in text and "**Verdict for `condnum-leace`" in text
+    assert (out / "attack_matrix.png").is_file() and (out / "attack_matrix_curves.png").is_file()
+    again = invoke("attack-matrix", runs["leace"], "--out", out)
+    assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_deep_attack_errors_are_one_line(runs, tmp_path):
+    run = runs["leace"]
+    cases = [
+        (("attack", run, "--budget", "5"), "--budget and --target are for linear runs"),
+        (("attack", run, "--set", "train.epochs=2"), "only attack.* keys"),
+        (("attack", run, "--attackers", "gd"), "unknown attack.attackers entry 'gd'"),
+        (("attack", run, "--set", "attack.trials=0"), "attack.trials"),
+    ]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "immunized.safetensors").write_bytes(b"")
+    cases.append((("attack", bare), "config.yaml"))
+    unattacked = tmp_path / "unattacked"
+    shutil.copytree(run, unattacked)
+    metrics = json.loads((unattacked / "metrics.json").read_text())
+    del metrics["attack_suite"]
+    (unattacked / "metrics.json").write_text(json.dumps(metrics))
+    cases += [
+        (("attack-matrix", unattacked, "--out", tmp_path / "m1"), "has no attack_suite"),
+        (("attack-matrix", tmp_path / "nowhere", "--out", tmp_path / "m2"), "not a run directory"),
+        (("attack-matrix", bare, "--out", tmp_path / "m3"), "no run directory"),
+    ]
+    for args, message in cases:
+        result = invoke(*args, "--no-progress") if args[0] == "attack" else invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, result.output

@@ -1,0 +1,102 @@
+"""The command line's one error boundary: the exception → message table row by row,
+``--debug``, internal errors, and warnings as one line."""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+import zlib
+
+import pytest
+import torch
+import yaml
+from _cli_support import invoke
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from safetensors import SafetensorError
+
+import condimmune.experiments.linear_runner as linear_runner
+from condimmune.core.errors import StaleFilesWarning, UserError
+from condimmune.core.records import RecordError
+from condimmune.experiments.errors import user_message
+
+
+def os_error(number: int) -> OSError:
+    return OSError(number, os.strerror(number), "/runs/x")
+
+
+ROWS = {
+    "user-error": (UserError("what", "where.key", "the fix"), ["what: where.key; the fix"]),
+    "record-error": (RecordError("m.json: missing field rir"), ["m.json", "rir", "damaged"]),
+    "disk-full": (os_error(errno.ENOSPC), ["No space left on device: /runs/x", "free some"]),
+    "permission": (os_error(errno.EACCES), ["Permission denied: /runs/x", "permissions"]),
+    "read-only": (os_error(errno.EROFS), ["/runs/x", "read-only"]),
+    "not-a-directory": (os_error(errno.ENOTDIR), ["/runs/x", "is a file"]),
+    "os-error-without-file": (OSError("cannot identify image file 'a.png'"), ["a.png"]),
+    "yaml": (yaml.YAMLError("bad"), ["not valid YAML"]),
+    "safetensors": (SafetensorError("header too large"), ["safetensors", "header too large"]),
+    "zlib": (zlib.error("invalid stored block lengths"), ["corrupt compressed data"]),
+    "eof": (EOFError("Compressed file ended"), ["ended too early", "data.root"]),
+    "linalg": (torch.linalg.LinAlgError("failed to converge"), ["NaN/inf", "model.weights"]),
+    "lightning": (MisconfigurationException("no GPU"), ["no GPU", "train.accelerator"]),
+    "memory": (MemoryError(), ["out of memory"]),
+    "diverged": (FloatingPointError("training diverged; lower train.lr"), ["train.lr"]),
+    "value-error": (ValueError("invalid value for train.lr:\n  -1"), ["train.lr: -1"]),
+}
+
+
+@pytest.mark.parametrize("exc, parts", ROWS.values(), ids=ROWS.keys())
+def test_every_row_of_the_table_gives_one_line_naming_the_culprit(exc, parts) -> None:
+    message = user_message(exc)
+    assert message is not None and "\n" not in message
+    for part in parts:
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    "exc", [KeyError("k"), TypeError("t"), RuntimeError("r"), AssertionError()]
+)
+def test_other_exceptions_are_internal_errors(exc: BaseException) -> None:
+    assert user_message(exc) is None
+
+
+def test_an_internal_error_is_short_and_points_at_debug(monkeypatch, tmp_path) -> None:
+    def bug(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(linear_runner, "run_experiment", bug)
+    result = invoke("run", "digits", "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("internal error: KeyError: 'boom'") and "--debug" in line
+
+
+def test_debug_lets_the_exception_and_its_traceback_through(monkeypatch, tmp_path) -> None:
+    result = invoke("--debug", "run", "digits", "--set", "train.epochs=0")
+    assert isinstance(result.exception, ValueError) and result.exc_info is not None
+    assert "error:" not in result.output
+    monkeypatch.setattr(linear_runner, "run_experiment", lambda *a, **k: {}["boom"])
+    result = invoke("--debug", "run", "digits", "--out", tmp_path / "out")
+    assert isinstance(result.exception, KeyError)
+
+
+def test_a_user_error_is_one_line_without_rich_markup(tmp_path) -> None:
+    result = invoke("run", "digits", "--set", "train.method=[/bold]x", "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and "[/bold]x" in line
+
+
+def test_warnings_become_one_line(monkeypatch, tmp_path) -> None:
+    def warn(*_args: object, **_kwargs: object) -> None:
+        warnings.warn("removed 2 temporary file(s)\nleft behind", StaleFilesWarning, stacklevel=1)
+        raise UserError("stop here", "somewhere")
+
+    monkeypatch.setattr(linear_runner, "run_experiment", warn)
+    result = invoke("run", "digits", "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "warning: removed 2 temporary file(s) left behind",
+        "error: stop here: somewhere",
+    ]

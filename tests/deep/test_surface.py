@@ -1,0 +1,153 @@
+"""The attack surface of a released model, and folding a feature map into it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from condimmune.attacks.deep_records import DeepAttackOptions
+from condimmune.attacks.deep_suite import Task, run_deep_suite
+from condimmune.deep.backbones import build_model
+from condimmune.deep.feature_maps import apply_feature_map
+from condimmune.deep.surface import (
+    ImmunizedBlocks,
+    TaskImages,
+    pooled,
+    prefix_tensors,
+    released_model,
+    same_prefix,
+)
+from condimmune.methods.base import FeatureMap
+
+
+def _images(n: int, seed: int) -> TensorDataset:
+    gen = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 1, 12, 12, generator=gen), torch.arange(n) % 3)
+
+
+@pytest.fixture(scope="module")
+def tasks() -> dict[Task, TaskImages]:
+    return {
+        Task.HARMFUL: TaskImages(_images(48, 0), _images(24, 1), 3),
+        Task.BENIGN: TaskImages(_images(48, 2), _images(24, 3), 3),
+    }
+
+
+def _model():
+    model = build_model("small-cnn", num_classes=3, image_size=12, seed=0).eval()
+    gen = torch.Generator().manual_seed(5)
+    model.set_feature_map(torch.eye(128) + 0.1 * torch.randn(128, 128, generator=gen))
+    return model
+
+
+def _changed_blocks(model):
+    """The same model with other immunized blocks (block3) and another feature map."""
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.body.block3.parameters():
+            p.mul_(-2.0).add_(0.3)
+    other.set_feature_map(torch.diag(torch.logspace(0, -2, 128)))
+    return other
+
+
+def test_the_blocks_on_the_prefix_give_the_released_features(tasks):
+    model = _model()
+    acts, images = prefix_tensors(model, tasks, keep_images=True)
+    released = released_model(model, acts, images, batch_size=16)
+    x = torch.stack([tasks[Task.HARMFUL].train[i][0] for i in range(48)])
+    with torch.no_grad():
+        expected = model.features(x).double()
+    torch.testing.assert_close(released.features[Task.HARMFUL].train_x, expected)
+    assert released.images is not None and released.network is not None
+    torch.testing.assert_close(released.images[Task.HARMFUL].train_x, x)
+    assert released_model(model, acts).network is None  # no images, no full fine-tuning
+
+
+def test_the_skip_probe_does_not_see_the_immunized_blocks(tasks):
+    model = _model()
+    other = _changed_blocks(model)
+    assert same_prefix(model, other)
+    acts, _ = prefix_tensors(model, tasks)
+    a, b = released_model(model, acts), released_model(other, prefix_tensors(other, tasks)[0])
+    assert not torch.equal(a.features[Task.HARMFUL].train_x, b.features[Task.HARMFUL].train_x)
+    assert a.skip is not None and b.skip is not None
+    for task in Task:
+        assert torch.equal(a.skip[task].train_x, b.skip[task].train_x)
+    options = DeepAttackOptions(trials=2, probe_steps=10)
+    for suite in (run_deep_suite(["skip-adam"], a, b, options),):
+        for task in (suite.attackers["skip-adam"].harmful, suite.attackers["skip-adam"].benign):
+            assert task is not None and task.original.curve == task.immunized.curve
+            assert task.slowdown == 1.0 and task.rfd == 0.0
+
+
+def test_reinitialising_the_blocks_discards_weights_and_feature_map(tasks):
+    model = _model()
+    other = _changed_blocks(model)
+    acts, _ = prefix_tensors(model, tasks)
+    outputs = []
+    for m in (model, other):
+        blocks = copy.deepcopy(released_model(m, acts).blocks)
+        assert isinstance(blocks, ImmunizedBlocks)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for sub in blocks.modules():
+                if callable(getattr(sub, "reset_parameters", None)):
+                    sub.reset_parameters()
+        assert torch.equal(blocks.feature_map, torch.eye(128))
+        with torch.no_grad():
+            outputs.append(blocks.eval()(acts[Task.HARMFUL].train_x))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    options = DeepAttackOptions(finetune_trials=1, finetune_steps=4, finetune_eval_every=2)
+    a, b = released_model(model, acts), released_model(other, acts)
+    reinit = run_deep_suite(["blocks-reinit"], a, b, options).attackers["blocks-reinit"]
+    assert reinit.harmful.original.curve == reinit.harmful.immunized.curve
+
+
+def test_pooling_keeps_at_most_skip_dims_values():
+    assert pooled(torch.randn(2, 32, 7, 7), 2048).shape == (2, 32 * 7 * 7)
+    assert pooled(torch.randn(2, 256, 14, 14), 2048).shape == (2, 256 * 2 * 2)
+    assert pooled(torch.randn(2, 4096, 4, 4), 2048).shape == (2, 4096)  # at least 1 × 1
+    assert pooled(torch.randn(2, 197, 768), 2048).shape == (2, 768)  # tokens averaged
+    with pytest.raises(ValueError, match="skip_dims must be ≥ 1"):
+        released_model(_model(), {}, skip_dims=0)
+
+
+def test_same_prefix_notices_a_changed_frozen_layer():
+    model = _model()
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.body.block1[0].weight.add_(1.0)
+    assert not same_prefix(model, other)
+
+
+def test_an_invertible_map_keeps_the_logits_and_a_singular_one_refits_the_head():
+    model = _model()
+    x = torch.randn(300, 1, 12, 12, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        phi, logits = (t.double() for t in model(x))
+    gen = torch.Generator().manual_seed(1)
+    t = torch.eye(128, dtype=torch.float64) + 0.05 * torch.randn(128, 128, generator=gen)
+    exact = copy.deepcopy(model)  # an invertible map goes to DeepModel.set_feature_map
+    apply_feature_map(exact, FeatureMap(t, True), phi)
+    expected_map = (t @ model.feature_map.double()).float()
+    torch.testing.assert_close(exact.feature_map, expected_map)
+    m = copy.deepcopy(model)  # the least-squares refit of an invertible map keeps the logits
+    apply_feature_map(m, FeatureMap(t, invertible=False), phi)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x)[1].double(), logits, atol=1e-5, rtol=1e-4)
+    projection = torch.eye(128, dtype=torch.float64)
+    projection[0, 0] = 0.0  # drop one feature: the logits change only through it
+    m = copy.deepcopy(model)
+    apply_feature_map(m, FeatureMap(projection, invertible=False), phi)
+    with torch.no_grad():
+        refit = m(x)[1].double()
+    design = torch.cat([phi[:, 1:], torch.ones(300, 1, dtype=torch.float64)], dim=1)
+    best = design @ torch.linalg.lstsq(design, logits).solution
+    torch.testing.assert_close(refit, best, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="must be 128 × 128"):
+        apply_feature_map(m, FeatureMap(torch.eye(3), False), phi)
+    with pytest.raises(ValueError, match="benign_features must be n × 128"):
+        apply_feature_map(m, FeatureMap(projection, False), phi[:, :3])

@@ -6,6 +6,8 @@
 #
 # usage: benchmarks/attack_matrix.sh EXPERIMENT OUT_DIR [WORKERS] -- [--set attack.KEY=VALUE ...]
 # e.g.   benchmarks/attack_matrix.sh mnist-cnn runs/matrix 2 -- --set attack.trials=20
+# A failed run or attack makes the script fail before the matrix is written; run it again
+# (finished runs are kept, a killed run resumes from its checkpoint).
 # Each worker runs one thread (OMP_NUM_THREADS=1): on a busy CPU, torch's thread pool
 # otherwise spends most of its time waiting.
 set -euo pipefail
@@ -20,14 +22,15 @@ seeds=${SEEDS:-"0 1 2"}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$out"
 
-one() {  # one (method, seed): run if missing, attack if not attacked yet
+one() {  # one (method, seed): run if missing, attack if not attacked yet; 1 on failure
   local method=$1 seed=$2 dir="$out/$experiment-$1-s$2"
   if [[ ! -f $dir/metrics.json ]]; then
     condimmune run "$experiment" --seed "$seed" --set train.method="$method" \
-      --out "$dir" --no-progress > "$dir.run.log" 2>&1
+      --out "$dir" --no-progress > "$dir.run.log" 2>&1 || { echo "run failed: $dir"; return 1; }
   fi
   if ! grep -q '"attack_suite"' "$dir/metrics.json"; then
-    condimmune attack "$dir" --no-progress "${attack_args[@]}" > "$dir.attack.log" 2>&1
+    condimmune attack "$dir" --no-progress "${attack_args[@]}" > "$dir.attack.log" 2>&1 ||
+      { echo "attack failed: $dir"; return 1; }
   fi
   echo "done $method seed $seed"
 }

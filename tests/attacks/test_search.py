@@ -28,10 +28,11 @@ def _quadratic(curvature: float, steps: int = 3):
     return objective
 
 
-def test_search_finds_the_known_best_learning_rate_of_each_quadratic():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_search_finds_the_known_best_learning_rate_of_each_quadratic(seed):
     space = (LogFloat("lr", 1e-3, 10.0),)
     first, second = paired_search(
-        space, (_quadratic(4.0), _quadratic(0.5)), SearchOptions(trials=40, seed=0)
+        space, (_quadratic(4.0), _quadratic(0.5)), SearchOptions(trials=40, seed=seed)
     )
     for trials, curvature in ((first, 4.0), (second, 0.5)):
         best = trials.params[trials.best]["lr"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _cli_support import TINY_DEEP, invoke, sets
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from condimmune.deep.backbones import build_model
 from condimmune.deep.evaluate import extract_features
@@ -150,7 +150,22 @@ def test_deep_attack_errors_are_one_line(runs, tmp_path):
     metrics = json.loads((unattacked / "metrics.json").read_text())
     del metrics["attack_suite"]
     (unattacked / "metrics.json").write_text(json.dumps(metrics))
+    broken = {}
+    for name in ("linear-config", "linear-metrics", "damaged-model", "foreign-model"):
+        broken[name] = tmp_path / name
+        shutil.copytree(run, broken[name])
+    linear = {"experiment": "digits", "train": {"method": "condnum"}}
+    (broken["linear-config"] / "config.yaml").write_text(json.dumps(linear))
+    (broken["linear-metrics"] / "metrics.json").write_text(json.dumps({"experiment": "x"}))
+    (broken["damaged-model"] / "immunized.safetensors").write_bytes(b"\x00" * 64)
+    state = load_file(run / "immunized.safetensors")
+    state["body.block3.0.weight"] = state["body.block3.0.weight"][:, :3].contiguous()
+    save_file(state, broken["foreign-model"] / "immunized.safetensors")
     cases += [
+        (("attack", broken["linear-config"]), "the config of a linear run"),
+        (("attack", broken["linear-metrics"]), "metrics.json"),
+        (("attack", broken["damaged-model"]), "immunized.safetensors"),
+        (("attack", broken["foreign-model"]), "does not fit the run's model"),
         (("attack-matrix", unattacked, "--out", tmp_path / "m1"), "has no attack_suite"),
         (("attack-matrix", tmp_path / "nowhere", "--out", tmp_path / "m2"), "not a run directory"),
         (("attack-matrix", bare, "--out", tmp_path / "m3"), "no run directory"),

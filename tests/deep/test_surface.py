@@ -64,6 +64,19 @@ def test_the_blocks_on_the_prefix_give_the_released_features(tasks):
     assert released.images is not None and released.network is not None
     torch.testing.assert_close(released.images[Task.HARMFUL].train_x, x)
     assert released_model(model, acts).network is None  # no images, no full fine-tuning
+    with pytest.raises(ValueError, match="hold no images"):
+        prefix_tensors(model, tasks, keep_images=True, prefix_inputs=True)
+    # datasets that already hold prefix outputs are only stacked
+    cached = {
+        t: TaskImages(
+            torch.utils.data.TensorDataset(acts[t].train_x, acts[t].train_y),
+            torch.utils.data.TensorDataset(acts[t].test_x, acts[t].test_y),
+            3,
+        )
+        for t in Task
+    }
+    again, _ = prefix_tensors(model, cached, prefix_inputs=True)
+    assert torch.equal(again[Task.BENIGN].test_x, acts[Task.BENIGN].test_x)
 
 
 def test_the_skip_probe_does_not_see_the_immunized_blocks(tasks):

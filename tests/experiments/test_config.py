@@ -646,7 +646,14 @@ _DEFAULT_LINEAR = {
 _DEFAULT_DEEP = {
     "experiment": "mnist-cnn",
     "seed": 0,
-    "model": {"backbone": "small-cnn", "weights": None, "image_size": 28},
+    "model": {
+        "backbone": "small-cnn",
+        "weights": None,
+        "image_size": 28,
+        "trainable_blocks": 2,
+        "cache_prefix": False,
+        "cache_dir": None,
+    },
     "data": {
         "root": None,
         "harmful_root": None,
@@ -663,6 +670,7 @@ _DEFAULT_DEEP = {
         "pretrain_epochs": 4,
         "pretrain_lr": 1e-3,
         "pretrain_batch_size": 64,
+        "fit_head_steps": 0,
         "epochs": 16,
         "batch_size": 256,
         "lr": 1e-3,
@@ -683,6 +691,7 @@ _DEFAULT_DEEP = {
         "devices": 1,
         "strategy": "auto",
         "checkpoint_every": 50,
+        "logger": "csv",
     },
     "eval": {
         "groups": 20,
@@ -691,6 +700,7 @@ _DEFAULT_DEEP = {
         "attack_budget": 2000,
         "probe_steps": 300,
         "batch_size": 256,
+        "benign_probe_steps": 0,
     },
     "attack": {
         "attackers": "all",
@@ -751,7 +761,8 @@ def test_default_config_refuses_unknown_experiments() -> None:
 def test_experiment_registry() -> None:
     assert list(EXPERIMENTS) == list(Experiment)
     assert set(EXPERIMENT_DESCRIPTIONS) == set(Experiment)
-    assert {e for e in Experiment if e.value.startswith(("mnist-cnn", "imag"))} == DEEP_EXPERIMENTS
+    linear = {Experiment.MNIST_PAIR, Experiment.HOUSE_PRICE, Experiment.DIGITS}
+    assert set(Experiment) - linear == DEEP_EXPERIMENTS
     assert config_module.Experiment is Experiment
     assert experiment_spec("digits").name is Experiment.DIGITS
     with pytest.raises(TypeError):

@@ -128,3 +128,24 @@ def test_deep_sweep_refuses_bad_workers_and_foreign_run_directories(tmp_path) ->
         run_deep_sweep(
             base, methods=["none"], seeds=[0], out_dir=tmp_path / "b", workers=1, resume=True
         )
+
+
+def test_a_probe_that_never_reached_its_level_is_counted() -> None:
+    from condimmune.experiments.deep_sweep_tables import DeepSweepRow, summarize_deep
+
+    rows = [
+        DeepSweepRow(
+            experiment="x",
+            method="m",
+            seed=seed,
+            probe_steps_original=10,
+            probe_steps_immunized=steps,
+            run_dir=str(seed),
+        )
+        for seed, steps in ((0, None), (1, 30), (2, None))
+    ]
+    (line,) = summary_lines(summarize_deep(rows, ["m"]))[2:]
+    assert "| 10 → 30 (± 0) (2/3 not reached) |" in line
+    rows = [r for r in rows if r.probe_steps_immunized is None]
+    (line,) = summary_lines(summarize_deep(rows, ["m"]))[2:]
+    assert "| 10 → — (2/2 not reached) |" in line

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,14 +35,7 @@ from torch import Tensor
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
 from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.core.spectral import (
-    EigenvectorMethod,
-    _log_kappa,
-    _psd_eigenvalues,
-    nonzero_mask,
-    psd_eigenvector,
-    psd_spectrum,
-)
+from condimmune.core.spectral import _log_kappa, _psd_eigenvalues, _psd_eigh, nonzero_mask
 
 __all__ = [
     "RankDeficiency",
@@ -130,76 +122,48 @@ class SpectralTerm:
     """Largest η for which the preconditioned step moves κ the right way (Thm 4.3)."""
     unit_step: float
     """η at which the fastest-moving eigenvalue changes by 100 % (first order)."""
-    fallback: bool = False
-    """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vector."""
 
 
-def _eigenpair(
-    mat: Tensor, method: EigenvectorMethod, pick: Callable[[Tensor], int]
-) -> tuple[Tensor, int, Tensor, bool]:
-    """``(ascending eigenvalues, index, unit eigenvector, fell back)`` for the eigenvalue that
-    ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
-    is refused (:func:`~condimmune.core.spectral.psd_eigenvector`)."""
-    spectrum = psd_spectrum(mat, method)
-    index = pick(spectrum.values)
-    vector = psd_eigenvector(spectrum, index)
-    if vector is not None:
-        return spectrum.values, index, vector, False
-    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE)
-    index = pick(spectrum.values)
-    vector = psd_eigenvector(spectrum, index)
-    if vector is None:  # pragma: no cover - dense spectra always carry their vectors
-        raise AssertionError("a dense spectrum has no eigenvectors")
-    return spectrum.values, index, vector, True
-
-
-def r_well_value_and_gradient(
-    mat: Tensor, p: int, eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO
-) -> SpectralTerm:
+def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
     r"""``R_well``, its gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``, step bound.
 
     ``mat`` is ``S`` (p × p) or the Gram matrix ``Φ Φᵀ`` of the same non-zero spectrum.
     Monotone step bound: :math:`(\sqrt{\sigma_1}-\sqrt{\sigma_2}) /
     (2(\sigma_1^{3/2}(1-1/p) + \sigma_2^{3/2}/p))` (0 when σ_1 is repeated); unit step
-    :math:`1/(2\sigma_1(1-1/p))`. Value, gradient, steps and log κ share one spectrum
-    (``eigenvectors``: see :class:`~condimmune.core.spectral.EigenvectorMethod`).
+    :math:`1/(2\sigma_1(1-1/p))`.
     No input checks: internal fast path of :mod:`condimmune.core.step`.
     """
-    lam, _, v1, fallback = _eigenpair(mat, eigenvectors, lambda values: values.numel() - 1)
+    lam, vecs = _psd_eigh(mat)
+    v1 = vecs[:, -1:]
     value = 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
     s1 = float(lam[-1])
     s2 = max(float(lam[-2]), 0.0) if lam.numel() > 1 else 0.0
     monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
     unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
     log_kappa = float(_log_kappa(lam[nonzero_mask(lam, size=p)]))
-    gradient = lam[-1] * (v1 * v1.mT) - mat / p  # the outer product without a BLAS call
-    return SpectralTerm(float(value), gradient, log_kappa, monotone, unit, fallback)
+    gradient = lam[-1] * (v1 @ v1.mT) - mat / p
+    return SpectralTerm(float(value), gradient, log_kappa, monotone, unit)
 
 
 def r_ill_value_and_gradient(
-    mat: Tensor,
-    p: int,
-    rtol: float | None,
-    policy: RankDeficiency,
-    eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO,
+    mat: Tensor, p: int, rtol: float | None, policy: RankDeficiency
 ) -> SpectralTerm:
     r"""``R_ill``, its gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2` (Thm 4.1 (3)), step bound.
 
     Monotone step bound: :math:`k D^2 / (2\sigma_k (k-1))`; unit step
-    :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` and ``eigenvectors`` as for
+    :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` as for
     :func:`r_well_value_and_gradient`; ``rtol=None`` is ``p · eps``.
     """
-    lam, _, u, fallback = _eigenpair(
-        mat, eigenvectors, lambda values: _ill_rank(values, p, rtol, RankDeficiency.ALLOW)[0]
-    )
+    lam, vecs = _psd_eigh(mat)
     i, rank = _ill_rank(lam, p, rtol, policy)
     denom = _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
+    u = vecs[:, i : i + 1]
     d2, s_k, s_1 = float(denom) ** 2, float(lam[i]), float(lam[-1])
     monotone = rank * d2 / (2 * s_k * (rank - 1))
     unit = d2 / (2 * max(s_k * (1 - 1 / rank), s_1 / rank))
-    gradient = (lam[i] * (u * u.mT) - mat / rank) / denom**2
+    gradient = (lam[i] * (u @ u.mT) - mat / rank) / denom**2
     log_kappa = math.log(s_1 / s_k)
-    return SpectralTerm(float(1.0 / denom), gradient, log_kappa, monotone, unit, fallback)
+    return SpectralTerm(float(1.0 / denom), gradient, log_kappa, monotone, unit)
 
 
 def r_well(S: Tensor) -> Tensor:

@@ -16,8 +16,6 @@ results can be compared with the paper's tables; it is never our headline number
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -26,9 +24,6 @@ from condimmune.core._validation import check_matrix, check_rtol, check_symmetri
 from condimmune.core.errors import DegenerateSpectrumError
 
 __all__ = [
-    "DENSE_EIGH_MAX_SIZE",
-    "EigenvectorMethod",
-    "PsdSpectrum",
     "condition_number",
     "condition_number_features",
     "covariance_eigenvalues",
@@ -39,8 +34,6 @@ __all__ = [
     "nonzero_mask",
     "numerical_rank",
     "paper_compatible_condition_number",
-    "psd_eigenvector",
-    "psd_spectrum",
 ]
 
 PAPER_RIDGE = 1e-6
@@ -91,132 +84,6 @@ def _psd_eigh(S: Tensor, name: str = "the regularized covariance") -> tuple[Tens
     lam, vecs = torch.linalg.eigh(S)
     _check_psd_spectrum(lam, name)
     return lam, vecs
-
-
-class EigenvectorMethod(StrEnum):
-    """Where :func:`psd_eigenvector` takes a regularizer's one eigenvector from.
-
-    ``dense``: a full ``eigh`` (all eigenvectors). ``inverse-iteration``: ``eigvalsh`` for the
-    values, then inverse iteration for the one vector, with a gap and residual check and
-    the dense ``eigh`` as fallback. ``auto``: dense up to :data:`DENSE_EIGH_MAX_SIZE`.
-    """
-
-    AUTO = "auto"
-    DENSE = "dense"
-    INVERSE_ITERATION = "inverse-iteration"
-
-
-DENSE_EIGH_MAX_SIZE = 256
-"""Below this size a full ``eigh`` costs less than a millisecond, so ``auto`` keeps it (and
-with it the exact numbers of the dense path); above it the eigenvector back-transformation
-of ``eigh`` doubles the cost of ``eigvalsh`` and runs many small parallel regions, which is
-what makes it slow beside a competing process."""
-
-_MIN_RELATIVE_GAP = 1e-6
-"""Inverse iteration is used only when the eigenvalue's distance to its neighbours is at
-least this fraction of σ_max. Any eigenvector of a gap ``g`` is determined only to about
-``size · eps · σ_max / g`` (``eigh``'s included), so below this the two methods could
-return visibly different vectors and the dense one is used."""
-
-_TOP_SHIFT_FRACTION = 2.0**-20
-"""The top eigenvector's shift lies ``δ`` above σ_max, ``δ`` this fraction of the gap (but
-at least ``16 · size · eps · σ_max``, above the rounding of σ_max and of the factorisation):
-``μI − S`` is then positive definite (Cholesky, half the work of an LU) and each step
-shrinks the other components by ``δ / (δ + gap)`` ≤ 1e-5 (gap ≥ ``_MIN_RELATIVE_GAP · σ_max``)."""
-
-_TOP_STEPS = 4
-"""(1e-5)⁴: rounding level even from a start vector with a small component."""
-
-_INTERIOR_STEPS = 2
-"""An interior eigenvalue is its own shift (error ~ eps · σ_max, against a gap of at least
-``_MIN_RELATIVE_GAP · σ_max``): each step shrinks the other components by ≤ 1e-9."""
-
-
-@dataclass(frozen=True)
-class PsdSpectrum:
-    """Ascending eigenvalues of a symmetric PSD matrix, with all eigenvectors when ``eigh``
-    computed them (else ``None``; :func:`psd_eigenvector` then computes the one needed)."""
-
-    matrix: Tensor
-    values: Tensor
-    vectors: Tensor | None
-
-
-def psd_spectrum(
-    S: Tensor,
-    method: EigenvectorMethod = EigenvectorMethod.AUTO,
-    name: str = "the regularized covariance",
-) -> PsdSpectrum:
-    """One eigendecomposition of ``S`` (checked as :func:`_psd_eigenvalues` does), shared by a
-    regularizer's value, gradient, step sizes and log κ. No input checks: internal."""
-    if method is EigenvectorMethod.DENSE or (
-        method is EigenvectorMethod.AUTO and S.shape[0] <= DENSE_EIGH_MAX_SIZE
-    ):
-        lam, vecs = _psd_eigh(S, name)
-        return PsdSpectrum(S, lam, vecs)
-    return PsdSpectrum(S, _psd_eigenvalues(S, name), None)
-
-
-def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
-    r"""Unit eigenvector (p × 1) of ``spectrum.values[index]``, or ``None`` if refused.
-
-    From the stored ``eigh`` vectors if there are any; else by inverse iteration with the
-    eigenvalue as shift (one factorisation, at most :math:`\tfrac23 p^3` flops against the
-    :math:`\approx 2p^3` of the back-transformation it replaces). It is refused (``None``)
-    unless the eigenvalue is separated from its neighbours by ``_MIN_RELATIVE_GAP · σ_max``
-    and the residual :math:`\|Sx - \theta x\|` (θ the Rayleigh quotient) is at rounding
-    level (``p · eps · σ_max``); the caller then decides with the dense
-    ``psd_spectrum(S, EigenvectorMethod.DENSE)``, so that a clustered eigenvalue gets the
-    vector, and the values, of the dense path.
-    """
-    index = index % spectrum.values.numel()
-    if spectrum.vectors is None:
-        return _inverse_iteration(spectrum.matrix, spectrum.values, index)
-    return spectrum.vectors[:, index : index + 1]
-
-
-def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:
-    """The eigenvector of ``values[index]`` by inverse iteration, or ``None`` (see caller)."""
-    lam = values.tolist()
-    target, top = lam[index], lam[-1]
-    gap = min(abs(lam[j] - target) for j in (index - 1, index + 1) if 0 <= j < len(lam))
-    if not gap >= _MIN_RELATIVE_GAP * top:
-        return None
-    if index == len(lam) - 1:
-        shifted = -S
-        floor = 16 * S.shape[0] * torch.finfo(S.dtype).eps * top
-        shifted.diagonal().add_(target + max(_TOP_SHIFT_FRACTION * gap, floor))
-        factor, info = torch.linalg.cholesky_ex(shifted)
-        if int(info) != 0:
-            return None
-        steps = _TOP_STEPS
-
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.cholesky_solve(x, factor)
-            return solved
-
-    else:
-        shifted = S.clone()
-        shifted.diagonal().sub_(target)
-        lu, pivots, _ = torch.linalg.lu_factor_ex(shifted)
-        steps = _INTERIOR_STEPS
-
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.linalg.lu_solve(lu, pivots, x)
-            return solved
-
-    # a fixed generator: the start vector, hence the result, is reproducible
-    start = torch.Generator(device=S.device).manual_seed(0)
-    x = torch.randn(S.shape[0], 1, generator=start, dtype=S.dtype, device=S.device)
-    for _ in range(steps):
-        x = solve(x)
-        x = x / torch.linalg.vector_norm(x)
-    sx = S @ x
-    residual = float(torch.linalg.vector_norm(sx - (x.mT @ sx) * x))
-    # not (≤) also rejects the NaN of an exactly singular shifted matrix
-    if not residual <= S.shape[0] * torch.finfo(S.dtype).eps * top:
-        return None
-    return x
 
 
 def _check_psd_spectrum(lam: Tensor, name: str) -> None:

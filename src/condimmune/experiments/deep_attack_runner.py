@@ -18,9 +18,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from torch import Tensor
-from torch.utils.data import Dataset
-
 from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.deep_train import TaskTensors
@@ -37,7 +34,7 @@ from condimmune.experiments.config import (
     config_from_dict,
 )
 from condimmune.experiments.deep_attack_report import write_deep_attack_report
-from condimmune.experiments.deep_data import load_deep_data
+from condimmune.experiments.deep_data import DeepTaskData, load_deep_data
 from condimmune.experiments.deep_setup import cache_dir
 from condimmune.experiments.records import DeepRunMetrics, read_metrics
 from condimmune.experiments.rundir import (
@@ -119,27 +116,34 @@ def _load_model(path: Path, config: DeepExperimentConfig) -> tuple[DeepModel, by
     return model, hashlib.sha256(path.read_bytes()).digest()
 
 
+def _tasks(data: DeepTaskData) -> dict[Task, tuple[KeyedDataset, KeyedDataset, int]]:
+    """Each task's training images (eval transforms), held-out images and classes."""
+    return {
+        Task.HARMFUL: (data.harmful_train_eval, data.harmful.test, data.harmful.num_classes),
+        Task.BENIGN: (data.benign_train_eval, data.benign.test, data.benign.num_classes),
+    }
+
+
 def _prefix(
-    model: DeepModel,
-    tasks: dict[Task, TaskImages],
-    config: DeepExperimentConfig,
-    preprocessing: str,
+    model: DeepModel, data: DeepTaskData, config: DeepExperimentConfig
 ) -> dict[Task, TaskTensors]:
     """Each task's prefix activations; a run with ``model.cache_prefix`` reads them from its
     prefix cache (computed there if missing) instead of running the prefix again."""
     bs = config.eval.batch_size
     if not config.model.cache_prefix:
-        return prefix_tensors(model, tasks, batch_size=bs)[0]
+        images = {t: TaskImages(*split) for t, split in _tasks(data).items()}
+        return prefix_tensors(model, images, batch_size=bs)[0]
     directory = cache_dir(config)
 
-    def cached(data: Dataset[tuple[Tensor, Tensor]]) -> KeyedDataset:
-        if not isinstance(data, KeyedDataset):
-            raise TypeError(f"a prefix cache needs a KeyedDataset, got {type(data).__name__}")
+    def cached(images: KeyedDataset) -> KeyedDataset:
         return prefix_dataset(
-            model, data, preprocessing=preprocessing, batch_size=bs, cache_dir=directory
+            model, images, preprocessing=data.preprocessing, batch_size=bs, cache_dir=directory
         )
 
-    outputs = {t: TaskImages(cached(s.train), cached(s.test), s.classes) for t, s in tasks.items()}
+    outputs = {
+        t: TaskImages(cached(train), cached(test), classes)
+        for t, (train, test, classes) in _tasks(data).items()
+    }
     return prefix_tensors(model, outputs, batch_size=bs, prefix_inputs=True)[0]
 
 
@@ -180,24 +184,13 @@ def deep_attack_run(
             else [DeepAttacker(n) for n in config.attack.attackers.split(",")]
         )
         data = load_deep_data(config)
-        tasks = {
-            Task.HARMFUL: TaskImages(
-                data.harmful_train_eval, data.harmful.test, data.harmful.num_classes
-            ),
-            Task.BENIGN: TaskImages(
-                data.benign_train_eval, data.benign.test, data.benign.num_classes
-            ),
-        }
         bs = config.eval.batch_size
         images = None
         if DeepAttacker.FULL_ADAM in names:
+            tasks = {t: TaskImages(*split) for t, split in _tasks(data).items()}
             _, images = prefix_tensors(original, tasks, batch_size=bs, keep_images=True)
-        acts0 = _prefix(original, tasks, config, data.preprocessing)
-        acts1 = (
-            acts0
-            if same_prefix(original, immunized)
-            else _prefix(immunized, tasks, config, data.preprocessing)
-        )
+        acts0 = _prefix(original, data, config)
+        acts1 = acts0 if same_prefix(original, immunized) else _prefix(immunized, data, config)
         dims = config.attack.skip_dims
         suite = run_deep_suite(
             list(names),

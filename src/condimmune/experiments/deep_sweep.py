@@ -9,7 +9,8 @@ methods of one seed compute each image's prefix once (with several workers it is
 before the jobs start, so that they do not all compute it at once).
 
 With ``resume``, a job whose run directory already holds a ``metrics.json`` is read back
-instead of re-run, after checking that its ``config.yaml`` is the job's config.
+instead of re-run, after checking that its ``config.yaml`` (read through the current
+schema, so a key added since then counts at its default) is the job's config.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def _finished(job: SweepJob) -> DeepRunMetrics | None:
         return None
     saved = read_yaml_mapping(run_dir / "config.yaml", "use a new --out or delete it")
     saved.pop("versions", None)
+    # read through the current schema: a key added since the run holds its default
+    saved = config_to_dict(_deep_config(saved))
     mismatch = _config_mismatch(run_dir, saved, job.config)
     if mismatch is not None:
         raise ValueError(mismatch)

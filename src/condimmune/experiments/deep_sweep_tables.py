@@ -188,10 +188,20 @@ def _pm(s: DeepMethodSummary, name: str) -> str:
 
 
 def _arrow(s: DeepMethodSummary, before: str, after: str) -> str:
+    """``θ0 mean → θ_I mean (± θ_I std)``; a value some runs lack (a probe that never
+    reached its level) says in how many runs."""
     a, b = s.get(before), s.get(after)
+
+    def missing(v: MeanStd | None) -> str:
+        n = 0 if v is None else v.n
+        return f" ({s.runs - n}/{s.runs} not reached)" if n < s.runs else ""
+
     if a is None or b is None:
-        return "—"
-    return f"{format_number(a.mean)} → {format_number(b.mean)} (± {format_number(b.std)})"
+        shown = "—" if a is None else format_number(a.mean)
+        return f"{shown} → —{missing(b)}" if s.runs else "—"
+    return (
+        f"{format_number(a.mean)} → {format_number(b.mean)} (± {format_number(b.std)})" + missing(b)
+    )
 
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -6,7 +6,13 @@ import torch
 from _helpers import features_with_singular_values, matrix_with_spectrum, numpy_log_kappa
 
 import condimmune as ci
-from condimmune.core.spectral import nonzero_mask
+from condimmune.core.spectral import (
+    DENSE_EIGH_MAX_SIZE,
+    EigenvectorMethod,
+    nonzero_mask,
+    psd_eigenvector,
+    psd_spectrum,
+)
 
 SPECTRA = {
     "full-rank-spread": [1e-3, 0.1, 1.0, 10.0, 100.0, 1e3],
@@ -177,3 +183,48 @@ def test_nonzero_mask_carries_no_gradient_and_checks_rtol():
     assert mask.dtype == torch.bool and not mask.requires_grad
     with pytest.raises(ValueError, match="rtol"):
         nonzero_mask(lam, rtol=1.5)
+
+
+EIGENVECTOR_SPECTRA = {
+    "spread": [0.5, 1.0, 2.0, 4.0, 9.0, 20.0],
+    "low-rank": [0.0, 0.0, 0.0, 1.0, 3.0, 7.0],
+    "wide-range": [1e-3, 1.0, 1e2, 1e4],
+}
+
+
+@pytest.mark.parametrize("spectrum", EIGENVECTOR_SPECTRA.values(), ids=EIGENVECTOR_SPECTRA.keys())
+def test_inverse_iteration_eigenvectors_match_eigh(spectrum, gen):
+    S = matrix_with_spectrum(spectrum, gen)
+    _, vectors = torch.linalg.eigh(S)
+    fast = psd_spectrum(S, EigenvectorMethod.INVERSE_ITERATION)
+    assert fast.vectors is None
+    # the top (Cholesky path), an interior and the smallest non-zero (LU path)
+    for index in (-1, len(spectrum) - 2, spectrum.count(0.0)):
+        x = psd_eigenvector(fast, index)
+        assert x is not None
+        v = vectors[:, index : index + 1]
+        assert float(x.norm()) == pytest.approx(1.0, rel=1e-14)
+        assert float(torch.minimum((x - v).norm(), (x + v).norm())) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "spectrum, index",
+    [
+        ([1.0, 3.0, 10.0, 10.0], -1),
+        ([1.0, 3.0, 10.0, 10.0 * (1 + 1e-9)], -1),
+        ([1.0, 1.0, 5.0], 0),
+        ([1e-8, 1e-4, 1.0, 1e4], 0),  # a gap of 1e-8 σ_max: the vector is not determined
+    ],
+    ids=["repeated-top", "near-repeated-top", "repeated-interior", "gap-below-rounding"],
+)
+def test_inverse_iteration_refuses_clustered_eigenvalues(spectrum, index, gen):
+    fast = psd_spectrum(matrix_with_spectrum(spectrum, gen), EigenvectorMethod.INVERSE_ITERATION)
+    assert psd_eigenvector(fast, index) is None
+
+
+def test_auto_keeps_eigh_for_small_matrices(gen):
+    small = matrix_with_spectrum([1.0, 2.0, 3.0], gen)
+    assert psd_spectrum(small).vectors is not None
+    big = torch.eye(DENSE_EIGH_MAX_SIZE + 1, dtype=torch.float64)
+    assert psd_spectrum(big).vectors is None
+    assert psd_spectrum(big, EigenvectorMethod.DENSE).vectors is not None

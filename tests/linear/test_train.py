@@ -148,3 +148,23 @@ def test_config_overrides_coerce_types_and_reject_bad_values(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("n", [12, 200], ids=["rows-as-they-are", "qr-compressed"])
+def test_training_rows_keep_the_features_covariance_and_energy(n):
+    """The trainer's reduced rows (zero columns dropped, tall X compressed) give the κ and
+    the benign energy of the plain ``X Wᵀ``."""
+    from condimmune.core.spectral import log_condition_number_features
+    from condimmune.linear.train import _TrainingRows
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 10, generator=gen, dtype=torch.float64)
+    x[:, :3] = 0  # all-zero inputs, as raw-MNIST borders
+    w = torch.randn(10, 10, generator=gen, dtype=torch.float64)
+    w[:2, 3:] = 0  # two features that are exactly zero on the data
+    rows = _TrainingRows(x)
+    phi = x @ w.mT
+    assert rows.energy(w) == pytest.approx(float(phi.square().sum()), rel=1e-13)
+    assert float(log_condition_number_features(rows.features(w))) == pytest.approx(
+        float(log_condition_number_features(phi)), rel=1e-12
+    )

@@ -8,6 +8,8 @@ Tests check every fast path against them; ``benchmarks/bench_step.py`` times the
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -29,6 +31,27 @@ def _dense_r_ill(S: Tensor) -> Tensor:
     return 1.0 / ((S * S).sum() / (2 * nz.numel()) - 0.5 * nz[0] ** 2)
 
 
+def _dense_coefficient(S: Tensor, weight: float, weighting: str, *, ill: bool) -> float:
+    """The coefficient of a regularizer's preconditioned gradient under ``weighting``, from the
+    full spectrum of ``S`` (``docs/theory.md`` §4; :class:`~condimmune.core.step.StepWeighting`).
+    """
+    if weighting == "fixed":
+        return weight
+    lam: Tensor = torch.linalg.eigvalsh(S)
+    p = S.shape[0]
+    if ill:
+        nz: list[float] = lam[nonzero_mask(lam)].tolist()
+        k = len(nz)
+        d2 = (float((S * S).sum()) / (2 * k) - 0.5 * nz[0] ** 2) ** 2
+        unit = d2 / (2 * max(nz[0] * (1 - 1 / k), nz[-1] / k))
+        monotone = k * d2 / (2 * nz[0] * (k - 1))
+    else:
+        s1, s2 = float(lam[-1]), max(float(lam[-2]), 0.0)
+        unit = 1 / (2 * s1 * (1 - 1 / p))
+        monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
+    return weight * (unit if weighting == "unit" else min(monotone, unit))
+
+
 def dense_regularizer_gradient(
     weight: Tensor,
     benign_x: Tensor,
@@ -38,18 +61,32 @@ def dense_regularizer_gradient(
     harmful_ridge: float,
     benign_weight: float,
     harmful_weight: float,
+    weighting: str = "fixed",
 ) -> Tensor:
-    """λ_P ∇_W R_well (K_P + ρ_P I)⁻¹ + λ_H ∇_W R_ill (K_H + ρ_H I)⁻¹, densely."""
+    """c_P ∇_W R_well (K_P + ρ_P I)⁻¹ + c_H ∇_W R_ill (K_H + ρ_H I)⁻¹, densely.
+
+    ``c = λ`` (the weight) for ``weighting="fixed"``; for ``"unit"`` and ``"monotone"`` the
+    weight times the step size read off the full spectrum of ``S`` (Alg. 1 with the
+    spectral step rules). A weight of 0 leaves its regularizer out.
+    """
     w = weight.detach().clone().requires_grad_(True)
-    phi_p = benign_x @ w.mT
-    phi_h = harmful_x @ w.mT
-    (g_p,) = torch.autograd.grad(_dense_r_well(phi_p.mT @ phi_p), w)
-    (g_h,) = torch.autograd.grad(_dense_r_ill(phi_h.mT @ phi_h), w)
     d = weight.shape[1]
     eye = torch.eye(d, dtype=weight.dtype, device=weight.device)
-    pre_p: Tensor = torch.linalg.solve(benign_x.mT @ benign_x + benign_ridge * eye, g_p.mT).mT
-    pre_h: Tensor = torch.linalg.solve(harmful_x.mT @ harmful_x + harmful_ridge * eye, g_h.mT).mT
-    return benign_weight * pre_p + harmful_weight * pre_h
+    total = torch.zeros_like(weight)
+    for x, ridge, lam, ill in (
+        (benign_x, benign_ridge, benign_weight, False),
+        (harmful_x, harmful_ridge, harmful_weight, True),
+    ):
+        if lam == 0:
+            continue
+        with torch.enable_grad():  # also under a caller's no_grad (a training loop)
+            phi = x @ w.mT
+            S = phi.mT @ phi
+            (g,) = torch.autograd.grad(_dense_r_ill(S) if ill else _dense_r_well(S), w)
+        coefficient = _dense_coefficient(S.detach(), lam, weighting, ill=ill)
+        pre: Tensor = torch.linalg.solve(x.mT @ x + ridge * eye, g.mT).mT
+        total = total + coefficient * pre
+    return total
 
 
 def dense_gradient_descent_losses(Phi: Tensor, y: Tensor, steps: int) -> Tensor:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,7 +36,13 @@ from torch import Tensor
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
 from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.core.spectral import _log_kappa, _psd_eigenvalues, _psd_eigh, nonzero_mask
+from condimmune.core.spectral import (
+    EigenvectorMethod,
+    _psd_eigenvalues,
+    first_nonzero,
+    psd_eigenvector,
+    psd_spectrum,
+)
 
 __all__ = [
     "RankDeficiency",
@@ -61,13 +68,14 @@ def _gram(Phi: Tensor) -> Tensor:
     return Phi @ Phi.mT if n < k else Phi.mT @ Phi
 
 
-def _ill_rank(lam: Tensor, p: int, rtol: float | None, policy: RankDeficiency) -> tuple[int, int]:
-    """(index of σ_min in the ascending ``lam``, numerical rank k), after the degeneracy checks.
-
-    ``p`` is the size of ``S``; ``lam`` may omit its structural zeros (Gram trick).
+def _ill_rank(
+    values: list[float], p: int, rtol: float | None, policy: RankDeficiency, dtype: torch.dtype
+) -> tuple[int, int]:
+    """(index of σ_min in the ascending ``values``, numerical rank k), after the degeneracy
+    checks. ``p`` is the size of ``S``; ``values`` may omit its structural zeros (Gram trick).
     """
-    nonzero = torch.nonzero(nonzero_mask(lam, rtol=rtol, size=p))
-    rank = nonzero.numel()
+    first = first_nonzero(values, size=p, dtype=dtype, rtol=rtol)
+    rank = len(values) - first
     if rank < 2:
         raise DegenerateSpectrumError(
             f"R_ill needs at least two non-zero eigenvalues, the covariance has rank {rank}: "
@@ -85,16 +93,20 @@ def _ill_rank(lam: Tensor, p: int, rtol: float | None, policy: RankDeficiency) -
             raise DegenerateSpectrumError(message)
         if policy is RankDeficiency.WARN:
             warnings.warn(message, RankDeficientWarning, stacklevel=4)
-    return int(nonzero[0]), rank
+    return first, rank
 
 
-def _ill_denominator(fro2: Tensor, sigma_min: Tensor, rank: int, dtype: torch.dtype) -> Tensor:
-    denom = fro2 / (2 * rank) - 0.5 * sigma_min**2
-    if denom.detach() <= 4 * rank * torch.finfo(dtype).eps * fro2.detach():
+def _check_ill_denominator(denom: float, fro2: float, rank: int, dtype: torch.dtype) -> None:
+    if denom <= 4 * rank * torch.finfo(dtype).eps * fro2:
         raise DegenerateSpectrumError(
             "all non-zero eigenvalues are equal (κ = 1), so R_ill's denominator "
             "‖S‖_F²/(2k) − σ_min²/2 is 0 and R_ill is infinite; perturb the initialisation"
         )
+
+
+def _ill_denominator(fro2: Tensor, sigma_min: Tensor, rank: int, dtype: torch.dtype) -> Tensor:
+    denom = fro2 / (2 * rank) - 0.5 * sigma_min**2
+    _check_ill_denominator(float(denom.detach()), float(fro2.detach()), rank, dtype)
     return denom
 
 
@@ -105,7 +117,7 @@ def _r_well_from(mat: Tensor, p: int) -> Tensor:
 
 def _r_ill_from(mat: Tensor, p: int, rtol: float | None, policy: RankDeficiency) -> Tensor:
     lam = _psd_eigenvalues(mat, "the regularized covariance")
-    i, rank = _ill_rank(lam, p, rtol, policy)
+    i, rank = _ill_rank(lam.detach().tolist(), p, rtol, policy, mat.dtype)
     return 1.0 / _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
 
 
@@ -122,48 +134,83 @@ class SpectralTerm:
     """Largest η for which the preconditioned step moves κ the right way (Thm 4.3)."""
     unit_step: float
     """η at which the fastest-moving eigenvalue changes by 100 % (first order)."""
+    fallback: bool = False
+    """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vector."""
 
 
-def r_well_value_and_gradient(mat: Tensor, p: int) -> SpectralTerm:
+def _eigenpair(
+    mat: Tensor, method: EigenvectorMethod, pick: Callable[[list[float]], int]
+) -> tuple[list[float], Tensor, bool]:
+    """``(ascending eigenvalues, unit eigenvector, fell back)`` for the eigenvalue that
+    ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
+    is refused (:func:`~condimmune.core.spectral.psd_eigenvector`). The scalar work on the
+    spectrum is done on Python floats: a tensor operation per scalar costs more than it."""
+    spectrum = psd_spectrum(mat, method)
+    values = spectrum.values.tolist()
+    vector = psd_eigenvector(spectrum, pick(values))
+    if vector is not None:
+        return values, vector, False
+    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE)
+    values = spectrum.values.tolist()
+    vector = psd_eigenvector(spectrum, pick(values))
+    if vector is None:  # pragma: no cover - dense spectra always carry their vectors
+        raise AssertionError("a dense spectrum has no eigenvectors")
+    return values, vector, True
+
+
+def r_well_value_and_gradient(
+    mat: Tensor, p: int, eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO
+) -> SpectralTerm:
     r"""``R_well``, its gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``, step bound.
 
     ``mat`` is ``S`` (p × p) or the Gram matrix ``Φ Φᵀ`` of the same non-zero spectrum.
     Monotone step bound: :math:`(\sqrt{\sigma_1}-\sqrt{\sigma_2}) /
     (2(\sigma_1^{3/2}(1-1/p) + \sigma_2^{3/2}/p))` (0 when σ_1 is repeated); unit step
-    :math:`1/(2\sigma_1(1-1/p))`.
+    :math:`1/(2\sigma_1(1-1/p))`. Value, gradient, steps and log κ share one spectrum
+    (``eigenvectors``: see :class:`~condimmune.core.spectral.EigenvectorMethod`).
     No input checks: internal fast path of :mod:`condimmune.core.step`.
     """
-    lam, vecs = _psd_eigh(mat)
-    v1 = vecs[:, -1:]
-    value = 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
-    s1 = float(lam[-1])
-    s2 = max(float(lam[-2]), 0.0) if lam.numel() > 1 else 0.0
+    values, v1, fallback = _eigenpair(mat, eigenvectors, lambda values: len(values) - 1)
+    s1 = values[-1]
+    s2 = max(values[-2], 0.0) if len(values) > 1 else 0.0
+    value = 0.5 * (s1 * s1) - float((mat * mat).sum()) / (2 * p)
     monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
     unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
-    log_kappa = float(_log_kappa(lam[nonzero_mask(lam, size=p)]))
-    gradient = lam[-1] * (v1 @ v1.mT) - mat / p
-    return SpectralTerm(float(value), gradient, log_kappa, monotone, unit)
+    sigma_min = values[first_nonzero(values, size=p, dtype=mat.dtype)]
+    log_kappa = math.log(s1) - math.log(sigma_min)
+    gradient = s1 * (v1 * v1.mT) - mat / p  # the outer product without a BLAS call
+    return SpectralTerm(value, gradient, log_kappa, monotone, unit, fallback)
 
 
 def r_ill_value_and_gradient(
-    mat: Tensor, p: int, rtol: float | None, policy: RankDeficiency
+    mat: Tensor,
+    p: int,
+    rtol: float | None,
+    policy: RankDeficiency,
+    eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO,
 ) -> SpectralTerm:
     r"""``R_ill``, its gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2` (Thm 4.1 (3)), step bound.
 
     Monotone step bound: :math:`k D^2 / (2\sigma_k (k-1))`; unit step
-    :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` as for
+    :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` and ``eigenvectors`` as for
     :func:`r_well_value_and_gradient`; ``rtol=None`` is ``p · eps``.
     """
-    lam, vecs = _psd_eigh(mat)
-    i, rank = _ill_rank(lam, p, rtol, policy)
-    denom = _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
-    u = vecs[:, i : i + 1]
-    d2, s_k, s_1 = float(denom) ** 2, float(lam[i]), float(lam[-1])
+    values, u, fallback = _eigenpair(
+        mat,
+        eigenvectors,
+        lambda values: first_nonzero(values, size=p, dtype=mat.dtype, rtol=rtol),
+    )
+    i, rank = _ill_rank(values, p, rtol, policy, mat.dtype)
+    s_k, s_1 = values[i], values[-1]
+    fro2 = float((mat * mat).sum())
+    denom = fro2 / (2 * rank) - 0.5 * (s_k * s_k)
+    _check_ill_denominator(denom, fro2, rank, mat.dtype)
+    d2 = denom**2
     monotone = rank * d2 / (2 * s_k * (rank - 1))
     unit = d2 / (2 * max(s_k * (1 - 1 / rank), s_1 / rank))
-    gradient = (lam[i] * (u @ u.mT) - mat / rank) / denom**2
+    gradient = (s_k * (u * u.mT) - mat / rank) / (denom * denom)
     log_kappa = math.log(s_1 / s_k)
-    return SpectralTerm(float(1.0 / denom), gradient, log_kappa, monotone, unit)
+    return SpectralTerm(1.0 / denom, gradient, log_kappa, monotone, unit, fallback)
 
 
 def r_well(S: Tensor) -> Tensor:

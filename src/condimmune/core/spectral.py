@@ -5,7 +5,8 @@ with :math:`\sigma_{\min}` the smallest **non-zero** eigenvalue. In floating poi
 "non-zero" means above a *relative* threshold ``rtol · σ_max`` (the rule
 ``numpy.linalg.matrix_rank`` uses), so κ does not change when the data is rescaled.
 The default ``rtol`` for a matrix of size ``p`` is ``p · eps(dtype)``. :func:`nonzero_mask`
-is the one implementation of this rule; every spectrum in the package goes through it.
+is the one implementation of this rule on tensors (:func:`first_nonzero` on a sorted list of
+floats); every spectrum in the package goes through it.
 
 The reference code instead adds ``1e-6 · I`` and takes the smallest eigenvalue above
 ``1e-6``; on its rank-deficient covariances that σ_min is always ≈ 1e-6, so its κ is a
@@ -15,7 +16,10 @@ results can be compared with the paper's tables; it is never our headline number
 
 from __future__ import annotations
 
+import bisect
 import math
+from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -24,16 +28,22 @@ from condimmune.core._validation import check_matrix, check_rtol, check_symmetri
 from condimmune.core.errors import DegenerateSpectrumError
 
 __all__ = [
+    "DENSE_EIGH_MAX_SIZE",
+    "EigenvectorMethod",
+    "PsdSpectrum",
     "condition_number",
     "condition_number_features",
     "covariance_eigenvalues",
     "default_rtol",
+    "first_nonzero",
     "log_condition_number",
     "log_condition_number_features",
     "nonzero_eigenvalues",
     "nonzero_mask",
     "numerical_rank",
     "paper_compatible_condition_number",
+    "psd_eigenvector",
+    "psd_spectrum",
 ]
 
 PAPER_RIDGE = 1e-6
@@ -70,6 +80,18 @@ def nonzero_mask(
     return values.detach() > rtol * top
 
 
+def first_nonzero(
+    values: list[float], *, size: int, dtype: torch.dtype, rtol: float | None = None
+) -> int:
+    """Index of the first value :func:`nonzero_mask` keeps in ascending ``values`` (of a
+    matrix of ``size``; ``len(values)`` if none): the same rule on a list of floats, for the
+    scalar work of one step, where a tensor operation per comparison costs more than the
+    comparison."""
+    if rtol is None:
+        rtol = default_rtol(size, dtype)
+    return bisect.bisect_right(values, rtol * values[-1])
+
+
 def _psd_eigenvalues(S: Tensor, name: str) -> Tensor:
     """Ascending eigenvalues of a symmetric matrix, refusing clearly indefinite input."""
     lam: Tensor = torch.linalg.eigvalsh(S)
@@ -86,19 +108,145 @@ def _psd_eigh(S: Tensor, name: str = "the regularized covariance") -> tuple[Tens
     return lam, vecs
 
 
+class EigenvectorMethod(StrEnum):
+    """Where :func:`psd_eigenvector` takes a regularizer's one eigenvector from.
+
+    ``dense``: a full ``eigh`` (all eigenvectors). ``inverse-iteration``: ``eigvalsh`` for the
+    values, then inverse iteration for the one vector, with a gap and residual check and
+    the dense ``eigh`` as fallback. ``auto``: dense up to :data:`DENSE_EIGH_MAX_SIZE`.
+    """
+
+    AUTO = "auto"
+    DENSE = "dense"
+    INVERSE_ITERATION = "inverse-iteration"
+
+
+DENSE_EIGH_MAX_SIZE = 256
+"""Below this size a full ``eigh`` costs less than a millisecond, so ``auto`` keeps it (and
+with it the exact numbers of the dense path); above it the eigenvector back-transformation
+of ``eigh`` doubles the cost of ``eigvalsh`` and runs many small parallel regions, which is
+what makes it slow beside a competing process."""
+
+_MIN_RELATIVE_GAP = 1e-6
+"""Inverse iteration is used only when the eigenvalue's distance to its neighbours is at
+least this fraction of σ_max. Any eigenvector of a gap ``g`` is determined only to about
+``size · eps · σ_max / g`` (``eigh``'s included), so below this the two methods could
+return visibly different vectors and the dense one is used."""
+
+_TOP_SHIFT_FRACTION = 2.0**-20
+"""The top eigenvector's shift lies ``δ`` above σ_max, ``δ`` this fraction of the gap (but
+at least ``16 · size · eps · σ_max``, above the rounding of σ_max and of the factorisation):
+``μI − S`` is then positive definite (Cholesky, half the work of an LU) and each step
+shrinks the other components by ``δ / (δ + gap)`` ≤ 1e-5 (gap ≥ ``_MIN_RELATIVE_GAP · σ_max``)."""
+
+_TOP_STEPS = 4
+"""(1e-5)⁴: rounding level even from a start vector with a small component."""
+
+_INTERIOR_STEPS = 2
+"""An interior eigenvalue is its own shift (error ~ eps · σ_max, against a gap of at least
+``_MIN_RELATIVE_GAP · σ_max``): each step shrinks the other components by ≤ 1e-9."""
+
+
+@dataclass(frozen=True)
+class PsdSpectrum:
+    """Ascending eigenvalues of a symmetric PSD matrix, with all eigenvectors when ``eigh``
+    computed them (else ``None``; :func:`psd_eigenvector` then computes the one needed)."""
+
+    matrix: Tensor
+    values: Tensor
+    vectors: Tensor | None
+
+
+def psd_spectrum(
+    S: Tensor,
+    method: EigenvectorMethod = EigenvectorMethod.AUTO,
+    name: str = "the regularized covariance",
+) -> PsdSpectrum:
+    """One eigendecomposition of ``S`` (checked as :func:`_psd_eigenvalues` does), shared by a
+    regularizer's value, gradient, step sizes and log κ. No input checks: internal."""
+    if method is EigenvectorMethod.DENSE or (
+        method is EigenvectorMethod.AUTO and S.shape[0] <= DENSE_EIGH_MAX_SIZE
+    ):
+        lam, vecs = _psd_eigh(S, name)
+        return PsdSpectrum(S, lam, vecs)
+    return PsdSpectrum(S, _psd_eigenvalues(S, name), None)
+
+
+def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
+    r"""Unit eigenvector (p × 1) of ``spectrum.values[index]``, or ``None`` if refused.
+
+    From the stored ``eigh`` vectors if there are any; else by inverse iteration with the
+    eigenvalue as shift (one factorisation, at most :math:`\tfrac23 p^3` flops against the
+    :math:`\approx 2p^3` of the back-transformation it replaces). It is refused (``None``)
+    unless the eigenvalue is separated from its neighbours by ``_MIN_RELATIVE_GAP · σ_max``
+    and the residual :math:`\|Sx - \theta x\|` (θ the Rayleigh quotient) is at rounding
+    level (``p · eps · σ_max``); the caller then decides with the dense
+    ``psd_spectrum(S, EigenvectorMethod.DENSE)``, so that a clustered eigenvalue gets the
+    vector, and the values, of the dense path.
+    """
+    index = index % spectrum.values.numel()
+    if spectrum.vectors is None:
+        return _inverse_iteration(spectrum.matrix, spectrum.values, index)
+    return spectrum.vectors[:, index : index + 1]
+
+
+def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:
+    """The eigenvector of ``values[index]`` by inverse iteration, or ``None`` (see caller)."""
+    lam = values.tolist()
+    target, top = lam[index], lam[-1]
+    gap = min(abs(lam[j] - target) for j in (index - 1, index + 1) if 0 <= j < len(lam))
+    if not gap >= _MIN_RELATIVE_GAP * top:
+        return None
+    if index == len(lam) - 1:
+        shifted = -S
+        floor = 16 * S.shape[0] * torch.finfo(S.dtype).eps * top
+        shifted.diagonal().add_(target + max(_TOP_SHIFT_FRACTION * gap, floor))
+        factor, info = torch.linalg.cholesky_ex(shifted)
+        if int(info) != 0:
+            return None
+        steps = _TOP_STEPS
+
+        def solve(x: Tensor) -> Tensor:
+            solved: Tensor = torch.cholesky_solve(x, factor)
+            return solved
+
+    else:
+        shifted = S.clone()
+        shifted.diagonal().sub_(target)
+        lu, pivots, _ = torch.linalg.lu_factor_ex(shifted)
+        steps = _INTERIOR_STEPS
+
+        def solve(x: Tensor) -> Tensor:
+            solved: Tensor = torch.linalg.lu_solve(lu, pivots, x)
+            return solved
+
+    # a fixed generator: the start vector, hence the result, is reproducible
+    start = torch.Generator(device=S.device).manual_seed(0)
+    x = torch.randn(S.shape[0], 1, generator=start, dtype=S.dtype, device=S.device)
+    for _ in range(steps):
+        x = solve(x)
+        x = x / torch.linalg.vector_norm(x)
+    sx = S @ x
+    residual = float(torch.linalg.vector_norm(sx - (x.mT @ sx) * x))
+    # not (≤) also rejects the NaN of an exactly singular shifted matrix
+    if not residual <= S.shape[0] * torch.finfo(S.dtype).eps * top:
+        return None
+    return x
+
+
 def _check_psd_spectrum(lam: Tensor, name: str) -> None:
-    top = lam[-1].detach()
-    if not bool(torch.isfinite(top)):
+    low, top = float(lam[0].detach()), float(lam[-1].detach())  # ascending: the ends decide
+    if not math.isfinite(top):
         raise ValueError(f"{name} has a NaN/Inf spectrum; its inputs contain NaN or Inf")
     if top <= 0:
         raise DegenerateSpectrumError(
-            f"{name} has no positive eigenvalue (σ_max = {float(top):.3g}); its condition number "
+            f"{name} has no positive eigenvalue (σ_max = {top:.3g}); its condition number "
             "is undefined. Check that the features are not all zero"
         )
-    if lam[0].detach() < -math.sqrt(torch.finfo(lam.dtype).eps) * top:
+    if low < -math.sqrt(torch.finfo(lam.dtype).eps) * top:
         raise ValueError(
-            f"{name} is not positive semi-definite (smallest eigenvalue {float(lam[0]):.3g}, "
-            f"largest {float(top):.3g}); pass a covariance such as Φᵀ Φ"
+            f"{name} is not positive semi-definite (smallest eigenvalue {low:.3g}, "
+            f"largest {top:.3g}); pass a covariance such as Φᵀ Φ"
         )
 
 

@@ -17,11 +17,25 @@ regularizers and their analytic eigenvalue gradients (Thm 4.1 (3), App. A) on th
 ``Aᵀ M`` product: :math:`O(nkd)`, against :math:`O(k^3 + d^3)` for the dense computation in
 :mod:`condimmune.core.reference`. Benign and harmful rows are stacked so each product is one
 matrix multiplication.
+
+Work that cannot change the direction is left out, so the numbers are those of the full
+computation up to the order of floating-point sums:
+
+* a regularizer whose weight is 0 this step (the benign guard switches R_ill off) gets no
+  features, no spectrum and no rows in ``Aᵀ M``: its ``A`` block is zero;
+* input columns where a task's rows are all zero (border pixels of raw MNIST) are dropped
+  from its ``X`` and ``M``: they add exact zeros to ``Φ = XWᵀ``, and the columns of ``M``
+  there are zero (``XᵀX + ρI`` is block-diagonal across them, ρ > 0), so the direction is
+  zero in those columns;
+* each regularizer's value, gradient, step sizes and log κ come from one eigendecomposition,
+  and for a matrix larger than :data:`~condimmune.core.spectral.DENSE_EIGH_MAX_SIZE` only
+  its eigenvalues are computed in full (the one eigenvector needed by inverse iteration,
+  :func:`~condimmune.core.spectral.psd_eigenvector`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -38,12 +52,17 @@ from condimmune.core._validation import (
 from condimmune.core.preconditioner import InputPreconditioner
 from condimmune.core.regularizers import (
     RankDeficiency,
-    SpectralTerm,
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
+from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
+from condimmune.core.spectral import EigenvectorMethod
 
 __all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
+
+_DENSE_AFTER_FALLBACK = 8
+"""After inverse iteration was refused for a regularizer, its next calls go straight to the
+dense ``eigh`` (whose vector the fallback would have used anyway) before trying again."""
 
 
 class StepWeighting(StrEnum):
@@ -83,6 +102,45 @@ class RegularizerGradient:
     harmful_log_kappa: float
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The stacked rows of the tasks whose regularizer is on: ``X`` and ``M`` on ``columns``
+    (``None``: all), the first ``n_benign`` rows benign."""
+
+    x: Tensor
+    m: Tensor
+    columns: Tensor | None
+    n_benign: int
+
+
+def _preconditioned(x: Tensor, ridge: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(X_J, M_J, J)``: a task's rows and ``M = X (XᵀX + ρI)⁻¹`` on its non-zero columns,
+    compressed to ``(R, QᵀM)`` when the rows are many (:func:`compress_rows`: with ``Φ = QΨ``
+    the gradient is ``A = ∂R/∂Φ = Q A_Ψ``, so ``Aᵀ M = A_Ψᵀ (Qᵀ M)``).
+
+    ``M`` is computed from all columns and then restricted: with a small ρ its Woodbury form
+    cancels ``X/ρ`` against a correction of the same size, so a differently rounded ``M``
+    (e.g. from fewer columns) would move the numbers by far more than the other reorderings.
+    With ρ = 0 nothing is dropped (a singular ``XᵀX`` is still refused).
+    """
+    m = InputPreconditioner(x, ridge).apply(x)
+    columns = nonzero_columns(x) if ridge > 0 else None
+    if columns is not None:
+        x, m = x[:, columns], m[:, columns]
+    x, q = compress_rows(x)
+    return x, (m if q is None else q.mT @ m), columns
+
+
+def _on_columns(m: Tensor, columns: Tensor | None, union: Tensor | None, d: int) -> Tensor:
+    """``m`` (on ``columns``) written into zeros on the ``union`` columns (``None``: all d):
+    the rows of one task in the stacked rows of both."""
+    if columns is None or (union is not None and union.numel() == columns.numel()):
+        return m
+    width = d if union is None else union.numel()
+    position = columns if union is None else torch.searchsorted(union, columns)
+    return m.new_zeros(m.shape[0], width).index_copy_(1, position, m)
+
+
 class PreconditionedRegularizerStep:
     """Precomputes ``M_P``, ``M_H`` once; :meth:`gradient` then gives Alg. 1's direction.
 
@@ -94,6 +152,9 @@ class PreconditionedRegularizerStep:
         rtol, rank_deficiency: passed to :func:`~condimmune.core.regularizers.r_ill_features`.
         weighting: ``"fixed"`` (weights are λ_P, λ_H), ``"monotone"`` or ``"unit"``
             (weights are fractions of spectral step sizes); see :class:`StepWeighting`.
+        eigenvectors: where the regularizers' eigenvectors come from
+            (:class:`~condimmune.core.spectral.EigenvectorMethod`; ``"auto"``: ``eigh``
+            for small matrices, inverse iteration for large ones).
     """
 
     def __init__(
@@ -108,6 +169,7 @@ class PreconditionedRegularizerStep:
         rtol: float | None = None,
         rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
         weighting: StepWeighting | str = StepWeighting.FIXED,
+        eigenvectors: EigenvectorMethod | str = EigenvectorMethod.AUTO,
     ) -> None:
         benign_x = check_matrix(benign_x, "benign_x").detach()
         harmful_x = check_matrix(harmful_x, "harmful_x").detach()
@@ -124,6 +186,7 @@ class PreconditionedRegularizerStep:
         self.rtol = check_rtol(rtol)
         self.rank_deficiency = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
         self.weighting = parse_choice(StepWeighting, weighting, "weighting")
+        self.eigenvectors = parse_choice(EigenvectorMethod, eigenvectors, "eigenvectors")
         if (
             self.weighting is not StepWeighting.FIXED
             and max(self.benign_weight, self.harmful_weight) >= 1
@@ -132,57 +195,59 @@ class PreconditionedRegularizerStep:
                 f"with weighting={self.weighting.value!r} the weights are fractions of a step "
                 "size and must lie in [0, 1) (a full unit step zeroes an eigenvalue)"
             )
-        self.n_benign = benign_x.shape[0]
-        self.x = torch.cat([benign_x, harmful_x])
-        self.m = torch.cat(
-            [
-                InputPreconditioner(benign_x, benign_ridge).apply(benign_x),
-                InputPreconditioner(harmful_x, harmful_ridge).apply(harmful_x),
-            ]
-        )
-        self._phi: Tensor | None = None  # reused feature buffer (2n × k)
+        self.dim = benign_x.shape[1]
+        self.data = benign_x  # device and dtype every weight must share
+        xp, mp, cp = _preconditioned(benign_x, benign_ridge)
+        xh, mh, ch = _preconditioned(harmful_x, harmful_ridge)
+        union = None if cp is None or ch is None else torch.unique(torch.cat([cp, ch]))
+        if union is not None and union.numel() == self.dim:
+            union = None
+        # one block per set of active regularizers: (benign on, harmful on) → rows
+        self._rows = {
+            (True, False): _Rows(xp, mp, cp, xp.shape[0]),
+            (False, True): _Rows(xh, mh, ch, 0),
+            (True, True): _Rows(
+                torch.cat(
+                    [_on_columns(xp, cp, union, self.dim), _on_columns(xh, ch, union, self.dim)]
+                ),
+                torch.cat(
+                    [
+                        _on_columns(mp, cp, union, self.dim),
+                        _on_columns(mh, ch, union, self.dim),
+                    ]
+                ),
+                union,
+                xp.shape[0],
+            ),
+        }
+        self._buffers: dict[tuple[bool, bool], tuple[Tensor, Tensor]] = {}  # reused Φ and A
+        self._dense_calls_left = {"benign": 0, "harmful": 0}
 
     def gradient(self, weight: Tensor, *, out: Tensor | None = None) -> RegularizerGradient:
         """The preconditioned direction for ``W`` (k × d); written into ``out`` if given.
 
         Reusing ``out`` across steps avoids allocating a k × d tensor per step.
         """
-        if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != self.x.shape[1]:
+        if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != self.dim:
             raise ValueError(
-                f"weight must be a k × {self.x.shape[1]} tensor, got "
+                f"weight must be a k × {self.dim} tensor, got "
                 f"{getattr(weight, 'shape', type(weight).__name__)}"
             )
-        check_same_device_dtype(weight=weight, data=self.x)
-        if self._phi is None or self._phi.shape[1] != weight.shape[0]:
-            self._phi = self.x.new_empty(self.x.shape[0], weight.shape[0])
-        phi = self._phi
+        check_same_device_dtype(weight=weight, data=self.data)
+        key = (self.benign_weight > 0, self.harmful_weight > 0)
+        terms: dict[str, tuple[float, float, float]] = {}
         with torch.no_grad():
-            torch.mm(self.x, weight.detach().mT, out=phi)
-            if not bool(torch.isfinite(phi).all()):
-                raise ValueError("the features X Wᵀ contain NaN or Inf; the weight has diverged")
-            k = phi.shape[1]
-            a = torch.zeros_like(phi)
-            terms = {}
-            if self.benign_weight > 0:
-                terms["benign"] = self._feature_gradient(
-                    phi[: self.n_benign],
-                    a[: self.n_benign],
-                    self.benign_weight,
-                    lambda mat: r_well_value_and_gradient(mat, k),
-                )
-            if self.harmful_weight > 0:
-                terms["harmful"] = self._feature_gradient(
-                    phi[self.n_benign :],
-                    a[self.n_benign :],
-                    self.harmful_weight,
-                    lambda mat: r_ill_value_and_gradient(mat, k, self.rtol, self.rank_deficiency),
-                )
-            direction = torch.mm(a.mT, self.m, out=out) if out is not None else a.mT @ self.m
+            if out is None:
+                out = weight.new_empty(weight.shape)
+            if key in self._rows:
+                self._direction(weight.detach(), key, out, terms)
+            else:
+                out.zero_()
         nan = (float("nan"), 0.0, float("nan"))
         well, c_p, kappa_p = terms.get("benign", nan)
         ill, c_h, kappa_h = terms.get("harmful", nan)
         return RegularizerGradient(
-            gradient=direction,
+            gradient=out,
             r_well=well,
             r_ill=ill,
             benign_coefficient=c_p,
@@ -191,17 +256,67 @@ class PreconditionedRegularizerStep:
             harmful_log_kappa=kappa_h,
         )
 
+    def _direction(
+        self,
+        weight: Tensor,
+        key: tuple[bool, bool],
+        out: Tensor,
+        terms: dict[str, tuple[float, float, float]],
+    ) -> None:
+        """Write ``Aᵀ M`` of the active regularizers into ``out``; their terms into ``terms``."""
+        rows = self._rows[key]
+        k = weight.shape[0]
+        if key not in self._buffers or self._buffers[key][0].numel() != rows.x.shape[0] * k:
+            flat = rows.x.new_empty(rows.x.shape[0] * k)
+            self._buffers[key] = (flat, torch.empty_like(flat))
+        w, live = live_weight(weight, rows.columns)
+        shape = (rows.x.shape[0], w.shape[0])
+        phi, a = (buffer[: shape[0] * shape[1]].view(shape) for buffer in self._buffers[key])
+        torch.mm(rows.x, w.mT, out=phi)
+        # one reduction instead of an elementwise test: a sum is finite iff every entry is
+        # (up to overflow, which the elementwise test then rules out)
+        if not math.isfinite(float(phi.sum())) and not bool(torch.isfinite(phi).all()):
+            raise ValueError("the features X Wᵀ contain NaN or Inf; the weight has diverged")
+        n = rows.n_benign
+        if key[0]:
+            terms["benign"] = self._feature_gradient(phi[:n], a[:n], "benign", k)
+        if key[1]:
+            terms["harmful"] = self._feature_gradient(phi[n:], a[n:], "harmful", k)
+        if live is None and rows.columns is None:
+            torch.mm(a.mT, rows.m, out=out)
+            return
+        delta = a.mT @ rows.m
+        if rows.columns is not None:
+            delta = delta.new_zeros(delta.shape[0], self.dim).index_copy_(1, rows.columns, delta)
+        if live is None:
+            out.copy_(delta)
+        else:
+            out.zero_().index_copy_(0, live, delta)
+
     def _feature_gradient(
-        self, phi: Tensor, out: Tensor, weight: float, term: Callable[[Tensor], SpectralTerm]
+        self, phi: Tensor, out: Tensor, name: str, k: int
     ) -> tuple[float, float, float]:
         """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
         matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
-        n, k = phi.shape
+        method = self.eigenvectors
+        if self._dense_calls_left[name] > 0:
+            self._dense_calls_left[name] -= 1
+            method = EigenvectorMethod.DENSE
+        n = phi.shape[0]
+        mat = phi @ phi.mT if n < k else phi.mT @ phi
+        if name == "benign":
+            weight = self.benign_weight
+            t = r_well_value_and_gradient(mat, k, method)
+        else:
+            weight = self.harmful_weight
+            t = r_ill_value_and_gradient(mat, k, self.rtol, self.rank_deficiency, method)
+        if t.fallback:
+            # a spectrum clustered at this eigenvalue (the noise floor of a rank-deficient
+            # Gram matrix) stays clustered from step to step: skip the futile attempts
+            self._dense_calls_left[name] = _DENSE_AFTER_FALLBACK
         if n < k:
-            t = term(phi @ phi.mT)
             torch.mm(t.gradient, phi, out=out)
         else:
-            t = term(phi.mT @ phi)
             torch.mm(phi, t.gradient, out=out)
         if self.weighting is StepWeighting.MONOTONE:
             coefficient = weight * min(t.monotone_step, t.unit_step)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.linear.tasks import LinearTaskData, TaskKind
 from condimmune.methods.base import LinearProblem, MethodOptions
@@ -72,6 +73,26 @@ class TrainingHistory:
     notes: list[str] = field(default_factory=list)
 
 
+class _TrainingRows:
+    """A task's training rows, reduced without changing the covariance of ``X Wᵀ``: all-zero
+    columns (raw-pixel borders) are dropped, and very tall ``X`` is replaced by its QR factor
+    ``R`` (:func:`~condimmune.core.rows.compress_rows`: ``(XWᵀ)ᵀ(XWᵀ) = (RWᵀ)ᵀ(RWᵀ)``)."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.columns = nonzero_columns(x)
+        self.x, _ = compress_rows(x if self.columns is None else x[:, self.columns])
+
+    def features(self, weight: Tensor) -> Tensor:
+        """Features with the covariance of ``Φ = X Wᵀ``: ``Φ`` itself, or ``R Wᵀ``."""
+        w = weight if self.columns is None else weight.index_select(1, self.columns)
+        return self.x @ w.mT
+
+    def energy(self, weight: Tensor) -> float:
+        """``‖X Wᵀ‖_F² = tr ΦᵀΦ``, leaving out the features that are exactly zero."""
+        w, _ = live_weight(weight, self.columns)
+        return float((self.x @ w.mT).square().sum())
+
+
 def predict(model: LinearModel, x: Tensor) -> Tensor:
     return (x @ model.weight.mT) @ model.head + model.bias
 
@@ -107,6 +128,7 @@ def train_linear(
 
     n = xp.shape[0]
     energy = float(xp.square().sum())  # tr(S_P) at W = I
+    benign_rows, harmful_rows = _TrainingRows(xp), _TrainingRows(xh)
     epochs = tqdm(range(options.epochs), desc=spec.name, disable=not progress, leave=False)
     for _ in epochs:
         order = torch.randperm(n, generator=gen)
@@ -126,14 +148,17 @@ def train_linear(
                     # R_ill(cS) = R_ill(S)/c² rewards blowing the scale up; κ and RIR are
                     # scale-free, so hold the benign feature energy fixed and let the head
                     # absorb the factor (predictions unchanged).
-                    factor = math.sqrt(energy / float((xp @ weight.mT).square().sum()))
+                    factor = math.sqrt(energy / benign_rows.energy(weight))
                     weight.mul_(factor)
                     head.div_(factor)
             total += float(loss.detach()) * idx.numel()
         with torch.no_grad():
             history.task_loss.append(total / n)
-            history.log_kappa_benign.append(float(log_condition_number_features(xp @ weight.mT)))
-            history.log_kappa_harmful.append(float(log_condition_number_features(xh @ weight.mT)))
+            for rows, log_kappas in (
+                (benign_rows, history.log_kappa_benign),
+                (harmful_rows, history.log_kappa_harmful),
+            ):
+                log_kappas.append(float(log_condition_number_features(rows.features(weight))))
         if not math.isfinite(history.task_loss[-1]):
             raise FloatingPointError(
                 f"{spec.name} diverged (task loss {history.task_loss[-1]}); lower train.lr or "

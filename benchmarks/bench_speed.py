@@ -1,0 +1,233 @@
+"""Speed targets of the linear training loop (issue 13): a table of cases, one line each.
+
+    python benchmarks/bench_speed.py [--cases NAME,...] [--repeats N] [--ames CSV]
+                                     [--reference-epochs N] [--mnist-root DIR]
+
+Each line reads ``case=<name> cores=<logical CPUs> threads=<torch threads> load=<1-min load
+average> <measurements> target=<condition> ok=<yes|no|skipped>``; the exit status is 1 when a
+target is missed (a skipped case does not count). Times are medians of ``--repeats`` runs in
+this process (after one warm-up run that pays the one-time imports, as the runner's raw
+model does); a ratio compares two timings taken in the same run.
+
+Cases (rows of ``CASES``; add one with a function ``args -> Outcome`` and a row):
+
+* ``raw-pixel``: one ``condnum`` training run on raw pixels (``mnist-pair``,
+  ``data.pca_components=0``: d = 784, 600 training rows per task, 30 epochs), beside the same
+  run with the dense reference step (``core/reference.py``: k × k spectra through autograd,
+  d × d solves, the benign guard on the dense κ), timed for ``--reference-epochs`` epochs and
+  scaled to the full run. Target: ≤ 5 s.
+* ``house-price``: one ``condnum`` training run on Ames (100 epochs). Target: ≤ 1 s.
+* ``step-n64-d784``, ``step-n64-d2048``, ``step-n1024-d784``: one regularizer step against
+  the dense reference (``benchmarks/bench_step.py``). Targets: ratio ≥ 30, ≥ 100, ≥ 5.
+* ``full-mnist``: ``condimmune run mnist-pair`` end to end as a process on full MNIST IDX
+  files (``--mnist-root``, ``data.per_class=6000``: 12,000 training rows per task).
+  Target: ≤ 60 s. Skipped without ``--mnist-root``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import torch
+from bench_step import step_case
+
+from condimmune import RankDeficientWarning
+from condimmune.core.reference import dense_regularizer_gradient
+from condimmune.core.spectral import log_condition_number
+from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
+from condimmune.experiments.linear_runner import linear_train_options, load_task_data
+from condimmune.linear.train import train_linear
+from condimmune.methods.base import LinearPlan, LinearProblem, MethodOptions, MethodSpec
+from condimmune.methods.registry import register_method, unregister_method
+
+DEFAULT_AMES = Path(__file__).resolve().parents[2] / "shared/data/ames-house-prices/train.csv"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a case measured (printed as ``key=value`` in order) and whether it met its
+    target (``None``: skipped)."""
+
+    values: dict[str, str]
+    ok: bool | None
+
+
+@dataclass(frozen=True)
+class Case:
+    target: str
+    run: Callable[[argparse.Namespace], Outcome]
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _config(experiment: str, overrides: list[str]) -> ExperimentConfig:
+    config = apply_overrides(default_config(experiment), overrides)
+    assert isinstance(config, ExperimentConfig)
+    return config
+
+
+def _training_seconds(config: ExperimentConfig, repeats: int, method: str | None = None) -> float:
+    """Median wall time of ``train_linear`` for ``config`` (``method`` overrides its method)."""
+    data = load_task_data(config.experiment, config.data, config.seed)
+    options = linear_train_options(config.train)
+    if method is not None:
+        options = replace(options, method=method)
+    warm = replace(options, method="none", epochs=1)
+    train_linear(data, warm, seed=config.seed, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficientWarning)
+        return _median_seconds(
+            lambda: train_linear(data, options, seed=config.seed, progress=False), repeats
+        )
+
+
+def _dense_reference_plan(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+    """``condnum``'s plan with every step computed by the dense reference."""
+    xp, xh = problem.benign_x, problem.harmful_x
+    ceiling = float(log_condition_number(xp.mT @ xp))
+    harmful = [options.harmful_weight]
+
+    def regularizer_step(w: torch.Tensor) -> torch.Tensor:
+        direction = dense_regularizer_gradient(
+            w,
+            xp,
+            xh,
+            benign_ridge=options.benign_ridge,
+            harmful_ridge=options.harmful_ridge,
+            benign_weight=options.benign_weight,
+            harmful_weight=harmful[0],
+            weighting=options.step_rule,
+        )
+        phi = xp @ w.mT
+        guarded = float(log_condition_number(phi.mT @ phi)) > ceiling
+        harmful[0] = 0.0 if guarded else options.harmful_weight
+        return direction
+
+    weight = torch.eye(xp.shape[1], dtype=torch.float64)
+    return LinearPlan(weight, train_extractor=True, regularizer_step=regularizer_step)
+
+
+DENSE_REFERENCE = MethodSpec(
+    name="condnum-dense-reference",
+    description="condnum with the dense reference step (benchmark only)",
+    linear=_dense_reference_plan,
+    deep_solver=None,
+)
+
+
+def _raw_pixel(args: argparse.Namespace) -> Outcome:
+    config = _config("mnist-pair", ["data.pca_components=0"])
+    ours = _training_seconds(config, args.repeats)
+    epochs = config.train.epochs
+    short = _config(
+        "mnist-pair", ["data.pca_components=0", f"train.epochs={args.reference_epochs}"]
+    )
+    register_method(DENSE_REFERENCE)
+    try:
+        dense = _training_seconds(short, 1, DENSE_REFERENCE.name) * epochs / args.reference_epochs
+    finally:
+        unregister_method(DENSE_REFERENCE.name)
+    values = {
+        "ours_s": f"{ours:.2f}",
+        "dense_s": f"{dense:.1f}",
+        "dense_timed_epochs": str(args.reference_epochs),
+        "ratio": f"{dense / ours:.1f}",
+    }
+    return Outcome(values, ours <= 5.0)
+
+
+def _house_price(args: argparse.Namespace) -> Outcome:
+    if not args.ames.is_file():
+        return Outcome({"reason": f"no-file:{args.ames}"}, None)
+    seconds = _training_seconds(_config("house-price", [f"data.root={args.ames}"]), args.repeats)
+    return Outcome({"ours_s": f"{seconds:.2f}"}, seconds <= 1.0)
+
+
+def _step(n: int, d: int, target: float, args: argparse.Namespace) -> Outcome:
+    ours_ms, dense_ms = step_case(n, d, max(args.repeats, 3))
+    ratio = dense_ms / ours_ms
+    values = {"ours_ms": f"{ours_ms:.2f}", "dense_ms": f"{dense_ms:.2f}", "ratio": f"{ratio:.1f}"}
+    return Outcome(values, ratio >= target)
+
+
+def _full_mnist(args: argparse.Namespace) -> Outcome:
+    if args.mnist_root is None:
+        return Outcome({"reason": "no --mnist-root"}, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "condimmune.cli",
+            "run",
+            "mnist-pair",
+            "--set",
+            f"data.root={args.mnist_root}",
+            "--set",
+            "data.per_class=6000",
+            "--out",
+            str(Path(tmp) / "run"),
+            "--no-progress",
+        ]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+    return Outcome({"process_s": f"{seconds:.1f}"}, seconds <= 60.0)
+
+
+CASES: dict[str, Case] = {
+    "raw-pixel": Case("ours_s<=5", _raw_pixel),
+    "house-price": Case("ours_s<=1", _house_price),
+    "step-n64-d784": Case("ratio>=30", partial(_step, 64, 784, 30.0)),
+    "step-n64-d2048": Case("ratio>=100", partial(_step, 64, 2048, 100.0)),
+    "step-n1024-d784": Case("ratio>=5", partial(_step, 1024, 784, 5.0)),
+    "full-mnist": Case("process_s<=60", _full_mnist),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ames", type=Path, default=DEFAULT_AMES)
+    parser.add_argument("--reference-epochs", type=int, default=3)
+    parser.add_argument("--mnist-root", type=Path, default=None)
+    args = parser.parse_args()
+    names = [name for name in args.cases.split(",") if name]
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    missed = False
+    for name in names:
+        case = CASES[name]
+        outcome = case.run(args)
+        status = "skipped" if outcome.ok is None else ("yes" if outcome.ok else "no")
+        missed |= outcome.ok is False
+        measured = " ".join(f"{key}={value}" for key, value in outcome.values.items())
+        print(
+            f"case={name} cores={os.cpu_count()} threads={torch.get_num_threads()} "
+            f"load={os.getloadavg()[0]:.1f} {measured} target={case.target} ok={status}",
+            flush=True,
+        )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,6 +19,13 @@ Cases (rows of ``CASES``; add one with a function ``args -> Outcome`` and a row)
 * ``house-price``: one ``condnum`` training run on Ames (100 epochs). Target: ≤ 1 s.
 * ``step-n64-d784``, ``step-n64-d2048``, ``step-n1024-d784``: one regularizer step against
   the dense reference (``benchmarks/bench_step.py``). Targets: ratio ≥ 30, ≥ 100, ≥ 5.
+* ``default``: ``condimmune run`` (the default ``mnist-pair`` run) end to end as a process:
+  import, data, training, evaluation, report. Target: ≤ 3 s.
+* ``help``: ``condimmune --help`` as a process. Target: ≤ 0.5 s.
+* ``contention``: the ``default`` process alone, then beside one competing multi-threaded
+  torch process (float64 ``eigvalsh`` and matrix products of 1200 × 1200 at torch's default
+  thread count, started here and stopped after). Target: ratio ≤ 2.5 (2.0 is the fair share
+  of two cores).
 * ``full-mnist``: ``condimmune run mnist-pair`` end to end as a process on full MNIST IDX
   files (``--mnist-root``, ``data.per_class=6000``: 12,000 training rows per task).
   Target: ≤ 60 s. Skipped without ``--mnist-root``.
@@ -168,6 +175,66 @@ def _step(n: int, d: int, target: float, args: argparse.Namespace) -> Outcome:
     return Outcome(values, ratio >= target)
 
 
+def _process_seconds(command: list[str], repeats: int) -> float:
+    """Median wall time of ``command`` as a child process (output discarded)."""
+    return _median_seconds(
+        lambda: subprocess.run(command, check=True, capture_output=True), repeats
+    )
+
+
+def _default_command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "condimmune.cli", "run", "--out", str(out), "--no-progress"]
+
+
+def _default(args: argparse.Namespace) -> Outcome:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = iter(range(10**6))
+        seconds = _median_seconds(
+            lambda: subprocess.run(
+                _default_command(Path(tmp) / f"run{next(runs)}"), check=True, capture_output=True
+            ),
+            args.repeats,
+        )
+    return Outcome({"process_s": f"{seconds:.2f}"}, seconds <= 3.0)
+
+
+def _help(args: argparse.Namespace) -> Outcome:
+    command = [sys.executable, "-m", "condimmune.cli", "--help"]
+    seconds = _process_seconds(command, args.repeats)
+    return Outcome({"process_s": f"{seconds:.2f}"}, seconds <= 0.5)
+
+
+COMPETITOR = """
+import torch
+a = torch.randn(1200, 1200, dtype=torch.float64)
+a = a @ a.T
+while True:
+    torch.linalg.eigvalsh(a)
+    a = a @ a / a.norm()
+"""
+
+
+def _contention(args: argparse.Namespace) -> Outcome:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = iter(range(10**6))
+
+        def once() -> None:
+            out = Path(tmp) / f"run{next(runs)}"
+            subprocess.run(_default_command(out), check=True, capture_output=True)
+
+        alone = _median_seconds(once, args.repeats)
+        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+        try:
+            time.sleep(2.0)  # past its import, into the BLAS loop
+            beside = _median_seconds(once, args.repeats)
+        finally:
+            competitor.kill()
+            competitor.wait()
+    ratio = beside / alone
+    values = {"alone_s": f"{alone:.2f}", "beside_s": f"{beside:.2f}", "ratio": f"{ratio:.2f}"}
+    return Outcome(values, ratio <= 2.5)
+
+
 def _full_mnist(args: argparse.Namespace) -> Outcome:
     if args.mnist_root is None:
         return Outcome({"reason": "no --mnist-root"}, None)
@@ -193,6 +260,9 @@ def _full_mnist(args: argparse.Namespace) -> Outcome:
 
 
 CASES: dict[str, Case] = {
+    "default": Case("process_s<=3", _default),
+    "help": Case("process_s<=0.5", _help),
+    "contention": Case("ratio<=2.5", _contention),
     "raw-pixel": Case("ours_s<=5", _raw_pixel),
     "house-price": Case("ours_s<=1", _house_price),
     "step-n64-d784": Case("ratio>=30", partial(_step, 64, 784, 30.0)),

@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,14 +28,11 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from condimmune.core.records import RecordError
-from condimmune.experiments.config import (
-    DeepExperimentConfig,
-    resolve_config,
-)
 from condimmune.experiments.errors import user_message
-from condimmune.experiments.records import DeepRunMetrics, LinearRunMetrics
 from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS
-from condimmune.methods.registry import registered_methods
+
+if TYPE_CHECKING:  # torch is imported by the commands that compute, not by --help
+    from condimmune.experiments.records import DeepRunMetrics, LinearRunMetrics
 
 console = Console()
 err_console = Console(stderr=True)
@@ -145,6 +142,21 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML file over the experiment's defaults")
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="show progress bars")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0, help="CPU threads for torch (config key `threads`; 0: torch's default, all cores)"
+    ),
+]
+
+
+def _use_threads(threads: int) -> None:
+    """Set torch's intra-op threads (0 leaves torch's default). Only the CLI does this: the
+    library never changes global torch state (benchmarks/bench_speed.py, case contention)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -157,9 +169,14 @@ def run(
     set_: SetOpt = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Immunize a model on real data, print the result table and write the run directory."""
-    cfg = resolve_config(experiment, config, set_ or [], seed=seed)
+    from condimmune.experiments.config import DeepExperimentConfig, resolve_config
+
+    extra = [] if threads is None else [f"threads={threads}"]
+    cfg = resolve_config(experiment, config, [*(set_ or []), *extra], seed=seed)
+    _use_threads(cfg.threads)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{cfg.experiment}-{cfg.train.method}-{stamp}"
@@ -180,6 +197,8 @@ def run(
 @app.command(name="list")
 def list_() -> None:
     """Show the experiments and methods (ours and the baselines)."""
+    from condimmune.methods.registry import registered_methods
+
     experiments = [(e.value, text, "") for e, text in EXPERIMENT_DESCRIPTIONS.items()]
     methods = [
         (
@@ -284,55 +303,20 @@ def sweep(
 
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
-    from condimmune.experiments.deep_sweep import run_deep_sweep
-    from condimmune.experiments.deep_sweep_tables import DeepSweepRow, summarize_deep
-    from condimmune.experiments.deep_sweep_tables import summary_table as deep_summary_table
-    from condimmune.experiments.sweep import parse_pairs, run_sweep
-    from condimmune.experiments.sweep_tables import SweepRow, summary_table
+    from condimmune.experiments.sweep_command import SweepOptions, run_sweep_command
 
-    cfg = resolve_config(experiment, config, set_ or [])
-    try:
-        seed_list = [int(s) for s in seeds.split(",")]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    if workers < 1:
-        raise ValueError(f"--workers must be ≥ 1, got {workers}")
-    if out is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"sweep-{cfg.experiment}-{stamp}"
-    method_list = [m.strip() for m in methods.split(",")]
-    rows: Sequence[SweepRow | DeepSweepRow]
-    if isinstance(cfg, DeepExperimentConfig):  # methods × seeds; --pairs does not apply
-        rows = run_deep_sweep(
-            cfg,
-            methods=method_list,
-            seeds=seed_list,
-            out_dir=out,
-            workers=workers,
-            progress=progress,
-            resume=resume,
-        )
-        columns, cells = deep_summary_table(summarize_deep(rows, method_list))
-    else:
-        rows = run_sweep(
-            cfg,
-            methods=method_list,
-            seeds=seed_list,
-            pairs=parse_pairs(pairs),
-            out_dir=out,
-            workers=workers,
-            progress=progress,
-            resume=resume,
-        )
-        columns, cells = summary_table(rows)
-    _table(f"sweep: {cfg.experiment} ({len(rows)} runs)", columns, cells)
-    console.print(f"sweep directory: {out}  (table: {out / 'sweep.md'})")
-    failed = [r for r in rows if r.failed]
-    if failed:
-        first = failed[0]
+    options = SweepOptions(
+        experiment, config, set_ or [], methods, seeds, pairs, out, workers, progress, resume
+    )
+    result = run_sweep_command(options)
+    _table(result.title, result.columns, result.cells)
+    console.print(f"sweep directory: {result.out}  (table: {result.out / 'sweep.md'})")
+    if result.failed:
+        first_dir, first_error = result.failed[0]
         _say(
             "error:",
-            f"{len(failed)} of {len(rows)} runs failed, first: {first.run_dir}: {first.error}",
+            f"{len(result.failed)} of {result.total} runs failed, first: {first_dir}: "
+            f"{first_error}",
         )
         raise typer.Exit(1)
 

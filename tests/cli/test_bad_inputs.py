@@ -510,6 +510,9 @@ attack = ("attack", "{run}", "--attackers", "gd", "--budget", "5", "--no-progres
 case("attack-target-out-of-range", *attack, "--target", "5", names=("--target",), run=True)
 case("attack-budget-zero", "attack", "{run}", "--budget", "0", names=("--budget",), run=True)
 case(
+    "attack-budget-huge", "attack", "{run}", "--budget", "1000000000", names=("--budget",), run=True
+)
+case(
     "attack-unknown-attacker",
     "attack",
     "{run}",

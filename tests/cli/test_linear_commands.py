@@ -435,3 +435,40 @@ def test_attack_command_errors(default_run, tmp_path):
     assert bad.exit_code == 2 and "unknown attacker 'magic'" in bad.output
     missing = invoke("attack", tmp_path, "--no-progress")
     assert missing.exit_code == 2 and "not a complete run directory" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [([], 1), (["--threads", "2"], 2), (["--set", "threads=0"], None)],
+    ids=["linear-default-one", "option", "zero-keeps-torch-default"],
+)
+def test_threads_come_from_the_option_or_the_config(option, expected, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # a value no case sets, so a case that sets nothing shows
+        result = invoke(
+            "run", "digits", "--out", tmp_path / "r", "--set", "train.epochs=1",
+            "--no-progress", *option,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    config = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert config["threads"] == (0 if expected is None else expected)
+    assert after == (3 if expected is None else expected)
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from condimmune.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

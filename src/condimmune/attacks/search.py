@@ -24,11 +24,10 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import optuna
-import sqlalchemy
-from sqlalchemy.exc import SQLAlchemyError
+if TYPE_CHECKING:  # imported where a search runs: `import condimmune...records` stays light
+    import optuna
 
 __all__ = [
     "IntChoice",
@@ -149,6 +148,9 @@ def _sqlite(url: str) -> optuna.storages.RDBStorage:
     """An SQLite storage in write-ahead-log mode with ``synchronous=NORMAL``: still safe
     against a killed process, without an fsync per commit (an Optuna trial makes about ten
     commits; the default mode made the storage the bottleneck of a CPU attack run)."""
+    import optuna
+    import sqlalchemy
+
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
     def pragmas(connection: Any, _record: object) -> None:
@@ -163,6 +165,9 @@ def _sqlite(url: str) -> optuna.storages.RDBStorage:
 
 
 def _study(options: SearchOptions, name: str) -> optuna.Study:
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
     optuna.logging.set_verbosity(logging.WARNING)  # optuna's own logger, not torch or global
     try:
         url = options.storage
@@ -179,6 +184,8 @@ def _study(options: SearchOptions, name: str) -> optuna.Study:
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return sorted(done, key=lambda t: t.number)
 

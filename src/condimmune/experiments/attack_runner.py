@@ -26,7 +26,7 @@ from condimmune.attacks.suite import (
     run_attack_suite,
 )
 from condimmune.experiments.linear_runner import load_run, update_metrics
-from condimmune.experiments.report import format_number, save_figure
+from condimmune.experiments.report import format_number, plotted_points, save_figure
 from condimmune.experiments.rundir import replace_atomically, run_dir_lock
 
 __all__ = ["ATTACK_SECTION", "AttackSuiteResult", "attack_run", "write_attack_report"]
@@ -44,6 +44,10 @@ class AttackSuiteResult:
     worst_first_order: WorstCase | None
     target: float
     budget: int
+
+
+MAX_BUDGET = 1_000_000
+"""The largest ``--budget``: the same bound as the config's ``attack.budget``."""
 
 
 def attack_run(
@@ -75,8 +79,10 @@ def _attack_run(
 
     ``target`` defaults to the run's ``attack.target``; both ``budget`` and ``target`` are
     checked before any attacker runs."""
-    if budget < 1:
-        raise ValueError(f"--budget must be ≥ 1, got {budget}")
+    if not 1 <= budget <= MAX_BUDGET:
+        raise ValueError(
+            f"--budget must be 1–{MAX_BUDGET:,} steps (the curves are kept in memory), got {budget}"
+        )
     if target is not None and not (0.0 < target < 1.0):
         raise ValueError(
             f"--target must be a relative suboptimality in (0, 1), got {target}; e.g. 1e-3"
@@ -131,8 +137,7 @@ def write_attack_report(directory: Path, result: AttackSuiteResult) -> None:
                 ("raw", getattr(entry, f"{task}_raw"), "--"),
                 ("immunized", getattr(entry, f"{task}_immunized"), "-"),
             ):
-                curve = outcome.curve.clamp(1e-18, 1e3).numpy()
-                ax.semilogy(curve, style, label=label)
+                ax.semilogy(*plotted_points(outcome.curve.clamp(1e-18, 1e3)), style, label=label)
             ax.axhline(target, color="grey", lw=0.8, ls=":")
             ax.set_title(attacker.value, fontsize=9)
             ax.tick_params(labelsize=7)

@@ -15,7 +15,7 @@ from condimmune.experiments.records import (
     GroupRatioPair,
     ProbeCurveRecord,
 )
-from condimmune.experiments.report import format_number, save_figure
+from condimmune.experiments.report import format_number, plotted_points, save_figure
 
 __all__ = ["deep_headline", "write_deep_report"]
 
@@ -93,12 +93,12 @@ def _attack_figure(curves: DeepCurves, target: float, path: Path) -> None:
     ):
         orig, imm = pair
         ax.semilogy(
-            orig.relative_suboptimality.clamp_min(1e-300).numpy(),
+            *plotted_points(orig.relative_suboptimality.clamp_min(1e-300)),
             "C0" + style,
             label=f"θ0, {label} ({orig.steps_to_target:,})",
         )
         ax.semilogy(
-            imm.relative_suboptimality.clamp_min(1e-300).numpy(),
+            *plotted_points(imm.relative_suboptimality.clamp_min(1e-300)),
             "C3" + style,
             label=f"θ_I, {label} ({imm.steps_to_target:,})",
         )

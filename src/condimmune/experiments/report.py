@@ -6,15 +6,25 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from condimmune.core.spectral import covariance_eigenvalues
 from condimmune.experiments.artifacts import RunArtifacts
 from condimmune.experiments.records import LinearRunMetrics
 
-__all__ = ["format_number", "headline", "save_figure", "summary_rows", "write_report"]
+__all__ = [
+    "PLOTTED_POINTS",
+    "format_number",
+    "headline",
+    "plotted_points",
+    "save_figure",
+    "summary_rows",
+    "write_report",
+]
 
 
 def format_number(x: Any) -> str:
@@ -95,7 +105,20 @@ def headline(m: LinearRunMetrics) -> list[tuple[str, str]]:
 def save_figure(fig: Figure, path: Path) -> None:
     """Render ``fig`` to ``path`` (PNG) without touching pyplot's global state."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
+
+
+PLOTTED_POINTS = 2000
+"""A curve is drawn through at most this many of its points (evenly spaced, the last one
+always kept): a 2-inch-wide axis shows no more, and drawing 10⁵-step attack curves point by
+point was half of the default run's report time."""
+
+
+def plotted_points(curve: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` of a 1-d curve indexed by step, thinned to ``PLOTTED_POINTS``."""
+    n = curve.numel()
+    steps = np.unique(np.linspace(0, n - 1, min(n, PLOTTED_POINTS)).round().astype(np.int64))
+    return steps, curve.detach().cpu().numpy()[steps]
 
 
 def _attack_figure(art: RunArtifacts, path: Path) -> None:
@@ -108,13 +131,13 @@ def _attack_figure(art: RunArtifacts, path: Path) -> None:
             ("raw inputs", cmp.raw, "--"),
             ("immunized features", cmp.immunized, "-"),
         ):
-            curve = res.relative_suboptimality.clamp_min(1e-300)
-            ax.semilogy(curve.numpy(), style, label=f"{label} ({res.steps_to_target:,} steps)")
+            steps, curve = plotted_points(res.relative_suboptimality.clamp_min(1e-300))
+            ax.semilogy(steps, curve, style, label=f"{label} ({res.steps_to_target:,} steps)")
         ax.axhline(target, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{name} task: GD linear probing, step 1/L")
         ax.set_xlabel("attack step")
         ax.set_ylabel("(L(w_t) − L*) / (L(w_0) − L*)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
     save_figure(fig, path)
 
 
@@ -137,7 +160,7 @@ def _spectra_figure(art: RunArtifacts, path: Path) -> None:
             )
         ax.set_title(f"{name}: eigenvalues / σ_max")
         ax.set_xlabel("index")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
     save_figure(fig, path)
 
 
@@ -154,7 +177,7 @@ def _training_figure(art: RunArtifacts, path: Path) -> None:
         ax.plot(epochs, values, color=color, label=f"log κ {task}")
         ax.axhline(math.log(raw), color=color, ls="--", lw=0.8, label=f"log κ {task}, raw")
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     ax.set_title("condition numbers during training")
     ax2 = fig.add_subplot(1, 2, 2)
     ax2.plot(epochs, h.task_loss)

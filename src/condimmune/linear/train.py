@@ -93,6 +93,38 @@ class _TrainingRows:
         return float((self.x @ w.mT).square().sum())
 
 
+class _Adam:
+    """Adam (Kingma & Ba) with torch's defaults, written out: the same operations in the same
+    order as ``torch.optim.Adam``'s single-tensor path on CPU, so the numbers are identical
+    (``tests/linear/test_train.py``), without the ~1.5 s that torch's optimizer wrappers
+    spend importing its compiler stack on their first call (issue 13: the default run)."""
+
+    def __init__(self, params: list[Tensor], lr: float) -> None:
+        self.params, self.lr = params, lr
+        self.betas, self.eps = (0.9, 0.999), 1e-8
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.steps = [0] * len(params)  # per parameter, counted only when it has a gradient
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        for i, (p, (exp_avg, exp_avg_sq)) in enumerate(zip(self.params, self.moments, strict=True)):
+            if p.grad is None:
+                continue
+            self.steps[i] += 1
+            step = float(self.steps[i])
+            exp_avg.lerp_(p.grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            step_size = self.lr / (1 - beta1**step)
+            denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
 def predict(model: LinearModel, x: Tensor) -> Tensor:
     return (x @ model.weight.mT) @ model.head + model.bias
 
@@ -123,7 +155,7 @@ def train_linear(
     head = torch.zeros(weight.shape[0], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
     params = [head, bias] + ([weight] if weight.requires_grad else [])
-    optimizer = torch.optim.Adam(params, lr=options.lr)
+    optimizer = _Adam(params, lr=options.lr)
     direction, regularizer_step = plan.gradient_direction, plan.regularizer_step
 
     n = xp.shape[0]
@@ -135,7 +167,7 @@ def train_linear(
         total = 0.0
         for start in range(0, n, options.batch_size):
             idx = order[start : start + options.batch_size]
-            optimizer.zero_grad(set_to_none=False)
+            optimizer.zero_grad()
             out = (xp[idx] @ weight.mT) @ head + bias
             loss = task_loss(data.kind, out, yp[idx])
             torch.autograd.backward(loss)
@@ -152,12 +184,15 @@ def train_linear(
                     weight.mul_(factor)
                     head.div_(factor)
             total += float(loss.detach()) * idx.numel()
-        with torch.no_grad():
-            history.task_loss.append(total / n)
-            for rows, log_kappas in (
-                (benign_rows, history.log_kappa_benign),
-                (harmful_rows, history.log_kappa_harmful),
-            ):
+        history.task_loss.append(total / n)
+        for rows, log_kappas in (
+            (benign_rows, history.log_kappa_benign),
+            (harmful_rows, history.log_kappa_harmful),
+        ):
+            if log_kappas and not plan.train_extractor:  # W is fixed: so is its κ
+                log_kappas.append(log_kappas[-1])
+                continue
+            with torch.no_grad():
                 log_kappas.append(float(log_condition_number_features(rows.features(weight))))
         if not math.isfinite(history.task_loss[-1]):
             raise FloatingPointError(

@@ -272,6 +272,12 @@ class DeepExperimentConfig(_Schema):
 
     experiment: Choice = Field(default=Experiment.MNIST_CNN.value, description="a deep experiment")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 ≤ seed < 2³²")
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="CPU threads for torch, set by the CLI (0: torch's default, all cores)",
+    )
     model: ModelConfig = Field(default_factory=lambda: ModelConfig())
     data: DeepDataConfig = Field(default_factory=lambda: DeepDataConfig())
     train: DeepTrainConfig = Field(default_factory=lambda: DeepTrainConfig())

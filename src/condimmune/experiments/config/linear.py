@@ -151,6 +151,14 @@ class ExperimentConfig(_Schema):
         default=Experiment.MNIST_PAIR.value, description="a linear experiment"
     )
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 ≤ seed < 2³²")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="CPU threads for torch, set by the CLI (0: torch's default, all cores). "
+        "1 by default: a linear run is thousands of small ops, and on a busy machine a thread "
+        "pool per op costs more than it gains (benchmarks/bench_speed.py, case contention)",
+    )
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
     attack: AttackConfig = Field(default_factory=lambda: AttackConfig())

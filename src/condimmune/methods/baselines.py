@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from condimmune.attacks.probes import squared_loss_lipschitz
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.methods.base import (
     DeepSolver,
@@ -62,12 +61,14 @@ def _opt_kappa_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
 
 
 def imma_linear_direction(weight: Tensor, x: Tensor, y: Tensor, steps: int) -> Tensor:
-    """∇_W of −L_H(w_T): the harmful squared probing loss after ``steps`` unrolled GD steps."""
+    """∇_W of −L_H(w_T): the harmful squared probing loss after ``steps`` unrolled GD steps
+    of size 1/L from ``w = 0``. The step 1/L is part of the simulated attack and is
+    differentiated too (as in :func:`imma_penalty`): the objective is then invariant to
+    rescaling ``W``, so its gradient has no component along ``W`` itself."""
     w = weight.detach().requires_grad_(True)
     phi = x @ w.mT
     n = phi.shape[0]
-    with torch.no_grad():
-        lipschitz = squared_loss_lipschitz(phi)
+    lipschitz = 2.0 / n * torch.linalg.matrix_norm(phi, ord=2) ** 2
     head = torch.zeros(phi.shape[1], dtype=phi.dtype)
     for _ in range(steps):
         resid = phi @ head - y

@@ -1,0 +1,52 @@
+"""The linear IMMA direction (methods/baselines.py) against finite differences of its
+objective, and the scale invariance that follows from differentiating the step 1/L."""
+
+import pytest
+import torch
+
+from condimmune.methods.baselines import imma_linear_direction
+
+
+def _objective(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """−L_H after ``steps`` GD steps of size 1/L from 0, computed independently (numpy-free,
+    no autograd): the function whose gradient the direction must be."""
+    phi = x @ weight.mT
+    n = phi.shape[0]
+    lipschitz = 2.0 / n * float(torch.linalg.svdvals(phi)[0]) ** 2
+    head = torch.zeros(phi.shape[1], dtype=phi.dtype)
+    for _ in range(steps):
+        head = head - (2.0 / n / lipschitz) * (phi.mT @ (phi @ head - y))
+    return -float(((phi @ head - y) ** 2).mean())
+
+
+@pytest.fixture
+def problem():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    y = (torch.rand(12, generator=gen) > 0.5).to(torch.float64)
+    w = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    return x, y, w
+
+
+@pytest.mark.parametrize("steps", [1, 5], ids=["one-step", "five-steps"])
+def test_imma_direction_is_the_gradient_of_its_objective(problem, steps):
+    x, y, w = problem
+    grad = imma_linear_direction(w, x, y, steps)
+    h = 1e-6
+    numeric = torch.zeros_like(w)
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            e = torch.zeros_like(w)
+            e[i, j] = h
+            numeric[i, j] = (_objective(w + e, x, y, steps) - _objective(w - e, x, y, steps)) / (
+                2 * h
+            )
+    torch.testing.assert_close(grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_imma_objective_ignores_the_scale_of_the_extractor(problem):
+    x, y, w = problem
+    grad = imma_linear_direction(w, x, y, 5)
+    # f(cW) = f(W) ⇒ ∇f(cW) = ∇f(W)/c and ⟨∇f(W), W⟩ = 0
+    torch.testing.assert_close(imma_linear_direction(3.0 * w, x, y, 5), grad / 3.0)
+    assert abs(float((grad * w).sum())) <= 1e-10 * float(grad.norm() * w.norm())

@@ -323,4 +323,5 @@ def write_deep_tables(out_dir: Path, rows: list[DeepSweepRow], methods: list[str
 
     replace_atomically(out_dir / "sweep.csv", write_csv)
     replace_atomically(out_dir / "sweep.md", lambda p: _write_markdown(p, rows, methods))
-    _figure(out_dir / "sweep.png", summarize_deep(rows, methods))
+    summaries = summarize_deep(rows, methods)
+    replace_atomically(out_dir / "sweep.png", lambda p: _figure(p, summaries))

@@ -22,10 +22,10 @@ Cases (rows of ``CASES``; add one with a function ``args -> Outcome`` and a row)
 * ``default``: ``condimmune run`` (the default ``mnist-pair`` run) end to end as a process:
   import, data, training, evaluation, report. Target: ≤ 3 s.
 * ``help``: ``condimmune --help`` as a process. Target: ≤ 0.5 s.
-* ``contention``: the ``default`` process alone, then beside one competing multi-threaded
-  torch process (float64 ``eigvalsh`` and matrix products of 1200 × 1200 at torch's default
-  thread count, started here and stopped after). Target: ratio ≤ 2.5 (2.0 is the fair share
-  of two cores).
+* ``contention``: the ``default`` process (``--threads``: its thread count) alone, then
+  beside one competing multi-threaded torch process (float64 ``eigvalsh`` and matrix
+  products of 1200 × 1200 at torch's default thread count, started here and stopped
+  after). Target: ratio ≤ 2.5 (2.0 is the fair share of two cores).
 * ``full-mnist``: ``condimmune run mnist-pair`` end to end as a process on full MNIST IDX
   files (``--mnist-root``, ``data.per_class=6000``: 12,000 training rows per task).
   Target: ≤ 60 s. Skipped without ``--mnist-root``.
@@ -182,8 +182,9 @@ def _process_seconds(command: list[str], repeats: int) -> float:
     )
 
 
-def _default_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "condimmune.cli", "run", "--out", str(out), "--no-progress"]
+def _default_command(out: Path, threads: int | None) -> list[str]:
+    command = [sys.executable, "-m", "condimmune.cli", "run", "--out", str(out), "--no-progress"]
+    return command if threads is None else [*command, "--threads", str(threads)]
 
 
 def _default(args: argparse.Namespace) -> Outcome:
@@ -191,7 +192,9 @@ def _default(args: argparse.Namespace) -> Outcome:
         runs = iter(range(10**6))
         seconds = _median_seconds(
             lambda: subprocess.run(
-                _default_command(Path(tmp) / f"run{next(runs)}"), check=True, capture_output=True
+                _default_command(Path(tmp) / f"run{next(runs)}", args.threads),
+                check=True,
+                capture_output=True,
             ),
             args.repeats,
         )
@@ -220,7 +223,7 @@ def _contention(args: argparse.Namespace) -> Outcome:
 
         def once() -> None:
             out = Path(tmp) / f"run{next(runs)}"
-            subprocess.run(_default_command(out), check=True, capture_output=True)
+            subprocess.run(_default_command(out, args.threads), check=True, capture_output=True)
 
         alone = _median_seconds(once, args.repeats)
         competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
@@ -279,6 +282,12 @@ def main() -> int:
     parser.add_argument("--ames", type=Path, default=DEFAULT_AMES)
     parser.add_argument("--reference-epochs", type=int, default=3)
     parser.add_argument("--mnist-root", type=Path, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="default, contention: pass --threads N to the command (default: its config's)",
+    )
     args = parser.parse_args()
     names = [name for name in args.cases.split(",") if name]
     unknown = sorted(set(names) - set(CASES))

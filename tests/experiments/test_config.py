@@ -616,6 +616,7 @@ def test_a_runs_config_yaml_loads_back(tmp_path: Path, experiment: str) -> None:
 _DEFAULT_LINEAR = {
     "experiment": "mnist-pair",
     "seed": 0,
+    "threads": 1,
     "data": {
         "root": None,
         "benign_digit": 1,
@@ -646,6 +647,7 @@ _DEFAULT_LINEAR = {
 _DEFAULT_DEEP = {
     "experiment": "mnist-cnn",
     "seed": 0,
+    "threads": 0,
     "model": {
         "backbone": "small-cnn",
         "weights": None,

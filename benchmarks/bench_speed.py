@@ -188,17 +188,20 @@ def _default_command(out: Path, threads: int | None) -> list[str]:
     return command if threads is None else [*command, "--threads", str(threads)]
 
 
+def _default_runs(tmp: str, threads: int | None) -> Callable[[], None]:
+    """One ``default`` process per call, each into a new run directory under ``tmp``."""
+    runs = iter(range(10**6))
+
+    def once() -> None:
+        out = Path(tmp) / f"run{next(runs)}"
+        subprocess.run(_default_command(out, threads), check=True, capture_output=True)
+
+    return once
+
+
 def _default(args: argparse.Namespace) -> Outcome:
     with tempfile.TemporaryDirectory() as tmp:
-        runs = iter(range(10**6))
-        seconds = _median_seconds(
-            lambda: subprocess.run(
-                _default_command(Path(tmp) / f"run{next(runs)}", args.threads),
-                check=True,
-                capture_output=True,
-            ),
-            args.repeats,
-        )
+        seconds = _median_seconds(_default_runs(tmp, args.threads), args.repeats)
     return Outcome({"process_s": f"{seconds:.2f}"}, seconds <= 3.0)
 
 
@@ -220,12 +223,7 @@ while True:
 
 def _contention(args: argparse.Namespace) -> Outcome:
     with tempfile.TemporaryDirectory() as tmp:
-        runs = iter(range(10**6))
-
-        def once() -> None:
-            out = Path(tmp) / f"run{next(runs)}"
-            subprocess.run(_default_command(out, args.threads), check=True, capture_output=True)
-
+        once = _default_runs(tmp, args.threads)
         alone = _median_seconds(once, args.repeats)
         competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
         try:

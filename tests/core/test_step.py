@@ -54,6 +54,20 @@ def _step(xp, xh, wp, wh, **kwargs):
     )
 
 
+def _dense(w, xp, xh, wp, wh, weighting):
+    """The dense reference for the problem ``_step`` builds (same ridges)."""
+    return dense_regularizer_gradient(
+        w,
+        xp,
+        xh,
+        benign_ridge=0.5,
+        harmful_ridge=2.0,
+        benign_weight=wp,
+        harmful_weight=wh,
+        weighting=weighting,
+    )
+
+
 def _close(actual, expected, rtol):
     scale = float(expected.abs().max())
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
@@ -67,16 +81,7 @@ def test_step_equals_dense_reference(n, d, k, wp, wh, eigenvectors, weighting, g
     xp, xh, w = _problem(gen, n, d, k)
     step = _step(xp, xh, wp, wh, eigenvectors=eigenvectors, weighting=weighting)
     ours = step.gradient(w)
-    expected = dense_regularizer_gradient(
-        w,
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        weighting=weighting,
-    )
+    expected = _dense(w, xp, xh, wp, wh, weighting)
     _close(ours.gradient, expected, 1e-9)
     dense = _step(xp, xh, wp, wh, eigenvectors="dense", weighting=weighting).gradient(w)
     _close(ours.gradient, dense.gradient, 1e-11)
@@ -100,16 +105,7 @@ def test_dropped_zero_columns_and_rows_change_nothing(n, d, k, wp, wh, eigenvect
     out = torch.full_like(w, float("nan"))  # every entry must be written
     ours = step.gradient(w, out=out)
     assert ours.gradient.data_ptr() == out.data_ptr()
-    expected = dense_regularizer_gradient(
-        w,
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        weighting="unit",
-    )
+    expected = _dense(w, xp, xh, wp, wh, "unit")
     _close(ours.gradient, expected, 1e-9)
     # zero inputs and zero features get exactly no update
     assert torch.count_nonzero(ours.gradient[:, :dead]) == 0

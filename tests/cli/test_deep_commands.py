@@ -14,13 +14,9 @@ import time
 import pytest
 import torch
 import yaml
+from _cli_support import invoke, sets
 from _helpers import make_folder
 from safetensors.torch import load_file
-from typer.testing import CliRunner
-
-from condimmune.cli import app
-
-cli = CliRunner()
 
 QUICK_MNIST = [
     "train.pretrain_epochs=1",
@@ -33,14 +29,6 @@ QUICK_MNIST = [
     "eval.probe_steps=20",
     "eval.attack_budget=50",
 ]
-
-
-def invoke(*args):
-    return cli.invoke(app, [str(a) for a in args])
-
-
-def sets(pairs):
-    return [x for p in pairs for x in ("--set", p)]
 
 
 def test_mnist_cnn_run_directory_contract(tmp_path) -> None:

@@ -7,11 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _cli_support import invoke
 from safetensors.numpy import load_file
-from typer.testing import CliRunner
 
 import condimmune.experiments.linear_runner as runner_module
-from condimmune.cli import app
 from condimmune.experiments.config import default_config
 from condimmune.methods.registry import Method
 
@@ -19,12 +18,6 @@ AMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ames-house-pri
 needs_ames = pytest.mark.skipif(
     not (AMES / "train.csv").is_file(), reason=f"Ames data not found at {AMES}"
 )
-
-cli = CliRunner()
-
-
-def invoke(*args):
-    return cli.invoke(app, [str(a) for a in args])
 
 
 def numpy_kappa(x: np.ndarray) -> float:

@@ -7,16 +7,13 @@ import csv
 import json
 
 import pytest
+from _cli_support import invoke, sets
 from _helpers import make_folder
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from condimmune.cli import app
 from condimmune.experiments import deep_setup
 from condimmune.experiments.deep_data import fashion_mnist_arrays
 from condimmune.experiments.registry import FASHION_MNIST_ROOT
-
-cli = CliRunner()
 
 # fewer than 100 training images per task: the paper's 20 × 100 protocol (80 dense
 # 1280 × 1280 eigendecompositions) is left out, which keeps the test well under a minute
@@ -33,14 +30,6 @@ SMALL = [
     "eval.attack_budget=50",
     "eval.benign_probe_steps=30",
 ]
-
-
-def invoke(*args):
-    return cli.invoke(app, [str(a) for a in args])
-
-
-def sets(pairs):
-    return [x for p in pairs for x in ("--set", p)]
 
 
 def test_installed_fashion_mnist_has_both_splits() -> None:

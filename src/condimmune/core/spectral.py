@@ -29,7 +29,9 @@ from condimmune.core.errors import DegenerateSpectrumError
 
 __all__ = [
     "DENSE_EIGH_MAX_SIZE",
+    "EigenvectorChooser",
     "EigenvectorMethod",
+    "LogKappaGradient",
     "PsdSpectrum",
     "condition_number",
     "condition_number_features",
@@ -38,6 +40,7 @@ __all__ = [
     "first_nonzero",
     "log_condition_number",
     "log_condition_number_features",
+    "log_condition_number_features_gradient",
     "nonzero_eigenvalues",
     "nonzero_mask",
     "numerical_rank",
@@ -145,6 +148,32 @@ _TOP_STEPS = 4
 _INTERIOR_STEPS = 2
 """An interior eigenvalue is its own shift (error ~ eps · σ_max, against a gap of at least
 ``_MIN_RELATIVE_GAP · σ_max``): each step shrinks the other components by ≤ 1e-9."""
+
+
+class EigenvectorChooser:
+    """The :class:`EigenvectorMethod` for each of a sequence of related decompositions (the
+    steps of one training run): ``method``, except that after a call whose inverse iteration
+    was refused the next ``dense_after_fallback`` calls go straight to the dense ``eigh``
+    (whose vector the fallback would have used anyway) before trying again. A spectrum
+    clustered at the eigenvalue (the noise floor of a rank-deficient Gram matrix) stays
+    clustered from step to step, so the futile attempts are skipped."""
+
+    def __init__(self, method: EigenvectorMethod, dense_after_fallback: int = 8) -> None:
+        self.method = method
+        self.dense_after_fallback = dense_after_fallback
+        self._dense_left = 0
+
+    def next_method(self) -> EigenvectorMethod:
+        """The method for the next decomposition."""
+        if self._dense_left > 0:
+            self._dense_left -= 1
+            return EigenvectorMethod.DENSE
+        return self.method
+
+    def record(self, fallback: bool) -> None:
+        """Report whether the decomposition just made fell back to the dense ``eigh``."""
+        if fallback:
+            self._dense_left = self.dense_after_fallback
 
 
 @dataclass(frozen=True)
@@ -306,6 +335,78 @@ def log_condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> 
     rtol = check_rtol(rtol)
     lam = covariance_eigenvalues(Phi)
     return _log_kappa(lam[nonzero_mask(lam, rtol=rtol, size=Phi.shape[1])])
+
+
+_FEATURES = "Phi's covariance"
+
+
+def _extreme_eigenpairs(
+    spectrum: PsdSpectrum, size: int, rtol: float | None
+) -> tuple[tuple[float, float], list[tuple[Tensor, float]] | None]:
+    """``((σ_max, σ_min), [(v_max, 2/σ_max), (v_min, −2/σ_min)])`` over the numerical range of
+    a matrix of ``size``; the vectors are ``None`` when inverse iteration refused one."""
+    values = spectrum.values.tolist()
+    top = len(values) - 1
+    low = first_nonzero(values, size=size, dtype=spectrum.values.dtype, rtol=rtol)
+    extremes = (values[top], values[low])
+    v_top, v_low = psd_eigenvector(spectrum, top), psd_eigenvector(spectrum, low)
+    if v_top is None or v_low is None:
+        return extremes, None
+    return extremes, [(v_top, 2.0 / values[top]), (v_low, -2.0 / values[low])]
+
+
+@dataclass(frozen=True)
+class LogKappaGradient:
+    """``log κ(ΦᵀΦ)`` over the numerical range and its gradient with respect to ``Φ``."""
+
+    log_kappa: float
+    gradient: Tensor
+    fallback: bool
+    """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vectors."""
+
+
+def log_condition_number_features_gradient(
+    Phi: Tensor,
+    *,
+    rtol: float | None = None,
+    eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO,
+) -> LogKappaGradient:
+    r"""``log κ(ΦᵀΦ)`` and ``∂ log κ / ∂Φ`` from one spectrum, without autograd.
+
+    With :math:`\lambda_i = v_i^\top \Phi^\top\Phi\, v_i` (unit eigenvectors, Eq. 1's
+    σ_max and σ_min over the numerical range), :math:`\partial\lambda_i/\partial\Phi =
+    2\Phi v_iv_i^\top`, so
+
+    .. math:: \frac{\partial \log\kappa}{\partial\Phi}
+        = 2\Big(\frac{(\Phi v_1)v_1^\top}{\sigma_{\max}}
+               - \frac{(\Phi v_m)v_m^\top}{\sigma_{\min}}\Big),
+
+    and on the Gram matrix (``n < k``, eigenvectors ``u``) :math:`2(u_1(u_1^\top\Phi)/
+    \sigma_{\max} - u_m(u_m^\top\Phi)/\sigma_{\min})`: two rank-one terms, the gradient that
+    autograd takes through ``eigvalsh`` in :func:`log_condition_number_features` (same
+    ``rtol`` rule), but with ``eigvalsh`` plus two inverse iterations instead of a full
+    ``eigh`` above :data:`DENSE_EIGH_MAX_SIZE` (``eigenvectors``; the dense ``eigh`` when a
+    vector is refused). No input checks: internal fast path of the Opt κ baseline.
+    """
+    n, k = Phi.shape
+    gram = n < k
+    mat = Phi @ Phi.mT if gram else Phi.mT @ Phi
+    values, pairs = _extreme_eigenpairs(psd_spectrum(mat, eigenvectors, _FEATURES), k, rtol)
+    fallback = pairs is None
+    if pairs is None:
+        values, pairs = _extreme_eigenpairs(
+            psd_spectrum(mat, EigenvectorMethod.DENSE, _FEATURES), k, rtol
+        )
+    if pairs is None:  # pragma: no cover - dense spectra carry their vectors
+        raise AssertionError("a dense spectrum has no eigenvectors")
+    gradient = Phi.new_zeros(Phi.shape)
+    for vector, scale in pairs:
+        if gram:
+            gradient.addmm_(vector, vector.mT @ Phi, alpha=scale)
+        else:
+            gradient.addmm_(Phi @ vector, vector.mT, alpha=scale)
+    top, low = values
+    return LogKappaGradient(math.log(top) - math.log(low), gradient, fallback)
 
 
 def condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> Tensor:

@@ -56,13 +56,9 @@ from condimmune.core.regularizers import (
     r_well_value_and_gradient,
 )
 from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
-from condimmune.core.spectral import EigenvectorMethod
+from condimmune.core.spectral import EigenvectorChooser, EigenvectorMethod
 
 __all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
-
-_DENSE_AFTER_FALLBACK = 8
-"""After inverse iteration was refused for a regularizer, its next calls go straight to the
-dense ``eigh`` (whose vector the fallback would have used anyway) before trying again."""
 
 
 class StepWeighting(StrEnum):
@@ -221,7 +217,10 @@ class PreconditionedRegularizerStep:
             ),
         }
         self._buffers: dict[tuple[bool, bool], tuple[Tensor, Tensor]] = {}  # reused Φ and A
-        self._dense_calls_left = {"benign": 0, "harmful": 0}
+        # one chooser per regularizer: each matrix keeps its own spectrum from step to step
+        self._eigenvectors = {
+            name: EigenvectorChooser(self.eigenvectors) for name in ("benign", "harmful")
+        }
 
     def gradient(self, weight: Tensor, *, out: Tensor | None = None) -> RegularizerGradient:
         """The preconditioned direction for ``W`` (k × d); written into ``out`` if given.
@@ -298,10 +297,8 @@ class PreconditionedRegularizerStep:
     ) -> tuple[float, float, float]:
         """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
         matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
-        method = self.eigenvectors
-        if self._dense_calls_left[name] > 0:
-            self._dense_calls_left[name] -= 1
-            method = EigenvectorMethod.DENSE
+        chooser = self._eigenvectors[name]
+        method = chooser.next_method()
         n = phi.shape[0]
         mat = phi @ phi.mT if n < k else phi.mT @ phi
         if name == "benign":
@@ -310,10 +307,7 @@ class PreconditionedRegularizerStep:
         else:
             weight = self.harmful_weight
             t = r_ill_value_and_gradient(mat, k, self.rtol, self.rank_deficiency, method)
-        if t.fallback:
-            # a spectrum clustered at this eigenvalue (the noise floor of a rank-deficient
-            # Gram matrix) stays clustered from step to step: skip the futile attempts
-            self._dense_calls_left[name] = _DENSE_AFTER_FALLBACK
+        chooser.record(t.fallback)
         if n < k:
             torch.mm(t.gradient, phi, out=out)
         else:

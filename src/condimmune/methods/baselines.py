@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from condimmune.core.spectral import log_condition_number_features
+from condimmune.core.rows import nonzero_columns
+from condimmune.core.spectral import (
+    EigenvectorChooser,
+    EigenvectorMethod,
+    log_condition_number_features,
+    log_condition_number_features_gradient,
+)
 from condimmune.methods.base import (
     DeepSolver,
     LinearPlan,
@@ -40,18 +46,45 @@ def _none_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
     return inputs.benign.new_zeros(())
 
 
+class _OptKappaDirection:
+    r"""``λ ∇_W (log κ(S_P) − log κ(S_H))`` for ``Φ = X Wᵀ``: ``λ (A_Pᵀ X_P − A_Hᵀ X_H)``
+    with ``A = ∂ log κ / ∂Φ`` from
+    :func:`~condimmune.core.spectral.log_condition_number_features_gradient` (the eigenvalue
+    gradients autograd would take, from ``eigvalsh`` and inverse iteration).
+    All-zero input columns (raw-MNIST borders) are left out of the products: they add exact
+    zeros to ``Φ``, and the gradient is zero there."""
+
+    def __init__(self, problem: LinearProblem, weight: float) -> None:
+        self.weight = weight
+        self.tasks: list[tuple[Tensor, Tensor | None]] = []
+        for x in (problem.benign_x, problem.harmful_x):
+            columns = nonzero_columns(x)
+            self.tasks.append((x if columns is None else x[:, columns], columns))
+        self.choosers = [EigenvectorChooser(EigenvectorMethod.AUTO) for _ in self.tasks]
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        w = weight.detach()
+        direction = torch.zeros_like(w)
+        for (x, columns), chooser, sign in zip(self.tasks, self.choosers, (1.0, -1.0), strict=True):
+            w_x = w if columns is None else w[:, columns]
+            term = log_condition_number_features_gradient(
+                x @ w_x.mT, eigenvectors=chooser.next_method()
+            )
+            chooser.record(term.fallback)
+            grad = term.gradient.mT @ x
+            if columns is None:
+                direction.add_(grad, alpha=sign * self.weight)
+            else:
+                direction.index_add_(1, columns, grad, alpha=sign * self.weight)
+        return direction
+
+
 def _opt_kappa_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
-    xp, xh = problem.benign_x, problem.harmful_x
-
-    def direction(weight: Tensor) -> Tensor:
-        w = weight.detach().requires_grad_(True)
-        objective = log_condition_number_features(xp @ w.mT) - log_condition_number_features(
-            xh @ w.mT
-        )
-        (grad,) = torch.autograd.grad(objective, w)
-        return options.opt_kappa_weight * grad
-
-    return LinearPlan(_identity(problem), train_extractor=True, gradient_direction=direction)
+    return LinearPlan(
+        _identity(problem),
+        train_extractor=True,
+        gradient_direction=_OptKappaDirection(problem, options.opt_kappa_weight),
+    )
 
 
 def _opt_kappa_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:

@@ -22,11 +22,13 @@ def _objective(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: in
     return -float(((phi @ head - y) ** 2).mean())
 
 
-@pytest.fixture
-def problem():
+@pytest.fixture(params=[12, 3], ids=["covariance-side", "gram-side"])
+def problem(request):
+    # 12 rows: σ_max from the 4 × 4 covariance; 3 rows: from the 3 × 3 Gram matrix
+    rows = request.param
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(12, 5, generator=gen, dtype=torch.float64)
-    y = (torch.rand(12, generator=gen) > 0.5).to(torch.float64)
+    x = torch.randn(rows, 5, generator=gen, dtype=torch.float64)
+    y = (torch.rand(rows, generator=gen) > 0.5).to(torch.float64)
     w = torch.randn(4, 5, generator=gen, dtype=torch.float64)
     return x, y, w
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -40,8 +39,7 @@ from condimmune.core.spectral import (
     EigenvectorMethod,
     _psd_eigenvalues,
     first_nonzero,
-    psd_eigenvector,
-    psd_spectrum,
+    psd_eigenpair,
 )
 
 __all__ = [
@@ -138,26 +136,6 @@ class SpectralTerm:
     """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vector."""
 
 
-def _eigenpair(
-    mat: Tensor, method: EigenvectorMethod, pick: Callable[[list[float]], int]
-) -> tuple[list[float], Tensor, bool]:
-    """``(ascending eigenvalues, unit eigenvector, fell back)`` for the eigenvalue that
-    ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
-    is refused (:func:`~condimmune.core.spectral.psd_eigenvector`). The scalar work on the
-    spectrum is done on Python floats: a tensor operation per scalar costs more than it."""
-    spectrum = psd_spectrum(mat, method)
-    values = spectrum.values.tolist()
-    vector = psd_eigenvector(spectrum, pick(values))
-    if vector is not None:
-        return values, vector, False
-    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE)
-    values = spectrum.values.tolist()
-    vector = psd_eigenvector(spectrum, pick(values))
-    if vector is None:  # pragma: no cover - dense spectra always carry their vectors
-        raise AssertionError("a dense spectrum has no eigenvectors")
-    return values, vector, True
-
-
 def r_well_value_and_gradient(
     mat: Tensor, p: int, eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO
 ) -> SpectralTerm:
@@ -170,7 +148,7 @@ def r_well_value_and_gradient(
     (``eigenvectors``: see :class:`~condimmune.core.spectral.EigenvectorMethod`).
     No input checks: internal fast path of :mod:`condimmune.core.step`.
     """
-    values, v1, fallback = _eigenpair(mat, eigenvectors, lambda values: len(values) - 1)
+    values, v1, fallback = psd_eigenpair(mat, eigenvectors, lambda values: len(values) - 1)
     s1 = values[-1]
     s2 = max(values[-2], 0.0) if len(values) > 1 else 0.0
     value = 0.5 * (s1 * s1) - float((mat * mat).sum()) / (2 * p)
@@ -195,7 +173,7 @@ def r_ill_value_and_gradient(
     :math:`D^2 / (2\max(\sigma_k(1-1/k), \sigma_1/k))`; ``mat`` and ``eigenvectors`` as for
     :func:`r_well_value_and_gradient`; ``rtol=None`` is ``p · eps``.
     """
-    values, u, fallback = _eigenpair(
+    values, u, fallback = psd_eigenpair(
         mat,
         eigenvectors,
         lambda values: first_nonzero(values, size=p, dtype=mat.dtype, rtol=rtol),

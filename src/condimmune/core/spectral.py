@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,6 +46,7 @@ __all__ = [
     "nonzero_mask",
     "numerical_rank",
     "paper_compatible_condition_number",
+    "psd_eigenpair",
     "psd_eigenvector",
     "psd_spectrum",
 ]
@@ -217,6 +219,26 @@ def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
     if spectrum.vectors is None:
         return _inverse_iteration(spectrum.matrix, spectrum.values, index)
     return spectrum.vectors[:, index : index + 1]
+
+
+def psd_eigenpair(
+    mat: Tensor, method: EigenvectorMethod, pick: Callable[[list[float]], int]
+) -> tuple[list[float], Tensor, bool]:
+    """``(ascending eigenvalues, unit eigenvector, fell back)`` for the eigenvalue that
+    ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
+    is refused (:func:`psd_eigenvector`). The scalar work on the spectrum is done on Python
+    floats: a tensor operation per scalar costs more than it."""
+    spectrum = psd_spectrum(mat, method)
+    values = spectrum.values.tolist()
+    vector = psd_eigenvector(spectrum, pick(values))
+    if vector is not None:
+        return values, vector, False
+    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE)
+    values = spectrum.values.tolist()
+    vector = psd_eigenvector(spectrum, pick(values))
+    if vector is None:  # pragma: no cover - dense spectra always carry their vectors
+        raise AssertionError("a dense spectrum has no eigenvectors")
+    return values, vector, True
 
 
 def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:

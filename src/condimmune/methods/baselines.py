@@ -21,6 +21,7 @@ from condimmune.core.spectral import (
     EigenvectorMethod,
     log_condition_number_features,
     log_condition_number_features_gradient,
+    psd_eigenpair,
 )
 from condimmune.methods.base import (
     DeepSolver,
@@ -93,6 +94,23 @@ def _opt_kappa_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
     )
 
 
+def _largest_eigenvalue(phi: Tensor) -> Tensor:
+    r""":math:`\sigma_{\max}(\Phi^\top\Phi) = \|\Phi v\|^2` with ``v`` its top eigenvector held
+    fixed (on the Gram side, :math:`\|\Phi^\top u\|^2`), differentiable in ``Φ``.
+
+    The value is ``matrix_norm(Φ, 2)²`` and so is the gradient, :math:`2\Phi vv^\top`: the
+    Rayleigh quotient is stationary at its maximiser, so ``v``'s own dependence on ``Φ``
+    contributes nothing. One ``eigvalsh`` and an inverse iteration (the dense ``eigh`` when
+    the top eigenvalue is clustered) replace the full SVD that autograd needs for
+    ``matrix_norm``, which was two thirds of the raw-pixel IMMA step (issue 13).
+    """
+    with torch.no_grad():
+        gram = phi.shape[0] < phi.shape[1]
+        mat = phi @ phi.mT if gram else phi.mT @ phi
+        _, top, _ = psd_eigenpair(mat, EigenvectorMethod.AUTO, lambda values: len(values) - 1)
+    return (top.mT @ phi if gram else phi @ top).square().sum()
+
+
 def imma_linear_direction(weight: Tensor, x: Tensor, y: Tensor, steps: int) -> Tensor:
     """∇_W of −L_H(w_T): the harmful squared probing loss after ``steps`` unrolled GD steps
     of size 1/L from ``w = 0``. The step 1/L is part of the simulated attack and is
@@ -101,7 +119,7 @@ def imma_linear_direction(weight: Tensor, x: Tensor, y: Tensor, steps: int) -> T
     w = weight.detach().requires_grad_(True)
     phi = x @ w.mT
     n = phi.shape[0]
-    lipschitz = 2.0 / n * torch.linalg.matrix_norm(phi, ord=2) ** 2
+    lipschitz = 2.0 / n * _largest_eigenvalue(phi)
     head = torch.zeros(phi.shape[1], dtype=phi.dtype)
     for _ in range(steps):
         resid = phi @ head - y

@@ -321,6 +321,25 @@ def sweep(
         raise typer.Exit(1)
 
 
+@app.command(name="sweep-table")
+def sweep_table(
+    sweeps: Annotated[
+        list[Path],
+        typer.Argument(help="sweep directories (or their sweep.csv files) to combine"),
+    ],
+    out: Annotated[Path, typer.Option(help="new directory for the combined tables")],
+) -> None:
+    """Combine sweeps run apart (other methods, pairs or machines) into one sweep.csv,
+    sweep.md and one heat map per method, as a single sweep would have written them."""
+    from condimmune.experiments.sweep_combine import combine_sweeps
+    from condimmune.experiments.sweep_tables import summary_table
+
+    rows = combine_sweeps(sweeps, out)
+    columns, cells = summary_table(rows)
+    _table(f"{len(rows)} runs from {len(sweeps)} sweeps", columns, cells)
+    console.print(f"combined tables: {out / 'sweep.md'}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -13,9 +13,10 @@ import torch
 from _helpers import features_with_singular_values
 
 import condimmune as ci
+from condimmune.core.eigenpairs import EigenvectorMethod
 from condimmune.core.reference import dense_regularizer_gradient
 from condimmune.core.regularizers import r_ill_value_and_gradient, r_well_value_and_gradient
-from condimmune.core.spectral import EigenvectorMethod, log_condition_number_features
+from condimmune.core.spectral import log_condition_number_features
 from condimmune.core.step import PreconditionedRegularizerStep
 
 SHAPES = {

@@ -127,6 +127,15 @@ def test_summary_numbers_are_the_means_of_the_rows(finished):
     assert s.mean_wall_seconds == pytest.approx(statistics.fmean(r.wall_seconds for r in rows))
     assert s.benign_kept == sum(r.benign_ratio <= 1 + 1e-6 for r in rows)
     assert s.rir_above_1 == sum(r.rir > 1 for r in rows)
+    assert s.median_rir == pytest.approx(statistics.median(r.rir for r in rows))
+    assert s.median_rir_paper_compatible == pytest.approx(
+        statistics.median(r.rir_paper_compatible for r in rows)
+    )
+    assert s.immunized == sum(bool(r.immunized) for r in rows)
+    assert s.mean_benign_raw == pytest.approx(statistics.fmean(r.benign_raw for r in rows))
+    assert s.mean_benign_immunized == pytest.approx(
+        statistics.fmean(r.benign_immunized for r in rows)
+    )
 
 
 def _row(method: str, **values: object) -> SweepRow:
@@ -136,19 +145,26 @@ def _row(method: str, **values: object) -> SweepRow:
 
 
 def test_summary_of_unbounded_and_failed_runs():
-    done = {"rir_paper_compatible": 2.0, "harmful_ratio": 3.0, "benign_ratio": 1.5}
+    done = {
+        "rir_paper_compatible": 2.0,
+        "harmful_ratio": 3.0,
+        "benign_ratio": 1.5,
+        "benign_raw": 0.9,
+        "benign_immunized": 0.75,
+    }
     rows = [
-        _row("a", rir=4.0, bound=math.inf, wall_seconds=1.0, **done),
-        _row("a", rir=0.5, bound=math.inf, wall_seconds=3.0, **done),
+        _row("a", rir=4.0, bound=math.inf, wall_seconds=1.0, immunized=True, **done),
+        _row("a", rir=0.5, bound=math.inf, wall_seconds=3.0, immunized=False, **done),
+        _row("a", rir=1.0, bound=math.inf, wall_seconds=2.0, immunized=False, **done),
         _row("a", error="ValueError: boom"),
         _row("b", error="ValueError: boom"),
     ]
     a, b = summarize(rows)
     assert a == MethodSummary(
         method="a",
-        runs=2,
+        runs=3,
         failed=1,
-        mean_rir=2.25,
+        mean_rir=5.5 / 3,
         mean_rir_paper_compatible=2.0,
         mean_harmful_ratio=3.0,
         mean_benign_ratio=1.5,
@@ -157,6 +173,11 @@ def test_summary_of_unbounded_and_failed_runs():
         benign_kept=0,
         rir_above_1=1,
         mean_wall_seconds=2.0,
+        median_rir=1.0,  # the median beside the mean that one pair carries
+        median_rir_paper_compatible=2.0,
+        immunized=1,
+        mean_benign_raw=0.9,
+        mean_benign_immunized=0.75,
     )
     assert b == MethodSummary(method="b", runs=0, failed=1)
     assert b.mean_rir is None

@@ -34,13 +34,9 @@ from torch import Tensor
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
+from condimmune.core.eigenpairs import EigenvectorMethod, psd_eigenpair
 from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
-from condimmune.core.spectral import (
-    EigenvectorMethod,
-    _psd_eigenvalues,
-    first_nonzero,
-    psd_eigenpair,
-)
+from condimmune.core.spectral import _psd_eigenvalues, first_nonzero
 
 __all__ = [
     "RankDeficiency",
@@ -145,7 +141,7 @@ def r_well_value_and_gradient(
     Monotone step bound: :math:`(\sqrt{\sigma_1}-\sqrt{\sigma_2}) /
     (2(\sigma_1^{3/2}(1-1/p) + \sigma_2^{3/2}/p))` (0 when σ_1 is repeated); unit step
     :math:`1/(2\sigma_1(1-1/p))`. Value, gradient, steps and log κ share one spectrum
-    (``eigenvectors``: see :class:`~condimmune.core.spectral.EigenvectorMethod`).
+    (``eigenvectors``: see :class:`~condimmune.core.eigenpairs.EigenvectorMethod`).
     No input checks: internal fast path of :mod:`condimmune.core.step`.
     """
     values, v1, fallback = psd_eigenpair(mat, eigenvectors, lambda values: len(values) - 1)

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -29,11 +26,6 @@ from condimmune.core._validation import check_matrix, check_rtol, check_symmetri
 from condimmune.core.errors import DegenerateSpectrumError
 
 __all__ = [
-    "DENSE_EIGH_MAX_SIZE",
-    "EigenvectorChooser",
-    "EigenvectorMethod",
-    "LogKappaGradient",
-    "PsdSpectrum",
     "condition_number",
     "condition_number_features",
     "covariance_eigenvalues",
@@ -41,14 +33,10 @@ __all__ = [
     "first_nonzero",
     "log_condition_number",
     "log_condition_number_features",
-    "log_condition_number_features_gradient",
     "nonzero_eigenvalues",
     "nonzero_mask",
     "numerical_rank",
     "paper_compatible_condition_number",
-    "psd_eigenpair",
-    "psd_eigenvector",
-    "psd_spectrum",
 ]
 
 PAPER_RIDGE = 1e-6
@@ -111,178 +99,6 @@ def _psd_eigh(S: Tensor, name: str = "the regularized covariance") -> tuple[Tens
     lam, vecs = torch.linalg.eigh(S)
     _check_psd_spectrum(lam, name)
     return lam, vecs
-
-
-class EigenvectorMethod(StrEnum):
-    """Where :func:`psd_eigenvector` takes a regularizer's one eigenvector from.
-
-    ``dense``: a full ``eigh`` (all eigenvectors). ``inverse-iteration``: ``eigvalsh`` for the
-    values, then inverse iteration for the one vector, with a gap and residual check and
-    the dense ``eigh`` as fallback. ``auto``: dense up to :data:`DENSE_EIGH_MAX_SIZE`.
-    """
-
-    AUTO = "auto"
-    DENSE = "dense"
-    INVERSE_ITERATION = "inverse-iteration"
-
-
-DENSE_EIGH_MAX_SIZE = 256
-"""Below this size a full ``eigh`` costs less than a millisecond, so ``auto`` keeps it (and
-with it the exact numbers of the dense path); above it the eigenvector back-transformation
-of ``eigh`` doubles the cost of ``eigvalsh`` and runs many small parallel regions, which is
-what makes it slow beside a competing process."""
-
-_MIN_RELATIVE_GAP = 1e-6
-"""Inverse iteration is used only when the eigenvalue's distance to its neighbours is at
-least this fraction of σ_max. Any eigenvector of a gap ``g`` is determined only to about
-``size · eps · σ_max / g`` (``eigh``'s included), so below this the two methods could
-return visibly different vectors and the dense one is used."""
-
-_TOP_SHIFT_FRACTION = 2.0**-20
-"""The top eigenvector's shift lies ``δ`` above σ_max, ``δ`` this fraction of the gap (but
-at least ``16 · size · eps · σ_max``, above the rounding of σ_max and of the factorisation):
-``μI − S`` is then positive definite (Cholesky, half the work of an LU) and each step
-shrinks the other components by ``δ / (δ + gap)`` ≤ 1e-5 (gap ≥ ``_MIN_RELATIVE_GAP · σ_max``)."""
-
-_TOP_STEPS = 4
-"""(1e-5)⁴: rounding level even from a start vector with a small component."""
-
-_INTERIOR_STEPS = 2
-"""An interior eigenvalue is its own shift (error ~ eps · σ_max, against a gap of at least
-``_MIN_RELATIVE_GAP · σ_max``): each step shrinks the other components by ≤ 1e-9."""
-
-
-class EigenvectorChooser:
-    """The :class:`EigenvectorMethod` for each of a sequence of related decompositions (the
-    steps of one training run): ``method``, except that after a call whose inverse iteration
-    was refused the next ``dense_after_fallback`` calls go straight to the dense ``eigh``
-    (whose vector the fallback would have used anyway) before trying again. A spectrum
-    clustered at the eigenvalue (the noise floor of a rank-deficient Gram matrix) stays
-    clustered from step to step, so the futile attempts are skipped."""
-
-    def __init__(self, method: EigenvectorMethod, dense_after_fallback: int = 8) -> None:
-        self.method = method
-        self.dense_after_fallback = dense_after_fallback
-        self._dense_left = 0
-
-    def next_method(self) -> EigenvectorMethod:
-        """The method for the next decomposition."""
-        if self._dense_left > 0:
-            self._dense_left -= 1
-            return EigenvectorMethod.DENSE
-        return self.method
-
-    def record(self, fallback: bool) -> None:
-        """Report whether the decomposition just made fell back to the dense ``eigh``."""
-        if fallback:
-            self._dense_left = self.dense_after_fallback
-
-
-@dataclass(frozen=True)
-class PsdSpectrum:
-    """Ascending eigenvalues of a symmetric PSD matrix, with all eigenvectors when ``eigh``
-    computed them (else ``None``; :func:`psd_eigenvector` then computes the one needed)."""
-
-    matrix: Tensor
-    values: Tensor
-    vectors: Tensor | None
-
-
-def psd_spectrum(
-    S: Tensor,
-    method: EigenvectorMethod = EigenvectorMethod.AUTO,
-    name: str = "the regularized covariance",
-) -> PsdSpectrum:
-    """One eigendecomposition of ``S`` (checked as :func:`_psd_eigenvalues` does), shared by a
-    regularizer's value, gradient, step sizes and log κ. No input checks: internal."""
-    if method is EigenvectorMethod.DENSE or (
-        method is EigenvectorMethod.AUTO and S.shape[0] <= DENSE_EIGH_MAX_SIZE
-    ):
-        lam, vecs = _psd_eigh(S, name)
-        return PsdSpectrum(S, lam, vecs)
-    return PsdSpectrum(S, _psd_eigenvalues(S, name), None)
-
-
-def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
-    r"""Unit eigenvector (p × 1) of ``spectrum.values[index]``, or ``None`` if refused.
-
-    From the stored ``eigh`` vectors if there are any; else by inverse iteration with the
-    eigenvalue as shift (one factorisation, at most :math:`\tfrac23 p^3` flops against the
-    :math:`\approx 2p^3` of the back-transformation it replaces). It is refused (``None``)
-    unless the eigenvalue is separated from its neighbours by ``_MIN_RELATIVE_GAP · σ_max``
-    and the residual :math:`\|Sx - \theta x\|` (θ the Rayleigh quotient) is at rounding
-    level (``p · eps · σ_max``); the caller then decides with the dense
-    ``psd_spectrum(S, EigenvectorMethod.DENSE)``, so that a clustered eigenvalue gets the
-    vector, and the values, of the dense path.
-    """
-    index = index % spectrum.values.numel()
-    if spectrum.vectors is None:
-        return _inverse_iteration(spectrum.matrix, spectrum.values, index)
-    return spectrum.vectors[:, index : index + 1]
-
-
-def psd_eigenpair(
-    mat: Tensor, method: EigenvectorMethod, pick: Callable[[list[float]], int]
-) -> tuple[list[float], Tensor, bool]:
-    """``(ascending eigenvalues, unit eigenvector, fell back)`` for the eigenvalue that
-    ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
-    is refused (:func:`psd_eigenvector`). The scalar work on the spectrum is done on Python
-    floats: a tensor operation per scalar costs more than it."""
-    spectrum = psd_spectrum(mat, method)
-    values = spectrum.values.tolist()
-    vector = psd_eigenvector(spectrum, pick(values))
-    if vector is not None:
-        return values, vector, False
-    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE)
-    values = spectrum.values.tolist()
-    vector = psd_eigenvector(spectrum, pick(values))
-    if vector is None:  # pragma: no cover - dense spectra always carry their vectors
-        raise AssertionError("a dense spectrum has no eigenvectors")
-    return values, vector, True
-
-
-def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:
-    """The eigenvector of ``values[index]`` by inverse iteration, or ``None`` (see caller)."""
-    lam = values.tolist()
-    target, top = lam[index], lam[-1]
-    gap = min(abs(lam[j] - target) for j in (index - 1, index + 1) if 0 <= j < len(lam))
-    if not gap >= _MIN_RELATIVE_GAP * top:
-        return None
-    if index == len(lam) - 1:
-        shifted = -S
-        floor = 16 * S.shape[0] * torch.finfo(S.dtype).eps * top
-        shifted.diagonal().add_(target + max(_TOP_SHIFT_FRACTION * gap, floor))
-        factor, info = torch.linalg.cholesky_ex(shifted)
-        if int(info) != 0:
-            return None
-        steps = _TOP_STEPS
-
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.cholesky_solve(x, factor)
-            return solved
-
-    else:
-        shifted = S.clone()
-        shifted.diagonal().sub_(target)
-        lu, pivots, _ = torch.linalg.lu_factor_ex(shifted)
-        steps = _INTERIOR_STEPS
-
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.linalg.lu_solve(lu, pivots, x)
-            return solved
-
-    # a fixed generator: the start vector, hence the result, is reproducible
-    start = torch.Generator(device=S.device).manual_seed(0)
-    x = torch.randn(S.shape[0], 1, generator=start, dtype=S.dtype, device=S.device)
-    for _ in range(steps):
-        x = solve(x)
-        x = x / torch.linalg.vector_norm(x)
-    sx = S @ x
-    residual = float(torch.linalg.vector_norm(sx - (x.mT @ sx) * x))
-    # not (≤) also rejects the NaN of an exactly singular shifted matrix
-    if not residual <= S.shape[0] * torch.finfo(S.dtype).eps * top:
-        return None
-    return x
 
 
 def _check_psd_spectrum(lam: Tensor, name: str) -> None:
@@ -357,78 +173,6 @@ def log_condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> 
     rtol = check_rtol(rtol)
     lam = covariance_eigenvalues(Phi)
     return _log_kappa(lam[nonzero_mask(lam, rtol=rtol, size=Phi.shape[1])])
-
-
-_FEATURES = "Phi's covariance"
-
-
-def _extreme_eigenpairs(
-    spectrum: PsdSpectrum, size: int, rtol: float | None
-) -> tuple[tuple[float, float], list[tuple[Tensor, float]] | None]:
-    """``((σ_max, σ_min), [(v_max, 2/σ_max), (v_min, −2/σ_min)])`` over the numerical range of
-    a matrix of ``size``; the vectors are ``None`` when inverse iteration refused one."""
-    values = spectrum.values.tolist()
-    top = len(values) - 1
-    low = first_nonzero(values, size=size, dtype=spectrum.values.dtype, rtol=rtol)
-    extremes = (values[top], values[low])
-    v_top, v_low = psd_eigenvector(spectrum, top), psd_eigenvector(spectrum, low)
-    if v_top is None or v_low is None:
-        return extremes, None
-    return extremes, [(v_top, 2.0 / values[top]), (v_low, -2.0 / values[low])]
-
-
-@dataclass(frozen=True)
-class LogKappaGradient:
-    """``log κ(ΦᵀΦ)`` over the numerical range and its gradient with respect to ``Φ``."""
-
-    log_kappa: float
-    gradient: Tensor
-    fallback: bool
-    """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vectors."""
-
-
-def log_condition_number_features_gradient(
-    Phi: Tensor,
-    *,
-    rtol: float | None = None,
-    eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO,
-) -> LogKappaGradient:
-    r"""``log κ(ΦᵀΦ)`` and ``∂ log κ / ∂Φ`` from one spectrum, without autograd.
-
-    With :math:`\lambda_i = v_i^\top \Phi^\top\Phi\, v_i` (unit eigenvectors, Eq. 1's
-    σ_max and σ_min over the numerical range), :math:`\partial\lambda_i/\partial\Phi =
-    2\Phi v_iv_i^\top`, so
-
-    .. math:: \frac{\partial \log\kappa}{\partial\Phi}
-        = 2\Big(\frac{(\Phi v_1)v_1^\top}{\sigma_{\max}}
-               - \frac{(\Phi v_m)v_m^\top}{\sigma_{\min}}\Big),
-
-    and on the Gram matrix (``n < k``, eigenvectors ``u``) :math:`2(u_1(u_1^\top\Phi)/
-    \sigma_{\max} - u_m(u_m^\top\Phi)/\sigma_{\min})`: two rank-one terms, the gradient that
-    autograd takes through ``eigvalsh`` in :func:`log_condition_number_features` (same
-    ``rtol`` rule), but with ``eigvalsh`` plus two inverse iterations instead of a full
-    ``eigh`` above :data:`DENSE_EIGH_MAX_SIZE` (``eigenvectors``; the dense ``eigh`` when a
-    vector is refused). No input checks: internal fast path of the Opt κ baseline.
-    """
-    n, k = Phi.shape
-    gram = n < k
-    mat = Phi @ Phi.mT if gram else Phi.mT @ Phi
-    values, pairs = _extreme_eigenpairs(psd_spectrum(mat, eigenvectors, _FEATURES), k, rtol)
-    fallback = pairs is None
-    if pairs is None:
-        values, pairs = _extreme_eigenpairs(
-            psd_spectrum(mat, EigenvectorMethod.DENSE, _FEATURES), k, rtol
-        )
-    if pairs is None:  # pragma: no cover - dense spectra carry their vectors
-        raise AssertionError("a dense spectrum has no eigenvectors")
-    gradient = Phi.new_zeros(Phi.shape)
-    for vector, scale in pairs:
-        if gram:
-            gradient.addmm_(vector, vector.mT @ Phi, alpha=scale)
-        else:
-            gradient.addmm_(Phi @ vector, vector.mT, alpha=scale)
-    top, low = values
-    return LogKappaGradient(math.log(top) - math.log(low), gradient, fallback)
 
 
 def condition_number_features(Phi: Tensor, *, rtol: float | None = None) -> Tensor:

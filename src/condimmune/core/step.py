@@ -28,9 +28,9 @@ computation up to the order of floating-point sums:
   there are zero (``XᵀX + ρI`` is block-diagonal across them, ρ > 0), so the direction is
   zero in those columns;
 * each regularizer's value, gradient, step sizes and log κ come from one eigendecomposition,
-  and for a matrix larger than :data:`~condimmune.core.spectral.DENSE_EIGH_MAX_SIZE` only
+  and for a matrix larger than :data:`~condimmune.core.eigenpairs.DENSE_EIGH_MAX_SIZE` only
   its eigenvalues are computed in full (the one eigenvector needed by inverse iteration,
-  :func:`~condimmune.core.spectral.psd_eigenvector`).
+  :func:`~condimmune.core.eigenpairs.psd_eigenvector`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
+from condimmune.core.eigenpairs import EigenvectorChooser, EigenvectorMethod
 from condimmune.core.preconditioner import InputPreconditioner
 from condimmune.core.regularizers import (
     RankDeficiency,
@@ -56,7 +57,6 @@ from condimmune.core.regularizers import (
     r_well_value_and_gradient,
 )
 from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
-from condimmune.core.spectral import EigenvectorChooser, EigenvectorMethod
 
 __all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
 
@@ -149,7 +149,7 @@ class PreconditionedRegularizerStep:
         weighting: ``"fixed"`` (weights are λ_P, λ_H), ``"monotone"`` or ``"unit"``
             (weights are fractions of spectral step sizes); see :class:`StepWeighting`.
         eigenvectors: where the regularizers' eigenvectors come from
-            (:class:`~condimmune.core.spectral.EigenvectorMethod`; ``"auto"``: ``eigh``
+            (:class:`~condimmune.core.eigenpairs.EigenvectorMethod`; ``"auto"``: ``eigh``
             for small matrices, inverse iteration for large ones).
     """
 

@@ -28,7 +28,7 @@ from condimmune.experiments.config import ExperimentConfig, config_from_dict, co
 from condimmune.experiments.records import LinearRunMetrics, read_metrics
 from condimmune.experiments.registry import Experiment
 from condimmune.experiments.rundir import claim_output_dir, read_json, read_yaml_mapping
-from condimmune.experiments.sweep_tables import SweepRow, write_tables
+from condimmune.experiments.sweep_tables import SweepRow, row_order, write_tables
 from condimmune.methods.registry import method_spec
 
 __all__ = ["SweepJob", "all_ordered_pairs", "make_jobs", "parse_pairs", "run_sweep"]
@@ -219,13 +219,6 @@ def _finished_run(job: SweepJob) -> LinearRunMetrics | None:
     return metrics
 
 
-def _sort_key(row: SweepRow) -> tuple[str, str, str, int]:
-    def text(v: int | None) -> str:
-        return "" if v is None else str(v)
-
-    return (row.method, text(row.benign), text(row.harmful), row.seed)
-
-
 def run_sweep(
     base: ExperimentConfig,
     *,
@@ -281,6 +274,6 @@ def _run_sweep(
                 rows.append(fut.result())
                 bar.update()
     bar.close()
-    rows.sort(key=_sort_key)
+    rows.sort(key=row_order)
     write_tables(out_dir, rows, methods=methods if pairs is not None else [])
     return rows

@@ -25,6 +25,7 @@ __all__ = [
     "CSV_FIELDS",
     "MethodSummary",
     "SweepRow",
+    "row_order",
     "summarize",
     "summary_table",
     "write_tables",
@@ -125,9 +126,12 @@ CSV_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SweepRow)
 @dataclass(frozen=True)
 class MethodSummary:
     """Per-method means over the successful runs (arithmetic mean of per-run RIR, as the
-    paper's Table 2). With ``runs == 0`` (every run failed) the means are ``None``.
+    paper's Table 2), with the medians beside them (one pair can carry the mean on an
+    unbounded protocol). With ``runs == 0`` (every run failed) the means are ``None``.
     ``mean_bound`` is ``math.inf`` when every run's bound is unbounded;
-    ``mean_fraction_of_bound`` is ``None`` when no run has one."""
+    ``mean_fraction_of_bound`` is ``None`` when no run has one. ``immunized`` counts the runs
+    that meet Def. 3.1; ``mean_benign_raw``/``mean_benign_immunized`` are the held-out benign
+    metric (accuracy or MSE) of the raw and the immunized model."""
 
     method: str
     runs: int
@@ -141,6 +145,20 @@ class MethodSummary:
     benign_kept: int = 0
     rir_above_1: int = 0
     mean_wall_seconds: float | None = None
+    median_rir: float | None = None
+    median_rir_paper_compatible: float | None = None
+    immunized: int = 0
+    mean_benign_raw: float | None = None
+    mean_benign_immunized: float | None = None
+
+
+def row_order(row: SweepRow) -> tuple[str, str, str, int]:
+    """The order of a sweep's rows: by method, pair, seed."""
+
+    def text(v: int | None) -> str:
+        return "" if v is None else str(v)
+
+    return (row.method, text(row.benign), text(row.harmful), row.seed)
 
 
 def _pair_of(config: ExperimentConfig) -> tuple[int | None, int | None]:
@@ -177,6 +195,7 @@ def summarize(rows: list[SweepRow]) -> list[MethodSummary]:
         finite = [b for b in bounds if math.isfinite(b)]
         fractions = [r.rir_fraction_of_bound for r in rs if r.rir_fraction_of_bound is not None]
         rir = [_value(r.rir, r, "rir") for r in rs]
+        paper = [_value(r.rir_paper_compatible, r, "rir_paper_compatible") for r in rs]
         benign_ratio = [_value(r.benign_ratio, r, "benign_ratio") for r in rs]
         out.append(
             MethodSummary(
@@ -184,9 +203,7 @@ def summarize(rows: list[SweepRow]) -> list[MethodSummary]:
                 runs=len(rs),
                 failed=failed,
                 mean_rir=statistics.fmean(rir),
-                mean_rir_paper_compatible=statistics.fmean(
-                    _value(r.rir_paper_compatible, r, "rir_paper_compatible") for r in rs
-                ),
+                mean_rir_paper_compatible=statistics.fmean(paper),
                 mean_harmful_ratio=statistics.fmean(
                     _value(r.harmful_ratio, r, "harmful_ratio") for r in rs
                 ),
@@ -197,6 +214,13 @@ def summarize(rows: list[SweepRow]) -> list[MethodSummary]:
                 rir_above_1=sum(v > 1 for v in rir),
                 mean_wall_seconds=statistics.fmean(
                     _value(r.wall_seconds, r, "wall_seconds") for r in rs
+                ),
+                median_rir=statistics.median(rir),
+                median_rir_paper_compatible=statistics.median(paper),
+                immunized=sum(bool(r.immunized) for r in rs),
+                mean_benign_raw=statistics.fmean(_value(r.benign_raw, r, "benign_raw") for r in rs),
+                mean_benign_immunized=statistics.fmean(
+                    _value(r.benign_immunized, r, "benign_immunized") for r in rs
                 ),
             )
         )
@@ -236,21 +260,23 @@ def _write_markdown(path: Path, rows: list[SweepRow]) -> None:
     lines = [
         "# Sweep",
         "",
-        "| method | runs | mean RIR | mean RIR (paper-compatible) | "
-        "mean (i) | mean (ii) | mean bound | mean RIR/bound | κ_P kept | RIR > 1 | "
-        "s/run | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | runs | mean RIR | median RIR | mean RIR (paper-compatible) | "
+        "median RIR (paper-compatible) | mean (i) | mean (ii) | mean bound | mean RIR/bound | "
+        "κ_P kept | RIR > 1 | Def. 3.1 | benign metric raw → imm. (mean) | s/run | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summarize(rows):
         if not s.runs:
-            lines.append(f"| {s.method} | 0 |" + " — |" * 9 + f" {s.failed} |")
+            lines.append(f"| {s.method} | 0 |" + " — |" * 13 + f" {s.failed} |")
             continue
         lines.append(
-            f"| {s.method} | {s.runs} | {f(s.mean_rir)} | "
-            f"{f(s.mean_rir_paper_compatible)} | {f(s.mean_harmful_ratio)} | "
-            f"{f(s.mean_benign_ratio)} | {f(s.mean_bound)} | "
+            f"| {s.method} | {s.runs} | {f(s.mean_rir)} | {f(s.median_rir)} | "
+            f"{f(s.mean_rir_paper_compatible)} | {f(s.median_rir_paper_compatible)} | "
+            f"{f(s.mean_harmful_ratio)} | {f(s.mean_benign_ratio)} | {f(s.mean_bound)} | "
             f"{f(s.mean_fraction_of_bound)} | {s.benign_kept}/{s.runs} | "
-            f"{s.rir_above_1}/{s.runs} | {s.mean_wall_seconds:.2f} | {s.failed} |"
+            f"{s.rir_above_1}/{s.runs} | {s.immunized}/{s.runs} | "
+            f"{f(s.mean_benign_raw)} → {f(s.mean_benign_immunized)} | "
+            f"{s.mean_wall_seconds:.2f} | {s.failed} |"
         )
     lines += [
         "",

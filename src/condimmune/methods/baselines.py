@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from condimmune.core.rows import nonzero_columns
-from condimmune.core.spectral import (
+from condimmune.core.eigenpairs import (
     EigenvectorChooser,
     EigenvectorMethod,
-    log_condition_number_features,
     log_condition_number_features_gradient,
     psd_eigenpair,
 )
+from condimmune.core.rows import nonzero_columns
+from condimmune.core.spectral import log_condition_number_features
 from condimmune.methods.base import (
     DeepSolver,
     LinearPlan,
@@ -50,7 +50,7 @@ def _none_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
 class _OptKappaDirection:
     r"""``λ ∇_W (log κ(S_P) − log κ(S_H))`` for ``Φ = X Wᵀ``: ``λ (A_Pᵀ X_P − A_Hᵀ X_H)``
     with ``A = ∂ log κ / ∂Φ`` from
-    :func:`~condimmune.core.spectral.log_condition_number_features_gradient` (the eigenvalue
+    :func:`~condimmune.core.eigenpairs.log_condition_number_features_gradient` (the eigenvalue
     gradients autograd would take, from ``eigvalsh`` and inverse iteration).
     All-zero input columns (raw-MNIST borders) are left out of the products: they add exact
     zeros to ``Φ``, and the gradient is zero there."""

@@ -1,0 +1,133 @@
+"""Sweeps run apart, combined (experiments/sweep_combine.py, `condimmune sweep-table`): the
+CSV reads back to the same rows, two halves give the table of the whole, and each bad input
+is refused with the file named."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from _cli_support import invoke
+
+from condimmune.core.errors import UserError
+from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
+from condimmune.experiments.sweep import run_sweep
+from condimmune.experiments.sweep_combine import combine_sweeps, read_sweep_csv
+from condimmune.experiments.sweep_tables import SweepRow
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[SweepRow]]:
+    """Two sweeps of the same digits runs, one per pair, and the rows of one sweep of both."""
+    root = tmp_path_factory.mktemp("combine")
+    cfg = apply_overrides(default_config("digits"), ["train.epochs=1"])
+    assert isinstance(cfg, ExperimentConfig)
+
+    def sweep(out: Path, pairs: list[tuple[int, int]]) -> list[SweepRow]:
+        return run_sweep(
+            cfg,
+            methods=["closed-form"],
+            seeds=[0],
+            pairs=pairs,
+            out_dir=out,
+            workers=1,
+            progress=False,
+        )
+
+    sweep(root / "first", [(1, 7)])
+    sweep(root / "second", [(7, 1)])
+    both = sweep(root / "both", [(1, 7), (7, 1)])
+    return root / "first", root / "second", both
+
+
+def _without_dirs_and_times(rows: list[SweepRow]) -> list[tuple[object, ...]]:
+    # run directories and wall times differ between the sweeps; every number must not
+    return [
+        (
+            r.method,
+            r.seed,
+            r.benign,
+            r.harmful,
+            r.rir,
+            r.rir_paper_compatible,
+            r.bound,
+            r.benign_raw,
+            r.benign_immunized,
+            r.steps_immunized,
+            r.immunized,
+        )
+        for r in rows
+    ]
+
+
+def test_a_sweep_csv_reads_back_to_its_rows(halves):
+    first, _, _ = halves
+    rows = read_sweep_csv(first)
+    assert rows == read_sweep_csv(first / "sweep.csv")
+    (row,) = rows
+    assert isinstance(row, SweepRow) and isinstance(row.steps_immunized, int)
+    assert isinstance(row.immunized, bool) and row.error == ""
+
+
+def test_two_halves_combine_to_the_table_of_the_whole(halves, tmp_path):
+    first, second, both = halves
+    rows = combine_sweeps([second, first / "sweep.csv"], tmp_path / "out")
+    assert _without_dirs_and_times(rows) == _without_dirs_and_times(both)
+    assert read_sweep_csv(tmp_path / "out") == rows
+    assert "mean RIR" in (tmp_path / "out" / "sweep.md").read_text()
+    assert (tmp_path / "out" / "heatmap_closed-form.png").is_file()
+
+
+def _rewrite(src: Path, dst: Path, column: str, value: str) -> Path:
+    with (src / "sweep.csv").open(newline="") as fh:
+        lines = list(csv.DictReader(fh))
+    lines[0][column] = value
+    with dst.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(lines[0]))
+        writer.writeheader()
+        writer.writerows(lines)
+    return dst
+
+
+def test_a_run_in_two_sweeps_is_refused(halves, tmp_path):
+    first, _, _ = halves
+    with pytest.raises(UserError, match=r"also in .*first"):
+        combine_sweeps([first, first / "sweep.csv"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("immunized", "maybe", "line 2, column immunized: expected True or False"),
+        ("seed", "", "line 2, column seed"),
+        ("rir", "big", "line 2, column rir"),
+    ],
+    ids=["bad-bool", "missing-required", "bad-float"],
+)
+def test_a_bad_cell_is_refused_with_its_line(halves, tmp_path, column, value, message):
+    bad = _rewrite(halves[0], tmp_path / "bad.csv", column, value)
+    with pytest.raises(UserError, match=message) as err:
+        read_sweep_csv(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_foreign_and_missing_files_are_refused(tmp_path):
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match=r"not a sweep\.csv"):
+        read_sweep_csv(foreign)
+    with pytest.raises(UserError, match="cannot be read"):
+        read_sweep_csv(tmp_path / "missing")
+    with pytest.raises(UserError, match="no sweep given"):
+        combine_sweeps([], tmp_path / "out")
+
+
+def test_the_command_prints_the_summary_and_names_a_bad_file(halves, tmp_path):
+    first, second, _ = halves
+    result = invoke("sweep-table", str(first), str(second), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "2 runs from 2 sweeps" in result.output and "closed-form" in result.output
+    bad = invoke("sweep-table", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2"))
+    assert bad.exit_code == 2 and "nowhere" in bad.output

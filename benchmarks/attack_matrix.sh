@@ -10,6 +10,9 @@
 # (finished runs are kept, a killed run resumes from its checkpoint).
 # Each worker runs one thread (OMP_NUM_THREADS=1): on a busy CPU, torch's thread pool
 # otherwise spends most of its time waiting.
+# KEEP=DIR copies each attacked run's metrics.json (all `condimmune attack-matrix` reads, a
+# few hundred kB) to DIR/<run>/metrics.json, so that a matrix too long for one session can be
+# committed piece by piece and combined later: `condimmune attack-matrix DIR --out REPORT`.
 set -euo pipefail
 experiment=$1
 out=$2
@@ -32,10 +35,13 @@ one() {  # one (method, seed): run if missing, attack if not attacked yet; 1 on 
     condimmune attack "$dir" --no-progress "${attack_args[@]}" > "$dir.attack.log" 2>&1 ||
       { echo "attack failed: $dir"; return 1; }
   fi
+  if [[ -n ${KEEP:-} ]]; then
+    mkdir -p "$KEEP/${dir##*/}" && cp "$dir/metrics.json" "$KEEP/${dir##*/}/metrics.json"
+  fi
   echo "done $method seed $seed"
 }
 export -f one
-export experiment out
+export experiment out KEEP
 export attack_args_text="${attack_args[*]}"
 
 start=$(date +%s)

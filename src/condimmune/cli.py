@@ -1,4 +1,5 @@
-"""The ``condimmune`` command line: run, list, evaluate, attack, attack-matrix, sweep.
+"""The ``condimmune`` command line: run, list, evaluate, attack, attack-matrix, sweep,
+sweep-table.
 
 One error boundary (:class:`_Boundary`) wraps every command: an error the user can cause
 (a bad config key or value, a missing or damaged file, an unwritable or busy --out, a full

@@ -33,12 +33,18 @@ def test_inverse_iteration_eigenvectors_match_eigh(spectrum, gen):
     fast = psd_spectrum(S, EigenvectorMethod.INVERSE_ITERATION)
     assert fast.vectors is None
     # the top (Cholesky path), an interior and the smallest non-zero (LU path)
-    for index in (-1, len(spectrum) - 2, spectrum.count(0.0)):
+    values = sorted(spectrum)
+    for index in (len(spectrum) - 1, len(spectrum) - 2, spectrum.count(0.0)):
         x = psd_eigenvector(fast, index)
         assert x is not None
-        v = vectors[:, index : index + 1]
+        v = vectors[:, [index]]
         assert float(x.norm()) == pytest.approx(1.0, rel=1e-14)
-        assert float(torch.minimum((x - v).norm(), (x + v).norm())) < 1e-12
+        # any eigenvector of an eigenvalue with gap g is determined to about p·eps·σ_max/g
+        gap = min(
+            abs(values[j] - values[index]) for j in (index - 1, index + 1) if 0 <= j < len(values)
+        )
+        tol = 10 * len(values) * np.finfo(np.float64).eps * values[-1] / gap
+        assert float(torch.minimum((x - v).norm(), (x + v).norm())) < tol
 
 
 @pytest.mark.parametrize(
@@ -101,6 +107,22 @@ def test_log_kappa_gradient_matches_autograd(rows, singular_values, method, gen)
     torch.testing.assert_close(
         term.gradient, reference, rtol=tol, atol=tol * float(reference.abs().max())
     )
+
+
+@pytest.mark.parametrize("rtol", [None, 1e-3, 0.2], ids=["default", "1e-3", "0.2"])
+def test_log_kappa_gradient_counts_zeros_as_a_k_column_covariance_does(rtol, gen):
+    # Φ 4 × 1000: a Gram eigenvalue of 1e-14 σ_max lies between n·eps and k·eps, so it is a
+    # zero of the 1000 × 1000 covariance (default rtol k·eps) although a 4 × 4 matrix's
+    # rule would keep it
+    phi = features_with_singular_values(4, [1e-7, 0.5, 0.8, 1.0] + [0.0] * 996, gen)
+    term = log_condition_number_features_gradient(phi, rtol=rtol)
+    phi_ref = phi.detach().clone().requires_grad_(True)
+    log_kappa = ci.log_condition_number_features(phi_ref, rtol=rtol)
+    (reference,) = torch.autograd.grad(log_kappa, phi_ref)
+    assert term.log_kappa == pytest.approx(float(log_kappa.detach()), rel=1e-12)
+    if rtol is None:
+        assert term.log_kappa == pytest.approx(math.log(1.0 / 0.5**2), rel=1e-9)
+    torch.testing.assert_close(term.gradient, reference, rtol=1e-9, atol=1e-12)
 
 
 def test_log_kappa_gradient_is_the_derivative_of_log_kappa(gen):

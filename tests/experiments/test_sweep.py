@@ -145,17 +145,42 @@ def _row(method: str, **values: object) -> SweepRow:
 
 
 def test_summary_of_unbounded_and_failed_runs():
-    done = {
-        "rir_paper_compatible": 2.0,
-        "harmful_ratio": 3.0,
-        "benign_ratio": 1.5,
-        "benign_raw": 0.9,
-        "benign_immunized": 0.75,
-    }
+    # skewed, distinct values: each mean differs from its median
+    done = {"harmful_ratio": 3.0, "benign_ratio": 1.5}
     rows = [
-        _row("a", rir=4.0, bound=math.inf, wall_seconds=1.0, immunized=True, **done),
-        _row("a", rir=0.5, bound=math.inf, wall_seconds=3.0, immunized=False, **done),
-        _row("a", rir=1.0, bound=math.inf, wall_seconds=2.0, immunized=False, **done),
+        _row(
+            "a",
+            rir=4.0,
+            rir_paper_compatible=1.0,
+            benign_raw=1.0,
+            benign_immunized=0.5,
+            bound=math.inf,
+            wall_seconds=1.0,
+            immunized=True,
+            **done,
+        ),
+        _row(
+            "a",
+            rir=0.5,
+            rir_paper_compatible=2.0,
+            benign_raw=0.25,
+            benign_immunized=0.5,
+            bound=math.inf,
+            wall_seconds=3.0,
+            immunized=False,
+            **done,
+        ),
+        _row(
+            "a",
+            rir=1.0,
+            rir_paper_compatible=9.0,
+            benign_raw=0.25,
+            benign_immunized=0.875,
+            bound=math.inf,
+            wall_seconds=2.0,
+            immunized=False,
+            **done,
+        ),
         _row("a", error="ValueError: boom"),
         _row("b", error="ValueError: boom"),
     ]
@@ -165,7 +190,7 @@ def test_summary_of_unbounded_and_failed_runs():
         runs=3,
         failed=1,
         mean_rir=5.5 / 3,
-        mean_rir_paper_compatible=2.0,
+        mean_rir_paper_compatible=4.0,
         mean_harmful_ratio=3.0,
         mean_benign_ratio=1.5,
         mean_bound=math.inf,
@@ -173,11 +198,11 @@ def test_summary_of_unbounded_and_failed_runs():
         benign_kept=0,
         rir_above_1=1,
         mean_wall_seconds=2.0,
-        median_rir=1.0,  # the median beside the mean that one pair carries
+        median_rir=1.0,
         median_rir_paper_compatible=2.0,
         immunized=1,
-        mean_benign_raw=0.9,
-        mean_benign_immunized=0.75,
+        mean_benign_raw=0.5,
+        mean_benign_immunized=0.625,
     )
     assert b == MethodSummary(method="b", runs=0, failed=1)
     assert b.mean_rir is None

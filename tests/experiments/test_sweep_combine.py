@@ -5,6 +5,7 @@ is refused with the file named."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from condimmune.core.errors import UserError
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
 from condimmune.experiments.sweep import run_sweep
 from condimmune.experiments.sweep_combine import combine_sweeps, read_sweep_csv
-from condimmune.experiments.sweep_tables import SweepRow
+from condimmune.experiments.sweep_tables import SweepRow, write_tables
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +104,87 @@ def test_a_run_in_two_sweeps_is_refused(halves, tmp_path):
         ("immunized", "maybe", "line 2, column immunized: expected True or False"),
         ("seed", "", "line 2, column seed"),
         ("rir", "big", "line 2, column rir"),
+        ("benign", "12", "line 2: the digit pair 12-7 is not two digits 0-9"),
+        ("harmful", "", "line 2: the digit pair 1-None is not two digits 0-9"),
+        ("experiment", "cifar", "line 2: unknown experiment 'cifar'"),
+        ("bound", "", "line 2: a finished run .no error. without bound"),
     ],
-    ids=["bad-bool", "missing-required", "bad-float"],
+    ids=[
+        "bad-bool",
+        "missing-required",
+        "bad-float",
+        "digit-12",
+        "no-harmful-digit",
+        "unknown-experiment",
+        "finished-without-bound",
+    ],
 )
 def test_a_bad_cell_is_refused_with_its_line(halves, tmp_path, column, value, message):
     bad = _rewrite(halves[0], tmp_path / "bad.csv", column, value)
     with pytest.raises(UserError, match=message) as err:
         read_sweep_csv(bad)
     assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda line: line + ",extra", "has 21 cells"),
+        (lambda line: line.rsplit(",", 3)[0], "has 17 cells"),
+    ],
+    ids=["extra-cell", "short-row"],
+)
+def test_a_row_of_the_wrong_length_is_refused(halves, tmp_path, edit, message):
+    header, line, *rest = (halves[0] / "sweep.csv").read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([header, edit(line), *rest]) + "\n")
+    with pytest.raises(UserError, match=f"line 2 {message}, a sweep.csv row has 20"):
+        read_sweep_csv(bad)
+
+
+def test_rows_of_every_kind_read_back_unchanged(tmp_path):
+    done = {
+        "rir": 3.5,
+        "rir_paper_compatible": 1e7,
+        "harmful_ratio": 2.0,
+        "benign_ratio": 0.5,
+        "bound": math.inf,  # unbounded (raw pixels)
+        "rir_fraction_of_bound": None,
+        "benign_metric": "accuracy",
+        "benign_raw": 0.9,
+        "benign_immunized": 0.875,
+        "steps_raw": 10,
+        "steps_immunized": 400,
+        "immunized": False,
+        "wall_seconds": 1.25,
+    }
+    pair = {"experiment": "mnist-pair", "method": "condnum", "benign": 1, "harmful": 7}
+    rows = [
+        SweepRow(**pair, seed=0, run_dir="r/1-7", **done),
+        SweepRow(**pair, seed=1, run_dir="r/1-7b", error="ValueError: κ, σ"),
+    ]
+    house = [
+        SweepRow(
+            experiment="house-price",
+            method="condnum",
+            seed=0,
+            benign=None,
+            harmful=None,
+            run_dir="h",
+            **done,
+        )
+    ]
+    for name, table in (("digits", rows), ("house", house)):
+        (tmp_path / name).mkdir()
+        write_tables(tmp_path / name, table, methods=[])
+        assert read_sweep_csv(tmp_path / name) == table
+
+
+def test_sweeps_of_different_experiments_are_refused(halves, tmp_path):
+    other = _rewrite(halves[1], tmp_path / "other.csv", "experiment", "mnist-pair")
+    with pytest.raises(UserError, match="a sweep of mnist-pair, and one of digits in"):
+        combine_sweeps([halves[0], other], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_foreign_and_missing_files_are_refused(tmp_path):
@@ -128,6 +202,7 @@ def test_the_command_prints_the_summary_and_names_a_bad_file(halves, tmp_path):
     first, second, _ = halves
     result = invoke("sweep-table", str(first), str(second), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert "2 runs from 2 sweeps" in result.output and "closed-form" in result.output
+    assert "2 runs from 2 sweeps" in result.output and "closed" in result.output
+    assert (tmp_path / "out" / "sweep.md").is_file()
     bad = invoke("sweep-table", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2"))
     assert bad.exit_code == 2 and "nowhere" in bad.output

@@ -1,8 +1,9 @@
 r"""Eigenpairs of symmetric PSD matrices for the fast paths: one decomposition per matrix and
 step, and only the eigenvectors a gradient needs.
 
-Every regularizer and log κ gradient of the package is a sum of rank-one terms
-:math:`\lambda_i' v_iv_i^\top` over one or two eigenpairs (Thm 4.1 (3), App. A), so above
+The spectral part of every regularizer and log κ gradient of the package is a sum of
+rank-one terms :math:`c_i v_iv_i^\top` over one or two eigenpairs (plus a multiple of the
+matrix itself for R_well and R_ill; Thm 4.1 (3), App. A), so above
 :data:`DENSE_EIGH_MAX_SIZE` the eigenvalues come from ``eigvalsh`` and each needed vector
 from inverse iteration (:func:`psd_eigenvector`), with the dense ``eigh`` as the fallback
 whenever the vector is not determined to rounding level. Values, thresholds and the
@@ -143,18 +144,22 @@ def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
 
 
 def psd_eigenpair(
-    mat: Tensor, method: EigenvectorMethod, pick: Callable[[list[float]], int]
+    mat: Tensor,
+    method: EigenvectorMethod,
+    pick: Callable[[list[float]], int],
+    name: str = "the regularized covariance",
 ) -> tuple[list[float], Tensor, bool]:
     """``(ascending eigenvalues, unit eigenvector, fell back)`` for the eigenvalue that
     ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
     is refused (:func:`psd_eigenvector`). The scalar work on the spectrum is done on Python
-    floats: a tensor operation per scalar costs more than it."""
-    spectrum = psd_spectrum(mat, method)
+    floats: a tensor operation per scalar costs more than it. ``name`` is the matrix's name
+    in the error raised for a NaN/Inf, zero or indefinite spectrum."""
+    spectrum = psd_spectrum(mat, method, name)
     values = spectrum.values.tolist()
     vector = psd_eigenvector(spectrum, pick(values))
     if vector is not None:
         return values, vector, False
-    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE)
+    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE, name)
     values = spectrum.values.tolist()
     vector = psd_eigenvector(spectrum, pick(values))
     if vector is None:  # pragma: no cover - dense spectra always carry their vectors
@@ -218,7 +223,8 @@ def _extreme_eigenpairs(
     top = len(values) - 1
     low = first_nonzero(values, size=size, dtype=spectrum.values.dtype, rtol=rtol)
     extremes = (values[top], values[low])
-    v_top, v_low = psd_eigenvector(spectrum, top), psd_eigenvector(spectrum, low)
+    v_top = psd_eigenvector(spectrum, top)
+    v_low = None if v_top is None else psd_eigenvector(spectrum, low)
     if v_top is None or v_low is None:
         return extremes, None
     return extremes, [(v_top, 2.0 / values[top]), (v_low, -2.0 / values[low])]

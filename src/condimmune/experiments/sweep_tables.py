@@ -168,7 +168,7 @@ def _pair_of(config: ExperimentConfig) -> tuple[int | None, int | None]:
 
 
 def _write_csv(path: Path, rows: list[SweepRow]) -> None:
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(r.csv_row() for r in rows)
@@ -231,24 +231,26 @@ def summary_table(rows: list[SweepRow]) -> tuple[list[str], list[list[str]]]:
     """The columns and rows of the per-method summary the command line prints."""
     from condimmune.experiments.report import format_number as f
 
-    columns = ["method", "runs", "mean RIR", "mean RIR (paper-compat.)", "mean bound"]
+    columns = ["method", "runs", "mean RIR", "median RIR", "mean RIR (paper-compat.)"]
     table = []
     for s in summarize(rows):
         if not s.runs:
-            table.append([s.method, "0", *["—"] * 5])
+            table.append([s.method, "0", *["—"] * 7])
             continue
         table.append(
             [
                 s.method,
                 str(s.runs),
                 f(s.mean_rir),
+                f(s.median_rir),
                 f(s.mean_rir_paper_compatible),
                 f(s.mean_bound),
                 f"{s.benign_kept}/{s.runs}",
+                f"{s.immunized}/{s.runs}",
                 f(s.mean_wall_seconds),
             ]
         )
-    return [*columns, "κ_P kept", "s/run"], table
+    return [*columns, "mean bound", "κ_P kept", "Def. 3.1", "s/run"], table
 
 
 def _write_markdown(path: Path, rows: list[SweepRow]) -> None:
@@ -297,7 +299,7 @@ def _write_markdown(path: Path, rows: list[SweepRow]) -> None:
             f"{f(r.steps_raw)} → {f(r.steps_immunized)} | "
             f"{_value(r.wall_seconds, r, 'wall_seconds'):.2f} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _heatmap(path: Path, rows: list[SweepRow], method: str) -> None:

@@ -55,8 +55,8 @@ class _OptKappaDirection:
     All-zero input columns (raw-MNIST borders) are left out of the products: they add exact
     zeros to ``Φ``, and the gradient is zero there."""
 
-    def __init__(self, problem: LinearProblem, weight: float) -> None:
-        self.weight = weight
+    def __init__(self, problem: LinearProblem, scale: float) -> None:
+        self.scale = scale
         self.tasks: list[tuple[Tensor, Tensor | None]] = []
         for x in (problem.benign_x, problem.harmful_x):
             columns = nonzero_columns(x)
@@ -74,9 +74,9 @@ class _OptKappaDirection:
             chooser.record(term.fallback)
             grad = term.gradient.mT @ x
             if columns is None:
-                direction.add_(grad, alpha=sign * self.weight)
+                direction.add_(grad, alpha=sign * self.scale)
             else:
-                direction.index_add_(1, columns, grad, alpha=sign * self.weight)
+                direction.index_add_(1, columns, grad, alpha=sign * self.scale)
         return direction
 
 
@@ -107,7 +107,9 @@ def _largest_eigenvalue(phi: Tensor) -> Tensor:
     with torch.no_grad():
         gram = phi.shape[0] < phi.shape[1]
         mat = phi @ phi.mT if gram else phi.mT @ phi
-        _, top, _ = psd_eigenpair(mat, EigenvectorMethod.AUTO, lambda values: len(values) - 1)
+        _, top, _ = psd_eigenpair(
+            mat, EigenvectorMethod.AUTO, lambda values: len(values) - 1, "Phi's covariance"
+        )
     return (top.mT @ phi if gram else phi @ top).square().sum()
 
 

@@ -13,7 +13,7 @@ numerical-range rule are those of :mod:`condimmune.core.spectral`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,6 +30,7 @@ __all__ = [
     "PsdSpectrum",
     "log_condition_number_features_gradient",
     "psd_eigenpair",
+    "psd_eigenpairs",
     "psd_eigenvector",
     "psd_spectrum",
 ]
@@ -143,28 +144,51 @@ def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
     return spectrum.vectors[:, index : index + 1]
 
 
+def _eigenvectors(spectrum: PsdSpectrum, indices: Sequence[int]) -> list[Tensor] | None:
+    """The unit eigenvectors of ``indices``, or ``None`` as soon as one is refused."""
+    vectors = []
+    for index in indices:
+        vector = psd_eigenvector(spectrum, index)
+        if vector is None:
+            return None
+        vectors.append(vector)
+    return vectors
+
+
+def psd_eigenpairs(
+    mat: Tensor,
+    method: EigenvectorMethod,
+    pick: Callable[[list[float]], Sequence[int]],
+    name: str = "the regularized covariance",
+) -> tuple[list[float], list[Tensor], bool]:
+    """``(ascending eigenvalues, unit eigenvectors, fell back)`` for the eigenvalues whose
+    indices ``pick`` selects from the values; one decomposition, the dense one if inverse
+    iteration refuses any of the vectors (:func:`psd_eigenvector`). The scalar work on the
+    spectrum is done on Python floats: a tensor operation per scalar costs more than it.
+    ``name`` is the matrix's name in the error raised for a NaN/Inf, zero or indefinite
+    spectrum."""
+    spectrum = psd_spectrum(mat, method, name)
+    values = spectrum.values.tolist()
+    vectors = _eigenvectors(spectrum, pick(values))
+    if vectors is not None:
+        return values, vectors, False
+    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE, name)
+    values = spectrum.values.tolist()
+    vectors = _eigenvectors(spectrum, pick(values))
+    if vectors is None:  # pragma: no cover - dense spectra always carry their vectors
+        raise AssertionError("a dense spectrum has no eigenvectors")
+    return values, vectors, True
+
+
 def psd_eigenpair(
     mat: Tensor,
     method: EigenvectorMethod,
     pick: Callable[[list[float]], int],
     name: str = "the regularized covariance",
 ) -> tuple[list[float], Tensor, bool]:
-    """``(ascending eigenvalues, unit eigenvector, fell back)`` for the eigenvalue that
-    ``pick`` selects from the values; one decomposition, the dense one if inverse iteration
-    is refused (:func:`psd_eigenvector`). The scalar work on the spectrum is done on Python
-    floats: a tensor operation per scalar costs more than it. ``name`` is the matrix's name
-    in the error raised for a NaN/Inf, zero or indefinite spectrum."""
-    spectrum = psd_spectrum(mat, method, name)
-    values = spectrum.values.tolist()
-    vector = psd_eigenvector(spectrum, pick(values))
-    if vector is not None:
-        return values, vector, False
-    spectrum = psd_spectrum(mat, EigenvectorMethod.DENSE, name)
-    values = spectrum.values.tolist()
-    vector = psd_eigenvector(spectrum, pick(values))
-    if vector is None:  # pragma: no cover - dense spectra always carry their vectors
-        raise AssertionError("a dense spectrum has no eigenvectors")
-    return values, vector, True
+    """:func:`psd_eigenpairs` for the one eigenvalue that ``pick`` selects."""
+    values, (vector,), fallback = psd_eigenpairs(mat, method, lambda v: (pick(v),), name)
+    return values, vector, fallback
 
 
 def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:
@@ -211,25 +235,6 @@ def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:
     return x
 
 
-_FEATURES = "Phi's covariance"
-
-
-def _extreme_eigenpairs(
-    spectrum: PsdSpectrum, size: int, rtol: float | None
-) -> tuple[tuple[float, float], list[tuple[Tensor, float]] | None]:
-    """``((σ_max, σ_min), [(v_max, 2/σ_max), (v_min, −2/σ_min)])`` over the numerical range of
-    a matrix of ``size``; the vectors are ``None`` when inverse iteration refused one."""
-    values = spectrum.values.tolist()
-    top = len(values) - 1
-    low = first_nonzero(values, size=size, dtype=spectrum.values.dtype, rtol=rtol)
-    extremes = (values[top], values[low])
-    v_top = psd_eigenvector(spectrum, top)
-    v_low = None if v_top is None else psd_eigenvector(spectrum, low)
-    if v_top is None or v_low is None:
-        return extremes, None
-    return extremes, [(v_top, 2.0 / values[top]), (v_low, -2.0 / values[low])]
-
-
 @dataclass(frozen=True)
 class LogKappaGradient:
     """``log κ(ΦᵀΦ)`` over the numerical range and its gradient with respect to ``Φ``."""
@@ -266,19 +271,17 @@ def log_condition_number_features_gradient(
     n, k = Phi.shape
     gram = n < k
     mat = Phi @ Phi.mT if gram else Phi.mT @ Phi
-    values, pairs = _extreme_eigenpairs(psd_spectrum(mat, eigenvectors, _FEATURES), k, rtol)
-    fallback = pairs is None
-    if pairs is None:
-        values, pairs = _extreme_eigenpairs(
-            psd_spectrum(mat, EigenvectorMethod.DENSE, _FEATURES), k, rtol
-        )
-    if pairs is None:  # pragma: no cover - dense spectra carry their vectors
-        raise AssertionError("a dense spectrum has no eigenvectors")
+
+    def extremes(values: list[float]) -> tuple[int, int]:
+        """Indices of σ_max and of σ_min over the numerical range of a k × k covariance."""
+        return len(values) - 1, first_nonzero(values, size=k, dtype=Phi.dtype, rtol=rtol)
+
+    values, vectors, fallback = psd_eigenpairs(mat, eigenvectors, extremes, "Phi's covariance")
+    top, low = (values[i] for i in extremes(values))
     gradient = Phi.new_zeros(Phi.shape)
-    for vector, scale in pairs:
+    for vector, scale in zip(vectors, (2.0 / top, -2.0 / low), strict=True):
         if gram:
             gradient.addmm_(vector, vector.mT @ Phi, alpha=scale)
         else:
             gradient.addmm_(Phi @ vector, vector.mT, alpha=scale)
-    top, low = values
     return LogKappaGradient(math.log(top) - math.log(low), gradient, fallback)

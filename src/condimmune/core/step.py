@@ -218,7 +218,7 @@ class PreconditionedRegularizerStep:
         }
         self._buffers: dict[tuple[bool, bool], tuple[Tensor, Tensor]] = {}  # reused Φ and A
         # one chooser per regularizer: each matrix keeps its own spectrum from step to step
-        self._eigenvectors = {
+        self._choosers = {
             name: EigenvectorChooser(self.eigenvectors) for name in ("benign", "harmful")
         }
 
@@ -297,7 +297,7 @@ class PreconditionedRegularizerStep:
     ) -> tuple[float, float, float]:
         """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
         matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
-        chooser = self._eigenvectors[name]
+        chooser = self._choosers[name]
         method = chooser.next_method()
         n = phi.shape[0]
         mat = phi @ phi.mT if n < k else phi.mT @ phi

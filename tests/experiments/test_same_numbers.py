@@ -1,7 +1,8 @@
 """Same numbers for the same seed: small fixed runs reproduce their stored metrics.json.
 
 The stored files (tests/experiments/golden/*.json) were written by the code before the
-package was restructured; a refactor must leave every number, key and type as it was.
+package was restructured (re-written once, unchanged up to rounding, when regenerate.py
+pinned the CPU kernels); a refactor must leave every number, key and type as it was.
 Wall-clock timings are the only fields not compared.
 """
 
@@ -35,8 +36,8 @@ ROUNDING_LEVEL_ABS_TOL = 1e-9
 
 
 def differences(expected: object, actual: object, key: str = "") -> list[str]:
-    """Dotted keys whose value, type or presence differs; numbers to 1e-9 relative (one BLAS
-    thread makes the runs bitwise reproducible; the slack covers libm differences), the
+    """Dotted keys whose value, type or presence differs; numbers to 1e-9 relative (the pinned
+    kernels of regenerate.py make the runs bitwise reproducible; the slack covers libm), the
     :data:`ROUNDING_LEVEL_KEYS` to :data:`ROUNDING_LEVEL_ABS_TOL` absolute, keys holding
     wall-clock seconds are skipped."""
     if "seconds" in key.rsplit(".", 1)[-1]:

@@ -20,19 +20,30 @@ HERE = Path(__file__).resolve().parent
 AMES = HERE.parents[3] / "shared" / "data" / "ames-house-prices" / "train.csv"
 
 
-# One BLAS thread: reductions then run in one fixed order, so the numbers are reproducible.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Pinned kernels, so that the numbers are the same on every x86-64 CI machine: one thread
+# (reductions run in one fixed order), MKL's "compatible" code path (MKL_CBWR: the same
+# rounding whatever SIMD the CPU has), ATen's baseline kernels instead of its AVX2/AVX-512
+# ones, and oneDNN off (pinned_cli.py). Unpinned, the mnist-cnn and raw-pixel cases — κ of
+# 1e9 to 1e12 amplify rounding — came out differently on an AVX-512 Intel CI machine than
+# on the AMD machine that wrote their files (CNN benign-probe accuracy 0.88 → 0.90).
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "default",
+}
+CLI = [sys.executable, str(HERE / "pinned_cli.py")]
 
 
 def run_case(case: dict, workdir: Path) -> dict:
     """Run one case (and its attack suite, if any) as a user would; return its metrics."""
     out = workdir / case["id"]
     args = [a.format(ames=AMES) for a in case["args"]]
-    cli = [sys.executable, "-m", "condimmune.cli"]
     for cmd in (
-        [*cli, *args, "--out", str(out), "--no-progress"],
+        [*CLI, *args, "--out", str(out), "--no-progress"],
         *(
-            [[*cli, "attack", str(out), "--no-progress", *case["attack"]]]
+            [[*CLI, "attack", str(out), "--no-progress", *case["attack"]]]
             if "attack" in case
             else []
         ),

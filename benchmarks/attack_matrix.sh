@@ -13,6 +13,8 @@
 # KEEP=DIR copies each attacked run's metrics.json (all `condimmune attack-matrix` reads, a
 # few hundred kB) to DIR/<run>/metrics.json, so that a matrix too long for one session can be
 # committed piece by piece and combined later: `condimmune attack-matrix DIR --out REPORT`.
+# A (method, seed) whose attacked metrics.json is already in KEEP is skipped, so the same
+# command picks up where an earlier session stopped.
 set -euo pipefail
 experiment=$1
 out=$2
@@ -27,6 +29,11 @@ mkdir -p "$out"
 
 one() {  # one (method, seed): run if missing, attack if not attacked yet; 1 on failure
   local method=$1 seed=$2 dir="$out/$experiment-$1-s$2"
+  local kept=${KEEP:+$KEEP/${dir##*/}/metrics.json}
+  if [[ -n $kept && -f $kept ]] && grep -q '"attack_suite"' "$kept"; then
+    echo "kept $method seed $seed"  # attacked in an earlier session: nothing to do
+    return 0
+  fi
   if [[ ! -f $dir/metrics.json ]]; then
     condimmune run "$experiment" --seed "$seed" --set train.method="$method" \
       --out "$dir" --no-progress > "$dir.run.log" 2>&1 || { echo "run failed: $dir"; return 1; }
@@ -47,5 +54,5 @@ export attack_args_text="${attack_args[*]}"
 start=$(date +%s)
 for seed in $seeds; do for method in $methods; do echo "$method $seed"; done; done |
   xargs -P "$workers" -L 1 bash -c 'attack_args=($attack_args_text); one "$0" "$1"'
-condimmune attack-matrix "$out" --out "$out-report"
+condimmune attack-matrix "${KEEP:-$out}" --out "$out-report"  # KEEP holds every session's runs
 echo "wall seconds: $(( $(date +%s) - start ))"

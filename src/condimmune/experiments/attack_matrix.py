@@ -184,7 +184,8 @@ def _curves(
 ) -> None:
     cols = min(4, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    # constrained layout: a row's titles would otherwise overlap the x labels of the row above
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
     for k, (g, label) in enumerate(zip(groups, labels, strict=True)):
         ax = fig.add_subplot(rows, cols, k + 1)
         attacker = Counter(g.worst_attackers).most_common(1)[0][0]

@@ -130,7 +130,8 @@ def write_attack_report(directory: Path, result: AttackSuiteResult) -> None:
     for task in ("harmful", "benign"):
         cols = 4
         rows = math.ceil(len(entries) / cols)
-        fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+        # constrained layout: a row's titles would otherwise overlap the x labels above
+        fig = Figure(figsize=(3.2 * cols, 2.6 * rows), layout="constrained")
         for i, (attacker, entry) in enumerate(entries.items()):
             ax = fig.add_subplot(rows, cols, i + 1)
             for label, outcome, style in (

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from condimmune import closed_form_immunizer, immunization_condition_numbers
 from condimmune.experiments.config import apply_overrides, default_config
-from condimmune.experiments.linear_runner import linear_train_options, load_task_data
+from condimmune.experiments.pipeline import resolve_plan
+from condimmune.linear.data import load_task_data
 from condimmune.linear.train import train_linear
 
 DEFAULT_AMES = Path(__file__).resolve().parents[2] / "shared/data/ames-house-prices/train.csv"
@@ -34,14 +35,15 @@ def main() -> None:
     else:
         print(f"# house price skipped: {args.ames} not found (pass --ames)")
     for name, cfg in cases.items():
-        data = load_task_data(cfg.experiment, cfg.data, cfg.seed)
+        plan = resolve_plan(cfg)
+        data = load_task_data(plan.options.source, plan.options.data, cfg.seed)
         xp, xh = data.benign.x_train, data.harmful.x_train
         start = time.perf_counter()
         weight = closed_form_immunizer(xp, xh)
         closed_ms = 1000 * (time.perf_counter() - start)
         closed_rir = immunization_condition_numbers(xp, xh, weight).rir
         start = time.perf_counter()
-        options = linear_train_options(cfg.train)
+        options = plan.options.train
         model, _ = train_linear(data, options, seed=cfg.seed, progress=False)
         condnum_ms = 1000 * (time.perf_counter() - start)
         condnum_rir = immunization_condition_numbers(xp, xh, model.weight).rir

@@ -54,10 +54,12 @@ from condimmune import RankDeficientWarning
 from condimmune.core.reference import dense_regularizer_gradient
 from condimmune.core.spectral import log_condition_number
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
-from condimmune.experiments.linear_runner import linear_train_options, load_task_data
+from condimmune.experiments.pipeline import resolve_plan
+from condimmune.linear.data import load_task_data
 from condimmune.linear.train import train_linear
-from condimmune.methods.base import LinearPlan, LinearProblem, MethodOptions, MethodSpec
-from condimmune.methods.registry import register_method, unregister_method
+from condimmune.methods.base import LinearPlan, LinearProblem, LinearVersion, MethodSpec
+from condimmune.methods.condnum import CondnumLinearOptions
+from condimmune.methods.registry import configure_method, register_method, unregister_method
 
 DEFAULT_AMES = Path(__file__).resolve().parents[2] / "shared/data/ames-house-prices/train.csv"
 
@@ -94,11 +96,12 @@ def _config(experiment: str, overrides: list[str]) -> ExperimentConfig:
 
 def _training_seconds(config: ExperimentConfig, repeats: int, method: str | None = None) -> float:
     """Median wall time of ``train_linear`` for ``config`` (``method`` overrides its method)."""
-    data = load_task_data(config.experiment, config.data, config.seed)
-    options = linear_train_options(config.train)
+    plan = resolve_plan(config)
+    data = load_task_data(plan.options.source, plan.options.data, config.seed)
+    options = plan.options.train
     if method is not None:
-        options = replace(options, method=method)
-    warm = replace(options, method="none", epochs=1)
+        options = replace(options, method=configure_method(method, "linear", config.method))
+    warm = replace(options, method=configure_method("none", "linear"), epochs=1)
     train_linear(data, warm, seed=config.seed, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankDeficientWarning)
@@ -107,11 +110,11 @@ def _training_seconds(config: ExperimentConfig, repeats: int, method: str | None
         )
 
 
-def _dense_reference_plan(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+def _dense_reference_plan(problem: LinearProblem, options: CondnumLinearOptions) -> LinearPlan:
     """``condnum``'s plan with every step computed by the dense reference."""
     xp, xh = problem.benign_x, problem.harmful_x
     ceiling = float(log_condition_number(xp.mT @ xp))
-    harmful = [options.harmful_weight]
+    harmful = [options.harmful_step]
 
     def regularizer_step(w: torch.Tensor) -> torch.Tensor:
         direction = dense_regularizer_gradient(
@@ -120,13 +123,13 @@ def _dense_reference_plan(problem: LinearProblem, options: MethodOptions) -> Lin
             xh,
             benign_ridge=options.benign_ridge,
             harmful_ridge=options.harmful_ridge,
-            benign_weight=options.benign_weight,
+            benign_weight=options.benign_step,
             harmful_weight=harmful[0],
             weighting=options.step_rule,
         )
         phi = xp @ w.mT
         guarded = float(log_condition_number(phi.mT @ phi)) > ceiling
-        harmful[0] = 0.0 if guarded else options.harmful_weight
+        harmful[0] = 0.0 if guarded else options.harmful_step
         return direction
 
     weight = torch.eye(xp.shape[1], dtype=torch.float64)
@@ -136,8 +139,7 @@ def _dense_reference_plan(problem: LinearProblem, options: MethodOptions) -> Lin
 DENSE_REFERENCE = MethodSpec(
     name="condnum-dense-reference",
     description="condnum with the dense reference step (benchmark only)",
-    linear=_dense_reference_plan,
-    deep_solver=None,
+    linear=LinearVersion(CondnumLinearOptions, _dense_reference_plan),
 )
 
 

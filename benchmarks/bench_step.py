@@ -31,7 +31,8 @@ from condimmune import RankDeficientWarning
 from condimmune.core.reference import _dense_r_ill, _dense_r_well, dense_regularizer_gradient
 from condimmune.core.step import PreconditionedRegularizerStep
 from condimmune.deep.penalty import immunization_penalty, normalized_features
-from condimmune.methods.base import MethodOptions
+from condimmune.methods.condnum import CondnumDeepOptions
+from condimmune.methods.registry import configure_method
 
 CASES = {"n64-d784": (64, 784), "n64-d2048": (64, 2048), "n1024-d784": (1024, 784)}
 DEEP_CASES = {"deep-batch64-feat512": (64, 512), "deep-batch32-feat768": (32, 768)}
@@ -78,12 +79,14 @@ def step_case(n: int, d: int, repeats: int) -> tuple[float, float]:
 def deep_case(n: int, k: int, repeats: int) -> tuple[float, float]:
     """``(gram_ms, dense_ms)`` for one deep step's regularizer on ``n × k`` feature batches."""
     gen = torch.Generator().manual_seed(1)
-    options = MethodOptions(benign_weight=1e-3, harmful_weight=100.0)
+    method = configure_method("condnum", "deep", benign_weight=1e-3, harmful_weight=100.0)
+    options = method.options
+    assert isinstance(options, CondnumDeepOptions)
     pb = torch.randn(n, k, generator=gen, dtype=torch.float64, requires_grad=True)
     ph = torch.randn(n, k, generator=gen, dtype=torch.float64, requires_grad=True)
 
     def gram() -> None:
-        total = immunization_penalty("condnum", pb, ph, options, normalize=True).total
+        total = immunization_penalty(method, pb, ph, normalize=True).total
         torch.autograd.grad(total, (pb, ph))
 
     def dense_kk() -> None:

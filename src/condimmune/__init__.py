@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
     from condimmune.attacks.probes import (
         AttackerTransform,
         ProbeAttackResult,
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
         compare_probe_attacks,
         probe_attack,
     )
+    from condimmune.attacks.registry import Attacker, DeepAttacker
     from condimmune.core.bound import (
         ImmunizationBound,
         closed_form_immunizer,
@@ -59,14 +61,34 @@ if TYPE_CHECKING:
         numerical_rank,
         paper_compatible_condition_number,
     )
+    from condimmune.deep.api import ImmunizedModel, attack_models, immunize_model
     from condimmune.deep.backbones import Backbone, DeepModel, build_model, load_weights
+    from condimmune.deep.custom import wrap_model
     from condimmune.deep.evaluate import GroupRatios, group_immunization_ratios, linear_probe_curve
     from condimmune.deep.penalty import immunization_penalty, normalized_features, step_loss
     from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, immunize
+    from condimmune.experiments.library import attack_run, evaluate_run, load_run, run
+    from condimmune.experiments.pipeline import AttackOutcome, LoadedRun, RunResult, resolve_plan
+    from condimmune.experiments.plan import RunPlan
     from condimmune.linear.train import LinearTrainOptions, train_linear
-    from condimmune.methods.base import LinearPlan, LinearProblem, MethodOptions, MethodSpec
+    from condimmune.methods.base import (
+        ConfiguredMethod,
+        DeepSolver,
+        DeepVersion,
+        FeatureMap,
+        FeatureMapInputs,
+        LinearPlan,
+        LinearProblem,
+        LinearVersion,
+        MethodOptions,
+        MethodSpec,
+        ModelFamily,
+        NoOptions,
+        PenaltyInputs,
+    )
     from condimmune.methods.registry import (
         Method,
+        configure_method,
         method_spec,
         register_method,
         registered_methods,
@@ -117,6 +139,23 @@ _EXPORTS: dict[str, str] = {
     "nonzero_eigenvalues": "condimmune.core.spectral",
     "numerical_rank": "condimmune.core.spectral",
     "paper_compatible_condition_number": "condimmune.core.spectral",
+    "DeepAttackOptions": "condimmune.attacks.deep_records",
+    "DeepAttackSuite": "condimmune.attacks.deep_records",
+    "Attacker": "condimmune.attacks.registry",
+    "DeepAttacker": "condimmune.attacks.registry",
+    "ImmunizedModel": "condimmune.deep.api",
+    "attack_models": "condimmune.deep.api",
+    "immunize_model": "condimmune.deep.api",
+    "wrap_model": "condimmune.deep.custom",
+    "attack_run": "condimmune.experiments.library",
+    "evaluate_run": "condimmune.experiments.library",
+    "load_run": "condimmune.experiments.library",
+    "run": "condimmune.experiments.library",
+    "AttackOutcome": "condimmune.experiments.pipeline",
+    "LoadedRun": "condimmune.experiments.pipeline",
+    "RunResult": "condimmune.experiments.pipeline",
+    "RunPlan": "condimmune.experiments.plan",
+    "resolve_plan": "condimmune.experiments.pipeline",
     "Backbone": "condimmune.deep.backbones",
     "DeepModel": "condimmune.deep.backbones",
     "build_model": "condimmune.deep.backbones",
@@ -132,11 +171,21 @@ _EXPORTS: dict[str, str] = {
     "immunize": "condimmune.deep.trainer",
     "LinearTrainOptions": "condimmune.linear.train",
     "train_linear": "condimmune.linear.train",
+    "ConfiguredMethod": "condimmune.methods.base",
+    "DeepSolver": "condimmune.methods.base",
+    "DeepVersion": "condimmune.methods.base",
+    "FeatureMap": "condimmune.methods.base",
+    "FeatureMapInputs": "condimmune.methods.base",
     "LinearPlan": "condimmune.methods.base",
     "LinearProblem": "condimmune.methods.base",
+    "LinearVersion": "condimmune.methods.base",
     "MethodOptions": "condimmune.methods.base",
     "MethodSpec": "condimmune.methods.base",
+    "ModelFamily": "condimmune.methods.base",
+    "NoOptions": "condimmune.methods.base",
+    "PenaltyInputs": "condimmune.methods.base",
     "Method": "condimmune.methods.registry",
+    "configure_method": "condimmune.methods.registry",
     "method_spec": "condimmune.methods.registry",
     "register_method": "condimmune.methods.registry",
     "registered_methods": "condimmune.methods.registry",
@@ -144,25 +193,41 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AttackOutcome",
+    "Attacker",
     "AttackerTransform",
     "Backbone",
     "ConditionNumbers",
+    "ConfiguredMethod",
+    "DeepAttackOptions",
+    "DeepAttackSuite",
+    "DeepAttacker",
     "DeepModel",
+    "DeepSolver",
+    "DeepVersion",
     "DegenerateSpectrumError",
     "FabricOptions",
+    "FeatureMap",
+    "FeatureMapInputs",
     "GroupRatios",
     "ImmunizationBound",
     "ImmunizationCheck",
     "ImmunizeOptions",
+    "ImmunizedModel",
     "InputPreconditioner",
     "JsonRecord",
     "KappaRule",
     "LinearPlan",
     "LinearProblem",
     "LinearTrainOptions",
+    "LinearVersion",
+    "LoadedRun",
     "Method",
     "MethodOptions",
     "MethodSpec",
+    "ModelFamily",
+    "NoOptions",
+    "PenaltyInputs",
     "PreconditionerMethod",
     "ProbeAttackResult",
     "ProbeComparison",
@@ -170,7 +235,11 @@ __all__ = [
     "RankDeficiency",
     "RankDeficientWarning",
     "RecordError",
+    "RunPlan",
+    "RunResult",
     "__version__",
+    "attack_models",
+    "attack_run",
     "attacker_features",
     "build_model",
     "check_immunization",
@@ -178,15 +247,19 @@ __all__ = [
     "compare_probe_attacks",
     "condition_number",
     "condition_number_features",
+    "configure_method",
     "covariance_eigenvalues",
     "default_rtol",
+    "evaluate_run",
     "group_immunization_ratios",
     "immunization_bound",
     "immunization_bound_features",
     "immunization_condition_numbers",
     "immunization_penalty",
     "immunize",
+    "immunize_model",
     "linear_probe_curve",
+    "load_run",
     "load_weights",
     "log_condition_number",
     "log_condition_number_features",
@@ -207,9 +280,12 @@ __all__ = [
     "register_method",
     "registered_methods",
     "relative_immunization_ratio",
+    "resolve_plan",
+    "run",
     "step_loss",
     "train_linear",
     "unregister_method",
+    "wrap_model",
 ]
 
 

@@ -18,12 +18,23 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TEMPORARY_MARK", "os_error_naming", "replace_atomically"]
+__all__ = ["TEMPORARY_MARK", "default_cache_dir", "os_error_naming", "replace_atomically"]
 
 TEMPORARY_MARK = ".tmp"
 """Part of every temporary name written here (``.<stem>.tmp<pid>-<token><suffix>``)."""
 
 _OS_ERROR = re.compile(r"os error (\d+)")
+
+
+def default_cache_dir() -> Path:
+    """The one cache setting (the MNIST array cache, installed weights, prefix caches):
+    ``$CONDIMMUNE_CACHE_DIR``, else ``$XDG_CACHE_HOME/condimmune``, else
+    ``~/.cache/condimmune``. A deep run's ``model.cache_dir`` overrides it for that run."""
+    explicit = os.environ.get("CONDIMMUNE_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "condimmune"
 
 
 def os_error_naming(

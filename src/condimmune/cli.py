@@ -33,7 +33,7 @@ from condimmune.experiments.errors import user_message
 from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS
 
 if TYPE_CHECKING:  # torch is imported by the commands that compute, not by --help
-    from condimmune.experiments.records import DeepRunMetrics, LinearRunMetrics
+    from condimmune.experiments.report import Table as ResultTable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,19 +116,9 @@ def _table(
     console.print(table)
 
 
-def _print_metrics(m: LinearRunMetrics) -> None:
-    from condimmune.experiments.report import headline, summary_rows
-
-    title = f"{m.experiment} · {m.method} · seed {m.seed}"
-    _table(title, ["quantity", "raw", "immunized"], summary_rows(m))
-    _table(None, ["headline", "value"], headline(m), header=False)
-
-
-def _print_deep_metrics(m: DeepRunMetrics) -> None:
-    from condimmune.experiments.deep_report import deep_headline
-
-    title = f"{m.experiment} · {m.method} · seed {m.seed}"
-    _table(title, ["quantity", "value"], deep_headline(m))
+def _print(tables: Iterable[ResultTable]) -> None:
+    for t in tables:
+        _table(t.title, t.columns, t.rows, header=t.columns[:1] != ["headline"])
 
 
 ExperimentArg = Annotated[
@@ -173,47 +163,36 @@ def run(
     threads: ThreadsOpt = None,
 ) -> None:
     """Immunize a model on real data, print the result table and write the run directory."""
-    from condimmune.experiments.config import DeepExperimentConfig, resolve_config
+    from condimmune.experiments.config import resolve_config
+    from condimmune.experiments.pipeline import pipeline_for, resolve_plan
+    from condimmune.experiments.runner import run_plan
 
     extra = [] if threads is None else [f"threads={threads}"]
     cfg = resolve_config(experiment, config, [*(set_ or []), *extra], seed=seed)
-    _use_threads(cfg.threads)
+    plan = resolve_plan(cfg)
+    _use_threads(plan.threads)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{cfg.experiment}-{cfg.train.method}-{stamp}"
-    if isinstance(cfg, DeepExperimentConfig):
-        from condimmune.experiments.deep_runner import run_deep_experiment
-
-        deep_art = run_deep_experiment(cfg, out, progress=progress)
-        if deep_art.metrics is None:  # a non-zero rank of a multi-process run
-            return
-        _print_deep_metrics(deep_art.metrics)
-    else:
-        from condimmune.experiments.linear_runner import run_experiment
-
-        _print_metrics(run_experiment(cfg, out, progress=progress).metrics)
+        out = Path("runs") / f"{plan.name}-{plan.method.name}-{stamp}"
+    result = run_plan(plan, out, progress=progress)
+    if result is None:  # a process of a multi-process run that does not write the run
+        return
+    _print(pipeline_for(plan.family).summary(result.metrics))
     console.print(f"run directory: {out}  (report: {out / 'report.md'})")
 
 
 @app.command(name="list")
 def list_() -> None:
     """Show the experiments and methods (ours and the baselines)."""
+    from condimmune.methods.base import ModelFamily
     from condimmune.methods.registry import registered_methods
 
-    experiments = [(e.value, text, "") for e, text in EXPERIMENT_DESCRIPTIONS.items()]
+    experiments = [(e.value, text) for e, text in EXPERIMENT_DESCRIPTIONS.items()]
     methods = [
-        (
-            spec.name,
-            spec.description,
-            ", ".join(
-                where
-                for where, ok in (("linear", spec.supports_linear), ("deep", spec.supports_deep))
-                if ok
-            ),
-        )
-        for spec in registered_methods()
+        (s.name, s.description, ", ".join(f.value for f in ModelFamily if s.supports(f)))
+        for s in registered_methods()
     ]
-    _table("experiments", ["name", "description"], [r[:2] for r in experiments], numbers=False)
+    _table("experiments", ["name", "description"], experiments, numbers=False)
     columns = ["name", "description", "runs on"]
     _table("methods (--set train.method=NAME)", columns, methods, numbers=False)
 
@@ -223,16 +202,19 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
 ) -> None:
     """Recompute a saved run's metrics from its files and compare with its metrics.json."""
-    from condimmune.experiments.linear_runner import evaluate_run
+    from condimmune.experiments.pipeline import pipeline_for
     from condimmune.experiments.records import metric_differences
+    from condimmune.experiments.runner import read_run
 
     try:
-        recomputed, saved = evaluate_run(run_dir)
+        loaded = read_run(run_dir)
     except RecordError as exc:  # metrics.json does not hold a complete, well-typed record
         _say("error:", f"recomputed metrics differ: {exc}")
         raise typer.Exit(1) from None
-    _print_metrics(recomputed)
-    differ = metric_differences(recomputed, saved)
+    pipeline = pipeline_for(loaded.plan.family)
+    recomputed = pipeline.evaluate(loaded, progress=False)
+    _print(pipeline.summary(recomputed))
+    differ = metric_differences(recomputed, loaded.metrics)
     if differ:
         _say("error:", f"recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)
@@ -243,31 +225,33 @@ def evaluate(
 def attack(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
     attackers: Annotated[
-        str | None, typer.Option(help="comma-separated attackers, or 'all' (docs/attacks.md)")
-    ] = None,
-    budget: Annotated[int | None, typer.Option(help="linear runs: steps per attacker")] = None,
-    target: Annotated[
-        float | None, typer.Option(help="linear runs: default the run's attack.target")
+        str | None,
+        typer.Option(help="comma-separated attackers, or 'all' (= --set attack.attackers=...)"),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="deep runs: an attack.* key, e.g. --set attack.trials=5"),
+        typer.Option(
+            "--set",
+            help="an attack.* key of the run's config, e.g. --set attack.suite_budget=100 "
+            "(linear) or --set attack.trials=5 (deep)",
+        ),
     ] = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Attack a run (linear: raw vs immunized features; deep: θ0 vs θ_I, each attacker with a
     hyperparameter search); add the results to metrics.json, write attack_report.md."""
-    from condimmune.experiments.attack_command import run_attack_command
+    from condimmune.experiments.attack import attack_run_dir
 
+    chosen = [] if attackers is None else [f"attack.attackers={attackers}"]
     bar = tqdm(desc="attackers", disable=not progress, leave=False)
 
     def tick(_attacker: str) -> None:
         bar.update()
 
-    out = run_attack_command(run_dir, attackers, budget, target, list(set_ or []), tick)
+    outcome = attack_run_dir(run_dir, [*(set_ or []), *chosen], on_progress=tick)
     bar.close()
-    _table(out.title, out.columns, out.rows)
-    console.print("\n".join(out.lines))
+    _print([outcome.summary])
+    console.print("\n".join(outcome.lines))
 
 
 @app.command(name="attack-matrix")
@@ -291,7 +275,13 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help="sweep directory")] = None,
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = "condnum",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
-    pairs: Annotated[str, typer.Option(help="'all' (90 ordered pairs) or e.g. '1-7,3-8'")] = "all",
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            help="digit-pair experiments: 'all' (90 ordered pairs, the default) or e.g. "
+            "'1-7,3-8'; refused for the others"
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="parallel processes")] = 2,
     set_: SetOpt = None,
     config: ConfigOpt = None,
@@ -304,20 +294,29 @@ def sweep(
 
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
-    from condimmune.experiments.sweep_command import SweepOptions, run_sweep_command
+    from condimmune.experiments.config import resolve_config
+    from condimmune.experiments.sweep import sweep_command
 
-    options = SweepOptions(
-        experiment, config, set_ or [], methods, seeds, pairs, out, workers, progress, resume
+    cfg = resolve_config(experiment, config, set_ or [])
+    _use_threads(cfg.threads)
+    result = sweep_command(
+        cfg,
+        methods=methods,
+        seeds=seeds,
+        pairs=pairs,
+        out=out,
+        workers=workers,
+        progress=progress,
+        resume=resume,
     )
-    result = run_sweep_command(options)
-    _table(result.title, result.columns, result.cells)
+    _print([result.summary])
     console.print(f"sweep directory: {result.out}  (table: {result.out / 'sweep.md'})")
     if result.failed:
-        first_dir, first_error = result.failed[0]
+        first = result.failed[0]
         _say(
             "error:",
-            f"{len(result.failed)} of {result.total} runs failed, first: {first_dir}: "
-            f"{first_error}",
+            f"{len(result.failed)} of {len(result.rows)} runs failed, first: {first.run_dir}: "
+            f"{first.error}",
         )
         raise typer.Exit(1)
 
@@ -333,11 +332,9 @@ def sweep_table(
     """Combine sweeps run apart (other methods, pairs or machines) into one sweep.csv,
     sweep.md and one heat map per method, as a single sweep would have written them."""
     from condimmune.experiments.sweep_combine import combine_sweeps
-    from condimmune.experiments.sweep_tables import summary_table
 
-    rows = combine_sweeps(sweeps, out)
-    columns, cells = summary_table(rows)
-    _table(f"{len(rows)} runs from {len(sweeps)} sweeps", columns, cells)
+    rows, summary = combine_sweeps(sweeps, out)
+    _table(f"{len(rows)} runs from {len(sweeps)} sweeps", summary.columns, summary.rows)
     console.print(f"combined tables: {out / 'sweep.md'}")
 
 

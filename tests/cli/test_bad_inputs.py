@@ -229,7 +229,7 @@ def sweep(*extra: str) -> tuple[str, ...]:
 def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
     from safetensors import SafetensorError
 
-    import condimmune.experiments.linear_runner as runner
+    import condimmune.experiments.pipelines.linear.files as runner
 
     def full(*_args: object, **_kwargs: object) -> None:
         raise SafetensorError(
@@ -241,7 +241,7 @@ def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """The output location must be refused before any training starts."""
-    import condimmune.experiments.linear_runner as runner
+    import condimmune.experiments.pipelines.linear.run as runner
 
     def train(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("trained before checking --out")
@@ -284,7 +284,7 @@ case("set-inf", *linear("--set", "train.lr=inf"), names=("train.lr",))
 case("set-negative-rate", *linear("--set", "train.lr=-1"), names=("train.lr",))
 case("set-seed-too-large", *linear("--set", "seed=4294967296"), names=("seed",))
 case("set-bool-text", *linear("--set", "data.drop_collinear=maybe"), names=("data.drop_collinear",))
-case("set-bad-choice", *linear("--set", "train.step_rule=fast"), names=("train.step_rule",))
+case("set-bad-choice", *linear("--set", "method.step_rule=fast"), names=("method.step_rule",))
 case("set-key-not-read", *linear("--set", "data.root=/x"), names=("data.root", "digits"))
 case("set-unknown-method", *linear("--set", "train.method=magic"), names=("train.method",))
 case("set-same-digits", *linear("--set", "data.harmful_digit=1"), names=("data.harmful_digit",))
@@ -506,11 +506,30 @@ case(
         "extractor.safetensors", lambda t: t.update(weight=t["weight"][:, :3].contiguous())
     ),
 )
-attack = ("attack", "{run}", "--attackers", "gd", "--budget", "5", "--no-progress")
-case("attack-target-out-of-range", *attack, "--target", "5", names=("--target",), run=True)
-case("attack-budget-zero", "attack", "{run}", "--budget", "0", names=("--budget",), run=True)
+attack = ("attack", "{run}", "--attackers", "gd", "--set", "attack.suite_budget=5", "--no-progress")
 case(
-    "attack-budget-huge", "attack", "{run}", "--budget", "1000000000", names=("--budget",), run=True
+    "attack-target-out-of-range",
+    *attack,
+    "--set",
+    "attack.target=5",
+    names=("attack.target",),
+    run=True,
+)
+case(
+    "attack-budget-zero",
+    *attack,
+    "--set",
+    "attack.suite_budget=0",
+    names=("attack.suite_budget",),
+    run=True,
+)
+case(
+    "attack-budget-huge",
+    *attack,
+    "--set",
+    "attack.suite_budget=1000000000",
+    names=("attack.suite_budget",),
+    run=True,
 )
 case(
     "attack-unknown-attacker",
@@ -521,6 +540,9 @@ case(
     names=("magic",),
     run=True,
 )
+case(
+    "attack-empty-attackers", *attack[:2], "--attackers", "", names=("attack.attackers",), run=True
+)
 case("attack-busy-run", *attack, names=("{run}",), run=True, busy="{tmp}/.run.lock")
 case(
     "attack-damaged-metrics",
@@ -530,11 +552,20 @@ case(
     setup=edit_json(lambda d: d.pop("rir")),
 )
 case(
-    "attack-deep-run-with-linear-options",
+    "attack-a-run-setting",
     *attack,
-    names=("--budget", "attack.probe_steps"),
+    "--set",
+    "train.epochs=3",
+    names=("train.epochs", "attack.*"),
     run=True,
-    setup=write("run/immunized.safetensors", b""),
+)
+case(
+    "attack-a-deep-key-on-a-linear-run",
+    *attack,
+    "--set",
+    "attack.trials=5",
+    names=("attack.trials", "attack.suite_budget"),
+    run=True,
 )
 
 # --- sweep ------------------------------------------------------------------------------------

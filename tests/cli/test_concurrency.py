@@ -12,7 +12,11 @@ import pytest
 from _cli_support import leftovers
 
 from condimmune.core.errors import UserError
-from condimmune.experiments.attack_runner import attack_run
+from condimmune.experiments.attack import attack_run_dir
+
+
+def _only(attacker: str) -> list[str]:
+    return [f"attack.attackers={attacker}", "attack.suite_budget=5"]
 
 
 def test_concurrent_attacks_on_one_run_never_interleave(tiny_run, tmp_path) -> None:
@@ -29,7 +33,7 @@ def test_concurrent_attacks_on_one_run_never_interleave(tiny_run, tmp_path) -> N
 
     def run_first() -> None:
         try:
-            outcome.append(attack_run(run, ["gd"], budget=5, target=None, on_progress=first))
+            outcome.append(attack_run_dir(run, _only("gd"), on_progress=first))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -37,11 +41,11 @@ def test_concurrent_attacks_on_one_run_never_interleave(tiny_run, tmp_path) -> N
     thread.start()
     assert started.wait(timeout=60)
     with pytest.raises(UserError, match="another condimmune process"):
-        attack_run(run, ["lstsq"], budget=5, target=None)
+        attack_run_dir(run, _only("lstsq"))
     release.set()
     thread.join()
     assert not isinstance(outcome[0], BaseException), outcome
     assert set(json.loads((run / "metrics.json").read_text())["attacks"]) == {"gd"}
-    attack_run(run, ["lstsq"], budget=5, target=None)  # free again
+    attack_run_dir(run, _only("lstsq"))  # free again
     assert set(json.loads((run / "metrics.json").read_text())["attacks"]) == {"lstsq"}
     assert leftovers(tmp_path) == []

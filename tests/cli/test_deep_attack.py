@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from condimmune.deep.backbones import build_model
 from condimmune.deep.evaluate import extract_features
 from condimmune.experiments.config import apply_overrides, default_config
-from condimmune.experiments.deep_data import load_deep_data
+from condimmune.experiments.pipeline import resolve_plan
+from condimmune.experiments.pipelines.deep.data import load_deep_data
 
 QUICK_ATTACK = [
     "attack.trials=2",
@@ -89,7 +90,9 @@ def _harmful_features(run: Path, which: str) -> tuple[torch.Tensor, torch.Tensor
     config = apply_overrides(default_config("mnist-cnn"), TINY_DEEP)
     model = build_model("small-cnn", num_classes=5, image_size=28)
     model.load_state_dict(load_file(run / f"{which}.safetensors"))
-    phi, _, labels = extract_features(model, load_deep_data(config).harmful_train_eval)
+    options = resolve_plan(config).options
+    data = load_deep_data(options.data, options.model, seed=0)
+    phi, _, labels = extract_features(model, data.harmful_train_eval)
     return phi, labels
 
 
@@ -136,7 +139,7 @@ def test_attack_matrix_combines_the_runs(runs, tmp_path):
 def test_deep_attack_errors_are_one_line(runs, tmp_path):
     run = runs["leace"]
     cases = [
-        (("attack", run, "--budget", "5"), "--budget and --target are for linear runs"),
+        (("attack", run, "--set", "attack.suite_budget=5"), "unknown config key: attack.suite"),
         (("attack", run, "--set", "train.epochs=2"), "only attack.* keys"),
         (("attack", run, "--attackers", "gd"), "unknown attack.attackers entry 'gd'"),
         (("attack", run, "--set", "attack.trials=0"), "attack.trials"),
@@ -162,7 +165,7 @@ def test_deep_attack_errors_are_one_line(runs, tmp_path):
     state["body.block3.0.weight"] = state["body.block3.0.weight"][:, :3].contiguous()
     save_file(state, broken["foreign-model"] / "immunized.safetensors")
     cases += [
-        (("attack", broken["linear-config"]), "the config of a linear run"),
+        (("attack", broken["linear-config"]), "missing extractor.safetensors"),
         (("attack", broken["linear-metrics"]), "metrics.json"),
         (("attack", broken["damaged-model"]), "immunized.safetensors"),
         (("attack", broken["foreign-model"]), "does not fit the run's model"),

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 import yaml
-from _cli_support import invoke, sets
+from _cli_support import TINY_DEEP, invoke, sets
 from _helpers import make_folder
 from safetensors.torch import load_file
 
@@ -251,9 +251,19 @@ def test_default_mnist_cnn_experiment_immunizes_relative_to_the_none_control(tmp
     assert imm["wall_seconds"] >= imm["train_seconds"] >= 0
 
 
-def test_linear_only_commands_refuse_a_deep_run_clearly(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "extra", [[], ["model.cache_prefix=true"]], ids=["images", "cached-prefix"]
+)
+def test_evaluate_recomputes_a_deep_run_from_its_files(tmp_path, extra) -> None:
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "immunized.safetensors").write_bytes(b"")
-    result = invoke("evaluate", out)  # `attack` takes deep runs: tests/cli/test_deep_attack.py
-    assert result.exit_code == 2 and "deep run" in result.output
+    args = ["run", "mnist-cnn", "--out", out, "--no-progress", *sets(TINY_DEEP + extra)]
+    args += ["--set", f"model.cache_dir={tmp_path / 'cache'}"]
+    assert invoke(*args).exit_code == 0
+    result = invoke("evaluate", out)
+    assert result.exit_code == 0, result.output
+    assert "recomputed metrics match metrics.json" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["rir_theta0"]["honest"]["rir_mean"] *= 2  # a saved number that the files refute
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    result = invoke("evaluate", out)
+    assert result.exit_code == 1 and "rir_theta0.honest.rir_mean" in result.output

@@ -15,7 +15,7 @@ from _cli_support import invoke
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from safetensors import SafetensorError
 
-import condimmune.experiments.linear_runner as linear_runner
+import condimmune.experiments.runner as runner
 from condimmune.core.errors import StaleFilesWarning, UserError
 from condimmune.core.records import RecordError
 from condimmune.experiments.errors import user_message
@@ -64,7 +64,7 @@ def test_an_internal_error_is_short_and_points_at_debug(monkeypatch, tmp_path) -
     def bug(*_args: object, **_kwargs: object) -> None:
         raise KeyError("boom")
 
-    monkeypatch.setattr(linear_runner, "run_experiment", bug)
+    monkeypatch.setattr(runner, "run_plan", bug)
     result = invoke("run", "digits", "--out", tmp_path / "out", "--no-progress")
     assert result.exit_code == 3
     assert "Traceback" not in result.output
@@ -76,7 +76,7 @@ def test_debug_lets_the_exception_and_its_traceback_through(monkeypatch, tmp_pat
     result = invoke("--debug", "run", "digits", "--set", "train.epochs=0")
     assert isinstance(result.exception, ValueError) and result.exc_info is not None
     assert "error:" not in result.output
-    monkeypatch.setattr(linear_runner, "run_experiment", lambda *a, **k: {}["boom"])
+    monkeypatch.setattr(runner, "run_plan", lambda *a, **k: {}["boom"])
     result = invoke("--debug", "run", "digits", "--out", tmp_path / "out")
     assert isinstance(result.exception, KeyError)
 
@@ -93,7 +93,7 @@ def test_warnings_become_one_line(monkeypatch, tmp_path) -> None:
         warnings.warn("removed 2 temporary file(s)\nleft behind", StaleFilesWarning, stacklevel=1)
         raise UserError("stop here", "somewhere")
 
-    monkeypatch.setattr(linear_runner, "run_experiment", warn)
+    monkeypatch.setattr(runner, "run_plan", warn)
     result = invoke("run", "digits", "--out", tmp_path / "out", "--no-progress")
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [

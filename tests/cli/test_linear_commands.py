@@ -10,8 +10,8 @@ import yaml
 from _cli_support import invoke
 from safetensors.numpy import load_file
 
-import condimmune.experiments.linear_runner as runner_module
-from condimmune.experiments.config import default_config
+import condimmune.experiments.runner as runner_module
+from condimmune.experiments.config import apply_overrides, default_config
 from condimmune.methods.registry import Method
 
 AMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ames-house-prices"
@@ -100,12 +100,12 @@ def test_list_shows_experiments_and_methods():
 
 @needs_ames
 def test_house_price_split_matches_the_reference_files():
-    from condimmune.experiments.linear_runner import load_task_data
+    from condimmune.experiments.pipeline import resolve_plan
+    from condimmune.linear.data import load_task_data
 
-    cfg = default_config("house-price").data
-    cfg.root = str(AMES / "train.csv")
-    cfg.drop_collinear = False
-    data = load_task_data("house-price", cfg, seed=0)
+    sets = [f"data.root={AMES / 'train.csv'}", "data.drop_collinear=false"]
+    options = resolve_plan(apply_overrides(default_config("house-price"), sets)).options
+    data = load_task_data(options.source, options.data, seed=0)
     for name, ref_file, target in (
         ("benign", "D1.csv", "LotArea"),
         ("harmful", "D2.csv", "SalePrice"),
@@ -289,8 +289,8 @@ def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):
 
     # the writer is patched where the runner looks it up, whether it imports it at module
     # level or lazily from condimmune.experiments.report
-    monkeypatch.setattr("condimmune.experiments.report.write_report", boom)
-    monkeypatch.setattr(runner_module, "write_report", boom, raising=False)
+    monkeypatch.setattr("condimmune.experiments.report.write_page", boom)
+    monkeypatch.setattr(runner_module, "write_page", boom, raising=False)
     out = tmp_path / "run"
     result = invoke("run", "digits", "--out", out, "--no-progress", "--set", "train.epochs=1")
     assert len(calls) == 1, "the patched report writer was not the one that failed"
@@ -398,7 +398,13 @@ def test_sweep_reports_failed_runs_and_resumes(tmp_path):
 def test_attack_command_adds_the_suite_to_the_run(default_run):
     out, _ = default_run
     result = invoke(
-        "attack", out, "--attackers", "gd,lstsq,whiten", "--budget", "50", "--no-progress"
+        "attack",
+        out,
+        "--attackers",
+        "gd,lstsq,whiten",
+        "--set",
+        "attack.suite_budget=50",
+        "--no-progress",
     )
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
@@ -415,7 +421,10 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
     report = (out / "report.md").read_text()
     assert report.count("## Attack suite") == 1 and "| lstsq |" in report
     assert (
-        invoke("attack", out, "--attackers", "gd", "--budget", "5", "--no-progress").exit_code == 0
+        invoke(
+            "attack", out, "--attackers", "gd", "--set", "attack.suite_budget=5", "--no-progress"
+        ).exit_code
+        == 0
     )
     report = (out / "report.md").read_text()
     assert report.count("## Attack suite") == 1 and "| lstsq |" not in report  # replaced
@@ -425,7 +434,7 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
 def test_attack_command_errors(default_run, tmp_path):
     out, _ = default_run
     bad = invoke("attack", out, "--attackers", "gd,magic", "--no-progress")
-    assert bad.exit_code == 2 and "unknown attacker 'magic'" in bad.output
+    assert bad.exit_code == 2 and "unknown attack.attackers entry 'magic'" in bad.output
     missing = invoke("attack", tmp_path, "--no-progress")
     assert missing.exit_code == 2 and "not a complete run directory" in missing.output
 

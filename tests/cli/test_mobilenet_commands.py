@@ -11,9 +11,8 @@ from _cli_support import invoke, sets
 from _helpers import make_folder
 from safetensors.torch import load_file
 
-from condimmune.experiments import deep_setup
-from condimmune.experiments.deep_data import fashion_mnist_arrays
-from condimmune.experiments.registry import FASHION_MNIST_ROOT
+from condimmune.experiments.pipelines.deep import original as deep_setup
+from condimmune.experiments.pipelines.deep.data import FASHION_MNIST_ROOT, fashion_mnist_arrays
 
 # fewer than 100 training images per task: the paper's 20 × 100 protocol (80 dense
 # 1280 × 1280 eigendecompositions) is left out, which keeps the test well under a minute

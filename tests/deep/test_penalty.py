@@ -15,8 +15,15 @@ from condimmune.deep.penalty import (
     normalized_features,
     step_loss,
 )
-from condimmune.methods.base import MethodOptions
-from condimmune.methods.registry import Method
+from condimmune.methods.base import ConfiguredMethod
+from condimmune.methods.condnum import CondnumDeepOptions
+from condimmune.methods.registry import Method, configure_method
+
+
+def _condnum(benign_weight: float = 5e-5, harmful_weight: float = 2e6) -> ConfiguredMethod:
+    return configure_method(
+        Method.CONDNUM, "deep", benign_weight=benign_weight, harmful_weight=harmful_weight
+    )
 
 
 def _features(n: int, k: int, seed: int) -> torch.Tensor:
@@ -26,7 +33,7 @@ def _features(n: int, k: int, seed: int) -> torch.Tensor:
     )
 
 
-def _dense_penalty(pb: torch.Tensor, ph: torch.Tensor, cfg: MethodOptions) -> torch.Tensor:
+def _dense_penalty(pb: torch.Tensor, ph: torch.Tensor, cfg: CondnumDeepOptions) -> torch.Tensor:
     pb, ph = normalized_features(pb), normalized_features(ph)
     return cfg.benign_weight * _dense_r_well(pb.mT @ pb) + cfg.harmful_weight * _dense_r_ill(
         ph.mT @ ph
@@ -37,13 +44,12 @@ def _dense_penalty(pb: torch.Tensor, ph: torch.Tensor, cfg: MethodOptions) -> to
     ("n", "k"), [(6, 12), (12, 6), (8, 20)], ids=["gram-6x12", "dense-12x6", "gram-8x20"]
 )
 def test_penalty_matches_dense_k_by_k_reference(n: int, k: int) -> None:
-    cfg = MethodOptions(benign_weight=0.3, harmful_weight=2.0)
+    method = _condnum(0.3, 2.0)
     pb = _features(n, k, 0).requires_grad_(True)
     ph = _features(n, k, 1).requires_grad_(True)
-    ours = immunization_penalty(
-        Method.CONDNUM, pb, ph, cfg, normalize=True, benign_log_kappa_cap=None
-    ).total
-    ref = _dense_penalty(pb, ph, cfg)
+    ours = immunization_penalty(method, pb, ph, normalize=True, benign_log_kappa_cap=None).total
+    assert isinstance(method.options, CondnumDeepOptions)
+    ref = _dense_penalty(pb, ph, method.options)
     torch.testing.assert_close(ours, ref, rtol=1e-9, atol=0)
     g_ours = torch.autograd.grad(ours, (pb, ph))
     g_ref = torch.autograd.grad(ref, (pb, ph))
@@ -51,46 +57,55 @@ def test_penalty_matches_dense_k_by_k_reference(n: int, k: int) -> None:
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["condnum", "r-ill-only", "opt-kappa", "imma"])
-def test_penalty_passes_gradcheck(method: str) -> None:
-    cfg = MethodOptions(benign_weight=0.3, harmful_weight=2.0)
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("condnum", {"benign_weight": 0.3, "harmful_weight": 2.0}),
+        ("r-ill-only", {"harmful_weight": 2.0}),
+        ("opt-kappa", {}),
+        ("imma", {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_penalty_passes_gradcheck(name: str, options: dict[str, float]) -> None:
+    method = configure_method(name, "deep", options)
     pb = _features(5, 7, 2).requires_grad_(True)
     ph = _features(5, 7, 3).requires_grad_(True)
     labels = torch.tensor([0, 1, 2, 0, 1])
 
     def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return immunization_penalty(
-            method, a, b, cfg, normalize=True, harmful_labels=labels, harmful_classes=3
+            method, a, b, normalize=True, harmful_labels=labels, harmful_classes=3
         ).total
 
     assert torch.autograd.gradcheck(f, (pb, ph))
 
 
 def test_normalized_penalty_is_scale_free() -> None:
-    cfg = MethodOptions()
     pb, ph = _features(6, 10, 4), _features(6, 10, 5)
-    a = immunization_penalty("condnum", pb, ph, cfg, normalize=True).total
-    b = immunization_penalty("condnum", 7.0 * pb, 0.1 * ph, cfg, normalize=True).total
+    a = immunization_penalty(_condnum(), pb, ph, normalize=True).total
+    b = immunization_penalty(_condnum(), 7.0 * pb, 0.1 * ph, normalize=True).total
     torch.testing.assert_close(a, b)
 
 
 def test_guard_drops_the_harmful_term_above_the_cap() -> None:
-    cfg = MethodOptions(benign_weight=0.0, harmful_weight=1.0)
+    cfg = _condnum(0.0, 1.0)
     pb, ph = _features(6, 10, 6), _features(6, 10, 7)
-    on = immunization_penalty(
-        "condnum", pb, ph, cfg, normalize=True, benign_log_kappa_cap=1e9
-    ).total
-    off = immunization_penalty(
-        "condnum", pb, ph, cfg, normalize=True, benign_log_kappa_cap=-1.0
-    ).total
+    on = immunization_penalty(cfg, pb, ph, normalize=True, benign_log_kappa_cap=1e9).total
+    off = immunization_penalty(cfg, pb, ph, normalize=True, benign_log_kappa_cap=-1.0).total
     assert float(on) > 0 and float(off) == 0.0
+    unguarded = configure_method(
+        Method.CONDNUM, "deep", benign_weight=0.0, harmful_weight=1.0, benign_guard=False
+    )
+    kept = immunization_penalty(unguarded, pb, ph, normalize=True, benign_log_kappa_cap=-1.0)
+    assert float(kept.total) == float(on)
 
 
 def test_diverged_features_raise_a_clear_error() -> None:
     pb = _features(4, 6, 0)
     pb[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"lower train\.lr"):
-        immunization_penalty("condnum", pb, _features(4, 6, 1), MethodOptions())
+        immunization_penalty(_condnum(), pb, _features(4, 6, 1))
 
 
 # ------------------------------------------------------------------------- data parallel
@@ -101,9 +116,7 @@ def _tiny_batch() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor
     return (xb, torch.arange(8) % 3), (xh, torch.arange(8) % 2)
 
 
-_DDP_CFG = StepOptions(
-    "condnum", MethodOptions(benign_weight=0.5, harmful_weight=3.0), normalize_covariance=True
-)
+_DDP_CFG = StepOptions(_condnum(0.5, 3.0), normalize_covariance=True)
 
 
 def _ddp_worker(fabric, cfg: StepOptions, out: str) -> None:
@@ -149,7 +162,7 @@ def test_penalty_on_half_the_batch_differs_so_the_gather_is_needed() -> None:
     model = build_model("small-cnn", num_classes=3, image_size=8, seed=0).double().eval()
     with torch.no_grad():
         fb, fh = model.features(xb.double()), model.features(xh.double())
-    cfg = MethodOptions(benign_weight=0.0, harmful_weight=1.0)
-    full = immunization_penalty("condnum", fb, fh, cfg, normalize=True).total
-    half = immunization_penalty("condnum", fb[::2], fh[::2], cfg, normalize=True).total
+    cfg = _condnum(0.0, 1.0)
+    full = immunization_penalty(cfg, fb, fh, normalize=True).total
+    half = immunization_penalty(cfg, fb[::2], fh[::2], normalize=True).total
     assert abs(float(full) - float(half)) > 1e-3 * abs(float(full)), (float(full), float(half))

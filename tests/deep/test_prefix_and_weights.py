@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from condimmune.core.errors import UserError
-from condimmune.deep.backbones import Backbone, build_model, load_weights
+from condimmune.deep.backbones import SPECS, Backbone, build_model, load_weights
 from condimmune.deep.head import fit_linear_head, linear_probe_top1
 from condimmune.deep.images import GreyToRGB, KeyedDataset
 from condimmune.deep.prefix import prefix_dataset, prefix_fingerprint
@@ -25,7 +25,7 @@ SIZES[Backbone.MOBILENET_V2] = 64
 @pytest.mark.parametrize("backbone", list(Backbone))
 def test_suffix_of_the_prefix_is_the_whole_model(backbone, gen) -> None:
     model = build_model(backbone, num_classes=3, image_size=SIZES[backbone], seed=1).eval()
-    channels = model.spec.in_channels
+    channels = SPECS[backbone].in_channels
     x = torch.randn(4, channels, SIZES[backbone], SIZES[backbone], generator=gen)
     with torch.no_grad():
         whole_phi, whole_logits = model(x)
@@ -38,7 +38,7 @@ def test_suffix_of_the_prefix_is_the_whole_model(backbone, gen) -> None:
 def test_prefix_dataset_equals_the_model_and_is_cached_by_fingerprint(tmp_path, gen) -> None:
     model = build_model(Backbone.MOBILENET_V2, num_classes=10, image_size=32, seed=0).eval()
     grey = (torch.rand(6, 28, 28, generator=gen) * 255).to(torch.uint8)
-    tf = GreyToRGB(32, model.spec.mean, model.spec.std)
+    tf = GreyToRGB(32, SPECS[Backbone.MOBILENET_V2].mean, SPECS[Backbone.MOBILENET_V2].std)
     data = KeyedDataset(grey, torch.arange(6), tf, classes=[str(i) for i in range(10)])
     first = prefix_dataset(model, data, preprocessing=tf.describe(), cache_dir=tmp_path)
     files = list((tmp_path / "prefix").glob("*.safetensors"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from condimmune.deep.backbones import build_model
 from condimmune.deep.checkpoint import load_checkpoint
 from condimmune.deep.images import KeyedDataset
 from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, immunize, make_fabric
-from condimmune.methods.base import MethodOptions
+from condimmune.methods.registry import configure_method
 
 
 # ------------------------------------------------------------------ checkpoints and resume
@@ -21,8 +22,7 @@ def _tiny_data(seed: int, classes: int) -> KeyedDataset:
 
 
 _RESUME_CFG = ImmunizeOptions(
-    method="condnum",
-    method_options=MethodOptions(benign_weight=1e-3, harmful_weight=1.0),
+    method=configure_method("condnum", "deep", benign_weight=1e-3, harmful_weight=1.0),
     epochs=2,
     batch_size=8,
     lr=1e-2,
@@ -31,19 +31,20 @@ _RESUME_CFG = ImmunizeOptions(
 )
 
 
-def _run(model, ckpt, stop_after=None):
+def _run(model, ckpt, killed_after=0):
+    """Immunize; ``killed_after`` steps (0: all) stands for a kill right after the checkpoint
+    of that step (the step cap ends the call exactly there; ``checkpoint_every`` is 1)."""
     return immunize(
         make_fabric(FabricOptions()),
         model,
         _tiny_data(0, 3),
         _tiny_data(1, 2),
-        _RESUME_CFG,
+        replace(_RESUME_CFG, max_steps=killed_after),
         harmful_classes=2,
         seed=0,
         checkpoint_dir=ckpt,
         fingerprint="tiny",
         progress=False,
-        stop_after=stop_after,
     )
 
 
@@ -52,7 +53,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path) ->
     straight = copy.deepcopy(base)
     h_straight = _run(straight, None)
     interrupted = copy.deepcopy(base)
-    h_first = _run(interrupted, tmp_path, stop_after=4)
+    h_first = _run(interrupted, tmp_path, killed_after=4)
     assert h_first.global_step == 4
     resumed = copy.deepcopy(base)  # a fresh process starts again from θ0 ...
     h_resumed = _run(resumed, tmp_path)  # ... and picks up the checkpoint
@@ -69,7 +70,7 @@ def test_checkpoint_is_safetensors_and_refuses_another_config(tmp_path) -> None:
     from safetensors import safe_open
 
     model = build_model("small-cnn", num_classes=3, image_size=8, seed=0)
-    _run(model, tmp_path, stop_after=1)
+    _run(model, tmp_path, killed_after=1)
     with safe_open(tmp_path / "checkpoint.safetensors", framework="pt") as f:
         keys = list(f.keys())
     assert any(k.startswith("model.") for k in keys)

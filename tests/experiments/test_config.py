@@ -39,7 +39,15 @@ from condimmune.experiments.registry import (
     experiment_spec,
     registered_experiments,
 )
-from condimmune.methods.base import DeepSolver, FeatureMap, LinearPlan, MethodSpec
+from condimmune.methods.base import (
+    DeepSolver,
+    DeepVersion,
+    FeatureMap,
+    LinearPlan,
+    LinearVersion,
+    MethodSpec,
+    NoOptions,
+)
 from condimmune.methods.registry import register_method, unregister_method
 
 LINEAR = "mnist-pair"
@@ -91,13 +99,14 @@ _BOUNDS: list[tuple[str, str, Any, Any, Any, Any, list[str]]] = [
     (LINEAR, "train.epochs", 0, 1, 10_000, 10_001, []),
     (LINEAR, "train.batch_size", 0, 1, 1_000_000, 1_000_001, []),
     (LINEAR, "train.lr", 0.0, 1e-300, None, None, []),
-    (LINEAR, "train.benign_weight", -0.1, 0.0, 0.999, 1.0, []),
-    (LINEAR, "train.harmful_weight", -0.1, 0.0, 0.999, 1.0, []),
-    (LINEAR, "train.benign_ridge", 0.0, 1e-300, None, None, []),
-    (LINEAR, "train.harmful_ridge", 0.0, 1e-300, None, None, []),
-    (LINEAR, "train.opt_kappa_weight", -1.0, 0.0, None, None, []),
-    (LINEAR, "train.imma_weight", -1.0, 0.0, None, None, []),
-    (LINEAR, "train.imma_inner_steps", 0, 1, 1_000, 1_001, []),
+    (LINEAR, "method.benign_step", -0.1, 0.0, 0.999, 1.0, []),
+    (LINEAR, "method.harmful_step", -0.1, 0.0, 0.999, 1.0, []),
+    (LINEAR, "method.benign_ridge", 0.0, 1e-300, None, None, []),
+    (LINEAR, "method.harmful_ridge", 0.0, 1e-300, None, None, []),
+    (LINEAR, "method.harmful_step", -0.1, 0.0, 0.999, 1.0, ["train.method=r-ill-only"]),
+    (LINEAR, "method.weight", -1.0, 0.0, None, None, ["train.method=opt-kappa"]),
+    (LINEAR, "method.weight", -1.0, 0.0, None, None, ["train.method=imma"]),
+    (LINEAR, "method.inner_steps", 0, 1, 1_000, 1_001, ["train.method=imma"]),
     (LINEAR, "attack.target", 0.0, 1e-12, 0.999, 1.0, []),
     (LINEAR, "attack.budget", 0, 1, 1_000_000, 1_000_001, []),
     (DEEP, "seed", -1, 0, 2**32 - 1, 2**32, []),
@@ -116,12 +125,13 @@ _BOUNDS: list[tuple[str, str, Any, Any, Any, Any, list[str]]] = [
     (DEEP, "train.momentum", -0.1, 0.0, 0.999, 1.0, []),
     (DEEP, "train.weight_decay", -1e-9, 0.0, None, None, []),
     (DEEP, "train.label_smoothing", -0.1, 0.0, 0.999, 1.0, []),
-    (DEEP, "train.benign_weight", -1.0, 0.0, None, None, []),
-    (DEEP, "train.harmful_weight", -1.0, 0.0, None, None, []),
-    (DEEP, "train.opt_kappa_weight", -1.0, 0.0, None, None, []),
-    (DEEP, "train.imma_weight", -1.0, 0.0, None, None, []),
-    (DEEP, "train.imma_inner_steps", 0, 1, 1_000, 1_001, []),
-    (DEEP, "train.closed_form_ridge", 0.0, 1e-300, None, None, []),
+    (DEEP, "method.benign_weight", -1.0, 0.0, None, None, []),
+    (DEEP, "method.harmful_weight", -1.0, 0.0, None, None, []),
+    (DEEP, "method.harmful_weight", -1.0, 0.0, None, None, ["train.method=condnum-leace"]),
+    (DEEP, "method.weight", -1.0, 0.0, None, None, ["train.method=opt-kappa"]),
+    (DEEP, "method.weight", -1.0, 0.0, None, None, ["train.method=imma"]),
+    (DEEP, "method.inner_steps", 0, 1, 1_000, 1_001, ["train.method=imma"]),
+    (DEEP, "method.ridge", 0.0, 1e-300, None, None, ["train.method=closed-form"]),
     (DEEP, "train.max_steps", -1, 0, 100_000_000, 100_000_001, []),
     (DEEP, "train.devices", 0, 1, 1024, 1025, ["train.batch_size=65536"]),
     (DEEP, "train.checkpoint_every", 0, 1, 100_000_000, 100_000_001, []),
@@ -143,8 +153,14 @@ def _bound_cases() -> Iterator[Any]:
             ("above", above, False),
         ):
             if value is not None:
+                method = "".join(f"[{e.split('=')[1]}]" for e in extra if "method" in e)
                 yield pytest.param(
-                    experiment, key, value, extra, ok, id=f"{experiment}:{key}={value}:{label}"
+                    experiment,
+                    key,
+                    value,
+                    extra,
+                    ok,
+                    id=f"{experiment}{method}:{key}={value}:{label}",
                 )
 
 
@@ -185,8 +201,8 @@ def test_range_bounds(experiment: str, key: str, value: Any, extra: list[str], o
         ),
         pytest.param(
             LINEAR,
-            "train.harmful_weight=1.5",
-            "invalid value for train.harmful_weight: 1.5 (must be < 1)",
+            "method.harmful_step=1.5",
+            "invalid value for method.harmful_step: 1.5 (must be < 1)",
             id="lt",
         ),
         pytest.param(
@@ -194,8 +210,8 @@ def test_range_bounds(experiment: str, key: str, value: Any, extra: list[str], o
         ),
         pytest.param(
             LINEAR,
-            "train.step_rule=newton",
-            "invalid value for train.step_rule: 'newton' (choose one of 'unit' or 'monotone')",
+            "method.step_rule=newton",
+            "invalid value for method.step_rule: 'newton' (choose one of 'unit' or 'monotone')",
             id="choice",
         ),
     ],
@@ -475,7 +491,7 @@ def test_null_for_optional_fields(experiment: str, key: str, text: str) -> None:
     ("experiment", "assignment", "fragment"),
     [
         pytest.param(DEEP, "data.benign_digits=null", "data.benign_digits must list", id="str"),
-        pytest.param(LINEAR, "train.step_rule=null", "train.step_rule", id="choice"),
+        pytest.param(LINEAR, "method.step_rule=null", "method.step_rule", id="choice"),
         pytest.param(LINEAR, "train.epochs=null", "train.epochs must be of type int", id="int"),
         pytest.param(LINEAR, "train.method=null", "unknown train.method 'null'", id="method"),
     ],
@@ -492,9 +508,9 @@ _NON_FINITE_TEXT = ["nan", "NaN", "inf", "-inf", "+Infinity", "1e999", "-1e400"]
     ("experiment", "key", "text"),
     [
         *(pytest.param(LINEAR, "train.lr", t, id=f"set-lr:{t}") for t in _NON_FINITE_TEXT),
-        pytest.param(LINEAR, "train.benign_ridge", "inf", id="set-ridge"),
+        pytest.param(LINEAR, "method.benign_ridge", "inf", id="set-ridge"),
         pytest.param(LINEAR, "attack.target", "nan", id="set-target"),
-        pytest.param(DEEP, "train.harmful_weight", "inf", id="set-deep-weight"),
+        pytest.param(DEEP, "method.harmful_weight", "inf", id="set-deep-weight"),
         pytest.param(DEEP, "train.weight_decay", "nan", id="set-deep-decay"),
         pytest.param(DEEP, "eval.attack_target", "nan", id="set-eval-target"),
     ],
@@ -509,9 +525,9 @@ def test_non_finite_floats_are_refused_through_set(experiment: str, key: str, te
     [
         pytest.param(LINEAR, "train.lr", math.nan, id="lr-nan"),
         pytest.param(LINEAR, "train.lr", math.inf, id="lr-inf"),
-        pytest.param(LINEAR, "train.harmful_ridge", -math.inf, id="ridge-minus-inf"),
-        pytest.param(DEEP, "train.harmful_weight", math.inf, id="deep-inf"),
-        pytest.param(DEEP, "train.closed_form_ridge", math.nan, id="deep-nan"),
+        pytest.param(LINEAR, "method.harmful_ridge", -math.inf, id="ridge-minus-inf"),
+        pytest.param(DEEP, "method.harmful_weight", math.inf, id="deep-inf"),
+        pytest.param(DEEP, "method.benign_weight", math.nan, id="deep-nan"),
     ],
 )
 def test_non_finite_floats_are_refused_in_dicts(experiment: str, key: str, value: float) -> None:
@@ -633,16 +649,15 @@ _DEFAULT_LINEAR = {
         "epochs": 30,
         "batch_size": 64,
         "lr": 1e-3,
-        "step_rule": "unit",
-        "benign_weight": 0.5,
-        "harmful_weight": 0.2,
+    },
+    "method": {
+        "benign_step": 0.5,
+        "harmful_step": 0.2,
         "benign_ridge": 1.0,
         "harmful_ridge": 1e-7,
-        "opt_kappa_weight": 1.0,
-        "imma_weight": 1.0,
-        "imma_inner_steps": 5,
+        "step_rule": "unit",
     },
-    "attack": {"target": 1e-3, "budget": 2000},
+    "attack": {"target": 1e-3, "budget": 2000, "attackers": "all", "suite_budget": 500},
 }
 _DEFAULT_DEEP = {
     "experiment": "mnist-cnn",
@@ -679,14 +694,7 @@ _DEFAULT_DEEP = {
         "momentum": 0.9,
         "weight_decay": 2e-5,
         "label_smoothing": 0.1,
-        "benign_weight": 1e-3,
-        "harmful_weight": 100.0,
         "normalize_covariance": True,
-        "benign_guard": True,
-        "opt_kappa_weight": 1.0,
-        "imma_weight": 1.0,
-        "imma_inner_steps": 5,
-        "closed_form_ridge": 1e-6,
         "max_steps": 0,
         "precision": "32-true",
         "accelerator": "cpu",
@@ -695,6 +703,7 @@ _DEFAULT_DEEP = {
         "checkpoint_every": 50,
         "logger": "csv",
     },
+    "method": {"benign_weight": 1e-3, "harmful_weight": 100.0, "benign_guard": True},
     "eval": {
         "groups": 20,
         "group_size": 256,
@@ -810,13 +819,13 @@ def _toy_map(inputs: Any, options: Any) -> FeatureMap:  # pragma: no cover - nev
 
 @pytest.fixture
 def toy_methods() -> Iterator[tuple[str, str]]:
-    linear_only = MethodSpec("toy-cfg-linear", "test only", linear=_toy_linear, deep_solver=None)
+    linear_only = MethodSpec(
+        "toy-cfg-linear", "test only", linear=LinearVersion(NoOptions, _toy_linear)
+    )
     deep_only = MethodSpec(
         "toy-cfg-deep",
         "test only",
-        linear=None,
-        deep_solver=DeepSolver.CLOSED_FORM,
-        deep_feature_map=_toy_map,
+        deep=DeepVersion(NoOptions, DeepSolver.CLOSED_FORM, feature_map=_toy_map),
     )
     register_method(linear_only)
     register_method(deep_only)
@@ -936,3 +945,56 @@ def test_random_overrides_give_a_valid_config_or_a_one_line_value_error(
         return
     assert type(config) is type(base)
     assert config_from_dict(config_to_dict(config)) == config
+
+
+# ----------------------------------------------------------------------- the method section
+def test_the_method_section_follows_train_method_through_set() -> None:
+    house = default_config(HOUSE)
+    assert config_to_dict(house)["method"]["harmful_ridge"] == 1.0  # the experiment's default
+    r_ill = apply_overrides(house, ["train.method=r-ill-only"])
+    assert config_to_dict(r_ill)["method"] == {
+        "harmful_step": 0.1,
+        "harmful_ridge": 1.0,
+        "step_rule": "unit",
+    }
+    tuned = apply_overrides(house, ["method.benign_step=0.3"])
+    opt = apply_overrides(tuned, ["train.method=opt-kappa"])
+    assert config_to_dict(opt)["method"] == {"weight": 1.0}  # a new method starts afresh
+    # method.* keys are the options of the method the config ends with, in any order
+    both = apply_overrides(house, ["method.weight=0.25", "train.method=opt-kappa"])
+    assert config_to_dict(both)["method"] == {"weight": 0.25}
+    message = _error(apply_overrides, house, ["method.benign_step=0.3", "train.method=none"])
+    assert message == "unknown config key: method.benign_step; method takes no keys"
+
+
+@pytest.mark.parametrize(
+    ("text", "method"),
+    [
+        pytest.param("train: {method: opt-kappa}\n", {"weight": 1.0}, id="defaults"),
+        pytest.param(
+            "train: {method: imma}\nmethod: {inner_steps: 3}\n",
+            {"weight": 1.0, "inner_steps": 3},
+            id="partial-section",
+        ),
+        pytest.param(
+            "experiment: mnist-cnn\ntrain: {method: r-ill-only}\n",
+            {"harmful_weight": 100.0},
+            id="experiment-default",
+        ),
+    ],
+)
+def test_a_config_file_names_a_method_and_its_options(
+    tmp_path: Path, text: str, method: dict[str, Any]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert config_to_dict(load_config(path))["method"] == method
+
+
+def test_a_config_file_with_options_of_another_method_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {method: none}\nmethod: {benign_step: 0.1}\n")
+    message = _error(load_config, path)
+    assert message == (
+        f"config file {path}: unknown config key: method.benign_step; method takes no keys"
+    )

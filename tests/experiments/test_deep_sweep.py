@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 
 from condimmune.cli import app
 from condimmune.experiments.config import apply_overrides, default_config
-from condimmune.experiments.deep_sweep import make_deep_jobs
-from condimmune.experiments.deep_sweep_tables import summary_lines
+from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.report import format_number
+from condimmune.experiments.sweep import make_jobs, run_sweep
+from condimmune.experiments.tables import SweepRow, summarize, summary_table
+from condimmune.methods.base import ModelFamily
 
 cli = CliRunner()
 
@@ -85,24 +87,29 @@ def test_deep_sweep_table_is_the_mean_and_std_of_its_runs(tmp_path) -> None:
 
 def test_deep_jobs_refuse_repeats_and_linear_only_methods(tmp_path) -> None:
     base = apply_overrides(default_config("mnist-cnn"), QUICK)
-    jobs = make_deep_jobs(base, ["none", "closed-form"], [0, 1], tmp_path)
+    jobs = make_jobs(base, ["none", "closed-form"], [0, 1], None, tmp_path)
     assert jobs[0].out_dir == str(tmp_path / "runs" / "none" / "seed0")
     assert {j.config["train"]["method"] for j in jobs} == {"none", "closed-form"}
     with pytest.raises(ValueError, match="twice"):
-        make_deep_jobs(base, ["none", "none"], [0], tmp_path)
+        make_jobs(base, ["none", "none"], [0], None, tmp_path)
     with pytest.raises(ValueError, match="twice"):
-        make_deep_jobs(base, ["none"], [3, 3], tmp_path)
+        make_jobs(base, ["none"], [3, 3], None, tmp_path)
     with pytest.raises(ValueError, match="at least one"):
-        make_deep_jobs(base, [], [0], tmp_path)
+        make_jobs(base, [], [0], None, tmp_path)
     with pytest.raises(ValueError, match="unknown"):
-        make_deep_jobs(base, ["nope"], [0], tmp_path)
+        make_jobs(base, ["nope"], [0], None, tmp_path)
+    with pytest.raises(ValueError, match="has no digit pairs"):
+        make_jobs(base, ["none"], [0], [(1, 7)], tmp_path)
+
+
+def _summary_lines(rows: list[SweepRow], methods: list[str]) -> list[str]:
+    printed, _ = pipeline_for(ModelFamily.DEEP).sweep_summary()
+    return summary_table(summarize(rows, methods), printed).markdown()
 
 
 def test_a_summary_without_runs_shows_dashes() -> None:
-    from condimmune.experiments.deep_sweep_tables import DeepSweepRow, summarize_deep
-
-    failed = DeepSweepRow(experiment="mnist-cnn", method="none", seed=0, run_dir="x", error="E")
-    (line,) = summary_lines(summarize_deep([failed], ["none"]))[2:]
+    failed = SweepRow("mnist-cnn", "none", 0, {}, run_dir="x", error="E")
+    (line,) = _summary_lines([failed], ["none"])[2:]
     assert line.startswith("| none | 0 (1 failed) | — |")
 
 
@@ -112,40 +119,33 @@ def test_deep_sweep_refuses_bad_workers_and_foreign_run_directories(tmp_path) ->
 
     import yaml
 
-    from condimmune.experiments.deep_sweep import run_deep_sweep
-
     base = apply_overrides(default_config("mnist-cnn"), QUICK)
     with pytest.raises(ValueError, match="--workers must be ≥ 1"):
-        run_deep_sweep(base, methods=["none"], seeds=[0], out_dir=tmp_path / "a", workers=0)
+        run_sweep(base, methods=["none"], seeds=[0], out_dir=tmp_path / "a", workers=0)
     # a finished run directory with the job's config but a linear metrics.json
-    (job,) = make_deep_jobs(base, ["none"], [0], tmp_path / "b")
+    (job,) = make_jobs(base, ["none"], [0], None, tmp_path / "b")
     run = Path(job.out_dir)
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(job.config))
     golden = Path(__file__).parent / "golden" / "digits-none.json"
     shutil.copy(golden, run / "metrics.json")
     with pytest.raises(ValueError, match="metrics of a linear run"):
-        run_deep_sweep(
-            base, methods=["none"], seeds=[0], out_dir=tmp_path / "b", workers=1, resume=True
-        )
+        run_sweep(base, methods=["none"], seeds=[0], out_dir=tmp_path / "b", workers=1, resume=True)
 
 
 def test_a_probe_that_never_reached_its_level_is_counted() -> None:
-    from condimmune.experiments.deep_sweep_tables import DeepSweepRow, summarize_deep
-
     rows = [
-        DeepSweepRow(
-            experiment="x",
-            method="m",
-            seed=seed,
-            probe_steps_original=10,
-            probe_steps_immunized=steps,
+        SweepRow(
+            "x",
+            "m",
+            seed,
+            {"probe_steps_original": 10, "probe_steps_immunized": steps},
             run_dir=str(seed),
         )
         for seed, steps in ((0, None), (1, 30), (2, None))
     ]
-    (line,) = summary_lines(summarize_deep(rows, ["m"]))[2:]
+    (line,) = _summary_lines(rows, ["m"])[2:]
     assert "| 10 → 30 (± 0) (2/3 not reached) |" in line
-    rows = [r for r in rows if r.probe_steps_immunized is None]
-    (line,) = summary_lines(summarize_deep(rows, ["m"]))[2:]
+    rows = [r for r in rows if r["probe_steps_immunized"] is None]
+    (line,) = _summary_lines(rows, ["m"])[2:]
     assert "| 10 → — (2/2 not reached) |" in line

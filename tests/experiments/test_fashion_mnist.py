@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from condimmune.core.errors import UserError
-from condimmune.experiments.deep_data import fashion_mnist_arrays
+from condimmune.experiments.pipelines.deep.data import fashion_mnist_arrays
 
 
 def _idx(path, array: np.ndarray, *, magic_type: int = 0x08, gz: bool = True) -> None:
@@ -66,13 +66,18 @@ def test_a_missing_file_names_it_and_the_install_command(tmp_path) -> None:
     assert "apt-get install -y dataset-fashion-mnist" in message and "\n" not in message
 
 
-def test_the_experiment_refuses_a_missing_root_and_too_few_digits() -> None:
+def test_the_experiment_refuses_a_missing_root_and_too_few_digits(tmp_path) -> None:
     from condimmune.experiments.config import apply_overrides, default_config
-    from condimmune.experiments.deep_data import load_deep_data
+    from condimmune.experiments.pipeline import resolve_plan
+    from condimmune.experiments.pipelines.deep.data import load_deep_data
+
+    def load(*sets: str) -> object:
+        options = resolve_plan(apply_overrides(base, list(sets))).options
+        return load_deep_data(options.data, options.model, seed=0)
 
     base = default_config("mobilenet-fashion-mnist")
-    with pytest.raises(ValueError, match=r"data\.root is not set"):
-        load_deep_data(apply_overrides(base, ["data.root=null"]))
+    with pytest.raises(UserError, match="dataset-fashion-mnist"):
+        load(f"data.root={tmp_path / 'nowhere'}")
     # the packaged subset has 500 images per digit: none would be left for training
     with pytest.raises(ValueError, match=r"not more than data\.test_per_class = 500"):
-        load_deep_data(apply_overrides(base, ["data.test_per_class=500"]))
+        load("data.test_per_class=500")

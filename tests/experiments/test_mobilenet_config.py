@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from condimmune.experiments.config import apply_overrides, default_config, load_config
-from condimmune.experiments.deep_setup import cache_dir
-from condimmune.experiments.registry import FASHION_MNIST_ROOT
+from condimmune.experiments.pipeline import resolve_plan
 
 FULL = "src/condimmune/configs/mobilenet-fashion-mnist-full.yaml"
 
@@ -19,7 +18,7 @@ def test_defaults_are_the_documented_cpu_experiment() -> None:
         64,
     )
     assert c.model.cache_prefix and c.model.trainable_blocks == 2
-    assert c.data.root == FASHION_MNIST_ROOT and c.data.max_test_images == 0  # full test set
+    assert c.data.root is None and c.data.max_test_images == 0  # Debian's files, full test set
     assert (c.eval.groups, c.eval.group_size) == (20, 100)  # the paper's protocol
     assert c.train.logger == "csv"
 
@@ -48,6 +47,10 @@ def test_bad_values_are_refused(experiment, assignment, match) -> None:
 
 def test_cache_dir_comes_from_the_config_then_the_environment(tmp_path, monkeypatch) -> None:
     c = default_config("mobilenet-fashion-mnist")
+
+    def cache_dir(config: object) -> object:
+        return resolve_plan(config).options.model.cache_dir  # type: ignore[arg-type]
+
     monkeypatch.setenv("CONDIMMUNE_CACHE_DIR", str(tmp_path / "env"))
     assert cache_dir(c) == tmp_path / "env"
     monkeypatch.delenv("CONDIMMUNE_CACHE_DIR")

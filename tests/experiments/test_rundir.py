@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from condimmune._files import replace_atomically
 from condimmune.core.errors import StaleFilesWarning, UserError
-from condimmune.experiments.config import default_config
+from condimmune.experiments.config import apply_overrides, default_config
 from condimmune.experiments.rundir import (
     claim_output_dir,
     read_json,
@@ -158,27 +158,31 @@ def test_strict_readers_name_the_file(tmp_path, content, reader, message) -> Non
 
 
 def test_theta0_carries_the_fingerprint_of_what_it_depends_on(tmp_path) -> None:
-    from condimmune.experiments.run_cache import (
-        load_original,
+    from condimmune.experiments.pipeline import resolve_plan
+    from condimmune.experiments.pipelines.deep.original import (
+        _load_original,
+        _save_original,
         original_fingerprint,
-        save_original,
     )
 
     config = default_config("mnist-cnn")
-    fingerprint = original_fingerprint(config)
+
+    def fingerprint_of(*sets: str) -> str:
+        return original_fingerprint(resolve_plan(apply_overrides(config, list(sets))))
+
+    fingerprint = fingerprint_of()
     for key, value in (("epochs", 7), ("lr", 0.5)):  # immunization settings: same θ0
-        changed = config.model_copy(deep=True)
-        setattr(changed.train, key, value)
-        assert original_fingerprint(changed) == fingerprint
-    other = config.model_copy(deep=True)
-    other.train.pretrain_epochs = 3
-    assert original_fingerprint(other) != fingerprint
+        assert fingerprint_of(f"train.{key}={value}") == fingerprint
+    assert fingerprint_of("method.harmful_weight=3") == fingerprint
+    assert fingerprint_of(f"model.cache_dir={tmp_path}", "data.num_workers=2") == fingerprint
+    other = fingerprint_of("train.pretrain_epochs=3")
+    assert other != fingerprint
     path = tmp_path / "ckpt" / "original.safetensors"
-    save_original(path, {"w": torch.ones(2)}, fingerprint)
+    _save_original(path, {"w": torch.ones(2)}, fingerprint)
     assert leftovers(tmp_path) == []
-    assert torch.equal(load_original(path, fingerprint)["w"], torch.ones(2))
+    assert torch.equal(_load_original(path, fingerprint)["w"], torch.ones(2))
     with pytest.raises(UserError, match="another configuration") as err:
-        load_original(path, original_fingerprint(other))
+        _load_original(path, other)
     assert str(path) in str(err.value)
 
 

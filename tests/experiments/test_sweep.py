@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
+from condimmune.experiments.pipeline import pipeline_for
+from condimmune.experiments.report import format_number
 from condimmune.experiments.sweep import run_sweep
-from condimmune.experiments.sweep_tables import MethodSummary, SweepRow, summarize
-from condimmune.methods.base import DeepSolver, MethodSpec
+from condimmune.experiments.tables import MethodStats, SweepRow, summarize, summary_table
+from condimmune.methods.base import DeepSolver, DeepVersion, MethodSpec, ModelFamily, NoOptions
 from condimmune.methods.leace import leace_feature_map
 from condimmune.methods.registry import register_method, unregister_method
 
@@ -60,7 +62,7 @@ def sweep(out: Path, cfg: ExperimentConfig | None = None, **kwargs: object) -> l
         "progress": False,
     }
     options.update(kwargs)
-    return run_sweep(cfg or digits_config(), out_dir=out, **options)  # type: ignore[arg-type]
+    return run_sweep(cfg or digits_config(), out_dir=out, **options).rows  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -83,70 +85,88 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_rows_are_typed_and_the_csv_columns_are_unchanged(finished):
     out, rows = finished
-    assert [(r.benign, r.harmful) for r in rows] == PAIRS  # sorted by method, pair, seed
+    assert [(r["benign"], r["harmful"]) for r in rows] == PAIRS  # by method, pair, seed
     for r in rows:
         assert isinstance(r, SweepRow)
         assert not r.failed and r.error == ""
         assert (r.experiment, r.method, r.seed) == ("digits", "closed-form", 0)
         for name in ("rir", "rir_paper_compatible", "harmful_ratio", "benign_ratio", "bound"):
-            assert isinstance(getattr(r, name), float), name
-        assert isinstance(r.steps_raw, int) and isinstance(r.steps_immunized, int)
-        assert isinstance(r.immunized, bool)
-        assert r.benign_metric == "accuracy"
-        assert Path(r.run_dir) == out / "runs" / "closed-form" / f"{r.benign}-{r.harmful}" / "seed0"
-    with pytest.raises(AttributeError):
-        rows[0].rir = 2.0  # type: ignore[misc]
+            assert isinstance(r[name], float), name
+        assert isinstance(r["steps_raw"], int) and isinstance(r["steps_immunized"], int)
+        assert isinstance(r["immunized"], bool)
+        assert r["benign_metric"] == "accuracy"
+        pair = f"{r['benign']}-{r['harmful']}"
+        assert Path(r.run_dir) == out / "runs" / "closed-form" / pair / "seed0"
+    with pytest.raises(TypeError):
+        rows[0].values["rir"] = 2.0  # type: ignore[index]
     header = (out / "sweep.csv").read_text().splitlines()[0]
     assert header.split(",") == CSV_COLUMNS
     table = read_csv(out / "sweep.csv")
     assert len(table) == len(rows)
     for r, line in zip(rows, table, strict=True):
-        assert float(line["rir"]) == r.rir
-        assert int(line["steps_immunized"]) == r.steps_immunized
-        assert line["immunized"] == str(r.immunized)
-        assert line["benign"] == str(r.benign) and line["error"] == ""
+        assert float(line["rir"]) == r["rir"]
+        assert int(line["steps_immunized"]) == r["steps_immunized"]
+        assert line["immunized"] == str(r["immunized"])
+        assert line["benign"] == str(r["benign"]) and line["error"] == ""
     assert "mean RIR" in (out / "sweep.md").read_text()
     assert (out / "heatmap_closed-form.png").is_file()
 
 
+def _cells(stats: list[MethodStats]) -> list[dict[str, str]]:
+    """The linear summary's markdown cells of each method, by header."""
+    _, columns = pipeline_for(ModelFamily.LINEAR).sweep_summary()
+    table = summary_table(stats, columns)
+    return [dict(zip(table.columns, row, strict=True)) for row in table.rows]
+
+
 def test_summary_numbers_are_the_means_of_the_rows(finished):
     _, rows = finished
-    (s,) = summarize(rows)
-    assert isinstance(s, MethodSummary)
-    assert (s.method, s.runs, s.failed) == ("closed-form", 2, 0)
-    assert s.mean_rir == pytest.approx(statistics.fmean(r.rir for r in rows))
-    assert s.mean_rir_paper_compatible == pytest.approx(
-        statistics.fmean(r.rir_paper_compatible for r in rows)
+    (stats,) = summarize(rows, ["closed-form"])
+    assert (stats.method, stats.runs, stats.failed) == ("closed-form", 2, 0)
+    (cells,) = _cells([stats])
+    f = format_number
+
+    def values(name: str) -> list[float]:
+        return [float(r[name]) for r in rows]  # type: ignore[arg-type]
+
+    assert cells["runs"] == "2"
+    assert cells["mean RIR"] == f(statistics.fmean(values("rir")))
+    assert cells["median RIR"] == f(statistics.median(values("rir")))
+    assert cells["mean RIR (paper-compatible)"] == f(
+        statistics.fmean(values("rir_paper_compatible"))
     )
-    assert s.mean_harmful_ratio == pytest.approx(statistics.fmean(r.harmful_ratio for r in rows))
-    assert s.mean_benign_ratio == pytest.approx(statistics.fmean(r.benign_ratio for r in rows))
-    assert s.mean_bound == pytest.approx(statistics.fmean(r.bound for r in rows))
-    assert s.mean_fraction_of_bound == pytest.approx(
-        statistics.fmean(r.rir_fraction_of_bound for r in rows)
+    assert cells["median RIR (paper-compatible)"] == f(
+        statistics.median(values("rir_paper_compatible"))
     )
-    assert s.mean_wall_seconds == pytest.approx(statistics.fmean(r.wall_seconds for r in rows))
-    assert s.benign_kept == sum(r.benign_ratio <= 1 + 1e-6 for r in rows)
-    assert s.rir_above_1 == sum(r.rir > 1 for r in rows)
-    assert s.median_rir == pytest.approx(statistics.median(r.rir for r in rows))
-    assert s.median_rir_paper_compatible == pytest.approx(
-        statistics.median(r.rir_paper_compatible for r in rows)
-    )
-    assert s.immunized == sum(bool(r.immunized) for r in rows)
-    assert s.mean_benign_raw == pytest.approx(statistics.fmean(r.benign_raw for r in rows))
-    assert s.mean_benign_immunized == pytest.approx(
-        statistics.fmean(r.benign_immunized for r in rows)
+    assert cells["mean (i)"] == f(statistics.fmean(values("harmful_ratio")))
+    assert cells["mean (ii)"] == f(statistics.fmean(values("benign_ratio")))
+    assert cells["mean bound"] == f(statistics.fmean(values("bound")))
+    assert cells["mean RIR/bound"] == f(statistics.fmean(values("rir_fraction_of_bound")))
+    assert cells["s/run"] == f(statistics.fmean(values("wall_seconds")))
+    kept = sum(v <= 1 + 1e-6 for v in values("benign_ratio"))
+    assert cells["κ_P kept"] == f"{kept}/2"
+    assert cells["RIR > 1"] == f"{sum(v > 1 for v in values('rir'))}/2"
+    assert cells["Def. 3.1"] == f"{sum(bool(r['immunized']) for r in rows)}/2"
+    assert cells["benign metric raw → imm. (mean)"] == (
+        f"{f(statistics.fmean(values('benign_raw')))} → "
+        f"{f(statistics.fmean(values('benign_immunized')))}"
     )
 
 
-def _row(method: str, **values: object) -> SweepRow:
+def _row(method: str, error: str = "", **values: object) -> SweepRow:
     return SweepRow(
-        experiment="digits", method=method, seed=0, benign=1, harmful=7, run_dir="x", **values
-    )  # type: ignore[arg-type]
+        experiment="digits",
+        method=method,
+        seed=0,
+        values={"benign": 1, "harmful": 7, **values},
+        run_dir="x",
+        error=error,
+    )
 
 
 def test_summary_of_unbounded_and_failed_runs():
     # skewed, distinct values: each mean differs from its median
-    done = {"harmful_ratio": 3.0, "benign_ratio": 1.5}
+    done = {"harmful_ratio": 3.0, "benign_ratio": 1.5, "rir_fraction_of_bound": None}
     rows = [
         _row(
             "a",
@@ -184,28 +204,25 @@ def test_summary_of_unbounded_and_failed_runs():
         _row("a", error="ValueError: boom"),
         _row("b", error="ValueError: boom"),
     ]
-    a, b = summarize(rows)
-    assert a == MethodSummary(
-        method="a",
-        runs=3,
-        failed=1,
-        mean_rir=5.5 / 3,
-        mean_rir_paper_compatible=4.0,
-        mean_harmful_ratio=3.0,
-        mean_benign_ratio=1.5,
-        mean_bound=math.inf,
-        mean_fraction_of_bound=None,
-        benign_kept=0,
-        rir_above_1=1,
-        mean_wall_seconds=2.0,
-        median_rir=1.0,
-        median_rir_paper_compatible=2.0,
-        immunized=1,
-        mean_benign_raw=0.5,
-        mean_benign_immunized=0.625,
-    )
-    assert b == MethodSummary(method="b", runs=0, failed=1)
-    assert b.mean_rir is None
+    a, b = _cells(summarize(rows, ["a", "b"]))
+    assert a == {
+        "method": "a",
+        "runs": "3 (1 failed)",
+        "mean RIR": format_number(5.5 / 3),
+        "median RIR": "1",
+        "mean RIR (paper-compatible)": "4",
+        "median RIR (paper-compatible)": "2",
+        "mean (i)": "3",
+        "mean (ii)": "1.5",
+        "mean bound": "inf",
+        "mean RIR/bound": "—",
+        "κ_P kept": "0/3",
+        "RIR > 1": "1/3",
+        "Def. 3.1": "1/3",
+        "benign metric raw → imm. (mean)": "0.5 → 0.625",
+        "s/run": "2",
+    }
+    assert b["runs"] == "0 (1 failed)" and b["mean RIR"] == "—" and b["κ_P kept"] == "—"
 
 
 def test_resume_reuses_finished_runs_and_runs_the_rest(finished, tmp_path):
@@ -216,16 +233,16 @@ def test_resume_reuses_finished_runs_and_runs_the_rest(finished, tmp_path):
     assert len(rows) == 3
     for r in rows:
         if r.run_dir in before:  # read back, not re-run
-            assert r.wall_seconds == before[r.run_dir].wall_seconds
-            assert r.rir == before[r.run_dir].rir
+            assert r["wall_seconds"] == before[r.run_dir]["wall_seconds"]
+            assert r["rir"] == before[r.run_dir]["rir"]
             assert (Path(r.run_dir) / "metrics.json").stat().st_mtime_ns == stamps[r.run_dir]
         else:
-            assert (r.benign, r.harmful, r.error) == (2, 3, "")
+            assert (r["benign"], r["harmful"], r.error) == (2, 3, "")
     assert len(read_csv(out / "sweep.csv")) == 3
 
 
 def _drop_key(cfg: dict) -> None:
-    del cfg["train"]["imma_weight"]
+    del cfg["train"]["batch_size"]
 
 
 def _add_key(cfg: dict) -> None:
@@ -243,14 +260,14 @@ def _add_key(cfg: dict) -> None:
         ),
         pytest.param(
             None,
-            ["train.benign_weight=0.25"],
-            "was run with train.benign_weight=0.5, this sweep asks for 0.25",
-            id="changed-weight",
+            ["train.lr=0.25"],
+            "was run with train.lr=0.001, this sweep asks for 0.25",
+            id="changed-rate",
         ),
         pytest.param(
             _drop_key,
             [],
-            "was run without train.imma_weight, this sweep asks for",
+            "was run without train.batch_size, this sweep asks for",
             id="key-missing",
         ),
         pytest.param(
@@ -296,18 +313,14 @@ def test_resume_refuses_a_run_without_config_yaml(finished, tmp_path):
         ),
         pytest.param({"pairs": [(1, 7), (3, 8), (1, 7)]}, "pairs lists 1-7 twice", id="pair"),
         pytest.param({"methods": ["magic"]}, "unknown train.method 'magic'", id="unknown-method"),
-        pytest.param(
-            {"methods": ["sweep-deep-only"]}, "has no linear-extractor version", id="deep-only"
-        ),
+        pytest.param({"methods": ["sweep-deep-only"]}, "has no linear version", id="deep-only"),
     ],
 )
 def test_bad_job_lists_are_refused_up_front(tmp_path, kwargs, message):
     deep_only = MethodSpec(
         "sweep-deep-only",
         "test",
-        linear=None,
-        deep_solver=DeepSolver.CLOSED_FORM,
-        deep_feature_map=leace_feature_map,
+        deep=DeepVersion(NoOptions, DeepSolver.CLOSED_FORM, feature_map=leace_feature_map),
     )
     register_method(deep_only)
     try:
@@ -326,13 +339,13 @@ def test_a_failed_job_becomes_a_row_with_its_error(tmp_path):
     ok, bad = sweep(out, cfg, pairs=[(1, 7), (8, 1)])
     assert not ok.failed
     assert bad.failed and bad.error.startswith("ValueError: digit 8 has 174 images")
-    assert (bad.benign, bad.harmful, bad.method, bad.seed) == (8, 1, "closed-form", 0)
-    assert bad.rir is None and bad.wall_seconds is None and bad.immunized is None
+    assert (bad["benign"], bad["harmful"], bad.method, bad.seed) == (8, 1, "closed-form", 0)
+    assert all(bad.values.get(name) is None for name in ("rir", "wall_seconds", "immunized"))
     line = read_csv(out / "sweep.csv")[1]
     assert line["error"] == bad.error and line["benign"] == "8"
     assert all(line[c] == "" for c in CSV_COLUMNS[5:18])
-    assert f"| 8 | 1 | 0 | failed: {bad.error} |" in (out / "sweep.md").read_text()
-    (s,) = summarize([ok, bad])
-    assert (s.runs, s.failed, s.mean_rir) == (1, 1, ok.rir)
-    (only_failed,) = summarize([bad])
-    assert (only_failed.runs, only_failed.failed, only_failed.mean_rir) == (0, 1, None)
+    assert f"| closed-form | 0 | 8 | 1 | failed: {bad.error} |" in (out / "sweep.md").read_text()
+    (cells,) = _cells(summarize([ok, bad], ["closed-form"]))
+    assert (cells["runs"], cells["mean RIR"]) == ("1 (1 failed)", format_number(ok["rir"]))
+    (only_failed,) = _cells(summarize([bad], ["closed-form"]))
+    assert (only_failed["runs"], only_failed["mean RIR"]) == ("0 (1 failed)", "—")

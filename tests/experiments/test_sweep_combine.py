@@ -13,9 +13,11 @@ from _cli_support import invoke
 
 from condimmune.core.errors import UserError
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
+from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.sweep import run_sweep
 from condimmune.experiments.sweep_combine import combine_sweeps, read_sweep_csv
-from condimmune.experiments.sweep_tables import SweepRow, write_tables
+from condimmune.experiments.tables import SweepRow
+from condimmune.methods.base import ModelFamily
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[S
             out_dir=out,
             workers=1,
             progress=False,
-        )
+        ).rows
 
     sweep(root / "first", [(1, 7)])
     sweep(root / "second", [(7, 1)])
@@ -44,22 +46,9 @@ def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[S
 
 def _without_dirs_and_times(rows: list[SweepRow]) -> list[tuple[object, ...]]:
     # run directories and wall times differ between the sweeps; every number must not
-    return [
-        (
-            r.method,
-            r.seed,
-            r.benign,
-            r.harmful,
-            r.rir,
-            r.rir_paper_compatible,
-            r.bound,
-            r.benign_raw,
-            r.benign_immunized,
-            r.steps_immunized,
-            r.immunized,
-        )
-        for r in rows
-    ]
+    kept = ("benign", "harmful", "rir", "rir_paper_compatible", "bound", "benign_raw")
+    kept += ("benign_immunized", "steps_immunized", "immunized")
+    return [(r.method, r.seed, *(r[name] for name in kept)) for r in rows]
 
 
 def test_a_sweep_csv_reads_back_to_its_rows(halves):
@@ -67,13 +56,13 @@ def test_a_sweep_csv_reads_back_to_its_rows(halves):
     rows = read_sweep_csv(first)
     assert rows == read_sweep_csv(first / "sweep.csv")
     (row,) = rows
-    assert isinstance(row, SweepRow) and isinstance(row.steps_immunized, int)
-    assert isinstance(row.immunized, bool) and row.error == ""
+    assert isinstance(row, SweepRow) and isinstance(row["steps_immunized"], int)
+    assert isinstance(row["immunized"], bool) and row.error == ""
 
 
 def test_two_halves_combine_to_the_table_of_the_whole(halves, tmp_path):
     first, second, both = halves
-    rows = combine_sweeps([second, first / "sweep.csv"], tmp_path / "out")
+    rows, _ = combine_sweeps([second, first / "sweep.csv"], tmp_path / "out")
     assert _without_dirs_and_times(rows) == _without_dirs_and_times(both)
     assert read_sweep_csv(tmp_path / "out") == rows
     assert "mean RIR" in (tmp_path / "out" / "sweep.md").read_text()
@@ -158,25 +147,18 @@ def test_rows_of_every_kind_read_back_unchanged(tmp_path):
         "immunized": False,
         "wall_seconds": 1.25,
     }
-    pair = {"experiment": "mnist-pair", "method": "condnum", "benign": 1, "harmful": 7}
+    pair = {"benign": 1, "harmful": 7}
+    failed = dict.fromkeys(done)
     rows = [
-        SweepRow(**pair, seed=0, run_dir="r/1-7", **done),
-        SweepRow(**pair, seed=1, run_dir="r/1-7b", error="ValueError: κ, σ"),
-    ]
-    house = [
+        SweepRow("mnist-pair", "condnum", 0, {**pair, **done}, run_dir="r/1-7"),
         SweepRow(
-            experiment="house-price",
-            method="condnum",
-            seed=0,
-            benign=None,
-            harmful=None,
-            run_dir="h",
-            **done,
-        )
+            "mnist-pair", "condnum", 1, {**pair, **failed}, "r/1-7b", error="ValueError: κ, σ"
+        ),
     ]
+    house = [SweepRow("house-price", "condnum", 0, {"benign": None, "harmful": None, **done}, "h")]
     for name, table in (("digits", rows), ("house", house)):
         (tmp_path / name).mkdir()
-        write_tables(tmp_path / name, table, methods=[])
+        pipeline_for(ModelFamily.LINEAR).write_sweep(tmp_path / name, table, ["condnum"])
         assert read_sweep_csv(tmp_path / name) == table
 
 

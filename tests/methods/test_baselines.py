@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from condimmune.core.spectral import log_condition_number_features
-from condimmune.methods.base import LinearProblem, MethodOptions
+from condimmune.methods.base import LinearProblem
 from condimmune.methods.baselines import OPT_KAPPA, imma_linear_direction
+from condimmune.methods.registry import configure_method
 
 
 def _objective(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
@@ -77,7 +78,7 @@ def test_opt_kappa_direction_matches_autograd(rows, zero_columns):
     xp[:, zero_columns] = 0.0  # all-zero pixel columns, left out of the fast products
     w = torch.randn(6, 6, generator=gen, dtype=torch.float64)
     problem = LinearProblem(xp, torch.zeros(rows), xh, torch.zeros(rows))
-    plan = OPT_KAPPA.linear(problem, MethodOptions(opt_kappa_weight=0.3))
+    plan = configure_method(OPT_KAPPA, "linear", weight=0.3).plan(problem)
     assert plan.gradient_direction is not None
     torch.testing.assert_close(
         plan.gradient_direction(w), _opt_kappa_reference(w, xp, xh, 0.3), rtol=1e-9, atol=1e-12

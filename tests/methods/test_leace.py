@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from condimmune.cli import app
-from condimmune.methods.base import FeatureMapInputs, LinearProblem, MethodOptions
+from condimmune.methods.base import FeatureMapInputs, LinearProblem, NoOptions
 from condimmune.methods.leace import leace_erasure, leace_feature_map
-from condimmune.methods.registry import method_spec
+from condimmune.methods.registry import configure_method
 
 COUNTS = (240, 160, 120, 80)  # unbalanced: chance = always the majority class = 0.4
 
@@ -58,7 +58,7 @@ def test_leace_leaves_the_least_squares_probe_at_chance_on_its_fitting_data(gen)
 def test_the_deep_hook_erases_one_hot_labels_and_asks_for_a_head_refit(gen):
     x, y = _classes(gen)
     inputs = FeatureMapInputs(x[:100], x, y, len(COUNTS))
-    fmap = leace_feature_map(inputs, MethodOptions())
+    fmap = leace_feature_map(inputs, NoOptions())
     assert not fmap.invertible
     torch.testing.assert_close(fmap.transform, leace_erasure(x, F.one_hot(y)))
 
@@ -67,7 +67,7 @@ def test_the_linear_method_uses_the_erasure_as_extractor(gen):
     x, y = _classes(gen)
     binary = (y == 0).double()
     problem = LinearProblem(x, binary, x, binary)
-    plan = method_spec("leace").linear(problem, MethodOptions())  # type: ignore[misc]
+    plan = configure_method("leace", "linear").plan(problem)
     assert not plan.train_extractor and plan.notes
     _, _, mse = _least_squares_probe(x @ plan.initial_weight.mT, binary.long())
     targets = F.one_hot(binary.long()).double()

@@ -1,7 +1,8 @@
 """The one method registry: every place that lists or dispatches methods reads it.
 
-Adding a method = one MethodSpec + one registration; the toy method below is registered
-here, in the test, and runs through ``condimmune run`` end to end.
+Adding a method = one MethodSpec (with its own options model) + one registration; the toy
+method below is registered here, in the test, with an option of its own, and runs through
+``condimmune run`` end to end with that option set on the command line.
 """
 
 from __future__ import annotations
@@ -13,22 +14,28 @@ from pathlib import Path
 import pytest
 import torch
 from _helpers import random_orthogonal
+from pydantic import Field
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from condimmune.cli import app
 from condimmune.methods.base import (
     DeepSolver,
+    DeepVersion,
     FeatureMap,
     FeatureMapInputs,
     LinearPlan,
     LinearProblem,
+    LinearVersion,
     MethodOptions,
     MethodSpec,
+    ModelFamily,
+    NoOptions,
     PenaltyInputs,
 )
 from condimmune.methods.registry import (
     Method,
+    configure_method,
     method_spec,
     register_method,
     registered_methods,
@@ -38,31 +45,40 @@ from condimmune.methods.registry import (
 runner = CliRunner()
 
 
-def _rotation(d: int) -> torch.Tensor:
-    return random_orthogonal(d, torch.Generator().manual_seed(42))
+class ToyOptions(MethodOptions):
+    """The toy method's one option: which random rotation it releases."""
+
+    rotation_seed: int = Field(default=42, ge=0, description="seed of the random rotation")
 
 
-def _toy_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+def _rotation(d: int, seed: int = 42) -> torch.Tensor:
+    return random_orthogonal(d, torch.Generator().manual_seed(seed))
+
+
+def _toy_linear(problem: LinearProblem, options: ToyOptions) -> LinearPlan:
     """A fixed random rotation: κ is invariant under it, so its RIR is exactly 1."""
-    return LinearPlan(_rotation(problem.benign_x.shape[1]), train_extractor=False)
+    return LinearPlan(
+        _rotation(problem.benign_x.shape[1], options.rotation_seed), train_extractor=False
+    )
 
 
-def _toy_penalty(inputs: PenaltyInputs, options: MethodOptions) -> torch.Tensor:
+def _toy_penalty(inputs: PenaltyInputs, options: NoOptions) -> torch.Tensor:
     return inputs.benign.new_zeros(())
 
 
-def _toy_map(inputs: FeatureMapInputs, options: MethodOptions) -> FeatureMap:
+def _toy_map(inputs: FeatureMapInputs, options: NoOptions) -> FeatureMap:
     return FeatureMap(torch.eye(inputs.benign.shape[1]), invertible=True)
 
 
 TOY = MethodSpec(
     name="toy-rotation",
     description="test only: a fixed random rotation",
-    linear=_toy_linear,
-    deep_solver=DeepSolver.PENALTY,
-    deep_penalty=_toy_penalty,
+    linear=LinearVersion(ToyOptions, _toy_linear),
+    deep=DeepVersion(NoOptions, DeepSolver.PENALTY, penalty=_toy_penalty),
 )
-LINEAR_ONLY = MethodSpec("toy-linear-only", "test only", linear=_toy_linear, deep_solver=None)
+LINEAR_ONLY = MethodSpec(
+    "toy-linear-only", "test only", linear=LinearVersion(ToyOptions, _toy_linear)
+)
 
 
 @pytest.fixture
@@ -82,8 +98,12 @@ def test_builtins_are_registered_once_in_their_enum_order() -> None:
     assert len(set(names)) == len(names)
 
 
-def test_a_toy_method_runs_end_to_end_through_run(toy: MethodSpec, tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [None, 7], ids=["option-default", "option-set"])
+def test_a_toy_method_with_an_option_runs_end_to_end_through_run(
+    toy: MethodSpec, tmp_path: Path, seed: int | None
+) -> None:
     out = tmp_path / "run"
+    option = [] if seed is None else ["--set", f"method.rotation_seed={seed}"]
     result = runner.invoke(
         app,
         [
@@ -91,6 +111,7 @@ def test_a_toy_method_runs_end_to_end_through_run(toy: MethodSpec, tmp_path: Pat
             "digits",
             "--set",
             f"train.method={toy.name}",
+            *option,
             "--set",
             "train.epochs=2",
             "--out",
@@ -101,8 +122,9 @@ def test_a_toy_method_runs_end_to_end_through_run(toy: MethodSpec, tmp_path: Pat
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == toy.name
+    assert f"rotation_seed: {seed or 42}" in (out / "config.yaml").read_text()
     weight = load_file(out / "extractor.safetensors")["weight"]
-    torch.testing.assert_close(weight, _rotation(weight.shape[1]), rtol=0, atol=0)
+    torch.testing.assert_close(weight, _rotation(weight.shape[1], seed or 42), rtol=0, atol=0)
     # κ(Q XᵀX Qᵀ) = κ(XᵀX): both ratios and the RIR are 1 up to rounding
     for key in ("rir", "harmful_ratio", "benign_ratio"):
         assert metrics[key] == pytest.approx(1.0, rel=1e-8), key
@@ -118,6 +140,38 @@ def test_a_linear_only_method_is_refused_for_a_deep_experiment(toy: MethodSpec) 
     result = runner.invoke(app, ["run", "mnist-cnn", "--set", f"train.method={LINEAR_ONLY.name}"])
     assert result.exit_code == 2
     assert "train.method" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("sets", "named"),
+    [
+        pytest.param(["method.rotation_seed=-1"], "method.rotation_seed", id="out-of-range"),
+        pytest.param(["method.rotation_seed=x"], "method.rotation_seed", id="wrong-type"),
+        pytest.param(["method.angle=3"], "method.angle", id="unknown-option"),
+    ],
+)
+def test_a_toy_option_is_validated_against_the_toy_schema(
+    toy: MethodSpec, sets: list[str], named: str
+) -> None:
+    args = ["run", "digits", "--set", f"train.method={toy.name}"]
+    for item in sets:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "Traceback" not in result.output
+
+
+def test_configure_method_validates_options_against_the_method() -> None:
+    method = configure_method("opt-kappa", "deep", weight=0.25)
+    assert method.options == method.spec.deep.options(weight=0.25)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="weight"):
+        configure_method("opt-kappa", "deep", weight=-1.0)
+    with pytest.raises(ValueError, match="inner_steps"):
+        configure_method("opt-kappa", ModelFamily.LINEAR, inner_steps=3)
+    with pytest.raises(ValueError, match="no linear version"):
+        configure_method("condnum-leace", "linear")
+    with pytest.raises(TypeError, match="takes OptKappaOptions"):
+        configure_method("opt-kappa", "deep", NoOptions())
 
 
 @pytest.mark.parametrize(
@@ -138,28 +192,33 @@ def test_a_linear_only_method_is_refused_for_a_deep_experiment(toy: MethodSpec) 
             lambda: unregister_method("none"), ValueError, "built-in", id="remove-builtin"
         ),
         pytest.param(
-            lambda: MethodSpec("x", "", linear=None, deep_solver=DeepSolver.PENALTY),
+            lambda: DeepVersion(NoOptions, DeepSolver.PENALTY),
             ValueError,
             "deep penalty",
             id="penalty-solver-without-penalty",
         ),
         pytest.param(
-            lambda: MethodSpec("x", "", None, DeepSolver.CLOSED_FORM, deep_penalty=_toy_penalty),
+            lambda: DeepVersion(
+                NoOptions, DeepSolver.CLOSED_FORM, penalty=_toy_penalty, feature_map=_toy_map
+            ),
             ValueError,
             "deep penalty",
             id="penalty-on-a-closed-form",
         ),
         pytest.param(
-            lambda: MethodSpec("x", "", None, DeepSolver.CLOSED_FORM),
+            lambda: DeepVersion(NoOptions, DeepSolver.CLOSED_FORM),
             ValueError,
             "needs a feature map",
             id="closed-form-without-a-map",
         ),
         pytest.param(
-            lambda: MethodSpec("x", "", _toy_linear, None, deep_feature_map=_toy_map),
-            ValueError,
-            "a feature map needs a deep solver",
-            id="map-without-a-deep-solver",
+            lambda: MethodSpec("x", ""), ValueError, "neither a linear nor a deep", id="no-version"
+        ),
+        pytest.param(
+            lambda: MethodSpec("x", "", LinearVersion(dict, _toy_linear)),  # type: ignore[arg-type]
+            TypeError,
+            "MethodOptions subclass",
+            id="options-not-a-model",
         ),
     ],
 )
@@ -173,5 +232,44 @@ def test_every_builtin_has_a_deep_version_and_all_but_one_a_linear_one(spec: Met
     assert spec.supports_deep
     assert spec.supports_linear == (spec.name != "condnum-leace")  # deep only, by design
     closed_forms = {"closed-form", "leace"}
-    assert (spec.deep_solver is DeepSolver.CLOSED_FORM) == (spec.name in closed_forms)
-    assert (spec.deep_feature_map is not None) == (spec.name in {*closed_forms, "condnum-leace"})
+    assert spec.deep is not None
+    assert (spec.deep.solver is DeepSolver.CLOSED_FORM) == (spec.name in closed_forms)
+    assert (spec.deep.feature_map is not None) == (spec.name in {*closed_forms, "condnum-leace"})
+
+
+_PIPELINE_LAYERS = ("linear", "deep", "experiments", "cli.py", "__init__.py")
+"""Where options are passed through, never read: only a method's own module reads them."""
+_OPERATING_POINTS = Path("experiments") / "registry.py"
+"""The experiments' operating points: data naming the options each experiment overrides."""
+
+
+def _option_names() -> set[str]:
+    names = set()
+    for spec in registered_methods():
+        for family in ModelFamily:
+            model = spec.options_model(family)
+            if model is not None:
+                names |= set(model.model_fields)
+    return names
+
+
+def test_a_method_option_is_named_only_by_its_method_and_the_operating_points() -> None:
+    import re
+
+    package = Path(__file__).resolve().parents[2] / "src" / "condimmune"
+    files = [
+        p
+        for layer in _PIPELINE_LAYERS
+        for p in ([package / layer] if layer.endswith(".py") else (package / layer).rglob("*.py"))
+    ]
+    names = _option_names()
+    assert {"benign_step", "harmful_weight", "inner_steps", "ridge"} <= names  # a real check
+    found = {
+        (str(path.relative_to(package)), name)
+        for path in files
+        if path.relative_to(package) != _OPERATING_POINTS
+        for name in names
+        # the methods' generic names ("weight", "ridge") are words of the maths elsewhere
+        if "_" in name and re.search(rf"\b{name}\b", path.read_text())
+    }
+    assert found == set(), found

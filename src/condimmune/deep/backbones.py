@@ -43,6 +43,7 @@ from condimmune.deep.bodies import (
     SplitBody,
     ViTBody,
 )
+from condimmune.deep.images import MNIST_MEAN, MNIST_STD
 
 __all__ = ["Backbone", "BackboneSpec", "DeepModel", "build_model", "load_weights"]
 
@@ -71,7 +72,9 @@ class BackboneSpec:
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 SPECS: dict[Backbone, BackboneSpec] = {
-    Backbone.SMALL_CNN: BackboneSpec(128, 1, (0.1307,), (0.3081,), ("body.block3.", "head.")),
+    Backbone.SMALL_CNN: BackboneSpec(
+        128, 1, (MNIST_MEAN,), (MNIST_STD,), ("body.block3.", "head.")
+    ),
     Backbone.RESNET18: BackboneSpec(
         512, 3, _IMAGENET_MEAN, _IMAGENET_STD, ("body.layer4.", "head.")
     ),
@@ -107,31 +110,27 @@ class DeepModel(nn.Module):
 
     def __init__(
         self,
-        backbone: Backbone,
+        body: SplitBody,
+        *,
+        feature_dim: int,
         num_classes: int,
-        image_size: int,
-        trainable_blocks: int = DEFAULT_TRAINABLE_BLOCKS,
+        trainable: tuple[str, ...],
+        name: str,
+        backbone: Backbone | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.spec = SPECS[backbone]
+        """The registered backbone, or ``None`` for a model wrapped from user code
+        (:func:`condimmune.deep.custom.wrap_model`)."""
+        self.name = name
+        self.feature_dim = feature_dim
         self.prefix_inputs = False
         """``True``: ``forward`` takes the frozen prefix's outputs (:meth:`read_prefix`)."""
-        trainable = self.spec.trainable
-        if backbone is Backbone.SMALL_CNN:
-            self.body: SplitBody = SmallCNN(self.spec.in_channels)
-        elif backbone is Backbone.RESNET18:
-            self.body = ResNet18Body()
-        elif backbone is Backbone.VIT_B16:
-            self.body = ViTBody(image_size)
-        else:
-            mobilenet = MobileNetV2Body(trainable_blocks)
-            self.body = mobilenet
-            blocks = range(mobilenet.start, MOBILENET_V2_BLOCKS + 1)
-            trainable = (*(f"body.features.{i}." for i in blocks), *trainable)
+        self.body = body
         self.trainable_prefixes = trainable
-        self.head = nn.Linear(self.spec.feature_dim, num_classes)
-        self.register_buffer("feature_map", torch.eye(self.spec.feature_dim), persistent=True)
+        """Prefixes of the parameter names trained during immunization (the rest is frozen)."""
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("feature_map", torch.eye(feature_dim), persistent=True)
 
     def read_prefix(self, on: bool = True) -> None:
         """From now on ``forward`` takes the outputs of :meth:`prefix` (cached once per
@@ -165,7 +164,7 @@ class DeepModel(nn.Module):
     def set_feature_map(self, transform: Tensor) -> None:
         r"""Insert an invertible ``T`` after the pooled features and fold ``T^{-1}`` into the
         head, so the classifier's logits are unchanged: ``W T^{-1} (T φ) = W φ``."""
-        k = self.spec.feature_dim
+        k = self.feature_dim
         if transform.shape != (k, k):
             raise ValueError(f"the feature map must be {k} × {k}, got {tuple(transform.shape)}")
         old = self.feature_map.to(torch.float64)
@@ -175,6 +174,22 @@ class DeepModel(nn.Module):
             folded = torch.linalg.solve(new.mT, (self.head.weight.to(torch.float64) @ old).mT).mT
             self.head.weight.copy_(folded.to(self.head.weight.dtype))
             self.feature_map.copy_((new @ old).to(self.feature_map.dtype))
+
+
+def _body(
+    backbone: Backbone, image_size: int, trainable_blocks: int
+) -> tuple[SplitBody, tuple[str, ...]]:
+    """The body of a registered backbone and the prefixes of its trained parameters."""
+    spec = SPECS[backbone]
+    if backbone is Backbone.SMALL_CNN:
+        return SmallCNN(spec.in_channels), spec.trainable
+    if backbone is Backbone.RESNET18:
+        return ResNet18Body(), spec.trainable
+    if backbone is Backbone.VIT_B16:
+        return ViTBody(image_size), spec.trainable
+    mobilenet = MobileNetV2Body(trainable_blocks)
+    blocks = range(mobilenet.start, MOBILENET_V2_BLOCKS + 1)
+    return mobilenet, (*(f"body.features.{i}." for i in blocks), *spec.trainable)
 
 
 def build_model(
@@ -198,9 +213,18 @@ def build_model(
         raise ValueError(f"vit-b16 needs an image size divisible by 16, got {image_size}")
     if backbone is Backbone.SMALL_CNN and image_size < 4:
         raise ValueError(f"small-cnn needs images of at least 4 × 4 pixels, got {image_size}")
+    spec = SPECS[backbone]
     with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
         torch.manual_seed(seed)
-        model = DeepModel(backbone, num_classes, image_size, trainable_blocks)
+        body, trainable = _body(backbone, image_size, trainable_blocks)
+        model = DeepModel(
+            body,
+            feature_dim=spec.feature_dim,
+            num_classes=num_classes,
+            trainable=trainable,
+            name=backbone.value,
+            backbone=backbone,
+        )
     if weights is not None:
         load_weights(model, weights, load_head=load_head)
     return model
@@ -233,9 +257,8 @@ def _to_model_keys(state: dict[str, Tensor], model: DeepModel) -> dict[str, Tens
     own = model.state_dict()
     if any(key.startswith("body.") for key in state):
         return state
-    head_prefix = {Backbone.RESNET18: "fc.", Backbone.MOBILENET_V2: "classifier.1."}.get(
-        model.backbone, "head."
-    )
+    heads = {Backbone.RESNET18: "fc.", Backbone.MOBILENET_V2: "classifier.1."}
+    head_prefix = heads.get(model.backbone, "head.") if model.backbone else "head."
     mapped = {}
     for key, value in state.items():
         if key.startswith(head_prefix):
@@ -259,7 +282,7 @@ def load_weights(model: DeepModel, weights: str | Path, *, load_head: bool = Tru
     if not path.is_file():
         raise FileNotFoundError(
             f"model.weights: no file at {path.resolve()}; nothing is downloaded, so save the "
-            f"{model.backbone.value} weights there (safetensors or a torch state_dict) or drop "
+            f"{model.name} weights there (safetensors or a torch state_dict) or drop "
             "model.weights for a random initialisation"
         )
     state = _to_model_keys(_read_state_dict(path), model)
@@ -276,7 +299,6 @@ def load_weights(model: DeepModel, weights: str | Path, *, load_head: bool = Tru
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
         raise ValueError(
-            f"model.weights={path} does not fit backbone {model.backbone.value}: "
-            + "; ".join(parts)
+            f"model.weights={path} does not fit backbone {model.name}: " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=False)

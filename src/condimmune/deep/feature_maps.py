@@ -29,7 +29,7 @@ def apply_feature_map(model: DeepModel, fmap: FeatureMap, benign_features: Tenso
     """Insert ``fmap.transform`` after the model's features; ``benign_features`` (n × k) are
     the model's current features of the benign training images (used when ``T`` is
     singular, Eq. A7)."""
-    k = model.spec.feature_dim
+    k = model.feature_dim
     t = fmap.transform.to(torch.float64)
     if t.shape != (k, k):
         raise ValueError(f"the feature map must be {k} × {k}, got {tuple(t.shape)}")

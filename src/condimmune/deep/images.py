@@ -49,6 +49,9 @@ __all__ = [
     "parse_digits",
 ]
 
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+"""The mean and standard deviation of MNIST's training pixels in [0, 1] (torchvision's)."""
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -151,7 +154,7 @@ def digit_group_tasks(
     rng = np.random.default_rng(seed)
     side = round(images.shape[1] ** 0.5)
     x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(-1, 1, side, side))
-    x = (x - 0.1307) / 0.3081
+    x = (x - MNIST_MEAN) / MNIST_STD
     out = []
     for group in (benign, harmful):
         parts: dict[str, tuple[list[Tensor], list[Tensor]]] = {"train": ([], []), "test": ([], [])}

@@ -13,7 +13,7 @@ gathered rows and ``k`` features, ``n < k`` is the normal case (64 × 512 for Re
 the ``n × n`` Gram matrix ``ΦΦᵀ`` (same non-zero spectrum), and ``R_ill`` takes σ_min over
 the non-zero spectrum with the relative threshold (docs/deep.md). The spectral parts
 always run in float64 with autocast off, whatever the training precision. The method's
-term comes from the registry (:mod:`condimmune.methods.registry`).
+term is its deep version's penalty (:class:`~condimmune.methods.base.ConfiguredMethod`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from lightning.fabric import Fabric
 from torch import Tensor, nn
 
 from condimmune.core.spectral import log_condition_number_features
-from condimmune.methods.base import MethodOptions, PenaltyInputs
-from condimmune.methods.registry import method_spec
+from condimmune.methods.base import ConfiguredMethod, DeepSolver, PenaltyInputs
 
 __all__ = [
     "PenaltyTerms",
@@ -61,10 +60,9 @@ class PenaltyTerms:
 
 
 def immunization_penalty(
-    method: str,
+    method: ConfiguredMethod,
     benign: Tensor,
     harmful: Tensor,
-    options: MethodOptions,
     *,
     normalize: bool = False,
     harmful_labels: Tensor | None = None,
@@ -73,14 +71,16 @@ def immunization_penalty(
 ) -> PenaltyTerms:
     r"""The method's term, e.g. ``λ_P R_well(S_P) + λ_H R_ill(S_H)`` (Eq. 3, 12, 13), in float64.
 
+    ``method`` is a method configured for deep models whose solver is ``PENALTY``;
     ``benign`` and ``harmful`` are the (gathered) feature batches ``n × k``; with
     ``normalize`` the regularizers see ``S · k / tr S``. With ``benign_log_kappa_cap``, the
-    harmful term is left out of this step while the benign batch's log κ exceeds the cap
-    (the guard of Def. 3.1 (b), as for linear extractors).
+    method is told (``PenaltyInputs.harmful_on``) to leave its harmful term out of this step
+    while the benign batch's log κ exceeds the cap (the guard of Def. 3.1 (b), as for linear
+    extractors).
     """
-    spec = method_spec(method)
-    if spec.deep_penalty is None:
-        raise ValueError(f"train.method={spec.name} is not trained with a penalty on deep nets")
+    deep = method.deep
+    if deep.solver is not DeepSolver.PENALTY or deep.penalty is None:
+        raise ValueError(f"method {method.name!r} is not trained with a penalty on deep nets")
     if not (bool(torch.isfinite(benign).all()) and bool(torch.isfinite(harmful).all())):
         raise FloatingPointError(
             "the features contain NaN or Inf (training diverged); lower train.lr or the "
@@ -95,7 +95,7 @@ def immunization_penalty(
             log_kh = float(log_condition_number_features(ph.detach()))
         harmful_on = benign_log_kappa_cap is None or log_kb <= benign_log_kappa_cap
         inputs = PenaltyInputs(pb, ph, harmful_labels, harmful_classes, harmful_on)
-        total = spec.deep_penalty(inputs, options)
+        total = deep.penalty(inputs, method.options)
     return PenaltyTerms(total, log_kb, log_kh, min(ph.shape) < ph.shape[1])
 
 
@@ -111,11 +111,10 @@ def _gather(fabric: Fabric | None, x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class StepOptions:
-    """What one step's loss needs besides the data: the method, its options, the
+    """What one step's loss needs besides the data: the method with its options, the
     label smoothing of the task loss and whether the covariances are normalised."""
 
-    method: str
-    method_options: MethodOptions
+    method: ConfiguredMethod
     label_smoothing: float = 0.1
     normalize_covariance: bool = False
 
@@ -146,7 +145,6 @@ def step_loss(
         options.method,
         _gather(fabric, features[:nb]),
         _gather(fabric, features[nb:]),
-        options.method_options,
         normalize=options.normalize_covariance,
         harmful_labels=_gather(fabric, yh),
         harmful_classes=harmful_classes,

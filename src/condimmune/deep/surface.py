@@ -184,7 +184,7 @@ def released_model(
         )
     return ReleasedModel(
         features=features,
-        feature_dim=model.spec.feature_dim,
+        feature_dim=model.feature_dim,
         skip=skip,
         prefix=dict(prefix),
         images=dict(images) if images is not None else None,

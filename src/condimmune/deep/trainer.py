@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,23 +24,22 @@ from lightning.fabric import Fabric
 from lightning.fabric.loggers.csv_logs import CSVLogger
 from lightning.fabric.loggers.logger import Logger
 from lightning.fabric.loggers.tensorboard import TensorBoardLogger
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import nn
 from tqdm.auto import tqdm
 
 from condimmune.deep.backbones import DeepModel
+from condimmune.deep.batches import Batch, Batches, Stream, loader
 from condimmune.deep.checkpoint import DeepHistory, load_checkpoint, save_checkpoint
 from condimmune.deep.images import KeyedDataset
 from condimmune.deep.penalty import StepOptions, step_loss
-from condimmune.methods.base import MethodOptions
+from condimmune.methods.base import ConfiguredMethod, ModelFamily, require_configured
+from condimmune.methods.registry import Method, configure_method
 
 __all__ = [
-    "Batch",
     "FabricOptions",
     "ImmunizeOptions",
     "Precision",
     "TrainLogger",
-    "epoch_order",
     "immunize",
     "make_fabric",
     "pretrain",
@@ -48,7 +47,6 @@ __all__ = [
 
 
 Precision: TypeAlias = Literal["32-true", "64-true", "16-mixed", "bf16-mixed"]
-Batch: TypeAlias = tuple[Tensor, Tensor]
 
 
 class TrainLogger(StrEnum):
@@ -71,14 +69,18 @@ class FabricOptions:
     log_dir: Path | None = None
 
 
+def _condnum() -> ConfiguredMethod:
+    return configure_method(Method.CONDNUM, ModelFamily.DEEP)
+
+
 @dataclass(frozen=True)
 class ImmunizeOptions:
-    """The immunization loop: method and its options, SGD settings (Nesterov momentum;
-    weight decay on the head only, paper.md §5), the global ``batch_size``, the benign
-    guard, a step cap (0 = none) and the checkpoint period."""
+    """The immunization loop: the method with its options
+    (:func:`~condimmune.methods.registry.configure_method`), SGD settings (Nesterov
+    momentum; weight decay on the head only, paper.md §5), the global ``batch_size``, a step
+    cap (0 = none) and the checkpoint period."""
 
-    method: str = "condnum"
-    method_options: MethodOptions = field(default_factory=MethodOptions)
+    method: ConfiguredMethod = field(default_factory=_condnum)
     epochs: int = 3
     batch_size: int = 64
     lr: float = 1e-5
@@ -86,62 +88,14 @@ class ImmunizeOptions:
     weight_decay: float = 2e-5
     label_smoothing: float = 0.1
     normalize_covariance: bool = False
-    benign_guard: bool = True
     max_steps: int = 0
     checkpoint_every: int = 50
 
+    def __post_init__(self) -> None:
+        require_configured(self.method, ModelFamily.DEEP)
+
     def step_options(self) -> StepOptions:
-        return StepOptions(
-            self.method, self.method_options, self.label_smoothing, self.normalize_covariance
-        )
-
-
-# ------------------------------------------------------------------------------------ batches
-def epoch_order(n: int, seed: int, epoch: int, stream: int) -> Tensor:
-    """The permutation of ``n`` samples used in ``epoch`` (``stream`` 0 benign, 1 harmful)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + stream)
-    return torch.randperm(n, generator=gen)
-
-
-class _Batches:
-    """Batch sampler of this process's share of each global batch, keyed ``(epoch, index)``;
-    starts at ``start`` (resume) and drops the last incomplete global batch."""
-
-    def __init__(
-        self,
-        n: int,
-        batch: int,
-        seed: int,
-        epoch: int,
-        stream: int,
-        steps: int,
-        start: int,
-        rank: int,
-        world: int,
-    ) -> None:
-        self.n, self.batch, self.seed, self.epoch, self.stream = n, batch, seed, epoch, stream
-        self.steps, self.start, self.rank, self.world = steps, start, rank, world
-
-    def __len__(self) -> int:
-        return self.steps - self.start
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        per_epoch = self.n // self.batch
-        cached: tuple[int, Tensor] | None = None
-        for step in range(self.start, self.steps):
-            cycle, pos = divmod(step, per_epoch)  # the harmful stream may wrap around
-            if cached is None or cached[0] != cycle:
-                cached = (
-                    cycle,
-                    epoch_order(self.n, self.seed, self.epoch * 1000 + cycle, self.stream),
-                )
-            order = cached[1]
-            rows = order[pos * self.batch : (pos + 1) * self.batch][self.rank :: self.world]
-            yield [(self.epoch, int(i)) for i in rows]
-
-
-def _loader(dataset: KeyedDataset, sampler: _Batches, workers: int) -> DataLoader[Batch]:
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
+        return StepOptions(self.method, self.label_smoothing, self.normalize_covariance)
 
 
 # ------------------------------------------------------------------------------------- fabric
@@ -205,8 +159,15 @@ def pretrain(
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):
-        steps = len(data) // batch_size
-        batches = _loader(data, _Batches(len(data), batch_size, seed, epoch, 2, steps, 0, 0, 1), 0)
+        sampler = Batches(
+            n=len(data),
+            batch=batch_size,
+            seed=seed,
+            epoch=epoch,
+            stream=Stream.PRETRAIN,
+            steps=len(data) // batch_size,
+        )
+        batches = loader(data, sampler, 0)
         for x, y in progress(batches) if progress else batches:
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x)[1], y)
@@ -229,7 +190,6 @@ def immunize(
     checkpoint_dir: Path | None = None,
     fingerprint: str = "",
     progress: bool = True,
-    stop_after: int | None = None,
 ) -> DeepHistory:
     """Train the backbone's last blocks and head with :func:`step_loss` for ``cfg.epochs``.
 
@@ -237,8 +197,7 @@ def immunize(
     the history are saved (safetensors) to ``checkpoint_dir``; if a checkpoint is already
     there, training continues from it with the same data order. The backbone stays in
     eval mode (frozen batch-norm statistics: the batches are small and mix two tasks).
-    ``stop_after`` ends the call after that many steps of this call (tests use it to
-    simulate a kill). Returns the history; the trained weights are in ``model``.
+    Returns the history; the trained weights are in ``model``.
     """
     model.freeze_for_immunization()
     model.eval()
@@ -253,40 +212,46 @@ def immunize(
             f"train.batch_size={cfg.batch_size} exceeds the data ({len(benign)} benign, "
             f"{len(harmful)} harmful training samples)"
         )
-    done_this_call = 0
     step_options = cfg.step_options()
     total_cap = cfg.max_steps or math.inf
     bar = tqdm(
         total=cfg.epochs * steps,
         initial=history.epoch * steps + history.step_in_epoch,
         disable=not progress or rank != 0,
-        desc=f"immunize ({cfg.method})",
+        desc=f"immunize ({cfg.method.name})",
         leave=False,
     )
     started = time.perf_counter() - history.seconds
     for epoch in range(history.epoch, cfg.epochs):
         start = history.step_in_epoch if epoch == history.epoch else 0
-        nb = cfg.batch_size
-        b_loader = _loader(
-            benign, _Batches(len(benign), nb, seed, epoch, 0, steps, start, rank, world), 0
-        )
-        h_loader = _loader(
-            harmful, _Batches(len(harmful), nb, seed, epoch, 1, steps, start, rank, world), 0
+        b_loader, h_loader = (
+            loader(
+                data,
+                Batches(
+                    n=len(data),
+                    batch=cfg.batch_size,
+                    seed=seed,
+                    epoch=epoch,
+                    stream=stream,
+                    steps=steps,
+                    start=start,
+                    rank=rank,
+                    world=world,
+                ),
+                0,
+            )
+            for data, stream in ((benign, Stream.BENIGN), (harmful, Stream.HARMFUL))
         )
         for step, (b, h) in enumerate(zip(b_loader, h_loader, strict=True), start=start):
-            if history.global_step >= total_cap or (
-                stop_after is not None and done_this_call >= stop_after
-            ):
+            if history.global_step >= total_cap:
                 _finish(bar, fabric)
                 return history
             b = tuple(t.to(fabric.device) for t in b)
             h = tuple(t.to(fabric.device) for t in h)
             optimizer.zero_grad(set_to_none=True)
-            cap = (
-                history.log_kappa_benign[0]
-                if cfg.benign_guard and history.log_kappa_benign
-                else None
-            )
+            # the benign guard's ceiling: θ0's first batch κ (the method decides whether
+            # to honour it: condnum's guard option)
+            cap = history.log_kappa_benign[0] if history.log_kappa_benign else None
             loss, task, penalty = step_loss(
                 fabric,
                 wrapped,
@@ -310,7 +275,6 @@ def immunize(
             history.rank_deficient_steps += int(penalty.harmful_rank_deficient)
             history.epoch, history.step_in_epoch = epoch, step + 1
             history.seconds = time.perf_counter() - started
-            done_this_call += 1
             fabric.log_dict(
                 {
                     "task_loss": task,

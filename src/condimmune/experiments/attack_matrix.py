@@ -30,7 +30,11 @@ from matplotlib.figure import Figure
 from condimmune.attacks.deep_records import DeepAttackSuite
 from condimmune.core.errors import UserError
 from condimmune.core.records import JsonRecord
-from condimmune.experiments.deep_attack_report import benign_settings, best_so_far, verdict_text
+from condimmune.experiments.pipelines.deep.attack_report import (
+    benign_settings,
+    best_so_far,
+    verdict_text,
+)
 from condimmune.experiments.records import DeepRunMetrics, read_metrics
 from condimmune.experiments.report import save_figure
 from condimmune.experiments.rundir import claim_output_dir, read_json, write_directory_atomically

@@ -7,9 +7,9 @@ paper's settings that differ from the schema defaults, and the config keys it re
 
 Which keys each experiment reads
 --------------------------------
-Every experiment reads ``seed``, all of ``train.*`` (each method reads its own weights, see
-:class:`condimmune.methods.base.MethodOptions`) and ``attack.*`` (linear) or ``eval.*`` and
-``model.*`` (deep). The data keys differ:
+Every experiment reads ``seed``, all of ``train.*``, the ``method.*`` options of its method
+(each method's own schema, :class:`condimmune.methods.base.MethodOptions`) and ``attack.*``
+(linear) or ``eval.*`` and ``model.*`` (deep). The data keys differ:
 
 =========================  ==================================================================
 experiment                 data keys read
@@ -22,7 +22,8 @@ experiment                 data keys read
 ``mnist-cnn``              root, benign_digits, harmful_digits, train_per_class,
                            test_per_class, num_workers
 ``imagenet-*``             root, harmful_root, max_train_images, max_test_images, num_workers
-``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX), harmful_root (MNIST IDX or packaged),
+``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX; unset: Debian's dataset-fashion-mnist),
+                           harmful_root (MNIST IDX or packaged),
                            max_train_images, max_test_images, test_per_class, num_workers
 =========================  ==================================================================
 
@@ -34,10 +35,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
+
+from condimmune.methods.base import ModelFamily
 
 __all__ = [
     "DEEP_EXPERIMENTS",
@@ -45,7 +48,6 @@ __all__ = [
     "EXPERIMENT_DEFAULTS",
     "EXPERIMENT_DESCRIPTIONS",
     "Experiment",
-    "ExperimentFamily",
     "ExperimentSpec",
     "experiment_defaults",
     "experiment_spec",
@@ -67,33 +69,33 @@ class Experiment(StrEnum):
     MOBILENET_FASHION_MNIST = "mobilenet-fashion-mnist"
 
 
-class ExperimentFamily(StrEnum):
-    """Which configuration schema (and runner) an experiment uses."""
-
-    LINEAR = "linear"
-    """:class:`~condimmune.experiments.config.ExperimentConfig`, linear extractors."""
-    DEEP = "deep"
-    """:class:`~condimmune.experiments.config.DeepExperimentConfig`, deep backbones."""
-
-
 @dataclass(frozen=True)
 class ExperimentSpec:
     """One registered experiment.
 
-    ``defaults``: the sections (``{"train": {"epochs": 100}, ...}``) that differ from the
-    schema defaults; read-only, :func:`experiment_defaults` gives a mutable copy.
-    ``ignores``: dotted config keys this experiment does not read.
+    ``family``: the kind of model (linear extractor or deep backbone), which picks the
+    config schema and the pipeline. ``defaults``: the sections (``{"train": {"epochs":
+    100}, ...}``) that differ from the schema defaults; read-only, :func:`experiment_defaults`
+    gives a mutable copy. ``method_defaults``: per method name, the options (the config's
+    ``method`` section) that differ from the method's own defaults here, e.g. the paper's
+    λ's for this backbone. ``ignores``: dotted config keys this experiment does not read.
+    ``digit_pairs``: see the field.
     """
 
     name: Experiment
     description: str
-    family: ExperimentFamily
+    family: ModelFamily
     defaults: Mapping[str, Mapping[str, Any]]
     ignores: frozenset[str] = frozenset()
+    method_defaults: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    digit_pairs: bool = False
+    """Its tasks are a (benign, harmful) digit pair: a sweep runs it over ``--pairs``."""
 
     @property
     def is_deep(self) -> bool:
-        return self.family is ExperimentFamily.DEEP
+        return self.family is ModelFamily.DEEP
 
 
 def _frozen(sections: dict[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -110,29 +112,28 @@ _MNIST_CNN_KEYS = frozenset(
     {"data.benign_digits", "data.harmful_digits", "data.train_per_class", "data.test_per_class"}
 )
 _FOLDER_KEYS = frozenset({"data.harmful_root", "data.max_train_images", "data.max_test_images"})
-FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
-"""Where Debian's ``dataset-fashion-mnist`` puts the four IDX files."""
 
 _PAPER_RN18: dict[str, dict[str, Any]] = {
     "model": {"backbone": "resnet18", "image_size": 224},
-    "train": {
-        "epochs": 3,
-        "batch_size": 64,
-        "lr": 1e-5,
-        "benign_weight": 5e-5,
-        "harmful_weight": 2e6,
-    },
+    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-5},
 }
 _PAPER_VIT: dict[str, dict[str, Any]] = {
     "model": {"backbone": "vit-b16", "image_size": 224},
-    "train": {
-        "epochs": 2,
-        "batch_size": 32,
-        "lr": 5e-6,
-        "benign_weight": 1e-6,
-        "harmful_weight": 1e8,
-    },
+    "train": {"epochs": 2, "batch_size": 32, "lr": 5e-6},
 }
+
+
+def _lambdas(benign: float, harmful: float) -> Mapping[str, Mapping[str, Any]]:
+    """The paper's λ_P, λ_H of an operating point for the methods that read them: condnum
+    (and condnum-leace, which trains as condnum) both, r-ill-only λ_H."""
+    both = {"benign_weight": benign, "harmful_weight": harmful}
+    return _frozen(
+        {"condnum": both, "condnum-leace": both, "r-ill-only": {"harmful_weight": harmful}}
+    )
+
+
+_RN18_LAMBDAS = _lambdas(5e-5, 2e6)
+_VIT_LAMBDAS = _lambdas(1e-6, 1e8)
 
 # The CPU default: 2,000 training images per task at 64 × 64, the full Fashion-MNIST test
 # set; each image's frozen prefix is computed once (docs/deep.md, measurements).
@@ -144,20 +145,18 @@ _MOBILENET_FASHION_MNIST: dict[str, dict[str, Any]] = {
         "trainable_blocks": 2,
         "cache_prefix": True,
     },
-    "data": {"root": FASHION_MNIST_ROOT, "max_train_images": 2000, "test_per_class": 100},
+    "data": {"max_train_images": 2000, "test_per_class": 100},
     "train": {
         "fit_head_steps": 100,
         "epochs": 3,
         "batch_size": 256,
         "lr": 1e-3,
         "normalize_covariance": True,
-        "benign_weight": 5e-6,
-        "harmful_weight": 1000.0,
     },
     "eval": {"benign_probe_steps": 100},
 }
 
-_LINEAR, _DEEP = ExperimentFamily.LINEAR, ExperimentFamily.DEEP
+_LINEAR, _DEEP = ModelFamily.LINEAR, ModelFamily.DEEP
 
 EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
     {
@@ -171,15 +170,11 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _frozen(
                     {
                         "data": {"pca_components": 64},
-                        "train": {
-                            "epochs": 30,
-                            "lr": 1e-3,
-                            "benign_ridge": 1.0,
-                            "harmful_ridge": 1e-7,
-                        },
+                        "train": {"epochs": 30, "lr": 1e-3},
                     }
                 ),
                 _HOUSE_KEYS,
+                digit_pairs=True,
             ),
             ExperimentSpec(
                 Experiment.HOUSE_PRICE,
@@ -189,16 +184,17 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _frozen(
                     {
                         "data": {"train_rows": 200, "test_rows": 100, "drop_collinear": True},
-                        "train": {
-                            "epochs": 100,
-                            "lr": 5e-3,
-                            "benign_ridge": 1.0,
-                            "harmful_ridge": 1.0,
-                            "harmful_weight": 0.1,
-                        },
+                        "train": {"epochs": 100, "lr": 5e-3},
                     }
                 ),
                 _DIGIT_KEYS,
+                # the paper's ρ_H = 1 for house price, and a smaller R_ill step
+                _frozen(
+                    {
+                        "condnum": {"harmful_ridge": 1.0, "harmful_step": 0.1},
+                        "r-ill-only": {"harmful_ridge": 1.0, "harmful_step": 0.1},
+                    }
+                ),
             ),
             ExperimentSpec(
                 Experiment.DIGITS,
@@ -207,15 +203,11 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _frozen(
                     {
                         "data": {"per_class": 130, "test_per_class": 40, "drop_collinear": True},
-                        "train": {
-                            "epochs": 30,
-                            "lr": 1e-3,
-                            "benign_ridge": 1.0,
-                            "harmful_ridge": 1e-7,
-                        },
+                        "train": {"epochs": 30, "lr": 1e-3},
                     }
                 ),
                 _HOUSE_KEYS | {"data.root"},
+                digit_pairs=True,
             ),
             ExperimentSpec(
                 Experiment.MNIST_CNN,
@@ -231,13 +223,12 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                             "batch_size": 256,
                             "lr": 1e-3,
                             "normalize_covariance": True,
-                            "benign_weight": 1e-3,
-                            "harmful_weight": 100.0,
                         },
                         "eval": {"group_size": 256},
                     }
                 ),
                 _FOLDER_KEYS,
+                _lambdas(1e-3, 100.0),
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_CARS_RESNET18,
@@ -246,6 +237,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _DEEP,
                 _frozen(_PAPER_RN18),
                 _MNIST_CNN_KEYS,
+                _RN18_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_COUNTRY211_RESNET18,
@@ -253,6 +245,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _DEEP,
                 _frozen(_PAPER_RN18),
                 _MNIST_CNN_KEYS,
+                _RN18_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_CARS_VIT,
@@ -260,6 +253,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _DEEP,
                 _frozen(_PAPER_VIT),
                 _MNIST_CNN_KEYS,
+                _VIT_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_COUNTRY211_VIT,
@@ -267,6 +261,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _DEEP,
                 _frozen(_PAPER_VIT),
                 _MNIST_CNN_KEYS,
+                _VIT_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.MOBILENET_FASHION_MNIST,
@@ -275,6 +270,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 _DEEP,
                 _frozen(_MOBILENET_FASHION_MNIST),
                 frozenset({"data.benign_digits", "data.harmful_digits", "data.train_per_class"}),
+                _lambdas(5e-6, 1000.0),
             ),
         )
     }

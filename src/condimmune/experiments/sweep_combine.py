@@ -2,43 +2,57 @@
 
 A 90-pair raw-pixel sweep of one method takes about an hour on two cores, so the methods of
 one table are often swept in separate sessions or on separate machines. Each sweep's
-``sweep.csv`` holds every number of its rows (:class:`~condimmune.experiments.sweep_tables.
-SweepRow`); this module reads them back (each row checked: its cells, its digit pair, the
-results a finished run must have), refuses a job that appears twice and sweeps of different
-experiments, and writes the same ``sweep.csv``, ``sweep.md`` and heat maps as one sweep
-would, into a new directory, atomically. ``sweep.csv`` does not record the rest of the
-config (``data.pca_components``, the weights): combine sweeps run with the same ``--set``.
+``sweep.csv`` holds every number of its rows (:class:`~condimmune.experiments.tables.
+SweepRow`; its columns are its family's, :mod:`condimmune.experiments.tables`); this module
+reads them back (each row checked: its cells, its digit pair, the results a finished run
+must have), refuses a job that appears twice and sweeps of different experiments, and
+writes the same ``sweep.csv``, ``sweep.md`` and figures as one sweep would, into a new
+directory, atomically. ``sweep.csv`` does not record the rest of the config
+(``data.pca_components``, the weights): combine sweeps run with the same ``--set``.
 """
 
 from __future__ import annotations
 
 import csv
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from condimmune.core.errors import UserError
-from condimmune.experiments.registry import Experiment
+from condimmune.experiments.pipeline import Pipeline, pipeline_for
+from condimmune.experiments.registry import experiment_spec
+from condimmune.experiments.report import Table
 from condimmune.experiments.rundir import claim_output_dir, write_directory_atomically
-from condimmune.experiments.sweep_tables import CSV_FIELDS, SweepRow, row_order, write_tables
+from condimmune.experiments.tables import (
+    HEAD,
+    TAIL,
+    Column,
+    SweepRow,
+    csv_columns,
+    row_order,
+)
+from condimmune.methods.base import ModelFamily
 
 __all__ = ["combine_sweeps", "read_sweep_csv"]
 
 _FIX = "pass the sweep.csv (or the directory) that `condimmune sweep` wrote"
 
-_RESULT_FIELDS = (
-    "rir",
-    "rir_paper_compatible",
-    "harmful_ratio",
-    "benign_ratio",
-    "bound",
-    "benign_raw",
-    "benign_immunized",
-    "immunized",
-    "wall_seconds",
+_OPTIONAL_IN_A_FINISHED_RUN = frozenset(
+    {
+        "rir_fraction_of_bound",  # unbounded problems have no fraction
+        "paper_rir",  # the paper's 20 × 100 protocol needs 100 samples per task
+        "paper_rir_paper_compatible",
+        "paper_harmful_ratio",
+        "paper_benign_ratio",
+        "benign_probe_original",  # the benign probe is optional
+        "benign_probe_immunized",
+        "probe_steps_original",  # a probe that never reached its level has no step count
+        "probe_steps_immunized",
+        "prefix_seconds",  # only with a prefix cache
+    }
 )
-"""The cells a finished row (``error`` empty) must have: the tables are computed from them."""
+"""Result columns a finished run (no error) may leave empty; every other one it must fill."""
+_KEYS = ("benign", "harmful")
 
 
 def _bool(text: str) -> bool:
@@ -47,99 +61,121 @@ def _bool(text: str) -> bool:
     return text == "True"
 
 
-def _parser(annotation: object) -> tuple[Callable[[str], object], bool]:
-    """``(parse one non-empty cell, empty cell means None)`` for a :class:`SweepRow` field."""
-    args = typing.get_args(annotation)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), annotation) if args else annotation
-    parsers: dict[object, Callable[[str], object]] = {int: int, float: float, bool: _bool, str: str}
-    return parsers[base], optional
+_PARSE: dict[type, Callable[[str], Any]] = {int: int, float: float, bool: _bool, str: str}
 
 
-_PARSERS = {name: _parser(hint) for name, hint in typing.get_type_hints(SweepRow).items()}
-
-
-def _inconsistency(row: SweepRow) -> str:
+def _inconsistency(row: SweepRow, pipeline: Pipeline[Any, Any, Any]) -> str:
     """What makes ``row`` unusable in a table ("" if nothing)."""
-    try:
-        experiment = Experiment(row.experiment)
-    except ValueError:
-        return f"unknown experiment {row.experiment!r}"
-    if experiment is Experiment.HOUSE_PRICE:
-        if row.benign is not None or row.harmful is not None:
-            return "a house-price run has no digit pair"
-    elif not all(d is not None and 0 <= d <= 9 for d in (row.benign, row.harmful)):
-        return f"the digit pair {row.benign}-{row.harmful} is not two digits 0-9"
-    missing = [name for name in _RESULT_FIELDS if getattr(row, name) is None]
+    keys = [row.values.get(k) for k in _KEYS if k in row.values]
+    if keys:
+        if experiment_spec(row.experiment).digit_pairs:
+            if not all(isinstance(d, int) and 0 <= d <= 9 for d in keys):
+                return f"the digit pair {'-'.join(map(str, keys))} is not two digits 0-9"
+        elif any(d is not None for d in keys):
+            return f"a {row.experiment} run has no digit pair"
+    results = [c.name for c in pipeline.sweep_columns if c.name not in _KEYS]
+    missing = [
+        n for n in results if row.values.get(n) is None and n not in _OPTIONAL_IN_A_FINISHED_RUN
+    ]
     if not row.failed and missing:
         return f"a finished run (no error) without {', '.join(missing)}"
     return ""
 
 
-def _parse(cells: dict[str | None, Any], path: Path, line: int) -> SweepRow:
+def _parse(
+    cells: dict[str | None, Any],
+    columns: Sequence[Column],
+    pipeline: Pipeline[Any, Any, Any],
+    path: Path,
+    line: int,
+) -> SweepRow:
     """One data line of ``path`` (``csv.DictReader``: extra cells under ``None``, missing
     ones ``None``) as a checked :class:`SweepRow`."""
     if None in cells or None in cells.values():
         extra, missing = len(cells.get(None) or []), sum(v is None for v in cells.values())
-        given = len(CSV_FIELDS) + extra - missing
+        given = len(columns) + extra - missing
         raise UserError(
-            f"line {line} has {given} cells, a sweep.csv row has {len(CSV_FIELDS)}", path, _FIX
+            f"line {line} has {given} cells, a sweep.csv row has {len(columns)}", path, _FIX
         )
     values: dict[str, Any] = {}
-    for name in CSV_FIELDS:
-        parse, optional = _PARSERS[name]
-        if cells[name] == "" and optional:
-            values[name] = None
-            continue
-        try:
-            values[name] = parse(cells[name])
-        except ValueError as exc:
-            raise UserError(f"line {line}, column {name}: {exc}", path, _FIX) from None
-    row = SweepRow(**values)
-    if problem := _inconsistency(row):
+    for column in columns:
+        text = cells[column.name]
+        if column in TAIL:
+            values[column.name] = text
+        elif text == "" and column not in HEAD:
+            values[column.name] = None  # an empty result cell
+        else:
+            try:
+                values[column.name] = _PARSE[column.kind](text)
+            except ValueError as exc:
+                raise UserError(f"line {line}, column {column.name}: {exc}", path, _FIX) from None
+    fixed = {c.name: values.pop(c.name) for c in (*HEAD, *TAIL)}
+    row = SweepRow(values=values, **fixed)
+    if problem := _inconsistency(row, pipeline):
         raise UserError(f"line {line}: {problem}", path, _FIX)
     return row
 
 
+def _pipeline(path: Path, first: dict[str, Any] | None) -> Pipeline[Any, Any, Any]:
+    """The pipeline of the sweep whose first data line is ``first``."""
+    experiment = (first or {}).get("experiment") or ""
+    try:
+        return pipeline_for(experiment_spec(experiment).family)
+    except ValueError:
+        raise UserError(f"line 2: unknown experiment {experiment!r}", path, _FIX) from None
+
+
 def read_sweep_csv(path: Path) -> list[SweepRow]:
-    """The rows of a ``sweep.csv`` (or of the ``sweep.csv`` in directory ``path``), typed as
-    :class:`SweepRow` (empty cells of optional fields are ``None``, ``inf`` bounds stay
-    ``math.inf``). A missing, foreign or damaged file is a :class:`UserError` naming it."""
+    """The rows of a ``sweep.csv`` (or of the ``sweep.csv`` in directory ``path``), typed by
+    its family's columns (empty cells are ``None``; ``inf`` bounds stay ``math.inf``). A
+    missing, foreign or damaged file is a :class:`UserError` naming it."""
     path = path / "sweep.csv" if path.is_dir() else path
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != CSV_FIELDS:
-                raise UserError(
-                    f"not a sweep.csv (its columns are {reader.fieldnames}, a sweep.csv's are "
-                    f"{list(CSV_FIELDS)})",
-                    path,
-                    _FIX,
-                )
-            return [_parse(cells, path, i) for i, cells in enumerate(reader, start=2)]
+            lines = list(reader)
+            header = tuple(reader.fieldnames or ())
     except UnicodeDecodeError:
         raise UserError("not UTF-8 text", path, _FIX) from None
     except OSError as exc:
         raise UserError(f"cannot be read ({exc.strerror or exc})", path, _FIX) from None
+    known = {tuple(c.name for c in csv_columns(pipeline_for(f).sweep_columns)) for f in ModelFamily}
+    if header not in known:
+        raise UserError(
+            f"not a sweep.csv (its columns are {list(header)}, not those of a linear or a deep "
+            "sweep)",
+            path,
+            _FIX,
+        )
+    pipeline = _pipeline(path, lines[0] if lines else None)
+    columns = csv_columns(pipeline.sweep_columns)
+    if tuple(c.name for c in columns) != header:
+        raise UserError(
+            f"holds {pipeline.family.value} runs under the columns of another family",
+            path,
+            _FIX,
+        )
+    return [_parse(cells, columns, pipeline, path, i) for i, cells in enumerate(lines, start=2)]
 
 
-def combine_sweeps(paths: Sequence[Path], out: Path) -> list[SweepRow]:
+def combine_sweeps(paths: Sequence[Path], out: Path) -> tuple[list[SweepRow], Table]:
     """Read every sweep in ``paths``, write their combined tables into the new directory
-    ``out`` and return the rows (sorted by method, pair and seed). A job (method, seed, pair)
-    found in two sweeps is refused (the table would count it twice), and so are sweeps of
-    different experiments (their means would be mixed)."""
+    ``out`` and return the rows (by method, pair and seed) and the printed summary. A job
+    (method, seed, pair) found in two sweeps is refused (the table would count it twice),
+    and so are sweeps of different experiments (their means would be mixed)."""
     if not paths:
         raise UserError("no sweep given", ".", _FIX)
     rows: list[SweepRow] = []
-    seen: dict[tuple[str, int, int | None, int | None], Path] = {}
+    seen: dict[tuple[object, ...], Path] = {}
     experiments: dict[str, Path] = {}
     for path in paths:
         for row in read_sweep_csv(path):
-            job = (row.method, row.seed, row.benign, row.harmful)
+            pair = tuple(row.values.get(k) for k in _KEYS)
+            job = (row.method, row.seed, *pair)
             if job in seen:
+                shown = "-".join(map(str, pair))
                 raise UserError(
-                    f"the run {row.method}, seed {row.seed}, pair {row.benign}-{row.harmful} "
-                    f"is also in {seen[job]}",
+                    f"the run {row.method}, seed {row.seed}, pair {shown} is also in {seen[job]}",
                     path,
                     "combine each run once (remove one of the two sweeps)",
                 )
@@ -153,9 +189,16 @@ def combine_sweeps(paths: Sequence[Path], out: Path) -> list[SweepRow]:
                 )
             seen[job] = path
             rows.append(row)
-    rows.sort(key=row_order)
-    digits = rows[0].benign is not None if rows else False  # one heat map per method
-    methods = sorted({r.method for r in rows}) if digits else []
+    methods = sorted({r.method for r in rows})
+    rows.sort(key=row_order(methods))
+    pipeline = pipeline_for(experiment_spec(rows[0].experiment).family) if rows else None
+    summary = Table([], [])
     with claim_output_dir(out) as claimed:
-        write_directory_atomically(claimed, lambda tmp: write_tables(tmp, rows, methods=methods))
-    return rows
+
+        def write(tmp: Path) -> None:
+            nonlocal summary
+            if pipeline is not None:
+                summary = pipeline.write_sweep(tmp, rows, methods)
+
+        write_directory_atomically(claimed, write)
+    return rows, summary

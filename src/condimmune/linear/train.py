@@ -30,8 +30,13 @@ from tqdm.auto import tqdm
 from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.linear.tasks import LinearTaskData, TaskKind
-from condimmune.methods.base import LinearProblem, MethodOptions
-from condimmune.methods.registry import method_spec
+from condimmune.methods.base import (
+    ConfiguredMethod,
+    LinearProblem,
+    ModelFamily,
+    require_configured,
+)
+from condimmune.methods.registry import Method, configure_method
 
 __all__ = [
     "LinearModel",
@@ -43,15 +48,22 @@ __all__ = [
 ]
 
 
+def _condnum() -> ConfiguredMethod:
+    return configure_method(Method.CONDNUM, ModelFamily.LINEAR)
+
+
 @dataclass(frozen=True)
 class LinearTrainOptions:
-    """The optimisation budget (the same for every method) and the method's options."""
+    """The method with its options (:func:`~condimmune.methods.registry.configure_method`)
+    and the optimisation budget, the same for every method."""
 
-    method: str = "condnum"
+    method: ConfiguredMethod = field(default_factory=_condnum)
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
-    method_options: MethodOptions = field(default_factory=MethodOptions)
+
+    def __post_init__(self) -> None:
+        require_configured(self.method, ModelFamily.LINEAR)
 
 
 @dataclass(frozen=True)
@@ -143,13 +155,11 @@ def train_linear(
     progress: bool = True,
 ) -> tuple[LinearModel, TrainingHistory]:
     """Train extractor and benign head with ``options.method``; deterministic in ``seed``."""
-    spec = method_spec(options.method)
-    if spec.linear is None:
-        raise ValueError(f"train.method={spec.name} has no linear-extractor version")
+    method = options.method
     gen = torch.Generator().manual_seed(seed)
     xp, yp = data.benign.x_train, data.benign.y_train
     xh, yh = data.harmful.x_train, data.harmful.y_train
-    plan = spec.linear(LinearProblem(xp, yp, xh, yh), options.method_options)
+    plan = method.plan(LinearProblem(xp, yp, xh, yh))
     history = TrainingHistory(notes=list(plan.notes))
     weight = plan.initial_weight.clone().requires_grad_(plan.train_extractor)
     head = torch.zeros(weight.shape[0], dtype=torch.float64, requires_grad=True)
@@ -161,7 +171,7 @@ def train_linear(
     n = xp.shape[0]
     energy = float(xp.square().sum())  # tr(S_P) at W = I
     benign_rows, harmful_rows = _TrainingRows(xp), _TrainingRows(xh)
-    epochs = tqdm(range(options.epochs), desc=spec.name, disable=not progress, leave=False)
+    epochs = tqdm(range(options.epochs), desc=method.name, disable=not progress, leave=False)
     for _ in epochs:
         order = torch.randperm(n, generator=gen)
         total = 0.0
@@ -196,7 +206,7 @@ def train_linear(
                 log_kappas.append(float(log_condition_number_features(rows.features(weight))))
         if not math.isfinite(history.task_loss[-1]):
             raise FloatingPointError(
-                f"{spec.name} diverged (task loss {history.task_loss[-1]}); lower train.lr or "
+                f"{method.name} diverged (task loss {history.task_loss[-1]}); lower train.lr or "
                 "the regularizer weights"
             )
     model = LinearModel(weight=weight.detach(), head=head.detach(), bias=bias.detach())

@@ -1,55 +1,88 @@
-"""What a method is: its spec, its options, and the two hooks the trainers call.
+"""What a method is: its spec, its own options, and the hooks the trainers call.
 
-A method plugs into the linear trainer (:mod:`condimmune.linear.train`) through a
-:data:`LinearMethod` that returns a :class:`LinearPlan`, and into the deep trainer
-(:mod:`condimmune.deep.trainer`) through a :data:`DeepPenalty` added to the task loss, or
-as a closed form on frozen features. Everything here takes tensors and small option
-dataclasses, never an experiment config.
+A method has a linear version (:class:`LinearVersion`: a :data:`LinearHook` that returns a
+:class:`LinearPlan` for the linear trainer, :mod:`condimmune.linear.train`), a deep version
+(:class:`DeepVersion`: a :data:`DeepPenalty` added to the task loss of
+:mod:`condimmune.deep.trainer`, and/or a :data:`DeepFeatureMap` on frozen features), or both.
+Each version declares its hyperparameters as its own :class:`MethodOptions` model (pydantic):
+the config's ``method`` section is validated against it, and its hooks receive an instance.
+A :class:`ConfiguredMethod` is a method with its options, resolved once; below it nothing
+looks a method up by name again. Everything here takes tensors and small option objects,
+never an experiment config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from torch import Tensor
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+if TYPE_CHECKING:  # the CLI's --help imports ModelFamily through the experiment registry
+    from torch import Tensor
 
 __all__ = [
+    "ConfiguredMethod",
     "DeepFeatureMap",
     "DeepPenalty",
     "DeepSolver",
+    "DeepVersion",
     "FeatureMap",
     "FeatureMapInputs",
-    "LinearMethod",
+    "Float",
+    "LinearHook",
     "LinearPlan",
     "LinearProblem",
+    "LinearVersion",
     "MethodOptions",
     "MethodSpec",
+    "ModelFamily",
+    "NoOptions",
     "PenaltyInputs",
+    "require_configured",
 ]
 
 
-@dataclass(frozen=True)
-class MethodOptions:
-    """The hyperparameters any method may read (each reads only its own).
+class ModelFamily(StrEnum):
+    """The two kinds of model a method can immunize (and an experiment runs)."""
 
-    Linear extractors (Alg. 1): ``benign_weight``/``harmful_weight`` are the fractions
-    [0, 1) of the spectral step taken by each preconditioned regularizer step
-    (``step_rule``: ``unit`` or ``monotone``), ``benign_ridge``/``harmful_ridge`` the ridges
-    of the preconditioners ``(XᵀX + ρI)⁻¹``. Deep nets (Eq. 13): ``benign_weight`` and
-    ``harmful_weight`` are λ_P and λ_H of ``CE + λ_P R_well(S_P) + λ_H R_ill(S_H)``.
-    """
+    LINEAR = "linear"
+    """A linear extractor ``W`` (k × d) on raw inputs, trained with its benign head."""
+    DEEP = "deep"
+    """A deep backbone: its trained blocks and head, or a map on its frozen features."""
 
-    benign_weight: float = 0.5
-    harmful_weight: float = 0.2
-    benign_ridge: float = 1.0
-    harmful_ridge: float = 1e-7
-    step_rule: str = "unit"
-    opt_kappa_weight: float = 1.0
-    imma_weight: float = 1.0
-    imma_inner_steps: int = 5
-    closed_form_ridge: float = 1e-6
+
+_FLOAT_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _number_text(value: object) -> object:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; accept such number literals for floats."""
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+Float = Annotated[float, BeforeValidator(_number_text)]
+"""A finite float option; ints and number literals written as YAML strings are accepted."""
+
+
+class MethodOptions(BaseModel):
+    """Base of every method's options: a frozen pydantic model with strict types (an int is
+    fine for a float, nothing else is converted), no extra keys and finite floats. Give each
+    field a default and a ``description`` (``condimmune config`` and errors show it), e.g.
+    ``weight: Float = Field(default=1.0, ge=0, description="λ, ≥ 0")``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class NoOptions(MethodOptions):
+    """The options of a method without hyperparameters."""
+
+
+OptionsT = TypeVar("OptionsT", bound=MethodOptions)
 
 
 @dataclass(frozen=True)
@@ -81,16 +114,18 @@ class LinearPlan:
     notes: list[str] = field(default_factory=list)
 
 
-LinearMethod = Callable[[LinearProblem, MethodOptions], LinearPlan]
+LinearHook = Callable[[LinearProblem, OptionsT], LinearPlan]
+"""A method's linear version: the plan for the training rows, given its options."""
 
 
 @dataclass(frozen=True)
 class PenaltyInputs:
     """One step's gathered feature batches (float64, normalised if configured).
 
-    ``harmful_on`` is False on steps where the benign guard (Def. 3.1 (b)) asks a method to
-    leave its harmful term out. ``harmful_labels``/``harmful_classes`` serve the methods
-    that simulate an attacker."""
+    ``harmful_on`` is False on steps where the benign guard (Def. 3.1 (b): the benign batch
+    κ is above θ0's first batch κ) asks a method to leave its harmful term out; a method may
+    ignore it. ``harmful_labels``/``harmful_classes`` serve the methods that simulate an
+    attacker."""
 
     benign: Tensor
     harmful: Tensor
@@ -99,7 +134,7 @@ class PenaltyInputs:
     harmful_on: bool
 
 
-DeepPenalty = Callable[[PenaltyInputs, MethodOptions], Tensor]
+DeepPenalty = Callable[[PenaltyInputs, OptionsT], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +158,7 @@ class FeatureMap:
     invertible: bool
 
 
-DeepFeatureMap = Callable[[FeatureMapInputs, MethodOptions], FeatureMap]
+DeepFeatureMap = Callable[[FeatureMapInputs, OptionsT], FeatureMap]
 
 
 class DeepSolver(StrEnum):
@@ -137,31 +172,54 @@ class DeepSolver(StrEnum):
 
 
 @dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: its name, what it does, and where it runs.
+class LinearVersion(Generic[OptionsT]):
+    """A method on a linear extractor: its options model and the plan hook."""
 
-    ``linear`` is ``None`` when the method has no linear-extractor version; ``deep_solver``
-    is ``None`` when it has no deep version, else ``deep_penalty`` is its penalty
-    (``DeepSolver.PENALTY``) and ``deep_feature_map`` the map it applies to the features of
-    the trained model (``PENALTY``, optional) or of θ0 (``CLOSED_FORM``, required)."""
+    options: type[OptionsT]
+    plan: LinearHook[OptionsT]
+
+
+@dataclass(frozen=True)
+class DeepVersion(Generic[OptionsT]):
+    """A method on a deep backbone: its options model, the solver, the penalty (with
+    ``PENALTY`` and only with it) and the feature map it applies to the features of the
+    trained model (``PENALTY``, optional) or of θ0 (``CLOSED_FORM``, required)."""
+
+    options: type[OptionsT]
+    solver: DeepSolver
+    penalty: DeepPenalty[OptionsT] | None = None
+    feature_map: DeepFeatureMap[OptionsT] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.solver is DeepSolver.PENALTY) != (self.penalty is not None):
+            raise ValueError("a deep penalty goes with solver=PENALTY and only with it")
+        if self.solver is DeepSolver.CLOSED_FORM and self.feature_map is None:
+            raise ValueError("solver=CLOSED_FORM needs a feature map")
+
+
+def _options_class(value: object, what: str) -> None:
+    if not (isinstance(value, type) and issubclass(value, MethodOptions)):
+        raise TypeError(f"{what} must be a MethodOptions subclass, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its name, what it does, and its versions (``None``: the method
+    does not run on that family)."""
 
     name: str
     description: str
-    linear: LinearMethod | None
-    deep_solver: DeepSolver | None
-    deep_penalty: DeepPenalty | None = None
-    deep_feature_map: DeepFeatureMap | None = None
+    linear: LinearVersion[Any] | None = None
+    deep: DeepVersion[Any] | None = None
 
     def __post_init__(self) -> None:
-        if (self.deep_solver is DeepSolver.PENALTY) != (self.deep_penalty is not None):
-            raise ValueError(
-                f"method {self.name!r}: a deep penalty goes with deep_solver=PENALTY and only "
-                "with it"
-            )
-        if (self.deep_solver is DeepSolver.CLOSED_FORM) and self.deep_feature_map is None:
-            raise ValueError(f"method {self.name!r}: deep_solver=CLOSED_FORM needs a feature map")
-        if self.deep_solver is None and self.deep_feature_map is not None:
-            raise ValueError(f"method {self.name!r}: a feature map needs a deep solver")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a method's name must be a non-empty str, got {self.name!r}")
+        if self.linear is None and self.deep is None:
+            raise ValueError(f"method {self.name!r} has neither a linear nor a deep version")
+        for version, what in ((self.linear, "linear"), (self.deep, "deep")):
+            if version is not None:
+                _options_class(version.options, f"method {self.name!r}: {what}.options")
 
     @property
     def supports_linear(self) -> bool:
@@ -169,4 +227,80 @@ class MethodSpec:
 
     @property
     def supports_deep(self) -> bool:
-        return self.deep_solver is not None
+        return self.deep is not None
+
+    def supports(self, family: ModelFamily) -> bool:
+        return self.options_model(family) is not None
+
+    def options_model(self, family: ModelFamily) -> type[MethodOptions] | None:
+        """The options model of this method on ``family`` (``None``: no such version)."""
+        version = self.linear if family is ModelFamily.LINEAR else self.deep
+        return None if version is None else version.options
+
+    def configure(
+        self, family: ModelFamily | str, options: MethodOptions | Mapping[str, Any] | None = None
+    ) -> ConfiguredMethod:
+        """This method on ``family`` with ``options`` (an instance of its options model, or a
+        mapping validated against it; ``None``: its defaults). An option the model does not
+        declare, a value of the wrong type or out of range is a ``ValueError`` naming it."""
+        family = ModelFamily(family)
+        model = self.options_model(family)
+        if model is None:
+            raise ValueError(f"method {self.name!r} has no {family.value} version")
+        if options is None:
+            options = {}
+        if isinstance(options, MethodOptions):
+            if type(options) is not model:
+                raise TypeError(
+                    f"method {self.name!r} ({family.value}) takes {model.__name__}, got "
+                    f"{type(options).__name__}"
+                )
+            return ConfiguredMethod(self, family, options)
+        if not isinstance(options, Mapping):
+            raise TypeError(f"options must be a mapping or {model.__name__}, got {options!r}")
+        try:
+            return ConfiguredMethod(self, family, model.model_validate(dict(options)))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "options"
+            raise ValueError(
+                f"method {self.name!r} option {key}: {first['msg']} (got {first['input']!r})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class ConfiguredMethod:
+    """A method on one family with its options: what the trainers and evaluators take."""
+
+    spec: MethodSpec
+    family: ModelFamily
+    options: MethodOptions
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def linear(self) -> LinearVersion[Any]:
+        if self.spec.linear is None or self.family is not ModelFamily.LINEAR:
+            raise ValueError(f"method {self.name!r} is configured for {self.family.value} models")
+        return self.spec.linear
+
+    @property
+    def deep(self) -> DeepVersion[Any]:
+        if self.spec.deep is None or self.family is not ModelFamily.DEEP:
+            raise ValueError(f"method {self.name!r} is configured for {self.family.value} models")
+        return self.spec.deep
+
+    def plan(self, problem: LinearProblem) -> LinearPlan:
+        """The linear version's plan for ``problem``."""
+        return self.linear.plan(problem, self.options)
+
+
+def require_configured(method: object, family: ModelFamily) -> None:
+    """Refuse anything but a :class:`ConfiguredMethod` for ``family`` (a bare name, say)."""
+    if not isinstance(method, ConfiguredMethod) or method.family is not family:
+        raise TypeError(
+            f"method must be a ConfiguredMethod for {family.value} models, e.g. "
+            f"configure_method('condnum', '{family.value}'); got {method!r}"
+        )

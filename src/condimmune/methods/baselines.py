@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
 from condimmune.core.eigenpairs import (
@@ -25,25 +26,52 @@ from condimmune.core.rows import nonzero_columns
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.methods.base import (
     DeepSolver,
+    DeepVersion,
+    Float,
     LinearPlan,
     LinearProblem,
+    LinearVersion,
     MethodOptions,
     MethodSpec,
+    NoOptions,
     PenaltyInputs,
 )
 
-__all__ = ["IMMA", "NONE", "OPT_KAPPA", "imma_linear_direction", "imma_penalty"]
+__all__ = [
+    "IMMA",
+    "NONE",
+    "OPT_KAPPA",
+    "ImmaOptions",
+    "OptKappaOptions",
+    "imma_linear_direction",
+    "imma_penalty",
+]
+
+
+class OptKappaOptions(MethodOptions):
+    """λ of ``λ (log κ(S_P) − log κ(S_H))``."""
+
+    weight: Float = Field(default=1.0, ge=0, description="λ, ≥ 0")
+
+
+class ImmaOptions(MethodOptions):
+    """The weight of −L_H(w_T) and the simulated attacker's unrolled steps T."""
+
+    weight: Float = Field(default=1.0, ge=0, description="weight of the bi-level term, ≥ 0")
+    inner_steps: int = Field(
+        default=5, ge=1, le=1000, description="unrolled GD steps of the simulated attack, 1–1000"
+    )
 
 
 def _identity(problem: LinearProblem) -> Tensor:
     return torch.eye(problem.benign_x.shape[1], dtype=torch.float64)
 
 
-def _none_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+def _none_linear(problem: LinearProblem, options: NoOptions) -> LinearPlan:
     return LinearPlan(_identity(problem), train_extractor=False)
 
 
-def _none_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
+def _none_penalty(inputs: PenaltyInputs, options: NoOptions) -> Tensor:
     return inputs.benign.new_zeros(())
 
 
@@ -80,16 +108,16 @@ class _OptKappaDirection:
         return direction
 
 
-def _opt_kappa_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+def _opt_kappa_linear(problem: LinearProblem, options: OptKappaOptions) -> LinearPlan:
     return LinearPlan(
         _identity(problem),
         train_extractor=True,
-        gradient_direction=_OptKappaDirection(problem, options.opt_kappa_weight),
+        gradient_direction=_OptKappaDirection(problem, options.weight),
     )
 
 
-def _opt_kappa_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
-    return options.opt_kappa_weight * (
+def _opt_kappa_penalty(inputs: PenaltyInputs, options: OptKappaOptions) -> Tensor:
+    return options.weight * (
         log_condition_number_features(inputs.benign) - log_condition_number_features(inputs.harmful)
     )
 
@@ -131,11 +159,11 @@ def imma_linear_direction(weight: Tensor, x: Tensor, y: Tensor, steps: int) -> T
     return grad
 
 
-def _imma_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+def _imma_linear(problem: LinearProblem, options: ImmaOptions) -> LinearPlan:
     xh, yh = problem.harmful_x, problem.harmful_y
 
     def direction(weight: Tensor) -> Tensor:
-        return options.imma_weight * imma_linear_direction(weight, xh, yh, options.imma_inner_steps)
+        return options.weight * imma_linear_direction(weight, xh, yh, options.inner_steps)
 
     return LinearPlan(_identity(problem), train_extractor=True, gradient_direction=direction)
 
@@ -153,34 +181,31 @@ def imma_penalty(phi: Tensor, y: Tensor, num_classes: int, steps: int) -> Tensor
     return -((phi @ w - target) ** 2).sum() / n
 
 
-def _imma_penalty(inputs: PenaltyInputs, options: MethodOptions) -> Tensor:
+def _imma_penalty(inputs: PenaltyInputs, options: ImmaOptions) -> Tensor:
     if inputs.harmful_labels is None or inputs.harmful_classes < 2:
         raise ValueError("imma needs the harmful labels and their number of classes")
-    return options.imma_weight * imma_penalty(
-        inputs.harmful, inputs.harmful_labels, inputs.harmful_classes, options.imma_inner_steps
+    return options.weight * imma_penalty(
+        inputs.harmful, inputs.harmful_labels, inputs.harmful_classes, options.inner_steps
     )
 
 
 NONE = MethodSpec(
     name="none",
     description="no immunization: identity extractor, head trained on the benign task",
-    linear=_none_linear,
-    deep_solver=DeepSolver.PENALTY,
-    deep_penalty=_none_penalty,
+    linear=LinearVersion(NoOptions, _none_linear),
+    deep=DeepVersion(NoOptions, DeepSolver.PENALTY, penalty=_none_penalty),
 )
 OPT_KAPPA = MethodSpec(
     name="opt-kappa",
     description="baseline: task loss + λ_P log κ(benign) − λ_H log κ(harmful) through "
     "eigenvalue gradients",
-    linear=_opt_kappa_linear,
-    deep_solver=DeepSolver.PENALTY,
-    deep_penalty=_opt_kappa_penalty,
+    linear=LinearVersion(OptKappaOptions, _opt_kappa_linear),
+    deep=DeepVersion(OptKappaOptions, DeepSolver.PENALTY, penalty=_opt_kappa_penalty),
 )
 IMMA = MethodSpec(
     name="imma",
     description="baseline (Zheng & Yeh 2024, adapted): maximize the harmful probing loss after "
     "an unrolled simulated attack",
-    linear=_imma_linear,
-    deep_solver=DeepSolver.PENALTY,
-    deep_penalty=_imma_penalty,
+    linear=LinearVersion(ImmaOptions, _imma_linear),
+    deep=DeepVersion(ImmaOptions, DeepSolver.PENALTY, penalty=_imma_penalty),
 )

@@ -12,23 +12,38 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from condimmune.core.bound import closed_form_immunizer
 from condimmune.methods.base import (
     DeepSolver,
+    DeepVersion,
     FeatureMap,
     FeatureMapInputs,
+    Float,
     LinearPlan,
     LinearProblem,
+    LinearVersion,
     MethodOptions,
     MethodSpec,
+    NoOptions,
 )
 
-__all__ = ["CLOSED_FORM", "closed_form_feature_map"]
+__all__ = ["CLOSED_FORM", "ClosedFormDeepOptions", "closed_form_feature_map"]
 
 
-def _closed_form_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+class ClosedFormDeepOptions(MethodOptions):
+    """The relative ridge of the closed form on a deep net's frozen features."""
+
+    ridge: Float = Field(
+        default=1e-6,
+        gt=0,
+        description="relative ridge ρ·tr(K)/k added to each feature covariance, > 0",
+    )
+
+
+def _closed_form_linear(problem: LinearProblem, options: NoOptions) -> LinearPlan:
     weight = closed_form_immunizer(problem.benign_x, problem.harmful_x)
     return LinearPlan(weight, train_extractor=False)
 
@@ -44,10 +59,8 @@ def closed_form_feature_map(benign: Tensor, harmful: Tensor, *, ridge: float) ->
     return closed_form_immunizer(rows[0], rows[1])
 
 
-def _closed_form_deep(inputs: FeatureMapInputs, options: MethodOptions) -> FeatureMap:
-    transform = closed_form_feature_map(
-        inputs.benign, inputs.harmful, ridge=options.closed_form_ridge
-    )
+def _closed_form_deep(inputs: FeatureMapInputs, options: ClosedFormDeepOptions) -> FeatureMap:
+    transform = closed_form_feature_map(inputs.benign, inputs.harmful, ridge=options.ridge)
     return FeatureMap(transform, invertible=True)
 
 
@@ -55,7 +68,6 @@ CLOSED_FORM = MethodSpec(
     name="closed-form",
     description="the RIR-optimal linear extractor from one generalized eigendecomposition "
     "(docs/theory.md)",
-    linear=_closed_form_linear,
-    deep_solver=DeepSolver.CLOSED_FORM,
-    deep_feature_map=_closed_form_deep,
+    linear=LinearVersion(NoOptions, _closed_form_linear),
+    deep=DeepVersion(ClosedFormDeepOptions, DeepSolver.CLOSED_FORM, feature_map=_closed_form_deep),
 )

@@ -17,8 +17,8 @@ erased), so the method is deep-only.
 
 from __future__ import annotations
 
-from condimmune.methods.base import DeepSolver, MethodSpec
-from condimmune.methods.condnum import CONDNUM
+from condimmune.methods.base import DeepSolver, DeepVersion, MethodSpec
+from condimmune.methods.condnum import CondnumDeepOptions, condnum_penalty
 from condimmune.methods.leace import leace_feature_map
 
 __all__ = ["CONDNUM_LEACE"]
@@ -27,8 +27,10 @@ CONDNUM_LEACE = MethodSpec(
     name="condnum-leace",
     description="condnum, then the LEACE erasure of the harmful labels on the immunized "
     "features (deep only)",
-    linear=None,
-    deep_solver=DeepSolver.PENALTY,
-    deep_penalty=CONDNUM.deep_penalty,
-    deep_feature_map=leace_feature_map,
+    deep=DeepVersion(
+        CondnumDeepOptions,
+        DeepSolver.PENALTY,
+        penalty=condnum_penalty,
+        feature_map=leace_feature_map,
+    ),
 )

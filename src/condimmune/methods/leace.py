@@ -31,12 +31,15 @@ from torch import Tensor
 
 from condimmune.methods.base import (
     DeepSolver,
+    DeepVersion,
     FeatureMap,
     FeatureMapInputs,
     LinearPlan,
     LinearProblem,
+    LinearVersion,
     MethodOptions,
     MethodSpec,
+    NoOptions,
 )
 
 __all__ = ["LEACE", "leace_erasure", "leace_feature_map"]
@@ -62,7 +65,7 @@ def leace_erasure(x: Tensor, z: Tensor) -> Tensor:
     return transform
 
 
-def _leace_linear(problem: LinearProblem, options: MethodOptions) -> LinearPlan:
+def _leace_linear(problem: LinearProblem, options: NoOptions) -> LinearPlan:
     transform = leace_erasure(problem.harmful_x, problem.harmful_y)
     return LinearPlan(
         transform,
@@ -81,7 +84,6 @@ LEACE = MethodSpec(
     name="leace",
     description="erasure arm: the LEACE projection of the harmful labels folded into the "
     "features (Belrose et al. 2023)",
-    linear=_leace_linear,
-    deep_solver=DeepSolver.CLOSED_FORM,
-    deep_feature_map=leace_feature_map,
+    linear=LinearVersion(NoOptions, _leace_linear),
+    deep=DeepVersion(NoOptions, DeepSolver.CLOSED_FORM, feature_map=leace_feature_map),
 )

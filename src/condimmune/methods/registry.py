@@ -1,16 +1,19 @@
 """The one method registry: name → :class:`~condimmune.methods.base.MethodSpec`.
 
-Config validation, ``condimmune list``, the linear and deep trainers, the runners and the
-sweep all read this table. Adding a method = one new module that defines a ``MethodSpec``
+Config validation and ``condimmune list`` read this table; the run plan resolves the
+configured method from it once (:func:`configure_method`), and nothing below looks a name up
+again. Adding a method (with its options) = one new module that defines a ``MethodSpec``
 plus one line in :data:`_BUILTIN` (or :func:`register_method` from user code);
 docs/architecture.md has the recipe.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
-from condimmune.methods.base import MethodSpec
+from condimmune.methods.base import ConfiguredMethod, MethodOptions, MethodSpec, ModelFamily
 from condimmune.methods.baselines import IMMA, NONE, OPT_KAPPA
 from condimmune.methods.closed_form import CLOSED_FORM
 from condimmune.methods.condnum import CONDNUM, R_ILL_ONLY
@@ -19,6 +22,7 @@ from condimmune.methods.leace import LEACE
 
 __all__ = [
     "Method",
+    "configure_method",
     "method_spec",
     "register_method",
     "registered_methods",
@@ -74,3 +78,18 @@ def method_spec(name: str | Method, *, key: str = "train.method") -> MethodSpec:
     except KeyError:
         valid = ", ".join(repr(n) for n in _REGISTRY)
         raise ValueError(f"unknown {key} {str(name)!r}; choose one of {valid}") from None
+
+
+def configure_method(
+    name: str | Method | MethodSpec,
+    family: ModelFamily | str,
+    options: MethodOptions | Mapping[str, Any] | None = None,
+    /,
+    **option_values: Any,
+) -> ConfiguredMethod:
+    """A registered method on ``family`` with its options, validated against the method's
+    own options model: ``configure_method("opt-kappa", "deep", weight=0.1)``."""
+    spec = name if isinstance(name, MethodSpec) else method_spec(name, key="method")
+    if options is not None and option_values:
+        raise TypeError("pass the options as one object or as keywords, not both")
+    return spec.configure(family, option_values if options is None else options)

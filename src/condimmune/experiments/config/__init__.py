@@ -1,10 +1,12 @@
 """Typed experiment configuration (pydantic v2): YAML loading, ``--set`` overrides, one-line errors.
 
-Two schemas: :class:`ExperimentConfig` for the linear experiments and
+Two schemas (``config/schema.py``): :class:`ExperimentConfig` for the linear experiments and
 :class:`DeepExperimentConfig` for the deep ones (which one is chosen by ``experiment``, see
-:mod:`condimmune.experiments.registry`). Unknown keys, wrong types, out-of-range values and
-non-finite floats are refused by the schema; every public function here turns such a problem
-into a one-line ``ValueError`` that names the dotted key, e.g.
+:mod:`condimmune.experiments.registry`), built from sections organised by concept
+(``data``, ``training``, ``model``, ``measure``: evaluation and attacks) and the ``method``
+section, whose schema is the options model of ``train.method``. Unknown keys, wrong types,
+out-of-range values and non-finite floats are refused by the schema; every public function
+here turns such a problem into a one-line ``ValueError`` that names the dotted key, e.g.
 ``invalid value for train.epochs: 0 (must be ≥ 1)``.
 
 Upper bounds (in each field's description) are there to stop a typo from starting a run that
@@ -29,21 +31,11 @@ from condimmune.experiments.config.api import (
     load_config,
     resolve_config,
 )
-from condimmune.experiments.config.deep import (
-    Config,
-    DeepDataConfig,
-    DeepEvalConfig,
-    DeepExperimentConfig,
-    DeepTrainConfig,
-    ModelConfig,
-)
-from condimmune.experiments.config.deep_attack import DeepAttackConfig
-from condimmune.experiments.config.linear import (
-    AttackConfig,
-    DataConfig,
-    ExperimentConfig,
-    TrainConfig,
-)
+from condimmune.experiments.config.data import DataConfig, DeepDataConfig
+from condimmune.experiments.config.measure import AttackConfig, DeepAttackConfig, DeepEvalConfig
+from condimmune.experiments.config.model import ModelConfig
+from condimmune.experiments.config.schema import Config, DeepExperimentConfig, ExperimentConfig
+from condimmune.experiments.config.training import DeepTrainConfig, TrainConfig
 from condimmune.experiments.registry import Experiment
 
 __all__ = [

@@ -12,10 +12,6 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from condimmune.experiments.config.deep import (
-    Config,
-    DeepExperimentConfig,
-)
 from condimmune.experiments.config.errors import (
     _kind,
     _one_line,
@@ -23,19 +19,15 @@ from condimmune.experiments.config.errors import (
     _unknown,
     _valid_keys,
 )
-from condimmune.experiments.config.fields import (
-    _FLOAT_TEXT,
-    _INT_TEXT,
-)
-from condimmune.experiments.config.linear import (
-    ExperimentConfig,
-)
+from condimmune.experiments.config.fields import _INT_TEXT, method_options_model
+from condimmune.experiments.config.schema import Config, DeepExperimentConfig, ExperimentConfig
 from condimmune.experiments.registry import (
     Experiment,
     ExperimentSpec,
     experiment_defaults,
     experiment_spec,
 )
+from condimmune.methods.base import _FLOAT_TEXT
 
 
 # -------------------------------------------------------------------------- public API
@@ -129,7 +121,14 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
         raw = {k: v for k, v in raw.items() if k != "versions"}
     try:
         spec = experiment_spec(raw.get("experiment", experiment or Experiment.MNIST_PAIR.value))
-        config = config_from_dict(_merge(config_to_dict(default_config(spec.name)), raw))
+        base = config_to_dict(default_config(spec.name))
+        train = raw.get("train")
+        if (
+            isinstance(train, dict)
+            and train.get("method", base["train"]["method"]) != (base["train"]["method"])
+        ):  # another method: its own options (and this experiment's defaults for them)
+            base.pop("method")
+        config = config_from_dict(_merge(base, raw))
         _refuse_changed_ignored(config, spec)
     except ValueError as exc:
         raise ValueError(f"config file {path}: {exc}") from None
@@ -176,8 +175,12 @@ def _parse_text(raw: str, annotation: Any, key: str) -> Any:
     raise ValueError(f"{key} cannot be set from the command line")
 
 
-def _settable(cls: type[BaseModel], key: str) -> tuple[list[str], FieldInfo]:
-    """The path and field of a dotted leaf key, or a ``ValueError`` listing the valid keys."""
+def _settable(
+    cls: type[BaseModel], key: str, sections: Mapping[str, type[BaseModel]]
+) -> tuple[list[str], FieldInfo]:
+    """The path and field of a dotted leaf key, or a ``ValueError`` listing the valid keys.
+    ``sections``: the schema of a top-level section whose schema depends on the config (the
+    ``method`` section is that of ``train.method``'s options)."""
     parts = key.split(".")
     owner: type[BaseModel] = cls
     for depth, part in enumerate(parts):
@@ -185,7 +188,7 @@ def _settable(cls: type[BaseModel], key: str) -> tuple[list[str], FieldInfo]:
         info = owner.model_fields.get(part)
         if info is None:
             return _raise_unknown(key, owner, prefix)
-        nested = info.annotation
+        nested = sections.get(part, info.annotation) if depth == 0 else info.annotation
         if isinstance(nested, type) and issubclass(nested, BaseModel):
             if depth == len(parts) - 1:
                 raise ValueError(
@@ -212,12 +215,15 @@ def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
     ``train.epochs=5``), each value read as its field's declared type: ``str`` fields take the
     text as is (``null``/``none``/empty → ``None`` where allowed), ``int`` base-10 digits
     (``012`` → 12), ``float`` finite decimals, ``bool`` true/false/yes/no/1/0. ``experiment``
-    and the keys the experiment does not read are refused."""
+    and the keys the experiment does not read are refused. ``method.*`` keys are the options
+    of the method the config has after the other keys are applied: a new ``train.method``
+    starts from its own defaults (and this experiment's defaults for it)."""
     if isinstance(assignments, str):
         raise ValueError(f"overrides must be a list of key=value strings, got {assignments!r}")
     cls: type[ExperimentConfig] | type[DeepExperimentConfig] = type(config)
     spec = experiment_spec(config.experiment)
     data = config_to_dict(config)
+    parsed: list[tuple[str, str]] = []
     for item in assignments:
         if not isinstance(item, str) or "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -227,14 +233,38 @@ def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
             raise ValueError(
                 "the experiment is chosen by the command's EXPERIMENT argument, not --set"
             )
-        parts, info = _settable(cls, key)
-        if key in spec.ignores:
-            raise ValueError(f"{key} is not read by experiment {spec.name.value}")
-        node = data
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = _parse_text(raw, info.annotation, key)
+        parsed.append((key, raw))
+    method_keys = [(k, v) for k, v in parsed if k.split(".", 1)[0] == "method"]
+    for key, raw in (p for p in parsed if p not in method_keys):
+        _assign(data, cls, key, raw, spec, {})
+    if data["train"]["method"] != config.train.method:
+        data["method"] = {}
+    if method_keys:
+        model = method_options_model(data["train"]["method"], spec.family)
+        if model is None:  # an unknown train.method: its own error
+            _validate(cls, data)
+            raise ValueError(f"train.method {data['train']['method']!r} has no options")
+        for key, raw in method_keys:
+            _assign(data, cls, key, raw, spec, {"method": model})
     return _validate(cls, data)
+
+
+def _assign(
+    data: dict[str, Any],
+    cls: type[BaseModel],
+    key: str,
+    raw: str,
+    spec: ExperimentSpec,
+    sections: Mapping[str, type[BaseModel]],
+) -> None:
+    """Set the dotted ``key`` of ``data`` to ``raw`` read as its field's declared type."""
+    parts, info = _settable(cls, key, sections)
+    if key in spec.ignores:
+        raise ValueError(f"{key} is not read by experiment {spec.name.value}")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = _parse_text(raw, info.annotation, key)
 
 
 def _validate(cls: type[ExperimentConfig] | type[DeepExperimentConfig], data: Any) -> Config:

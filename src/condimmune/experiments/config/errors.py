@@ -70,7 +70,8 @@ def _unknown(prefix: str, keys: list[str], section: Any) -> str:
     noun = "key" if len(keys) == 1 else "keys"
     message = f"unknown config {noun}: {', '.join(_printable(k) for k in keys)}"
     if isinstance(section, type) and issubclass(section, BaseModel):
-        message += f"; valid keys: {_valid_keys(section, prefix)}"
+        valid = _valid_keys(section, prefix)
+        message += f"; valid keys: {valid}" if valid else f"; {prefix} takes no keys"
     return message
 
 

@@ -1,39 +1,31 @@
-"""A linear run directory read back strictly: every file present, well-formed and consistent.
+"""The files of a linear run directory: the extractor, the heads and the exact rows the κ's
+were computed on, written and read back strictly (every tensor present, finite, floating
+point and of consistent shapes; anything else is a
+:class:`~condimmune.core.errors.UserError` naming the file).
 
-A missing, damaged or inconsistent file is a :class:`~condimmune.core.errors.UserError`
-(or, for ``metrics.json``, a :class:`~condimmune.core.records.RecordError`) naming it, so
-``condimmune evaluate`` and ``condimmune attack`` never compute on a half-read run.
+=========================  =================================================================
+``extractor.safetensors``  ``weight``: W (k × d)
+``head.safetensors``       ``head`` (k,), ``bias``: the benign model's head
+``data.safetensors``       ``benign_x``, ``harmful_x`` (training rows), ``benign_y``,
+                           ``harmful_y``, ``benign_x_test``, ``benign_y_test``, and the raw
+                           model's head ``raw_head``, ``raw_bias``
+=========================  =================================================================
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from condimmune.core.errors import UserError
 from condimmune.core.user_files import read_tensor_file
-from condimmune.experiments.config import ExperimentConfig, config_from_dict
-from condimmune.experiments.records import LinearRunMetrics, read_metrics
-from condimmune.experiments.registry import Experiment
-from condimmune.experiments.rundir import read_json, read_yaml_mapping
 from condimmune.linear.tasks import LinearTaskData, TaskKind, TaskSplit
 from condimmune.linear.train import LinearModel
 
-__all__ = ["LoadedRun", "load_run"]
-
-
-@dataclass(frozen=True)
-class LoadedRun:
-    """A linear run directory read back: config, data, immunized and raw models, metrics."""
-
-    config: ExperimentConfig
-    data: LinearTaskData
-    model: LinearModel
-    raw_model: LinearModel
-    metrics: LinearRunMetrics
+__all__ = ["read_run_files", "write_run_files"]
 
 
 _RUN_TENSORS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -81,44 +73,37 @@ def _read_run_tensors(run_dir: Path, fix: str) -> dict[str, Tensor]:
     return out
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Read a run directory back; a missing or damaged file is a :class:`UserError` naming it."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(
-            "no such run directory" if not run_dir.exists() else "not a directory",
-            run_dir,
-            "pass a run directory written by `condimmune run`",
-        )
-    if (run_dir / "immunized.safetensors").is_file():
-        raise ValueError(
-            f"{run_dir} is a deep run; its attacks and RIR_θ0 are already in metrics.json "
-            "(evaluate and attack work on linear runs)"
-        )
-    needed = ["config.yaml", "metrics.json", *_RUN_TENSORS]
-    missing = [n for n in needed if not (run_dir / n).is_file()]
-    if missing:
-        raise ValueError(
-            f"{run_dir} is not a complete run directory (missing {', '.join(missing)})"
-        )
-    fix = "the run directory is damaged: run the experiment again into a new --out"
-    config_path = run_dir / "config.yaml"
-    raw = read_yaml_mapping(config_path, fix)
-    raw.pop("versions", None)
-    try:
-        config = config_from_dict(raw)
-    except ValueError as exc:
-        raise UserError(f"not a valid run config ({exc})", config_path, fix) from None
-    if not isinstance(config, ExperimentConfig):
-        raise ValueError(f"{config_path} is the config of a deep run")
+def write_run_files(
+    directory: Path, data: LinearTaskData, model: LinearModel, raw_model: LinearModel
+) -> None:
+    """The three safetensors files of a linear run (module docstring) into ``directory``."""
+    save_file({"weight": model.weight.contiguous()}, directory / "extractor.safetensors")
+    save_file(
+        {"head": model.head.contiguous(), "bias": model.bias.reshape(1)},
+        directory / "head.safetensors",
+    )
+    save_file(
+        {
+            "benign_x": data.benign.x_train.contiguous(),
+            "harmful_x": data.harmful.x_train.contiguous(),
+            "benign_y": data.benign.y_train.contiguous(),
+            "harmful_y": data.harmful.y_train.contiguous(),
+            "benign_x_test": data.benign.x_test.contiguous(),
+            "benign_y_test": data.benign.y_test.contiguous(),
+            "raw_head": raw_model.head.contiguous(),
+            "raw_bias": raw_model.bias.reshape(1),
+        },
+        directory / "data.safetensors",
+    )
+
+
+def read_run_files(
+    run_dir: Path, kind: TaskKind, fix: str
+) -> tuple[LinearTaskData, LinearModel, LinearModel]:
+    """``(data, immunized model, raw model)`` of a linear run directory, read strictly."""
     tensors = _read_run_tensors(run_dir, fix)
     weight = tensors["weight"]
     empty = torch.zeros(0, dtype=torch.float64)
-    kind = (
-        TaskKind.REGRESSION
-        if config.experiment == Experiment.HOUSE_PRICE.value
-        else TaskKind.CLASSIFICATION
-    )
     data = LinearTaskData(
         benign=TaskSplit(
             tensors["benign_x"],
@@ -131,14 +116,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         description=f"loaded from {run_dir}",
     )
     model = LinearModel(weight=weight, head=tensors["head"], bias=tensors["bias"][0])
-    d = weight.shape[1]
     raw_model = LinearModel(
-        weight=torch.eye(d, dtype=weight.dtype),
+        weight=torch.eye(weight.shape[1], dtype=weight.dtype),
         head=tensors["raw_head"],
         bias=tensors["raw_bias"][0],
     )
-    path = run_dir / "metrics.json"
-    metrics = read_metrics(read_json(path, fix), source=str(path))
-    if not isinstance(metrics, LinearRunMetrics):
-        raise ValueError(f"{path} holds the metrics of a deep run")
-    return LoadedRun(config, data, model, raw_model, metrics)
+    return data, model, raw_model

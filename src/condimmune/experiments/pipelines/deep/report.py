@@ -1,23 +1,32 @@
-"""``report.md`` and figures of a deep run (attack curves, spectra, training)."""
+"""``report.md``, its figures (attack curves, spectra, training) and the printed table of a
+deep run."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-from condimmune.experiments.artifacts import DeepRunArtifacts
-from condimmune.experiments.deep_evaluation import DeepCurves
+from condimmune.experiments.pipelines.deep.evaluation import DeepCurves
+from condimmune.experiments.pipelines.deep.run import DeepRun
 from condimmune.experiments.records import (
     DeepRunMetrics,
     GdPairRecord,
     GroupRatioPair,
     ProbeCurveRecord,
 )
-from condimmune.experiments.report import format_number, plotted_points, save_figure
+from condimmune.experiments.report import (
+    FigureSpec,
+    ReportPage,
+    Table,
+    format_number,
+    plotted_points,
+    save_figure,
+)
 
-__all__ = ["deep_headline", "write_deep_report"]
+__all__ = ["deep_headline", "deep_report", "deep_summary"]
 
 
 def _steps(entry: GdPairRecord | ProbeCurveRecord) -> str:
@@ -141,7 +150,7 @@ def _spectra_figure(curves: DeepCurves, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _training_figure(art: DeepRunArtifacts, path: Path) -> None:
+def _training_figure(art: DeepRun, path: Path) -> None:
     h = art.history
     fig = Figure(figsize=(11, 3.6))
     ax = fig.add_subplot(1, 2, 1)
@@ -152,7 +161,7 @@ def _training_figure(art: DeepRunArtifacts, path: Path) -> None:
     ax.set_title("batch condition numbers (gathered global batch)")
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
-    pre = art.curves.pretrain_loss if art.curves is not None else []
+    pre = art.curves.pretrain_loss
     if pre:
         ax2.plot(range(1, len(pre) + 1), pre, color="grey", label="pre-training θ0")
     ax2.plot(
@@ -167,42 +176,44 @@ def _training_figure(art: DeepRunArtifacts, path: Path) -> None:
     save_figure(fig, path)
 
 
-def write_deep_report(directory: Path, art: DeepRunArtifacts) -> None:
-    """Write the PNG plots and ``report.md`` of a deep run into ``directory``."""
+def deep_summary(m: DeepRunMetrics) -> list[Table]:
+    """What ``condimmune run`` and ``evaluate`` print for a deep run."""
+    title = f"{m.experiment} · {m.method} · seed {m.seed}"
+    return [Table(["quantity", "value"], [list(r) for r in deep_headline(m)], title)]
+
+
+def deep_report(art: DeepRun) -> ReportPage:
+    """``report.md`` and the figures of a deep run."""
     m = art.metrics
-    if m is None or art.curves is None:
-        raise ValueError("only the primary process of a run writes its report")
-    _attack_figure(art.curves, art.config.eval.attack_target, directory / "attack_curves.png")
-    _spectra_figure(art.curves, directory / "spectra.png")
-    figures = ["attack_curves.png", "spectra.png"]
-    if art.history.global_step:
-        _training_figure(art, directory / "training.png")
-        figures.append("training.png")
-    r = m.rir_theta0.honest
-    lines = [
-        f"# {m.experiment} · {m.method} · seed {m.seed}",
-        "",
-        f"Backbone `{m.backbone}` ({m.feature_dim} features). Benign (pre-training) task: "
-        f"{m.benign_task}. Harmful task: {m.harmful_task}.",
-        "",
-        "| quantity | value |",
-        "|---|---|",
-        *(f"| {q} | {v} |" for q, v in deep_headline(m)),
-        "",
-        f"RIR_θ0 compares the immunized extractor θ_I with the original θ0 on the same "
-        f"{r.groups} random groups of {r.group_size} samples (Eq. 17–18). The honest κ "
-        "takes σ_min over the numerical range of each group's covariance; the paper-compatible "
-        "κ adds 1e-6·I and takes the smallest eigenvalue above 1e-6, so with groups smaller "
-        "than the feature size it is a ratio of σ_max only.",
-        "",
-        "The whitened attacker undoes any invertible linear map of the features: a slowdown "
-        "that vanishes there came from re-scaling the features, not from destroying them.",
-        "",
-        f"Training: {m.training.steps} immunization steps in "
-        f"{format_number(m.train_seconds)} s on {m.training.processes} process(es); "
-        f"run wall time {format_number(m.wall_seconds)} s.",
-        "",
-        *(f"![{f}]({f})" for f in figures),
-        "",
+    target = art.plan.options.evaluation.attack_target
+    figures = [
+        FigureSpec("attack_curves.png", partial(_attack_figure, art.curves, target)),
+        FigureSpec("spectra.png", partial(_spectra_figure, art.curves)),
     ]
-    (directory / "report.md").write_text("\n".join(lines))
+    if art.history.global_step:
+        figures.append(FigureSpec("training.png", partial(_training_figure, art)))
+    r = m.rir_theta0.honest
+    return ReportPage(
+        title=f"{m.experiment} · {m.method} · seed {m.seed}",
+        intro=[
+            f"Backbone `{m.backbone}` ({m.feature_dim} features). Benign (pre-training) task: "
+            f"{m.benign_task}. Harmful task: {m.harmful_task}."
+        ],
+        tables=[Table(["quantity", "value"], [list(row) for row in deep_headline(m)])],
+        body=[
+            f"RIR_θ0 compares the immunized extractor θ_I with the original θ0 on the same "
+            f"{r.groups} random groups of {r.group_size} samples (Eq. 17–18). The honest κ "
+            "takes σ_min over the numerical range of each group's covariance; the "
+            "paper-compatible κ adds 1e-6·I and takes the smallest eigenvalue above 1e-6, so "
+            "with groups smaller than the feature size it is a ratio of σ_max only.",
+            "",
+            "The whitened attacker undoes any invertible linear map of the features: a "
+            "slowdown that vanishes there came from re-scaling the features, not from "
+            "destroying them.",
+            "",
+            f"Training: {m.training.steps} immunization steps in "
+            f"{format_number(m.train_seconds)} s on {m.training.processes} process(es); "
+            f"run wall time {format_number(m.wall_seconds)} s.",
+        ],
+        figures=figures,
+    )

@@ -2,9 +2,10 @@
 Fashion-MNIST (benign) against MNIST digits (harmful) as grey images for an ImageNet backbone.
 
 Fashion-MNIST is read from its four IDX files (``train-images-idx3-ubyte.gz`` and the
-labels, ``t10k-…`` for the test set; ``.gz`` or not) in ``data.root``, which defaults to
-where Debian's ``dataset-fashion-mnist`` installs them. A missing or malformed file is a
-one-line error naming the file (and, when missing, the command that installs it).
+labels, ``t10k-…`` for the test set; ``.gz`` or not) in ``data.root``, by default
+:data:`FASHION_MNIST_ROOT`, where Debian's ``dataset-fashion-mnist`` installs them. A missing
+or malformed file is a one-line error naming the file (and, when missing, the command that
+installs it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from condimmune.core.errors import UserError
-from condimmune.deep.backbones import SPECS, Backbone
+from condimmune.deep.backbones import SPECS
 from condimmune.deep.images import (
     GreyToRGB,
     ImageDataset,
@@ -29,12 +30,13 @@ from condimmune.deep.images import (
     image_transform,
     parse_digits,
 )
-from condimmune.experiments.config import DeepExperimentConfig
+from condimmune.experiments.pipelines.deep.options import DeepDataOptions, ModelOptions
 from condimmune.experiments.registry import Experiment
 from condimmune.linear.mnist import mnist_arrays, read_idx
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ROOT",
     "INSTALL_FASHION_MNIST",
     "DeepTaskData",
     "fashion_mnist_arrays",
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 INSTALL_FASHION_MNIST = "apt-get install -y dataset-fashion-mnist"
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's ``dataset-fashion-mnist`` puts the four IDX files (``data.root`` unset)."""
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -121,26 +125,24 @@ def _grey_dataset(
     )
 
 
-def _fashion_vs_mnist(config: DeepExperimentConfig) -> DeepTaskData:
+def _fashion_vs_mnist(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTaskData:
     """Benign: Fashion-MNIST (``max_train_images`` of 60,000 for training, the test set or
     ``max_test_images`` of it); harmful: MNIST digits, ``test_per_class`` held out per digit,
     ``max_train_images`` of the rest for training. Both as grey images for the backbone."""
-    d, seed = config.data, config.seed
-    if d.root is None:
-        raise ValueError("data.root is not set; it names the Fashion-MNIST IDX folder")
-    spec = SPECS[Backbone(config.model.backbone)]
-    tf = GreyToRGB(config.model.image_size, spec.mean, spec.std)
+    root = d.root or FASHION_MNIST_ROOT
+    spec = SPECS[model.backbone]
+    tf = GreyToRGB(model.image_size, spec.mean, spec.std)
     fashion = list(FASHION_MNIST_CLASSES)
-    xb, yb = fashion_mnist_arrays(d.root, "train")
+    xb, yb = fashion_mnist_arrays(root, "train")
     keep = _subsample(len(yb), d.max_train_images, seed)
     benign_train = _grey_dataset(xb[keep], yb[keep], tf, seed, fashion)
-    xt, yt = fashion_mnist_arrays(d.root, "test")
+    xt, yt = fashion_mnist_arrays(root, "test")
     keep = _subsample(len(yt), d.max_test_images, seed + 1)
     benign = ImageSplit(
         benign_train,
         _grey_dataset(xt[keep], yt[keep], tf, seed, fashion),
         len(fashion),
-        f"Fashion-MNIST IDX at {d.root}",
+        f"Fashion-MNIST IDX at {root}",
     )
     flat, digits, source = mnist_arrays(d.harmful_root)
     grey = np.rint(flat * 255.0).astype(np.uint8).reshape(-1, 28, 28)
@@ -176,12 +178,12 @@ _HARMFUL_DATASET = {
 }
 
 
-def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
-    """The benign (pre-training) and harmful tasks of a deep experiment."""
-    exp = Experiment(config.experiment)
-    d = config.data
+def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTaskData:
+    """The benign (pre-training) and harmful tasks of a deep experiment, as ``model`` reads
+    them (its input size and normalisation; its prefix cache turns augmentation off)."""
+    exp = d.experiment
     if exp is Experiment.MOBILENET_FASHION_MNIST:
-        return _fashion_vs_mnist(config)
+        return _fashion_vs_mnist(d, model, seed)
     if exp is Experiment.MNIST_CNN:
         x, y, source = mnist_arrays(d.root)
         benign, harmful = digit_group_tasks(
@@ -193,12 +195,12 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
             ),
             train_per_class=d.train_per_class,
             test_per_class=d.test_per_class,
-            seed=config.seed,
+            seed=seed,
             description=source,
         )
         return DeepTaskData(benign, harmful, benign.train, harmful.train, "mnist 28x28")
-    spec = SPECS[Backbone(config.model.backbone)]
-    size = config.model.image_size
+    spec = SPECS[model.backbone]
+    size = model.image_size
     tf_eval = image_transform(size, spec.mean, spec.std, train=False)
     # a cached prefix is computed once per image, so training images are not augmented
     tf_train = image_transform(size, spec.mean, spec.std, train=True)
@@ -216,14 +218,10 @@ def load_deep_data(config: DeepExperimentConfig) -> DeepTaskData:
             root: str | None = root,
             key: str = key,
         ) -> KeyedDataset:
-            return folder_dataset(
-                dataset, root, split, tf, key=key, max_images=limit, seed=config.seed
-            )
+            return folder_dataset(dataset, root, split, tf, key=key, max_images=limit, seed=seed)
 
         train_eval = make("train", tf_eval, d.max_train_images)
-        train = (
-            train_eval if config.model.cache_prefix else make("train", tf_train, d.max_train_images)
-        )
+        train = train_eval if model.cache_prefix else make("train", tf_train, d.max_train_images)
         test = make("test", tf_eval, d.max_test_images)
         splits.append(
             (ImageSplit(train, test, len(train.classes), f"{dataset.value} at {root}"), train_eval)

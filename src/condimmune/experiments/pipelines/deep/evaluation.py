@@ -20,8 +20,9 @@ from condimmune.deep.evaluate import (
     top1_accuracy,
 )
 from condimmune.deep.head import linear_probe_top1
-from condimmune.experiments.config import DeepExperimentConfig
-from condimmune.experiments.deep_data import DeepTaskData
+from condimmune.experiments.pipelines.deep.data import DeepTaskData
+from condimmune.experiments.pipelines.deep.options import DeepRunOptions
+from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import (
     BenignAccuracy,
     DeepAttackRecord,
@@ -61,11 +62,11 @@ def _pair_record(pair: tuple[ProbeAttackResult, ProbeAttackResult]) -> GdPairRec
 
 
 def evaluate_deep(
-    config: DeepExperimentConfig, data: DeepTaskData, original: DeepModel, immunized: DeepModel
+    plan: RunPlan[DeepRunOptions], data: DeepTaskData, original: DeepModel, immunized: DeepModel
 ) -> tuple[DeepRunMetrics, DeepCurves]:
     """Metrics and figure data of θ0 vs θ_I; the training fields of the record are left at
     zero for the runner to fill in."""
-    e = config.eval
+    e = plan.options.evaluation
     bs = e.batch_size
     feats = {}
     for name, model in (("original", original), ("immunized", immunized)):
@@ -101,7 +102,7 @@ def evaluate_deep(
                 (o["harmful"], i["harmful"]),
                 groups=groups,
                 group_size=size,
-                seed=config.seed,
+                seed=plan.seed,
                 paper_compatible=paper,
             )
             for paper in (False, True)
@@ -140,10 +141,10 @@ def evaluate_deep(
     level = 0.95 * float(probes["original"].accuracy.max())
     steps_o, steps_i = probes["original"].steps_to(level), probes["immunized"].steps_to(level)
     metrics = DeepRunMetrics(
-        experiment=config.experiment,
-        method=config.train.method,
-        seed=config.seed,
-        backbone=config.model.backbone,
+        experiment=plan.name,
+        method=plan.method.name,
+        seed=plan.seed,
+        backbone=plan.options.model.backbone.value,
         feature_dim=int(o["benign"].shape[1]),
         benign_task=data.benign.description,
         harmful_task=data.harmful.description,
@@ -169,7 +170,7 @@ def evaluate_deep(
             ),
         ),
         train_seconds=0.0,
-        training=DeepTrainingRecord(0, 0, None, 0, config.train.devices),
+        training=DeepTrainingRecord(0, 0, None, 0, plan.options.fabric.devices),
         wall_seconds=0.0,
         benign_probe=benign_probe,
     )

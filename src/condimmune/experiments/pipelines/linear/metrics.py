@@ -12,7 +12,8 @@ from condimmune.core.metrics import (
     check_immunization,
     immunization_condition_numbers,
 )
-from condimmune.experiments.config import ExperimentConfig
+from condimmune.experiments.pipelines.linear.options import LinearRunOptions
+from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import (
     BenignTaskScores,
     BoundRecord,
@@ -43,7 +44,7 @@ def _train_loss(kind: TaskKind, model: LinearModel, x: Tensor, y: Tensor) -> flo
 
 
 def compute_metrics(
-    config: ExperimentConfig,
+    plan: RunPlan[LinearRunOptions],
     data: LinearTaskData,
     model: LinearModel,
     raw_model: LinearModel,
@@ -54,6 +55,7 @@ def compute_metrics(
 ) -> tuple[LinearRunMetrics, dict[str, ProbeComparison]]:
     """All metrics of a run from its data and models (used by ``run`` and ``evaluate``),
     and the attack trajectories behind them (plotted by the report)."""
+    target, budget = plan.options.attack.target, plan.options.attack.budget
     xp, xh = data.benign.x_train, data.harmful.x_train
     honest = immunization_condition_numbers(xp, xh, model.weight)
     compat = immunization_condition_numbers(xp, xh, model.weight, rule="paper-compatible")
@@ -64,8 +66,8 @@ def compute_metrics(
             x,
             y,
             model.weight,
-            target=config.attack.target,
-            budget=config.attack.budget,
+            target=target,
+            budget=budget,
             transform=transform,
         )
 
@@ -85,9 +87,9 @@ def compute_metrics(
         )
 
     metrics = LinearRunMetrics(
-        experiment=config.experiment,
-        method=config.train.method,
-        seed=config.seed,
+        experiment=plan.name,
+        method=plan.method.name,
+        seed=plan.seed,
         rir=honest.rir,
         kappa=kappas(honest),
         harmful_ratio=honest.harmful_ratio,
@@ -104,7 +106,7 @@ def compute_metrics(
             train_loss_immunized=loss_imm,
         ),
         attack=LinearAttackRecord(
-            target=config.attack.target,
+            target=target,
             steps_raw=harmful_attack.raw.steps_to_target,
             steps_immunized=harmful_attack.immunized.steps_to_target,
             harmful_slowdown=harmful_attack.slowdown,

@@ -12,18 +12,17 @@ from matplotlib.figure import Figure
 
 from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite, TaskAttack
 from condimmune.experiments.records import DeepRunMetrics
-from condimmune.experiments.report import format_number, save_figure
-from condimmune.experiments.rundir import replace_atomically
+from condimmune.experiments.report import FigureSpec, ReportPage, format_number, save_figure
 
 __all__ = [
     "ATTACK_SECTION",
     "HOLD_FACTOR",
     "Verdict",
+    "attack_page",
     "benign_settings",
     "best_so_far",
     "classify",
     "verdict_text",
-    "write_deep_attack_report",
 ]
 
 ATTACK_SECTION = "## Worst-case attack suite (`condimmune attack`)"
@@ -193,26 +192,17 @@ def report_lines(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> list[str]:
         "| AUC θ0 → θ_I | RFD % | benign best acc. θ0 → θ_I | benign slowdown | setting (θ_I) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(n, e.family.value, e.harmful, e.benign) for n, e in suite.attackers.items()),
-        "",
-        "![best-so-far curves](attack_best_so_far.png)",
-        "",
-        "![slowdowns](attack_slowdowns.png)",
-        "",
     ]
 
 
-def write_deep_attack_report(
-    directory: Path, metrics: DeepRunMetrics, suite: DeepAttackSuite
-) -> None:
-    """``attack_report.md``, ``attack_best_so_far.png``, ``attack_slowdowns.png`` and the
-    attack section of ``report.md`` (replaced on a re-run), each written atomically."""
-    replace_atomically(directory / "attack_best_so_far.png", partial(_curves_figure, suite))
-    replace_atomically(directory / "attack_slowdowns.png", partial(_slowdown_figure, suite))
+def attack_page(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> ReportPage:
+    """``attack_report.md``, ``attack_best_so_far.png`` and ``attack_slowdowns.png``."""
     lines = report_lines(metrics, suite)
-    text = "\n".join(["# Worst-case attack suite", "", *lines])
-    replace_atomically(directory / "attack_report.md", lambda tmp: tmp.write_text(text))
-    report = directory / "report.md"
-    if report.is_file():
-        head = report.read_text().split(ATTACK_SECTION)[0].rstrip("\n")
-        section = "\n".join([ATTACK_SECTION, "", *lines])
-        replace_atomically(report, lambda tmp: tmp.write_text(f"{head}\n\n{section}"))
+    return ReportPage(
+        title="Worst-case attack suite",
+        body=lines,
+        figures=[
+            FigureSpec("attack_best_so_far.png", partial(_curves_figure, suite)),
+            FigureSpec("attack_slowdowns.png", partial(_slowdown_figure, suite)),
+        ],
+    )

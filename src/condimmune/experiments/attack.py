@@ -1,0 +1,41 @@
+"""``condimmune attack RUN_DIR``, for both families: read the run back, run the family's
+attack suite with the run's attack options (changed with ``attack.*`` overrides), and record
+the result in the run directory: ``metrics.json`` (atomically), ``attack_report.md`` with its
+figures, and an attack section of ``report.md`` (replaced on a re-run). The run directory's
+lock is held from reading the run to writing its reports: a concurrent invocation on the
+same run is refused with a message, never interleaved with this one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from condimmune.experiments.pipeline import AttackOutcome, pipeline_for
+from condimmune.experiments.report import page_markdown, replace_section, write_page
+from condimmune.experiments.rundir import run_dir_lock
+from condimmune.experiments.runner import read_run, write_metrics
+
+__all__ = ["attack_run_dir"]
+
+
+def attack_run_dir(
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    on_progress: Callable[[str], None] | None = None,
+) -> AttackOutcome:
+    """Attack the run in ``run_dir`` (module docstring); ``overrides``: ``attack.KEY=VALUE``
+    strings. Returns what was recorded and what the command prints."""
+    run_dir = Path(run_dir).resolve()
+    with run_dir_lock(run_dir):
+        loaded = read_run(run_dir, overrides)
+        pipeline = pipeline_for(loaded.plan.family)
+        outcome = pipeline.attack(loaded, on_progress=on_progress or (lambda _name: None))
+        write_metrics(run_dir, outcome.metrics)
+        write_page(run_dir, outcome.page, "attack_report.md")
+        replace_section(
+            run_dir / "report.md",
+            pipeline.attack_section,
+            page_markdown(outcome.page, with_title=False),
+        )
+    return outcome

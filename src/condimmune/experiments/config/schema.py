@@ -1,0 +1,91 @@
+"""The two configuration schemas: a linear experiment's and a deep experiment's sections,
+and the ``method`` section whose schema is the options model of ``train.method``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
+
+from condimmune.experiments.config.data import DataConfig, DeepDataConfig
+from condimmune.experiments.config.fields import (
+    MAX_SEED,
+    Choice,
+    _check_experiment,
+    _Schema,
+    resolve_method_section,
+)
+from condimmune.experiments.config.measure import AttackConfig, DeepAttackConfig, DeepEvalConfig
+from condimmune.experiments.config.model import ModelConfig
+from condimmune.experiments.config.training import DeepTrainConfig, TrainConfig
+from condimmune.experiments.registry import Experiment
+from condimmune.methods.base import MethodOptions, ModelFamily, NoOptions
+
+
+class ExperimentConfig(_Schema):
+    """A linear experiment (``mnist-pair``, ``house-price``, ``digits``)."""
+
+    experiment: Choice = Field(
+        default=Experiment.MNIST_PAIR.value, description="a linear experiment"
+    )
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 ≤ seed < 2³²")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="CPU threads for torch, set by the CLI (0: torch's default, all cores). "
+        "1 by default: a linear run is thousands of small ops, and on a busy machine a thread "
+        "pool per op costs more than it gains (benchmarks/bench_speed.py, case contention)",
+    )
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    method: SerializeAsAny[MethodOptions] = Field(
+        default_factory=NoOptions,
+        description="the options of train.method (its own schema: condimmune config)",
+    )
+    attack: AttackConfig = Field(default_factory=lambda: AttackConfig())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_section(cls, data: Any) -> Any:
+        return resolve_method_section(data, ModelFamily.LINEAR, Experiment.MNIST_PAIR.value)
+
+    @field_validator("experiment")
+    @classmethod
+    def _linear_experiment(cls, value: str) -> str:
+        return _check_experiment(value, deep=False)
+
+
+class DeepExperimentConfig(_Schema):
+    """A deep experiment (``mnist-cnn``, ``imagenet-*``, ``mobilenet-fashion-mnist``)."""
+
+    experiment: Choice = Field(default=Experiment.MNIST_CNN.value, description="a deep experiment")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 ≤ seed < 2³²")
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="CPU threads for torch, set by the CLI (0: torch's default, all cores)",
+    )
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    data: DeepDataConfig = Field(default_factory=lambda: DeepDataConfig())
+    train: DeepTrainConfig = Field(default_factory=lambda: DeepTrainConfig())
+    method: SerializeAsAny[MethodOptions] = Field(
+        default_factory=NoOptions,
+        description="the options of train.method (its own schema: condimmune config)",
+    )
+    eval: DeepEvalConfig = Field(default_factory=lambda: DeepEvalConfig())
+    attack: DeepAttackConfig = Field(default_factory=lambda: DeepAttackConfig())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_section(cls, data: Any) -> Any:
+        return resolve_method_section(data, ModelFamily.DEEP, Experiment.MNIST_CNN.value)
+
+    @field_validator("experiment")
+    @classmethod
+    def _deep_experiment(cls, value: str) -> str:
+        return _check_experiment(value, deep=True)
+
+
+Config = ExperimentConfig | DeepExperimentConfig

@@ -1,0 +1,1 @@
+"""The two families' implementations of :class:`~condimmune.experiments.pipeline.Pipeline`."""

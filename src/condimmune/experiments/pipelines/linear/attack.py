@@ -1,0 +1,207 @@
+"""The attack suite on a saved linear run (``condimmune attack RUN_DIR``).
+
+The suite (:mod:`condimmune.attacks.suite`) runs every attacker of ``attack.attackers`` on
+both tasks, raw inputs vs the run's immunized features, ``attack.suite_budget`` steps each,
+to relative suboptimality ``attack.target``; the results go into the run's
+``metrics.json`` (``attacks``, ``attack_worst_case`` and, when first-order attackers ran,
+``attack_worst_case_first_order``), into ``attack_report.md`` with two figures, and into a
+section of ``report.md`` (replaced on a re-run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from condimmune.attacks.registry import Attacker
+from condimmune.attacks.suite import (
+    DECOMPOSITION_ATTACKERS,
+    AttackSummary,
+    SuiteEntry,
+    WorstCase,
+    run_attack_suite,
+)
+from condimmune.experiments.pipeline import AttackOutcome
+from condimmune.experiments.pipelines.linear.run import LinearLoaded
+from condimmune.experiments.report import (
+    FigureSpec,
+    ReportPage,
+    Table,
+    format_number,
+    plotted_points,
+    save_figure,
+)
+
+__all__ = ["ATTACK_SECTION", "AttackSuiteResult", "attack_linear"]
+
+ATTACK_SECTION = "## Attack suite (`condimmune attack`)"
+
+
+@dataclass(frozen=True)
+class AttackSuiteResult:
+    """The suite on one run: per-attacker trajectories and summaries, and the worst cases."""
+
+    entries: dict[Attacker, SuiteEntry]
+    summaries: dict[str, AttackSummary]
+    worst: WorstCase
+    worst_first_order: WorstCase | None
+    target: float
+    budget: int
+
+
+def attack_linear(loaded: LinearLoaded, on_progress: Callable[[str], None]) -> AttackOutcome:
+    """Run the suite of the run's attack options on ``loaded``; return the updated metrics,
+    the report and what the command prints."""
+    options = loaded.plan.options.attack
+    budget, target = options.suite_budget, options.target
+    entries = run_attack_suite(
+        [a.value for a in options.attackers],
+        benign=(loaded.data.benign.x_train, loaded.data.benign.y_train),
+        harmful=(loaded.data.harmful.x_train, loaded.data.harmful.y_train),
+        weight=loaded.model.weight,
+        target=target,
+        budget=budget,
+        seed=loaded.plan.seed,
+        on_progress=on_progress,
+    )
+    first_order = (
+        WorstCase.of(entries, budget, exclude=DECOMPOSITION_ATTACKERS)
+        if set(entries) - DECOMPOSITION_ATTACKERS
+        else None
+    )
+    result = AttackSuiteResult(
+        entries=entries,
+        summaries={a.value: e.summary(budget) for a, e in entries.items()},
+        worst=WorstCase.of(entries, budget),
+        worst_first_order=first_order,
+        target=target,
+        budget=budget,
+    )
+    metrics = replace(
+        loaded.metrics,
+        attacks=result.summaries,
+        attack_worst_case=result.worst,
+        attack_worst_case_first_order=result.worst_first_order,
+    )
+    return AttackOutcome(metrics, _page(result), *_printed(result, loaded.run_dir))
+
+
+def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]]:
+    f = format_number
+    rows = [
+        [
+            name,
+            f"{f(d.harmful_steps_raw)} → {f(d.harmful_steps_immunized)}",
+            f(d.harmful_slowdown),
+            f(d.benign_slowdown),
+            f(d.harmful_best),
+        ]
+        for name, d in result.summaries.items()
+    ]
+    columns = [
+        "attacker",
+        "harmful steps raw → imm.",
+        "harmful slowdown",
+        "benign slowdown",
+        "best harmful (imm.)",
+    ]
+    lines = [
+        f"{label}: {w.attacker_immunized} needs {w.steps_immunized} steps on immunized "
+        f"features vs {w.attacker_raw} {w.steps_raw} on raw inputs: slowdown "
+        f"{f(w.harmful_slowdown)}"
+        for label, w in (
+            ("worst case", result.worst),
+            ("worst case, first-order attackers", result.worst_first_order),
+        )
+        if w is not None
+    ]
+    title = f"attack suite (target {result.target:g}, budget {result.budget})"
+    return Table(columns, rows, title), [*lines, f"report: {run_dir / 'attack_report.md'}"]
+
+
+def _task_figure(result: AttackSuiteResult, task: str, path: Path) -> None:
+    entries = result.entries
+    cols = 4
+    rows = math.ceil(len(entries) / cols)
+    # constrained layout: a row's titles would otherwise overlap the x labels above
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows), layout="constrained")
+    for i, (attacker, entry) in enumerate(entries.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for label, outcome, style in (
+            ("raw", getattr(entry, f"{task}_raw"), "--"),
+            ("immunized", getattr(entry, f"{task}_immunized"), "-"),
+        ):
+            ax.semilogy(*plotted_points(outcome.curve.clamp(1e-18, 1e3)), style, label=label)
+        ax.axhline(result.target, color="grey", lw=0.8, ls=":")
+        ax.set_title(attacker.value, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{task} task: relative suboptimality per attack step")
+    save_figure(fig, path)
+
+
+def _page(result: AttackSuiteResult) -> ReportPage:
+    """``attack_report.md`` and ``attacks_harmful.png``/``attacks_benign.png``."""
+    worst, worst_first_order = result.worst, result.worst_first_order
+    target, budget = result.target, result.budget
+    intro = [
+        f"Target: relative suboptimality {target:g} of the squared probing loss; budget "
+        f"{budget} steps per attacker (unreached targets count as {budget + 1} steps, so "
+        "those slowdowns are lower bounds).",
+        "",
+        f"**Worst case (the attacker's best choice):** fastest on raw inputs "
+        f"`{worst.attacker_raw}` ({worst.steps_raw} steps), fastest on immunized "
+        f"features `{worst.attacker_immunized}` ({worst.steps_immunized} steps): "
+        f"slowdown **{format_number(worst.harmful_slowdown)}**.",
+    ]
+    if worst_first_order is not None:
+        w = worst_first_order
+        intro += [
+            "",
+            f"Among first-order attackers only (no least-squares solve, no whitening): "
+            f"`{w.attacker_raw}` {w.steps_raw} steps raw vs `{w.attacker_immunized}` "
+            f"{w.steps_immunized} immunized: slowdown "
+            f"**{format_number(w.harmful_slowdown)}**.",
+        ]
+    f = format_number
+    rows = [
+        [
+            name,
+            f"{f(d.harmful_steps_raw)} → {f(d.harmful_steps_immunized)}",
+            f"{f(d.harmful_seconds_raw)} → {f(d.harmful_seconds_immunized)}",
+            f(d.harmful_slowdown),
+            f"{f(d.benign_steps_raw)} → {f(d.benign_steps_immunized)}",
+            f(d.benign_slowdown),
+            f(d.harmful_best),
+            d.setting_immunized,
+        ]
+        for name, d in result.summaries.items()
+    ]
+    table = Table(
+        [
+            "attacker",
+            "harmful steps raw → imm.",
+            "harmful seconds raw → imm.",
+            "harmful slowdown",
+            "benign steps raw → imm.",
+            "benign slowdown",
+            "best harmful value (imm.)",
+            "setting",
+        ],
+        rows,
+    )
+    return ReportPage(
+        title="Attack suite",
+        intro=intro,
+        tables=[table],
+        figures=[
+            FigureSpec(f"attacks_{task}.png", partial(_task_figure, result, task))
+            for task in ("harmful", "benign")
+        ],
+    )

@@ -1,0 +1,135 @@
+"""One runner for both families: a plan → a run directory, and a run directory → its run.
+
+Run directory (a contract other tools read; each family adds its files, see its pipeline):
+
+===================  ==========================================================================
+``config.yaml``      the resolved config (the plan's recipe) + package versions
+``metrics.json``     the run's metrics record (:mod:`condimmune.experiments.records`)
+``report.md``, PNG   the report and its figures
+===================  ==========================================================================
+
+Everything is written into a temporary sibling directory that is renamed into place at the
+end, so an interrupted or failed run never leaves a half-written ``metrics.json``; the
+output path is checked and locked before any compute
+(:func:`~condimmune.experiments.rundir.claim_output_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from condimmune.core.errors import UserError
+from condimmune.experiments.config import apply_overrides, config_from_dict
+from condimmune.experiments.pipeline import (
+    LoadedRun,
+    Pipeline,
+    RunResult,
+    pipeline_for,
+    resolve_plan,
+)
+from condimmune.experiments.plan import RunPlan
+from condimmune.experiments.records import RunMetrics, read_metrics
+from condimmune.experiments.report import write_page
+from condimmune.experiments.rundir import (
+    claim_output_dir,
+    package_versions,
+    read_json,
+    read_yaml_mapping,
+    replace_atomically,
+    run_dir_lock,
+    write_directory_atomically,
+)
+
+__all__ = ["read_run", "run_plan", "write_metrics"]
+
+_FIX = "pass a run directory written by `condimmune run`"
+
+
+def run_plan(
+    plan: RunPlan[Any], out: str | Path | None, *, progress: bool = True
+) -> RunResult | None:
+    """Run ``plan`` and, with ``out``, write its run directory (module docstring). Returns the
+    run, or ``None`` on a process of a multi-process run that does not write it."""
+    pipeline = pipeline_for(plan.family)
+    target = None if out is None else Path(out)
+    if target is None or not pipeline.primary(plan):
+        unwritten: RunResult | None = pipeline.run(plan, target, progress=progress)
+        return unwritten
+    with claim_output_dir(target) as final:
+        result: RunResult | None = pipeline.run(plan, final, progress=progress)
+        if result is None:  # pragma: no cover - a primary process always has the run
+            raise RuntimeError("the primary process of a run returned no result")
+        finished = result
+        write_directory_atomically(final, lambda tmp: _write_run(tmp, pipeline, finished))
+        pipeline.finish(plan, final)
+    return result
+
+
+def _write_run(directory: Path, pipeline: Pipeline[Any, Any, Any], result: RunResult) -> None:
+    resolved = result.plan.recipe_dict()
+    resolved["versions"] = package_versions(*pipeline.packages)
+    (directory / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    pipeline.write_files(directory, result)
+    (directory / "metrics.json").write_text(_json(result.metrics))
+    write_page(directory, pipeline.report(result))
+
+
+def _json(metrics: RunMetrics) -> str:
+    return json.dumps(metrics.to_json(), indent=2, allow_nan=True) + "\n"
+
+
+def write_metrics(run_dir: Path, metrics: RunMetrics) -> None:
+    """Replace a run's ``metrics.json`` atomically, holding the run directory's lock
+    (re-entrant: ``condimmune attack`` holds it across its read-modify-write)."""
+    run_dir = Path(run_dir).resolve()
+    with run_dir_lock(run_dir):
+        replace_atomically(run_dir / "metrics.json", lambda tmp: tmp.write_text(_json(metrics)))
+
+
+def read_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
+    """A run directory read back strictly: its config (with ``attack.*`` ``overrides``) as a
+    plan, its metrics as the family's record, and the family's files. A missing, damaged or
+    inconsistent file is a :class:`UserError` naming it (a ``metrics.json`` that does not
+    hold its record, a :class:`~condimmune.core.records.RecordError`)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(
+            "no such run directory" if not run_dir.exists() else "not a directory", run_dir, _FIX
+        )
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserError("not a complete run directory (missing config.yaml)", run_dir, _FIX)
+    raw = read_yaml_mapping(config_path, _FIX)
+    raw.pop("versions", None)
+    try:
+        config = config_from_dict(raw)
+    except ValueError as exc:
+        raise UserError(f"not a valid run config ({exc})", config_path, _FIX) from None
+    bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("attack.")]
+    if bad:
+        raise ValueError(f"--set {bad[0]!r}: only attack.* keys can change after a run")
+    plan = resolve_plan(apply_overrides(config, list(overrides)))
+    pipeline = pipeline_for(plan.family)
+    missing = [n for n in ("metrics.json", *pipeline.run_files) if not (run_dir / n).is_file()]
+    if missing:
+        raise UserError(
+            f"not a complete run directory (missing {', '.join(missing)})",
+            run_dir,
+            "run the experiment again into a new --out",
+        )
+    path = run_dir / "metrics.json"
+    metrics = read_metrics(read_json(path, _FIX), source=str(path))
+    if not isinstance(metrics, pipeline.metrics_type):
+        raise UserError(
+            f"holds the metrics of another kind of run than its config.yaml "
+            f"({plan.name}, a {plan.family.value} experiment)",
+            path,
+            "run the experiment again into a new --out",
+        )
+    loaded: LoadedRun = pipeline.load(run_dir, plan, metrics)
+    return loaded

@@ -25,3 +25,36 @@ def test_readme_library_example_runs():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["bound"].value is not None
+
+
+def _keys(example: object, real: object, where: str = "") -> list[str]:
+    """Keys of ``example`` missing in ``real``, or of another JSON type there."""
+    if isinstance(example, dict):
+        if not isinstance(real, dict):
+            return [where or "(top)"]
+        problems = []
+        for k, v in example.items():
+            key = f"{where}.{k}"
+            problems += [key] if k not in real else _keys(v, real[k], key)
+        return problems
+    numbers = (int, float)
+    same = isinstance(example, numbers) and isinstance(real, numbers) and not isinstance(real, bool)
+    return [] if same or type(example) is type(real) else [where]
+
+
+def test_readme_metrics_example_has_the_keys_of_a_real_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The run directory (a contract)", 1)[1]
+    (example,) = re.findall(r"```json\n(.*?)\n```", section, flags=re.S)
+    out = tmp_path / "run"
+    subprocess.run(
+        [sys.executable, "-m", "condimmune.cli", "run", "--out", str(out), "--no-progress"],
+        check=True,
+        capture_output=True,
+    )
+    real = json.loads((out / "metrics.json").read_text())
+    assert _keys(json.loads(example), real) == []

@@ -24,15 +24,15 @@ from condimmune.attacks.deep_train import (
     Budget,
     TaskTensors,
     best_so_far_area,
-    fit_transform,
+    fit_task_transform,
     network_curve,
     probe_curve,
 )
+from condimmune.attacks.probes import AttackerTransform, fit_transform
 from condimmune.attacks.registry import (
     DEEP_ATTACKERS,
     DeepAttacker,
     DeepFamily,
-    FeatureTransform,
     Optimizer,
 )
 from condimmune.attacks.search import StudyTrials
@@ -156,12 +156,36 @@ def test_whitening_undoes_any_invertible_map_and_standardising_any_diagonal_one(
 
 def test_feature_transforms_standardise_and_whiten_the_training_rows(problem):
     task = problem[Task.HARMFUL]
-    std = fit_transform(FeatureTransform.STANDARDIZE, task).train_x
+    std = fit_task_transform(AttackerTransform.STANDARDIZE, task).train_x
     torch.testing.assert_close(std.mean(0), torch.zeros(K, dtype=torch.float64))
     torch.testing.assert_close(std.square().mean(0), torch.ones(K, dtype=torch.float64))
-    white = fit_transform(FeatureTransform.WHITEN, task).train_x
+    white = fit_task_transform(AttackerTransform.WHITEN, task).train_x
     torch.testing.assert_close(white.mT @ white / white.shape[0], torch.eye(K, dtype=torch.float64))
-    assert fit_transform(FeatureTransform.NONE, task) is task
+    assert fit_task_transform(AttackerTransform.NONE, task) is task
+
+
+@pytest.mark.parametrize("kind", ["standardize", "whiten"])
+@pytest.mark.parametrize("centre", [False, True], ids=["no-bias", "bias"])
+def test_one_transform_fits_the_training_rows_and_maps_held_out_rows_alike(problem, kind, centre):
+    """The one standardisation and whitening of both suites: the held-out map applied to the
+    training rows gives the training features (to rounding), centred iff the probe has a
+    bias; uncentred, it is the linear suite's (the offset of a bias-free probe is signal)."""
+    x = problem[Task.HARMFUL].train_x + 3.0  # an offset, so that centring matters
+    fitted = fit_transform(x, kind, centre=centre)
+    torch.testing.assert_close(fitted.apply(x), fitted.train, rtol=1e-10, atol=1e-10)
+    mean = fitted.train.mean(0)
+    if centre:
+        torch.testing.assert_close(mean, torch.zeros(K, dtype=torch.float64))
+    else:
+        if kind == "standardize":  # uncentred: the offset stays in the features
+            assert float(mean.abs().min()) > 0.1
+        torch.testing.assert_close(fitted.train, ci_attacker_features(x, kind), rtol=0, atol=0)
+
+
+def ci_attacker_features(x: torch.Tensor, kind: str) -> torch.Tensor:
+    from condimmune import attacker_features
+
+    return attacker_features(x, kind)
 
 
 def test_least_squares_and_gd_probes_are_the_closed_forms(problem):

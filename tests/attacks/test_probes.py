@@ -103,15 +103,15 @@ def test_comparison_reports_slowdown():
     y = torch.ones(4, dtype=torch.float64)
     W = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.1], dtype=torch.float64))
     cmp = ci.compare_probe_attacks(X, y, W, target=1e-6)
-    assert cmp.raw.steps_to_target == _numpy_steps_to_target(X, y, 1e-6)
+    assert cmp.original.steps_to_target == _numpy_steps_to_target(X, y, 1e-6)
     assert cmp.immunized.steps_to_target == _numpy_steps_to_target(X @ W.mT, y, 1e-6)
-    assert cmp.raw.condition_number == pytest.approx(4.0, rel=1e-12)
+    assert cmp.original.condition_number == pytest.approx(4.0, rel=1e-12)
     assert cmp.immunized.condition_number == pytest.approx(400.0, rel=1e-12)
-    assert cmp.slowdown == cmp.immunized.steps_to_target / cmp.raw.steps_to_target
+    assert cmp.slowdown == cmp.immunized.steps_to_target / cmp.original.steps_to_target
     identity = ci.compare_probe_attacks(X, y, torch.eye(4, dtype=torch.float64), target=1e-6)
     # W = I: both attacks see the same matrix, so the same curve and exactly no slowdown
     torch.testing.assert_close(
-        identity.immunized.relative_suboptimality, identity.raw.relative_suboptimality
+        identity.immunized.relative_suboptimality, identity.original.relative_suboptimality
     )
     assert identity.slowdown == 1.0
 
@@ -149,7 +149,7 @@ def test_whitening_attacker_undoes_any_linear_immunization(gen):
     whitened = ci.attacker_features(X @ W.mT, "whiten")
     assert float(ci.condition_number_features(whitened)) == pytest.approx(1.0, rel=1e-9)
     cmp = ci.compare_probe_attacks(X, y, W, target=1e-6, transform="whiten")
-    assert cmp.raw.steps_to_target == cmp.immunized.steps_to_target == 1
+    assert cmp.original.steps_to_target == cmp.immunized.steps_to_target == 1
 
 
 def test_standardizing_attacker_scales_columns_to_unit_rms(gen):

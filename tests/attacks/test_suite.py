@@ -37,7 +37,7 @@ def test_every_attacker_reaches_the_target_on_a_well_conditioned_problem(attacke
 def test_least_squares_attacker_needs_one_step_whatever_the_conditioning(gen):
     x, y = _problem(gen, [1e3, 1.0, 1e-3])
     W = torch.diag(torch.tensor([1.0, 1.0, 1e-4], dtype=torch.float64))
-    assert run_attacker("lstsq", x, W, y, target=1e-9).steps_to_target == 1
+    assert run_attacker("linear-lstsq", x, W, y, target=1e-9).steps_to_target == 1
 
 
 @pytest.mark.parametrize("kappa", [10.0, 100.0], ids=lambda k: f"kappa-{k:g}")
@@ -46,15 +46,17 @@ def test_gd_needs_kappa_log_one_over_eps_steps_on_a_diagonal_problem(kappa):
     x = torch.diag(lam.sqrt())
     y = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
     eps = 1e-4
-    outcome = run_attacker("gd", x, torch.eye(3, dtype=torch.float64), y, target=eps, budget=2000)
+    outcome = run_attacker(
+        "linear-gd", x, torch.eye(3, dtype=torch.float64), y, target=eps, budget=2000
+    )
     assert outcome.steps_to_target == math.ceil(math.log(eps) / (2 * math.log1p(-1 / kappa)))
 
 
 def test_tuned_attackers_are_never_slower_than_plain_gd(gen):
     x, y = _problem(gen, [30.0, 10.0, 3.0, 1.0])
     eye = torch.eye(4, dtype=torch.float64)
-    plain = run_attacker("gd", x, eye, y, target=1e-4, budget=2000).steps_to_target
-    for attacker in ("gd-tuned", "nesterov", "lbfgs"):
+    plain = run_attacker("linear-gd", x, eye, y, target=1e-4, budget=2000).steps_to_target
+    for attacker in ("linear-gd-tuned", "linear-momentum", "linear-lbfgs"):
         steps = run_attacker(attacker, x, eye, y, target=1e-4, budget=2000).steps_to_target
         assert steps is not None and steps <= plain, attacker
 
@@ -63,11 +65,16 @@ def test_suite_and_worst_case(gen):
     x, y = _problem(gen, [10.0, 3.0, 1.0])
     W = torch.diag(torch.tensor([1.0, 1.0, 0.01], dtype=torch.float64))
     entries = run_attack_suite(
-        ["gd", "lstsq"], benign=(x, y), harmful=(x, y), weight=W, target=1e-4, budget=200
+        ["linear-gd", "linear-lstsq"],
+        benign=(x, y),
+        harmful=(x, y),
+        weight=W,
+        target=1e-4,
+        budget=200,
     )
-    assert entries[Attacker.GD].summary(200).harmful_slowdown > 1
+    assert entries[Attacker.LINEAR_GD].summary(200).harmful_slowdown > 1
     worst = WorstCase.of(entries, 200)
-    assert worst.attacker_immunized is Attacker.LSTSQ and worst.harmful_slowdown == 1.0
+    assert worst.attacker_immunized is Attacker.LINEAR_LSTSQ and worst.harmful_slowdown == 1.0
     with pytest.raises(ValueError, match="unknown attacker 'sgd'"):
         run_attack_suite(["sgd"], benign=(x, y), harmful=(x, y), weight=W)
     with pytest.raises(ValueError, match="at least one attacker"):
@@ -83,19 +90,19 @@ def _metrics_entry(e: SuiteEntry, budget: int) -> dict[str, object]:
     def slowdown(raw: AttackOutcome, imm: AttackOutcome) -> float:
         return steps(imm) / max(steps(raw), 1)
 
-    outcomes = (e.harmful_raw, e.harmful_immunized, e.benign_raw, e.benign_immunized)
+    outcomes = (e.harmful_original, e.harmful_immunized, e.benign_original, e.benign_immunized)
     return {
-        "harmful_slowdown": slowdown(e.harmful_raw, e.harmful_immunized),
-        "benign_slowdown": slowdown(e.benign_raw, e.benign_immunized),
+        "harmful_slowdown": slowdown(e.harmful_original, e.harmful_immunized),
+        "benign_slowdown": slowdown(e.benign_original, e.benign_immunized),
         "harmful_best": e.harmful_immunized.best,
         "benign_best": e.benign_immunized.best,
-        "harmful_best_raw": e.harmful_raw.best,
-        "benign_best_raw": e.benign_raw.best,
-        "harmful_seconds_raw": e.harmful_raw.seconds_to_target,
+        "harmful_best_original": e.harmful_original.best,
+        "benign_best_original": e.benign_original.best,
+        "harmful_seconds_original": e.harmful_original.seconds_to_target,
         "harmful_seconds_immunized": e.harmful_immunized.seconds_to_target,
-        "harmful_steps_raw": e.harmful_raw.steps_to_target,
+        "harmful_steps_original": e.harmful_original.steps_to_target,
         "harmful_steps_immunized": e.harmful_immunized.steps_to_target,
-        "benign_steps_raw": e.benign_raw.steps_to_target,
+        "benign_steps_original": e.benign_original.steps_to_target,
         "benign_steps_immunized": e.benign_immunized.steps_to_target,
         "harmful_reached": e.harmful_immunized.steps_to_target is not None,
         "setting_immunized": e.harmful_immunized.setting,
@@ -111,14 +118,19 @@ def small_suite():
     W = torch.diag(torch.tensor([1.0, 1.0, 1e-3], dtype=torch.float64))
     budget = 40
     entries = run_attack_suite(
-        ["gd", "adam", "lstsq"], benign=(x, y), harmful=(x, y), weight=W, target=1e-4, budget=budget
+        ["linear-gd", "linear-adam", "linear-lstsq"],
+        benign=(x, y),
+        harmful=(x, y),
+        weight=W,
+        target=1e-4,
+        budget=budget,
     )
     return entries, budget
 
 
 def test_attack_summary_writes_the_metrics_entry_unchanged(small_suite):
     entries, budget = small_suite
-    assert entries[Attacker.GD].harmful_immunized.steps_to_target is None  # null fields
+    assert entries[Attacker.LINEAR_GD].harmful_immunized.steps_to_target is None  # null fields
     for entry in entries.values():
         summary = entry.summary(budget)
         expected = _metrics_entry(entry, budget)
@@ -134,18 +146,18 @@ def test_worst_case_record_writes_the_metrics_entry_unchanged(small_suite):
         record = WorstCase.of(entries, budget, exclude=exclude)
         out = record.to_json()
         assert list(out) == [
-            "attacker_raw",
-            "steps_raw",
+            "attacker_original",
+            "steps_original",
             "attacker_immunized",
             "steps_immunized",
             "harmful_slowdown",
         ]
-        assert type(out["attacker_raw"]) is str and type(out["attacker_immunized"]) is str
-        assert out["harmful_slowdown"] == out["steps_immunized"] / max(out["steps_raw"], 1)
+        assert type(out["attacker_original"]) is str and type(out["attacker_immunized"]) is str
+        assert out["harmful_slowdown"] == out["steps_immunized"] / max(out["steps_original"], 1)
         back = WorstCase.from_json(json.loads(json.dumps(out)))
-        assert back == record and isinstance(back.attacker_raw, Attacker)
-    assert WorstCase.of(entries, budget).attacker_immunized is Attacker.LSTSQ
+        assert back == record and isinstance(back.attacker_original, Attacker)
+    assert WorstCase.of(entries, budget).attacker_immunized is Attacker.LINEAR_LSTSQ
     first_order = WorstCase.of(entries, budget, exclude=DECOMPOSITION_ATTACKERS)
-    assert first_order.attacker_immunized is not Attacker.LSTSQ
+    assert first_order.attacker_immunized is not Attacker.LINEAR_LSTSQ
     with pytest.raises(ValueError, match="no attacker left"):
         WorstCase.of(entries, budget, exclude=frozenset(Attacker))

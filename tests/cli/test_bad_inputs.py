@@ -506,7 +506,15 @@ case(
         "extractor.safetensors", lambda t: t.update(weight=t["weight"][:, :3].contiguous())
     ),
 )
-attack = ("attack", "{run}", "--attackers", "gd", "--set", "attack.suite_budget=5", "--no-progress")
+attack = (
+    "attack",
+    "{run}",
+    "--attackers",
+    "linear-gd",
+    "--set",
+    "attack.suite_budget=5",
+    "--no-progress",
+)
 case(
     "attack-target-out-of-range",
     *attack,
@@ -536,7 +544,7 @@ case(
     "attack",
     "{run}",
     "--attackers",
-    "gd,magic",
+    "linear-gd,magic",
     names=("magic",),
     run=True,
 )

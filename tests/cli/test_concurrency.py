@@ -33,7 +33,7 @@ def test_concurrent_attacks_on_one_run_never_interleave(tiny_run, tmp_path) -> N
 
     def run_first() -> None:
         try:
-            outcome.append(attack_run_dir(run, _only("gd"), on_progress=first))
+            outcome.append(attack_run_dir(run, _only("linear-gd"), on_progress=first))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -41,11 +41,11 @@ def test_concurrent_attacks_on_one_run_never_interleave(tiny_run, tmp_path) -> N
     thread.start()
     assert started.wait(timeout=60)
     with pytest.raises(UserError, match="another condimmune process"):
-        attack_run_dir(run, _only("lstsq"))
+        attack_run_dir(run, _only("linear-lstsq"))
     release.set()
     thread.join()
     assert not isinstance(outcome[0], BaseException), outcome
-    assert set(json.loads((run / "metrics.json").read_text())["attacks"]) == {"gd"}
-    attack_run_dir(run, _only("lstsq"))  # free again
-    assert set(json.loads((run / "metrics.json").read_text())["attacks"]) == {"lstsq"}
+    assert set(json.loads((run / "metrics.json").read_text())["attacks"]) == {"linear-gd"}
+    attack_run_dir(run, _only("linear-lstsq"))  # free again
+    assert set(json.loads((run / "metrics.json").read_text())["attacks"]) == {"linear-lstsq"}
     assert leftovers(tmp_path) == []

@@ -52,10 +52,10 @@ def test_default_run_writes_the_run_directory_contract(default_run):
     assert m["experiment"] == "mnist-pair" and m["method"] == "condnum" and m["seed"] == 0
     assert isinstance(m["rir"], float) and isinstance(m["wall_seconds"], float)
     for task in ("benign", "harmful"):
-        assert set(m["kappa"][task]) == {"raw", "immunized"}
-    assert set(m["benign_task"]) >= {"metric", "raw", "immunized"}
+        assert set(m["kappa"][task]) == {"original", "immunized"}
+    assert set(m["benign_task"]) >= {"metric", "original", "immunized"}
     assert m["benign_task"]["metric"] == "accuracy"
-    assert isinstance(m["attack"]["steps_raw"], int)
+    assert isinstance(m["attack"]["steps_original"], int)
     assert isinstance(m["attack"]["steps_immunized"], int)
     assert set(m["rir_bound"]) == {"value", "unbounded", "reason"}
     assert "RIR" in output and "κ benign" in output
@@ -71,15 +71,15 @@ def test_every_kappa_and_the_rir_can_be_recomputed_from_the_files(default_run):
     xp, xh = data["benign_x"], data["harmful_x"]
     assert weight.shape == (xp.shape[1], xp.shape[1])
     kappas = {
-        ("benign", "raw"): numpy_kappa(xp),
+        ("benign", "original"): numpy_kappa(xp),
         ("benign", "immunized"): numpy_kappa(xp @ weight.T),
-        ("harmful", "raw"): numpy_kappa(xh),
+        ("harmful", "original"): numpy_kappa(xh),
         ("harmful", "immunized"): numpy_kappa(xh @ weight.T),
     }
     for (task, which), value in kappas.items():
         assert m["kappa"][task][which] == pytest.approx(value, rel=1e-6)
-    rir = (kappas["harmful", "immunized"] / kappas["harmful", "raw"]) / (
-        kappas["benign", "immunized"] / kappas["benign", "raw"]
+    rir = (kappas["harmful", "immunized"] / kappas["harmful", "original"]) / (
+        kappas["benign", "immunized"] / kappas["benign", "original"]
     )
     assert m["rir"] == pytest.approx(rir, rel=1e-6)
 
@@ -401,39 +401,45 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
         "attack",
         out,
         "--attackers",
-        "gd,lstsq,whiten",
+        "linear-gd,linear-lstsq,whiten-gd",
         "--set",
         "attack.suite_budget=50",
         "--no-progress",
     )
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["attacks"]) == {"gd", "lstsq", "whiten"}
+    assert set(m["attacks"]) == {"linear-gd", "linear-lstsq", "whiten-gd"}
     for entry in m["attacks"].values():
         for key in ("harmful_slowdown", "benign_slowdown", "harmful_best", "benign_best"):
             assert isinstance(entry[key], float)
-    assert m["attacks"]["lstsq"]["harmful_slowdown"] == 1.0
+    assert m["attacks"]["linear-lstsq"]["harmful_slowdown"] == 1.0
     assert m["attack_worst_case"]["harmful_slowdown"] == 1.0
-    assert m["attack_worst_case_first_order"]["attacker_raw"] == "gd"  # lstsq, whiten left out
+    assert m["attack_worst_case_first_order"]["attacker_original"] == "linear-gd"  # no lstsq
     assert "rir" in m  # the original metrics are kept
     for name in ("attack_report.md", "attacks_harmful.png", "attacks_benign.png"):
         assert (out / name).is_file()
     report = (out / "report.md").read_text()
-    assert report.count("## Attack suite") == 1 and "| lstsq |" in report
+    assert report.count("## Attack suite") == 1 and "| linear-lstsq |" in report
     assert (
         invoke(
-            "attack", out, "--attackers", "gd", "--set", "attack.suite_budget=5", "--no-progress"
+            "attack",
+            out,
+            "--attackers",
+            "linear-gd",
+            "--set",
+            "attack.suite_budget=5",
+            "--no-progress",
         ).exit_code
         == 0
     )
     report = (out / "report.md").read_text()
-    assert report.count("## Attack suite") == 1 and "| lstsq |" not in report  # replaced
+    assert report.count("## Attack suite") == 1 and "| linear-lstsq |" not in report  # replaced
     assert not list(out.glob(".*.tmp*"))
 
 
 def test_attack_command_errors(default_run, tmp_path):
     out, _ = default_run
-    bad = invoke("attack", out, "--attackers", "gd,magic", "--no-progress")
+    bad = invoke("attack", out, "--attackers", "linear-gd,magic", "--no-progress")
     assert bad.exit_code == 2 and "unknown attack.attackers entry 'magic'" in bad.output
     missing = invoke("attack", tmp_path, "--no-progress")
     assert missing.exit_code == 2 and "not a complete run directory" in missing.output

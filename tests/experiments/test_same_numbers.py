@@ -26,9 +26,9 @@ _spec.loader.exec_module(regenerate)
 
 
 ROUNDING_LEVEL_KEYS = frozenset(
-    f"attacks.lbfgs.{task}_best{suffix}"
+    f"attacks.linear-lbfgs.{task}_best{suffix}"
     for task in ("benign", "harmful")
-    for suffix in ("", "_raw")
+    for suffix in ("", "_original")
 )
 """L-BFGS drives the probe's loss to ~1e-7 … 1e-9, where its last digits are rounding and
 differ between CPUs (3e-6 relative seen on one of this workspace's machines)."""
@@ -75,15 +75,15 @@ def differences(expected: object, actual: object, key: str = "") -> list[str]:
     [
         pytest.param({"a": 1.0}, {"a": 1.0 + 1e-12}, [], id="float-within-tolerance"),
         pytest.param(
-            {"attacks": {"lbfgs": {"harmful_best": 2.7758e-07}}},
-            {"attacks": {"lbfgs": {"harmful_best": 2.7757e-07}}},
+            {"attacks": {"linear-lbfgs": {"harmful_best": 2.7758e-07}}},
+            {"attacks": {"linear-lbfgs": {"harmful_best": 2.7757e-07}}},
             [],
             id="lbfgs-loss-at-rounding-level",
         ),
         pytest.param(
-            {"attacks": {"lbfgs": {"harmful_best": 2.0e-07}}},
-            {"attacks": {"lbfgs": {"harmful_best": 5.0e-07}}},
-            ["attacks.lbfgs.harmful_best (2e-07 → 5e-07)"],
+            {"attacks": {"linear-lbfgs": {"harmful_best": 2.0e-07}}},
+            {"attacks": {"linear-lbfgs": {"harmful_best": 5.0e-07}}},
+            ["attacks.linear-lbfgs.harmful_best (2e-07 → 5e-07)"],
             id="lbfgs-loss-changed",
         ),
         pytest.param({"a": 1.0}, {"a": 1.1}, ["a (1.0 → 1.1)"], id="float-changed"),

@@ -35,9 +35,9 @@ CSV_COLUMNS = [
     "bound",
     "rir_fraction_of_bound",
     "benign_metric",
-    "benign_raw",
+    "benign_original",
     "benign_immunized",
-    "steps_raw",
+    "steps_original",
     "steps_immunized",
     "immunized",
     "wall_seconds",
@@ -92,7 +92,7 @@ def test_rows_are_typed_and_the_csv_columns_are_unchanged(finished):
         assert (r.experiment, r.method, r.seed) == ("digits", "closed-form", 0)
         for name in ("rir", "rir_paper_compatible", "harmful_ratio", "benign_ratio", "bound"):
             assert isinstance(r[name], float), name
-        assert isinstance(r["steps_raw"], int) and isinstance(r["steps_immunized"], int)
+        assert isinstance(r["steps_original"], int) and isinstance(r["steps_immunized"], int)
         assert isinstance(r["immunized"], bool)
         assert r["benign_metric"] == "accuracy"
         pair = f"{r['benign']}-{r['harmful']}"
@@ -147,8 +147,8 @@ def test_summary_numbers_are_the_means_of_the_rows(finished):
     assert cells["κ_P kept"] == f"{kept}/2"
     assert cells["RIR > 1"] == f"{sum(v > 1 for v in values('rir'))}/2"
     assert cells["Def. 3.1"] == f"{sum(bool(r['immunized']) for r in rows)}/2"
-    assert cells["benign metric raw → imm. (mean)"] == (
-        f"{f(statistics.fmean(values('benign_raw')))} → "
+    assert cells["benign metric orig. → imm. (mean)"] == (
+        f"{f(statistics.fmean(values('benign_original')))} → "
         f"{f(statistics.fmean(values('benign_immunized')))}"
     )
 
@@ -172,7 +172,7 @@ def test_summary_of_unbounded_and_failed_runs():
             "a",
             rir=4.0,
             rir_paper_compatible=1.0,
-            benign_raw=1.0,
+            benign_original=1.0,
             benign_immunized=0.5,
             bound=math.inf,
             wall_seconds=1.0,
@@ -183,7 +183,7 @@ def test_summary_of_unbounded_and_failed_runs():
             "a",
             rir=0.5,
             rir_paper_compatible=2.0,
-            benign_raw=0.25,
+            benign_original=0.25,
             benign_immunized=0.5,
             bound=math.inf,
             wall_seconds=3.0,
@@ -194,7 +194,7 @@ def test_summary_of_unbounded_and_failed_runs():
             "a",
             rir=1.0,
             rir_paper_compatible=9.0,
-            benign_raw=0.25,
+            benign_original=0.25,
             benign_immunized=0.875,
             bound=math.inf,
             wall_seconds=2.0,
@@ -219,7 +219,7 @@ def test_summary_of_unbounded_and_failed_runs():
         "κ_P kept": "0/3",
         "RIR > 1": "1/3",
         "Def. 3.1": "1/3",
-        "benign metric raw → imm. (mean)": "0.5 → 0.625",
+        "benign metric orig. → imm. (mean)": "0.5 → 0.625",
         "s/run": "2",
     }
     assert b["runs"] == "0 (1 failed)" and b["mean RIR"] == "—" and b["κ_P kept"] == "—"

@@ -46,7 +46,7 @@ def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[S
 
 def _without_dirs_and_times(rows: list[SweepRow]) -> list[tuple[object, ...]]:
     # run directories and wall times differ between the sweeps; every number must not
-    kept = ("benign", "harmful", "rir", "rir_paper_compatible", "bound", "benign_raw")
+    kept = ("benign", "harmful", "rir", "rir_paper_compatible", "bound", "benign_original")
     kept += ("benign_immunized", "steps_immunized", "immunized")
     return [(r.method, r.seed, *(r[name] for name in kept)) for r in rows]
 
@@ -140,9 +140,9 @@ def test_rows_of_every_kind_read_back_unchanged(tmp_path):
         "bound": math.inf,  # unbounded (raw pixels)
         "rir_fraction_of_bound": None,
         "benign_metric": "accuracy",
-        "benign_raw": 0.9,
+        "benign_original": 0.9,
         "benign_immunized": 0.875,
-        "steps_raw": 10,
+        "steps_original": 10,
         "steps_immunized": 400,
         "immunized": False,
         "wall_seconds": 1.25,

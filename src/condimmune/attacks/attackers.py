@@ -8,18 +8,18 @@ probing loss :math:`L(w) = \|\Phi w - y\|^2/n` (or, for full fine-tuning,
 :math:`\|X W^\top w - y\|^2/n` over both ``W`` and ``w``), full batch, from ``w = 0``:
 
 ========================  ==================================================================
-``gd``                    GD, step ``1/L`` (the paper's threat model)
-``gd-tuned``              GD with the best step in {0.5, 1, 1.5, 1.9}/L
-``nesterov``              SGD with Nesterov momentum 0.9, best lr in {0.05, 0.2, 0.5, 1}/L
-``adam``                  Adam, best lr in {1e-3, 1e-2, 1e-1, 1}
-``lbfgs``                 L-BFGS (SciPy's L-BFGS-B), one iteration per step
-``lstsq``                 the least-squares head in closed form (one step)
-``finetune-sgd``          all parameters (extractor and head), Nesterov SGD, best lr as above
-``finetune-adam``         all parameters, Adam, best lr as above
-``reinit``                discard the extractor (re-initialise the only layer to a random
+``linear-gd``             GD, step ``1/L`` (the paper's threat model)
+``linear-gd-tuned``       GD with the best step in {0.5, 1, 1.5, 1.9}/L
+``linear-momentum``       SGD with Nesterov momentum 0.9, best lr in {0.05, 0.2, 0.5, 1}/L
+``linear-adam``           Adam, best lr in {1e-3, 1e-2, 1e-1, 1}
+``linear-lbfgs``          L-BFGS (SciPy's L-BFGS-B), one iteration per step
+``linear-lstsq``          the least-squares head in closed form (one step)
+``full-sgd``              all parameters (extractor and head), Nesterov SGD, best lr as above
+``full-adam``             all parameters, Adam, best lr as above
+``reinit-gd``             discard the extractor (re-initialise the only layer to a random
                           orthogonal map) and run GD 1/L on the head
-``standardize``           GD 1/L after dividing each feature column by its RMS
-``whiten``                GD 1/L after PCA-whitening the features
+``std-gd``                GD 1/L after dividing each feature column by its RMS
+``whiten-gd``             GD 1/L after PCA-whitening the features
 ========================  ==================================================================
 
 For each attacker the curve is the relative suboptimality
@@ -42,12 +42,16 @@ from typing import TypeAlias
 import torch
 from torch import Tensor
 
-from condimmune.attacks.probes import attacker_features, squared_loss_lipschitz
+from condimmune.attacks.probes import (
+    AttackerTransform,
+    attacker_features,
+    squared_loss_lipschitz,
+)
 from condimmune.attacks.registry import Attacker
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_positive_float, check_same_device_dtype
 
-__all__ = ["AttackOutcome", "run_attacker"]
+__all__ = ["TRANSFORMED_ATTACKERS", "AttackOutcome", "run_attacker"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,12 @@ MakeOptimizer: TypeAlias = Callable[[list[Tensor]], torch.optim.Optimizer]
 Trace: TypeAlias = list[tuple[float, float]]
 """``(loss, seconds since the start)`` before the first step and after each step."""
 
+TRANSFORMED_ATTACKERS = {
+    Attacker.STD_GD: AttackerTransform.STANDARDIZE,
+    Attacker.WHITEN_GD: AttackerTransform.WHITEN,
+}
+"""The GD 1/L attackers that first apply a fixed map to the features (the rescaled attackers
+a linear run reports, :mod:`condimmune.experiments.pipelines.linear.metrics`)."""
 _GD_STEPS = (0.5, 1.0, 1.5, 1.9)
 _MOMENTUM_LRS = (0.05, 0.2, 0.5, 1.0)
 _ADAM_LRS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -182,11 +192,11 @@ def run_attacker(
         optimal = float(_loss((x @ fit)[:, 0], y))
     start = time.perf_counter()
     candidates: list[tuple[str, Trace]] = []
-    if attacker in (Attacker.GD, Attacker.STANDARDIZE, Attacker.WHITEN, Attacker.REINIT):
+    if attacker in (Attacker.LINEAR_GD, *TRANSFORMED_ATTACKERS, Attacker.REINIT_GD):
         feats = phi
-        if attacker in (Attacker.STANDARDIZE, Attacker.WHITEN):
-            feats = attacker_features(phi, attacker.value)
-        elif attacker is Attacker.REINIT:
+        if attacker in TRANSFORMED_ATTACKERS:
+            feats = attacker_features(phi, TRANSFORMED_ATTACKERS[attacker])
+        elif attacker is Attacker.REINIT_GD:
             gen = torch.Generator().manual_seed(seed)
             q: Tensor
             q, _ = torch.linalg.qr(
@@ -195,8 +205,8 @@ def run_attacker(
             feats = x @ q
         lr = 1.0 / squared_loss_lipschitz(feats)
         candidates.append(("lr=1/L", _head_run(feats, y, partial(torch.optim.SGD, lr=lr), budget)))
-    elif attacker in (Attacker.LBFGS, Attacker.LSTSQ):
-        if attacker is Attacker.LBFGS:
+    elif attacker in (Attacker.LINEAR_LBFGS, Attacker.LINEAR_LSTSQ):
+        if attacker is Attacker.LINEAR_LBFGS:
             candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget)))
         else:
             with torch.no_grad():
@@ -215,15 +225,15 @@ def run_attacker(
             (f"lr={lr:g}", partial(torch.optim.Adam, lr=lr)) for lr in _ADAM_LRS
         ]
         sweeps: dict[Attacker, list[tuple[str, MakeOptimizer]]] = {
-            Attacker.GD_TUNED: [
+            Attacker.LINEAR_GD_TUNED: [
                 (f"lr={c}/L", partial(torch.optim.SGD, lr=c * inv_l)) for c in _GD_STEPS
             ],
-            Attacker.NESTEROV: momentum,
-            Attacker.ADAM: adam,
-            Attacker.FINETUNE_SGD: momentum,
-            Attacker.FINETUNE_ADAM: adam,
+            Attacker.LINEAR_MOMENTUM: momentum,
+            Attacker.LINEAR_ADAM: adam,
+            Attacker.FULL_SGD: momentum,
+            Attacker.FULL_ADAM: adam,
         }
-        finetune = attacker in (Attacker.FINETUNE_SGD, Attacker.FINETUNE_ADAM)
+        finetune = attacker in (Attacker.FULL_SGD, Attacker.FULL_ADAM)
         for name, make in sweeps[attacker]:
             losses = (
                 _finetune_run(x, weight, y, make, budget)

@@ -32,7 +32,7 @@ from condimmune.attacks.deep_train import (
     TaskTensors,
     best_so_far_area,
     curvature,
-    fit_transform,
+    fit_task_transform,
     network_curve,
     probe_curve,
 )
@@ -93,7 +93,7 @@ def _objective(
     module: nn.Module | None = None
     scale: float | None = None
     if family is DeepFamily.PROBE:
-        data = fit_transform(spec.transform, model.features[task])
+        data = fit_task_transform(spec.transform, model.features[task])
         scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
     elif family is DeepFamily.SKIP:
         if model.skip is None:

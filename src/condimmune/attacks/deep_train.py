@@ -30,15 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condimmune.attacks.registry import FeatureTransform, Optimizer
-from condimmune.core.spectral import nonzero_mask
+from condimmune.attacks.probes import AttackerTransform, fit_transform, squared_loss_lipschitz
+from condimmune.attacks.registry import Optimizer
 
 __all__ = [
     "Budget",
     "TaskTensors",
     "best_so_far_area",
     "curvature",
-    "fit_transform",
+    "fit_task_transform",
     "network_curve",
     "probe_curve",
 ]
@@ -87,26 +87,14 @@ def best_so_far_area(curve: list[float]) -> float:
     return total / len(curve)
 
 
-def fit_transform(kind: FeatureTransform, tensors: TaskTensors) -> TaskTensors:
-    """Eq. A1: standardise (``(x − μ)/σ``) or PCA-whiten (``(x − μ) V Σ⁻¹ √n`` over the
-    numerical range) with statistics of the training rows, applied to both splits."""
-    if kind is FeatureTransform.NONE:
+def fit_task_transform(kind: AttackerTransform, tensors: TaskTensors) -> TaskTensors:
+    """Eq. A1: :func:`~condimmune.attacks.probes.fit_transform` fitted on the training rows
+    (centred: these probes have a bias) and applied to both splits."""
+    if kind is AttackerTransform.NONE:
         return tensors
-    mean = tensors.train_x.mean(dim=0)
-    centred = tensors.train_x - mean
-    if kind is FeatureTransform.STANDARDIZE:
-        std = centred.square().mean(dim=0).sqrt()
-        scale = torch.diag(1.0 / torch.where(std > 0, std, torch.ones_like(std)))
-    else:
-        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-        keep = nonzero_mask(s * s, size=centred.shape[1])
-        scale = vh[keep].mT / s[keep] * math.sqrt(centred.shape[0])
+    fitted = fit_transform(tensors.train_x, kind, centre=True)
     return TaskTensors(
-        centred @ scale,
-        tensors.train_y,
-        (tensors.test_x - mean) @ scale,
-        tensors.test_y,
-        tensors.classes,
+        fitted.train, tensors.train_y, fitted.apply(tensors.test_x), tensors.test_y, tensors.classes
     )
 
 
@@ -137,8 +125,9 @@ def _closed_forms(
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
         w = torch.linalg.solve(gram + ridge * eye, a.mT @ y)
         return _pad([*curve, _accuracy(lambda x: x @ w, at, data.test_y)], len(budget.eval_steps))
-    n, evals = a.shape[0], set(budget.eval_steps)
-    step = n / (2.0 * float(torch.linalg.matrix_norm(a, ord=2)) ** 2)  # 1/L
+    evals = set(budget.eval_steps)
+    step = 1.0 / squared_loss_lipschitz(a)
+    n = a.shape[0]
     for t in range(1, budget.steps + 1):
         w = w - step * (2.0 / n) * (a.mT @ (a @ w - y))
         if t in evals:
@@ -147,10 +136,10 @@ def _closed_forms(
 
 
 def curvature(data: TaskTensors) -> float:
-    """λ_max(ÃᵀÃ/n) of the training features with a bias column: the scale of the
-    ``momentum`` probe's learning rate (``lr = c / λ_max``)."""
-    a = F.pad(data.train_x.float(), (0, 1), value=1.0)
-    return float(torch.linalg.matrix_norm(a, ord=2)) ** 2 / a.shape[0]
+    """λ_max(ÃᵀÃ/n) = L/2 of the training features with a bias column (L: the squared
+    loss's Lipschitz constant): the scale of the ``momentum`` probe's learning rate
+    (``lr = c / λ_max``)."""
+    return squared_loss_lipschitz(F.pad(data.train_x.double(), (0, 1), value=1.0)) / 2.0
 
 
 def _make_optimizer(

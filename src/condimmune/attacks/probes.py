@@ -35,22 +35,27 @@ from condimmune.core.spectral import nonzero_mask
 
 __all__ = [
     "AttackerTransform",
+    "FittedTransform",
     "ProbeAttackResult",
     "ProbeComparison",
     "attacker_features",
     "compare_probe_attacks",
+    "fit_transform",
     "probe_attack",
     "squared_loss_lipschitz",
 ]
 
 
 class AttackerTransform(StrEnum):
-    """A linear re-scaling the attacker may apply to the released features before probing.
+    """A fixed map the attacker fits on the training features before probing (Eq. A1): the one
+    vocabulary of both suites (``std-*`` and ``whiten-*`` attackers, the runs' rescaled GD).
 
-    ``none``: the paper's threat model. ``standardize``: divide each feature column by its
-    root-mean-square (no centring: the probe has no bias). ``whiten``: PCA-whiten,
-    ``Φ → Φ V Σ⁻¹`` over the numerical range, which makes κ = 1 whatever the extractor —
-    the honest counterpart of any large RIR from a linear extractor (docs/theory.md §6).
+    ``none``: the paper's threat model. ``standardize``: each feature minus its offset,
+    divided by its root-mean-square about it. ``whiten``: PCA-whiten, ``(Φ − μ) V Σ⁻¹ √n``
+    over the numerical range, which makes κ = 1 whatever the extractor — the honest
+    counterpart of any large RIR from a linear extractor (docs/theory.md §6). The offset μ
+    is the column mean for a probe with a bias (it fits the mean anyway) and 0 for a probe
+    without one (the linear suite's: the mean is then part of the signal it must fit).
     """
 
     NONE = "none"
@@ -58,20 +63,52 @@ class AttackerTransform(StrEnum):
     WHITEN = "whiten"
 
 
-def attacker_features(Phi: Tensor, transform: AttackerTransform | str) -> Tensor:
-    """The features an attacker probes after applying ``transform`` to ``Φ`` (n × k)."""
+@dataclass(frozen=True)
+class FittedTransform:
+    """An :class:`AttackerTransform` fitted on training features: the transformed training
+    features, and the offset and scale that :meth:`apply` maps other rows with (``scale``: a
+    vector that divides, for ``standardize``; a matrix that multiplies, for ``whiten``)."""
+
+    train: Tensor
+    offset: Tensor | None = None
+    scale: Tensor | None = None
+
+    def apply(self, x: Tensor) -> Tensor:
+        """The same map on other rows (held-out features)."""
+        if self.offset is None or self.scale is None:
+            return x
+        centred = x - self.offset
+        return centred / self.scale if self.scale.ndim == 1 else centred @ self.scale
+
+
+def fit_transform(
+    Phi: Tensor, transform: AttackerTransform | str, *, centre: bool = False
+) -> FittedTransform:
+    """Fit ``transform`` on training features ``Φ`` (n × k); ``centre``: the probe has a bias
+    (the offset is the column mean, see :class:`AttackerTransform`)."""
     Phi = check_matrix(Phi, "Phi")
     transform = parse_choice(AttackerTransform, transform, "transform")
     if transform is AttackerTransform.NONE:
-        return Phi
+        return FittedTransform(Phi)
+    offset = Phi.mean(dim=0) if centre else torch.zeros_like(Phi[0])
+    centred = Phi - offset
     if transform is AttackerTransform.STANDARDIZE:
-        rms = Phi.square().mean(dim=0).sqrt()
-        return Phi / torch.where(rms > 0, rms, torch.ones_like(rms))
+        rms = centred.square().mean(dim=0).sqrt()
+        scale = torch.where(rms > 0, rms, torch.ones_like(rms))
+        return FittedTransform(centred / scale, offset, scale)
     u: Tensor
     s: Tensor
-    u, s, _ = torch.linalg.svd(Phi, full_matrices=False)
+    u, s, vh = torch.linalg.svd(centred, full_matrices=False)
     keep = nonzero_mask(s * s, size=Phi.shape[1])
-    return u[:, keep] * math.sqrt(Phi.shape[0])
+    root_n = math.sqrt(Phi.shape[0])
+    # U√n is exactly (Φ − μ) V Σ⁻¹ √n on the training rows, without the rounding of the product
+    return FittedTransform(u[:, keep] * root_n, offset, vh[keep].mT / s[keep] * root_n)
+
+
+def attacker_features(Phi: Tensor, transform: AttackerTransform | str) -> Tensor:
+    """The features a probe without a bias learns from after applying ``transform`` to its
+    training features ``Φ`` (n × k)."""
+    return fit_transform(Phi, transform).train
 
 
 @dataclass(frozen=True)
@@ -93,19 +130,22 @@ class ProbeAttackResult:
 
 @dataclass(frozen=True)
 class ProbeComparison:
-    """The same attack on raw inputs and on immunized features."""
+    """The same attack on the original features (raw inputs: the identity extractor) and on
+    the immunized ones."""
 
-    raw: ProbeAttackResult
+    original: ProbeAttackResult
     immunized: ProbeAttackResult
 
     @property
     def slowdown(self) -> float:
-        """steps(immunized) / steps(raw); ≥ 1 means the extractor slows the attacker down."""
-        return self.immunized.steps_to_target / max(self.raw.steps_to_target, 1)
+        """steps(immunized) / steps(original); ≥ 1: the extractor slows the attacker down."""
+        return self.immunized.steps_to_target / max(self.original.steps_to_target, 1)
 
 
 def squared_loss_lipschitz(phi: Tensor) -> float:
-    """L = λ_max of the Hessian ``(2/n) ΦᵀΦ`` of ``‖Φw − y‖²/n``: GD's standard step is 1/L."""
+    """L = λ_max of the Hessian ``(2/n) ΦᵀΦ`` of ``‖Φw − y‖²/n``: GD's standard step is 1/L.
+    The one Lipschitz constant of every GD 1/L attacker (the linear suite, the deep suite's
+    ``*-gd`` probes and the scale of their momentum learning rates)."""
     return 2.0 / phi.shape[0] * float(torch.linalg.matrix_norm(phi, ord=2)) ** 2
 
 
@@ -227,7 +267,7 @@ def compare_probe_attacks(
     with torch.no_grad():
         features = X @ weight.mT
     return ProbeComparison(
-        raw=probe_attack(
+        original=probe_attack(
             attacker_features(X, transform), y, target=target, budget=budget, rtol=rtol
         ),
         immunized=probe_attack(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
+from condimmune.attacks.probes import AttackerTransform
 from condimmune.attacks.search import IntChoice, LogFloat, Param, Uniform
 
 __all__ = [
@@ -26,25 +27,29 @@ __all__ = [
     "DeepAttacker",
     "DeepAttackerSpec",
     "DeepFamily",
-    "FeatureTransform",
     "Optimizer",
 ]
 
 
 class Attacker(StrEnum):
-    """The linear suite's attackers (table in :mod:`condimmune.attacks.attackers`)."""
+    """The linear suite's attackers (table in :mod:`condimmune.attacks.attackers`). Names are
+    ``<what is trained>-<optimizer>``, as in :class:`DeepAttacker`: ``linear-*`` a head on the
+    released features, ``std-*``/``whiten-*`` the same after that :class:`AttackerTransform`,
+    ``full-*`` every parameter (extractor and head), ``reinit-*`` a head on a re-initialised
+    extractor; an attacker of either suite with the same name does the same thing to its
+    family's model (each family with its task loss: squared probing loss here)."""
 
-    GD = "gd"
-    GD_TUNED = "gd-tuned"
-    NESTEROV = "nesterov"
-    ADAM = "adam"
-    LBFGS = "lbfgs"
-    LSTSQ = "lstsq"
-    FINETUNE_SGD = "finetune-sgd"
-    FINETUNE_ADAM = "finetune-adam"
-    REINIT = "reinit"
-    STANDARDIZE = "standardize"
-    WHITEN = "whiten"
+    LINEAR_GD = "linear-gd"
+    LINEAR_GD_TUNED = "linear-gd-tuned"
+    LINEAR_MOMENTUM = "linear-momentum"
+    LINEAR_ADAM = "linear-adam"
+    LINEAR_LBFGS = "linear-lbfgs"
+    LINEAR_LSTSQ = "linear-lstsq"
+    FULL_SGD = "full-sgd"
+    FULL_ADAM = "full-adam"
+    REINIT_GD = "reinit-gd"
+    STD_GD = "std-gd"
+    WHITEN_GD = "whiten-gd"
 
 
 class DeepAttacker(StrEnum):
@@ -99,14 +104,6 @@ class Optimizer(StrEnum):
     """Cross-entropy, minibatch SGD with Nesterov momentum and weight decay."""
 
 
-class FeatureTransform(StrEnum):
-    """A fixed map the attacker fits on the training features before probing (Eq. A1)."""
-
-    NONE = "none"
-    STANDARDIZE = "standardize"
-    WHITEN = "whiten"
-
-
 _LR_C = LogFloat("lr_c", 1e-2, 1e2)
 _MOMENTUM = Uniform("momentum", 0.0, 0.99)
 _WD = LogFloat("weight_decay", 1e-8, 1e-2)
@@ -122,7 +119,7 @@ class DeepAttackerSpec:
     family: DeepFamily
     optimizer: Optimizer
     space: tuple[Param, ...]
-    transform: FeatureTransform = FeatureTransform.NONE
+    transform: AttackerTransform = AttackerTransform.NONE
     hidden: bool = False
     reinit: bool = False
 
@@ -131,7 +128,7 @@ class DeepAttackerSpec:
         return self.family is DeepFamily.PROBE and not self.hidden
 
 
-def _linear(optimizer: Optimizer, transform: FeatureTransform) -> DeepAttackerSpec:
+def _linear(optimizer: Optimizer, transform: AttackerTransform) -> DeepAttackerSpec:
     spaces: dict[Optimizer, tuple[Param, ...]] = {
         Optimizer.GD_1L: (),
         Optimizer.MOMENTUM: (_LR_C, _MOMENTUM),
@@ -140,9 +137,9 @@ def _linear(optimizer: Optimizer, transform: FeatureTransform) -> DeepAttackerSp
         Optimizer.LSTSQ: (LogFloat("ridge", 1e-10, 1.0),),
     }
     where = {
-        FeatureTransform.NONE: "on the released features",
-        FeatureTransform.STANDARDIZE: "after per-feature standardisation",
-        FeatureTransform.WHITEN: "after PCA whitening",
+        AttackerTransform.NONE: "on the released features",
+        AttackerTransform.STANDARDIZE: "after per-feature standardisation",
+        AttackerTransform.WHITEN: "after PCA whitening",
     }[transform]
     return DeepAttackerSpec(
         f"linear head, {optimizer.value}, {where}",
@@ -153,7 +150,11 @@ def _linear(optimizer: Optimizer, transform: FeatureTransform) -> DeepAttackerSp
     )
 
 
-_NONE, _STD, _WHITEN = FeatureTransform.NONE, FeatureTransform.STANDARDIZE, FeatureTransform.WHITEN
+_NONE, _STD, _WHITEN = (
+    AttackerTransform.NONE,
+    AttackerTransform.STANDARDIZE,
+    AttackerTransform.WHITEN,
+)
 _ADAM_FT = (LogFloat("lr", 1e-5, 1e-1), _WD)
 
 DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyType(

@@ -29,7 +29,7 @@ class AttackSummary(JsonRecord):
     """One attacker's entry in ``metrics.json`` (``attacks.<attacker>``): harmful and benign
     task, raw inputs vs immunized features.
 
-    Slowdowns are ``steps(immunized) / max(steps(raw), 1)``, where an unreached target counts
+    Slowdowns are ``steps(immunized) / max(steps(original), 1)``, where an unreached target counts
     as ``budget + 1`` steps, so a slowdown with ``harmful_reached = False`` is a lower bound.
     ``*_best`` are the lowest relative suboptimalities reached (immunized unless ``_raw``);
     ``*_steps_*`` and ``harmful_seconds_*`` are ``None`` (JSON ``null``) when the target was
@@ -41,13 +41,13 @@ class AttackSummary(JsonRecord):
     benign_slowdown: float
     harmful_best: float
     benign_best: float
-    harmful_best_raw: float
-    benign_best_raw: float
-    harmful_seconds_raw: float | None
+    harmful_best_original: float
+    benign_best_original: float
+    harmful_seconds_original: float | None
     harmful_seconds_immunized: float | None
-    harmful_steps_raw: int | None
+    harmful_steps_original: int | None
     harmful_steps_immunized: int | None
-    benign_steps_raw: int | None
+    benign_steps_original: int | None
     benign_steps_immunized: int | None
     harmful_reached: bool
     setting_immunized: str
@@ -58,40 +58,42 @@ class AttackSummary(JsonRecord):
 class SuiteEntry:
     """One attacker on both tasks, raw inputs vs immunized features."""
 
-    harmful_raw: AttackOutcome
+    harmful_original: AttackOutcome
     harmful_immunized: AttackOutcome
-    benign_raw: AttackOutcome
+    benign_original: AttackOutcome
     benign_immunized: AttackOutcome
 
     @staticmethod
-    def _slowdown(raw: AttackOutcome, imm: AttackOutcome, budget: int) -> float:
-        steps_raw = raw.steps_to_target if raw.steps_to_target is not None else budget + 1
+    def _slowdown(original: AttackOutcome, imm: AttackOutcome, budget: int) -> float:
+        steps_original = (
+            original.steps_to_target if original.steps_to_target is not None else budget + 1
+        )
         steps_imm = imm.steps_to_target if imm.steps_to_target is not None else budget + 1
-        return steps_imm / max(steps_raw, 1)
+        return steps_imm / max(steps_original, 1)
 
     def summary(self, budget: int) -> AttackSummary:
         """The ``metrics.json`` entry for runs of ``budget`` steps (see :class:`AttackSummary`)."""
         return AttackSummary(
-            harmful_slowdown=self._slowdown(self.harmful_raw, self.harmful_immunized, budget),
-            benign_slowdown=self._slowdown(self.benign_raw, self.benign_immunized, budget),
+            harmful_slowdown=self._slowdown(self.harmful_original, self.harmful_immunized, budget),
+            benign_slowdown=self._slowdown(self.benign_original, self.benign_immunized, budget),
             harmful_best=self.harmful_immunized.best,
             benign_best=self.benign_immunized.best,
-            harmful_best_raw=self.harmful_raw.best,
-            benign_best_raw=self.benign_raw.best,
-            harmful_seconds_raw=self.harmful_raw.seconds_to_target,
+            harmful_best_original=self.harmful_original.best,
+            benign_best_original=self.benign_original.best,
+            harmful_seconds_original=self.harmful_original.seconds_to_target,
             harmful_seconds_immunized=self.harmful_immunized.seconds_to_target,
-            harmful_steps_raw=self.harmful_raw.steps_to_target,
+            harmful_steps_original=self.harmful_original.steps_to_target,
             harmful_steps_immunized=self.harmful_immunized.steps_to_target,
-            benign_steps_raw=self.benign_raw.steps_to_target,
+            benign_steps_original=self.benign_original.steps_to_target,
             benign_steps_immunized=self.benign_immunized.steps_to_target,
             harmful_reached=self.harmful_immunized.steps_to_target is not None,
             setting_immunized=self.harmful_immunized.setting,
             wall_seconds=sum(
                 o.wall_seconds
                 for o in (
-                    self.harmful_raw,
+                    self.harmful_original,
                     self.harmful_immunized,
-                    self.benign_raw,
+                    self.benign_original,
                     self.benign_immunized,
                 )
             ),
@@ -109,7 +111,8 @@ def run_attack_suite(
     seed: int = 0,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[Attacker, SuiteEntry]:
-    """Every attacker on both tasks (``(x, y)`` pairs), raw (identity) vs ``weight``."""
+    """Every attacker on both tasks (``(x, y)`` pairs), original (the identity
+    extractor, raw inputs) vs immunized (``weight``)."""
     chosen = [parse_choice(Attacker, a, "attacker") for a in attackers]
     if not chosen:
         raise ValueError("name at least one attacker")
@@ -121,7 +124,7 @@ def run_attack_suite(
     for attacker in chosen:
         runs: dict[str, AttackOutcome] = {}
         for task, (x, y) in (("harmful", harmful), ("benign", benign)):
-            for which, w in (("raw", identity), ("immunized", weight)):
+            for which, w in (("original", identity), ("immunized", weight)):
                 runs[f"{task}_{which}"] = run_attacker(
                     attacker, x, w, y, target=target, budget=budget, seed=seed
                 )
@@ -131,7 +134,9 @@ def run_attack_suite(
     return out
 
 
-DECOMPOSITION_ATTACKERS: frozenset[Attacker] = frozenset({Attacker.LSTSQ, Attacker.WHITEN})
+DECOMPOSITION_ATTACKERS: frozenset[Attacker] = frozenset(
+    {Attacker.LINEAR_LSTSQ, Attacker.WHITEN_GD}
+)
 """Attackers that factorize the features (closed-form head, PCA whitening)."""
 
 
@@ -140,11 +145,11 @@ class WorstCase(JsonRecord):
     """The attacker's best choice on each side (the report's headline, ``metrics.json``'s
     ``attack_worst_case``): the fastest attacker on raw inputs and its steps to the harmful
     target, the fastest on immunized features and its steps (an unreached target counts as
-    ``budget + 1``), and ``harmful_slowdown = steps_immunized / max(steps_raw, 1)``.
+    ``budget + 1``), and ``harmful_slowdown = steps_immunized / max(steps_original, 1)``.
     """
 
-    attacker_raw: Attacker
-    steps_raw: int
+    attacker_original: Attacker
+    steps_original: int
     attacker_immunized: Attacker
     steps_immunized: int
     harmful_slowdown: float
@@ -171,11 +176,11 @@ class WorstCase(JsonRecord):
             best = min(kept, key=steps)
             return best, steps(best)
 
-        raw_attacker, raw_steps = fastest("raw")
+        raw_attacker, raw_steps = fastest("original")
         imm_attacker, imm_steps = fastest("immunized")
         return cls(
-            attacker_raw=raw_attacker,
-            steps_raw=raw_steps,
+            attacker_original=raw_attacker,
+            steps_original=raw_steps,
             attacker_immunized=imm_attacker,
             steps_immunized=imm_steps,
             harmful_slowdown=imm_steps / max(raw_steps, 1),

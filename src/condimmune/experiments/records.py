@@ -18,7 +18,6 @@ from condimmune.core.records import JsonRecord, JsonValue, RecordError
 from condimmune.deep.evaluate import GroupRatios
 
 __all__ = [
-    "BenignAccuracy",
     "BenignTaskScores",
     "BoundRecord",
     "CheckRecord",
@@ -30,8 +29,8 @@ __all__ = [
     "KappaPair",
     "LinearAttackRecord",
     "LinearRunMetrics",
+    "OriginalImmunized",
     "ProbeCurveRecord",
-    "RawImmunized",
     "RescalingAttack",
     "RunMetrics",
     "metric_differences",
@@ -40,17 +39,20 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class RawImmunized(JsonRecord):
-    """One κ (numerical range or paper-compatible) with raw inputs and immunized features."""
+class OriginalImmunized(JsonRecord):
+    """One quantity of the original model and of the immunized one (every record names the
+    two models so: for a linear run the original is the identity extractor, raw inputs)."""
 
-    raw: float
+    original: float
     immunized: float
 
 
 @dataclass(frozen=True)
 class KappaPair(JsonRecord):
-    benign: RawImmunized
-    harmful: RawImmunized
+    """One κ (numerical range or paper-compatible) per task, original vs immunized."""
+
+    benign: OriginalImmunized
+    harmful: OriginalImmunized
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,13 @@ class BoundRecord(JsonRecord):
 
 @dataclass(frozen=True)
 class BenignTaskScores(JsonRecord):
-    """Held-out benign score (``accuracy`` or ``mse``) and training loss, raw vs immunized."""
+    """Held-out benign score (``accuracy`` or ``mse``) and training loss, original (W = I)
+    vs immunized."""
 
     metric: str
-    raw: float
+    original: float
     immunized: float
-    train_loss_raw: float
+    train_loss_original: float
     train_loss_immunized: float
 
 
@@ -77,7 +80,7 @@ class BenignTaskScores(JsonRecord):
 class RescalingAttack(JsonRecord):
     """The paper's attacker after a rescaling step (standardize or whiten) of the features."""
 
-    steps_raw: int
+    steps_original: int
     steps_immunized: int
     harmful_slowdown: float
 
@@ -87,10 +90,10 @@ class LinearAttackRecord(JsonRecord):
     """The paper's attacker (GD, step 1/L) on both tasks, steps to ``target``."""
 
     target: float
-    steps_raw: int
+    steps_original: int
     steps_immunized: int
     harmful_slowdown: float
-    benign_steps_raw: int
+    benign_steps_original: int
     benign_steps_immunized: int
     benign_slowdown: float
     rescaling_attackers: dict[str, RescalingAttack]
@@ -143,12 +146,6 @@ class GroupRatioPair(JsonRecord):
 
     honest: GroupRatios
     paper_compatible: GroupRatios
-
-
-@dataclass(frozen=True)
-class BenignAccuracy(JsonRecord):
-    original: float
-    immunized: float
 
 
 @dataclass(frozen=True)
@@ -208,12 +205,12 @@ class DeepRunMetrics(JsonRecord):
     harmful_task: str
     rir_theta0: GroupRatioPair
     rir_theta0_paper_protocol: GroupRatioPair | None
-    benign_accuracy: BenignAccuracy
+    benign_accuracy: OriginalImmunized
     attack: DeepAttackRecord
     train_seconds: float
     training: DeepTrainingRecord
     wall_seconds: float
-    benign_probe: BenignAccuracy | None = None
+    benign_probe: OriginalImmunized | None = None
     prefix_seconds: float | None = None
     attack_suite: DeepAttackSuite | None = None
 

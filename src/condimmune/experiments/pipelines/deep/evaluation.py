@@ -24,12 +24,12 @@ from condimmune.experiments.pipelines.deep.data import DeepTaskData
 from condimmune.experiments.pipelines.deep.options import DeepRunOptions
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import (
-    BenignAccuracy,
     DeepAttackRecord,
     DeepRunMetrics,
     DeepTrainingRecord,
     GdPairRecord,
     GroupRatioPair,
+    OriginalImmunized,
     ProbeCurveRecord,
 )
 
@@ -93,7 +93,7 @@ def evaluate_deep(
             )
             for name, f in feats.items()
         }
-        benign_probe = BenignAccuracy(original=top1["original"], immunized=top1["immunized"])
+        benign_probe = OriginalImmunized(original=top1["original"], immunized=top1["immunized"])
 
     def ratios(groups: int, size: int) -> GroupRatioPair:
         honest, compatible = (
@@ -150,7 +150,7 @@ def evaluate_deep(
         harmful_task=data.harmful.description,
         rir_theta0=rir,
         rir_theta0_paper_protocol=paper_protocol,
-        benign_accuracy=BenignAccuracy(
+        benign_accuracy=OriginalImmunized(
             original=top1_accuracy(o["logits"], yb_test),
             immunized=top1_accuracy(i["logits"], yb_test),
         ),

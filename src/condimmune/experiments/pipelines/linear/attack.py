@@ -96,7 +96,7 @@ def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]
     rows = [
         [
             name,
-            f"{f(d.harmful_steps_raw)} → {f(d.harmful_steps_immunized)}",
+            f"{f(d.harmful_steps_original)} → {f(d.harmful_steps_immunized)}",
             f(d.harmful_slowdown),
             f(d.benign_slowdown),
             f(d.harmful_best),
@@ -105,14 +105,14 @@ def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]
     ]
     columns = [
         "attacker",
-        "harmful steps raw → imm.",
+        "harmful steps orig. → imm.",
         "harmful slowdown",
         "benign slowdown",
         "best harmful (imm.)",
     ]
     lines = [
         f"{label}: {w.attacker_immunized} needs {w.steps_immunized} steps on immunized "
-        f"features vs {w.attacker_raw} {w.steps_raw} on raw inputs: slowdown "
+        f"features vs {w.attacker_original} {w.steps_original} on raw inputs: slowdown "
         f"{f(w.harmful_slowdown)}"
         for label, w in (
             ("worst case", result.worst),
@@ -133,7 +133,7 @@ def _task_figure(result: AttackSuiteResult, task: str, path: Path) -> None:
     for i, (attacker, entry) in enumerate(entries.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
         for label, outcome, style in (
-            ("raw", getattr(entry, f"{task}_raw"), "--"),
+            ("original (raw inputs)", getattr(entry, f"{task}_original"), "--"),
             ("immunized", getattr(entry, f"{task}_immunized"), "-"),
         ):
             ax.semilogy(*plotted_points(outcome.curve.clamp(1e-18, 1e3)), style, label=label)
@@ -156,7 +156,7 @@ def _page(result: AttackSuiteResult) -> ReportPage:
         "those slowdowns are lower bounds).",
         "",
         f"**Worst case (the attacker's best choice):** fastest on raw inputs "
-        f"`{worst.attacker_raw}` ({worst.steps_raw} steps), fastest on immunized "
+        f"`{worst.attacker_original}` ({worst.steps_original} steps), fastest on immunized "
         f"features `{worst.attacker_immunized}` ({worst.steps_immunized} steps): "
         f"slowdown **{format_number(worst.harmful_slowdown)}**.",
     ]
@@ -165,18 +165,18 @@ def _page(result: AttackSuiteResult) -> ReportPage:
         intro += [
             "",
             f"Among first-order attackers only (no least-squares solve, no whitening): "
-            f"`{w.attacker_raw}` {w.steps_raw} steps raw vs `{w.attacker_immunized}` "
-            f"{w.steps_immunized} immunized: slowdown "
+            f"`{w.attacker_original}` {w.steps_original} steps on the original vs "
+            f"`{w.attacker_immunized}` {w.steps_immunized} immunized: slowdown "
             f"**{format_number(w.harmful_slowdown)}**.",
         ]
     f = format_number
     rows = [
         [
             name,
-            f"{f(d.harmful_steps_raw)} → {f(d.harmful_steps_immunized)}",
-            f"{f(d.harmful_seconds_raw)} → {f(d.harmful_seconds_immunized)}",
+            f"{f(d.harmful_steps_original)} → {f(d.harmful_steps_immunized)}",
+            f"{f(d.harmful_seconds_original)} → {f(d.harmful_seconds_immunized)}",
             f(d.harmful_slowdown),
-            f"{f(d.benign_steps_raw)} → {f(d.benign_steps_immunized)}",
+            f"{f(d.benign_steps_original)} → {f(d.benign_steps_immunized)}",
             f(d.benign_slowdown),
             f(d.harmful_best),
             d.setting_immunized,
@@ -186,10 +186,10 @@ def _page(result: AttackSuiteResult) -> ReportPage:
     table = Table(
         [
             "attacker",
-            "harmful steps raw → imm.",
-            "harmful seconds raw → imm.",
+            "harmful steps orig. → imm.",
+            "harmful seconds orig. → imm.",
             "harmful slowdown",
-            "benign steps raw → imm.",
+            "benign steps orig. → imm.",
             "benign slowdown",
             "best harmful value (imm.)",
             "setting",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from condimmune.attacks.attackers import TRANSFORMED_ATTACKERS
 from condimmune.attacks.probes import ProbeComparison, compare_probe_attacks
 from condimmune.core.bound import immunization_bound_features
 from condimmune.core.metrics import (
@@ -21,7 +22,7 @@ from condimmune.experiments.records import (
     KappaPair,
     LinearAttackRecord,
     LinearRunMetrics,
-    RawImmunized,
+    OriginalImmunized,
     RescalingAttack,
 )
 from condimmune.linear.tasks import LinearTaskData, TaskKind
@@ -73,7 +74,10 @@ def compute_metrics(
 
     harmful_attack = attack(xh, data.harmful.y_train)
     benign_attack = attack(xp, data.benign.y_train)
-    rescaling = {name: attack(xh, data.harmful.y_train, name) for name in ("standardize", "whiten")}
+    rescaling = {
+        attacker.value: attack(xh, data.harmful.y_train, transform)
+        for attacker, transform in TRANSFORMED_ATTACKERS.items()
+    }
     loss_raw = _train_loss(data.kind, raw_model, xp, data.benign.y_train)
     loss_imm = _train_loss(data.kind, model, xp, data.benign.y_train)
     check = check_immunization(honest, benign_loss_raw=loss_raw, benign_loss_immunized=loss_imm)
@@ -82,8 +86,8 @@ def compute_metrics(
 
     def kappas(c: ConditionNumbers) -> KappaPair:
         return KappaPair(
-            benign=RawImmunized(c.benign_raw, c.benign_immunized),
-            harmful=RawImmunized(c.harmful_raw, c.harmful_immunized),
+            benign=OriginalImmunized(c.benign_raw, c.benign_immunized),
+            harmful=OriginalImmunized(c.harmful_raw, c.harmful_immunized),
         )
 
     metrics = LinearRunMetrics(
@@ -100,22 +104,22 @@ def compute_metrics(
         rir_fraction_of_bound=fraction,
         benign_task=BenignTaskScores(
             metric=metric_name,
-            raw=_benign_metric(data.kind, raw_model, data.benign.x_test, data.benign.y_test),
+            original=_benign_metric(data.kind, raw_model, data.benign.x_test, data.benign.y_test),
             immunized=_benign_metric(data.kind, model, data.benign.x_test, data.benign.y_test),
-            train_loss_raw=loss_raw,
+            train_loss_original=loss_raw,
             train_loss_immunized=loss_imm,
         ),
         attack=LinearAttackRecord(
             target=target,
-            steps_raw=harmful_attack.raw.steps_to_target,
+            steps_original=harmful_attack.original.steps_to_target,
             steps_immunized=harmful_attack.immunized.steps_to_target,
             harmful_slowdown=harmful_attack.slowdown,
-            benign_steps_raw=benign_attack.raw.steps_to_target,
+            benign_steps_original=benign_attack.original.steps_to_target,
             benign_steps_immunized=benign_attack.immunized.steps_to_target,
             benign_slowdown=benign_attack.slowdown,
             rescaling_attackers={
                 name: RescalingAttack(
-                    cmp.raw.steps_to_target, cmp.immunized.steps_to_target, cmp.slowdown
+                    cmp.original.steps_to_target, cmp.immunized.steps_to_target, cmp.slowdown
                 )
                 for name, cmp in rescaling.items()
             },

@@ -25,36 +25,38 @@ __all__ = ["headline", "linear_report", "summary_tables"]
 
 
 def summary_rows(m: LinearRunMetrics) -> list[tuple[str, str, str]]:
-    """(quantity, raw, immunized) rows shared by the CLI table and report.md."""
+    """(quantity, original, immunized) rows shared by the CLI table and report.md; the
+    original model is the identity extractor (raw inputs)."""
     bt, attack = m.benign_task, m.attack
     rows: list[tuple[str, object, object]] = [
-        ("κ benign (numerical range)", m.kappa.benign.raw, m.kappa.benign.immunized),
-        ("κ harmful (numerical range)", m.kappa.harmful.raw, m.kappa.harmful.immunized),
+        ("κ benign (numerical range)", m.kappa.benign.original, m.kappa.benign.immunized),
+        ("κ harmful (numerical range)", m.kappa.harmful.original, m.kappa.harmful.immunized),
         (
             "κ benign (paper-compatible)",
-            m.kappa_paper_compatible.benign.raw,
+            m.kappa_paper_compatible.benign.original,
             m.kappa_paper_compatible.benign.immunized,
         ),
         (
             "κ harmful (paper-compatible)",
-            m.kappa_paper_compatible.harmful.raw,
+            m.kappa_paper_compatible.harmful.original,
             m.kappa_paper_compatible.harmful.immunized,
         ),
-        (f"benign task {bt.metric} (held out)", bt.raw, bt.immunized),
+        (f"benign task {bt.metric} (held out)", bt.original, bt.immunized),
         (
             f"attack steps to {attack.target:g} (harmful)",
-            attack.steps_raw,
+            attack.steps_original,
             attack.steps_immunized,
         ),
         (
             f"attack steps to {attack.target:g} (benign)",
-            attack.benign_steps_raw,
+            attack.benign_steps_original,
             attack.benign_steps_immunized,
         ),
     ]
     for name, r in attack.rescaling_attackers.items():
-        label = {"standardize": "standardizes", "whiten": "PCA-whitens"}[name]
-        rows.append((f"harmful steps if attacker {label} first", r.steps_raw, r.steps_immunized))
+        label = {"std-gd": "standardizes", "whiten-gd": "PCA-whitens"}[name]
+        steps = (r.steps_original, r.steps_immunized)
+        rows.append((f"harmful steps if attacker {label} first ({name})", *steps))
     return [(name, format_number(a), format_number(b)) for name, a, b in rows]
 
 
@@ -73,7 +75,7 @@ def headline(m: LinearRunMetrics) -> list[tuple[str, str]]:
         ("RIR bound over invertible linear extractors", bound_text),
         ("RIR / bound", format_number(fraction) if fraction is not None else "— (unbounded)"),
         (
-            "harmful attack slowdown (steps immunized / raw)",
+            "harmful attack slowdown (steps immunized / original)",
             format_number(m.attack.harmful_slowdown),
         ),
         (
@@ -90,7 +92,7 @@ def _attack_figure(art: LinearRun, path: Path) -> None:
         ax = fig.add_subplot(1, 2, i + 1)
         cmp = art.attacks[name]
         for label, res, style in (
-            ("raw inputs", cmp.raw, "--"),
+            ("original: raw inputs", cmp.original, "--"),
             ("immunized features", cmp.immunized, "-"),
         ):
             steps, curve = plotted_points(res.relative_suboptimality.clamp_min(1e-300))
@@ -133,8 +135,8 @@ def _training_figure(art: LinearRun, path: Path) -> None:
     epochs = range(1, len(h.task_loss) + 1)
     kappa = art.metrics.kappa
     for task, values, color, raw in (
-        ("benign", h.log_kappa_benign, "C0", kappa.benign.raw),
-        ("harmful", h.log_kappa_harmful, "C1", kappa.harmful.raw),
+        ("benign", h.log_kappa_benign, "C0", kappa.benign.original),
+        ("harmful", h.log_kappa_harmful, "C1", kappa.harmful.original),
     ):
         ax.plot(epochs, values, color=color, label=f"log κ {task}")
         ax.axhline(math.log(raw), color=color, ls="--", lw=0.8, label=f"log κ {task}, raw")
@@ -151,7 +153,8 @@ def _training_figure(art: LinearRun, path: Path) -> None:
 def summary_tables(m: LinearRunMetrics) -> list[Table]:
     """What ``condimmune run`` prints and ``report.md`` shows first."""
     title = f"{m.experiment} · {m.method} · seed {m.seed}"
-    quantities = Table(["quantity", "raw", "immunized"], [list(r) for r in summary_rows(m)], title)
+    columns = ["quantity", "original (W = I)", "immunized"]
+    quantities = Table(columns, [list(r) for r in summary_rows(m)], title)
     return [quantities, Table(["headline", "value"], [list(r) for r in headline(m)])]
 
 
@@ -189,7 +192,10 @@ def linear_report(art: LinearRun) -> ReportPage:
         intro=[art.data.description],
         tables=[
             Table(["headline", "value"], [list(r) for r in headline(m)]),
-            Table(["quantity", "raw", "immunized"], [list(r) for r in summary_rows(m)]),
+            Table(
+                ["quantity", "original (W = I)", "immunized"],
+                [list(r) for r in summary_rows(m)],
+            ),
         ],
         body=body,
         figures=[

@@ -202,19 +202,18 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
 ) -> None:
     """Recompute a saved run's metrics from its files and compare with its metrics.json."""
+    from condimmune.experiments.library import evaluate_run
     from condimmune.experiments.pipeline import pipeline_for
     from condimmune.experiments.records import metric_differences
-    from condimmune.experiments.runner import read_run
+    from condimmune.experiments.registry import experiment_spec
 
     try:
-        loaded = read_run(run_dir)
+        recomputed, saved = evaluate_run(run_dir)
     except RecordError as exc:  # metrics.json does not hold a complete, well-typed record
         _say("error:", f"recomputed metrics differ: {exc}")
         raise typer.Exit(1) from None
-    pipeline = pipeline_for(loaded.plan.family)
-    recomputed = pipeline.evaluate(loaded, progress=False)
-    _print(pipeline.summary(recomputed))
-    differ = metric_differences(recomputed, loaded.metrics)
+    _print(pipeline_for(experiment_spec(recomputed.experiment).family).summary(recomputed))
+    differ = metric_differences(recomputed, saved)
     if differ:
         _say("error:", f"recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)

@@ -100,9 +100,9 @@ def test_search_errors_are_explained(tmp_path):
         SearchOptions(trials=0)
     with pytest.raises(ValueError, match="seconds must be > 0"):
         SearchOptions(seconds=0.0)
-    with pytest.raises(ValueError, match=r"attack\.storage='nonsense://x' cannot be opened"):
+    with pytest.raises(ValueError, match=r"storage = 'nonsense://x' cannot be opened"):
         paired_search(space, ok, SearchOptions(storage="nonsense://x"))
-    with pytest.raises(ValueError, match=r"no trial finished within attack\.seconds"):
+    with pytest.raises(ValueError, match=r"no trial finished within seconds = 1e-12 s"):
         paired_search(space, ok, SearchOptions(seconds=1e-12))
 
     def broken(params, number):

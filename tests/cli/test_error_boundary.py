@@ -16,9 +16,10 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from safetensors import SafetensorError
 
 import condimmune.experiments.runner as runner
-from condimmune.core.errors import StaleFilesWarning, UserError
+from condimmune.core.errors import ArgumentError, StaleFilesWarning, UserError
 from condimmune.core.records import RecordError
-from condimmune.experiments.errors import user_message
+from condimmune.experiments.config import ConfigError
+from condimmune.experiments.errors import config_keys, user_message
 
 
 def os_error(number: int) -> OSError:
@@ -41,7 +42,11 @@ ROWS = {
     "lightning": (MisconfigurationException("no GPU"), ["no GPU", "train.accelerator"]),
     "memory": (MemoryError(), ["out of memory"]),
     "diverged": (FloatingPointError("training diverged; lower train.lr"), ["train.lr"]),
-    "value-error": (ValueError("invalid value for train.lr:\n  -1"), ["train.lr: -1"]),
+    "config-error": (ConfigError("invalid value for train.lr:\n  -1"), ["train.lr: -1"]),
+    "argument-error": (
+        ArgumentError("{per_class} = {n} exceeds the data", n=9),
+        ["per_class = 9 exceeds the data"],
+    ),
 }
 
 
@@ -54,10 +59,19 @@ def test_every_row_of_the_table_gives_one_line_naming_the_culprit(exc, parts) ->
 
 
 @pytest.mark.parametrize(
-    "exc", [KeyError("k"), TypeError("t"), RuntimeError("r"), AssertionError()]
+    "exc",
+    [KeyError("k"), TypeError("t"), RuntimeError("r"), AssertionError(), ValueError("v")],
+    ids=["key", "type", "runtime", "assertion", "a-plain-value-error"],
 )
 def test_other_exceptions_are_internal_errors(exc: BaseException) -> None:
+    """A plain ``ValueError`` is a bug: what a user can cause is one of the table's types."""
     assert user_message(exc) is None
+
+
+def test_config_keys_names_the_arguments_by_their_keys() -> None:
+    with pytest.raises(ConfigError) as err, config_keys({"per_class": "data.per_class"}):
+        raise ArgumentError("{per_class} + {test_per_class} = {n} too many", n=5)
+    assert str(err.value) == "data.per_class + test_per_class = 5 too many"
 
 
 def test_an_internal_error_is_short_and_points_at_debug(monkeypatch, tmp_path) -> None:

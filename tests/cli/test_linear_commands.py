@@ -1,5 +1,6 @@
 """End-to-end tests of the CLI on small budgets, the run-directory contract and error paths."""
 
+import errno
 import json
 from pathlib import Path
 
@@ -199,7 +200,10 @@ ERRORS = {
     "bad-type": (["run", "--set", "train.epochs=abc"], "train.epochs must be of type int"),
     "wrong-digit": (["run", "--set", "data.benign_digit=12"], "must be a digit 0–9"),
     "same-digits": (["run", "--set", "data.harmful_digit=1"], "choose two different digits"),
-    "missing-house-data": (["run", "house-price"], "house-price needs the Ames data"),
+    "missing-house-data": (
+        ["run", "house-price"],
+        "house prices need the Ames data: set data.root",
+    ),
     "missing-mnist-root": (["run", "--set", "data.root=/nonexistent/mnist"], "no such directory"),
     "house-root-missing-file": (
         ["run", "house-price", "--set", "data.root=/nonexistent/t.csv"],
@@ -285,7 +289,7 @@ def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):
     def boom(directory, *_args, **_kwargs):
         calls.append(Path(directory))
         (Path(directory) / "half-written.md").write_text("partial")  # fail mid-write
-        raise ValueError("disk full")
+        raise OSError(errno.ENOSPC, "disk full", str(directory))
 
     # the writer is patched where the runner looks it up, whether it imports it at module
     # level or lazily from condimmune.experiments.report
@@ -386,7 +390,7 @@ def test_sweep_reports_failed_runs_and_resumes(tmp_path):
     assert "1 of 2 runs failed" in result.output and "digit 8 has 174 images" in result.output
     rows = pd.read_csv(out / "sweep.csv", dtype={"error": str}, keep_default_na=False)
     assert sorted(bool(e) for e in rows["error"]) == [False, True]
-    assert "failed: ValueError" in (out / "sweep.md").read_text()
+    assert "failed: ConfigError: digit 8" in (out / "sweep.md").read_text()
     finished = out / "runs" / "closed-form" / "1-7" / "seed0" / "metrics.json"
     stamp = finished.stat().st_mtime_ns
     assert invoke(*args).exit_code == 2  # a non-empty --out needs --resume

@@ -91,7 +91,7 @@ def test_head_of_another_size_is_an_error_not_a_silent_reinit(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"backbone": "resnet50"}, "model.backbone"),
+        ({"backbone": "resnet50"}, "unknown backbone 'resnet50'"),
         ({"backbone": "vit-b16", "image_size": 30}, "divisible by 16"),
         ({"backbone": "small-cnn", "num_classes": 0}, "num_classes"),
     ],

@@ -262,7 +262,7 @@ ERRORS = [
         (_OK, _OK),
         5,
         ValueError,
-        "eval.group_size=5 exceeds the 4 benign samples available",
+        "group_size = 5 exceeds the 4 benign samples available",
         id="group-too-large-benign",
     ),
     pytest.param(
@@ -270,7 +270,7 @@ ERRORS = [
         (_OK, _OK),
         5,
         ValueError,
-        "eval.group_size=5 exceeds the 4 harmful samples available",
+        "group_size = 5 exceeds the 4 harmful samples available",
         id="group-too-large-harmful",
     ),
     pytest.param(
@@ -301,9 +301,9 @@ def test_zero_features_are_refused_by_the_paper_rule_too() -> None:
 @pytest.mark.parametrize(
     ("groups", "group_size", "match"),
     [
-        pytest.param(1, 2, "eval.groups=1: at least 2 groups", id="one-group-has-no-std"),
-        pytest.param(0, 2, "eval.groups=0", id="no-group"),
-        pytest.param(2, 1, "eval.group_size=1: a κ needs at least 2", id="one-sample-group"),
+        pytest.param(1, 2, "groups = 1: at least 2 groups", id="one-group-has-no-std"),
+        pytest.param(0, 2, "groups = 0", id="no-group"),
+        pytest.param(2, 1, "group_size = 1: a κ needs at least 2", id="one-sample-group"),
     ],
 )
 def test_degenerate_group_counts_are_refused(groups: int, group_size: int, match: str) -> None:

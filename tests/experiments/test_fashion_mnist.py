@@ -79,5 +79,5 @@ def test_the_experiment_refuses_a_missing_root_and_too_few_digits(tmp_path) -> N
     with pytest.raises(UserError, match="dataset-fashion-mnist"):
         load(f"data.root={tmp_path / 'nowhere'}")
     # the packaged subset has 500 images per digit: none would be left for training
-    with pytest.raises(ValueError, match=r"not more than data\.test_per_class = 500"):
+    with pytest.raises(ValueError, match=r"not more than test_per_class = 500"):
         load("data.test_per_class=500")

@@ -338,7 +338,7 @@ def test_a_failed_job_becomes_a_row_with_its_error(tmp_path):
     out = tmp_path / "out"
     ok, bad = sweep(out, cfg, pairs=[(1, 7), (8, 1)])
     assert not ok.failed
-    assert bad.failed and bad.error.startswith("ValueError: digit 8 has 174 images")
+    assert bad.failed and bad.error.startswith("ConfigError: digit 8 has 174 images")
     assert (bad["benign"], bad["harmful"], bad.method, bad.seed) == (8, 1, "closed-form", 0)
     assert all(bad.values.get(name) is None for name in ("rir", "wall_seconds", "immunized"))
     line = read_csv(out / "sweep.csv")[1]

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from condimmune.core.errors import ArgumentError
+
 if TYPE_CHECKING:  # imported where a search runs: `import condimmune...records` stays light
     import optuna
 
@@ -180,7 +182,9 @@ def _study(options: SearchOptions, name: str) -> optuna.Study:
             load_if_exists=True,
         )
     except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
-        raise ValueError(f"attack.storage={options.storage!r} cannot be opened: {exc}") from None
+        raise ArgumentError(
+            "{storage} = {url!r} cannot be opened: {reason}", url=options.storage, reason=exc
+        ) from None
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -239,7 +243,9 @@ def paired_search(
     first, second = (_read(s, space) for s in studies)
     n = min(len(first.curves), len(second.curves), target)
     if n == 0:
-        raise ValueError(
-            f"{options.study_name}: no trial finished within attack.seconds={options.seconds:g}"
+        raise ArgumentError(
+            "{study}: no trial finished within {seconds} = {value:g} s",
+            study=options.study_name,
+            value=options.seconds,
         )
     return first.truncated(n), second.truncated(n)

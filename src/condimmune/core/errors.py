@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import string
+from collections.abc import Mapping
 
 
 class DegenerateSpectrumError(ValueError):
@@ -32,3 +34,32 @@ class UserError(ValueError):
 
 class StaleFilesWarning(UserWarning):
     """Temporary files or directories left by an interrupted run were found and removed."""
+
+
+class ArgumentError(ValueError):
+    """An argument of a library function that the data (or the other arguments) rule out.
+
+    Its message is a template: the ``{placeholders}`` that ``values`` does not fill are the
+    names of the arguments at fault. ``str(error)`` shows those names as they are (a Python
+    caller passed them), :meth:`naming` with other names: the command line shows the config
+    keys that set them (:func:`condimmune.experiments.errors.config_keys`). ``arguments``
+    lists them, in order.
+    """
+
+    def __init__(self, template: str, /, **values: object) -> None:
+        self.template, self.values = template, values
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+        self.arguments = tuple(dict.fromkeys(f for f in fields if f not in values))
+        super().__init__(self.naming({}))
+
+    def naming(self, names: Mapping[str, str]) -> str:
+        """The message with each argument called ``names.get(argument, argument)``."""
+        called = {a: names.get(a, a) for a in self.arguments}
+        return self.template.format(**called, **self.values)
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable (worker processes)
+        return (_rebuild_argument_error, (self.template, self.values))
+
+
+def _rebuild_argument_error(template: str, values: dict[str, object]) -> ArgumentError:
+    return ArgumentError(template, **values)

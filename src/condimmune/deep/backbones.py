@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from condimmune.core._choices import parse_choice
+from condimmune.core.errors import UserError
 from condimmune.core.user_files import check_finite, read_tensor_file, user_path
 from condimmune.deep.bodies import (
     MOBILENET_V2_BLOCKS,
@@ -201,12 +202,13 @@ def build_model(
     seed: int = 0,
     trainable_blocks: int = DEFAULT_TRAINABLE_BLOCKS,
     load_head: bool = True,
+    weights_key: str = "weights",
 ) -> DeepModel:
     """A :class:`DeepModel`, randomly initialised from ``seed`` or loaded from ``weights``
     (without the file's classifier when ``load_head`` is false: the head is then fitted to
     the task, :func:`condimmune.deep.head.fit_linear_head`). ``trainable_blocks`` is read by
-    ``mobilenet-v2`` only."""
-    backbone = parse_choice(Backbone, backbone, "model.backbone")
+    ``mobilenet-v2`` only; ``weights_key`` names ``weights`` in messages (a config key)."""
+    backbone = parse_choice(Backbone, backbone, "backbone")
     if num_classes < 1:
         raise ValueError(f"num_classes must be ≥ 1, got {num_classes}")
     if backbone is Backbone.VIT_B16 and image_size % 16:
@@ -226,28 +228,33 @@ def build_model(
             backbone=backbone,
         )
     if weights is not None:
-        load_weights(model, weights, load_head=load_head)
+        load_weights(model, weights, load_head=load_head, key=weights_key)
     return model
 
 
 _WEIGHTS_FIX = "save the weights with safetensors.torch.save_file or torch.save(state_dict)"
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
+def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
     """The tensors of a weights file (safetensors or a torch state_dict), all finite."""
     if path.suffix == ".safetensors":
-        return read_tensor_file(path, where=f"model.weights={path}", fix=_WEIGHTS_FIX).tensors
+        return read_tensor_file(path, where=f"{key}={path}", fix=_WEIGHTS_FIX).tensors
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoint files
-        raise ValueError(
-            f"model.weights={path} is neither safetensors nor a torch state_dict: {exc}"
+    except Exception:  # torch raises several types for non-checkpoint files
+        raise UserError(
+            "neither safetensors nor a torch state_dict of tensors (torch.load with "
+            "weights_only=True, which refuses pickled code, cannot read it)",
+            f"{key}={path}",
+            _WEIGHTS_FIX,
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"model.weights={path} does not hold a mapping of names to tensors")
-    check_finite(state, f"model.weights={path}", _WEIGHTS_FIX)
+        raise UserError(
+            "does not hold a mapping of names to tensors", f"{key}={path}", _WEIGHTS_FIX
+        )
+    check_finite(state, f"{key}={path}", _WEIGHTS_FIX)
     return state
 
 
@@ -270,7 +277,9 @@ def _to_model_keys(state: dict[str, Tensor], model: DeepModel) -> dict[str, Tens
     return mapped
 
 
-def load_weights(model: DeepModel, weights: str | Path, *, load_head: bool = True) -> None:
+def load_weights(
+    model: DeepModel, weights: str | Path, *, load_head: bool = True, key: str = "weights"
+) -> None:
     """Load a local weights file into ``model``; raise with the path and the key mismatch.
 
     With ``load_head`` a classifier head of a different size (e.g. 1,000 ImageNet classes vs
@@ -278,14 +287,14 @@ def load_weights(model: DeepModel, weights: str | Path, *, load_head: bool = Tru
     Without it the file's head is ignored and the model's head is left as it is (to be
     fitted on the task).
     """
-    path = user_path(weights, "model.weights")
+    path = user_path(weights, key)
     if not path.is_file():
         raise FileNotFoundError(
-            f"model.weights: no file at {path.resolve()}; nothing is downloaded, so save the "
+            f"{key}: no file at {path.resolve()}; nothing is downloaded, so save the "
             f"{model.name} weights there (safetensors or a torch state_dict) or drop "
-            "model.weights for a random initialisation"
+            f"{key} for a random initialisation"
         )
-    state = _to_model_keys(_read_state_dict(path), model)
+    state = _to_model_keys(_read_state_dict(path, key), model)
     own = model.state_dict()
     if not load_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
@@ -298,7 +307,9 @@ def load_weights(model: DeepModel, weights: str | Path, *, load_head: bool = Tru
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
-        raise ValueError(
-            f"model.weights={path} does not fit backbone {model.name}: " + "; ".join(parts)
+        raise UserError(
+            f"does not fit backbone {model.name}: " + "; ".join(parts),
+            f"{key}={path}",
+            _WEIGHTS_FIX,
         )
     model.load_state_dict(state, strict=False)

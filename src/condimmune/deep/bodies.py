@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor, nn
 
+from condimmune.core.errors import ArgumentError
+
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
 
@@ -144,8 +146,10 @@ class MobileNetV2Body(SplitBody):
         from torchvision.models import mobilenet_v2
 
         if not 0 <= trainable_blocks <= MOBILENET_V2_BLOCKS:
-            raise ValueError(
-                f"model.trainable_blocks must be 0–{MOBILENET_V2_BLOCKS}, got {trainable_blocks}"
+            raise ArgumentError(
+                "{trainable_blocks} must be 0–{blocks}, got {value}",
+                blocks=MOBILENET_V2_BLOCKS,
+                value=trainable_blocks,
             )
         self.features = mobilenet_v2(weights=None).features
         self.start = MOBILENET_V2_BLOCKS + 1 - trainable_blocks

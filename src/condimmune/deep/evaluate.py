@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from condimmune.attacks.probes import ProbeAttackResult, attacker_features, probe_attack
+from condimmune.core.errors import ArgumentError
 from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import (
     log_condition_number_features,
@@ -105,15 +106,22 @@ def group_immunization_ratios(
     ``groups ≥ 2`` so that the spread over groups is defined.
     """
     if groups < 2:
-        raise ValueError(f"eval.groups={groups}: at least 2 groups are needed for mean ± std")
+        raise ArgumentError(
+            "{groups} = {value}: at least 2 groups are needed for mean ± std", value=groups
+        )
     if group_size < 2:
-        raise ValueError(f"eval.group_size={group_size}: a κ needs at least 2 samples per group")
+        raise ArgumentError(
+            "{group_size} = {value}: a κ needs at least 2 samples per group", value=group_size
+        )
     for name, (a, b) in (("benign", benign), ("harmful", harmful)):
         if a.shape != b.shape:
             raise ValueError(f"{name}: original and immunized features differ in shape")
         if a.shape[0] < group_size:
-            raise ValueError(
-                f"eval.group_size={group_size} exceeds the {a.shape[0]} {name} samples available"
+            raise ArgumentError(
+                "{group_size} = {value} exceeds the {n} {task} samples available",
+                value=group_size,
+                n=a.shape[0],
+                task=name,
             )
     gen = torch.Generator().manual_seed(seed)
     log_i, log_ii = [], []

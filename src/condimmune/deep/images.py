@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from condimmune.core._choices import parse_choice
-from condimmune.core.errors import UserError
+from condimmune.core.errors import ArgumentError, UserError
 
 __all__ = [
     "GreyToRGB",
@@ -96,9 +96,8 @@ class KeyedDataset(Dataset[tuple[Tensor, Tensor]]):
         return len(self.labels)
 
     def _sample(self, index: int) -> object:
-        if isinstance(self.images, Tensor):
-            return self.images[index]
-        return self.images[index]()
+        item = self.images[index]
+        return item if isinstance(self.images, Tensor) else cast(Callable[[], object], item)()
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[Tensor, Tensor]:
         epoch, index = key if isinstance(key, tuple) else (-1, key)
@@ -123,13 +122,15 @@ class ImageSplit:
 
 def parse_digits(text: str, key: str) -> list[int]:
     """``"01234"`` or ``"0,1,2"`` → ``[0, 1, 2, ...]``; each digit once."""
-    digits = [int(c) for c in text if c.isdigit()]
+    digits, named = [int(c) for c in text if c.isdigit()], {"key": key, "text": repr(text)}
     if not digits or any(c not in "0123456789, " for c in text):
-        raise ValueError(f"{key} must list digits, e.g. '01234' or '0,1,2', got {text!r}")
+        raise ArgumentError("{key} must list digits, e.g. '01234' or '0,1,2', got {text}", **named)
     if len(set(digits)) != len(digits):
-        raise ValueError(f"{key} lists a digit twice: {text!r}")
+        raise ArgumentError("{key} lists a digit twice: {text}", **named)
     if len(digits) < 2:
-        raise ValueError(f"{key} needs at least two digits (a classification task), got {text!r}")
+        raise ArgumentError(
+            "{key} needs at least two digits (a classification task), got {text}", **named
+        )
     return digits
 
 
@@ -148,9 +149,7 @@ def digit_group_tasks(
     ``test_per_class`` held-out images, drawn without overlap by a seeded permutation."""
     benign, harmful = groups
     if set(benign) & set(harmful):
-        raise ValueError(
-            f"the benign and harmful digit groups overlap: {sorted(set(benign) & set(harmful))}"
-        )
+        raise ArgumentError("{groups} overlap: {both}", both=sorted(set(benign) & set(harmful)))
     rng = np.random.default_rng(seed)
     side = round(images.shape[1] ** 0.5)
     x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(-1, 1, side, side))
@@ -162,9 +161,12 @@ def digit_group_tasks(
             rows = np.flatnonzero(labels == digit)
             need = train_per_class + test_per_class
             if rows.size < need:
-                raise ValueError(
-                    f"digit {digit} has {rows.size} images, fewer than "
-                    f"data.train_per_class + data.test_per_class = {need}"
+                raise ArgumentError(
+                    "digit {digit} has {have} images, fewer than {train_per_class} + "
+                    "{test_per_class} = {need}",
+                    digit=digit,
+                    have=rows.size,
+                    need=need,
                 )
             rows = rng.permutation(rows)
             for split, sel in (
@@ -247,9 +249,11 @@ class _ImageFile:
 def _class_folders(split_dir: Path, dataset: ImageDataset) -> list[tuple[Path, str]]:
     classes = sorted(p for p in split_dir.iterdir() if p.is_dir())
     if not classes:
-        raise ValueError(
-            f"{split_dir} has no class folders; {dataset.value} expects "
-            f"{split_dir.name}/<class>/<image> (see condimmune.deep.images)"
+        raise UserError(
+            "has no class folders",
+            split_dir,
+            f"{dataset.value} expects {split_dir.name}/<class>/<image> "
+            "(see condimmune.deep.images)",
         )
     return [(p, p.name) for p in classes]
 
@@ -262,8 +266,10 @@ def _scan(split_dir: Path, dataset: ImageDataset) -> tuple[list[Path], list[int]
         labels += [label] * len(files)
         names.append(name)
     if not paths:
-        raise ValueError(
-            f"{split_dir} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        raise UserError(
+            "has class folders but no images",
+            split_dir,
+            f"put images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders",
         )
     return paths, labels, names
 
@@ -278,17 +284,8 @@ def _cars_devkit(root: Path, split: str) -> tuple[list[Path], list[int], list[st
     if split == "train":
         annos, images = devkit / "cars_train_annos.mat", root / "cars_train"
     else:
-        annos = next(
-            (
-                p
-                for p in (
-                    root / "cars_test_annos_withlabels.mat",
-                    devkit / "cars_test_annos_withlabels.mat",
-                )
-                if p.is_file()
-            ),
-            root / "cars_test_annos_withlabels.mat",
-        )
+        beside, inside = (d / "cars_test_annos_withlabels.mat" for d in (root, devkit))
+        annos = inside if not beside.is_file() and inside.is_file() else beside
         images = root / "cars_test"
     if not annos.is_file() or not images.is_dir():
         raise FileNotFoundError(f"stanford-cars: expected {annos} and the folder {images}")
@@ -314,12 +311,11 @@ def folder_dataset(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if root is None:
-        raise ValueError(
-            f"{key} is not set; point it at a local {dataset.value} folder "
-            "(layouts: condimmune.deep.images; nothing is downloaded)"
+        hint = "(layouts: condimmune.deep.images; nothing is downloaded)"
+        raise ArgumentError(
+            f"{{key}} is not set; point it at a local {dataset.value} folder {hint}", key=key
         )
-    base = Path(root).expanduser()
-    if not base.is_dir():
+    if not (base := Path(root).expanduser()).is_dir():
         raise FileNotFoundError(
             f"{key}={root}: no such directory; expected a {dataset.value} folder"
         )

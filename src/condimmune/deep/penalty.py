@@ -83,8 +83,8 @@ def immunization_penalty(
         raise ValueError(f"method {method.name!r} is not trained with a penalty on deep nets")
     if not (bool(torch.isfinite(benign).all()) and bool(torch.isfinite(harmful).all())):
         raise FloatingPointError(
-            "the features contain NaN or Inf (training diverged); lower train.lr or the "
-            "regularizer weights"
+            "the features contain NaN or Inf (training diverged); lower the learning rate or "
+            "the method's weights"
         )
     with torch.autocast(device_type=benign.device.type, enabled=False):
         pb, ph = benign.to(torch.float64), harmful.to(torch.float64)

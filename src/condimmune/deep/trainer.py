@@ -27,6 +27,7 @@ from lightning.fabric.loggers.tensorboard import TensorBoardLogger
 from torch import nn
 from tqdm.auto import tqdm
 
+from condimmune.core.errors import ArgumentError
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.batches import Batch, Batches, Stream, loader
 from condimmune.deep.checkpoint import DeepHistory, load_checkpoint, save_checkpoint
@@ -122,8 +123,8 @@ def _loggers(cfg: FabricOptions) -> list[Logger]:
     try:
         return [TensorBoardLogger(cfg.log_dir, name="tensorboard", version="")]
     except ModuleNotFoundError:
-        raise ValueError(
-            "train.logger=tensorboard needs the tensorboard package: pip install tensorboard"
+        raise ArgumentError(
+            "{logger} = tensorboard needs the tensorboard package: pip install tensorboard"
         ) from None
 
 
@@ -208,9 +209,12 @@ def immunize(
     rank, world = fabric.global_rank, fabric.world_size
     steps = len(benign) // cfg.batch_size  # one epoch of the benign task; harmful batches cycle
     if steps < 1 or len(harmful) < cfg.batch_size:
-        raise ValueError(
-            f"train.batch_size={cfg.batch_size} exceeds the data ({len(benign)} benign, "
-            f"{len(harmful)} harmful training samples)"
+        raise ArgumentError(
+            "{batch_size} = {value} exceeds the data ({benign} benign, {harmful} harmful "
+            "training samples)",
+            value=cfg.batch_size,
+            benign=len(benign),
+            harmful=len(harmful),
         )
     step_options = cfg.step_options()
     total_cap = cfg.max_steps or math.inf
@@ -264,7 +268,7 @@ def immunize(
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(
                     f"the immunization loss became {float(loss.detach())} at step "
-                    f"{history.global_step}; lower train.lr or the regularizer weights"
+                    f"{history.global_step}; lower the learning rate or the method's weights"
                 )
             fabric.backward(loss)
             optimizer.step()

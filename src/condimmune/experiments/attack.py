@@ -30,7 +30,8 @@ def attack_run_dir(
     with run_dir_lock(run_dir):
         loaded = read_run(run_dir, overrides)
         pipeline = pipeline_for(loaded.plan.family)
-        outcome = pipeline.attack(loaded, on_progress=on_progress or (lambda _name: None))
+        with pipeline.named_by_config():
+            outcome = pipeline.attack(loaded, on_progress=on_progress or (lambda _name: None))
         write_metrics(run_dir, outcome.metrics)
         write_page(run_dir, outcome.page, "attack_report.md")
         replace_section(

@@ -7,6 +7,9 @@ exception the table does not know is an internal error (a bug). Rows, first matc
 exception                               message
 ======================================  ===============================================
 ``UserError``                           its own (loaders name the file and config key)
+``ConfigError``                         its own (the dotted config key)
+``ArgumentError``                       its own, the arguments called by their config keys
+                                        (:func:`config_keys`)
 ``RecordError``                         the damaged field of ``metrics.json``; re-run
 ``MemoryError``                         out of memory; lower the sizes in the config
 ``OSError``                             the system's reason, the file, a fix per errno
@@ -18,8 +21,10 @@ safetensors' ``SafetensorError``        not a readable safetensors file
 Lightning's ``MisconfigurationException``  ``train.accelerator``/``devices``/``strategy``/
                                         ``precision`` do not fit this machine
 ``FloatingPointError``                  its own (training diverged: lower a rate)
-``ValueError``                          its own (config, ranges, data checks)
 ======================================  ===============================================
+
+Any other exception, a plain ``ValueError`` included, is a bug: the code below the command
+line raises the types above for what a user can cause.
 
 Types of packages that are not imported yet are skipped (an exception of torch cannot
 happen before torch is imported), so the table costs no imports.
@@ -29,12 +34,13 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
-from condimmune.core.errors import UserError
+from condimmune.core.errors import ArgumentError, UserError
 from condimmune.core.records import RecordError
 
-__all__ = ["user_message"]
+__all__ = ["config_keys", "user_message"]
 
 _ERRNO_FIX = {
     errno.ENOSPC: "free some space, or choose another --out on a disk with room",
@@ -155,7 +161,8 @@ _TABLE = (
         ),
     ),
     (_always(FloatingPointError), _own),
-    (_always(ValueError), _own),
+    (_loaded("condimmune.experiments.config.errors", "ConfigError"), _own),
+    (_always(ArgumentError), _own),
 )
 
 
@@ -166,3 +173,15 @@ def user_message(exc: BaseException) -> str | None:
         if cls is not None and isinstance(exc, cls):
             return _shorten(explain(exc), 2000)
     return None
+
+
+@contextmanager
+def config_keys(keys: Mapping[str, str]) -> Iterator[None]:
+    """Inside, an :class:`ArgumentError` is raised again as a :class:`ConfigError` that calls
+    each library argument by the config key that sets it (``keys``: argument → key)."""
+    from condimmune.experiments.config.errors import ConfigError
+
+    try:
+        yield
+    except ArgumentError as exc:
+        raise ConfigError(exc.naming(keys)) from None

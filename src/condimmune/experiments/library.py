@@ -49,7 +49,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
 def evaluate_run(run_dir: str | Path) -> tuple[RunMetrics, RunMetrics]:
     """``(recomputed, saved)`` metrics of a run directory (``condimmune evaluate``)."""
     loaded = read_run(run_dir)
-    recomputed = pipeline_for(loaded.plan.family).evaluate(loaded, progress=False)
+    pipeline = pipeline_for(loaded.plan.family)
+    with pipeline.named_by_config():
+        recomputed = pipeline.evaluate(loaded, progress=False)
     return recomputed, loaded.metrics
 
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from condimmune.experiments.config import Config, config_to_dict
+from condimmune.experiments.errors import config_keys
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import RunMetrics
 from condimmune.experiments.registry import experiment_spec
@@ -90,6 +92,13 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
     """The heading of the attack section ``condimmune attack`` adds to ``report.md``."""
     run_files: ClassVar[tuple[str, ...]]
     """The family's files a complete run directory holds (besides config and metrics)."""
+    config_keys: ClassVar[Mapping[str, str]]
+    """The config key of each library argument the family's code may name in an
+    :class:`~condimmune.core.errors.ArgumentError` (see :meth:`named_by_config`)."""
+
+    def named_by_config(self) -> AbstractContextManager[None]:
+        """Inside, errors about library arguments name the config keys that set them."""
+        return config_keys(self.config_keys)
 
     @abstractmethod
     def options(self, config: Config, method: ConfiguredMethod) -> OptionsT:

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from condimmune.core.errors import UserError
-from condimmune.experiments.config import apply_overrides, config_from_dict
+from condimmune.experiments.config import ConfigError, apply_overrides, config_from_dict
 from condimmune.experiments.pipeline import (
     LoadedRun,
     Pipeline,
@@ -58,9 +58,10 @@ def run_plan(
     pipeline = pipeline_for(plan.family)
     target = None if out is None else Path(out)
     if target is None or not pipeline.primary(plan):
-        unwritten: RunResult | None = pipeline.run(plan, target, progress=progress)
+        with pipeline.named_by_config():
+            unwritten: RunResult | None = pipeline.run(plan, target, progress=progress)
         return unwritten
-    with claim_output_dir(target) as final:
+    with claim_output_dir(target) as final, pipeline.named_by_config():
         result: RunResult | None = pipeline.run(plan, final, progress=progress)
         if result is None:  # pragma: no cover - a primary process always has the run
             raise RuntimeError("the primary process of a run returned no result")
@@ -112,7 +113,7 @@ def read_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
         raise UserError(f"not a valid run config ({exc})", config_path, _FIX) from None
     bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("attack.")]
     if bad:
-        raise ValueError(f"--set {bad[0]!r}: only attack.* keys can change after a run")
+        raise ConfigError(f"--set {bad[0]!r}: only attack.* keys can change after a run")
     plan = resolve_plan(apply_overrides(config, list(overrides)))
     pipeline = pipeline_for(plan.family)
     missing = [n for n in ("metrics.json", *pipeline.run_files) if not (run_dir / n).is_file()]
@@ -131,5 +132,6 @@ def read_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
             path,
             "run the experiment again into a new --out",
         )
-    loaded: LoadedRun = pipeline.load(run_dir, plan, metrics)
+    with pipeline.named_by_config():
+        loaded: LoadedRun = pipeline.load(run_dir, plan, metrics)
     return loaded

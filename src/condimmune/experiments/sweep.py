@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from condimmune.core.errors import UserError
-from condimmune.experiments.config import Config, apply_overrides, config_from_dict, config_to_dict
+from condimmune.experiments.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+)
 from condimmune.experiments.pipeline import Pipeline, pipeline_for, resolve_plan
 from condimmune.experiments.plan import recipe_mismatch
 from condimmune.experiments.records import read_metrics
@@ -86,9 +92,9 @@ def parse_pairs(text: str) -> list[tuple[int, int]]:
         try:
             a, b = (int(v) for v in item.strip().split("-"))
         except ValueError:
-            raise ValueError(f"--pairs item {item!r} is not of the form a-b (e.g. 1-7)") from None
+            raise ConfigError(f"--pairs item {item!r} is not of the form a-b (e.g. 1-7)") from None
         if not (0 <= a <= 9 and 0 <= b <= 9) or a == b:
-            raise ValueError(f"--pairs item {item!r} must name two different digits 0–9")
+            raise ConfigError(f"--pairs item {item!r} must name two different digits 0–9")
         pairs.append((a, b))
     return pairs
 
@@ -97,7 +103,7 @@ def _refuse_duplicates(what: str, items: Iterable[_H], show: Callable[[_H], str]
     seen: set[_H] = set()
     for item in items:
         if item in seen:
-            raise ValueError(f"{what} lists {show(item)} twice; each run must be listed once")
+            raise ConfigError(f"{what} lists {show(item)} twice; each run must be listed once")
         seen.add(item)
 
 
@@ -124,16 +130,20 @@ def make_jobs(
     family, empty or repeated lists, and pairs for an experiment without digit pairs raise
     ``ValueError`` before anything runs."""
     if not methods or not seeds:
-        raise ValueError("a sweep needs at least one method and one seed")
+        raise ConfigError("a sweep needs at least one method and one seed")
     family = resolve_plan(base).family
     for method in methods:
-        if not method_spec(method).supports(family):
-            raise ValueError(f"method {method!r} has no {family.value} version")
+        try:
+            spec = method_spec(method)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not spec.supports(family):
+            raise ConfigError(f"method {method!r} has no {family.value} version")
     _refuse_duplicates("methods", methods, repr)
     _refuse_duplicates("seeds", seeds, str)
     if pairs is not None:
         if not experiment_spec(base.experiment).digit_pairs:
-            raise ValueError(
+            raise ConfigError(
                 f"--pairs: experiment {base.experiment} has no digit pairs; drop --pairs"
             )
         _refuse_duplicates("pairs", pairs, lambda p: f"{p[0]}-{p[1]}")
@@ -173,11 +183,11 @@ def _finished_row(job: SweepJob, pipeline: Pipeline[Any, Any, Any]) -> SweepRow 
     saved.pop("versions", None)
     mismatch = recipe_mismatch(run_dir, saved, job.config)
     if mismatch is not None:
-        raise ValueError(mismatch)
+        raise ConfigError(mismatch)
     metrics = read_metrics(read_json(metrics_path, fix), source=str(metrics_path))
     if not isinstance(metrics, pipeline.metrics_type):
         kind = "linear" if pipeline.family is ModelFamily.DEEP else "deep"
-        raise ValueError(f"{metrics_path} holds the metrics of a {kind} run")
+        raise UserError(f"holds the metrics of a {kind} run", metrics_path, fix)
     return _row(job, pipeline, values=pipeline.sweep_values(metrics))
 
 
@@ -236,7 +246,7 @@ def run_sweep(
     figures, and return them. A run that fails is a row with its error, not an exception;
     with ``resume`` a run that was made with another config raises before anything runs."""
     if workers < 1:
-        raise ValueError(f"--workers must be ≥ 1, got {workers}")
+        raise ConfigError(f"--workers must be ≥ 1, got {workers}")
     pipeline = pipeline_for(resolve_plan(base).family)
     threads = None if workers == 1 else worker_threads(pipeline, workers)
     with claim_output_dir(out_dir, hint="choose a new directory or --resume", resume=resume) as out:
@@ -271,7 +281,7 @@ def run_sweep(
 def _names(text: str, option: str) -> list[str]:
     names = [n.strip() for n in text.split(",")]
     if not all(names):
-        raise ValueError(f"{option} must list names separated by commas, got {text!r}")
+        raise ConfigError(f"{option} must list names separated by commas, got {text!r}")
     return names
 
 
@@ -279,7 +289,7 @@ def _integer(text: str, option: str) -> int:
     try:
         return int(text, 10)
     except ValueError:
-        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
 def sweep_command(

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from condimmune.core._choices import parse_choice
+from condimmune.core.errors import ArgumentError
 from condimmune.linear.house_price import house_price_tasks
 from condimmune.linear.mnist import digits_arrays, mnist_arrays
 from condimmune.linear.tasks import (
@@ -36,13 +37,21 @@ def _one_vs_rest(
     for digit in (a, b):
         have = int((y == digit).sum())
         if have < need:
-            raise ValueError(
-                f"digit {digit} has {have} images, fewer than data.per_class + "
-                f"data.test_per_class = {need}; lower them"
+            raise ArgumentError(
+                "digit {digit} has {have} images, fewer than {per_class} + {test_per_class} = "
+                "{need}; lower them",
+                digit=digit,
+                have=have,
+                need=need,
             )
     rest = rng.permutation(np.flatnonzero((y != a) & (y != b)))
     if rest.size < 2 * need:
-        raise ValueError(f"only {rest.size} images of other digits; lower data.per_class")
+        raise ArgumentError(
+            "only {rest} images of other digits for 2 × ({per_class} + {test_per_class}) = "
+            "{need} negatives; lower {per_class}",
+            rest=rest.size,
+            need=2 * need,
+        )
     splits = []
     for i, digit in enumerate((a, b)):
         pos = rng.permutation(np.flatnonzero(y == digit))[:need]
@@ -88,17 +97,23 @@ def _project(split: TaskSplit, basis: Tensor) -> TaskSplit:
     return TaskSplit(split.x_train @ basis, split.y_train, split.x_test @ basis, split.y_test)
 
 
-def load_task_data(source: LinearSource | str, cfg: LinearDataOptions, seed: int) -> LinearTaskData:
-    """Load and preprocess the two tasks of a linear experiment (deterministic in ``seed``)."""
+def load_task_data(
+    source: LinearSource | str, cfg: LinearDataOptions, seed: int, *, root_key: str = "root"
+) -> LinearTaskData:
+    """Load and preprocess the two tasks of a linear experiment (deterministic in ``seed``);
+    ``root_key`` names ``cfg.root`` in messages (a config key, for the command line)."""
     source = parse_choice(LinearSource, source, "source")
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     if source is LinearSource.HOUSE_PRICE:
-        benign, harmful, notes = house_price_tasks(cfg)
+        benign, harmful, notes = house_price_tasks(cfg, key=root_key)
         kind = TaskKind.REGRESSION
         description = "Ames house prices: MSZoning ≠ RL → LotArea (benign), = RL → SalePrice"
     else:
-        x, y, origin = mnist_arrays(cfg.root) if source is LinearSource.MNIST else digits_arrays()
+        if source is LinearSource.MNIST:
+            x, y, origin = mnist_arrays(cfg.root, key=root_key)
+        else:
+            x, y, origin = digits_arrays()
         benign, harmful = _one_vs_rest(x, y, cfg, rng)
         kind = TaskKind.CLASSIFICATION
         description = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from condimmune.core.errors import UserError
+from condimmune.core.errors import ArgumentError, UserError
 from condimmune.core.user_files import user_path
 from condimmune.linear.tasks import LinearDataOptions, TaskSplit, as_float64
 
@@ -17,31 +17,32 @@ __all__ = ["HOUSE_TARGETS", "house_price_tasks"]
 HOUSE_TARGETS = {"benign": "LotArea", "harmful": "SalePrice"}
 
 
-def _house_csv(root: str | None) -> Path:
+def _house_csv(root: str | None, key: str) -> Path:
     if root is None:
-        raise ValueError(
-            "house-price needs the Ames data: pass --set data.root=PATH/TO/train.csv "
-            "(Kaggle 'House Prices' train.csv)"
+        raise ArgumentError(
+            "house prices need the Ames data: set {root} to Kaggle's 'House Prices' train.csv"
         )
-    path = user_path(root, "data.root")
+    path = user_path(root, key)
     if path.is_dir():
         path = path / "train.csv"
     if not path.is_file():
         raise UserError(
             "no such file" if not path.exists() else "not a file",
-            f"data.root={root} ({path})",
-            "point data.root at Kaggle's train.csv",
+            f"{key}={root} ({path})",
+            f"point {key} at Kaggle's train.csv",
         )
     return path
 
 
-_FIX = "point data.root at Kaggle's 'House Prices' train.csv"
+_FIX = "pass Kaggle's 'House Prices' train.csv"
 
 
-def house_price_tasks(cfg: LinearDataOptions) -> tuple[TaskSplit, TaskSplit, list[str]]:
+def house_price_tasks(
+    cfg: LinearDataOptions, *, key: str = "root"
+) -> tuple[TaskSplit, TaskSplit, list[str]]:
     import pandas as pd
 
-    path = _house_csv(cfg.root)
+    path = _house_csv(cfg.root, key)
     try:
         df = pd.read_csv(path, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -50,27 +51,33 @@ def house_price_tasks(cfg: LinearDataOptions) -> tuple[TaskSplit, TaskSplit, lis
     required = {"MSZoning", *HOUSE_TARGETS.values()}
     missing = sorted(required - set(df.columns))
     if missing:
-        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; is it Kaggle's train.csv?")
+        raise UserError(f"lacks column(s) {', '.join(missing)}", path, _FIX)
     notes: list[str] = []
     sets = {"benign": df[df["MSZoning"] != "RL"], "harmful": df[df["MSZoning"] == "RL"]}
     need = cfg.train_rows + cfg.test_rows
     for name, part in sets.items():
         if len(part) < need:
-            raise ValueError(
-                f"the {name} set (MSZoning {'≠' if name == 'benign' else '='} RL) has {len(part)} "
-                f"rows, fewer than data.train_rows + data.test_rows = {need}"
+            raise ArgumentError(
+                "the {task} set (MSZoning {sign} RL) has {rows} rows, fewer than "
+                "{train_rows} + {test_rows} = {need}",
+                task=name,
+                sign="≠" if name == "benign" else "=",
+                rows=len(part),
+                need=need,
             )
         target = HOUSE_TARGETS[name]
         values = pd.to_numeric(part[target].iloc[:need], errors="coerce")
         if values.isna().any():
-            raise ValueError(
+            raise UserError(
                 f"target column {target} has {int(values.isna().sum())} missing or non-numeric "
-                f"value(s) in the rows used; clean {path}"
+                "value(s) in the rows used",
+                path,
+                "clean the file",
             )
         if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
             raise UserError(f"target column {target} holds infinite values", path, _FIX)
         if values.iloc[: cfg.train_rows].std() == 0:
-            raise ValueError(f"target column {target} is constant on the training rows")
+            raise UserError(f"target column {target} is constant on the training rows", path, _FIX)
     drop = ["Id", *HOUSE_TARGETS.values()]
     features = [c for c in df.columns if c not in drop]
     train = {k: v.iloc[: cfg.train_rows] for k, v in sets.items()}

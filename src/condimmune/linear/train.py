@@ -206,8 +206,8 @@ def train_linear(
                 log_kappas.append(float(log_condition_number_features(rows.features(weight))))
         if not math.isfinite(history.task_loss[-1]):
             raise FloatingPointError(
-                f"{method.name} diverged (task loss {history.task_loss[-1]}); lower train.lr or "
-                "the regularizer weights"
+                f"{method.name} diverged (task loss {history.task_loss[-1]}); lower the "
+                "learning rate or the method's step sizes"
             )
     model = LinearModel(weight=weight.detach(), head=head.detach(), bias=bias.detach())
     return model, history

@@ -32,6 +32,7 @@ from condimmune.experiments.config.api import (
     resolve_config,
 )
 from condimmune.experiments.config.data import DataConfig, DeepDataConfig
+from condimmune.experiments.config.errors import ConfigError
 from condimmune.experiments.config.measure import AttackConfig, DeepAttackConfig, DeepEvalConfig
 from condimmune.experiments.config.model import ModelConfig
 from condimmune.experiments.config.schema import Config, DeepExperimentConfig, ExperimentConfig
@@ -41,6 +42,7 @@ from condimmune.experiments.registry import Experiment
 __all__ = [
     "AttackConfig",
     "Config",
+    "ConfigError",
     "DataConfig",
     "DeepAttackConfig",
     "DeepDataConfig",

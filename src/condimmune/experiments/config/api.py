@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from condimmune.experiments.config.errors import (
+    ConfigError,
     _kind,
     _one_line,
     _printable,
@@ -29,6 +31,25 @@ from condimmune.experiments.registry import (
 )
 from condimmune.methods.base import _FLOAT_TEXT
 
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+
+
+def _config_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Every problem with the config ``fn`` builds is a :class:`ConfigError` (the registries'
+    own ``ValueError`` for an unknown experiment or method included)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    return wrapper
+
 
 # -------------------------------------------------------------------------- public API
 def is_deep(config: Config) -> bool:
@@ -39,11 +60,12 @@ def _schema_for(spec: ExperimentSpec) -> type[ExperimentConfig] | type[DeepExper
     return DeepExperimentConfig if spec.is_deep else ExperimentConfig
 
 
+@_config_errors
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Build and validate a config (linear or deep, by its ``experiment``, default
     ``mnist-pair``); unknown keys, wrong types and bad values raise a one-line ``ValueError``."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"config must be a mapping, got {_kind(data)}")
+        raise ConfigError(f"config must be a mapping, got {_kind(data)}")
     spec = experiment_spec(data.get("experiment", Experiment.MNIST_PAIR.value))
     return _validate(_schema_for(spec), dict(data))
 
@@ -55,6 +77,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dumped
 
 
+@_config_errors
 def default_config(experiment: Experiment | str) -> Config:
     """The registered defaults of an experiment."""
     spec = experiment_spec(experiment)
@@ -81,7 +104,7 @@ def _refuse_changed_ignored(config: Config, spec: ExperimentSpec) -> None:
         section, name = dotted.split(".")
         value = getattr(getattr(config, section), name)
         if value != _default_of(config, dotted):
-            raise ValueError(
+            raise ConfigError(
                 f"{dotted} is not read by experiment {spec.name.value}; remove it "
                 f"(or leave it at its default {_default_of(config, dotted)!r})"
             )
@@ -94,6 +117,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
+@_config_errors
 def load_config(path: str | Path, experiment: Experiment | str | None = None) -> Config:
     """Load a YAML file over the experiment's defaults (the file may name the experiment).
 
@@ -102,19 +126,19 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
     """
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"config file {path} is not a file")
+        raise ConfigError(f"config file {path} is not a file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"config file {path} cannot be read: {exc}") from None
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ValueError(
+        raise ConfigError(
             f"config file {path} must hold a mapping at the top level, got {_kind(raw)}"
         )
     if isinstance(raw.get("versions"), dict):
@@ -131,7 +155,7 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
         config = config_from_dict(_merge(base, raw))
         _refuse_changed_ignored(config, spec)
     except ValueError as exc:
-        raise ValueError(f"config file {path}: {exc}") from None
+        raise ConfigError(f"config file {path}: {exc}") from None
     return config
 
 
@@ -153,26 +177,26 @@ def _parse_text(raw: str, annotation: Any, key: str) -> Any:
     if annotation is bool:
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
-        raise ValueError(f"{key} must be of type bool (true/false, yes/no, 1/0), got {raw!r}")
+        raise ConfigError(f"{key} must be of type bool (true/false, yes/no, 1/0), got {raw!r}")
     if annotation is int:
         if _INT_TEXT.fullmatch(text):
             try:
                 return int(text, 10)
             except ValueError:  # more digits than Python converts
-                raise ValueError(f"invalid value for {key}: {raw!r} (too many digits)") from None
-        raise ValueError(f"{key} must be of type int, got {raw!r}")
+                raise ConfigError(f"invalid value for {key}: {raw!r} (too many digits)") from None
+        raise ConfigError(f"{key} must be of type int, got {raw!r}")
     if annotation is float:
         if _FLOAT_TEXT.fullmatch(text):
             value = float(text)
             if math.isfinite(value):
                 return value
-            raise ValueError(f"invalid value for {key}: {raw!r} (must be a finite number)")
+            raise ConfigError(f"invalid value for {key}: {raw!r} (must be a finite number)")
         try:
             float(text)
         except ValueError:
-            raise ValueError(f"{key} must be of type float, got {raw!r}") from None
-        raise ValueError(f"invalid value for {key}: {raw!r} (must be a finite number)")
-    raise ValueError(f"{key} cannot be set from the command line")
+            raise ConfigError(f"{key} must be of type float, got {raw!r}") from None
+        raise ConfigError(f"invalid value for {key}: {raw!r} (must be a finite number)")
+    raise ConfigError(f"{key} cannot be set from the command line")
 
 
 def _settable(
@@ -191,13 +215,13 @@ def _settable(
         nested = sections.get(part, info.annotation) if depth == 0 else info.annotation
         if isinstance(nested, type) and issubclass(nested, BaseModel):
             if depth == len(parts) - 1:
-                raise ValueError(
+                raise ConfigError(
                     f"unknown config key: {_printable(key)} is a section, set one of its keys: "
                     f"{_valid_keys(nested, key)}"
                 )
             owner = nested
         elif depth < len(parts) - 1:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown config key: {_printable(key)}; "
                 f"{'.'.join(parts[: depth + 1])} is a value, not a section"
             )
@@ -207,9 +231,10 @@ def _settable(
 
 
 def _raise_unknown(key: str, owner: type[BaseModel], prefix: str) -> typing.NoReturn:
-    raise ValueError(_unknown(prefix, [key], owner))
+    raise ConfigError(_unknown(prefix, [key], owner))
 
 
+@_config_errors
 def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
     """A validated copy of ``config`` with ``key=value`` strings applied (dotted keys, e.g.
     ``train.epochs=5``), each value read as its field's declared type: ``str`` fields take the
@@ -219,18 +244,18 @@ def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
     of the method the config has after the other keys are applied: a new ``train.method``
     starts from its own defaults (and this experiment's defaults for it)."""
     if isinstance(assignments, str):
-        raise ValueError(f"overrides must be a list of key=value strings, got {assignments!r}")
+        raise ConfigError(f"overrides must be a list of key=value strings, got {assignments!r}")
     cls: type[ExperimentConfig] | type[DeepExperimentConfig] = type(config)
     spec = experiment_spec(config.experiment)
     data = config_to_dict(config)
     parsed: list[tuple[str, str]] = []
     for item in assignments:
         if not isinstance(item, str) or "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         key = key.strip()
         if key == "experiment":
-            raise ValueError(
+            raise ConfigError(
                 "the experiment is chosen by the command's EXPERIMENT argument, not --set"
             )
         parsed.append((key, raw))
@@ -243,7 +268,7 @@ def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
         model = method_options_model(data["train"]["method"], spec.family)
         if model is None:  # an unknown train.method: its own error
             _validate(cls, data)
-            raise ValueError(f"train.method {data['train']['method']!r} has no options")
+            raise ConfigError(f"train.method {data['train']['method']!r} has no options")
         for key, raw in method_keys:
             _assign(data, cls, key, raw, spec, {"method": model})
     return _validate(cls, data)
@@ -260,7 +285,7 @@ def _assign(
     """Set the dotted ``key`` of ``data`` to ``raw`` read as its field's declared type."""
     parts, info = _settable(cls, key, sections)
     if key in spec.ignores:
-        raise ValueError(f"{key} is not read by experiment {spec.name.value}")
+        raise ConfigError(f"{key} is not read by experiment {spec.name.value}")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
@@ -271,9 +296,10 @@ def _validate(cls: type[ExperimentConfig] | type[DeepExperimentConfig], data: An
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(_one_line(exc, cls)) from None
+        raise ConfigError(_one_line(exc, cls)) from None
 
 
+@_config_errors
 def resolve_config(
     experiment: str | None,
     config_file: str | Path | None,
@@ -287,7 +313,7 @@ def resolve_config(
     if config_file is not None:
         config = load_config(config_file, experiment)
         if experiment is not None and config.experiment != experiment:
-            raise ValueError(
+            raise ConfigError(
                 f"config file {config_file} is for experiment {config.experiment!r}, "
                 f"not {experiment!r}; drop the EXPERIMENT argument or the --config file"
             )

@@ -1,4 +1,5 @@
-"""pydantic's validation errors as one-line messages naming the dotted key."""
+"""pydantic's validation errors as one-line messages naming the dotted key, and
+:class:`ConfigError`, the one type of every problem with a config."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built: an unknown key or name, a value of the wrong type or out
+    of range, a file that is not a config; the message names the dotted key (or the file).
+    The command line shows it as the user's error (exit code 2)."""
 
 
 # ------------------------------------------------------------------------ error messages

@@ -13,7 +13,7 @@ from pydantic import (
     ValidationError,
 )
 
-from condimmune.experiments.config.errors import _kind, _one_line
+from condimmune.experiments.config.errors import ConfigError, _kind, _one_line
 from condimmune.experiments.registry import (
     experiment_spec,
 )
@@ -57,7 +57,7 @@ class _Schema(BaseModel):
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
-            raise ValueError(_one_line(exc, type(self), self._prefix)) from None
+            raise ConfigError(_one_line(exc, type(self), self._prefix)) from None
 
 
 def _check_method(value: str, family: ModelFamily) -> str:

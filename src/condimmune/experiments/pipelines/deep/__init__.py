@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar
 
 from matplotlib.figure import Figure
@@ -65,6 +66,19 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
     packages: ClassVar[tuple[str, ...]] = ("torchvision", "timm", "lightning")
     attack_section: ClassVar[str] = ATTACK_SECTION
     run_files: ClassVar[tuple[str, ...]] = MODEL_FILES
+    config_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "train_per_class": "data.train_per_class",
+            "test_per_class": "data.test_per_class",
+            "trainable_blocks": "model.trainable_blocks",
+            "batch_size": "train.batch_size",
+            "logger": "train.logger",
+            "groups": "eval.groups",
+            "group_size": "eval.group_size",
+            "storage": "attack.storage",
+            "seconds": "attack.seconds",
+        }
+    )
     sweep_columns: ClassVar[tuple[Column, ...]] = (
         Column("rir", float),
         Column("rir_paper_compatible", float),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from condimmune.core.errors import UserError
+from condimmune.core.errors import ArgumentError, UserError
 from condimmune.deep.backbones import SPECS
 from condimmune.deep.images import (
     GreyToRGB,
@@ -144,16 +144,20 @@ def _fashion_vs_mnist(d: DeepDataOptions, model: ModelOptions, seed: int) -> Dee
         len(fashion),
         f"Fashion-MNIST IDX at {root}",
     )
-    flat, digits, source = mnist_arrays(d.harmful_root)
+    flat, digits, source = mnist_arrays(d.harmful_root, key="data.harmful_root")
     grey = np.rint(flat * 255.0).astype(np.uint8).reshape(-1, 28, 28)
     rng = np.random.default_rng(seed)
     test_rows, train_rows = [], []
     for digit in range(10):
         rows = rng.permutation(np.flatnonzero(digits == digit))
         if rows.size <= d.test_per_class:
-            raise ValueError(
-                f"{source}: digit {digit} has {rows.size} images, not more than "
-                f"data.test_per_class = {d.test_per_class}"
+            raise ArgumentError(
+                "{source}: digit {digit} has {have} images, not more than {test_per_class} = "
+                "{value}",
+                source=source,
+                digit=digit,
+                have=rows.size,
+                value=d.test_per_class,
             )
         test_rows.append(rows[: d.test_per_class])
         train_rows.append(rows[d.test_per_class :])
@@ -185,7 +189,7 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
     if exp is Experiment.MOBILENET_FASHION_MNIST:
         return _fashion_vs_mnist(d, model, seed)
     if exp is Experiment.MNIST_CNN:
-        x, y, source = mnist_arrays(d.root)
+        x, y, source = mnist_arrays(d.root, key="data.root")
         benign, harmful = digit_group_tasks(
             x,
             y,

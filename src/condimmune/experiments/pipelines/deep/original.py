@@ -198,6 +198,7 @@ def prepare_original(
         seed=plan.seed,
         trainable_blocks=options.model.trainable_blocks,
         load_head=not fit_head,
+        weights_key="model.weights",
     )
     saved = ckpt / "original.safetensors" if ckpt is not None else None
     resumed = saved is not None and saved.is_file()
@@ -254,6 +255,7 @@ def warm_prefix_cache(plan: RunPlan[DeepRunOptions], progress: bool) -> bool:
         weights=_weights(options),
         trainable_blocks=options.model.trainable_blocks,
         load_head=False,
+        weights_key="model.weights",
     )
     data = load_deep_data(options.data, options.model, plan.seed)
     _cached_data(model, data, options, progress)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,6 +60,15 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
         "extractor.safetensors",
         "head.safetensors",
         "data.safetensors",
+    )
+    config_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "root": "data.root",
+            "per_class": "data.per_class",
+            "test_per_class": "data.test_per_class",
+            "train_rows": "data.train_rows",
+            "test_rows": "data.test_rows",
+        }
     )
     sweep_columns: ClassVar[tuple[Column, ...]] = (
         Column("benign", int),

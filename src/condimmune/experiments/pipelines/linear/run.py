@@ -49,7 +49,7 @@ def run_linear(plan: RunPlan[Any], *, progress: bool) -> LinearRun:
     """Load the rows, train the raw head and the method's extractor, measure both."""
     options: LinearRunOptions = plan.options
     start = time.perf_counter()
-    data = load_task_data(options.source, options.data, plan.seed)
+    data = load_task_data(options.source, options.data, plan.seed, root_key="data.root")
     raw_options = replace(options.train, method=configure_method(Method.NONE, ModelFamily.LINEAR))
     raw_model, _ = train_linear(data, raw_options, seed=plan.seed, progress=progress)
     train_start = time.perf_counter()

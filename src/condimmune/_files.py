@@ -12,13 +12,20 @@ next writer of a run directory can find and remove those a killed process left b
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TEMPORARY_MARK", "default_cache_dir", "os_error_naming", "replace_atomically"]
+__all__ = [
+    "TEMPORARY_MARK",
+    "default_cache_dir",
+    "file_sha256",
+    "os_error_naming",
+    "replace_atomically",
+]
 
 TEMPORARY_MARK = ".tmp"
 """Part of every temporary name written here (``.<stem>.tmp<pid>-<token><suffix>``)."""
@@ -35,6 +42,15 @@ def default_cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "condimmune"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of ``path``'s bytes (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def os_error_naming(

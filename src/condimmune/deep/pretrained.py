@@ -14,7 +14,6 @@ downloaded: a missing or altered file is a one-line error that names the command
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from condimmune._files import replace_atomically
+from condimmune._files import file_sha256, replace_atomically
 from condimmune.core.errors import UserError
 
-__all__ = ["MOBILENET_V2_IMAGENET", "PackagedWeights", "cached_weights", "sha256_of"]
+__all__ = ["MOBILENET_V2_IMAGENET", "PackagedWeights", "cached_weights"]
 
 
 @dataclass(frozen=True)
@@ -69,14 +68,6 @@ MOBILENET_V2_IMAGENET = PackagedWeights(
 """torchvision's ImageNet-1k MobileNetV2 checkpoint (top-1 71.88 %), MIT licensed."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _cached_copy_is_valid(path: Path, sha256: str) -> bool:
     try:
         with safe_open(path, framework="pt") as f:
@@ -97,7 +88,7 @@ def cached_weights(weights: PackagedWeights, cache_dir: Path) -> Path:
     if target.is_file() and _cached_copy_is_valid(target, weights.sha256):
         return target
     source = weights.locate()
-    actual = sha256_of(source)
+    actual = file_sha256(source)
     if actual != weights.sha256:
         reinstall = f"{weights.install} --force-reinstall"
         raise UserError(

@@ -6,13 +6,15 @@ One error boundary (:class:`_Boundary`) wraps every command: an error the user c
 disk, a machine without the requested accelerator, ...) ends with one line
 ``error: <what>: <where>; <how to fix>`` on stderr and exit code 2
 (:func:`condimmune.experiments.errors.user_message` is the one table of such errors). Any
-other exception is a bug: a short ``internal error`` line and exit code 3; the global
-``--debug`` option shows its traceback instead (and that of a user error). ``evaluate``
-exits 1 when the recomputed metrics differ, ``sweep`` when some of its runs failed.
+other exception is a bug: a short ``internal error`` line and exit code 3; ``--debug``
+(before or after the command) shows its traceback instead (and that of a user error). ``evaluate``
+exits 1 when the recomputed metrics differ, ``sweep`` when some of its runs failed, 130/143
+after one ``interrupted:`` line when SIGINT/SIGTERM stopped it (and it cleaned up).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import sys
 import warnings
@@ -30,6 +32,7 @@ from typer.exceptions import TyperException
 
 from condimmune.core.records import RecordError
 from condimmune.experiments.errors import user_message
+from condimmune.experiments.interrupt import Interrupted
 from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS
 
 if TYPE_CHECKING:  # torch is imported by the commands that compute, not by --help
@@ -57,16 +60,25 @@ def _show_warning(message: Warning | str, category: type[Warning], *_args: Any, 
 class _Boundary(TyperGroup):
     """The command line's one error boundary (see the module docstring)."""
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)  # which takes the global --debug too:
+        if command is not None and "debug" not in [p.name for p in command.params]:
+            command.params.append(debug := copy.copy(self.params[0]))  # _options' --debug
+            debug.expose_value, debug.callback = False, lambda c, _, on: c.meta.update(debug=on)
+        return command
+
     def invoke(self, ctx: Any) -> Any:
-        debug = bool(ctx.params.get("debug"))
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:
                 return super().invoke(ctx)
             except (TyperException, typer.Exit, typer.Abort):
                 raise
+            except Interrupted as exc:  # a command that cleaned up after SIGINT or SIGTERM
+                _say("interrupted:", str(exc), "bold yellow")
+                raise typer.Exit(exc.exit_status) from None
             except Exception as exc:
-                if debug:
+                if ctx.params.get("debug") or ctx.meta.get("debug"):
                     raise
                 message = user_message(exc)
                 if message is not None:
@@ -81,6 +93,7 @@ class _Boundary(TyperGroup):
                 raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
 
+_DEBUG_HELP = "show the traceback of any error (for bug reports); before or after the command"
 app = typer.Typer(
     cls=_Boundary,
     add_completion=False,
@@ -91,11 +104,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _options(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="show the traceback of any error (for bug reports)")
-    ] = False,
-) -> None:
+def _options(debug: Annotated[bool, typer.Option("--debug", help=_DEBUG_HELP)] = False) -> None:
     """Model immunization from a condition-number perspective (ICML 2025), honestly measured."""
 
 
@@ -265,7 +274,9 @@ def attack_matrix(
     over seeds), a heat map on a log scale, the worst-case curves and a verdict per method."""
     from condimmune.experiments.attack_matrix import write_attack_matrix
 
-    console.print(f"{len(write_attack_matrix(runs, out).runs)} runs: {out / 'attack_matrix.md'}")
+    done = write_attack_matrix(runs, out)
+    bare = f", {done.unverified} a bare metrics.json (not checked)" if done.unverified else ""
+    console.print(f"{len(done.runs)} runs{bare}: {out / 'attack_matrix.md'}")
 
 
 @app.command()
@@ -281,7 +292,7 @@ def sweep(
             "'1-7,3-8'; refused for the others"
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="parallel processes")] = 2,
+    workers: Annotated[int, typer.Option(help="parallel processes (at most one per run)")] = 2,
     set_: SetOpt = None,
     config: ConfigOpt = None,
     progress: ProgressOpt = True,

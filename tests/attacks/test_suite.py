@@ -73,12 +73,37 @@ def test_suite_and_worst_case(gen):
         budget=200,
     )
     assert entries[Attacker.LINEAR_GD].summary(200).harmful_slowdown > 1
-    worst = WorstCase.of(entries, 200)
+    worst = WorstCase.of({a: e.summary(200) for a, e in entries.items()}, 200)
     assert worst.attacker_immunized is Attacker.LINEAR_LSTSQ and worst.harmful_slowdown == 1.0
     with pytest.raises(ValueError, match="unknown attacker 'sgd'"):
         run_attack_suite(["sgd"], benign=(x, y), harmful=(x, y), weight=W)
     with pytest.raises(ValueError, match="at least one attacker"):
         run_attack_suite([], benign=(x, y), harmful=(x, y), weight=W)
+
+
+def summaries(entries: dict[Attacker, SuiteEntry], budget: int) -> dict[Attacker, AttackSummary]:
+    return {a: e.summary(budget) for a, e in entries.items()}
+
+
+STOPPING = [a for a in Attacker if a is not Attacker.LINEAR_LSTSQ]
+
+
+@pytest.mark.parametrize("attacker", STOPPING, ids=lambda a: a.value)
+def test_an_attacker_stops_at_the_target_with_the_same_result(attacker, gen):
+    """Stopping at the target changes nothing the suite reports but the curve after it
+    (not computed: NaN) and the best value (the one at the target)."""
+    x, y = _problem(gen, [3.0, 2.0, 1.0])
+    W = torch.diag(torch.tensor([1.0, 0.7, 0.5], dtype=torch.float64))
+    budget, target = 400, 1e-4
+    stopped = run_attacker(attacker, x, W, y, target=target, budget=budget)
+    full = run_attacker(attacker, x, W, y, target=target, budget=budget, full_curve=True)
+    hit = full.steps_to_target
+    assert hit is not None and hit < budget, attacker  # the problem is easy enough
+    assert stopped.steps_to_target == hit and stopped.setting == full.setting
+    assert stopped.curve.shape == full.curve.shape == (budget + 1,)
+    assert torch.equal(stopped.curve[: hit + 1], full.curve[: hit + 1])
+    assert bool(stopped.curve[hit + 1 :].isnan().all())
+    assert not bool(full.curve.isnan().any()) and full.best <= stopped.best <= target
 
 
 def _metrics_entry(e: SuiteEntry, budget: int) -> dict[str, object]:
@@ -143,7 +168,7 @@ def test_attack_summary_writes_the_metrics_entry_unchanged(small_suite):
 def test_worst_case_record_writes_the_metrics_entry_unchanged(small_suite):
     entries, budget = small_suite
     for exclude in (frozenset(), DECOMPOSITION_ATTACKERS):
-        record = WorstCase.of(entries, budget, exclude=exclude)
+        record = WorstCase.of(summaries(entries, budget), budget, exclude=exclude)
         out = record.to_json()
         assert list(out) == [
             "attacker_original",
@@ -156,8 +181,10 @@ def test_worst_case_record_writes_the_metrics_entry_unchanged(small_suite):
         assert out["harmful_slowdown"] == out["steps_immunized"] / max(out["steps_original"], 1)
         back = WorstCase.from_json(json.loads(json.dumps(out)))
         assert back == record and isinstance(back.attacker_original, Attacker)
-    assert WorstCase.of(entries, budget).attacker_immunized is Attacker.LINEAR_LSTSQ
-    first_order = WorstCase.of(entries, budget, exclude=DECOMPOSITION_ATTACKERS)
+    assert (
+        WorstCase.of(summaries(entries, budget), budget).attacker_immunized is Attacker.LINEAR_LSTSQ
+    )
+    first_order = WorstCase.of(summaries(entries, budget), budget, exclude=DECOMPOSITION_ATTACKERS)
     assert first_order.attacker_immunized is not Attacker.LINEAR_LSTSQ
     with pytest.raises(ValueError, match="no attacker left"):
         WorstCase.of(entries, budget, exclude=frozenset(Attacker))

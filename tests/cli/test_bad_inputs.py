@@ -33,6 +33,7 @@ from _cli_support import (
     invoke,
     lock_held_elsewhere,
     mnist_arrays,
+    reseal,
     sets,
     snapshot,
     write_mnist,
@@ -112,7 +113,15 @@ def gz_images(content: bytes) -> Callable[[Path], None]:
 
 
 def run_file(name: str, change: Callable[[Path], None]) -> Callable[[Path], None]:
-    return lambda tmp: change(tmp / "run" / name)
+    """Change a file of the copied run and re-seal its manifest (so that the checks behind
+    the manifest's are what the case reaches; tests/cli/test_run_integrity.py has the
+    manifest's own)."""
+
+    def setup(tmp: Path) -> None:
+        change(tmp / "run" / name)
+        reseal(tmp / "run")
+
+    return setup
 
 
 def edit_json(change: Callable[[dict], object]) -> Callable[[Path], None]:
@@ -326,7 +335,7 @@ for name, content, key in (
 ):
     setup, option = config_file(content)
     case(name, *linear(*option), names=(key,), setup=setup)
-setup, option = config_file("experiment: mnist-cnn\ndata:\n  benign_digits: 012\n")
+setup, option = config_file("experiment: mnist-cnn\ndata:\n  benign_digits: 56789\n")
 case("config-unquoted-digits", *deep(*option), names=("data.benign_digits",), setup=setup)
 
 # --- the output location ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
-from _cli_support import TINY_DEEP, invoke, sets
+from _cli_support import TINY_DEEP, invoke, reseal, sets
 from safetensors.torch import load_file, save_file
 
 from condimmune.deep.backbones import build_model
@@ -123,17 +123,21 @@ def test_the_combined_method_trains_the_blocks_before_erasing(runs):
 
 def test_attack_matrix_combines_the_runs(runs, tmp_path):
     out = tmp_path / "matrix"
-    result = invoke("attack-matrix", runs["leace"].parent, "--out", out)
+    # the fixture attacked condnum-leace with 2 attackers and leace with all 19: not mixed
+    mixed = invoke("attack-matrix", runs["leace"].parent, "--out", out)
+    assert mixed.exit_code == 2 and "other attackers" in mixed.output, mixed.output
+    assert not out.exists()
+    result = invoke("attack-matrix", runs["leace"], "--out", out)
     assert result.exit_code == 0, result.output
     groups = json.loads((out / "attack_matrix.json").read_text())
-    assert sorted(g["method"] for g in groups) == ["condnum-leace", "leace"]
-    sizes = {g["method"]: len(g["slowdown"]) for g in groups}
-    assert sizes == {"leace": 19, "condnum-leace": 2} and groups[0]["seeds"] == [0]
+    assert [g["method"] for g in groups] == ["leace"]
+    assert len(groups[0]["slowdown"]) == 19 and groups[0]["seeds"] == [0]
     text = (out / "attack_matrix.md").read_text()
-    assert "| **worst case** |" in text and "**Verdict for `condnum-leace`" in text
+    assert "| **worst case** |" in text and "**Verdict for `leace`" in text
+    assert "| runs (seeds) | 1 (0) |" in text
     assert (out / "attack_matrix.png").is_file() and (out / "attack_matrix_curves.png").is_file()
     again = invoke("attack-matrix", runs["leace"], "--out", out)
-    assert again.exit_code == 2 and "not empty" in again.output
+    assert again.exit_code == 2 and "already exists" in again.output
 
 
 def test_deep_attack_errors_are_one_line(runs, tmp_path):
@@ -164,6 +168,8 @@ def test_deep_attack_errors_are_one_line(runs, tmp_path):
     state = load_file(run / "immunized.safetensors")
     state["body.block3.0.weight"] = state["body.block3.0.weight"][:, :3].contiguous()
     save_file(state, broken["foreign-model"] / "immunized.safetensors")
+    for folder in (unattacked, *broken.values()):  # the checks behind the manifest's
+        reseal(folder)
     cases += [
         (("attack", broken["linear-config"]), "missing extractor.safetensors"),
         (("attack", broken["linear-metrics"]), "metrics.json"),

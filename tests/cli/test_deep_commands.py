@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 import yaml
-from _cli_support import TINY_DEEP, invoke, sets
+from _cli_support import TINY_DEEP, invoke, reseal, sets
 from _helpers import make_folder
 from safetensors.torch import load_file
 
@@ -199,9 +199,10 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(tmp_path) -> None:
     args[args.index(str(out))] = str(control)
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert (
-        json.loads((control / "metrics.json").read_text())["training"]["resumed_from_step"] is None
-    )
+    straight_training = json.loads((control / "metrics.json").read_text())["training"]
+    assert straight_training["resumed_from_step"] is None
+    # θ0 came back from its checkpoint with the losses of its pre-training
+    assert m["training"]["pretrain_steps"] == straight_training["pretrain_steps"] > 0
     for name in ("original.safetensors", "immunized.safetensors"):
         resumed, straight = load_file(out / name), load_file(control / name)
         assert resumed.keys() == straight.keys()
@@ -265,5 +266,8 @@ def test_evaluate_recomputes_a_deep_run_from_its_files(tmp_path, extra) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["rir_theta0"]["honest"]["rir_mean"] *= 2  # a saved number that the files refute
     (out / "metrics.json").write_text(json.dumps(metrics))
+    result = invoke("evaluate", out)
+    assert result.exit_code == 2 and "metrics.json" in result.output  # the manifest's check
+    reseal(out)  # the same change, sealed: the recomputation behind the manifest refutes it
     result = invoke("evaluate", out)
     assert result.exit_code == 1 and "rir_theta0.honest.rir_mean" in result.output

@@ -86,13 +86,39 @@ def test_an_internal_error_is_short_and_points_at_debug(monkeypatch, tmp_path) -
     assert line.startswith("internal error: KeyError: 'boom'") and "--debug" in line
 
 
-def test_debug_lets_the_exception_and_its_traceback_through(monkeypatch, tmp_path) -> None:
-    result = invoke("--debug", "run", "digits", "--set", "train.epochs=0")
+DEBUG_PLACES = {
+    "before-the-command": ["--debug", "run", "digits", "--set", "train.epochs=0"],
+    "after-the-command": ["run", "--debug", "digits", "--set", "train.epochs=0"],
+    "last": ["run", "digits", "--set", "train.epochs=0", "--debug"],
+    "twice": ["--debug", "run", "digits", "--debug", "--set", "train.epochs=0"],
+}
+
+
+@pytest.mark.parametrize("args", DEBUG_PLACES.values(), ids=DEBUG_PLACES.keys())
+def test_debug_lets_the_exception_and_its_traceback_through(args: list[str]) -> None:
+    """``--debug`` is accepted before and after the command (what the internal error line
+    advises works wherever it is put)."""
+    result = invoke(*args)
     assert isinstance(result.exception, ValueError) and result.exc_info is not None
-    assert "error:" not in result.output
+    assert "error:" not in result.output and "No such option" not in result.output
+
+
+def test_debug_after_the_command_shows_an_internal_errors_traceback(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(runner, "run_plan", lambda *a, **k: {}["boom"])
-    result = invoke("--debug", "run", "digits", "--out", tmp_path / "out")
+    result = invoke("run", "digits", "--out", tmp_path / "out", "--debug")
     assert isinstance(result.exception, KeyError)
+
+
+def test_without_debug_after_the_command_the_error_is_one_line() -> None:
+    result = invoke("run", "digits", "--set", "train.epochs=0")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.startswith("error: invalid value for train.epochs")
+
+
+def test_every_command_lists_debug_in_its_help() -> None:
+    for command in ("run", "list", "evaluate", "attack", "attack-matrix", "sweep", "sweep-table"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "--debug" in result.output, command
 
 
 def test_a_user_error_is_one_line_without_rich_markup(tmp_path) -> None:

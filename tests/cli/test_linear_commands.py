@@ -424,18 +424,26 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
         assert (out / name).is_file()
     report = (out / "report.md").read_text()
     assert report.count("## Attack suite") == 1 and "| linear-lstsq |" in report
-    assert (
-        invoke(
-            "attack",
-            out,
-            "--attackers",
-            "linear-gd",
-            "--set",
-            "attack.suite_budget=5",
-            "--no-progress",
-        ).exit_code
-        == 0
-    )
+    # another attacker under the same settings is added; the worst cases cover all four
+    more = ("--attackers", "linear-adam", "--set", "attack.suite_budget=50", "--no-progress")
+    assert invoke("attack", out, *more).exit_code == 0
+    merged = json.loads((out / "metrics.json").read_text())
+    assert set(merged["attacks"]) == {"linear-gd", "linear-lstsq", "whiten-gd", "linear-adam"}
+    assert merged["attacks"]["linear-gd"] == m["attacks"]["linear-gd"]
+    assert merged["attack_worst_case"]["harmful_slowdown"] == 1.0  # still lstsq's
+    steps = {n: e["harmful_steps_original"] or 51 for n, e in merged["attacks"].items()}
+    first_order = merged["attack_worst_case_first_order"]
+    assert first_order["steps_original"] == min(steps[n] for n in ("linear-gd", "linear-adam"))
+    report = (out / "report.md").read_text()
+    assert "| linear-lstsq |" in report and "| linear-adam |" in report
+    # other settings: the earlier results are replaced, and the command says so
+    other = invoke(
+        "attack", out, "--attackers", "linear-gd", "--set", "attack.suite_budget=5",
+        "--no-progress",
+    )  # fmt: skip
+    assert other.exit_code == 0, other.output
+    assert "replaced the results of linear-adam, linear-lstsq, whiten-gd" in other.output
+    assert set(json.loads((out / "metrics.json").read_text())["attacks"]) == {"linear-gd"}
     report = (out / "report.md").read_text()
     assert report.count("## Attack suite") == 1 and "| linear-lstsq |" not in report  # replaced
     assert not list(out.glob(".*.tmp*"))

@@ -181,25 +181,6 @@ def test_softmax_head_fits_separable_features_and_ignores_their_scale(gen) -> No
         fit_linear_head(x, labels[:-1], 3, steps=5)
 
 
-def test_a_damaged_cache_file_is_recomputed_not_trusted(tmp_path, gen) -> None:
-    model = build_model(Backbone.SMALL_CNN, num_classes=2, image_size=28, seed=0).eval()
-    data = KeyedDataset(torch.randn(5, 1, 28, 28, generator=gen), torch.arange(5) % 2)
-    first = prefix_dataset(model, data, preprocessing="none", cache_dir=tmp_path)
-    (cached,) = (tmp_path / "prefix").glob("*.safetensors")
-    cached.write_bytes(b"not safetensors")
-    again = prefix_dataset(model, data, preprocessing="none", cache_dir=tmp_path)
-    assert torch.equal(again.images, first.images)
-    assert torch.equal(load_file(cached)["prefix"], first.images)  # rewritten
-
-
-def test_a_damaged_weights_copy_is_rebuilt_from_the_verified_source(tmp_path, monkeypatch) -> None:
-    weights = _fake_package(tmp_path, monkeypatch, payload=None)
-    copy = cached_weights(weights, tmp_path / "cache")
-    copy.write_bytes(b"garbage")
-    assert cached_weights(weights, tmp_path / "cache") == copy
-    assert torch.equal(load_file(copy)["w"], torch.ones(2))
-
-
 def test_a_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path, monkeypatch) -> None:
     weights = _fake_package(tmp_path, monkeypatch, payload=None)
     file = weights.locate()

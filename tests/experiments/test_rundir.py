@@ -178,9 +178,10 @@ def test_theta0_carries_the_fingerprint_of_what_it_depends_on(tmp_path) -> None:
     other = fingerprint_of("train.pretrain_epochs=3")
     assert other != fingerprint
     path = tmp_path / "ckpt" / "original.safetensors"
-    _save_original(path, {"w": torch.ones(2)}, fingerprint)
+    _save_original(path, {"w": torch.ones(2)}, fingerprint, [2.5, 1.25])
     assert leftovers(tmp_path) == []
-    assert torch.equal(_load_original(path, fingerprint)["w"], torch.ones(2))
+    tensors, losses = _load_original(path, fingerprint)
+    assert torch.equal(tensors["w"], torch.ones(2)) and losses == [2.5, 1.25]  # resumed runs
     with pytest.raises(UserError, match="another configuration") as err:
         _load_original(path, other)
     assert str(path) in str(err.value)

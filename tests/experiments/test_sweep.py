@@ -1,21 +1,27 @@
 """The sweep: typed rows and summaries, the unchanged CSV, resume and its config check,
-duplicate jobs refused up front, failed jobs kept as rows."""
+duplicate jobs refused up front, failed jobs kept as rows, no more workers than jobs, and a
+sweep stopped by SIGTERM (in this process; with worker processes: tests/cli/test_signals.py)."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
+import signal
 import statistics
 from pathlib import Path
 
 import pytest
 import yaml
+from _cli_support import leftovers
 
+import condimmune.experiments.sweep as sweep_module
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
+from condimmune.experiments.interrupt import Interrupted
 from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.report import format_number
-from condimmune.experiments.sweep import run_sweep
+from condimmune.experiments.sweep import run_sweep, sweep_command
 from condimmune.experiments.tables import MethodStats, SweepRow, summarize, summary_table
 from condimmune.methods.base import DeepSolver, DeepVersion, MethodSpec, ModelFamily, NoOptions
 from condimmune.methods.leace import leace_feature_map
@@ -45,6 +51,8 @@ CSV_COLUMNS = [
     "error",
 ]
 PAIRS = [(1, 7), (7, 1)]
+TINY = ["data.per_class=20", "data.test_per_class=5", "attack.budget=50"]
+"""A run of about a second (tests that only need runs to exist)."""
 
 
 def digits_config(*overrides: str) -> ExperimentConfig:
@@ -349,3 +357,59 @@ def test_a_failed_job_becomes_a_row_with_its_error(tmp_path):
     assert (cells["runs"], cells["mean RIR"]) == ("1 (1 failed)", format_number(ok["rir"]))
     (only_failed,) = _cells(summarize([bad], ["closed-form"]))
     assert (only_failed["runs"], only_failed["mean RIR"]) == ("0 (1 failed)", "—")
+
+
+def test_workers_beyond_the_job_count_change_nothing(tmp_path, monkeypatch):
+    """``--workers 1000`` on a one-job sweep runs it here, as ``--workers 1`` does, and
+    records the same config (its threads included)."""
+
+    def no_pool(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("started worker processes for a single job")
+
+    monkeypatch.setattr(sweep_module, "results_in_workers", no_pool)
+    cfg = digits_config("threads=2", *TINY)
+    saved = []
+    for workers in (1000, 1):
+        out = tmp_path / f"workers{workers}"
+        (row,) = sweep(out, cfg, pairs=[(1, 7)], workers=workers)
+        assert not row.failed, row.error
+        config = yaml.safe_load((Path(row.run_dir) / "config.yaml").read_text())
+        saved.append({k: v for k, v in config.items() if k != "versions"})
+    assert saved[0] == saved[1] and saved[0]["threads"] == 2
+
+
+def test_a_sweep_stopped_by_sigterm_cleans_up_and_resumes(tmp_path, monkeypatch):
+    """A real SIGTERM while the second job writes its run directory (jobs run in this
+    process): the job's temporary directory and lock go, the finished run stays, the
+    sweep's lock is released, and ``--resume`` runs only the rest."""
+    import condimmune.experiments.pipelines.linear.report as linear_report
+
+    draw = linear_report.save_figure
+
+    def save_figure(fig: object, path: Path) -> None:
+        if "/7-1/" in str(path):  # inside the second job's temporary directory
+            os.kill(os.getpid(), signal.SIGTERM)
+        draw(fig, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(linear_report, "save_figure", save_figure)
+    out = tmp_path / "out"
+    options = {"methods": "closed-form", "seeds": "0", "pairs": "1-7,7-1", "out": out}
+    options.update(workers=1, progress=False)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped:
+        sweep_command(digits_config(*TINY), resume=False, **options)  # type: ignore[arg-type]
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert stopped.value.exit_status == 143
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM after 1 of 2 runs: {out}; to run the other 1, repeat the "
+        f"command with --resume --out {out} (finished runs are kept)"
+    )
+    assert leftovers(tmp_path) == []
+    assert not (out / "runs" / "closed-form" / "7-1" / "seed0").exists()
+    finished = out / "runs" / "closed-form" / "1-7" / "seed0" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    monkeypatch.setattr(linear_report, "save_figure", draw)
+    result = sweep_command(digits_config(*TINY), resume=True, **options)  # type: ignore[arg-type]
+    assert [row.failed for row in result.rows] == [False, False]
+    assert finished.stat().st_mtime_ns == stamp  # kept, not re-run
+    assert leftovers(tmp_path) == []

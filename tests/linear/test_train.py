@@ -142,7 +142,7 @@ def test_data_is_deterministic_and_tasks_disjoint():
 
 
 def test_config_overrides_coerce_types_and_reject_bad_values(tmp_path):
-    cfg = apply_overrides(default_config("digits"), ["train.lr=1e-2", "data.drop_collinear=no"])
+    cfg = apply_overrides(default_config("digits"), ["train.lr=1e-2", "data.drop_collinear=false"])
     assert cfg.train.lr == 0.01 and cfg.data.drop_collinear is False
     with pytest.raises(ValueError, match=r"train\.lr"):
         apply_overrides(cfg, ["train.lr=-1"])

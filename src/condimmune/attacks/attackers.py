@@ -27,7 +27,8 @@ For each attacker the curve is the relative suboptimality
 which every attacker here can reach (an invertible extractor does not change it).
 A sweep picks the setting that reaches ``target`` first (or, if none does, the lowest
 final value). Step counts are capped by ``budget``: a run that does not reach the target
-reports ``steps_to_target = None``.
+reports ``steps_to_target = None``. A run stops at the target (its curve is ``NaN`` after
+it, so figures end there), unless ``full_curve`` asks for every step of the budget.
 """
 
 from __future__ import annotations
@@ -89,14 +90,30 @@ def _loss(pred: Tensor, y: Tensor) -> Tensor:
     return (pred - y).square().mean()
 
 
+@dataclass(frozen=True)
+class _Stop:
+    """Stop a run once its relative suboptimality is at most ``target`` (``None``: never)."""
+
+    optimal: float
+    target: float | None
+
+    def reached(self, losses: Trace) -> bool:
+        if self.target is None:
+            return False
+        scale = max(losses[0][0] - self.optimal, 1e-300)
+        return max(losses[-1][0] - self.optimal, 0.0) / scale <= self.target
+
+
 def _iterate(
     params: list[Tensor],
     predict: Callable[[], Tensor],
     y: Tensor,
     make_opt: MakeOptimizer,
     budget: int,
+    stop: _Stop,
 ) -> Trace:
-    """(loss, seconds since start) before each of ``budget`` optimizer steps and after."""
+    """(loss, seconds since start) before each of ``budget`` optimizer steps and after, until
+    the loss diverges or ``stop`` says the target is reached."""
     start = time.perf_counter()
     opt = make_opt(params)
     losses: Trace = []
@@ -105,18 +122,20 @@ def _iterate(
             losses.append((float(_loss(predict(), y)), time.perf_counter() - start))
         if not math.isfinite(losses[-1][0]) or losses[-1][0] > 1e12 * (losses[0][0] + 1e-300):
             break  # diverged: this setting is not the attacker's best
+        if stop.reached(losses):
+            break
         opt.zero_grad()
         torch.autograd.backward(_loss(predict(), y))
         opt.step()
     return losses
 
 
-def _head_run(phi: Tensor, y: Tensor, make_opt: MakeOptimizer, budget: int) -> Trace:
+def _head_run(phi: Tensor, y: Tensor, make_opt: MakeOptimizer, budget: int, stop: _Stop) -> Trace:
     w = torch.zeros(phi.shape[1], dtype=phi.dtype, requires_grad=True)
-    return _iterate([w], lambda: phi @ w, y, make_opt, budget)
+    return _iterate([w], lambda: phi @ w, y, make_opt, budget, stop)
 
 
-def _lbfgs_run(phi: Tensor, y: Tensor, budget: int) -> Trace:
+def _lbfgs_run(phi: Tensor, y: Tensor, budget: int, stop: _Stop) -> Trace:
     """SciPy's L-BFGS-B (robust Moré–Thuente-type line search); one iteration per step."""
     import numpy as np
     import numpy.typing as npt
@@ -131,31 +150,42 @@ def _lbfgs_run(phi: Tensor, y: Tensor, budget: int) -> Trace:
 
     start = time.perf_counter()
     losses = [(fun(np.zeros(a.shape[1]))[0], 0.0)]
+
+    def record(w: npt.NDArray[np.float64]) -> None:
+        losses.append((fun(w)[0], time.perf_counter() - start))
+        if stop.reached(losses):
+            raise StopIteration  # SciPy ends the minimisation there
+
     minimize(
         fun,
         np.zeros(a.shape[1]),
         jac=True,
         method="L-BFGS-B",
-        callback=lambda w: losses.append((fun(w)[0], time.perf_counter() - start)),
+        callback=record,
         options={"maxiter": budget, "gtol": 0.0, "ftol": 0.0},
     )
-    return losses + [losses[-1]] * (budget + 1 - len(losses))
+    if stop.reached(losses):
+        return losses
+    return losses + [losses[-1]] * (budget + 1 - len(losses))  # converged: it stays there
 
 
 def _finetune_run(
-    x: Tensor, weight: Tensor, y: Tensor, make_opt: MakeOptimizer, budget: int
+    x: Tensor, weight: Tensor, y: Tensor, make_opt: MakeOptimizer, budget: int, stop: _Stop
 ) -> Trace:
     W = weight.detach().clone().requires_grad_(True)
     w = torch.zeros(weight.shape[0], dtype=x.dtype, requires_grad=True)
-    return _iterate([W, w], lambda: (x @ W.mT) @ w, y, make_opt, budget)
+    return _iterate([W, w], lambda: (x @ W.mT) @ w, y, make_opt, budget, stop)
 
 
-def _relative(losses: Trace, optimal: float, budget: int) -> Tensor:
+def _relative(losses: Trace, optimal: float, budget: int, target: float) -> Tensor:
+    """The relative suboptimality curve, ``budget + 1`` long: after a run that stopped at
+    the target ``NaN`` (not computed), after one that diverged ``inf``."""
     curve = torch.tensor([value for value, _ in losses], dtype=torch.float64)
-    rel = (curve - optimal) / max(losses[0][0] - optimal, 1e-300)
-    if rel.numel() < budget + 1:  # diverged early: hold the last value
-        rel = torch.cat([rel, torch.full((budget + 1 - rel.numel(),), float("inf"))])
-    return rel.clamp_min(0.0)
+    rel = ((curve - optimal) / max(losses[0][0] - optimal, 1e-300)).clamp_min(0.0)
+    if rel.numel() < budget + 1:
+        tail = math.nan if float(rel[-1]) <= target else math.inf
+        rel = torch.cat([rel, torch.full((budget + 1 - rel.numel(),), tail)])
+    return rel
 
 
 def _first_hit(rel: Tensor, target: float) -> int | None:
@@ -172,10 +202,12 @@ def run_attacker(
     target: float = 1e-3,
     budget: int = 500,
     seed: int = 0,
+    full_curve: bool = False,
 ) -> AttackOutcome:
     """Run one attacker against the extractor ``weight`` (k × d) on inputs ``x`` and targets ``y``.
 
-    Pass ``weight = I`` for the raw-input baseline.
+    Pass ``weight = I`` for the raw-input baseline. Each setting stops at ``target`` unless
+    ``full_curve`` (module docstring).
     """
     attacker = parse_choice(Attacker, attacker, "attacker")
     x = check_matrix(x, "x")
@@ -190,6 +222,7 @@ def run_attacker(
         phi = x @ weight.mT
         fit: Tensor = torch.linalg.lstsq(x, y[:, None], driver="gelsd").solution
         optimal = float(_loss((x @ fit)[:, 0], y))
+    stop = _Stop(optimal, None if full_curve else target)
     start = time.perf_counter()
     candidates: list[tuple[str, Trace]] = []
     if attacker in (Attacker.LINEAR_GD, *TRANSFORMED_ATTACKERS, Attacker.REINIT_GD):
@@ -204,17 +237,19 @@ def run_attacker(
             )
             feats = x @ q
         lr = 1.0 / squared_loss_lipschitz(feats)
-        candidates.append(("lr=1/L", _head_run(feats, y, partial(torch.optim.SGD, lr=lr), budget)))
+        sgd = partial(torch.optim.SGD, lr=lr)
+        candidates.append(("lr=1/L", _head_run(feats, y, sgd, budget, stop)))
     elif attacker in (Attacker.LINEAR_LBFGS, Attacker.LINEAR_LSTSQ):
         if attacker is Attacker.LINEAR_LBFGS:
-            candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget)))
+            candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget, stop)))
         else:
             with torch.no_grad():
                 solve_start = time.perf_counter()
                 head: Tensor = torch.linalg.lstsq(phi, y[:, None], driver="gelsd").solution[:, 0]
                 final = (float(_loss(phi @ head, y)), time.perf_counter() - solve_start)
                 initial = (float(_loss(torch.zeros_like(y), y)), 0.0)
-            candidates.append(("gelsd", [initial] + [final] * budget))
+            held = [final] * (budget if full_curve or not stop.reached([initial, final]) else 1)
+            candidates.append(("gelsd", [initial, *held]))
     else:  # a learning-rate sweep, on the head alone or on extractor and head
         inv_l = 1.0 / squared_loss_lipschitz(phi)
         momentum: list[tuple[str, MakeOptimizer]] = [
@@ -236,19 +271,29 @@ def run_attacker(
         finetune = attacker in (Attacker.FULL_SGD, Attacker.FULL_ADAM)
         for name, make in sweeps[attacker]:
             losses = (
-                _finetune_run(x, weight, y, make, budget)
+                _finetune_run(x, weight, y, make, budget, stop)
                 if finetune
-                else _head_run(phi, y, make, budget)
+                else _head_run(phi, y, make, budget, stop)
             )
             candidates.append((name, losses))
     wall = time.perf_counter() - start
     scored: list[tuple[int, float, str, Tensor, int | None, float | None]] = []
     for name, losses in candidates:
-        rel = _relative(losses, optimal, budget)
+        rel = _relative(losses, optimal, budget, target)
         hit = _first_hit(rel, target)
         seconds = losses[hit][1] if hit is not None else None
         rank = hit if hit is not None else budget + 1
-        scored.append((rank, float(rel[-1]), name, rel, hit, seconds))
+        last = float(rel[-1])  # the tie-breaker: the final value, where the run stopped
+        scored.append(
+            (
+                rank,
+                float(rel[len(losses) - 1]) if math.isnan(last) else last,
+                name,
+                rel,
+                hit,
+                seconds,
+            )
+        )
     scored.sort(key=lambda item: (item[0], item[1]))
     _, _, name, rel, hit, seconds = scored[0]
     finite = rel[torch.isfinite(rel)]

@@ -46,7 +46,7 @@ from condimmune.attacks.registry import (
 from condimmune.attacks.search import Objective, SearchOptions, TrialResult, paired_search
 from condimmune.core._choices import parse_choice
 
-__all__ = ["ReleasedModel", "Task", "run_deep_suite"]
+__all__ = ["ReleasedModel", "Task", "run_deep_suite", "suite_record"]
 
 
 class Task(StrEnum):
@@ -203,6 +203,17 @@ def run_deep_suite(
         summaries[attacker] = DeepAttackerSummary(family, steps, harmful, benign)
         if on_progress is not None:
             on_progress(attacker.value)
+    return suite_record(summaries, options, time.perf_counter() - start)
+
+
+def suite_record(
+    summaries: dict[DeepAttacker, DeepAttackerSummary],
+    options: DeepAttackOptions,
+    wall_seconds: float,
+) -> DeepAttackSuite:
+    """The ``attack_suite`` record of ``summaries`` (of one suite, or of attacks made under
+    the same ``options`` and merged): the worst case over them and the utility check of
+    their linear probes; the storage URL's password removed."""
     probes = [
         s.benign
         for a, s in summaries.items()
@@ -221,6 +232,6 @@ def run_deep_suite(
         settings=replace(options, storage=redact(options.storage)),
         attackers={a.value: s for a, s in summaries.items()},
         worst_case=DeepWorstCase.of(summaries, options.target_fraction),
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=wall_seconds,
         utility=utility,
     )

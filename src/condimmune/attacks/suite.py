@@ -4,7 +4,7 @@ attackers (the attacker's best choice, the report's headline)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +19,21 @@ __all__ = [
     "DECOMPOSITION_ATTACKERS",
     "AttackSummary",
     "SuiteEntry",
+    "SuiteSettings",
     "WorstCase",
     "run_attack_suite",
 ]
+
+
+@dataclass(frozen=True)
+class SuiteSettings(JsonRecord):
+    """What a linear suite's numbers depend on besides the run (``metrics.json``'s
+    ``attack_suite_settings``): the target, the step budget, and whether attackers ran on
+    after the target. Results of two attacks merge only under equal settings."""
+
+    target: float
+    budget: int
+    full_curves: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,10 +121,12 @@ def run_attack_suite(
     target: float = 1e-3,
     budget: int = 500,
     seed: int = 0,
+    full_curves: bool = False,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[Attacker, SuiteEntry]:
     """Every attacker on both tasks (``(x, y)`` pairs), original (the identity
-    extractor, raw inputs) vs immunized (``weight``)."""
+    extractor, raw inputs) vs immunized (``weight``); each stops at ``target`` unless
+    ``full_curves`` (:func:`~condimmune.attacks.attackers.run_attacker`)."""
     chosen = [parse_choice(Attacker, a, "attacker") for a in attackers]
     if not chosen:
         raise ValueError("name at least one attacker")
@@ -126,7 +140,14 @@ def run_attack_suite(
         for task, (x, y) in (("harmful", harmful), ("benign", benign)):
             for which, w in (("original", identity), ("immunized", weight)):
                 runs[f"{task}_{which}"] = run_attacker(
-                    attacker, x, w, y, target=target, budget=budget, seed=seed
+                    attacker,
+                    x,
+                    w,
+                    y,
+                    target=target,
+                    budget=budget,
+                    seed=seed,
+                    full_curve=full_curves,
                 )
         out[attacker] = SuiteEntry(**runs)
         if on_progress is not None:
@@ -157,20 +178,20 @@ class WorstCase(JsonRecord):
     @classmethod
     def of(
         cls,
-        entries: dict[Attacker, SuiteEntry],
+        summaries: Mapping[Attacker, AttackSummary],
         budget: int,
         *,
         exclude: frozenset[Attacker] = frozenset(),
     ) -> WorstCase:
-        """The worst case over ``entries`` (runs of ``budget`` steps); ``exclude`` leaves some
-        attackers out (e.g. :data:`DECOMPOSITION_ATTACKERS`)."""
-        kept = {a: e for a, e in entries.items() if a not in exclude}
+        """The worst case over ``summaries`` (runs of ``budget`` steps); ``exclude`` leaves
+        some attackers out (e.g. :data:`DECOMPOSITION_ATTACKERS`)."""
+        kept = {a: e for a, e in summaries.items() if a not in exclude}
         if not kept:
             raise ValueError("no attacker left to compare")
 
         def fastest(side: str) -> tuple[Attacker, int]:
             def steps(a: Attacker) -> int:
-                s: int | None = getattr(kept[a], f"harmful_{side}").steps_to_target
+                s: int | None = getattr(kept[a], f"harmful_steps_{side}")
                 return s if s is not None else budget + 1
 
             best = min(kept, key=steps)

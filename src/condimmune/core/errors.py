@@ -36,6 +36,10 @@ class StaleFilesWarning(UserWarning):
     """Temporary files or directories left by an interrupted run were found and removed."""
 
 
+class DamagedCacheWarning(UserWarning):
+    """A cache file could not be read or failed its content checksum; it is rebuilt."""
+
+
 class ArgumentError(ValueError):
     """An argument of a library function that the data (or the other arguments) rule out.
 

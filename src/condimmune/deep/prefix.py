@@ -11,6 +11,13 @@ On disk (``cache_dir``) each result is one safetensors file named by a fingerpri
 determines it: the prefix's parameters and buffers (so the weights *and* the split point),
 the dataset's stored images and labels (the data selection), and a caller's description of
 the preprocessing (e.g. the resize). A file whose recorded fingerprint differs is recomputed.
+The file also records the sha256 of its tensor (:mod:`condimmune.core.cache_files`), checked
+on every read by hashing the tensor read (the model's fingerprint is not computed again): a
+file that cannot be read or fails the check is recomputed and rewritten with a
+:class:`~condimmune.core.errors.DamagedCacheWarning`. Temporaries that a killed writer left
+in ``cache_dir/prefix/`` are removed on the way
+(:func:`~condimmune.core.cache_files.clear_abandoned_temporaries`).
+
 Only datasets without random augmentation may be cached (the caller's responsibility: a
 :class:`~condimmune.deep.images.KeyedDataset` is read with key ``(-1, i)``, the eval key).
 """
@@ -21,23 +28,21 @@ import hashlib
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from condimmune._files import replace_atomically
+from condimmune.core.cache_files import (
+    clear_abandoned_temporaries,
+    read_cache_file,
+    update_with_tensor,
+    warn_damaged,
+    write_cache_file,
+)
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.images import KeyedDataset
 
 __all__ = ["prefix_dataset", "prefix_fingerprint"]
-
-
-def _update_with_tensor(digest: hashlib._Hash, tensor: Tensor) -> None:
-    t = tensor.detach().cpu().contiguous()
-    digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def prefix_fingerprint(model: DeepModel, data: KeyedDataset, preprocessing: str) -> str:
@@ -49,12 +54,12 @@ def prefix_fingerprint(model: DeepModel, data: KeyedDataset, preprocessing: str)
         if name == "feature_map" or name.startswith(model.trainable_prefixes):
             continue
         digest.update(name.encode())
-        _update_with_tensor(digest, tensor)
+        update_with_tensor(digest, tensor)
     if isinstance(data.images, Tensor):
-        _update_with_tensor(digest, data.images)
+        update_with_tensor(digest, data.images)
     else:  # lazily loaded files: their paths stand for them
         digest.update(repr([getattr(item, "path", item) for item in data.images]).encode())
-    _update_with_tensor(digest, data.labels)
+    update_with_tensor(digest, data.labels)
     return digest.hexdigest()
 
 
@@ -70,17 +75,12 @@ def _compute(
     return torch.cat(outputs)
 
 
-def _read_cached(path: Path, fingerprint: str) -> Tensor | None:
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(path, framework="pt") as f:
-            if (f.metadata() or {}).get("fingerprint") != fingerprint:
-                return None
-            tensor: Tensor = f.get_tensor("prefix")
-            return tensor
-    except Exception:  # a damaged cache file is recomputed, never trusted
-        return None
+def _read_cached(path: Path, fingerprint: str, count: int) -> Tensor | None:
+    found = read_cache_file(path, {"fingerprint": fingerprint})
+    if found.damage is not None:
+        warn_damaged(path, found.damage, "computing the prefix again")
+    cached = (found.tensors or {}).get("prefix")
+    return cached if cached is not None and cached.shape[0] == count else None
 
 
 def prefix_dataset(
@@ -97,15 +97,14 @@ def prefix_dataset(
     the same labels and classes; read from / written to ``cache_dir/prefix/`` when given."""
     fingerprint = prefix_fingerprint(model, data, preprocessing)
     path = cache_dir / "prefix" / f"{fingerprint[:32]}.safetensors" if cache_dir else None
-    cached = _read_cached(path, fingerprint) if path is not None else None
-    if cached is not None and cached.shape[0] == len(data):
+    cached = None
+    if path is not None:
+        clear_abandoned_temporaries(path.parent)
+        cached = _read_cached(path, fingerprint, len(data))
+    if cached is not None:
         outputs = cached
     else:
         outputs = _compute(model, data, batch_size, torch.device(device), progress)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tensors = {"prefix": outputs.contiguous()}
-            replace_atomically(
-                path, lambda p: save_file(tensors, p, metadata={"fingerprint": fingerprint})
-            )
+            write_cache_file(path, {"prefix": outputs}, {"fingerprint": fingerprint})
     return KeyedDataset(outputs, data.labels, classes=data.classes)

@@ -7,9 +7,15 @@ with ``--no-deps`` (:data:`MOBILENET_V2_IMAGENET`'s ``install`` command); its ow
 never imported, only its data file is read.
 
 The checkpoint is read once with ``torch.load(weights_only=True)`` after its sha256 has been
-checked, and a safetensors copy is kept in a cache directory; later runs read the copy
-(whose metadata records the source's sha256, checked again on every read). Nothing is
-downloaded: a missing or altered file is a one-line error that names the command to fix it.
+checked, and a safetensors copy is kept in a cache directory
+(:func:`~condimmune.core.cache_files.write_cache_file`): its metadata records the source's
+sha256 and the sha256 of its tensors, both checked on every read. A copy for another source
+is rebuilt; a damaged copy (unreadable, or tensors that fail their checksum) is rebuilt from
+the installed file, verified again, with a
+:class:`~condimmune.core.errors.DamagedCacheWarning`, or refused with a one-line error naming
+the copy and the install command when the package is gone. Temporaries that a killed writer
+left in the ``weights/`` cache folder are removed on the way. Nothing is downloaded: a
+missing or altered file is a one-line error that names the command to fix it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from condimmune._files import file_sha256, replace_atomically
+from condimmune._files import file_sha256
+from condimmune.core.cache_files import (
+    clear_abandoned_temporaries,
+    read_cache_file,
+    warn_damaged,
+    write_cache_file,
+)
 from condimmune.core.errors import UserError
 
 __all__ = ["MOBILENET_V2_IMAGENET", "PackagedWeights", "cached_weights"]
@@ -68,25 +78,7 @@ MOBILENET_V2_IMAGENET = PackagedWeights(
 """torchvision's ImageNet-1k MobileNetV2 checkpoint (top-1 71.88 %), MIT licensed."""
 
 
-def _cached_copy_is_valid(path: Path, sha256: str) -> bool:
-    try:
-        with safe_open(path, framework="pt") as f:
-            return (f.metadata() or {}).get("source_sha256") == sha256
-    except Exception:  # a damaged cache file is rebuilt, never trusted
-        return False
-
-
-def cached_weights(weights: PackagedWeights, cache_dir: Path) -> Path:
-    """A safetensors copy of the verified checkpoint in ``cache_dir/weights/``.
-
-    The first call locates the installed file, checks its sha256 (a mismatch is an error
-    naming the file, both digests and the reinstall command), reads it with
-    ``weights_only=True`` and writes the copy atomically; later calls return the copy after
-    checking the digest recorded in its metadata.
-    """
-    target = cache_dir.expanduser() / "weights" / f"{Path(weights.name).stem}.safetensors"
-    if target.is_file() and _cached_copy_is_valid(target, weights.sha256):
-        return target
+def _verified_source(weights: PackagedWeights) -> Path:
     source = weights.locate()
     actual = file_sha256(source)
     if actual != weights.sha256:
@@ -96,12 +88,39 @@ def cached_weights(weights: PackagedWeights, cache_dir: Path) -> Path:
             source,
             f"reinstall it with `{reinstall}`",
         )
+    return source
+
+
+def cached_weights(weights: PackagedWeights, cache_dir: Path) -> Path:
+    """A safetensors copy of the verified checkpoint in ``cache_dir/weights/``.
+
+    The first call locates the installed file, checks its sha256 (a mismatch is an error
+    naming the file, both digests and the reinstall command), reads it with
+    ``weights_only=True`` and writes the copy atomically; later calls return the copy after
+    checking the source digest recorded in its metadata and its tensors' checksum (a damaged
+    copy is rebuilt with a warning, or refused when the package is not installed).
+    """
+    target = cache_dir.expanduser() / "weights" / f"{Path(weights.name).stem}.safetensors"
+    clear_abandoned_temporaries(target.parent)
+    found = read_cache_file(target, {"source_sha256": weights.sha256})
+    if found.tensors is not None:
+        return target
+    try:
+        source = _verified_source(weights)
+    except UserError as missing:
+        if found.damage is None:
+            raise
+        raise UserError(
+            f"damaged cached copy of pretrained weights ({found.damage}) that cannot be "
+            f"rebuilt ({missing.what}: {missing.where})",
+            target,
+            missing.fix,
+        ) from None
+    if found.damage is not None:
+        warn_damaged(target, found.damage, f"rebuilding it from {source}")
     state = torch.load(source, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError("not a mapping of names to tensors", source, "reinstall the package")
-    tensors = {str(k): v.contiguous() for k, v in state.items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(
-        target, lambda p: save_file(tensors, p, metadata={"source_sha256": weights.sha256})
-    )
+    tensors = {str(k): v for k, v in state.items()}
+    write_cache_file(target, tensors, {"source_sha256": weights.sha256})
     return target

@@ -1,19 +1,22 @@
 """``condimmune attack RUN_DIR``, for both families: read the run back, run the family's
 attack suite with the run's attack options (changed with ``attack.*`` overrides), and record
-the result in the run directory: ``metrics.json`` (atomically), ``attack_report.md`` with its
-figures, and an attack section of ``report.md`` (replaced on a re-run). The run directory's
-lock is held from reading the run to writing its reports: a concurrent invocation on the
-same run is refused with a message, never interleaved with this one."""
+the result in the run directory: ``metrics.json``, ``attack_report.md`` with its figures,
+and an attack section of ``report.md`` (replaced on a re-run), all replaced together with
+the run's manifest (:func:`~condimmune.experiments.manifest.update_run_files`: a kill
+half-way leaves either the old files or the new ones). The run directory's lock is held
+from reading the run to writing its reports: a concurrent invocation on the same run is
+refused with a message, never interleaved with this one."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from condimmune.experiments.manifest import update_run_files
 from condimmune.experiments.pipeline import AttackOutcome, pipeline_for
 from condimmune.experiments.report import page_markdown, replace_section, write_page
 from condimmune.experiments.rundir import run_dir_lock
-from condimmune.experiments.runner import read_run, write_metrics
+from condimmune.experiments.runner import metrics_json, read_run
 
 __all__ = ["attack_run_dir"]
 
@@ -32,11 +35,13 @@ def attack_run_dir(
         pipeline = pipeline_for(loaded.plan.family)
         with pipeline.named_by_config():
             outcome = pipeline.attack(loaded, on_progress=on_progress or (lambda _name: None))
-        write_metrics(run_dir, outcome.metrics)
-        write_page(run_dir, outcome.page, "attack_report.md")
-        replace_section(
-            run_dir / "report.md",
-            pipeline.attack_section,
-            page_markdown(outcome.page, with_title=False),
-        )
+        section = page_markdown(outcome.page, with_title=False)
+
+        def write(folder: Path) -> None:
+            (folder / "metrics.json").write_text(metrics_json(outcome.metrics))
+            write_page(folder, outcome.page, "attack_report.md")
+            report = run_dir / "report.md"
+            replace_section(report, pipeline.attack_section, section, into=folder / report.name)
+
+        update_run_files(run_dir, write, unsealed=pipeline.unsealed_files)
     return outcome

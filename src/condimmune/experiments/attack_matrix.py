@@ -1,7 +1,11 @@
 """``condimmune attack-matrix RUN_DIR... --out DIR``: attacked deep runs combined.
 
 Runs are grouped by (experiment, method); every number is the mean ± sample standard
-deviation over a group's runs (its seeds). Written into a new directory, atomically:
+deviation over a group's runs (its seeds; a cell of one run says "(1 run)"), and the table
+says how many runs (which seeds) back each method. Runs that do not mix (a seed twice,
+different configs or attack settings, files that do not belong to their run, non-finite
+numbers) are refused (:mod:`condimmune.experiments.matrix_runs`). Written into a new
+directory, atomically:
 
 * ``attack_matrix.md`` — the worst-case table (attacker × method, harmful slowdown θ_I ÷ θ0),
   the worst case and utility per method, RIR_θ0 and the worst case's RFD, one verdict
@@ -28,20 +32,17 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from condimmune.attacks.deep_records import DeepAttackSuite
-from condimmune.core.errors import UserError
 from condimmune.core.records import JsonRecord
+from condimmune.experiments.matrix_runs import MatrixRun, load_matrix_runs
 from condimmune.experiments.pipelines.deep.attack_report import (
     benign_settings,
     best_so_far,
     verdict_text,
 )
-from condimmune.experiments.records import DeepRunMetrics, read_metrics
 from condimmune.experiments.report import save_figure
-from condimmune.experiments.rundir import claim_output_dir, read_json, write_directory_atomically
+from condimmune.experiments.rundir import claim_output_dir, write_directory_atomically
 
-__all__ = ["MatrixGroup", "MatrixResult", "Stat", "find_runs", "write_attack_matrix"]
-
-_FIX = "run `condimmune attack RUN_DIR` on each deep run first"
+__all__ = ["MatrixGroup", "MatrixResult", "Stat", "write_attack_matrix"]
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,10 @@ class Stat(JsonRecord):
         return self.unreached > 0
 
     def text(self, digits: int = 3) -> str:
+        """``mean ± std``; a single run's value says so instead of a ``± 0``."""
         mark = "≥ " if self.lower_bound else ""
-        return f"{mark}{self.mean:.{digits}g} ± {self.std:.2g}"
+        spread = f" ± {self.std:.2g}" if self.n > 1 else " (1 run)"
+        return f"{mark}{self.mean:.{digits}g}{spread}"
 
 
 @dataclass(frozen=True)
@@ -88,40 +91,17 @@ class MatrixGroup(JsonRecord):
 
 @dataclass(frozen=True)
 class MatrixResult:
+    """The runs combined, the methods (in order), the groups, and how many of the runs were
+    a ``metrics.json`` alone (no run directory whose files could be verified)."""
+
     runs: list[Path]
     methods: list[str]
     groups: list[MatrixGroup]
+    unverified: int
 
 
-def find_runs(paths: Sequence[Path]) -> list[Path]:
-    """Run directories among ``paths``: each a run (it has ``metrics.json``) or a folder
-    whose sub-directories with ``metrics.json`` are runs."""
-    found: list[Path] = []
-    for path in paths:
-        if (path / "metrics.json").is_file():
-            found.append(path)
-        elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if (p / "metrics.json").is_file())
-        else:
-            raise UserError("not a run directory or a folder of runs", path, _FIX)
-    if not found:
-        raise UserError("no run directory (with metrics.json) found", ", ".join(map(str, paths)))
-    return list(dict.fromkeys(p.resolve() for p in found))
-
-
-def _load(path: Path) -> tuple[DeepRunMetrics, DeepAttackSuite]:
-    metrics = read_metrics(read_json(path / "metrics.json", _FIX), source=str(path))
-    if not isinstance(metrics, DeepRunMetrics):
-        raise UserError("a linear run; attack-matrix combines deep runs", path, _FIX)
-    if metrics.attack_suite is None:
-        raise UserError("has no attack_suite in metrics.json", path, _FIX)
-    return metrics, metrics.attack_suite
-
-
-def _group(
-    key: tuple[str, str], runs: list[tuple[Path, DeepRunMetrics, DeepAttackSuite]]
-) -> MatrixGroup:
-    suites = [s for _, _, s in runs]
+def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
+    suites = [r.suite for r in runs]
     names = list(dict.fromkeys(n for s in suites for n in s.attackers))
     slowdown = {
         n: Stat.of(
@@ -134,8 +114,8 @@ def _group(
     return MatrixGroup(
         experiment=key[0],
         method=key[1],
-        seeds=[m.seed for _, m, _ in runs],
-        runs=[str(p) for p, _, _ in runs],
+        seeds=[r.metrics.seed for r in runs],
+        runs=[str(r.path) for r in runs],
         slowdown=slowdown,
         worst_slowdown=Stat.of(
             [s.worst_case.slowdown for s in suites],
@@ -145,7 +125,7 @@ def _group(
         worst_rfd=Stat.of([s.worst_case.rfd for s in suites]),
         utility_drop=Stat.of([u.drop_points for u in utilities]) if utilities else None,
         passes_cap=[u.passes for u in utilities],
-        rir_theta0=Stat.of([m.rir_theta0.honest.rir_mean for _, m, _ in runs]),
+        rir_theta0=Stat.of([r.metrics.rir_theta0.honest.rir_mean for r in runs]),
         attack_seconds=Stat.of([s.wall_seconds for s in suites]),
     )
 
@@ -213,7 +193,7 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
     lines = [
         "# Worst-case attack matrix",
         "",
-        f"{sum(len(g.runs) for g in groups)} runs. Settings of the first run: {s.trials} "
+        f"{sum(len(g.runs) for g in groups)} runs. Settings (the same for every run): {s.trials} "
         f"trials per attacker and model on cached features ({s.probe_steps} steps), "
         f"{s.finetune_trials} for network attackers ({s.finetune_steps} steps of "
         f"{s.batch_size}, evaluated every {s.finetune_eval_every}){benign_settings(s)}; "
@@ -229,6 +209,7 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         cells = [g.slowdown[n].text() if n in g.slowdown else "—" for g in groups]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     summary = [
+        ("runs (seeds)", [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})" for g in groups]),
         ("**worst case**", [f"**{g.worst_slowdown.text()}**" for g in groups]),
         ("worst-case attackers", [", ".join(sorted(set(g.worst_attackers))) for g in groups]),
         ("RFD of the worst case, %", [g.worst_rfd.text() for g in groups]),
@@ -259,15 +240,19 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
 
 
 def write_attack_matrix(paths: Sequence[Path], out: Path) -> MatrixResult:
-    """Combine the attacked deep runs found in ``paths`` into a new directory ``out``."""
-    found = find_runs(paths)
-    loaded = [(p, *_load(p)) for p in found]
-    keys = list(dict.fromkeys((m.experiment, m.method) for _, m, _ in loaded))
-    groups = [_group(k, [r for r in loaded if (r[1].experiment, r[1].method) == k]) for k in keys]
+    """Combine the attacked deep runs found in ``paths`` into a new directory ``out``
+    (refusing runs that do not mix: :func:`~condimmune.experiments.matrix_runs.
+    load_matrix_runs`)."""
+    loaded = load_matrix_runs(paths)
+    keys = list(dict.fromkeys((r.metrics.experiment, r.metrics.method) for r in loaded))
+    groups = [
+        _group(k, [r for r in loaded if (r.metrics.experiment, r.metrics.method) == k])
+        for k in keys
+    ]
     several = len({k[0] for k in keys}) > 1
     labels = [_label(g, several) for g in groups]
-    suites = {str(p): s for p, _, s in loaded}
-    text = _markdown(groups, labels, loaded[0][2])
+    suites = {str(r.path): r.suite for r in loaded}
+    text = _markdown(groups, labels, loaded[0].suite)
 
     def write(tmp: Path) -> None:
         _heat_map(groups, labels, tmp / "attack_matrix.png")
@@ -278,4 +263,5 @@ def write_attack_matrix(paths: Sequence[Path], out: Path) -> MatrixResult:
 
     with claim_output_dir(out) as final:
         write_directory_atomically(final, write)
-    return MatrixResult(found, [k[1] for k in keys], groups)
+    unverified = sum(not r.verified for r in loaded)
+    return MatrixResult([r.path for r in loaded], [k[1] for k in keys], groups, unverified)

@@ -92,6 +92,9 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
     """The heading of the attack section ``condimmune attack`` adds to ``report.md``."""
     run_files: ClassVar[tuple[str, ...]]
     """The family's files a complete run directory holds (besides config and metrics)."""
+    unsealed_files: ClassVar[tuple[str, ...]] = ()
+    """Patterns of files in a run directory that its manifest does not cover (they change
+    after the run by design: an attack search's storage)."""
     config_keys: ClassVar[Mapping[str, str]]
     """The config key of each library argument the family's code may name in an
     :class:`~condimmune.core.errors.ArgumentError` (see :meth:`named_by_config`)."""

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from condimmune.attacks.deep_records import DeepAttackSuite
-from condimmune.attacks.suite import AttackSummary, WorstCase
+from condimmune.attacks.suite import AttackSummary, SuiteSettings, WorstCase
 from condimmune.core.records import JsonRecord, JsonValue, RecordError
 from condimmune.deep.evaluate import GroupRatios
 
@@ -116,7 +116,8 @@ class CheckRecord(JsonRecord):
 @dataclass(frozen=True)
 class LinearRunMetrics(JsonRecord):
     """``metrics.json`` of a linear run (schema in README.md); the attack-suite fields are
-    present once ``condimmune attack`` has run."""
+    present once ``condimmune attack`` has run (``attack_suite_settings``: since run
+    directories record them; an attack of a run without them replaces its attack fields)."""
 
     experiment: str
     method: str
@@ -138,6 +139,7 @@ class LinearRunMetrics(JsonRecord):
     attacks: dict[str, AttackSummary] | None = None
     attack_worst_case: WorstCase | None = None
     attack_worst_case_first_order: WorstCase | None = None
+    attack_suite_settings: SuiteSettings | None = None
 
 
 @dataclass(frozen=True)

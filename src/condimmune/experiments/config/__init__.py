@@ -18,6 +18,11 @@ to be finite (and positive or non-negative where the maths needs it).
 Every run writes its resolved configuration (:func:`config_to_dict`), with the seed and package
 versions, to ``config.yaml`` beside its results; :func:`config_from_dict` reads it back.
 
+Config files are read by :mod:`condimmune.experiments.yaml_reading` (repeated keys, anchors
+and oversized or deeply nested files refused; ``012``, ``yes`` and ``none`` are text), and
+``--set`` values follow the same text rules: the same text is the same value in a file and on
+the command line, or is refused by both.
+
 The configs are mutable and validate assignments (``config.train.lr = -1`` raises); for a
 changed, validated copy use :func:`apply_overrides`.
 """

@@ -9,19 +9,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from condimmune.core.errors import UserError
 from condimmune.experiments.config.errors import (
     ConfigError,
+    _echo,
     _kind,
     _one_line,
     _printable,
+    _type_hint,
     _unknown,
     _valid_keys,
 )
-from condimmune.experiments.config.fields import _INT_TEXT, method_options_model
+from condimmune.experiments.config.fields import method_options_model
 from condimmune.experiments.config.schema import Config, DeepExperimentConfig, ExperimentConfig
 from condimmune.experiments.registry import (
     Experiment,
@@ -29,6 +31,7 @@ from condimmune.experiments.registry import (
     experiment_defaults,
     experiment_spec,
 )
+from condimmune.experiments.yaml_reading import BOOL_TEXT, INT_TEXT, NULL_TEXT, read_yaml
 from condimmune.methods.base import _FLOAT_TEXT
 
 _R = TypeVar("_R")
@@ -110,18 +113,13 @@ def _refuse_changed_ignored(config: Config, spec: ExperimentSpec) -> None:
             )
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return " ".join(str(exc).split())
-
-
 @_config_errors
 def load_config(path: str | Path, experiment: Experiment | str | None = None) -> Config:
     """Load a YAML file over the experiment's defaults (the file may name the experiment).
 
-    A run's ``config.yaml`` loads as is (its ``versions`` mapping is ignored). A key the
+    The file is read strictly (:mod:`~condimmune.experiments.yaml_reading`: no repeated
+    keys, no anchors, size and depth limits, ``012`` is text, ``yes`` is not a boolean). A
+    run's ``config.yaml`` loads as is (its ``versions`` mapping is ignored). A key the
     experiment does not read (:attr:`ExperimentSpec.ignores`) may only hold its default.
     """
     path = Path(path)
@@ -130,11 +128,9 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
     if not path.is_file():
         raise ConfigError(f"config file {path} is not a file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        raw = read_yaml(path, "fix the file (README.md, Config files)")
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -160,42 +156,41 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
 
 
 # ---------------------------------------------------------------------- --set overrides
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-_NULL = {"", "null", "none"}
-
-
 def _parse_text(raw: str, annotation: Any, key: str) -> Any:
-    """``raw`` read as the field's declared type (never guessed by YAML)."""
+    """``raw`` read as the field's declared type, by the rules of a plain value in a config
+    file (:mod:`~condimmune.experiments.yaml_reading`): the same text is the same value."""
     args = typing.get_args(annotation)
     if args and type(None) in args and typing.get_origin(annotation) is not Literal:
-        if raw.strip().lower() in _NULL:
+        if raw.strip() in NULL_TEXT:
             return None
         (annotation,) = (a for a in args if a is not type(None))
     if annotation is str or typing.get_origin(annotation) is Literal:
         return raw
     text = raw.strip()
     if annotation is bool:
-        if text.lower() in _TRUE | _FALSE:
-            return text.lower() in _TRUE
-        raise ConfigError(f"{key} must be of type bool (true/false, yes/no, 1/0), got {raw!r}")
+        if text in BOOL_TEXT:
+            return BOOL_TEXT[text]
+        raise ConfigError(f"{key} must be of type bool, got {_echo(raw)}{_type_hint('bool', raw)}")
     if annotation is int:
-        if _INT_TEXT.fullmatch(text):
+        if INT_TEXT.match(text):
             try:
                 return int(text, 10)
             except ValueError:  # more digits than Python converts
-                raise ConfigError(f"invalid value for {key}: {raw!r} (too many digits)") from None
-        raise ConfigError(f"{key} must be of type int, got {raw!r}")
+                raise ConfigError(
+                    f"invalid value for {key}: {_echo(raw)} (too many digits)"
+                ) from None
+        raise ConfigError(f"{key} must be of type int, got {_echo(raw)}{_type_hint('int', raw)}")
     if annotation is float:
         if _FLOAT_TEXT.fullmatch(text):
             value = float(text)
             if math.isfinite(value):
                 return value
-            raise ConfigError(f"invalid value for {key}: {raw!r} (must be a finite number)")
+            raise ConfigError(f"invalid value for {key}: {_echo(raw)} (must be a finite number)")
         try:
             float(text)
         except ValueError:
-            raise ConfigError(f"{key} must be of type float, got {raw!r}") from None
-        raise ConfigError(f"invalid value for {key}: {raw!r} (must be a finite number)")
+            raise ConfigError(f"{key} must be of type float, got {_echo(raw)}") from None
+        raise ConfigError(f"invalid value for {key}: {_echo(raw)} (must be a finite number)")
     raise ConfigError(f"{key} cannot be set from the command line")
 
 
@@ -237,21 +232,25 @@ def _raise_unknown(key: str, owner: type[BaseModel], prefix: str) -> typing.NoRe
 @_config_errors
 def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
     """A validated copy of ``config`` with ``key=value`` strings applied (dotted keys, e.g.
-    ``train.epochs=5``), each value read as its field's declared type: ``str`` fields take the
-    text as is (``null``/``none``/empty → ``None`` where allowed), ``int`` base-10 digits
-    (``012`` → 12), ``float`` finite decimals, ``bool`` true/false/yes/no/1/0. ``experiment``
-    and the keys the experiment does not read are refused. ``method.*`` keys are the options
-    of the method the config has after the other keys are applied: a new ``train.method``
-    starts from its own defaults (and this experiment's defaults for it)."""
+    ``train.epochs=5``), each value read as its field's declared type by the text rules of a
+    config file (:mod:`~condimmune.experiments.yaml_reading`): ``str`` fields take the text as
+    is (``null``/``~``/empty → ``None`` where allowed), ``int`` decimal digits without a
+    leading zero (``012`` is refused, as in a file), ``float`` finite decimals (``1e-3``,
+    ``012`` → 12.0), ``bool`` ``true``/``false`` (``yes`` and ``1`` are refused, as in a file).
+    ``experiment`` and the keys the experiment does not read are refused. ``method.*`` keys
+    are the options of the method the config has after the other keys are applied: a new
+    ``train.method`` starts from its own defaults (and this experiment's defaults for it)."""
     if isinstance(assignments, str):
-        raise ConfigError(f"overrides must be a list of key=value strings, got {assignments!r}")
+        raise ConfigError(
+            f"overrides must be a list of key=value strings, got {_echo(assignments)}"
+        )
     cls: type[ExperimentConfig] | type[DeepExperimentConfig] = type(config)
     spec = experiment_spec(config.experiment)
     data = config_to_dict(config)
     parsed: list[tuple[str, str]] = []
     for item in assignments:
         if not isinstance(item, str) or "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_echo(item)}")
         key, raw = item.split("=", 1)
         key = key.strip()
         if key == "experiment":

@@ -6,7 +6,7 @@ from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
-from condimmune.experiments.config.fields import _Schema
+from condimmune.experiments.config.fields import WHERE_NOT_WHAT, _Schema
 
 
 # ----------------------------------------------------------------------------- linear
@@ -25,6 +25,7 @@ class DataConfig(_Schema):
         default=None,
         description="mnist-pair: folder of MNIST IDX files (None = packaged subset); "
         "house-price: Kaggle's train.csv; not read by digits",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
     benign_digit: int = Field(default=1, description="digit 0–9 of the benign one-vs-rest task")
     harmful_digit: int = Field(
@@ -101,11 +102,13 @@ class DeepDataConfig(_Schema):
         default=None,
         description="mnist-cnn: MNIST IDX folder (None = packaged); ImageNet folder; "
         "Fashion-MNIST IDX folder",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
     harmful_root: str | None = Field(
         default=None,
         description="imagenet-*: the Stanford Cars or Country211 folder; "
         "mobilenet-fashion-mnist: MNIST IDX folder (None = packaged subset)",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
     benign_digits: str = Field(
         default="01234", description="mnist-cnn: benign digit group, e.g. 01234"
@@ -133,7 +136,13 @@ class DeepDataConfig(_Schema):
         le=10_000_000,
         description="imagenet-*: same for the test splits; mobilenet-*: the benign test set, ≤ 10⁷",
     )
-    num_workers: int = Field(default=0, ge=0, le=256, description="data-loader processes, 0–256")
+    num_workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="data-loader processes, 0–256",
+        json_schema_extra=WHERE_NOT_WHAT,
+    )
 
     @model_validator(mode="after")
     def _digit_groups(self) -> Self:

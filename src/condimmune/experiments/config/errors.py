@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -13,6 +14,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
+
+from condimmune.experiments.yaml_reading import shorten
 
 
 class ConfigError(ValueError):
@@ -37,6 +40,25 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+_LEADING_ZERO = re.compile(r"\s*[-+]?0[0-9]+\s*\Z")
+
+
+def _echo(value: Any) -> str:
+    """``repr(value)`` as a message quotes it (a file may hold megabytes)."""
+    return shorten(repr(value))
+
+
+def _type_hint(declared: str, value: Any) -> str:
+    """How to write ``value`` as the ``declared`` type, where a common slip explains it."""
+    if declared.startswith("str") and isinstance(value, int | float) and type(value) is not bool:
+        return " (quote it in YAML: unquoted numbers are read as numbers)"
+    if declared.startswith("int") and isinstance(value, str) and _LEADING_ZERO.match(value):
+        return " (write integers without leading zeros)"
+    if declared.startswith("bool") and isinstance(value, str | int):
+        return " (write true or false)"
+    return ""
 
 
 def _kind(value: Any) -> str:
@@ -83,7 +105,8 @@ def _unknown(prefix: str, keys: list[str], section: Any) -> str:
 
 
 def _printable(key: str) -> str:
-    return key if key.isprintable() else repr(key)
+    """``key`` as a message shows it: quoted if it is not printable, cut if it is long."""
+    return shorten(key if key.isprintable() else repr(key))
 
 
 def _describe(error: ErrorDetails, root: type[BaseModel], prefix: str) -> str:
@@ -96,7 +119,7 @@ def _describe(error: ErrorDetails, root: type[BaseModel], prefix: str) -> str:
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"{key} must be a mapping, got {_kind(value)}"
     if kind == "finite_number":
-        return f"invalid value for {key}: {value!r} (must be a finite number)"
+        return f"invalid value for {key}: {_echo(value)} (must be a finite number)"
     bounds = {
         "greater_than": ("gt", ">"),
         "greater_than_equal": ("ge", "≥"),
@@ -105,17 +128,14 @@ def _describe(error: ErrorDetails, root: type[BaseModel], prefix: str) -> str:
     }
     if kind in bounds:
         name, sign = bounds[kind]
-        return f"invalid value for {key}: {value!r} (must be {sign} {_show(ctx[name])})"
+        return f"invalid value for {key}: {_echo(value)} (must be {sign} {_show(ctx[name])})"
     if kind == "literal_error":
-        return f"invalid value for {key}: {value!r} (choose one of {ctx['expected']})"
+        return f"invalid value for {key}: {_echo(value)} (choose one of {ctx['expected']})"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         _, info = _resolve(root, loc)
         declared = _type_name(info.annotation) if info is not None else kind.removesuffix("_type")
-        hint = ""
-        if declared.startswith("str") and isinstance(value, int | float):
-            hint = " (quote it in YAML: unquoted numbers are read as numbers, 012 as octal)"
-        return f"{key} must be of type {declared}, got {value!r}{hint}"
-    return f"invalid value for {key}: {value!r} ({error['msg']})"
+        return f"{key} must be of type {declared}, got {_echo(value)}{_type_hint(declared, value)}"
+    return f"invalid value for {key}: {_echo(value)} ({error['msg']})"
 
 
 def _one_line(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> str:

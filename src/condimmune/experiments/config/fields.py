@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -12,6 +11,7 @@ from pydantic import (
     ConfigDict,
     ValidationError,
 )
+from pydantic.config import JsonDict
 
 from condimmune.experiments.config.errors import ConfigError, _kind, _one_line
 from condimmune.experiments.registry import (
@@ -23,6 +23,11 @@ from condimmune.methods.registry import Method, method_spec, registered_methods
 MAX_SEED = 2**32 - 1
 """numpy's seeds are < 2³²."""
 
+WHERE_NOT_WHAT: JsonDict = {"affects_results": False}
+"""``json_schema_extra`` of a field that says where or how a run works, not what it
+computes (a folder, loader processes, checkpoint spacing, the logger, torch threads): runs
+that differ only in such fields are comparable (:mod:`condimmune.experiments.config.results`)."""
+
 
 # ----------------------------------------------------------------------------- field types
 def _enum_value(value: object) -> object:
@@ -30,7 +35,6 @@ def _enum_value(value: object) -> object:
     return value.value if isinstance(value, Enum) else value
 
 
-_INT_TEXT = re.compile(r"[+-]?\d+", re.ASCII)
 Choice = Annotated[str, BeforeValidator(_enum_value)]
 """A name checked against a registry (methods, backbones, experiments)."""
 

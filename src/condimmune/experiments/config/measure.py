@@ -38,7 +38,12 @@ class AttackConfig(_Schema):
         ge=1,
         le=1_000_000,
         description="steps per attacker of the suite, 1–1,000,000 (the curves are kept in "
-        "memory); an attacker stops at the target",
+        "memory); an attacker stops at the target unless attack.full_curves",
+    )
+    full_curves: bool = Field(
+        default=False,
+        description="run every attacker of the suite for all suite_budget steps (whole "
+        "curves in attack_report.md's figures; slower) instead of stopping at the target",
     )
 
     @field_validator("attackers")

@@ -6,7 +6,7 @@ from typing import ClassVar, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from condimmune.experiments.config.fields import Choice, _Schema
+from condimmune.experiments.config.fields import WHERE_NOT_WHAT, Choice, _Schema
 
 
 class ModelConfig(_Schema):
@@ -37,6 +37,7 @@ class ModelConfig(_Schema):
         default=None,
         description="weights and prefix cache; None = $CONDIMMUNE_CACHE_DIR or "
         "$XDG_CACHE_HOME/condimmune (~/.cache/condimmune)",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
 
     @field_validator("backbone")

@@ -10,6 +10,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from condimmune.experiments.config.data import DataConfig, DeepDataConfig
 from condimmune.experiments.config.fields import (
     MAX_SEED,
+    WHERE_NOT_WHAT,
     Choice,
     _check_experiment,
     _Schema,
@@ -36,6 +37,7 @@ class ExperimentConfig(_Schema):
         description="CPU threads for torch, set by the CLI (0: torch's default, all cores). "
         "1 by default: a linear run is thousands of small ops, and on a busy machine a thread "
         "pool per op costs more than it gains (benchmarks/bench_speed.py, case contention)",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
@@ -66,6 +68,7 @@ class DeepExperimentConfig(_Schema):
         ge=0,
         le=1024,
         description="CPU threads for torch, set by the CLI (0: torch's default, all cores)",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
     model: ModelConfig = Field(default_factory=lambda: ModelConfig())
     data: DeepDataConfig = Field(default_factory=lambda: DeepDataConfig())

@@ -8,6 +8,7 @@ from typing import ClassVar, Self
 from pydantic import Field, field_validator, model_validator
 
 from condimmune.experiments.config.fields import (
+    WHERE_NOT_WHAT,
     Accelerator,
     Choice,
     Logger,
@@ -97,9 +98,17 @@ class DeepTrainConfig(_Schema):
     devices: int = Field(default=1, ge=1, le=1024, description="processes/devices, 1–1024")
     strategy: Strategy = Field(default="auto", description="Lightning strategy")
     checkpoint_every: int = Field(
-        default=50, ge=1, le=100_000_000, description="optimizer steps between checkpoints, ≤ 10⁸"
+        default=50,
+        ge=1,
+        le=100_000_000,
+        description="optimizer steps between checkpoints, ≤ 10⁸",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
-    logger: Logger = Field(default="csv", description="Lightning logger: csv or tensorboard")
+    logger: Logger = Field(
+        default="csv",
+        description="Lightning logger: csv or tensorboard",
+        json_schema_extra=WHERE_NOT_WHAT,
+    )
 
     @field_validator("method")
     @classmethod

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from condimmune.experiments.config import Config, DeepExperimentConfig
 from condimmune.experiments.pipeline import AttackOutcome, Pipeline
-from condimmune.experiments.pipelines.deep.attack import attack_deep
+from condimmune.experiments.pipelines.deep.attack import STUDIES_FILE, attack_deep
 from condimmune.experiments.pipelines.deep.attack_report import ATTACK_SECTION
 from condimmune.experiments.pipelines.deep.data import load_deep_data
 from condimmune.experiments.pipelines.deep.evaluation import evaluate_deep
@@ -66,6 +66,7 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
     packages: ClassVar[tuple[str, ...]] = ("torchvision", "timm", "lightning")
     attack_section: ClassVar[str] = ATTACK_SECTION
     run_files: ClassVar[tuple[str, ...]] = MODEL_FILES
+    unsealed_files: ClassVar[tuple[str, ...]] = (f"{STUDIES_FILE}*",)
     config_keys: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
             "train_per_class": "data.train_per_class",

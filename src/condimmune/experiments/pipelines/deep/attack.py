@@ -3,10 +3,12 @@ docs/attacks.md).
 
 Reloads the run's data, computes each task's prefix activations once (shared by θ0 and θ_I
 when their frozen prefix is the same), runs every attacker of ``attack.attackers`` with its
-Optuna search, and returns the run's metrics with ``attack_suite`` (replaced on a re-run)
-and the report. The Optuna studies live in ``attack.storage`` (default
-``sqlite:///<run dir>/attack_studies.db``); a re-run with the same settings reads the
-finished trials back instead of repeating them.
+Optuna search, and returns the run's metrics with ``attack_suite`` and the report. An
+attack adds its attackers to those of an earlier attack under the same settings (the worst
+case and the utility check are recomputed over all of them) and replaces an earlier attack
+under other settings, saying which attackers it dropped. The Optuna studies live in
+``attack.storage`` (default ``sqlite:///<run dir>/attack_studies.db``); a re-run with the
+same settings reads the finished trials back instead of repeating them.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from condimmune.attacks.deep_records import DeepAttackOptions
-from condimmune.attacks.deep_suite import Task, run_deep_suite
+from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
+from condimmune.attacks.deep_suite import Task, run_deep_suite, suite_record
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.attacks.registry import DeepAttacker
 from condimmune.deep.backbones import DeepModel
@@ -110,6 +112,25 @@ def _tag(plan: RunPlan[DeepRunOptions], digests: tuple[bytes, bytes]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _comparable(settings: DeepAttackOptions) -> DeepAttackOptions:
+    return replace(settings, storage=None, study_name="")
+
+
+def _merged(
+    earlier: DeepAttackSuite | None, new: DeepAttackSuite
+) -> tuple[DeepAttackSuite, list[str]]:
+    """``new`` with the attackers of an ``earlier`` suite under the same settings added (an
+    attacker run again is replaced; the worst case and the utility check are over all of
+    them); under other settings ``new`` alone, and the earlier attackers it replaces."""
+    if earlier is None:
+        return new, []
+    if _comparable(earlier.settings) != _comparable(new.settings):
+        return new, sorted(set(earlier.attackers) - set(new.attackers))
+    summaries = {DeepAttacker(k): v for k, v in {**earlier.attackers, **new.attackers}.items()}
+    wall = earlier.wall_seconds + new.wall_seconds
+    return suite_record(summaries, new.settings, wall), []
+
+
 def attack_deep(loaded: DeepLoaded, on_progress: Callable[[str], None]) -> AttackOutcome:
     """Run the deep suite on ``loaded`` (module docstring)."""
     plan = loaded.plan
@@ -125,12 +146,15 @@ def attack_deep(loaded: DeepLoaded, on_progress: Callable[[str], None]) -> Attac
     acts0 = _prefix(original, data, options)
     acts1 = acts0 if same_prefix(original, immunized) else _prefix(immunized, data, options)
     dims = options.attack.skip_dims
-    suite = run_deep_suite(
-        names,
-        released_model(original, acts0, images, batch_size=bs, skip_dims=dims),
-        released_model(immunized, acts1, images, batch_size=bs, skip_dims=dims),
-        attack_options(plan, loaded.run_dir, _tag(plan, loaded.digests)),
-        on_progress=on_progress,
+    suite, dropped = _merged(
+        loaded.metrics.attack_suite,
+        run_deep_suite(
+            names,
+            released_model(original, acts0, images, batch_size=bs, skip_dims=dims),
+            released_model(immunized, acts1, images, batch_size=bs, skip_dims=dims),
+            attack_options(plan, loaded.run_dir, _tag(plan, loaded.digests)),
+            on_progress=on_progress,
+        ),
     )
     metrics = replace(loaded.metrics, attack_suite=suite)
     rows = []
@@ -162,5 +186,10 @@ def attack_deep(loaded: DeepLoaded, on_progress: Callable[[str], None]) -> Attac
         rows,
         "deep attack suite (harmful task)",
     )
+    if dropped:
+        lines.append(
+            f"replaced the results of {', '.join(dropped)} (an earlier attack with other "
+            "attack settings)"
+        )
     lines.append(f"report: {loaded.run_dir / 'attack_report.md'}")
     return AttackOutcome(metrics, attack_page(metrics, suite), summary, lines)

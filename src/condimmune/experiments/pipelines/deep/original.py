@@ -17,6 +17,7 @@ same model; one saved under another fingerprint is refused with a message, never
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -98,14 +99,18 @@ def original_fingerprint(plan: RunPlan[DeepRunOptions]) -> str:
     return fingerprint(parts)
 
 
-def _save_original(path: Path, tensors: dict[str, Tensor], tag: str) -> None:
+def _save_original(
+    path: Path, tensors: dict[str, Tensor], tag: str, pretrain_losses: list[float]
+) -> None:
+    """θ0 with its fingerprint and its pre-training losses (a resumed run reports them)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={"fingerprint": tag}))
+    metadata = {"fingerprint": tag, "pretrain_losses": json.dumps(pretrain_losses)}
+    replace_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def _load_original(path: Path, tag: str) -> dict[str, Tensor]:
+def _load_original(path: Path, tag: str) -> tuple[dict[str, Tensor], list[float]]:
     folder = path.parent
     fix = (
         f"delete {folder} to start the run over, or rerun with the configuration of the "
@@ -119,7 +124,11 @@ def _load_original(path: Path, tag: str) -> dict[str, Tensor]:
             path,
             fix,
         )
-    return saved.tensors
+    try:
+        losses = [float(v) for v in json.loads(saved.metadata.get("pretrain_losses", "[]"))]
+    except (ValueError, TypeError):
+        raise UserError("θ0's recorded pre-training losses are damaged", path, fix) from None
+    return saved.tensors, losses
 
 
 def _cached_data(
@@ -205,7 +214,8 @@ def prepare_original(
     losses: list[float] = []
     tag = original_fingerprint(plan)
     if saved is not None and resumed:
-        model.load_state_dict(_load_original(saved, tag))
+        state, losses = _load_original(saved, tag)
+        model.load_state_dict(state)
     elif pre.epochs:
 
         def bar(it: Iterable[Batch]) -> Iterable[Batch]:
@@ -237,7 +247,7 @@ def prepare_original(
             model.head.weight.copy_(weight.to(model.head.weight.dtype))
             model.head.bias.copy_(bias.to(model.head.bias.dtype))
     if saved is not None and not resumed:
-        _save_original(saved, state_tensors(model), tag)
+        _save_original(saved, state_tensors(model), tag, losses)
     return DeepSetup(model, data, losses, prefix_seconds)
 
 

@@ -4,8 +4,11 @@ The suite (:mod:`condimmune.attacks.suite`) runs every attacker of ``attack.atta
 both tasks, raw inputs vs the run's immunized features, ``attack.suite_budget`` steps each,
 to relative suboptimality ``attack.target``; the results go into the run's
 ``metrics.json`` (``attacks``, ``attack_worst_case`` and, when first-order attackers ran,
-``attack_worst_case_first_order``), into ``attack_report.md`` with two figures, and into a
-section of ``report.md`` (replaced on a re-run).
+``attack_worst_case_first_order``, and ``attack_suite_settings``), into
+``attack_report.md`` with two figures, and into a section of ``report.md`` (replaced on a
+re-run). An attack adds its attackers to those of earlier attacks under the same settings
+(the worst cases are over all of them; the figures show this command's attackers) and
+replaces the results of earlier attacks under other settings, saying so.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from condimmune.attacks.suite import (
     DECOMPOSITION_ATTACKERS,
     AttackSummary,
     SuiteEntry,
+    SuiteSettings,
     WorstCase,
     run_attack_suite,
 )
@@ -44,49 +48,80 @@ ATTACK_SECTION = "## Attack suite (`condimmune attack`)"
 
 @dataclass(frozen=True)
 class AttackSuiteResult:
-    """The suite on one run: per-attacker trajectories and summaries, and the worst cases."""
+    """The suite on one run: the trajectories of the attackers this command ran, the
+    summaries of every attacker on record (this command's and, under the same settings,
+    earlier ones'), the worst cases over them, and the settings."""
 
     entries: dict[Attacker, SuiteEntry]
     summaries: dict[str, AttackSummary]
     worst: WorstCase
     worst_first_order: WorstCase | None
-    target: float
-    budget: int
+    settings: SuiteSettings
+    dropped: list[str]
+    """Attackers of an earlier attack under other settings, whose results were replaced."""
+
+    @property
+    def target(self) -> float:
+        return self.settings.target
+
+    @property
+    def budget(self) -> int:
+        return self.settings.budget
+
+
+def _merged(
+    loaded: LinearLoaded, new: dict[str, AttackSummary], settings: SuiteSettings
+) -> tuple[dict[str, AttackSummary], list[str]]:
+    """This attack's summaries added to the run's earlier ones when those were made under
+    the same settings (an attacker run again is replaced); otherwise only the new ones, and
+    the names of the earlier ones they replace."""
+    earlier = loaded.metrics.attacks or {}
+    if loaded.metrics.attack_suite_settings == settings:
+        return {**earlier, **new}, []
+    return dict(new), sorted(set(earlier) - set(new))
 
 
 def attack_linear(loaded: LinearLoaded, on_progress: Callable[[str], None]) -> AttackOutcome:
-    """Run the suite of the run's attack options on ``loaded``; return the updated metrics,
-    the report and what the command prints."""
+    """Run the suite of the run's attack options on ``loaded``; return the updated metrics
+    (merged with earlier attackers of the same settings), the report and what the command
+    prints."""
     options = loaded.plan.options.attack
-    budget, target = options.suite_budget, options.target
+    settings = SuiteSettings(options.target, options.suite_budget, options.full_curves)
+    budget = settings.budget
     entries = run_attack_suite(
         [a.value for a in options.attackers],
         benign=(loaded.data.benign.x_train, loaded.data.benign.y_train),
         harmful=(loaded.data.harmful.x_train, loaded.data.harmful.y_train),
         weight=loaded.model.weight,
-        target=target,
+        target=settings.target,
         budget=budget,
         seed=loaded.plan.seed,
+        full_curves=settings.full_curves,
         on_progress=on_progress,
     )
+    summaries, dropped = _merged(
+        loaded, {a.value: e.summary(budget) for a, e in entries.items()}, settings
+    )
+    by_attacker = {Attacker(name): summary for name, summary in summaries.items()}
     first_order = (
-        WorstCase.of(entries, budget, exclude=DECOMPOSITION_ATTACKERS)
-        if set(entries) - DECOMPOSITION_ATTACKERS
+        WorstCase.of(by_attacker, budget, exclude=DECOMPOSITION_ATTACKERS)
+        if set(by_attacker) - DECOMPOSITION_ATTACKERS
         else None
     )
     result = AttackSuiteResult(
         entries=entries,
-        summaries={a.value: e.summary(budget) for a, e in entries.items()},
-        worst=WorstCase.of(entries, budget),
+        summaries=summaries,
+        worst=WorstCase.of(by_attacker, budget),
         worst_first_order=first_order,
-        target=target,
-        budget=budget,
+        settings=settings,
+        dropped=dropped,
     )
     metrics = replace(
         loaded.metrics,
         attacks=result.summaries,
         attack_worst_case=result.worst,
         attack_worst_case_first_order=result.worst_first_order,
+        attack_suite_settings=settings,
     )
     return AttackOutcome(metrics, _page(result), *_printed(result, loaded.run_dir))
 
@@ -121,6 +156,11 @@ def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]
         if w is not None
     ]
     title = f"attack suite (target {result.target:g}, budget {result.budget})"
+    if result.dropped:
+        lines.append(
+            f"replaced the results of {', '.join(result.dropped)} (an earlier attack with "
+            "other attack settings)"
+        )
     return Table(columns, rows, title), [*lines, f"report: {run_dir / 'attack_report.md'}"]
 
 
@@ -150,16 +190,24 @@ def _page(result: AttackSuiteResult) -> ReportPage:
     """``attack_report.md`` and ``attacks_harmful.png``/``attacks_benign.png``."""
     worst, worst_first_order = result.worst, result.worst_first_order
     target, budget = result.target, result.budget
+    stops = "ran every step" if result.settings.full_curves else "stopped at the target"
     intro = [
         f"Target: relative suboptimality {target:g} of the squared probing loss; budget "
         f"{budget} steps per attacker (unreached targets count as {budget + 1} steps, so "
-        "those slowdowns are lower bounds).",
+        f"those slowdowns are lower bounds); each attacker {stops}.",
         "",
         f"**Worst case (the attacker's best choice):** fastest on raw inputs "
         f"`{worst.attacker_original}` ({worst.steps_original} steps), fastest on immunized "
         f"features `{worst.attacker_immunized}` ({worst.steps_immunized} steps): "
         f"slowdown **{format_number(worst.harmful_slowdown)}**.",
     ]
+    earlier = [name for name in result.summaries if Attacker(name) not in result.entries]
+    if earlier:
+        intro += [
+            "",
+            f"The table and worst cases include {', '.join(earlier)} from an earlier attack "
+            "with the same settings; the figures show this attack's attackers.",
+        ]
     if worst_first_order is not None:
         w = worst_first_order
         intro += [

@@ -24,12 +24,14 @@ _SOURCES = {
 class LinearAttackOptions:
     """The paper's attacker at run time (GD 1/L to relative suboptimality ``target``, its
     curve ``budget`` steps long) and the suite of ``condimmune attack`` (``attackers``,
-    ``suite_budget`` steps each, the same ``target``)."""
+    ``suite_budget`` steps each, the same ``target``, where each stops unless
+    ``full_curves``)."""
 
     target: float
     budget: int
     attackers: tuple[Attacker, ...]
     suite_budget: int
+    full_curves: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ def linear_run_options(config: ExperimentConfig, method: ConfiguredMethod) -> Li
         ),
         train=LinearTrainOptions(method=method, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
         attack=LinearAttackOptions(
-            target=a.target, budget=a.budget, attackers=attackers, suite_budget=a.suite_budget
+            target=a.target,
+            budget=a.budget,
+            attackers=attackers,
+            suite_budget=a.suite_budget,
+            full_curves=a.full_curves,
         ),
     )

@@ -1,0 +1,127 @@
+"""`condimmune attack-matrix` refuses runs that do not mix (issue 26 §3): a seed twice,
+different attack settings or attackers, different configs, files that do not belong to
+their run, non-finite numbers; each with exit code 2, an error naming the run and the
+setting, and no output directory. Built from the kept MobileNetV2 metrics (real records),
+given a config.yaml and a manifest where a case needs a full run directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from _cli_support import error_line, invoke, reseal
+
+from condimmune.experiments.config import apply_overrides, config_to_dict, default_config
+
+KEPT = Path(__file__).resolve().parents[2] / "docs/data/attack-matrix/mobilenet-fashion-mnist"
+EXPERIMENT = "mobilenet-fashion-mnist"
+
+
+def kept(method: str, seed: int, into: Path, name: str | None = None) -> Path:
+    """A copy of a kept run's metrics.json in ``into/<name>``."""
+    target = into / (name or f"{method}-s{seed}")
+    target.mkdir(parents=True)
+    shutil.copyfile(
+        KEPT / f"{EXPERIMENT}-{method}-s{seed}" / "metrics.json", target / "metrics.json"
+    )
+    return target
+
+
+def sealed(method: str, seed: int, into: Path, *sets: str) -> Path:
+    """A kept run made a full run directory: its config (with ``sets``) and a manifest."""
+    run = kept(method, seed, into)
+    config = apply_overrides(
+        default_config(EXPERIMENT), [f"train.method={method}", f"seed={seed}", *sets]
+    )
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    reseal(run)
+    return run
+
+
+def edit_metrics(run: Path, change: Callable[[dict], object]) -> None:
+    document = json.loads((run / "metrics.json").read_text())
+    change(document)
+    (run / "metrics.json").write_text(json.dumps(document))
+
+
+def duplicate_seed(tmp: Path) -> str:
+    kept("condnum", 0, tmp)
+    kept("condnum", 0, tmp, name="condnum-s0-again")
+    return "seed 0"
+
+
+def other_trials(tmp: Path) -> str:
+    kept("condnum", 0, tmp)
+    run = kept("condnum", 1, tmp)
+    edit_metrics(run, lambda d: d["attack_suite"]["settings"].update(trials=5))
+    return "attack.trials=5"
+
+
+def fewer_attackers(tmp: Path) -> str:
+    kept("none", 0, tmp)
+    run = kept("none", 1, tmp)
+    edit_metrics(run, lambda d: d["attack_suite"]["attackers"].pop("linear-gd"))
+    return "linear-gd"
+
+
+def not_finite(tmp: Path) -> str:
+    run = kept("imma", 0, tmp)
+    edit_metrics(run, lambda d: d["attack_suite"]["worst_case"].update(slowdown=float("nan")))
+    return "attack_suite.worst_case.slowdown"
+
+
+def other_config(tmp: Path) -> str:
+    sealed("condnum", 0, tmp)
+    sealed("none", 1, tmp, "data.test_per_class=50")
+    return "data.test_per_class=50"
+
+
+def changed_after_the_run(tmp: Path) -> str:
+    run = sealed("condnum", 0, tmp)
+    edit_metrics(run, lambda d: d.update(wall_seconds=1.0))
+    return "metrics.json"
+
+
+CASES: dict[str, Callable[[Path], str]] = {
+    "seed-twice": duplicate_seed,
+    "other-attack-trials": other_trials,
+    "other-attackers": fewer_attackers,
+    "non-finite-slowdown": not_finite,
+    "other-config": other_config,
+    "metrics-changed-after-the-run": changed_after_the_run,
+}
+
+
+@pytest.mark.parametrize("setup", CASES.values(), ids=CASES.keys())
+def test_runs_that_do_not_mix_are_refused(setup: Callable[[Path], str], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    named = setup(runs)
+    result = invoke("attack-matrix", runs, "--out", tmp_path / "report")
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert named in line and str(runs) in line, line
+    assert not (tmp_path / "report").exists()
+
+
+def test_runs_that_differ_only_in_where_and_how_fast_are_combined(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    sealed("condnum", 0, runs, "model.cache_dir=/somewhere", "threads=2")
+    sealed("condnum", 1, runs, "data.num_workers=3")
+    kept("condnum", 2, runs)
+    result = invoke("attack-matrix", runs, "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    assert "3 runs, 1 a bare metrics.json" in result.output  # the bare metrics.json, said so
+    text = (tmp_path / "report" / "attack_matrix.md").read_text()
+    assert "| runs (seeds) | 3 (0, 1, 2) |" in text
+
+
+def test_a_single_run_cell_says_so_instead_of_plus_minus_zero(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    kept("condnum", 0, runs)
+    assert invoke("attack-matrix", runs, "--out", tmp_path / "report").exit_code == 0
+    text = (tmp_path / "report" / "attack_matrix.md").read_text()
+    assert "(1 run)" in text and "± 0 |" not in text

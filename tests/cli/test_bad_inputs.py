@@ -40,6 +40,8 @@ from _cli_support import (
 )
 from safetensors.torch import save_file
 
+from condimmune.experiments.sweep_jobs import write_sweep_marker
+
 
 @dataclass(frozen=True)
 class Case:
@@ -213,6 +215,7 @@ def finished_sweep(change: Callable[[Path], None] | None = None) -> Callable[[Pa
     def setup(tmp: Path) -> None:
         target = tmp / "out" / "runs" / "condnum" / "1-7" / "seed0"
         shutil.copytree(tmp / "run", target)
+        write_sweep_marker(tmp / "out", "digits")
         if change is not None:
             change(target)
 

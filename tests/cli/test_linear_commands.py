@@ -280,7 +280,7 @@ def test_existing_output_directory_is_refused(default_run):
     out, _ = default_run
     result = invoke("run", "--out", out, "--no-progress")
     assert result.exit_code == 2
-    assert "not empty" in result.output
+    assert "already exists (--out is a new directory that the command creates)" in result.output
 
 
 def test_failed_run_leaves_no_partial_directory(tmp_path, monkeypatch):

@@ -693,7 +693,13 @@ _DEFAULT_LINEAR = {
         "harmful_ridge": 1e-7,
         "step_rule": "unit",
     },
-    "attack": {"target": 1e-3, "budget": 2000, "attackers": "all", "suite_budget": 500},
+    "attack": {
+        "target": 1e-3,
+        "budget": 2000,
+        "attackers": "all",
+        "suite_budget": 500,
+        "full_curves": False,
+    },
 }
 _DEFAULT_DEEP = {
     "experiment": "mnist-cnn",

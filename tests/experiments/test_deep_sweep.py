@@ -118,6 +118,9 @@ def test_deep_sweep_refuses_bad_workers_and_foreign_run_directories(tmp_path) ->
     from pathlib import Path
 
     import yaml
+    from _cli_support import reseal
+
+    from condimmune.experiments.sweep_jobs import write_sweep_marker
 
     base = apply_overrides(default_config("mnist-cnn"), QUICK)
     with pytest.raises(ValueError, match="--workers must be ≥ 1"):
@@ -129,6 +132,8 @@ def test_deep_sweep_refuses_bad_workers_and_foreign_run_directories(tmp_path) ->
     (run / "config.yaml").write_text(yaml.safe_dump(job.config))
     golden = Path(__file__).parent / "golden" / "digits-none.json"
     shutil.copy(golden, run / "metrics.json")
+    reseal(run)  # files that belong together, of the wrong kind
+    write_sweep_marker(tmp_path / "b", "mnist-cnn")
     with pytest.raises(ValueError, match="metrics of a linear run"):
         run_sweep(base, methods=["none"], seeds=[0], out_dir=tmp_path / "b", workers=1, resume=True)
 

@@ -42,11 +42,15 @@ def test_claim_keeps_parents_that_got_other_content(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["other"]
 
 
-def test_claim_refuses_a_non_empty_directory_unless_resuming(tmp_path) -> None:
+@pytest.mark.parametrize("content", [["x"], []], ids=["non-empty", "empty"])
+def test_claim_refuses_an_existing_directory_unless_resuming(tmp_path, content) -> None:
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "x").write_text("x")
-    with pytest.raises(UserError, match="not empty"), claim_output_dir(tmp_path / "run"):
+    for name in content:
+        (tmp_path / "run" / name).write_text("x")
+    message = r"already exists \(--out is a new directory that the command creates\)"
+    with pytest.raises(UserError, match=message), claim_output_dir(tmp_path / "run"):
         pass
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == content  # left alone
     with claim_output_dir(tmp_path / "run", resume=True) as final:
         assert final == tmp_path / "run"
     assert leftovers(tmp_path) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -17,6 +18,7 @@ import yaml
 from _cli_support import leftovers
 
 import condimmune.experiments.sweep as sweep_module
+from condimmune.core.errors import UserError
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
 from condimmune.experiments.interrupt import Interrupted
 from condimmune.experiments.pipeline import pipeline_for
@@ -47,6 +49,8 @@ CSV_COLUMNS = [
     "steps_immunized",
     "immunized",
     "wall_seconds",
+    "settings",
+    "method_settings",
     "run_dir",
     "error",
 ]
@@ -308,6 +312,46 @@ def test_resume_refuses_a_run_without_config_yaml(finished, tmp_path):
     (out / "runs" / "closed-form" / "7-1" / "seed0" / "config.yaml").unlink()
     with pytest.raises(ValueError, match=r"no config\.yaml"):
         sweep(out, resume=True)
+
+
+def test_resume_refuses_a_run_whose_files_were_swapped(finished, tmp_path):
+    out = copy_of(finished, tmp_path)
+    runs = out / "runs" / "closed-form"
+    shutil.copy(runs / "7-1" / "seed0" / "extractor.safetensors", runs / "1-7" / "seed0")
+    with pytest.raises(UserError, match=r"^was changed or replaced .*1-7/seed0/extractor\."):
+        sweep(out, resume=True)
+
+
+def _unmark(out: Path) -> None:
+    (out / "sweep.json").unlink()
+
+
+def _mark_other(out: Path) -> None:
+    (out / "sweep.json").write_text('{"format": 1, "sweep_of": "mnist-pair"}\n')
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        pytest.param(_unmark, "is not a sweep directory (it has no sweep.json)", id="no-marker"),
+        pytest.param(_mark_other, "marks a sweep of 'mnist-pair', not of 'digits'", id="other"),
+    ],
+)
+def test_resume_refuses_a_directory_that_is_not_this_sweep(finished, tmp_path, edit, message):
+    out = copy_of(finished, tmp_path)
+    edit(out)
+    with pytest.raises(UserError, match=re.escape(message)):
+        sweep(out, resume=True)
+
+
+def test_resume_continues_a_sweep_stopped_before_its_first_table(finished, tmp_path):
+    """A sweep killed before any job finished has only its marker and run folders."""
+    out = copy_of(finished, tmp_path)
+    for table in ("sweep.csv", "sweep.md", "heatmap_closed-form.png"):
+        (out / table).unlink()
+    shutil.rmtree(out / "runs" / "closed-form" / "7-1")
+    rows = sweep(out, resume=True)
+    assert [r.error for r in rows] == ["", ""] and (out / "sweep.csv").is_file()
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from _cli_support import invoke
 
-from condimmune.core.errors import UserError
+from condimmune.core.errors import UncheckedInputWarning, UserError
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
 from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.sweep import run_sweep
 from condimmune.experiments.sweep_combine import combine_sweeps, read_sweep_csv
-from condimmune.experiments.tables import SweepRow
+from condimmune.experiments.tables import SweepRow, row_settings
 from condimmune.methods.base import ModelFamily
 
 
@@ -97,6 +97,9 @@ def test_a_run_in_two_sweeps_is_refused(halves, tmp_path):
         ("harmful", "", "line 2: the digit pair 1-None is not two digits 0-9"),
         ("experiment", "cifar", "line 2: unknown experiment 'cifar'"),
         ("bound", "", "line 2: a finished run .no error. without bound"),
+        ("benign_immunized", "-inf", "line 2: benign_immunized is -inf, not a finite number"),
+        ("rir", "nan", "line 2: rir is nan, not a finite number"),
+        ("bound", "-inf", "line 2: bound is -inf, not a finite number"),
     ],
     ids=[
         "bad-bool",
@@ -106,6 +109,9 @@ def test_a_run_in_two_sweeps_is_refused(halves, tmp_path):
         "no-harmful-digit",
         "unknown-experiment",
         "finished-without-bound",
+        "minus-infinite-accuracy",
+        "nan-rir",
+        "minus-infinite-bound",
     ],
 )
 def test_a_bad_cell_is_refused_with_its_line(halves, tmp_path, column, value, message):
@@ -118,8 +124,8 @@ def test_a_bad_cell_is_refused_with_its_line(halves, tmp_path, column, value, me
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda line: line + ",extra", "has 21 cells"),
-        (lambda line: line.rsplit(",", 3)[0], "has 17 cells"),
+        (lambda line: line + ",extra", "has 23 cells"),
+        (lambda line: line.rsplit(",", 3)[0], "has 19 cells"),
     ],
     ids=["extra-cell", "short-row"],
 )
@@ -127,7 +133,7 @@ def test_a_row_of_the_wrong_length_is_refused(halves, tmp_path, edit, message):
     header, line, *rest = (halves[0] / "sweep.csv").read_text().splitlines()
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([header, edit(line), *rest]) + "\n")
-    with pytest.raises(UserError, match=f"line 2 {message}, a sweep.csv row has 20"):
+    with pytest.raises(UserError, match=f"line 2 {message}, a sweep.csv row has 22"):
         read_sweep_csv(bad)
 
 
@@ -189,3 +195,61 @@ def test_the_command_prints_the_summary_and_names_a_bad_file(halves, tmp_path):
     assert "| closed-form | 2 |" in (tmp_path / "out" / "sweep.md").read_text()
     bad = invoke("sweep-table", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2"))
     assert bad.exit_code == 2 and "nowhere" in bad.output
+
+
+@pytest.mark.parametrize(
+    "column, message",
+    [
+        pytest.param("settings", "made with other settings than those of", id="other-config"),
+        pytest.param("method_settings", "closed-form runs were made with other options", id="λ"),
+    ],
+)
+def test_sweeps_with_other_settings_are_refused(halves, tmp_path, column, message):
+    other = _rewrite(halves[1], tmp_path / "other.csv", column, "0123456789abcdef")
+    with pytest.raises(UserError, match=message) as err:
+        combine_sweeps([halves[0], other], tmp_path / "out")
+    assert str(other) in str(err.value) and str(halves[0]) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_settings_fingerprint_is_what_the_numbers_depend_on(halves, tmp_path):
+    """Sweeps of other pairs share it; one more epoch, or another λ, does not."""
+    (first,), (second,) = read_sweep_csv(halves[0]), read_sweep_csv(halves[1])
+    assert first.settings == second.settings and len(first.settings) == 16
+    assert first.method_settings == second.method_settings
+    base = default_config("digits")
+    cfg = apply_overrides(base, ["train.epochs=1"])
+    more = apply_overrides(base, ["train.epochs=2"])
+    where = apply_overrides(base, ["train.epochs=1", "threads=1"])
+    assert row_settings(cfg) == row_settings(where)  # how fast, not what
+    assert row_settings(cfg)["settings"] != row_settings(more)["settings"]
+    condnum = apply_overrides(cfg, ["train.method=condnum"])
+    heavier = apply_overrides(condnum, ["method.harmful_step=0.5"])
+    assert row_settings(condnum)["settings"] == row_settings(cfg)["settings"]
+    assert row_settings(condnum)["method_settings"] != row_settings(heavier)["method_settings"]
+
+
+def _legacy(src: Path, dst: Path) -> Path:
+    """``src``'s sweep.csv as written before the settings columns existed."""
+    with (src / "sweep.csv").open(newline="") as fh:
+        lines = list(csv.DictReader(fh))
+    names = [n for n in lines[0] if n not in ("settings", "method_settings")]
+    with dst.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(lines)
+    return dst
+
+
+def test_a_sweep_csv_without_settings_is_read_with_a_warning(halves, tmp_path):
+    old = _legacy(halves[0], tmp_path / "old.csv")
+    with pytest.warns(UncheckedInputWarning, match=r"old\.csv: written before sweep\.csv"):
+        (row,) = read_sweep_csv(old)
+    assert (row.settings, row.method_settings) == ("", "")
+    assert row.values == read_sweep_csv(halves[0])[0].values
+    other = _legacy(halves[1], tmp_path / "other.csv")
+    with pytest.warns(UncheckedInputWarning):
+        rows, _ = combine_sweeps([old, other], tmp_path / "both")
+    assert len(rows) == 2
+    with pytest.warns(UncheckedInputWarning), pytest.raises(UserError, match="only one of it"):
+        combine_sweeps([halves[1], old], tmp_path / "mixed")

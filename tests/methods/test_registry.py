@@ -237,7 +237,7 @@ def test_every_builtin_has_a_deep_version_and_all_but_one_a_linear_one(spec: Met
     assert (spec.deep.feature_map is not None) == (spec.name in {*closed_forms, "condnum-leace"})
 
 
-_PIPELINE_LAYERS = ("linear", "deep", "experiments", "cli.py", "__init__.py")
+_PIPELINE_LAYERS = ("linear", "deep", "experiments", "cli", "__init__.py")
 """Where options are passed through, never read: only a method's own module reads them."""
 _OPERATING_POINTS = Path("experiments") / "registry.py"
 """The experiments' operating points: data naming the options each experiment overrides."""

@@ -40,6 +40,11 @@ class DamagedCacheWarning(UserWarning):
     """A cache file could not be read or failed its content checksum; it is rebuilt."""
 
 
+class UncheckedInputWarning(UserWarning):
+    """An input written before the record that would let it be checked (a ``sweep.csv``
+    without its settings columns) was used as it is."""
+
+
 class ArgumentError(ValueError):
     """An argument of a library function that the data (or the other arguments) rule out.
 

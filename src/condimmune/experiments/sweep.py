@@ -10,9 +10,11 @@ job count changes nothing, not even the recorded threads), each with a fixed
 number of torch threads (1 for linear runs; ``cores // workers`` for deep runs), which the
 job's ``config.yaml`` records, so that re-running it gives the same numbers.
 
-With ``resume``, a job whose run directory already holds a ``metrics.json`` is read back
-instead of re-run, after checking that its ``config.yaml`` is the job's config, key by key
-(a mismatch is an error naming the first differing key).
+A sweep marks its directory with ``sweep.json`` (the experiment) before any job runs. With
+``resume``, a non-empty directory must carry that mark for the same experiment, and a job
+whose run directory already holds a ``metrics.json`` is read back instead of re-run, after
+checking that its ``config.yaml`` is the job's config, key by key (a mismatch is an error
+naming the first differing key), and that its files are those its manifest lists.
 
 Stopping a sweep (:mod:`~condimmune.experiments.workers` has the details): its worker
 processes never outlive it. On SIGTERM or SIGINT (``sweep_command``, i.e. the command line,
@@ -42,8 +44,9 @@ from tqdm.auto import tqdm
 from condimmune.core.errors import StaleFilesWarning, UserError
 from condimmune.experiments.config import Config, ConfigError, config_from_dict
 from condimmune.experiments.interrupt import Interrupted, signals_raise
+from condimmune.experiments.manifest import require_listed, verify_manifest
 from condimmune.experiments.pipeline import Pipeline, pipeline_for, resolve_plan
-from condimmune.experiments.plan import recipe_mismatch
+from condimmune.experiments.plan import fingerprint, recipe_mismatch
 from condimmune.experiments.records import read_metrics
 from condimmune.experiments.registry import experiment_spec
 from condimmune.experiments.report import Table
@@ -53,8 +56,15 @@ from condimmune.experiments.rundir import (
     read_yaml_mapping,
     run_dir_lock,
 )
-from condimmune.experiments.sweep_jobs import SweepJob, all_ordered_pairs, make_jobs, parse_pairs
-from condimmune.experiments.tables import SweepRow, row_order
+from condimmune.experiments.sweep_jobs import (
+    SweepJob,
+    all_ordered_pairs,
+    make_jobs,
+    parse_pairs,
+    read_sweep_marker,
+    write_sweep_marker,
+)
+from condimmune.experiments.tables import SweepRow, row_order, row_settings
 from condimmune.experiments.workers import results_in_workers
 from condimmune.methods.base import ModelFamily
 
@@ -112,10 +122,12 @@ def _finished_row(job: SweepJob, pipeline: Pipeline[Any, Any, Any]) -> SweepRow 
     mismatch = recipe_mismatch(run_dir, saved, job.config)
     if mismatch is not None:
         raise ConfigError(mismatch)
+    listed = verify_manifest(run_dir, fingerprint(saved))  # its files belong to that config
     metrics = read_metrics(read_json(metrics_path, fix), source=str(metrics_path))
     if not isinstance(metrics, pipeline.metrics_type):
         kind = "linear" if pipeline.family is ModelFamily.DEEP else "deep"
         raise UserError(f"holds the metrics of a {kind} run", metrics_path, fix)
+    require_listed(run_dir, listed, ("config.yaml", "metrics.json", *pipeline.run_files))
     return _row(job, pipeline, values=pipeline.sweep_values(metrics))
 
 
@@ -135,6 +147,7 @@ def _row(
         values={**keys, **(values or {})},
         run_dir=job.out_dir,
         error="" if error is None else SweepRow.error_text(error),
+        **row_settings(config),
     )
 
 
@@ -203,6 +216,10 @@ def run_sweep(
     threads = None if workers <= 1 else worker_threads(pipeline, workers)
     with claim_output_dir(out_dir, hint="choose a new directory or --resume", resume=resume) as out:
         jobs = make_jobs(base, methods, seeds, pairs, out, threads=threads)
+        if resume and out.is_dir() and any(out.iterdir()):
+            read_sweep_marker(out, base.experiment)  # only a sweep of this experiment
+        else:
+            write_sweep_marker(out, base.experiment)
         if resume:  # a killed worker's leftovers, beside runs that are read back too
             _remove_leftovers(jobs)
         done = {job.out_dir: _finished_row(job, pipeline) for job in jobs}  # check up front

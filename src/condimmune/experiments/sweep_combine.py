@@ -5,20 +5,24 @@ one table are often swept in separate sessions or on separate machines. Each swe
 ``sweep.csv`` holds every number of its rows (:class:`~condimmune.experiments.tables.
 SweepRow`; its columns are its family's, :mod:`condimmune.experiments.tables`); this module
 reads them back (each row checked: its cells, its digit pair, the results a finished run
-must have), refuses a job that appears twice and sweeps of different experiments, and
-writes the same ``sweep.csv``, ``sweep.md`` and figures as one sweep would, into a new
-directory, atomically. ``sweep.csv`` does not record the rest of the config
-(``data.pca_components``, the weights): combine sweeps run with the same ``--set``.
+must have, finite numbers), and refuses to mix: a job that appears twice, sweeps of
+different experiments, rows whose ``settings`` differ (the fingerprint of every config key
+the numbers depend on apart from method, seed and digit pair: epochs, data, weights, ...;
+:func:`~condimmune.experiments.tables.row_settings`) and rows of one method whose
+``method_settings`` differ (its λ's). It writes the same ``sweep.csv``, ``sweep.md`` and
+figures as one sweep would, into a new directory, atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from condimmune.core.errors import UserError
+from condimmune.core.errors import UncheckedInputWarning, UserError
 from condimmune.experiments.pipeline import Pipeline, pipeline_for
 from condimmune.experiments.registry import experiment_spec
 from condimmune.experiments.report import Table
@@ -53,6 +57,9 @@ _OPTIONAL_IN_A_FINISHED_RUN = frozenset(
 )
 """Result columns a finished run (no error) may leave empty; every other one it must fill."""
 _KEYS = ("benign", "harmful")
+_SETTINGS = ("settings", "method_settings")
+_MAY_BE_INFINITE = frozenset({"bound"})
+"""Result columns where ``inf`` is a value (an unbounded problem), not a broken run."""
 
 
 def _bool(text: str) -> bool:
@@ -79,6 +86,11 @@ def _inconsistency(row: SweepRow, pipeline: Pipeline[Any, Any, Any]) -> str:
     ]
     if not row.failed and missing:
         return f"a finished run (no error) without {', '.join(missing)}"
+    for name in results:
+        value = row.values.get(name)
+        allowed = name in _MAY_BE_INFINITE and value == math.inf
+        if isinstance(value, float) and not math.isfinite(value) and not allowed:
+            return f"{name} is {value}, not a finite number"
     return ""
 
 
@@ -109,7 +121,7 @@ def _parse(
                 values[column.name] = _PARSE[column.kind](text)
             except ValueError as exc:
                 raise UserError(f"line {line}, column {column.name}: {exc}", path, _FIX) from None
-    fixed = {c.name: values.pop(c.name) for c in (*HEAD, *TAIL)}
+    fixed = {c.name: values.pop(c.name) for c in (*HEAD, *TAIL) if c.name in values}
     row = SweepRow(values=values, **fixed)
     if problem := _inconsistency(row, pipeline):
         raise UserError(f"line {line}: {problem}", path, _FIX)
@@ -140,6 +152,7 @@ def read_sweep_csv(path: Path) -> list[SweepRow]:
     except OSError as exc:
         raise UserError(f"cannot be read ({exc.strerror or exc})", path, _FIX) from None
     known = {tuple(c.name for c in csv_columns(pipeline_for(f).sweep_columns)) for f in ModelFamily}
+    known |= {tuple(n for n in names if n not in _SETTINGS) for names in known}  # before them
     if header not in known:
         raise UserError(
             f"not a sweep.csv (its columns are {list(header)}, not those of a linear or a deep "
@@ -149,6 +162,15 @@ def read_sweep_csv(path: Path) -> list[SweepRow]:
         )
     pipeline = _pipeline(path, lines[0] if lines else None)
     columns = csv_columns(pipeline.sweep_columns)
+    if _SETTINGS[0] not in header:
+        warnings.warn(
+            f"{path}: written before sweep.csv recorded the settings of its runs, so they "
+            "cannot be checked against the other sweeps: combine it only with sweeps of the "
+            "same command",
+            UncheckedInputWarning,
+            stacklevel=2,
+        )
+        columns = tuple(c for c in columns if c.name not in _SETTINGS)
     if tuple(c.name for c in columns) != header:
         raise UserError(
             f"holds {pipeline.family.value} runs under the columns of another family",
@@ -156,6 +178,43 @@ def read_sweep_csv(path: Path) -> list[SweepRow]:
             _FIX,
         )
     return [_parse(cells, columns, pipeline, path, i) for i, cells in enumerate(lines, start=2)]
+
+
+class _SameSettings:
+    """The settings of the rows read so far: the first row's, and each method's first."""
+
+    _FIX = "combine sweeps run with the same config and --set (each method with one options)"
+
+    def __init__(self) -> None:
+        self.settings: tuple[str, Path] | None = None
+        self.method_settings: dict[str, tuple[str, Path]] = {}
+
+    def check(self, row: SweepRow, path: Path) -> None:
+        """Refuse ``row`` (read from ``path``) if its settings differ from those seen."""
+        settings, where = self.settings = self.settings or (row.settings, path)
+        if row.settings != settings and not (row.settings and settings):
+            raise UserError(
+                f"only one of it and {where} records the settings of its runs (the other was "
+                "written before sweep.csv did), so they cannot be compared",
+                path,
+                self._FIX,
+            )
+        if row.settings != settings:
+            raise UserError(
+                f"its runs were made with other settings than those of {where} (config "
+                f"fingerprint {row.settings} vs {settings}: epochs, data, weights or another "
+                "key the numbers depend on)",
+                path,
+                self._FIX,
+            )
+        method, where = self.method_settings.setdefault(row.method, (row.method_settings, path))
+        if row.method_settings != method:
+            raise UserError(
+                f"its {row.method} runs were made with other options than those of {where} "
+                f"(method fingerprint {row.method_settings} vs {method})",
+                path,
+                self._FIX,
+            )
 
 
 def combine_sweeps(paths: Sequence[Path], out: Path) -> tuple[list[SweepRow], Table]:
@@ -168,6 +227,7 @@ def combine_sweeps(paths: Sequence[Path], out: Path) -> tuple[list[SweepRow], Ta
     rows: list[SweepRow] = []
     seen: dict[tuple[object, ...], Path] = {}
     experiments: dict[str, Path] = {}
+    same = _SameSettings()
     for path in paths:
         for row in read_sweep_csv(path):
             pair = tuple(row.values.get(k) for k in _KEYS)
@@ -187,6 +247,7 @@ def combine_sweeps(paths: Sequence[Path], out: Path) -> tuple[list[SweepRow], Ta
                     path,
                     "combine the sweeps of one experiment (and one config) only",
                 )
+            same.check(row, path)
             seen[job] = path
             rows.append(row)
     methods = sorted({r.method for r in rows})

@@ -3,17 +3,32 @@ pair, for the experiments that have them), and the ``--pairs`` syntax."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from condimmune._files import replace_atomically
+from condimmune.core.errors import UserError
 from condimmune.experiments.config import Config, ConfigError, apply_overrides, config_to_dict
 from condimmune.experiments.pipeline import resolve_plan
 from condimmune.experiments.registry import experiment_spec
+from condimmune.experiments.rundir import read_json
 from condimmune.methods.registry import method_spec
 
-__all__ = ["SweepJob", "all_ordered_pairs", "make_jobs", "parse_pairs"]
+__all__ = [
+    "SWEEP_MARKER",
+    "SweepJob",
+    "all_ordered_pairs",
+    "make_jobs",
+    "parse_pairs",
+    "read_sweep_marker",
+    "write_sweep_marker",
+]
+
+SWEEP_MARKER = "sweep.json"
+"""Written when a sweep starts: what ``--resume`` checks before it reads anything else."""
 
 _H = TypeVar("_H", bound=Hashable)
 
@@ -101,3 +116,27 @@ def make_jobs(
                 config = apply_overrides(base, sets)  # validated before any run starts
                 jobs.append(SweepJob(config_to_dict(config), str(folder / f"seed{seed}")))
     return jobs
+
+
+def write_sweep_marker(out: Path, experiment: str) -> None:
+    """Mark ``out`` as a sweep of ``experiment`` (``sweep.json``, before any job runs)."""
+    out.mkdir(exist_ok=True)
+    text = json.dumps({"format": 1, "sweep_of": experiment}) + "\n"
+    replace_atomically(out / SWEEP_MARKER, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_sweep_marker(out: Path, experiment: str) -> None:
+    """Check that ``out`` is a sweep directory of ``experiment`` (one a sweep started, even
+    if it stopped before its first run finished); a :class:`UserError` naming the file if
+    not."""
+    path = out / SWEEP_MARKER
+    fix = "--resume continues a sweep in the directory it wrote; use a new --out otherwise"
+    if not path.is_file():
+        raise UserError(f"is not a sweep directory (it has no {SWEEP_MARKER})", out, fix)
+    document = read_json(path, fix)
+    if not isinstance(document, dict) or document.get("format") != 1:
+        raise UserError("not a condimmune sweep marker (format 1)", path, fix)
+    if document.get("sweep_of") != experiment:
+        raise UserError(
+            f"marks a sweep of {document.get('sweep_of')!r}, not of {experiment!r}", path, fix
+        )

@@ -4,7 +4,9 @@ per method the summary of its runs (:class:`MethodStats`, rendered by the family
 
 ``sweep.csv`` has the columns ``experiment, method, seed``, the family's columns (for the
 linear family the digit pair first; :attr:`~condimmune.experiments.pipeline.Pipeline.
-sweep_columns`), then ``run_dir, error``. A failed run has ``error`` set (the first line of
+sweep_columns`), then ``settings, method_settings`` (fingerprints of the config a run's
+numbers depend on, :func:`row_settings`: what ``condimmune sweep-table`` compares before it
+combines sweeps), ``run_dir, error``. A failed run has ``error`` set (the first line of
 the exception) and empty result cells. Every summary cell is computed from the rows alone,
 so a table combined from sweeps run apart (``condimmune sweep-table``) is the table one
 sweep would have written. Means are arithmetic means over a method's successful runs (the
@@ -25,6 +27,9 @@ from types import MappingProxyType
 from typing import TypeAlias
 
 from condimmune._files import replace_atomically
+from condimmune.experiments.config import Config
+from condimmune.experiments.config.results import result_settings
+from condimmune.experiments.plan import fingerprint
 from condimmune.experiments.report import FigureSpec, Table, format_number
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
     "mean",
     "mean_std",
     "median",
+    "row_settings",
     "summarize",
     "summary_table",
     "write_csv",
@@ -57,7 +63,12 @@ class Column:
 
 Cell: TypeAlias = int | float | bool | str | None
 HEAD: tuple[Column, ...] = (Column("experiment", str), Column("method", str), Column("seed", int))
-TAIL: tuple[Column, ...] = (Column("run_dir", str), Column("error", str))
+TAIL: tuple[Column, ...] = (
+    Column("settings", str),
+    Column("method_settings", str),
+    Column("run_dir", str),
+    Column("error", str),
+)
 
 
 def csv_columns(family_columns: Sequence[Column]) -> tuple[Column, ...]:
@@ -77,6 +88,11 @@ class SweepRow:
     values: Mapping[str, Cell]
     run_dir: str
     error: str = ""
+    settings: str = ""
+    """The fingerprint of the config keys its numbers depend on, apart from the job's own
+    (method, seed, digit pair): the same for every row that may share a table."""
+    method_settings: str = ""
+    """The fingerprint of its ``method`` section: the same for every row of one method."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
@@ -84,10 +100,8 @@ class SweepRow:
     def __reduce__(self) -> tuple[type[SweepRow], tuple[object, ...]]:
         # rows cross process boundaries (a sweep's workers); a mapping proxy does not pickle
         values = dict(self.values)
-        return (
-            SweepRow,
-            (self.experiment, self.method, self.seed, values, self.run_dir, self.error),
-        )
+        fields = (self.run_dir, self.error, self.settings, self.method_settings)
+        return (SweepRow, (self.experiment, self.method, self.seed, values, *fields))
 
     @property
     def failed(self) -> bool:
@@ -100,12 +114,25 @@ class SweepRow:
         """The row for :class:`csv.DictWriter` (``None`` → empty cell)."""
         every = {"experiment": self.experiment, "method": self.method, "seed": self.seed}
         every |= {"run_dir": self.run_dir, "error": self.error, **self.values}
+        every |= {"settings": self.settings, "method_settings": self.method_settings}
         return {c.name: "" if (v := every.get(c.name)) is None else v for c in columns}
 
     @staticmethod
     def error_text(error: BaseException) -> str:
         """The ``error`` cell of a run that raised ``error``: its first line."""
         return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+_JOB_KEYS = ("seed", "train.method", "method", "data.benign_digit", "data.harmful_digit")
+"""The config keys that tell a sweep's jobs apart (the method's own section included)."""
+
+
+def row_settings(config: Config) -> dict[str, str]:
+    """The ``settings`` and ``method_settings`` of a run made with ``config``."""
+    return {
+        "settings": fingerprint(result_settings(config, leave_out=_JOB_KEYS)),
+        "method_settings": fingerprint(config.method.model_dump(mode="json")),
+    }
 
 
 def row_order(methods: Sequence[str]) -> Callable[[SweepRow], tuple[object, ...]]:

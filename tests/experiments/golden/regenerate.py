@@ -1,7 +1,7 @@
 """Re-run the golden cases (cases.yaml) with the installed condimmune and store their metrics.
 
 Only for an intended change of results; say in the commit which numbers changed and why.
-Usage: python tests/experiments/golden/regenerate.py [--out DIR]
+Usage: python tests/experiments/golden/regenerate.py [--out DIR] [--only ID ...]
 """
 
 from __future__ import annotations
@@ -57,8 +57,13 @@ def run_case(case: dict, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--only", nargs="+", metavar="ID", help="only these cases (cases.yaml ids)")
     args = parser.parse_args()
     cases = yaml.safe_load((HERE / "cases.yaml").read_text())
+    unknown = set(args.only or ()) - {case["id"] for case in cases}
+    if unknown:
+        parser.error(f"no such case in cases.yaml: {', '.join(sorted(unknown))}")
+    cases = [case for case in cases if not args.only or case["id"] in args.only]
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             metrics = run_case(case, Path(tmp))

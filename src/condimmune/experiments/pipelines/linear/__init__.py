@@ -126,6 +126,7 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
             attacks=saved.attacks,
             attack_worst_case=saved.attack_worst_case,
             attack_worst_case_first_order=saved.attack_worst_case_first_order,
+            attack_suite_settings=saved.attack_suite_settings,
         )
 
     def attack(self, loaded: LinearLoaded, *, on_progress: Callable[[str], None]) -> AttackOutcome:

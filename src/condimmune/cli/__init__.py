@@ -1,101 +1,35 @@
 """The ``condimmune`` command line: run, list, evaluate, attack, attack-matrix, sweep,
-sweep-table.
+sweep-table (also ``python -m condimmune.cli``).
 
-One error boundary (:class:`_Boundary`) wraps every command: an error the user can cause
-(a bad config key or value, a missing or damaged file, an unwritable or busy --out, a full
-disk, a machine without the requested accelerator, ...) ends with one line
-``error: <what>: <where>; <how to fix>`` on stderr and exit code 2
-(:func:`condimmune.experiments.errors.user_message` is the one table of such errors). Any
-other exception is a bug: a short ``internal error`` line and exit code 3; ``--debug``
-(before or after the command) shows its traceback instead (and that of a user error). ``evaluate``
-exits 1 when the recomputed metrics differ, ``sweep`` when some of its runs failed, 130/143
-after one ``interrupted:`` line when SIGINT/SIGTERM stopped it (and it cleaned up).
+Every command runs inside one error boundary (:mod:`condimmune.cli.boundary`): an error
+the user can cause ends with one ``error:`` line and exit code 2, a bug with an
+``internal error`` line and exit code 3 (``--debug``, before or after the command, shows
+the traceback). ``evaluate`` exits 1 when the recomputed metrics differ, ``sweep`` when
+some of its runs failed, 130/143 after one ``interrupted:`` line when SIGINT/SIGTERM
+stopped it (and it cleaned up).
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
-import sys
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 from tqdm.auto import tqdm
-from typer.core import TyperGroup
-from typer.exceptions import TyperException
 
+from condimmune.cli.boundary import Boundary, console, say
 from condimmune.core.records import RecordError
-from condimmune.experiments.errors import user_message
-from condimmune.experiments.interrupt import Interrupted
 from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS
 
 if TYPE_CHECKING:  # torch is imported by the commands that compute, not by --help
     from condimmune.experiments.report import Table as ResultTable
 
-console = Console()
-err_console = Console(stderr=True)
-
-USER_ERROR_EXIT, INTERNAL_ERROR_EXIT = 2, 3
-
-
-def _say(label: str, message: str, style: str = "bold red") -> None:
-    """One line on stderr (never wrapped, never read as rich markup), after closing the
-    progress bars that an error left open (so it starts a line of its own)."""
-    for bar in list(getattr(tqdm, "_instances", ())):
-        bar.close()
-    line = " ".join(message.split())
-    err_console.print(Text.assemble((label, style), " ", line), soft_wrap=True, highlight=False)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
-    _say("warning:", str(message), "bold yellow")
-
-
-class _Boundary(TyperGroup):
-    """The command line's one error boundary (see the module docstring)."""
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        command = super().get_command(ctx, cmd_name)  # which takes the global --debug too:
-        if command is not None and "debug" not in [p.name for p in command.params]:
-            command.params.append(debug := copy.copy(self.params[0]))  # _options' --debug
-            debug.expose_value, debug.callback = False, lambda c, _, on: c.meta.update(debug=on)
-        return command
-
-    def invoke(self, ctx: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            try:
-                return super().invoke(ctx)
-            except (TyperException, typer.Exit, typer.Abort):
-                raise
-            except Interrupted as exc:  # a command that cleaned up after SIGINT or SIGTERM
-                _say("interrupted:", str(exc), "bold yellow")
-                raise typer.Exit(exc.exit_status) from None
-            except Exception as exc:
-                if ctx.params.get("debug") or ctx.meta.get("debug"):
-                    raise
-                message = user_message(exc)
-                if message is not None:
-                    _say("error:", message)
-                    raise typer.Exit(USER_ERROR_EXIT) from None
-                first = (str(exc).splitlines() or [""])[0][:300]
-                _say(
-                    "internal error:",
-                    f"{type(exc).__name__}: {first} (a bug in condimmune, not in your input); "
-                    "rerun with --debug to see the traceback, and please report it",
-                )
-                raise typer.Exit(INTERNAL_ERROR_EXIT) from None
-
-
 _DEBUG_HELP = "show the traceback of any error (for bug reports); before or after the command"
 app = typer.Typer(
-    cls=_Boundary,
+    cls=Boundary,
     add_completion=False,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
@@ -219,12 +153,12 @@ def evaluate(
     try:
         recomputed, saved = evaluate_run(run_dir)
     except RecordError as exc:  # metrics.json does not hold a complete, well-typed record
-        _say("error:", f"recomputed metrics differ: {exc}")
+        say("error:", f"recomputed metrics differ: {exc}")
         raise typer.Exit(1) from None
     _print(pipeline_for(experiment_spec(recomputed.experiment).family).summary(recomputed))
     differ = metric_differences(recomputed, saved)
     if differ:
-        _say("error:", f"recomputed metrics differ: {', '.join(differ)}")
+        say("error:", f"recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)
     console.print("recomputed metrics match metrics.json")
 
@@ -323,7 +257,7 @@ def sweep(
     console.print(f"sweep directory: {result.out}  (table: {result.out / 'sweep.md'})")
     if result.failed:
         first = result.failed[0]
-        _say(
+        say(
             "error:",
             f"{len(result.failed)} of {len(result.rows)} runs failed, first: {first.run_dir}: "
             f"{first.error}",
@@ -346,11 +280,3 @@ def sweep_table(
     rows, summary = combine_sweeps(sweeps, out)
     _table(f"{len(rows)} runs from {len(sweeps)} sweeps", summary.columns, summary.rows)
     console.print(f"combined tables: {out / 'sweep.md'}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

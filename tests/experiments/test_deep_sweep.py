@@ -14,7 +14,8 @@ from condimmune.experiments.config import apply_overrides, default_config
 from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.report import format_number
 from condimmune.experiments.sweep import make_jobs, run_sweep
-from condimmune.experiments.tables import SweepRow, summarize, summary_table
+from condimmune.experiments.sweep_rows import SweepRow
+from condimmune.experiments.tables import summarize, summary_table
 from condimmune.methods.base import ModelFamily
 
 cli = CliRunner()

@@ -24,7 +24,9 @@ from condimmune.experiments.interrupt import Interrupted
 from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.report import format_number
 from condimmune.experiments.sweep import run_sweep, sweep_command
-from condimmune.experiments.tables import MethodStats, SweepRow, summarize, summary_table
+from condimmune.experiments.sweep_jobs import split_grid
+from condimmune.experiments.sweep_rows import SweepRow
+from condimmune.experiments.tables import MethodStats, summarize, summary_table
 from condimmune.methods.base import DeepSolver, DeepVersion, MethodSpec, ModelFamily, NoOptions
 from condimmune.methods.leace import leace_feature_map
 from condimmune.methods.registry import register_method, unregister_method
@@ -33,6 +35,7 @@ from condimmune.methods.registry import register_method, unregister_method
 CSV_COLUMNS = [
     "experiment",
     "method",
+    "variant",
     "seed",
     "benign",
     "harmful",
@@ -395,7 +398,7 @@ def test_a_failed_job_becomes_a_row_with_its_error(tmp_path):
     assert all(bad.values.get(name) is None for name in ("rir", "wall_seconds", "immunized"))
     line = read_csv(out / "sweep.csv")[1]
     assert line["error"] == bad.error and line["benign"] == "8"
-    assert all(line[c] == "" for c in CSV_COLUMNS[5:18])
+    assert all(line[c] == "" for c in CSV_COLUMNS[6:19])
     assert f"| closed-form | 0 | 8 | 1 | failed: {bad.error} |" in (out / "sweep.md").read_text()
     (cells,) = _cells(summarize([ok, bad], ["closed-form"]))
     assert (cells["runs"], cells["mean RIR"]) == ("1 (1 failed)", format_number(ok["rir"]))
@@ -457,3 +460,76 @@ def test_a_sweep_stopped_by_sigterm_cleans_up_and_resumes(tmp_path, monkeypatch)
     assert [row.failed for row in result.rows] == [False, False]
     assert finished.stat().st_mtime_ns == stamp  # kept, not re-run
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("sets", "plain", "grid"),
+    [
+        pytest.param(["train.epochs=1,3"], [], [("train.epochs", ("1", "3"))], id="int-list"),
+        pytest.param(["train.lr=0.1, 0.01"], [], [("train.lr", ("0.1", "0.01"))], id="spaces"),
+        pytest.param(["train.epochs=2"], ["train.epochs=2"], [], id="one-value"),
+        pytest.param(
+            ["attack.attackers=linear-gd,whiten-gd"],
+            ["attack.attackers=linear-gd,whiten-gd"],
+            [],
+            id="text-key-keeps-its-commas",
+        ),
+        pytest.param(["data.root=a,b"], ["data.root=a,b"], [], id="optional-text-keeps-its-commas"),
+        pytest.param(
+            ["method.harmful_step=0.1,0.2", "train.epochs=3"],
+            ["train.epochs=3"],
+            [("method.harmful_step", ("0.1", "0.2"))],
+            id="method-option",
+        ),
+        pytest.param(["nope.key=1,2"], ["nope.key=1,2"], [], id="unknown-key-left-to-set"),
+    ],
+)
+def test_split_grid(sets, plain, grid):
+    base = apply_overrides(default_config("digits"), ["train.method=condnum"])
+    assert split_grid(base, sets) == (plain, grid)
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        pytest.param([("seed", ("0", "1"))], "give them with --seeds", id="seed"),
+        pytest.param([("data.benign_digit", ("1", "2"))], "with --pairs", id="digit"),
+        pytest.param([("train.epochs", ("1", ""))], "lists an empty value", id="empty"),
+        pytest.param([("train.epochs", ("1", "1"))], "lists '1' twice", id="repeated"),
+        pytest.param([("train.epochs", ("1", "x"))], "train.epochs must be of type int", id="bad"),
+        pytest.param(
+            [("train.epochs", ("1",)), ("train.epochs", ("2",))],
+            "lists 'train.epochs' twice",
+            id="key-twice",
+        ),
+    ],
+)
+def test_bad_grids_are_refused_before_anything_runs(tmp_path, grid, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sweep(tmp_path / "out", grid=grid)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_over_listed_values_summarizes_each_combination(tmp_path):
+    grid = [("train.epochs", ("1", "2")), ("data.per_class", ("20", "30"))]
+    rows = sweep(tmp_path / "out", digits_config(*TINY[1:]), pairs=[(1, 7)], grid=grid)
+    variants = [r.variant for r in rows]
+    assert variants == [
+        "train.epochs=1,data.per_class=20",
+        "train.epochs=1,data.per_class=30",
+        "train.epochs=2,data.per_class=20",
+        "train.epochs=2,data.per_class=30",
+    ]
+    for row in rows:
+        saved = yaml.safe_load((Path(row.run_dir) / "config.yaml").read_text())
+        epochs, per_class = (int(part.split("=")[1]) for part in row.variant.split(","))
+        assert (saved["train"]["epochs"], saved["data"]["per_class"]) == (epochs, per_class)
+        assert Path(row.run_dir).parts[-3] == row.variant
+    assert len({r.settings for r in rows}) == 1  # the swept keys are the row's variant
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "| closed-form [train.epochs=2,data.per_class=30] | 1 |" in md
+    assert [line["variant"] for line in read_csv(tmp_path / "out" / "sweep.csv")] == variants
+    again = sweep(
+        tmp_path / "out", digits_config(*TINY[1:]), pairs=[(1, 7)], grid=grid, resume=True
+    )
+    assert [r["wall_seconds"] for r in again] == [r["wall_seconds"] for r in rows]

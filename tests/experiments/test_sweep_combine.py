@@ -16,7 +16,7 @@ from condimmune.experiments.config import ExperimentConfig, apply_overrides, def
 from condimmune.experiments.pipeline import pipeline_for
 from condimmune.experiments.sweep import run_sweep
 from condimmune.experiments.sweep_combine import combine_sweeps, read_sweep_csv
-from condimmune.experiments.tables import SweepRow, row_settings
+from condimmune.experiments.sweep_rows import SweepRow, row_settings
 from condimmune.methods.base import ModelFamily
 
 
@@ -124,8 +124,8 @@ def test_a_bad_cell_is_refused_with_its_line(halves, tmp_path, column, value, me
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda line: line + ",extra", "has 23 cells"),
-        (lambda line: line.rsplit(",", 3)[0], "has 19 cells"),
+        (lambda line: line + ",extra", "has 24 cells"),
+        (lambda line: line.rsplit(",", 3)[0], "has 20 cells"),
     ],
     ids=["extra-cell", "short-row"],
 )
@@ -133,7 +133,7 @@ def test_a_row_of_the_wrong_length_is_refused(halves, tmp_path, edit, message):
     header, line, *rest = (halves[0] / "sweep.csv").read_text().splitlines()
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([header, edit(line), *rest]) + "\n")
-    with pytest.raises(UserError, match=f"line 2 {message}, a sweep.csv row has 22"):
+    with pytest.raises(UserError, match=f"line 2 {message}, a sweep.csv row has 23"):
         read_sweep_csv(bad)
 
 
@@ -233,7 +233,7 @@ def _legacy(src: Path, dst: Path) -> Path:
     """``src``'s sweep.csv as written before the settings columns existed."""
     with (src / "sweep.csv").open(newline="") as fh:
         lines = list(csv.DictReader(fh))
-    names = [n for n in lines[0] if n not in ("settings", "method_settings")]
+    names = [n for n in lines[0] if n not in ("variant", "settings", "method_settings")]
     with dst.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=names, extrasaction="ignore")
         writer.writeheader()

@@ -1,5 +1,5 @@
-"""The ``condimmune`` command line: run, list, evaluate, attack, attack-matrix, sweep,
-sweep-table (also ``python -m condimmune.cli``).
+"""The ``condimmune`` command line: run, list, config, evaluate, attack, attack-matrix,
+sweep, sweep-table (also ``python -m condimmune.cli``).
 
 Every command runs inside one error boundary (:mod:`condimmune.cli.boundary`): an error
 the user can cause ends with one ``error:`` line and exit code 2, a bug with an
@@ -140,6 +140,18 @@ def list_() -> None:
     _table("methods (--set train.method=NAME)", columns, methods, numbers=False)
 
 
+@app.command(name="config")
+def config_(
+    experiment: ExperimentArg = None, set_: SetOpt = None, config: ConfigOpt = None
+) -> None:
+    """Print an experiment's resolved config as YAML (usable as --config), each key with its
+    type, default and description."""
+    from condimmune.experiments.config import resolve_config
+    from condimmune.experiments.config.describe import describe_config
+
+    typer.echo(describe_config(resolve_config(experiment, config, set_ or [])), nl=False)
+
+
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `condimmune run`")],
@@ -234,14 +246,18 @@ def sweep(
         bool, typer.Option(help="reuse finished runs in --out and run only the rest")
     ] = False,
 ) -> None:
-    """Run an experiment over methods, seeds and digit pairs in parallel; write one table.
+    """Run an experiment over methods, seeds, digit pairs and listed --set values
+    (--set train.epochs=1,3 runs both) in parallel; write one table.
 
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
     from condimmune.experiments.config import resolve_config
     from condimmune.experiments.sweep import sweep_command
+    from condimmune.experiments.sweep_jobs import split_grid
 
-    cfg = resolve_config(experiment, config, set_ or [])
+    sets = set_ or []
+    plain, grid = split_grid(resolve_config(experiment, config, []), sets)
+    cfg = resolve_config(experiment, config, plain)
     _use_threads(cfg.threads)
     result = sweep_command(
         cfg,
@@ -252,6 +268,7 @@ def sweep(
         workers=workers,
         progress=progress,
         resume=resume,
+        grid=grid,
     )
     _print([result.summary])
     console.print(f"sweep directory: {result.out}  (table: {result.out / 'sweep.md'})")

@@ -28,7 +28,8 @@ from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import RunMetrics
 from condimmune.experiments.registry import experiment_spec
 from condimmune.experiments.report import FigureSpec, ReportPage, Table
-from condimmune.experiments.tables import Column, SummaryColumn, SweepRow, write_tables
+from condimmune.experiments.sweep_rows import Column, SweepRow
+from condimmune.experiments.tables import SummaryColumn, write_tables
 from condimmune.methods.base import ConfiguredMethod, ModelFamily
 from condimmune.methods.registry import configure_method
 

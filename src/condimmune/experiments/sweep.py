@@ -30,6 +30,7 @@ second), the lock is free at once, and the next ``--resume`` removes the leftove
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Generator, Iterable, Sequence
@@ -57,6 +58,7 @@ from condimmune.experiments.rundir import (
     run_dir_lock,
 )
 from condimmune.experiments.sweep_jobs import (
+    GridAxis,
     SweepJob,
     all_ordered_pairs,
     make_jobs,
@@ -64,7 +66,7 @@ from condimmune.experiments.sweep_jobs import (
     read_sweep_marker,
     write_sweep_marker,
 )
-from condimmune.experiments.tables import SweepRow, row_order, row_settings
+from condimmune.experiments.sweep_rows import SweepRow, row_order, row_settings
 from condimmune.experiments.workers import results_in_workers
 from condimmune.methods.base import ModelFamily
 
@@ -147,7 +149,8 @@ def _row(
         values={**keys, **(values or {})},
         run_dir=job.out_dir,
         error="" if error is None else SweepRow.error_text(error),
-        **row_settings(config),
+        variant=job.variant_text,
+        **row_settings(config, varied=[key for key, _ in job.variant]),
     )
 
 
@@ -203,6 +206,7 @@ def run_sweep(
     workers: int,
     progress: bool = True,
     resume: bool = False,
+    grid: Sequence[GridAxis] = (),
 ) -> SweepResult:
     """Run every job (see :func:`make_jobs` and the module docstring), write the tables and
     figures, and return them. A run that fails is a row with its error, not an exception;
@@ -212,10 +216,11 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"--workers must be ≥ 1, got {workers}")
     pipeline = pipeline_for(resolve_plan(base).family)
-    workers = min(workers, len(methods) * len(seeds) * len(pairs or [None]))
+    combinations = math.prod(len(values) for _, values in grid)
+    workers = min(workers, len(methods) * len(seeds) * len(pairs or [None]) * combinations)
     threads = None if workers <= 1 else worker_threads(pipeline, workers)
     with claim_output_dir(out_dir, hint="choose a new directory or --resume", resume=resume) as out:
-        jobs = make_jobs(base, methods, seeds, pairs, out, threads=threads)
+        jobs = make_jobs(base, methods, seeds, pairs, out, threads=threads, grid=grid)
         if resume and out.is_dir() and any(out.iterdir()):
             read_sweep_marker(out, base.experiment)  # only a sweep of this experiment
         else:
@@ -257,8 +262,9 @@ def run_sweep(
                 f"after {len(rows)} of {len(jobs)} runs: {out}; to run the other {left}, "
                 f"{resume_hint} (finished runs are kept)",
             ) from None
-        ordered = sorted((rows[job.out_dir] for job in jobs), key=row_order(methods))
-        summary = pipeline.write_sweep(out, ordered, list(methods))
+        arms = list(dict.fromkeys(rows[job.out_dir].arm for job in jobs))  # in job order
+        ordered = sorted((rows[job.out_dir] for job in jobs), key=row_order(arms))
+        summary = pipeline.write_sweep(out, ordered, arms)
     return SweepResult(ordered, summary, out)
 
 
@@ -286,6 +292,7 @@ def sweep_command(
     workers: int,
     progress: bool,
     resume: bool,
+    grid: Sequence[GridAxis] = (),
 ) -> SweepResult:
     """``condimmune sweep``: the options as typed (comma lists; ``pairs`` ``None``: all 90
     for a digit-pair experiment, none otherwise; ``out`` ``None``: ``runs/sweep-<exp>-<time>``)."""
@@ -306,4 +313,5 @@ def sweep_command(
             workers=workers,
             progress=progress,
             resume=resume,
+            grid=grid,
         )

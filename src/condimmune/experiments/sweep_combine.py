@@ -27,7 +27,7 @@ from condimmune.experiments.pipeline import Pipeline, pipeline_for
 from condimmune.experiments.registry import experiment_spec
 from condimmune.experiments.report import Table
 from condimmune.experiments.rundir import claim_output_dir, write_directory_atomically
-from condimmune.experiments.tables import (
+from condimmune.experiments.sweep_rows import (
     HEAD,
     TAIL,
     Column,
@@ -57,7 +57,8 @@ _OPTIONAL_IN_A_FINISHED_RUN = frozenset(
 )
 """Result columns a finished run (no error) may leave empty; every other one it must fill."""
 _KEYS = ("benign", "harmful")
-_SETTINGS = ("settings", "method_settings")
+_SETTINGS = ("variant", "settings", "method_settings")
+"""Columns a sweep.csv written before them lacks (read as empty: not checked)."""
 _MAY_BE_INFINITE = frozenset({"bound"})
 """Result columns where ``inf`` is a value (an unbounded problem), not a broken run."""
 
@@ -162,7 +163,7 @@ def read_sweep_csv(path: Path) -> list[SweepRow]:
         )
     pipeline = _pipeline(path, lines[0] if lines else None)
     columns = csv_columns(pipeline.sweep_columns)
-    if _SETTINGS[0] not in header:
+    if _SETTINGS[1] not in header:
         warnings.warn(
             f"{path}: written before sweep.csv recorded the settings of its runs, so they "
             "cannot be checked against the other sweeps: combine it only with sweeps of the "
@@ -207,10 +208,10 @@ class _SameSettings:
                 path,
                 self._FIX,
             )
-        method, where = self.method_settings.setdefault(row.method, (row.method_settings, path))
+        method, where = self.method_settings.setdefault(row.arm, (row.method_settings, path))
         if row.method_settings != method:
             raise UserError(
-                f"its {row.method} runs were made with other options than those of {where} "
+                f"its {row.arm} runs were made with other options than those of {where} "
                 f"(method fingerprint {row.method_settings} vs {method})",
                 path,
                 self._FIX,
@@ -231,11 +232,11 @@ def combine_sweeps(paths: Sequence[Path], out: Path) -> tuple[list[SweepRow], Ta
     for path in paths:
         for row in read_sweep_csv(path):
             pair = tuple(row.values.get(k) for k in _KEYS)
-            job = (row.method, row.seed, *pair)
+            job = (row.arm, row.seed, *pair)
             if job in seen:
                 shown = "-".join(map(str, pair))
                 raise UserError(
-                    f"the run {row.method}, seed {row.seed}, pair {shown} is also in {seen[job]}",
+                    f"the run {row.arm}, seed {row.seed}, pair {shown} is also in {seen[job]}",
                     path,
                     "combine each run once (remove one of the two sweeps)",
                 )
@@ -250,7 +251,7 @@ def combine_sweeps(paths: Sequence[Path], out: Path) -> tuple[list[SweepRow], Ta
             same.check(row, path)
             seen[job] = path
             rows.append(row)
-    methods = sorted({r.method for r in rows})
+    methods = sorted({r.arm for r in rows})
     rows.sort(key=row_order(methods))
     pipeline = pipeline_for(experiment_spec(rows[0].experiment).family) if rows else None
     summary = Table([], [])

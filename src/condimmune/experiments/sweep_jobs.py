@@ -3,11 +3,16 @@ pair, for the experiments that have them), and the ``--pairs`` syntax."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import types
+import typing
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from condimmune._files import replace_atomically
 from condimmune.core.errors import UserError
@@ -19,11 +24,13 @@ from condimmune.methods.registry import method_spec
 
 __all__ = [
     "SWEEP_MARKER",
+    "GridAxis",
     "SweepJob",
     "all_ordered_pairs",
     "make_jobs",
     "parse_pairs",
     "read_sweep_marker",
+    "split_grid",
     "write_sweep_marker",
 ]
 
@@ -33,12 +40,23 @@ SWEEP_MARKER = "sweep.json"
 _H = TypeVar("_H", bound=Hashable)
 
 
+GridAxis = tuple[str, tuple[str, ...]]
+"""A key a sweep runs over and its values as typed (``("train.epochs", ("1", "3"))``)."""
+
+
 @dataclass(frozen=True)
 class SweepJob:
-    """One run: its resolved config (:func:`config_to_dict` form) and run directory."""
+    """One run: its resolved config (:func:`config_to_dict` form), run directory and the
+    values of the swept keys (``(("train.epochs", "3"),)``; empty without ``--set`` lists)."""
 
     config: dict[str, Any]
     out_dir: str
+    variant: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def variant_text(self) -> str:
+        """The variant as ``sweep.csv`` and the run folder name it: ``key=value,...``."""
+        return ",".join(f"{key}={value}" for key, value in self.variant)
 
 
 def all_ordered_pairs() -> list[tuple[int, int]]:
@@ -78,12 +96,14 @@ def make_jobs(
     out_dir: Path,
     *,
     threads: int | None = None,
+    grid: Sequence[GridAxis] = (),
 ) -> list[SweepJob]:
-    """One validated job per (method, seed[, pair]): each is ``base`` with the method, the
-    seed (and the digit pair) set as ``--set`` would (a new method starts from its own
-    options), and ``threads`` if given. Unknown methods, methods without a version for this
-    family, empty or repeated lists, and pairs for an experiment without digit pairs raise
-    ``ValueError`` before anything runs."""
+    """One validated job per (method, seed[, pair][, combination of the ``grid`` values]):
+    each is ``base`` with the method, the seed (the digit pair, the grid values) set as
+    ``--set`` would (a new method starts from its own options; ``method.*`` grid keys are
+    that method's options), and ``threads`` if given. Unknown methods, methods without a
+    version for this family, empty or repeated lists, pairs for an experiment without digit
+    pairs and bad grid values raise ``ValueError`` before anything runs."""
     if not methods or not seeds:
         raise ConfigError("a sweep needs at least one method and one seed")
     family = resolve_plan(base).family
@@ -102,20 +122,77 @@ def make_jobs(
                 f"--pairs: experiment {base.experiment} has no digit pairs; drop --pairs"
             )
         _refuse_duplicates("pairs", pairs, lambda p: f"{p[0]}-{p[1]}")
+    _check_grid(grid)
     targets: list[tuple[int, int] | None] = [*pairs] if pairs else [None]
+    variants = list(itertools.product(*([(k, v) for v in values] for k, values in grid)))
     jobs = []
-    for method in methods:
-        for seed in seeds:
-            for pair in targets:
-                sets = [f"train.method={method}", f"seed={seed}"]
-                sets += [] if threads is None else [f"threads={threads}"]
-                folder = out_dir / "runs" / method
-                if pair is not None:
-                    sets += [f"data.benign_digit={pair[0]}", f"data.harmful_digit={pair[1]}"]
-                    folder = folder / f"{pair[0]}-{pair[1]}"
-                config = apply_overrides(base, sets)  # validated before any run starts
-                jobs.append(SweepJob(config_to_dict(config), str(folder / f"seed{seed}")))
+    for method, variant, seed, pair in itertools.product(methods, variants, seeds, targets):
+        sets = [f"train.method={method}", f"seed={seed}"]
+        sets += [] if threads is None else [f"threads={threads}"]
+        sets += [f"{key}={value}" for key, value in variant]
+        job = SweepJob({}, "", tuple(variant))
+        folder = out_dir / "runs" / method / job.variant_text
+        if pair is not None:
+            sets += [f"data.benign_digit={pair[0]}", f"data.harmful_digit={pair[1]}"]
+            folder = folder / f"{pair[0]}-{pair[1]}"
+        config = apply_overrides(base, sets)  # validated before any run starts
+        jobs.append(SweepJob(config_to_dict(config), str(folder / f"seed{seed}"), job.variant))
     return jobs
+
+
+_GRID_REFUSED = {
+    "seed": "--seeds",
+    "train.method": "--methods",
+    "data.benign_digit": "--pairs",
+    "data.harmful_digit": "--pairs",
+}
+"""Keys a sweep runs over through its own options."""
+
+
+def _check_grid(grid: Sequence[GridAxis]) -> None:
+    for key, values in grid:
+        if key in _GRID_REFUSED:
+            raise ConfigError(f"--set {key}=… lists values; give them with {_GRID_REFUSED[key]}")
+        if not all(v.strip() for v in values):
+            raise ConfigError(f"--set {key}= lists an empty value; separate values with commas")
+        _refuse_duplicates(f"--set {key}", values, repr)
+    _refuse_duplicates("--set", (key for key, _ in grid), repr)
+
+
+def split_grid(config: Config, sets: Sequence[str]) -> tuple[list[str], list[GridAxis]]:
+    """``--set`` items as ``(plain items, grid)``: an item whose value has commas lists
+    values to sweep over when its key holds a number, a boolean or a choice (a comma cannot
+    be part of such a value); a text key (``attack.attackers=a,b``) takes the text as it
+    is. The key's type is that of ``config`` (the sweep's base config)."""
+    plain: list[str] = []
+    grid: list[GridAxis] = []
+    for item in sets:
+        key, _, raw = item.partition("=")
+        if "," in raw and not _is_text(_annotation(config, key.strip())):
+            grid.append((key.strip(), tuple(v.strip() for v in raw.split(","))))
+        else:
+            plain.append(item)
+    return plain, grid
+
+
+def _annotation(config: Config, key: str) -> Any:
+    """The declared type of the dotted ``key`` of ``config`` (``str`` for an unknown key,
+    which is then left for ``--set``'s own error)."""
+    *sections, name = key.split(".")
+    node: object = config
+    for section in sections:
+        node = getattr(node, section, None)
+    fields = type(node).model_fields if isinstance(node, BaseModel) else {}
+    return fields[name].annotation if name in fields else str
+
+
+def _is_text(annotation: Any) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _is_text(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_text(a) for a in args if a is not type(None))
+    return annotation is str
 
 
 def write_sweep_marker(out: Path, experiment: str) -> None:

@@ -1,13 +1,9 @@
-"""A sweep's tables, for both families: one :class:`SweepRow` per run (``sweep.csv``), and
-per method the summary of its runs (:class:`MethodStats`, rendered by the family's
-:class:`SummaryColumn` list into the printed table and ``sweep.md``).
+"""A sweep's tables, for both families: per arm (a method, or a method with one
+combination of the swept ``--set`` values) the summary of its runs (:class:`MethodStats`,
+rendered by the family's :class:`SummaryColumn` list into the printed table and
+``sweep.md``), from the rows of ``sweep.csv`` (:mod:`condimmune.experiments.sweep_rows`).
 
-``sweep.csv`` has the columns ``experiment, method, seed``, the family's columns (for the
-linear family the digit pair first; :attr:`~condimmune.experiments.pipeline.Pipeline.
-sweep_columns`), then ``settings, method_settings`` (fingerprints of the config a run's
-numbers depend on, :func:`row_settings`: what ``condimmune sweep-table`` compares before it
-combines sweeps), ``run_dir, error``. A failed run has ``error`` set (the first line of
-the exception) and empty result cells. Every summary cell is computed from the rows alone,
+Every summary cell is computed from the rows alone,
 so a table combined from sweeps run apart (``condimmune sweep-table``) is the table one
 sweep would have written. Means are arithmetic means over a method's successful runs (the
 paper's Table 2), standard deviations the sample std over them (n − 1; 0 for one run, as
@@ -16,146 +12,30 @@ the paper's Table 3 over its seeds), medians beside them.
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import MappingProxyType
-from typing import TypeAlias
 
 from condimmune._files import replace_atomically
-from condimmune.experiments.config import Config
-from condimmune.experiments.config.results import result_settings
-from condimmune.experiments.plan import fingerprint
 from condimmune.experiments.report import FigureSpec, Table, format_number
+from condimmune.experiments.sweep_rows import HEAD, KEYS, Cell, Column, SweepRow, write_csv
 
 __all__ = [
-    "Cell",
-    "Column",
     "MethodStats",
     "SummaryColumn",
-    "SweepRow",
     "arrow",
     "count",
-    "csv_columns",
     "mean",
     "mean_std",
     "median",
-    "row_settings",
     "summarize",
     "summary_table",
-    "write_csv",
     "write_markdown",
     "write_tables",
 ]
-
-
-@dataclass(frozen=True)
-class Column:
-    """A result column of a sweep's ``sweep.csv``: its name and the type of its cells."""
-
-    name: str
-    kind: type[int] | type[float] | type[bool] | type[str]
-
-
-Cell: TypeAlias = int | float | bool | str | None
-HEAD: tuple[Column, ...] = (Column("experiment", str), Column("method", str), Column("seed", int))
-TAIL: tuple[Column, ...] = (
-    Column("settings", str),
-    Column("method_settings", str),
-    Column("run_dir", str),
-    Column("error", str),
-)
-
-
-def csv_columns(family_columns: Sequence[Column]) -> tuple[Column, ...]:
-    """Every column of a ``sweep.csv`` whose family has ``family_columns``."""
-    return (*HEAD, *family_columns, *TAIL)
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    """One run of a sweep, one line of ``sweep.csv``: ``values`` holds the family's columns
-    (``None`` where a run has no value: every result of a failed run). ``row["rir"]`` reads
-    one."""
-
-    experiment: str
-    method: str
-    seed: int
-    values: Mapping[str, Cell]
-    run_dir: str
-    error: str = ""
-    settings: str = ""
-    """The fingerprint of the config keys its numbers depend on, apart from the job's own
-    (method, seed, digit pair): the same for every row that may share a table."""
-    method_settings: str = ""
-    """The fingerprint of its ``method`` section: the same for every row of one method."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
-
-    def __reduce__(self) -> tuple[type[SweepRow], tuple[object, ...]]:
-        # rows cross process boundaries (a sweep's workers); a mapping proxy does not pickle
-        values = dict(self.values)
-        fields = (self.run_dir, self.error, self.settings, self.method_settings)
-        return (SweepRow, (self.experiment, self.method, self.seed, values, *fields))
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error)
-
-    def __getitem__(self, name: str) -> Cell:
-        return self.values[name]
-
-    def cells(self, columns: Sequence[Column]) -> dict[str, object]:
-        """The row for :class:`csv.DictWriter` (``None`` → empty cell)."""
-        every = {"experiment": self.experiment, "method": self.method, "seed": self.seed}
-        every |= {"run_dir": self.run_dir, "error": self.error, **self.values}
-        every |= {"settings": self.settings, "method_settings": self.method_settings}
-        return {c.name: "" if (v := every.get(c.name)) is None else v for c in columns}
-
-    @staticmethod
-    def error_text(error: BaseException) -> str:
-        """The ``error`` cell of a run that raised ``error``: its first line."""
-        return f"{type(error).__name__}: {error}".splitlines()[0]
-
-
-_JOB_KEYS = ("seed", "train.method", "method", "data.benign_digit", "data.harmful_digit")
-"""The config keys that tell a sweep's jobs apart (the method's own section included)."""
-
-
-def row_settings(config: Config) -> dict[str, str]:
-    """The ``settings`` and ``method_settings`` of a run made with ``config``."""
-    return {
-        "settings": fingerprint(result_settings(config, leave_out=_JOB_KEYS)),
-        "method_settings": fingerprint(config.method.model_dump(mode="json")),
-    }
-
-
-def row_order(methods: Sequence[str]) -> Callable[[SweepRow], tuple[object, ...]]:
-    """Rows in ``methods`` order, then by their key cells (the digit pair), then seed."""
-    rank = {m: i for i, m in enumerate(methods)}
-
-    def key(row: SweepRow) -> tuple[object, ...]:
-        pair = tuple("" if v is None else str(v) for k, v in row.values.items() if k in _KEYS)
-        return (rank.get(row.method, len(rank)), row.method, pair, row.seed)
-
-    return key
-
-
-_KEYS = frozenset({"benign", "harmful"})
-"""Columns that identify a job within (method, seed), not a result."""
-
-
-def write_csv(path: Path, rows: Sequence[SweepRow], family_columns: Sequence[Column]) -> None:
-    columns = csv_columns(family_columns)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[c.name for c in columns])
-        writer.writeheader()
-        writer.writerows(r.cells(columns) for r in rows)
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -173,12 +53,13 @@ class MethodStats:
         return [float(v) for v in self.values.get(name, []) if isinstance(v, int | float)]
 
 
-def summarize(rows: Sequence[SweepRow], methods: Sequence[str]) -> list[MethodStats]:
-    """Per method of ``methods`` (in that order) the :class:`MethodStats` of its rows."""
+def summarize(rows: Sequence[SweepRow], arms: Sequence[str]) -> list[MethodStats]:
+    """Per arm of ``arms`` (:attr:`SweepRow.arm`: a method, or a method and a variant; in
+    that order) the :class:`MethodStats` of its rows."""
     out = []
-    for method in methods:
-        ok = [r for r in rows if r.method == method and not r.failed]
-        failed = sum(1 for r in rows if r.method == method and r.failed)
+    for method in arms:
+        ok = [r for r in rows if r.arm == method and not r.failed]
+        failed = sum(1 for r in rows if r.arm == method and r.failed)
         names = dict.fromkeys(name for r in ok for name in r.values)
         values = {n: [r.values[n] for r in ok if r.values.get(n) is not None] for n in names}
         out.append(MethodStats(method, len(ok), failed, values))
@@ -291,13 +172,14 @@ def write_markdown(
 ) -> None:
     """``sweep.md``: the summary, then one line per run (every column, failed runs with
     their error)."""
-    runs = [c for c in (*HEAD[1:], *family_columns) if c.name != "experiment"]
+    varied = any(r.variant for r in rows)  # a variant column only for a sweep over keys
+    runs = [c for c in (*HEAD[1:], *family_columns) if c.name != "variant" or varied]
     lines = [f"# {title}", "", notes, "", *summary_table(stats, columns).markdown(), ""]
     lines += ["## Runs", "", *Table([*(c.name for c in runs), "run directory"], []).markdown()]
     for r in rows:
-        every = {"method": r.method, "seed": r.seed, **r.values}
+        every = {"method": r.method, "variant": r.variant, "seed": r.seed, **r.values}
         if r.failed:
-            keys = [str(every[c.name]) for c in runs if c.name in ("method", "seed", *_KEYS)]
+            keys = [str(every[c.name]) for c in runs if c.name in (*(h.name for h in HEAD), *KEYS)]
             lines.append("| " + " | ".join([*keys, f"failed: {r.error}"]) + " |")
             continue
         cells = [format_number(every.get(c.name)) for c in runs]

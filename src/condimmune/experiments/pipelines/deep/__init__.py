@@ -35,16 +35,8 @@ from condimmune.experiments.pipelines.deep.run import (
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import DeepRunMetrics, RunMetrics
 from condimmune.experiments.report import FigureSpec, ReportPage, Table, save_figure
-from condimmune.experiments.tables import (
-    Cell,
-    Column,
-    MethodStats,
-    SummaryColumn,
-    SweepRow,
-    arrow,
-    mean_std,
-    summarize,
-)
+from condimmune.experiments.sweep_rows import Cell, Column, SweepRow
+from condimmune.experiments.tables import MethodStats, SummaryColumn, arrow, mean_std, summarize
 from condimmune.methods.base import ConfiguredMethod, ModelFamily
 
 __all__ = ["DEEP_PIPELINE", "DeepPipeline"]

@@ -26,16 +26,8 @@ from condimmune.experiments.pipelines.linear.run import LinearLoaded, LinearRun,
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import LinearRunMetrics, RunMetrics
 from condimmune.experiments.report import FigureSpec, ReportPage, Table
-from condimmune.experiments.tables import (
-    Cell,
-    Column,
-    SummaryColumn,
-    SweepRow,
-    arrow,
-    count,
-    mean,
-    median,
-)
+from condimmune.experiments.sweep_rows import Cell, Column, SweepRow
+from condimmune.experiments.tables import SummaryColumn, arrow, count, mean, median
 from condimmune.linear.tasks import LinearSource
 from condimmune.methods.base import ConfiguredMethod, ModelFamily
 
@@ -199,7 +191,7 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
         if not any(r["benign"] is not None for r in rows):
             return []  # no digit pairs (house price): no heat map
         return [
-            FigureSpec(f"heatmap_{m}.png", partial(_heatmap, [r for r in rows if r.method == m], m))
+            FigureSpec(f"heatmap_{m}.png", partial(_heatmap, [r for r in rows if r.arm == m], m))
             for m in methods
         ]
 

@@ -120,7 +120,10 @@ def run(
     result = run_plan(plan, out, progress=progress)
     if result is None:  # a process of a multi-process run that does not write the run
         return
-    _print(pipeline_for(plan.family).summary(result.metrics))
+    pipeline = pipeline_for(plan.family)
+    _print(pipeline.summary(result.metrics))
+    for line in pipeline.closing_lines(result.metrics, out):
+        console.print(line, highlight=False)
     console.print(f"run directory: {out}  (report: {out / 'report.md'})")
 
 

@@ -34,13 +34,10 @@ from matplotlib.figure import Figure
 from condimmune.attacks.deep_records import DeepAttackSuite
 from condimmune.core.records import JsonRecord
 from condimmune.experiments.matrix_runs import MatrixRun, load_matrix_runs
-from condimmune.experiments.pipelines.deep.attack_report import (
-    benign_settings,
-    best_so_far,
-    verdict_text,
-)
+from condimmune.experiments.pipelines.deep.attack_report import benign_settings, best_so_far
 from condimmune.experiments.report import save_figure
 from condimmune.experiments.rundir import claim_output_dir, write_directory_atomically
+from condimmune.experiments.verdict import verdict_text
 
 __all__ = ["MatrixGroup", "MatrixResult", "Stat", "write_attack_matrix"]
 

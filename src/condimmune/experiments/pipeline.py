@@ -152,6 +152,12 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
     def summary(self, metrics: RunMetrics) -> list[Table]:
         """What ``condimmune run`` and ``evaluate`` print."""
 
+    @abstractmethod
+    def closing_lines(self, metrics: RunMetrics, run_dir: Path) -> list[str]:
+        """What ``condimmune run`` says after its tables, in plain words: what the headline
+        slowdown means, what an attacker who rescales the features gets, and that
+        ``condimmune attack`` gives the worst case."""
+
     def sweep_keys(self, plan: RunPlan[OptionsT]) -> dict[str, int | None]:
         """The cells of :attr:`sweep_columns` that name a run's job besides its method and
         seed (the digit pair), also for a run that failed."""

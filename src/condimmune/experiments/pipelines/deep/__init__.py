@@ -34,7 +34,7 @@ from condimmune.experiments.pipelines.deep.run import (
 )
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import DeepRunMetrics, RunMetrics
-from condimmune.experiments.report import FigureSpec, ReportPage, Table, save_figure
+from condimmune.experiments.report import FigureSpec, ReportPage, Table, format_number, save_figure
 from condimmune.experiments.sweep_rows import Cell, Column, SweepRow
 from condimmune.experiments.tables import MethodStats, SummaryColumn, arrow, mean_std, summarize
 from condimmune.methods.base import ConfiguredMethod, ModelFamily
@@ -156,6 +156,20 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
 
     def summary(self, metrics: RunMetrics) -> list[Table]:
         return deep_summary(_deep(metrics))
+
+    def closing_lines(self, metrics: RunMetrics, run_dir: Path) -> list[str]:
+        attack = _deep(metrics).attack
+        gd, whitened = attack.gd, attack.gd_whitened
+        return [
+            f"The paper's attacker (gradient descent, step 1/L, on a linear head over the "
+            f"features) needs {gd.steps_original:,} steps on θ0 and {gd.steps_immunized:,} on "
+            f"the immunized model ({format_number(gd.slowdown)}× slower); after whitening the "
+            f"features it is {format_number(whitened.slowdown)}× slower, and a softmax probe "
+            f"{format_number(attack.linear_probe.slowdown)}×.",
+            "These are the paper's attackers only: fine-tuning, probes on other layers and "
+            "tuned optimizers can undo a defence that slows them.",
+            f"The worst case over every attacker: condimmune attack {run_dir}",
+        ]
 
     def sweep_values(self, metrics: RunMetrics) -> dict[str, Cell]:
         m = _deep(metrics)

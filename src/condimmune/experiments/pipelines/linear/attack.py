@@ -40,6 +40,7 @@ from condimmune.experiments.report import (
     plotted_points,
     save_figure,
 )
+from condimmune.experiments.verdict import slowdown_text, steps_text, verdict_text
 
 __all__ = ["ATTACK_SECTION", "AttackSuiteResult", "attack_linear"]
 
@@ -221,15 +222,33 @@ def _page(result: AttackSuiteResult) -> ReportPage:
     rows = [
         [
             name,
-            f"{f(d.harmful_steps_original)} → {f(d.harmful_steps_immunized)}",
+            f"{steps_text(d.harmful_steps_original, budget)} → "
+            f"{steps_text(d.harmful_steps_immunized, budget)}",
             f"{f(d.harmful_seconds_original)} → {f(d.harmful_seconds_immunized)}",
-            f(d.harmful_slowdown),
-            f"{f(d.benign_steps_original)} → {f(d.benign_steps_immunized)}",
-            f(d.benign_slowdown),
+            slowdown_text(d.harmful_slowdown, d.harmful_reached),
+            f"{steps_text(d.benign_steps_original, budget)} → "
+            f"{steps_text(d.benign_steps_immunized, budget)}",
+            slowdown_text(d.benign_slowdown, d.benign_steps_immunized is not None),
             f(d.harmful_best),
             d.setting_immunized,
         ]
         for name, d in result.summaries.items()
+    ]
+    slowdowns = {n: (d.harmful_slowdown, d.harmful_reached) for n, d in result.summaries.items()}
+    worst_reached = worst.steps_immunized <= budget
+    intro += [
+        "",
+        verdict_text(
+            "this run",
+            slowdowns,
+            (worst.attacker_immunized.value, worst.harmful_slowdown, worst_reached),
+            None,
+            [
+                n
+                for n, d in result.summaries.items()
+                if d.harmful_steps_original is None and d.harmful_steps_immunized is None
+            ],
+        ),
     ]
     table = Table(
         [

@@ -1,0 +1,165 @@
+r"""The worst-case yardstick (issue #27, ``../shared/research/worst-case-yardstick.md``): one
+target per released model's task, one cost currency across attacker families, and the
+from-scratch ceiling.
+
+For a task and the original model θ0, the **target** is fixed before θ_I is attacked:
+
+.. math::  τ = f · \max_{a ∈ A} \max_{j,t} a^{θ0}_{a,j}(t)                          (Y1)
+
+over every attacker ``a`` (its trials ``j``, evaluation steps ``t``). The **cost** of attacker
+``a`` on model ``M`` is the floating-point work until its cheapest trial first reaches τ,
+
+.. math::  T_a(M) = F_a + \max(t_a(M, τ), 1) · s_a                                  (Y2)
+
+with ``F_a`` the work done once (feature extraction), ``s_a`` the work of one training step
+and ``t_a`` the first evaluation step at which a trial reaches τ (steps reported beside it;
+at least one step is charged, as the per-attacker slowdowns count ``max(steps, 1)``, so that
+every cost is positive).
+An attacker that never reaches τ within its budget ``B_a`` steps gives the lower bound
+``T_a(M) > F_a + B_a · s_a``, never a silent cap. The cheapest attacker on ``M``,
+
+.. math::  T^*(M) = \min_a T_a(M),                                                     (Y3)
+
+includes the **weight-free** attackers (probes on the raw inputs, a network trained from
+scratch): they do not read ``M``, so they cost the same on every model, and
+
+.. math::  S = T^*(θ_I) / T^*(θ0) \;\le\; S_{max} = T^*(\text{weight-free}) / T^*(θ0). (Y4)
+
+No defence can pass ``S_max``; the fraction of the achievable protection it reached is
+
+.. math::  P = \log S / \log S_{max} \quad (S_{max} > 1).                              (Y5)
+
+Everything here is arithmetic on recorded curves: the searches and the FLOP counts are made
+elsewhere (:mod:`condimmune.attacks.cost`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from condimmune.core.errors import ArgumentError
+from condimmune.core.records import JsonRecord
+
+__all__ = ["AttackerCurves", "Cost", "Yardstick", "attack_cost", "cheapest", "yardstick"]
+
+
+@dataclass(frozen=True)
+class AttackerCurves:
+    """One attacker's search on one model and task: the held-out accuracy of each trial at
+    ``eval_steps``, the work done once (``fixed_flops``) and per training step
+    (``step_flops``), its step budget, and whether it reads the released weights."""
+
+    attacker: str
+    curves: Sequence[Sequence[float]]
+    eval_steps: Sequence[int]
+    fixed_flops: float
+    step_flops: float
+    budget_steps: int
+    weight_free: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.curves:
+            raise ArgumentError(f"attacker {self.attacker!r} has no trials")
+        if any(len(c) != len(self.eval_steps) for c in self.curves):
+            raise ArgumentError(
+                f"attacker {self.attacker!r}: every curve needs one accuracy per evaluation "
+                f"step ({len(self.eval_steps)})"
+            )
+        if self.fixed_flops < 0 or self.step_flops <= 0 or self.budget_steps < 0:
+            raise ArgumentError(
+                f"attacker {self.attacker!r}: FLOPs must be ≥ 0 (per step > 0) and the budget "
+                f"≥ 0, got {self.fixed_flops}, {self.step_flops}, {self.budget_steps}"
+            )
+
+    @property
+    def best_accuracy(self) -> float:
+        return max(max(c) for c in self.curves)
+
+
+@dataclass(frozen=True)
+class Cost(JsonRecord):
+    """``T_a(M)`` (Eq. Y2): FLOPs to the target, or with ``reached`` false a lower bound (the
+    budget's FLOPs); ``steps`` the training steps beside it (``None`` when not reached)."""
+
+    attacker: str
+    flops: float
+    steps: int | None
+    reached: bool
+
+
+@dataclass(frozen=True)
+class Yardstick(JsonRecord):
+    """Eq. Y1–Y5 for one task: the target, the cheapest attacker on θ0, on θ_I and among the
+    weight-free ones, ``S``, ``S_max`` and ``P`` (``None`` when ``S_max ≤ 1``), and every
+    attacker's cost on both models. ``S`` is a lower bound when ``cheapest_immunized`` did
+    not reach the target; ``S_max`` when ``cheapest_weight_free`` did not."""
+
+    target: float
+    cheapest_original: Cost
+    cheapest_immunized: Cost
+    cheapest_weight_free: Cost | None
+    s: float
+    s_max: float | None
+    p: float | None
+    original: list[Cost]
+    immunized: list[Cost]
+
+
+def attack_cost(curves: AttackerCurves, target: float) -> Cost:
+    """Eq. Y2 for one attacker on one model."""
+    hits = [
+        next((t for t, a in zip(curves.eval_steps, c, strict=True) if a >= target), None)
+        for c in curves.curves
+    ]
+    reached = [h for h in hits if h is not None]
+    steps = min(reached) if reached else None
+    charged = max(curves.budget_steps if steps is None else steps, 1)
+    flops = curves.fixed_flops + charged * curves.step_flops
+    return Cost(curves.attacker, flops, steps, steps is not None)
+
+
+def cheapest(costs: Sequence[Cost]) -> Cost:
+    """Eq. Y3: the least cost among those that reached the target; if none did, the least
+    lower bound (itself a lower bound on the cheapest)."""
+    if not costs:
+        raise ArgumentError("no attacker to compare; give at least one")
+    reached = [c for c in costs if c.reached]
+    return min(reached or costs, key=lambda c: c.flops)
+
+
+def yardstick(
+    original: Sequence[AttackerCurves],
+    immunized: Sequence[AttackerCurves],
+    fraction: float,
+) -> Yardstick:
+    """Eq. Y1–Y5 from every attacker's curves on θ0 (``original``) and θ_I (``immunized``).
+    Weight-free attackers may be given on either side or both (their cost is the same); the
+    target is ``fraction`` of the best accuracy of any attacker on θ0."""
+    if not 0 < fraction <= 1:
+        raise ArgumentError(f"fraction must be in (0, 1], got {fraction}")
+    if not original or not immunized:
+        raise ArgumentError("give the attackers of both models (θ0 and θ_I)")
+    free = {c.attacker: c for c in [*original, *immunized] if c.weight_free}
+    on_original = {c.attacker: c for c in original} | free
+    on_immunized = {c.attacker: c for c in immunized} | free
+    target = fraction * max(c.best_accuracy for c in on_original.values())
+    cost_original = [attack_cost(c, target) for c in on_original.values()]
+    cost_immunized = [attack_cost(c, target) for c in on_immunized.values()]
+    best_original, best_immunized = cheapest(cost_original), cheapest(cost_immunized)
+    s = best_immunized.flops / best_original.flops
+    best_free = cheapest([c for c in cost_original if c.attacker in free]) if free else None
+    s_max = None if best_free is None else best_free.flops / best_original.flops
+    p = math.log(s) / math.log(s_max) if s_max is not None and s_max > 1 else None
+    return Yardstick(
+        target,
+        best_original,
+        best_immunized,
+        best_free,
+        s,
+        s_max,
+        p,
+        cost_original,
+        cost_immunized,
+    )

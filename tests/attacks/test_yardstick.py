@@ -1,0 +1,138 @@
+"""The worst-case yardstick (attacks/yardstick.py, Eq. Y1–Y5) and its cost currency
+(attacks/cost.py): hand counts, constructed defences, and S ≤ S_max as a property."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from condimmune.attacks.cost import forward_flops, linear_probe_step_flops, training_step_flops
+from condimmune.attacks.yardstick import AttackerCurves, attack_cost, cheapest, yardstick
+from condimmune.core.errors import ArgumentError
+
+STEPS = [0, 10, 20, 30, 40]
+
+
+def curves(
+    name: str, *curve: list[float], step_flops: float = 1.0, fixed: float = 0.0, free: bool = False
+) -> AttackerCurves:
+    return AttackerCurves(name, list(curve), STEPS, fixed, step_flops, STEPS[-1], free)
+
+
+# --- cost currency ------------------------------------------------------------------------
+def test_a_linear_probe_step_is_counted_by_hand():
+    batch, features, classes = 32, 64, 10
+    head = nn.Linear(features, classes)
+    x, y = torch.randn(batch, features), torch.randint(0, classes, (batch,))
+    counted = training_step_flops(head, x, lambda out: nn.functional.cross_entropy(out, y))
+    assert counted == linear_probe_step_flops(batch, features, classes) == 4 * 32 * 64 * 10
+    assert head.weight.grad is None  # left as it was
+
+
+def test_a_network_step_is_counted_by_hand():
+    """Conv (3→4, 3×3, 8×8 output) then a linear layer: forward 2·MACs each; backward the
+    weight gradients (2·MACs each) and the input gradient of the second layer only."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    x = torch.randn(2, 3, 8, 8)
+    conv_macs = 2 * 4 * 8 * 8 * 3 * 3 * 3
+    linear_macs = 2 * (4 * 8 * 8) * 5
+    forward = 2 * (conv_macs + linear_macs)
+    assert forward_flops(net, x) == forward
+    backward = 2 * conv_macs + 2 * linear_macs + 2 * linear_macs  # weights, then input of fc
+    assert training_step_flops(net, x, lambda out: out.square().sum()) == forward + backward
+
+
+# --- Eq. Y1-Y5 ------------------------------------------------------------------------------
+def test_cost_is_the_first_step_of_the_cheapest_trial_or_a_lower_bound():
+    a = curves(
+        "a", [0.1, 0.5, 0.9, 0.9, 0.9], [0.1, 0.95, 0.95, 0.95, 0.95], step_flops=3.0, fixed=100.0
+    )
+    cost = attack_cost(a, 0.9)
+    assert (cost.steps, cost.flops, cost.reached) == (10, 100.0 + 30.0, True)
+    never = attack_cost(a, 0.99)
+    assert (never.steps, never.flops, never.reached) == (None, 100.0 + 40 * 3.0, False)
+    assert cheapest([never, cost]) == cost
+    assert cheapest([never]) == never
+
+
+def test_a_defence_that_does_nothing_gives_s_of_one():
+    same = [curves("probe", [0.2, 0.8, 0.9, 0.9, 0.9]), curves("tune", [0.1, 0.5, 0.7, 0.9, 0.95])]
+    free = curves("scratch", [0.1, 0.2, 0.3, 0.95, 0.95], step_flops=50.0, free=True)
+    y = yardstick([*same, free], same, 0.95)
+    assert y.target == pytest.approx(0.95 * 0.95)
+    assert y.s == 1.0 and y.p == 0.0
+    assert y.s_max is not None and y.s_max > 1
+
+
+def test_a_model_no_weight_reading_attacker_can_use_gives_s_max():
+    """θ_I as good as a re-initialised network: only the weight-free attackers reach τ."""
+    probe = curves("probe", [0.2, 0.9, 0.95, 0.95, 0.95])
+    useless = curves("probe", [0.1, 0.1, 0.1, 0.1, 0.1])
+    free = curves("scratch", [0.1, 0.3, 0.6, 0.95, 0.95], step_flops=20.0, free=True)
+    y = yardstick([probe, free], [useless], 0.9)
+    assert y.cheapest_immunized.attacker == "scratch"
+    assert y.s == y.s_max and y.p == pytest.approx(1.0)
+
+
+def test_without_weight_free_attackers_there_is_no_ceiling():
+    y = yardstick(
+        [curves("p", [0.5, 0.9, 0.9, 0.9, 0.9])], [curves("p", [0.5, 0.5, 0.5, 0.5, 0.9])], 1.0
+    )
+    assert y.cheapest_weight_free is None and y.s_max is None and y.p is None
+    assert y.s == 4.0  # step 40 vs step 10
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(lambda: curves("x"), "has no trials", id="no-trials"),
+        pytest.param(
+            lambda: AttackerCurves("x", [[0.1]], STEPS, 0, 1, 1), "one accuracy per", id="short"
+        ),
+        pytest.param(
+            lambda: curves("x", [0.1] * 5, step_flops=0.0), "FLOPs must be", id="free-step"
+        ),
+        pytest.param(
+            lambda: yardstick([curves("x", [0.1] * 5)], [], 0.9), "both models", id="empty"
+        ),
+        pytest.param(
+            lambda: yardstick([curves("x", [0.1] * 5)], [curves("x", [0.1] * 5)], 0.0),
+            "fraction",
+            id="fraction",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused(make, message):
+    with pytest.raises(ArgumentError, match=message):
+        make()
+
+
+_curve = st.lists(st.floats(0.0, 1.0), min_size=len(STEPS), max_size=len(STEPS))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    original=st.lists(_curve, min_size=1, max_size=3),
+    immunized=st.lists(_curve, min_size=1, max_size=3),
+    scratch=_curve,
+    flops=st.floats(0.1, 1e3),
+    fraction=st.floats(0.05, 1.0),
+)
+def test_s_never_exceeds_the_ceiling(original, immunized, scratch, flops, fraction):
+    free = curves("scratch", scratch, step_flops=flops, free=True)
+    y = yardstick(
+        [curves(f"a{i}", c) for i, c in enumerate(original)] + [free],
+        [curves(f"a{i}", c) for i, c in enumerate(immunized)],
+        fraction,
+    )
+    assert y.cheapest_original.reached  # τ ≤ the best accuracy on θ0
+    assert y.cheapest_weight_free is not None and y.s_max is not None
+    if y.cheapest_weight_free.reached:
+        assert y.s <= y.s_max * (1 + 1e-12)
+        if y.p is not None and y.s > 0:
+            assert y.p <= 1 + 1e-9 or math.isclose(y.s, y.s_max)

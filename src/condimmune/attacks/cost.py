@@ -42,7 +42,7 @@ def training_step_flops(
     counter = FlopCounterMode(display=False)
     try:
         with counter:
-            loss(module(inputs)).backward()
+            torch.autograd.backward(loss(module(inputs)))
     finally:
         for p, grad in saved.items():
             p.grad = grad

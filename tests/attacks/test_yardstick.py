@@ -21,7 +21,9 @@ STEPS = [0, 10, 20, 30, 40]
 def curves(
     name: str, *curve: list[float], step_flops: float = 1.0, fixed: float = 0.0, free: bool = False
 ) -> AttackerCurves:
-    return AttackerCurves(name, list(curve), STEPS, fixed, step_flops, STEPS[-1], free)
+    return AttackerCurves(
+        name, list(curve), STEPS, fixed, [step_flops] * len(curve), STEPS[-1], free
+    )
 
 
 # --- cost currency ------------------------------------------------------------------------
@@ -92,7 +94,7 @@ def test_without_weight_free_attackers_there_is_no_ceiling():
     [
         pytest.param(lambda: curves("x"), "has no trials", id="no-trials"),
         pytest.param(
-            lambda: AttackerCurves("x", [[0.1]], STEPS, 0, 1, 1), "one accuracy per", id="short"
+            lambda: AttackerCurves("x", [[0.1]], STEPS, 0, [1.0], 1), "one accuracy per", id="short"
         ),
         pytest.param(
             lambda: curves("x", [0.1] * 5, step_flops=0.0), "FLOPs must be", id="free-step"
@@ -136,3 +138,14 @@ def test_s_never_exceeds_the_ceiling(original, immunized, scratch, flops, fracti
         assert y.s <= y.s_max * (1 + 1e-12)
         if y.p is not None and y.s > 0:
             assert y.p <= 1 + 1e-9 or math.isclose(y.s, y.s_max)
+
+
+def test_the_cheapest_trial_counts_not_the_first_to_reach():
+    """A wide trial that reaches τ at step 10 costs more than a narrow one at step 20."""
+    a = AttackerCurves(
+        "mlp", [[0, 0.9, 0.9, 0.9, 0.9], [0, 0, 0.9, 0.9, 0.9]], STEPS, 5.0, [10.0, 2.0], 40
+    )
+    cost = attack_cost(a, 0.9)
+    assert (cost.flops, cost.steps) == (5.0 + 20 * 2.0, 20)
+    with pytest.raises(ArgumentError, match="one step_flops per trial"):
+        AttackerCurves("mlp", [[0.0] * 5], STEPS, 0.0, [1.0, 2.0], 40)

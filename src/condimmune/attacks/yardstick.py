@@ -48,14 +48,15 @@ __all__ = ["AttackerCurves", "Cost", "Yardstick", "attack_cost", "cheapest", "ya
 @dataclass(frozen=True)
 class AttackerCurves:
     """One attacker's search on one model and task: the held-out accuracy of each trial at
-    ``eval_steps``, the work done once (``fixed_flops``) and per training step
-    (``step_flops``), its step budget, and whether it reads the released weights."""
+    ``eval_steps``, the work done once (``fixed_flops``) and per training step of each trial
+    (``step_flops``, one per trial: a trial's hyperparameters may change its width), its step
+    budget, and whether it reads the released weights."""
 
     attacker: str
     curves: Sequence[Sequence[float]]
     eval_steps: Sequence[int]
     fixed_flops: float
-    step_flops: float
+    step_flops: Sequence[float]
     budget_steps: int
     weight_free: bool = False
 
@@ -67,7 +68,11 @@ class AttackerCurves:
                 f"attacker {self.attacker!r}: every curve needs one accuracy per evaluation "
                 f"step ({len(self.eval_steps)})"
             )
-        if self.fixed_flops < 0 or self.step_flops <= 0 or self.budget_steps < 0:
+        if len(self.step_flops) != len(self.curves):
+            raise ArgumentError(
+                f"attacker {self.attacker!r}: give one step_flops per trial ({len(self.curves)})"
+            )
+        if self.fixed_flops < 0 or min(self.step_flops) <= 0 or self.budget_steps < 0:
             raise ArgumentError(
                 f"attacker {self.attacker!r}: FLOPs must be ≥ 0 (per step > 0) and the budget "
                 f"≥ 0, got {self.fixed_flops}, {self.step_flops}, {self.budget_steps}"
@@ -108,16 +113,19 @@ class Yardstick(JsonRecord):
 
 
 def attack_cost(curves: AttackerCurves, target: float) -> Cost:
-    """Eq. Y2 for one attacker on one model."""
+    """Eq. Y2 for one attacker on one model: its cheapest trial to ``target``; if no trial
+    reaches it, the cheapest trial's whole budget (a lower bound)."""
     hits = [
-        next((t for t, a in zip(curves.eval_steps, c, strict=True) if a >= target), None)
-        for c in curves.curves
+        (curves.fixed_flops + max(t, 1) * step, t)
+        for c, step in zip(curves.curves, curves.step_flops, strict=True)
+        if (t := next((t for t, a in zip(curves.eval_steps, c, strict=True) if a >= target), None))
+        is not None
     ]
-    reached = [h for h in hits if h is not None]
-    steps = min(reached) if reached else None
-    charged = max(curves.budget_steps if steps is None else steps, 1)
-    flops = curves.fixed_flops + charged * curves.step_flops
-    return Cost(curves.attacker, flops, steps, steps is not None)
+    if hits:
+        flops, steps = min(hits)
+        return Cost(curves.attacker, flops, steps, True)
+    budget = curves.fixed_flops + max(curves.budget_steps, 1) * min(curves.step_flops)
+    return Cost(curves.attacker, budget, None, False)
 
 
 def cheapest(costs: Sequence[Cost]) -> Cost:

@@ -42,11 +42,15 @@ class EigenvectorMethod(StrEnum):
     ``dense``: a full ``eigh`` (all eigenvectors). ``inverse-iteration``: ``eigvalsh`` for the
     values, then inverse iteration for the one vector, with a gap and residual check and
     the dense ``eigh`` as fallback. ``auto``: dense up to :data:`DENSE_EIGH_MAX_SIZE`.
+    ``tracking``: the regularizer step's tracked extremes (:mod:`condimmune.core.tracking`,
+    which keep state from step to step); a one-off decomposition here treats it as
+    ``inverse-iteration``.
     """
 
     AUTO = "auto"
     DENSE = "dense"
     INVERSE_ITERATION = "inverse-iteration"
+    TRACKING = "tracking"
 
 
 DENSE_EIGH_MAX_SIZE = 256

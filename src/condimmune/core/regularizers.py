@@ -70,6 +70,13 @@ def _ill_rank(
     """
     first = first_nonzero(values, size=p, dtype=dtype, rtol=rtol)
     rank = len(values) - first
+    check_ill_rank(rank, p, policy, stacklevel=5)
+    return first, rank
+
+
+def check_ill_rank(rank: int, p: int, policy: RankDeficiency, stacklevel: int) -> None:
+    """R_ill's degeneracy checks on the numerical rank of a covariance of size ``p``: refused
+    below rank 2, and ``policy`` when rank-deficient (``stacklevel`` of the warning)."""
     if rank < 2:
         raise DegenerateSpectrumError(
             f"R_ill needs at least two non-zero eigenvalues, the covariance has rank {rank}: "
@@ -86,8 +93,7 @@ def _ill_rank(
         if policy is RankDeficiency.RAISE:
             raise DegenerateSpectrumError(message)
         if policy is RankDeficiency.WARN:
-            warnings.warn(message, RankDeficientWarning, stacklevel=4)
-    return first, rank
+            warnings.warn(message, RankDeficientWarning, stacklevel=stacklevel)
 
 
 def _check_ill_denominator(denom: float, fro2: float, rank: int, dtype: torch.dtype) -> None:
@@ -129,7 +135,9 @@ class SpectralTerm:
     unit_step: float
     """η at which the fastest-moving eigenvalue changes by 100 % (first order)."""
     fallback: bool = False
-    """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vector."""
+    """The fast path (inverse iteration, or the tracked extremes of
+    :mod:`condimmune.core.tracking`) was refused and a full ``eigh`` gave the spectrum and
+    the vector."""
 
 
 def r_well_value_and_gradient(
@@ -145,12 +153,20 @@ def r_well_value_and_gradient(
     No input checks: internal fast path of :mod:`condimmune.core.step`.
     """
     values, v1, fallback = psd_eigenpair(mat, eigenvectors, lambda values: len(values) - 1)
-    s1 = values[-1]
     s2 = max(values[-2], 0.0) if len(values) > 1 else 0.0
+    sigma_min = values[first_nonzero(values, size=p, dtype=mat.dtype)]
+    return r_well_term(mat, p, (values[-1], s2, sigma_min), v1, fallback)
+
+
+def r_well_term(
+    mat: Tensor, p: int, extremes: tuple[float, float, float], v1: Tensor, fallback: bool
+) -> SpectralTerm:
+    """:func:`r_well_value_and_gradient` from ``(σ_1, σ_2, σ_min)`` and the unit v₁ (p × 1),
+    however they were computed (a dense spectrum, or :mod:`condimmune.core.tracking`)."""
+    s1, s2, sigma_min = extremes
     value = 0.5 * (s1 * s1) - float((mat * mat).sum()) / (2 * p)
     monotone = (math.sqrt(s1) - math.sqrt(s2)) / (2 * (s1**1.5 * (1 - 1 / p) + s2**1.5 / p))
     unit = 1.0 / (2 * s1 * (1 - 1 / p)) if p > 1 else math.inf
-    sigma_min = values[first_nonzero(values, size=p, dtype=mat.dtype)]
     log_kappa = math.log(s1) - math.log(sigma_min)
     gradient = s1 * (v1 * v1.mT) - mat / p  # the outer product without a BLAS call
     return SpectralTerm(value, gradient, log_kappa, monotone, unit, fallback)
@@ -175,7 +191,15 @@ def r_ill_value_and_gradient(
         lambda values: first_nonzero(values, size=p, dtype=mat.dtype, rtol=rtol),
     )
     i, rank = _ill_rank(values, p, rtol, policy, mat.dtype)
-    s_k, s_1 = values[i], values[-1]
+    return r_ill_term(mat, (values[i], values[-1]), rank, u, fallback)
+
+
+def r_ill_term(
+    mat: Tensor, extremes: tuple[float, float], rank: int, u: Tensor, fallback: bool
+) -> SpectralTerm:
+    """:func:`r_ill_value_and_gradient` from ``(σ_k, σ_1)``, the checked numerical rank k and
+    the unit u_k (p × 1), however they were computed."""
+    s_k, s_1 = extremes
     fro2 = float((mat * mat).sum())
     denom = fro2 / (2 * rank) - 0.5 * (s_k * s_k)
     _check_ill_denominator(denom, fro2, rank, mat.dtype)

@@ -7,7 +7,12 @@ matrix), so any ``X'`` and ``W'`` with ``Φ'ᵀΦ' = ΦᵀΦ`` give the same spe
   (:func:`nonzero_columns`); rows of ``W`` that are zero on the other columns give features
   that are exactly zero (:func:`live_weight`);
 * a very tall ``X = QR`` (thin QR) gives :math:`\Phi^\top\Phi = \Psi^\top\Psi` with
-  :math:`\Psi = RW^\top` (:func:`compress_rows`).
+  :math:`\Psi = RW^\top` (:func:`compress_rows`);
+* any ``X`` of numerical rank ``r`` with a clean gap in its singular values is, to rounding,
+  :math:`X = U_r\Sigma_rV_r^\top`, and :math:`R = \Sigma_rV_r^\top` (r × d) has the same
+  :math:`R^\top R = X^\top X` (:func:`exact_rank_rows`, the fast path of large problems):
+  every later product costs ``r`` rows instead of ``n``, and the Gram matrices lose the
+  exact zeros of a rank-deficient ``X`` (raw MNIST: rank 525 of 600 rows).
 
 The numbers change only by the order of floating-point sums (``tests/core/test_rows.py``).
 """
@@ -17,7 +22,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["COMPRESS_MIN_RATIO", "compress_rows", "live_weight", "nonzero_columns"]
+from condimmune.core.preconditioner import InputPreconditioner
+
+__all__ = [
+    "CLEAN_GAP",
+    "COMPRESS_MIN_RATIO",
+    "compress_rows",
+    "exact_rank_rows",
+    "live_weight",
+    "nonzero_columns",
+    "on_columns",
+    "preconditioned_rows",
+]
 
 COMPRESS_MIN_RATIO = 16
 """Rows per column from which :func:`compress_rows` replaces the rows by their QR factor:
@@ -25,6 +41,11 @@ the work per step on them then drops at least 16-fold (full MNIST: 12,000 rows, 
 columns). Below it the rows are used as they are, which keeps the rounding, and with it the
 numbers, of the smaller runs (mnist-pair: 600 rows, 64 columns) bit for bit; their runs are
 chaotic in the benign guard, so even this change of rounding moves their results visibly."""
+
+
+CLEAN_GAP = 1e4
+"""The smallest singular value :func:`exact_rank_rows` keeps must exceed the largest it drops
+by this factor (raw MNIST: 4e-8 against 3e-17 of σ₁), else it keeps all of them."""
 
 
 def nonzero_columns(x: Tensor) -> Tensor | None:
@@ -69,3 +90,61 @@ def compress_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
         return x, None
     q, r = torch.linalg.qr(x)
     return r, q
+
+
+def exact_rank_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    r"""``(R, Q)`` with :math:`R = \Sigma_rV_r^\top` (r × d) and :math:`Q = U_r` (n × r, orthonormal
+    columns) from the thin SVD :math:`X = U\Sigma V^\top`, when that has fewer rows than
+    ``x``; else ``(x, None)``.
+
+    ``r`` is the numerical rank, the number of singular values above
+    :math:`\max(n, d)\,\epsilon\,\sigma_1` (``numpy.linalg.matrix_rank``'s rule), when the gap
+    there is clean (:data:`CLEAN_GAP`), else ``min(n, d)``. The dropped singular values are
+    at the rounding level of ``X`` itself, so :math:`R^\top R = X^\top X` and
+    :math:`\Phi = XW^\top = Q\Psi` with :math:`\Psi = RW^\top` to rounding: every spectral
+    quantity of ``Φ`` comes from ``Ψ``, and a gradient :math:`A = \partial R/\partial\Phi =
+    QA_\Psi` gives :math:`A^\top M = A_\Psi^\top(Q^\top M)`.
+    """
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    values = s.tolist()
+    cut = max(x.shape) * torch.finfo(x.dtype).eps * values[0]
+    rank = sum(value > cut for value in values)
+    if rank == 0:  # x = 0
+        return x, None
+    if rank < len(values) and not values[rank - 1] >= CLEAN_GAP * values[rank]:
+        rank = len(values)
+    if rank >= x.shape[0]:
+        return x, None
+    return s[:rank, None] * vh[:rank], u[:, :rank]
+
+
+def preconditioned_rows(
+    x: Tensor, ridge: float, *, exact_rank: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(X_J, M_J, J)``: a task's rows and ``M = X (XᵀX + ρI)⁻¹`` on its non-zero columns,
+    compressed to ``(R, QᵀM)`` when the rows are many (:func:`compress_rows`), or with
+    ``exact_rank`` whenever the numerical rank is below the row count
+    (:func:`exact_rank_rows`): with ``Φ = QΨ`` the gradient is ``A = ∂R/∂Φ = Q A_Ψ``, so
+    ``Aᵀ M = A_Ψᵀ (Qᵀ M)``.
+
+    ``M`` is computed from all columns and then restricted: with a small ρ its Woodbury form
+    cancels ``X/ρ`` against a correction of the same size, so a differently rounded ``M``
+    (e.g. from fewer columns) would move the numbers by far more than the other reorderings.
+    With ρ = 0 nothing is dropped (a singular ``XᵀX`` is still refused).
+    """
+    m = InputPreconditioner(x, ridge).apply(x)
+    columns = nonzero_columns(x) if ridge > 0 else None
+    if columns is not None:
+        x, m = x[:, columns], m[:, columns]
+    x, q = exact_rank_rows(x) if exact_rank else compress_rows(x)
+    return x, (m if q is None else q.mT @ m), columns
+
+
+def on_columns(m: Tensor, columns: Tensor | None, union: Tensor | None, d: int) -> Tensor:
+    """``m`` (on ``columns``) written into zeros on the ``union`` columns (``None``: all d):
+    the rows of one task in the stacked rows of both."""
+    if columns is None or (union is not None and union.numel() == columns.numel()):
+        return m
+    width = d if union is None else union.numel()
+    position = columns if union is None else torch.searchsorted(union, columns)
+    return m.new_zeros(m.shape[0], width).index_copy_(1, position, m)

@@ -30,7 +30,14 @@ computation up to the order of floating-point sums:
 * each regularizer's value, gradient, step sizes and log κ come from one eigendecomposition,
   and for a matrix larger than :data:`~condimmune.core.eigenpairs.DENSE_EIGH_MAX_SIZE` only
   its eigenvalues are computed in full (the one eigenvector needed by inverse iteration,
-  :func:`~condimmune.core.eigenpairs.psd_eigenvector`).
+  :func:`~condimmune.core.eigenpairs.psd_eigenvector`);
+* a float64 CPU task whose eigenvalue problem has at least
+  :data:`~condimmune.core.tracking.TRACKING_MIN_SIZE` rows (raw pixels, full MNIST, n1024)
+  takes the fast path: its rows are reduced once to their exact rank
+  (:func:`~condimmune.core.rows.exact_rank_rows`) and only the spectrum's extremes are
+  computed, tracked from step to step
+  (:mod:`condimmune.core.tracked_terms`), with the dense ``eigh`` as the fallback whenever
+  they cannot be certified.
 """
 
 from __future__ import annotations
@@ -50,15 +57,22 @@ from condimmune.core._validation import (
     check_same_device_dtype,
 )
 from condimmune.core.eigenpairs import EigenvectorChooser, EigenvectorMethod
-from condimmune.core.preconditioner import InputPreconditioner
 from condimmune.core.regularizers import (
     RankDeficiency,
+    SpectralTerm,
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
-from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
+from condimmune.core.rows import live_weight, on_columns, preconditioned_rows
+from condimmune.core.tracked_terms import r_ill_tracked, r_well_tracked
+from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
 
 __all__ = ["PreconditionedRegularizerStep", "RegularizerGradient", "StepWeighting"]
+
+_DENSE_AFTER_REFUSAL = 2
+"""Steps that go straight to the dense ``eigh`` after the tracked extremes were refused
+(raw MNIST, 8 epochs: 4 refusals in 114 tracked spectra, each an eigenvalue within 60 eps ·
+σ_max of τ, certified again one or two steps later)."""
 
 
 class StepWeighting(StrEnum):
@@ -109,34 +123,6 @@ class _Rows:
     n_benign: int
 
 
-def _preconditioned(x: Tensor, ridge: float) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(X_J, M_J, J)``: a task's rows and ``M = X (XᵀX + ρI)⁻¹`` on its non-zero columns,
-    compressed to ``(R, QᵀM)`` when the rows are many (:func:`compress_rows`: with ``Φ = QΨ``
-    the gradient is ``A = ∂R/∂Φ = Q A_Ψ``, so ``Aᵀ M = A_Ψᵀ (Qᵀ M)``).
-
-    ``M`` is computed from all columns and then restricted: with a small ρ its Woodbury form
-    cancels ``X/ρ`` against a correction of the same size, so a differently rounded ``M``
-    (e.g. from fewer columns) would move the numbers by far more than the other reorderings.
-    With ρ = 0 nothing is dropped (a singular ``XᵀX`` is still refused).
-    """
-    m = InputPreconditioner(x, ridge).apply(x)
-    columns = nonzero_columns(x) if ridge > 0 else None
-    if columns is not None:
-        x, m = x[:, columns], m[:, columns]
-    x, q = compress_rows(x)
-    return x, (m if q is None else q.mT @ m), columns
-
-
-def _on_columns(m: Tensor, columns: Tensor | None, union: Tensor | None, d: int) -> Tensor:
-    """``m`` (on ``columns``) written into zeros on the ``union`` columns (``None``: all d):
-    the rows of one task in the stacked rows of both."""
-    if columns is None or (union is not None and union.numel() == columns.numel()):
-        return m
-    width = d if union is None else union.numel()
-    position = columns if union is None else torch.searchsorted(union, columns)
-    return m.new_zeros(m.shape[0], width).index_copy_(1, position, m)
-
-
 class PreconditionedRegularizerStep:
     """Precomputes ``M_P``, ``M_H`` once; :meth:`gradient` then gives Alg. 1's direction.
 
@@ -150,7 +136,10 @@ class PreconditionedRegularizerStep:
             (weights are fractions of spectral step sizes); see :class:`StepWeighting`.
         eigenvectors: where the regularizers' eigenvectors come from
             (:class:`~condimmune.core.eigenpairs.EigenvectorMethod`; ``"auto"``: ``eigh``
-            for small matrices, inverse iteration for large ones).
+            for small matrices, inverse iteration for larger ones, and for a float64 CPU
+            task of at least :data:`~condimmune.core.tracking.TRACKING_MIN_SIZE` rows and
+            columns the tracked extremes; ``"tracking"`` takes the tracked path at any
+            size).
     """
 
     def __init__(
@@ -193,34 +182,44 @@ class PreconditionedRegularizerStep:
             )
         self.dim = benign_x.shape[1]
         self.data = benign_x  # device and dtype every weight must share
-        xp, mp, cp = _preconditioned(benign_x, benign_ridge)
-        xh, mh, ch = _preconditioned(harmful_x, harmful_ridge)
+        self._fast = {
+            "benign": self._tracks(benign_x),
+            "harmful": self._tracks(harmful_x),
+        }
+        xp, mp, cp = preconditioned_rows(benign_x, benign_ridge, exact_rank=self._fast["benign"])
+        xh, mh, ch = preconditioned_rows(harmful_x, harmful_ridge, exact_rank=self._fast["harmful"])
         union = None if cp is None or ch is None else torch.unique(torch.cat([cp, ch]))
         if union is not None and union.numel() == self.dim:
             union = None
+
+        def stack(p: Tensor, h: Tensor) -> Tensor:
+            return torch.cat(
+                [on_columns(p, cp, union, self.dim), on_columns(h, ch, union, self.dim)]
+            )
+
         # one block per set of active regularizers: (benign on, harmful on) → rows
         self._rows = {
             (True, False): _Rows(xp, mp, cp, xp.shape[0]),
             (False, True): _Rows(xh, mh, ch, 0),
-            (True, True): _Rows(
-                torch.cat(
-                    [_on_columns(xp, cp, union, self.dim), _on_columns(xh, ch, union, self.dim)]
-                ),
-                torch.cat(
-                    [
-                        _on_columns(mp, cp, union, self.dim),
-                        _on_columns(mh, ch, union, self.dim),
-                    ]
-                ),
-                union,
-                xp.shape[0],
-            ),
+            (True, True): _Rows(stack(xp, xh), stack(mp, mh), union, xp.shape[0]),
         }
         self._buffers: dict[tuple[bool, bool], tuple[Tensor, Tensor]] = {}  # reused Φ and A
-        # one chooser per regularizer: each matrix keeps its own spectrum from step to step
+        # one chooser and tracker per regularizer: each matrix keeps its own spectrum; an
+        # eigenvalue crossing τ (a refused tracking) is past it within a step or two
         self._choosers = {
-            name: EigenvectorChooser(self.eigenvectors) for name in ("benign", "harmful")
+            name: EigenvectorChooser(EigenvectorMethod.TRACKING, _DENSE_AFTER_REFUSAL)
+            if self._fast[name]
+            else EigenvectorChooser(self.eigenvectors)
+            for name in ("benign", "harmful")
         }
+        self._trackers = {name: ExtremeEigenTracker() for name in ("benign", "harmful")}
+
+    def _tracks(self, x: Tensor) -> bool:
+        """Whether a task takes the fast path: ``"tracking"`` (float64 on the CPU), or
+        ``"auto"`` and :func:`~condimmune.core.tracking.takes_fast_path`."""
+        if self.eigenvectors is EigenvectorMethod.TRACKING:
+            return x.dtype == torch.float64 and x.device.type == "cpu"
+        return self.eigenvectors is EigenvectorMethod.AUTO and takes_fast_path(x)
 
     def gradient(self, weight: Tensor, *, out: Tensor | None = None) -> RegularizerGradient:
         """The preconditioned direction for ``W`` (k × d); written into ``out`` if given.
@@ -297,17 +296,10 @@ class PreconditionedRegularizerStep:
     ) -> tuple[float, float, float]:
         """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
         matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
-        chooser = self._choosers[name]
-        method = chooser.next_method()
         n = phi.shape[0]
         mat = phi @ phi.mT if n < k else phi.mT @ phi
-        if name == "benign":
-            weight = self.benign_weight
-            t = r_well_value_and_gradient(mat, k, method)
-        else:
-            weight = self.harmful_weight
-            t = r_ill_value_and_gradient(mat, k, self.rtol, self.rank_deficiency, method)
-        chooser.record(t.fallback)
+        weight = self.benign_weight if name == "benign" else self.harmful_weight
+        t = self._term(mat, name, k)
         if n < k:
             torch.mm(t.gradient, phi, out=out)
         else:
@@ -320,3 +312,22 @@ class PreconditionedRegularizerStep:
             coefficient = weight
         out.mul_(2.0 * coefficient)
         return t.value, coefficient, t.log_kappa
+
+    def _term(self, mat: Tensor, name: str, k: int) -> SpectralTerm:
+        """The regularizer of ``name`` on ``mat``, by the method its chooser gives: the tracked
+        extremes (a dense fallback sends the next few steps to ``eigh``) or
+        :func:`~condimmune.core.eigenpairs.psd_eigenpair`'s methods."""
+        chooser = self._choosers[name]
+        method = chooser.next_method()
+        tracker = self._trackers[name]
+        if name == "benign":
+            if method is EigenvectorMethod.TRACKING:
+                t = r_well_tracked(mat, k, tracker)
+            else:
+                t = r_well_value_and_gradient(mat, k, method)
+        elif method is EigenvectorMethod.TRACKING:
+            t = r_ill_tracked(mat, k, self.rtol, self.rank_deficiency, tracker)
+        else:
+            t = r_ill_value_and_gradient(mat, k, self.rtol, self.rank_deficiency, method)
+        chooser.record(t.fallback)
+        return t

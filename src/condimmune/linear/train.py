@@ -27,8 +27,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from condimmune.core.rows import compress_rows, live_weight, nonzero_columns
+from condimmune.core.rows import compress_rows, exact_rank_rows, live_weight, nonzero_columns
 from condimmune.core.spectral import log_condition_number_features
+from condimmune.core.tracked_terms import log_condition_number_tracked
+from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
 from condimmune.linear.tasks import LinearTaskData, TaskKind
 from condimmune.methods.base import (
     ConfiguredMethod,
@@ -88,16 +90,28 @@ class TrainingHistory:
 class _TrainingRows:
     """A task's training rows, reduced without changing the covariance of ``X Wᵀ``: all-zero
     columns (raw-pixel borders) are dropped, and very tall ``X`` is replaced by its QR factor
-    ``R`` (:func:`~condimmune.core.rows.compress_rows`: ``(XWᵀ)ᵀ(XWᵀ) = (RWᵀ)ᵀ(RWᵀ)``)."""
+    ``R`` (:func:`~condimmune.core.rows.compress_rows`: ``(XWᵀ)ᵀ(XWᵀ) = (RWᵀ)ᵀ(RWᵀ)``), or,
+    on a task large enough for the tracked extremes
+    (:func:`~condimmune.core.tracking.takes_fast_path`), ``X`` by its exact-rank factor
+    (:func:`~condimmune.core.rows.exact_rank_rows`), whose log κ is then tracked too."""
 
     def __init__(self, x: Tensor) -> None:
+        fast = takes_fast_path(x)
         self.columns = nonzero_columns(x)
-        self.x, _ = compress_rows(x if self.columns is None else x[:, self.columns])
+        rows = x if self.columns is None else x[:, self.columns]
+        self.x, _ = exact_rank_rows(rows) if fast else compress_rows(rows)
+        self.tracker = ExtremeEigenTracker() if fast else None
 
     def features(self, weight: Tensor) -> Tensor:
         """Features with the covariance of ``Φ = X Wᵀ``: ``Φ`` itself, or ``R Wᵀ``."""
         w = weight if self.columns is None else weight.index_select(1, self.columns)
         return self.x @ w.mT
+
+    def log_kappa(self, weight: Tensor) -> float:
+        """``log κ(ΦᵀΦ)`` (Eq. 1), from the tracked extremes on a large task."""
+        if self.tracker is None:
+            return float(log_condition_number_features(self.features(weight)))
+        return log_condition_number_tracked(self.features(weight), self.tracker)
 
     def energy(self, weight: Tensor) -> float:
         """``‖X Wᵀ‖_F² = tr ΦᵀΦ``, leaving out the features that are exactly zero."""
@@ -203,7 +217,7 @@ def train_linear(
                 log_kappas.append(log_kappas[-1])
                 continue
             with torch.no_grad():
-                log_kappas.append(float(log_condition_number_features(rows.features(weight))))
+                log_kappas.append(rows.log_kappa(weight))
         if not math.isfinite(history.task_loss[-1]):
             raise FloatingPointError(
                 f"{method.name} diverged (task loss {history.task_loss[-1]}); lower the "

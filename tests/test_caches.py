@@ -211,6 +211,7 @@ def test_a_damaged_cache_file_is_rebuilt_with_a_warning(
     assert [p.name for p in cache.folder.glob(cache.pattern)] == [path.name]
 
 
+@pytest.mark.needs("mobilenet-weights")
 def test_80_kb_overwritten_in_the_imagenet_weights_copy_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,16 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 from _cli_support import invoke
+from _data import AMES_DIR as AMES
 from safetensors.numpy import load_file
 
 import condimmune.experiments.runner as runner_module
 from condimmune.experiments.config import apply_overrides, default_config
 from condimmune.methods.registry import Method
 
-AMES = Path(__file__).resolve().parents[3] / "shared" / "data" / "ames-house-prices"
-needs_ames = pytest.mark.skipif(
-    not (AMES / "train.csv").is_file(), reason=f"Ames data not found at {AMES}"
-)
+needs_ames = pytest.mark.needs("ames")
 
 
 def numpy_kappa(x: np.ndarray) -> float:
@@ -99,7 +97,7 @@ def test_list_shows_experiments_and_methods():
         assert name in result.output
 
 
-@needs_ames
+@pytest.mark.needs("ames", "ames-reference-splits")
 def test_house_price_split_matches_the_reference_files():
     from condimmune.experiments.pipeline import resolve_plan
     from condimmune.linear.data import load_task_data

@@ -1,5 +1,6 @@
 """The real-weights experiment end to end: the installed ImageNet MobileNetV2, the installed
-Fashion-MNIST, packaged MNIST digits. Not skipped: CI installs both (.ci/run)."""
+Fashion-MNIST, packaged MNIST digits. Skipped without them (tests/_data.py), except under CI,
+which installs both (.ci/run) and fails instead."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import json
 
 import pytest
 from _cli_support import invoke, sets
+from _data import fashion_mnist_root
 from _helpers import make_folder
 from safetensors.torch import load_file
 
 from condimmune.experiments.pipelines.deep import original as deep_setup
-from condimmune.experiments.pipelines.deep.data import FASHION_MNIST_ROOT, fashion_mnist_arrays
+from condimmune.experiments.pipelines.deep.data import fashion_mnist_arrays
 
 # fewer than 100 training images per task: the paper's 20 × 100 protocol (80 dense
 # 1280 × 1280 eigendecompositions) is left out, which keeps the test well under a minute
@@ -31,13 +33,15 @@ SMALL = [
 ]
 
 
+@pytest.mark.needs("fashion-mnist")
 def test_installed_fashion_mnist_has_both_splits() -> None:
     for split, n in (("train", 60_000), ("test", 10_000)):
-        images, labels = fashion_mnist_arrays(FASHION_MNIST_ROOT, split)
+        images, labels = fashion_mnist_arrays(fashion_mnist_root(), split)
         assert images.shape == (n, 28, 28) and images.dtype.name == "uint8"
         assert labels.shape == (n,) and set(labels.tolist()) == set(range(10))
 
 
+@pytest.mark.needs("fashion-mnist", "mobilenet-weights")
 def test_mobilenet_fashion_mnist_runs_end_to_end_on_the_real_weights(tmp_path) -> None:
     out = tmp_path / "run"
     cache = tmp_path / "cache"
@@ -128,6 +132,7 @@ def test_mobilenet_user_errors_are_one_line(tmp_path, sets_, match) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.needs("fashion-mnist")  # the images are read before the weights are looked up
 def test_missing_weights_package_names_the_pip_command(tmp_path, monkeypatch) -> None:
     import dataclasses
 

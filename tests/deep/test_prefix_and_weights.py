@@ -99,6 +99,7 @@ def test_mobilenet_blocks_out_of_range_are_refused() -> None:
         build_model(Backbone.MOBILENET_V2, num_classes=2, image_size=32, trainable_blocks=18)
 
 
+@pytest.mark.needs("mobilenet-weights")
 def test_installed_imagenet_weights_are_verified_cached_and_load(tmp_path) -> None:
     path = cached_weights(MOBILENET_V2_IMAGENET, tmp_path)
     assert path.parent == tmp_path / "weights" and path.suffix == ".safetensors"

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from tqdm.auto import tqdm
 
 from condimmune.cli.boundary import Boundary, console, say
+from condimmune.cli.progress import Bars
 from condimmune.core.records import RecordError
 from condimmune.experiments.registry import EXPERIMENT_DESCRIPTIONS
 
@@ -117,7 +117,8 @@ def run(
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{plan.name}-{plan.method.name}-{stamp}"
-    result = run_plan(plan, out, progress=progress)
+    with Bars() as bars:
+        result = run_plan(plan, out, progress=progress, on_progress=bars if progress else None)
     if result is None:  # a process of a multi-process run that does not write the run
         return
     pipeline = pipeline_for(plan.family)
@@ -200,13 +201,10 @@ def attack(
     from condimmune.experiments.attack import attack_run_dir
 
     chosen = [] if attackers is None else [f"attack.attackers={attackers}"]
-    bar = tqdm(desc="attackers", disable=not progress, leave=False)
-
-    def tick(_attacker: str) -> None:
-        bar.update()
-
-    outcome = attack_run_dir(run_dir, [*(set_ or []), *chosen], on_progress=tick)
-    bar.close()
+    with Bars() as bars:  # its first bar once the run and the options are checked
+        outcome = attack_run_dir(
+            run_dir, [*(set_ or []), *chosen], on_progress=bars if progress else None
+        )
     _print([outcome.summary])
     console.print("\n".join(outcome.lines))
 

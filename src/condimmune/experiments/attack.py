@@ -9,9 +9,10 @@ refused with a message, never interleaved with this one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from condimmune.core.progress import ProgressCallback
 from condimmune.experiments.manifest import update_run_files
 from condimmune.experiments.pipeline import AttackOutcome, pipeline_for
 from condimmune.experiments.report import page_markdown, replace_section, write_page
@@ -25,16 +26,18 @@ def attack_run_dir(
     run_dir: str | Path,
     overrides: Sequence[str] = (),
     *,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> AttackOutcome:
     """Attack the run in ``run_dir`` (module docstring); ``overrides``: ``attack.KEY=VALUE``
-    strings. Returns what was recorded and what the command prints."""
+    strings. Returns what was recorded and what the command prints. ``on_progress`` hears
+    the suite (the attackers, at depth 1 each one's steps or trials), from after the run
+    and the overrides are checked."""
     run_dir = Path(run_dir).resolve()
     with run_dir_lock(run_dir):
         loaded = read_run(run_dir, overrides)
         pipeline = pipeline_for(loaded.plan.family)
         with pipeline.named_by_config():
-            outcome = pipeline.attack(loaded, on_progress=on_progress or (lambda _name: None))
+            outcome = pipeline.attack(loaded, on_progress=on_progress)
         section = page_markdown(outcome.page, with_title=False)
 
         def write(folder: Path) -> None:

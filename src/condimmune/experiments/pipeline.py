@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
+from condimmune.core.progress import ProgressCallback
 from condimmune.experiments.config import Config, config_to_dict
 from condimmune.experiments.errors import config_keys
 from condimmune.experiments.plan import RunPlan
@@ -114,10 +115,17 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
         return True
 
     @abstractmethod
-    def run(self, plan: RunPlan[OptionsT], out: Path | None, *, progress: bool) -> RunT | None:
+    def run(
+        self,
+        plan: RunPlan[OptionsT],
+        out: Path | None,
+        *,
+        progress: bool,
+        on_progress: ProgressCallback | None = None,
+    ) -> RunT | None:
         """Data → θ0 → immunize → evaluate. ``out`` is the run directory-to-be (claimed by
         the caller when :meth:`primary`; families keep resumable state beside it). ``None``
-        on a process that is not :meth:`primary`."""
+        on a process that is not :meth:`primary`. Long phases report to ``on_progress``."""
 
     @abstractmethod
     def write_files(self, directory: Path, run: RunT) -> None:
@@ -145,7 +153,7 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
         attack results the files cannot reproduce are the saved ones)."""
 
     @abstractmethod
-    def attack(self, loaded: LoadedT, *, on_progress: Callable[[str], None]) -> AttackOutcome:
+    def attack(self, loaded: LoadedT, *, on_progress: ProgressCallback | None) -> AttackOutcome:
         """The attack suite of ``loaded.plan``'s attack options on the run."""
 
     @abstractmethod

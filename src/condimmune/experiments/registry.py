@@ -27,8 +27,10 @@ experiment                 data keys read
                            max_train_images, max_test_images, test_per_class, num_workers
 =========================  ==================================================================
 
-The keys an experiment does not read are in :attr:`ExperimentSpec.ignores`; ``--set`` refuses
-them, and a ``--config`` file may only hold them at their default value.
+The keys an experiment does not read are in :attr:`ExperimentSpec.ignores`. One schema holds
+every key, so every config (and every ``config.yaml``) has them, at their default; ``--set``
+and a ``--config`` file accept them at that value only (what a run wrote reads back both
+ways) and refuse any other, naming the key.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class ExperimentSpec:
     100}, ...}``) that differ from the schema defaults; read-only, :func:`experiment_defaults`
     gives a mutable copy. ``method_defaults``: per method name, the options (the config's
     ``method`` section) that differ from the method's own defaults here, e.g. the paper's
-    λ's for this backbone. ``ignores``: dotted config keys this experiment does not read.
+    λ's for this backbone. ``ignores``: dotted config keys this experiment does not read
+    (accepted at their default only).
     ``digit_pairs``: see the field.
     """
 

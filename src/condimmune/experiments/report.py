@@ -4,6 +4,9 @@ Markdown and PNG files)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,19 +14,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import Collection
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.legend import Legend
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
+from matplotlib.ticker import FixedFormatter
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "FIGURE_DIGEST_KEY",
+    "FIGURE_STYLE",
     "PLOTTED_POINTS",
     "FigureSpec",
     "ReportPage",
     "Table",
+    "figure_digest",
     "format_number",
     "page_markdown",
     "plotted_points",
+    "read_figure_digest",
     "replace_section",
     "save_figure",
     "write_page",
@@ -82,10 +97,90 @@ def format_number(x: Any) -> str:
     return str(x)
 
 
+FIGURE_STYLE = 2
+"""The version of the figures' look: part of every figure's digest (:func:`figure_digest`).
+Raise it when a change of drawing code changes what a figure shows without changing its
+texts, data, limits or colours (a new marker style, say), so that the test of the docs
+figures asks for them to be rendered again."""
+
+FIGURE_DIGEST_KEY = "condimmune-figure"
+"""The PNG text chunk that holds a figure's digest."""
+
+
+def _rounded(values: Any) -> Any:
+    """Numbers rounded to 6 significant digits (nan and inf kept): what a figure shows does
+    not depend on the last bits, which the CPU's vector units may change."""
+    array: np.ndarray = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan)
+    return [float(f"{v:.6g}") if math.isfinite(v) else str(v) for v in array.ravel()]
+
+
+def _artist(item: Any) -> list[Any]:
+    """What one artist of an axes shows: kind, data, colours, texts (not how it rasterizes)."""
+    if isinstance(item, Line2D):
+        style = [to_hex(item.get_color()), item.get_linestyle(), item.get_marker()]
+        return ["line", _rounded(item.get_xydata()), *map(str, style), item.get_label()]
+    if isinstance(item, AxesImage):
+        low, high = item.get_clim()
+        cmap = item.get_cmap().name
+        return ["image", _rounded(item.get_array()), cmap, _rounded([low, high])]
+    if isinstance(item, Rectangle):
+        box = [item.get_x(), item.get_y(), item.get_width(), item.get_height()]
+        return [
+            "box",
+            _rounded(box),
+            to_hex(item.get_facecolor(), keep_alpha=True),
+            item.get_hatch(),
+        ]
+    if isinstance(item, Text):
+        return ["text", item.get_text(), _rounded(item.get_position()), to_hex(item.get_color())]
+    if isinstance(item, Legend):
+        return ["legend", [t.get_text() for t in item.get_texts()]]
+    if isinstance(item, Collection):
+        return ["collection", _rounded(item.get_offsets()), str(item.get_hatch())]
+    return []
+
+
+def figure_digest(fig: Figure) -> str:
+    r"""The sha256 of what ``fig`` shows, independent of how matplotlib and the CPU rasterize
+    it: :data:`FIGURE_STYLE`, the figure's size, texts and legends, and per axes its title, axis
+    labels, scales, limits and fixed tick labels, and each line's points, image's values
+    and colour limits, box's bounds and colour, text, legend and collection (numbers
+    rounded to 6 significant digits). Equal digests: equal figures up to rendering."""
+    items: list[Any] = [FIGURE_STYLE, _rounded(fig.get_size_inches())]
+    items += [t.get_text() for t in fig.texts] + [_artist(legend) for legend in fig.legends]
+    for ax in fig.axes:
+        items.append([ax.get_title(loc) for loc in ("left", "center", "right")])
+        for axis, scale, limits in (
+            (ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+            (ax.yaxis, ax.get_yscale(), ax.get_ylim()),
+        ):
+            formatter = axis.get_major_formatter()
+            fixed = list(formatter.seq) if isinstance(formatter, FixedFormatter) else None
+            items.append([axis.label.get_text(), scale, _rounded(limits), fixed])
+        items += [_artist(child) for child in ax.get_children() if child is not ax.patch]
+        items.append(to_hex(ax.get_facecolor()))
+    text = json.dumps(items, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save_figure(fig: Figure, path: Path) -> None:
-    """Render ``fig`` to ``path`` (PNG) without touching pyplot's global state."""
+    """Render ``fig`` to ``path`` (PNG) without touching pyplot's global state: the bounding
+    box fitted to what is drawn (no clipped axis or tick labels), and
+    :func:`figure_digest` in the PNG text chunk :data:`FIGURE_DIGEST_KEY`."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110)
+    metadata = {FIGURE_DIGEST_KEY: figure_digest(fig)}
+    fig.savefig(
+        path, format="png", dpi=110, bbox_inches="tight", pad_inches=0.08, metadata=metadata
+    )
+
+
+def read_figure_digest(path: Path) -> str | None:
+    """The digest :func:`save_figure` wrote into the PNG ``path`` (``None`` if it has none)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        value = image.info.get(FIGURE_DIGEST_KEY)
+    return value if isinstance(value, str) else None
 
 
 PLOTTED_POINTS = 2000

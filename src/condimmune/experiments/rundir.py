@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -30,7 +29,6 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,6 @@ from condimmune.experiments.yaml_reading import read_yaml
 __all__ = [
     "claim_output_dir",
     "lock_path",
-    "package_versions",
     "read_json",
     "read_yaml_mapping",
     "remove_stale_temporaries",
@@ -314,14 +311,3 @@ def read_json(path: Path, fix: str) -> object:
         ) from None
     except RecursionError:
         raise UserError("not valid JSON (nested too deeply)", path, fix) from None
-
-
-def package_versions(*extra: str) -> dict[str, str]:
-    """Python's and the core packages' versions (plus ``extra``), for ``config.yaml``."""
-    out = {"python": platform.python_version()}
-    for pkg in ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas", *extra):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out

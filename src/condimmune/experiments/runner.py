@@ -3,7 +3,8 @@
 Run directory (a contract other tools read; each family adds its files, see its pipeline):
 
 ===================  ==========================================================================
-``config.yaml``      the resolved config (the plan's recipe) + package versions
+``config.yaml``      the resolved config (the plan's recipe) + ``versions``: what ran
+                     (:mod:`~condimmune.experiments.provenance`; not part of the recipe)
 ``metrics.json``     the run's metrics record (:mod:`condimmune.experiments.records`)
 ``report.md``, PNG   the report and its figures
 ``manifest.json``    the sha256 of every file above, written last
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from condimmune.core.errors import UserError
+from condimmune.core.progress import ProgressCallback
 from condimmune.experiments.config import ConfigError, apply_overrides, config_from_dict
 from condimmune.experiments.manifest import (
     finish_interrupted_update,
@@ -42,11 +44,11 @@ from condimmune.experiments.pipeline import (
     resolve_plan,
 )
 from condimmune.experiments.plan import RunPlan, fingerprint
+from condimmune.experiments.provenance import run_record
 from condimmune.experiments.records import RunMetrics, read_metrics
 from condimmune.experiments.report import write_page
 from condimmune.experiments.rundir import (
     claim_output_dir,
-    package_versions,
     read_json,
     read_yaml_mapping,
     write_directory_atomically,
@@ -58,18 +60,28 @@ _FIX = "pass a run directory written by `condimmune run`"
 
 
 def run_plan(
-    plan: RunPlan[Any], out: str | Path | None, *, progress: bool = True
+    plan: RunPlan[Any],
+    out: str | Path | None,
+    *,
+    progress: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> RunResult | None:
     """Run ``plan`` and, with ``out``, write its run directory (module docstring). Returns the
-    run, or ``None`` on a process of a multi-process run that does not write it."""
+    run, or ``None`` on a process of a multi-process run that does not write it. The
+    family's long phases report to ``on_progress`` (``progress`` draws the bars of those
+    that draw their own)."""
     pipeline = pipeline_for(plan.family)
     target = None if out is None else Path(out)
     if target is None or not pipeline.primary(plan):
         with pipeline.named_by_config():
-            unwritten: RunResult | None = pipeline.run(plan, target, progress=progress)
+            unwritten: RunResult | None = pipeline.run(
+                plan, target, progress=progress, on_progress=on_progress
+            )
         return unwritten
     with claim_output_dir(target) as final, pipeline.named_by_config():
-        result: RunResult | None = pipeline.run(plan, final, progress=progress)
+        result: RunResult | None = pipeline.run(
+            plan, final, progress=progress, on_progress=on_progress
+        )
         if result is None:  # pragma: no cover - a primary process always has the run
             raise RuntimeError("the primary process of a run returned no result")
         finished = result
@@ -80,7 +92,7 @@ def run_plan(
 
 def _write_run(directory: Path, pipeline: Pipeline[Any, Any, Any], result: RunResult) -> None:
     resolved = result.plan.recipe_dict()
-    resolved["versions"] = package_versions(*pipeline.packages)
+    resolved["versions"] = run_record(resolved, *pipeline.packages)
     (directory / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     pipeline.write_files(directory, result)
     (directory / "metrics.json").write_text(metrics_json(result.metrics))

@@ -1,10 +1,11 @@
-"""One sweep for both families: methods × seeds (× digit pairs, for the experiments that have
-them), each job a run directory, run in parallel processes, with resume.
+"""One sweep for both families: methods × listed ``--set`` values × seeds (× digit pairs, for
+the experiments that have them), each job a run directory, run in parallel processes, with
+resume.
 
-Each job writes its own run directory ``OUT/runs/<method>/[<pair>/]seed<k>``; the sweep then
-writes ``sweep.csv`` (one :class:`~condimmune.experiments.tables.SweepRow` per run),
-``sweep.md`` (the per-method summary and one line per run) and the family's figures (heat
-maps of log RIR per digit pair; a deep sweep's ``sweep.png``). With ``workers > 1`` the
+Each job writes its own run directory ``OUT/runs/<method>/[<variant>/][<pair>/]seed<k>``; the
+sweep then writes ``sweep.csv`` (one :class:`~condimmune.experiments.sweep_rows.SweepRow` per
+run), ``sweep.md`` (the summary per arm and one line per run) and the family's figures (heat
+maps of RIR over the digit pairs run; a deep sweep's ``sweep.png``). With ``workers > 1`` the
 jobs run in that many processes (never more than there are jobs: ``workers`` beyond the
 job count changes nothing, not even the recorded threads), each with a fixed
 number of torch threads (1 for linear runs; ``cores // workers`` for deep runs), which the
@@ -175,9 +176,13 @@ def _run_job(job: SweepJob) -> SweepRow:
     return _row(job, pipeline, values=pipeline.sweep_values(result.metrics))
 
 
-def _results(todo: list[SweepJob], processes: int, threads: int) -> Generator[SweepRow, None, None]:
-    """The rows of ``todo`` as the jobs finish: in this process, or in worker processes."""
-    if processes <= 1:
+def _results(
+    todo: list[SweepJob], processes: int, threads: int | None
+) -> Generator[SweepRow, None, None]:
+    """The rows of ``todo`` as the jobs finish: in this process (``threads`` ``None``: jobs
+    made to run on its threads), or in worker processes on ``threads`` each, which the jobs
+    record (also when one job is left to run: it must run on the threads it records)."""
+    if threads is None or not todo:
         yield from map(_run_job, todo)
     else:
         with closing(
@@ -236,7 +241,7 @@ def run_sweep(
                 plans = [resolve_plan(config_from_dict(j.config)) for j in todo]
                 pipeline.before_sweep(plans, progress)
             bar = tqdm(total=len(jobs), initial=len(rows), desc="sweep", disable=not progress)
-            with closing(_results(todo, processes, threads or 1)) as results:
+            with closing(_results(todo, processes, threads)) as results:
                 for row in results:
                     rows[row.run_dir] = row
                     bar.update()

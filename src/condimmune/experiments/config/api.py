@@ -97,20 +97,32 @@ def _merge(base: dict[str, Any], update: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def _default_of(config: Config, dotted: str) -> Any:
+def _ignored_error(spec: ExperimentSpec, dotted: str, value: object) -> ConfigError | None:
+    """The error for ``value`` given to ``dotted``, a key ``spec`` does not read (``None``:
+    ``value`` is the one it accepts). Every config is written with every key, so a key an
+    experiment does not read is accepted at the value its defaults give it (what its
+    ``config.yaml`` holds), in a file and in ``--set`` alike, and refused at any other."""
     section, name = dotted.split(".")
-    return type(getattr(config, section)).model_fields[name].default
+    default = getattr(getattr(default_config(spec.name), section), name)
+    if value == default and type(value) is type(default):
+        return None
+    shown = "null" if default is None else repr(default)  # as a config file writes it
+    return ConfigError(
+        f"{dotted} is not read by experiment {spec.name.value}; remove it "
+        f"(or leave it at its default {shown})"
+    )
 
 
-def _refuse_changed_ignored(config: Config, spec: ExperimentSpec) -> None:
+def _refuse_changed_ignored(raw: Mapping[str, Any], spec: ExperimentSpec) -> None:
+    """The file's ``raw`` mapping checked for keys ``spec`` does not read, before the rest
+    (as ``--set`` checks them first: "not read" says more than a type error would)."""
     for dotted in sorted(spec.ignores):
         section, name = dotted.split(".")
-        value = getattr(getattr(config, section), name)
-        if value != _default_of(config, dotted):
-            raise ConfigError(
-                f"{dotted} is not read by experiment {spec.name.value}; remove it "
-                f"(or leave it at its default {_default_of(config, dotted)!r})"
-            )
+        values = raw.get(section)
+        if isinstance(values, Mapping) and name in values:
+            error = _ignored_error(spec, dotted, values[name])
+            if error is not None:
+                raise error
 
 
 @_config_errors
@@ -119,8 +131,9 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
 
     The file is read strictly (:mod:`~condimmune.experiments.yaml_reading`: no repeated
     keys, no anchors, size and depth limits, ``012`` is text, ``yes`` is not a boolean). A
-    run's ``config.yaml`` loads as is (its ``versions`` mapping is ignored). A key the
-    experiment does not read (:attr:`ExperimentSpec.ignores`) may only hold its default.
+    run's ``config.yaml`` loads as is (its ``versions`` mapping, what ran, is not part of
+    the recipe). A key the experiment does not read (:attr:`ExperimentSpec.ignores`) may
+    only hold its default, as in :func:`apply_overrides`.
     """
     path = Path(path)
     if not path.exists():
@@ -148,8 +161,8 @@ def load_config(path: str | Path, experiment: Experiment | str | None = None) ->
             and train.get("method", base["train"]["method"]) != (base["train"]["method"])
         ):  # another method: its own options (and this experiment's defaults for them)
             base.pop("method")
+        _refuse_changed_ignored(raw, spec)
         config = config_from_dict(_merge(base, raw))
-        _refuse_changed_ignored(config, spec)
     except ValueError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     return config
@@ -237,7 +250,9 @@ def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
     is (``null``/``~``/empty → ``None`` where allowed), ``int`` decimal digits without a
     leading zero (``012`` is refused, as in a file), ``float`` finite decimals (``1e-3``,
     ``012`` → 12.0), ``bool`` ``true``/``false`` (``yes`` and ``1`` are refused, as in a file).
-    ``experiment`` and the keys the experiment does not read are refused. ``method.*`` keys
+    ``experiment`` is refused, and so is a key the experiment does not read unless it is
+    given the value the experiment's ``config.yaml`` holds for it (its default, as
+    :func:`load_config` accepts it): every key a run writes can be given back. ``method.*`` keys
     are the options of the method the config has after the other keys are applied: a new
     ``train.method`` starts from its own defaults (and this experiment's defaults for it)."""
     if isinstance(assignments, str):
@@ -283,12 +298,19 @@ def _assign(
 ) -> None:
     """Set the dotted ``key`` of ``data`` to ``raw`` read as its field's declared type."""
     parts, info = _settable(cls, key, sections)
-    if key in spec.ignores:
-        raise ConfigError(f"{key} is not read by experiment {spec.name.value}")
+    if key in spec.ignores:  # "not read" says more than a type error would
+        try:
+            given: object = _parse_text(raw, info.annotation, key)
+        except ConfigError:
+            given = raw
+        error = _ignored_error(spec, key, given)
+        if error is not None:
+            raise error
+    value = _parse_text(raw, info.annotation, key)
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = _parse_text(raw, info.annotation, key)
+    node[parts[-1]] = value
 
 
 def _validate(cls: type[ExperimentConfig] | type[DeepExperimentConfig], data: Any) -> Config:

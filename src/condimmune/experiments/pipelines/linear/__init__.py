@@ -4,21 +4,18 @@ trained by the method against the raw head (the identity extractor)."""
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from condimmune.core.progress import ProgressCallback
 from condimmune.experiments.config import Config, ExperimentConfig
 from condimmune.experiments.pipeline import AttackOutcome, Pipeline
 from condimmune.experiments.pipelines.linear.attack import ATTACK_SECTION, attack_linear
 from condimmune.experiments.pipelines.linear.files import read_run_files, write_run_files
+from condimmune.experiments.pipelines.linear.heatmap import heat_maps
 from condimmune.experiments.pipelines.linear.metrics import compute_metrics
 from condimmune.experiments.pipelines.linear.options import LinearRunOptions, linear_run_options
 from condimmune.experiments.pipelines.linear.report import linear_report, summary_tables
@@ -86,9 +83,14 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
         return linear_run_options(config, method)
 
     def run(
-        self, plan: RunPlan[LinearRunOptions], out: Path | None, *, progress: bool
+        self,
+        plan: RunPlan[LinearRunOptions],
+        out: Path | None,
+        *,
+        progress: bool,
+        on_progress: ProgressCallback | None = None,
     ) -> LinearRun:
-        return run_linear(plan, progress=progress)
+        return run_linear(plan, progress=progress)  # seconds: its epoch bar is enough
 
     def write_files(self, directory: Path, run: LinearRun) -> None:
         write_run_files(directory, run.data, run.model, run.raw_model)
@@ -121,7 +123,9 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
             attack_suite_settings=saved.attack_suite_settings,
         )
 
-    def attack(self, loaded: LinearLoaded, *, on_progress: Callable[[str], None]) -> AttackOutcome:
+    def attack(
+        self, loaded: LinearLoaded, *, on_progress: ProgressCallback | None
+    ) -> AttackOutcome:
         return attack_linear(loaded, on_progress)
 
     def summary(self, metrics: RunMetrics) -> list[Table]:
@@ -207,37 +211,7 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
         return printed, markdown
 
     def sweep_figures(self, rows: Sequence[SweepRow], methods: list[str]) -> list[FigureSpec]:
-        if not any(r["benign"] is not None for r in rows):
-            return []  # no digit pairs (house price): no heat map
-        return [
-            FigureSpec(f"heatmap_{m}.png", partial(_heatmap, [r for r in rows if r.arm == m], m))
-            for m in methods
-        ]
-
-
-def _heatmap(rows: list[SweepRow], method: str, path: Path) -> None:
-    """log RIR per (benign, harmful) digit pair, mean over seeds (like the paper's Fig. 2)."""
-    import numpy as np
-
-    cells: dict[tuple[int, int], list[float]] = {}
-    for r in (r for r in rows if not r.failed):
-        benign, harmful, rir = r["benign"], r["harmful"], r["rir"]
-        if isinstance(benign, int) and isinstance(harmful, int) and isinstance(rir, float):
-            cells.setdefault((benign, harmful), []).append(math.log(rir))
-    grid = np.full((10, 10), np.nan)
-    for (a, b), values in cells.items():
-        grid[a, b] = statistics.fmean(values)
-    fig = Figure(figsize=(5, 4.2))
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(grid, cmap="viridis")
-    fig.colorbar(im, ax=ax, label="log RIR")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("harmful digit")
-    ax.set_ylabel("benign digit")
-    ax.set_title(f"{method}: log RIR per pair")
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+        return heat_maps(rows, methods)
 
 
 LINEAR_PIPELINE = LinearPipeline()

@@ -14,7 +14,6 @@ replaces the results of earlier attacks under other settings, saying so.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,8 @@ from condimmune.attacks.suite import (
     WorstCase,
     run_attack_suite,
 )
+from condimmune.core.progress import ProgressCallback
+from condimmune.experiments.figures import clamp, suboptimality_window
 from condimmune.experiments.pipeline import AttackOutcome
 from condimmune.experiments.pipelines.linear.run import LinearLoaded
 from condimmune.experiments.report import (
@@ -82,7 +83,7 @@ def _merged(
     return dict(new), sorted(set(earlier) - set(new))
 
 
-def attack_linear(loaded: LinearLoaded, on_progress: Callable[[str], None]) -> AttackOutcome:
+def attack_linear(loaded: LinearLoaded, on_progress: ProgressCallback | None) -> AttackOutcome:
     """Run the suite of the run's attack options on ``loaded``; return the updated metrics
     (merged with earlier attackers of the same settings), the report and what the command
     prints."""
@@ -166,24 +167,44 @@ def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]
 
 
 def _task_figure(result: AttackSuiteResult, task: str, path: Path) -> None:
+    """One panel per attacker: its relative suboptimality on raw inputs and on the immunized
+    features, the y axis on :func:`suboptimality_window` shared by the panels."""
     entries = result.entries
-    cols = 4
+    cols = min(4, len(entries))
     rows = math.ceil(len(entries) / cols)
+    curves = {
+        attacker: [
+            (label, plotted_points(getattr(entry, f"{task}_{side}").curve), style)
+            for label, side, style in (
+                ("original (raw inputs)", "original", "--"),
+                ("immunized", "immunized", "-"),
+            )
+        ]
+        for attacker, entry in entries.items()
+    }
+    every = (values for drawn in curves.values() for _, (_, values), _ in drawn)
+    window = suboptimality_window(every, result.target)
     # constrained layout: a row's titles would otherwise overlap the x labels above
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows), layout="constrained")
-    for i, (attacker, entry) in enumerate(entries.items()):
+    fig = Figure(figsize=(3.2 * cols + 0.6, 2.6 * rows + 0.6), layout="constrained")
+    for i, (attacker, drawn) in enumerate(curves.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
-        for label, outcome, style in (
-            ("original (raw inputs)", getattr(entry, f"{task}_original"), "--"),
-            ("immunized", getattr(entry, f"{task}_immunized"), "-"),
-        ):
-            ax.semilogy(*plotted_points(outcome.curve.clamp(1e-18, 1e3)), style, label=label)
-        ax.axhline(result.target, color="grey", lw=0.8, ls=":")
+        for label, (steps, values), style in drawn:
+            ax.semilogy(steps, clamp(values, window), style, label=label)
+        ax.axhline(result.target, color="grey", lw=0.8, ls=":", label="target")
+        ax.set_ylim(*window)
         ax.set_title(attacker.value, fontsize=9)
         ax.tick_params(labelsize=7)
+        if i % cols == 0:
+            ax.set_ylabel("relative suboptimality", fontsize=8)
+        if i >= len(curves) - cols:
+            ax.set_xlabel("attack step", fontsize=8)
         if i == 0:
             ax.legend(fontsize=7)
-    fig.suptitle(f"{task} task: relative suboptimality per attack step")
+    fig.suptitle(
+        f"{task} task: relative suboptimality (L(w_t) − L*) / (L(w_0) − L*) per attack step "
+        f"(below {window[0]:.0e}: drawn on the bottom edge)",
+        fontsize=10,
+    )
     save_figure(fig, path)
 
 

@@ -6,10 +6,10 @@ import math
 from functools import partial
 from pathlib import Path
 
-import torch
 from matplotlib.figure import Figure
 
-from condimmune.core.spectral import covariance_eigenvalues
+from condimmune.core.spectral import covariance_eigenvalues, default_rtol
+from condimmune.experiments.figures import clamp, plot_spectra, suboptimality_window
 from condimmune.experiments.pipelines.linear.run import LinearRun
 from condimmune.experiments.records import LinearRunMetrics
 from condimmune.experiments.report import (
@@ -86,51 +86,49 @@ def headline(m: LinearRunMetrics) -> list[tuple[str, str]]:
 
 
 def _attack_figure(art: LinearRun, path: Path) -> None:
+    """The paper's attacker on both tasks; the y axis on :func:`suboptimality_window`."""
     target = art.plan.options.attack.target
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
     for i, name in enumerate(("harmful", "benign")):
         ax = fig.add_subplot(1, 2, i + 1)
         cmp = art.attacks[name]
-        for label, res, style in (
+        sides = [
             ("original: raw inputs", cmp.original, "--"),
             ("immunized features", cmp.immunized, "-"),
-        ):
-            steps, curve = plotted_points(res.relative_suboptimality.clamp_min(1e-300))
-            ax.semilogy(steps, curve, style, label=f"{label} ({res.steps_to_target:,} steps)")
-        ax.axhline(target, color="grey", lw=0.8, ls=":")
+        ]
+        curves = [plotted_points(res.relative_suboptimality) for _, res, _ in sides]
+        window = suboptimality_window((values for _, values in curves), target)
+        for (label, res, style), (steps, values) in zip(sides, curves, strict=True):
+            text = f"{label} ({res.steps_to_target:,} steps)"
+            ax.semilogy(steps, clamp(values, window), style, label=text)
+        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
+        ax.set_ylim(*window)
         ax.set_title(f"{name} task: GD linear probing, step 1/L")
         ax.set_xlabel("attack step")
-        ax.set_ylabel("(L(w_t) − L*) / (L(w_0) − L*)")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.set_ylabel("relative suboptimality (L(w_t) − L*) / (L(w_0) − L*)", fontsize=8)
+        ax.legend(fontsize=8, loc="best")
     save_figure(fig, path)
 
 
 def _spectra_figure(art: LinearRun, path: Path) -> None:
-    fig = Figure(figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
     tasks = [("benign", art.data.benign.x_train), ("harmful", art.data.harmful.x_train)]
     for i, (name, x) in enumerate(tasks):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for label, feats, style in (
-            ("raw XᵀX", x, "--"),
-            ("immunized ΦᵀΦ", x @ art.model.weight.mT, "-"),
-        ):
-            lam = covariance_eigenvalues(feats).flip(0)
-            lam = lam / lam[0]
-            ax.semilogy(
-                torch.arange(1, lam.numel() + 1).numpy(),
-                lam.clamp_min(1e-18).numpy(),
-                style,
-                label=label,
+        lines = [
+            (label, covariance_eigenvalues(feats).flip(0).numpy(), style)
+            for label, feats, style in (
+                ("raw XᵀX", x, "--"),
+                ("immunized ΦᵀΦ", x @ art.model.weight.mT, "-"),
             )
-        ax.set_title(f"{name}: eigenvalues / σ_max")
-        ax.set_xlabel("index")
-        ax.legend(fontsize=8, loc="upper right")
+        ]
+        cutoff = default_rtol(x.shape[1], x.dtype)
+        plot_spectra(fig.add_subplot(1, 2, i + 1), lines, cutoff, name)
     save_figure(fig, path)
 
 
 def _training_figure(art: LinearRun, path: Path) -> None:
     h = art.history
-    fig = Figure(figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
     ax = fig.add_subplot(1, 2, 1)
     epochs = range(1, len(h.task_loss) + 1)
     kappa = art.metrics.kappa
@@ -138,14 +136,18 @@ def _training_figure(art: LinearRun, path: Path) -> None:
         ("benign", h.log_kappa_benign, "C0", kappa.benign.original),
         ("harmful", h.log_kappa_harmful, "C1", kappa.harmful.original),
     ):
-        ax.plot(epochs, values, color=color, label=f"log κ {task}")
-        ax.axhline(math.log(raw), color=color, ls="--", lw=0.8, label=f"log κ {task}, raw")
+        # the history holds natural logarithms; decades read more easily
+        ax.plot(epochs, [v / math.log(10) for v in values], color=color, label=task)
+        ax.axhline(math.log10(raw), color=color, ls="--", lw=0.8, label=f"{task}, raw inputs")
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylabel("log₁₀ κ of the training features")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title("condition numbers during training")
     ax2 = fig.add_subplot(1, 2, 2)
     ax2.plot(epochs, h.task_loss)
     ax2.set_xlabel("epoch")
+    loss = "logistic loss" if art.metrics.benign_task.metric == "accuracy" else "squared error"
+    ax2.set_ylabel(f"mean training {loss}")
     ax2.set_title("benign task loss")
     save_figure(fig, path)
 

@@ -1,0 +1,138 @@
+"""The heat maps of a linear sweep over digit pairs (like the paper's Fig. 2): one per arm,
+the RIR (Eq. 15) of each (benign, harmful) pair, geometric mean over its seeds.
+
+Every map of one sweep shares the rows and columns (the digits the sweep ran) and the
+colour scale: log₁₀ RIR on ``±bound`` decades, diverging about RIR = 1 (no immunization),
+``bound`` the largest ``|log₁₀ RIR|`` of any arm (:mod:`condimmune.experiments.figures`).
+Each cell shows its RIR. A pair whose held-out benign accuracy fell by more than
+:data:`UTILITY_CAP_POINTS` (mean over seeds) is greyed: it was bought by breaking the benign
+task. A pair whose runs all failed is greyed and says so. The title names the inputs
+(raw pixels or principal components), read from the runs' ``config.yaml``; without a run
+directory (a ``sweep.csv`` read alone by ``sweep-table``) it says whether the RIR was
+bounded, which the ``bound`` column records.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from condimmune.core.errors import UserError
+from condimmune.experiments.config import ExperimentConfig, load_config
+from condimmune.experiments.figures import HeatCell, draw_factor_heat_map, factor_text
+from condimmune.experiments.report import FigureSpec, save_figure
+from condimmune.experiments.sweep_rows import SweepRow
+
+__all__ = ["UTILITY_CAP_POINTS", "heat_maps"]
+
+UTILITY_CAP_POINTS = 5.0
+"""Held-out benign accuracy a pair may lose, in points, before its cell is greyed: the
+deep attack suite's default utility cap (``attack.utility_cap``)."""
+
+
+def _inputs(rows: Sequence[SweepRow]) -> str:
+    """What the runs' features were: from the first readable ``config.yaml`` of their run
+    directories, else from the ``bound`` column (raw pixels give an unbounded RIR)."""
+    for row in rows:
+        path = Path(row.run_dir) / "config.yaml"
+        if not path.is_file():
+            continue
+        try:
+            config = load_config(path)
+        except (UserError, ValueError):
+            continue  # a damaged or older file: the bound below still says something
+        if isinstance(config, ExperimentConfig):
+            k = config.data.pca_components
+            return f"{k} principal components" if k else "raw pixels"
+    bounds = [r["bound"] for r in rows if not r.failed]
+    if bounds and all(b == math.inf for b in bounds):
+        return "rank-deficient inputs (RIR unbounded)"
+    return "full-rank inputs (RIR bounded)" if bounds else "no finished run"
+
+
+def _cell(rows: list[SweepRow]) -> HeatCell:
+    done = [r for r in rows if not r.failed]
+    rirs = [r["rir"] for r in done]
+    values = [v for v in rirs if isinstance(v, float) and v > 0 and math.isfinite(v)]
+    if not values:
+        return HeatCell(math.nan, "failed", excluded=True)
+    value = math.exp(statistics.fmean(math.log(v) for v in values))
+    drops = [
+        100 * (r["benign_original"] - r["benign_immunized"])
+        for r in done
+        if r["benign_metric"] == "accuracy"
+        and isinstance(r["benign_original"], float)
+        and isinstance(r["benign_immunized"], float)
+    ]
+    broken = bool(drops) and statistics.fmean(drops) > UTILITY_CAP_POINTS
+    return HeatCell(value, factor_text(value), excluded=broken)
+
+
+def _draw(
+    cells: list[list[HeatCell | None]],
+    digits: tuple[list[int], list[int]],
+    bound: float,
+    title: str,
+    path: Path,
+) -> None:
+    benign, harmful = digits
+    fig = Figure(figsize=(0.5 * len(harmful) + 2.9, 0.42 * len(benign) + 1.9), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    draw_factor_heat_map(
+        fig,
+        ax,
+        cells,
+        bound=bound,
+        quantity="RIR (Eq. 15)",
+        excluded=f"benign accuracy down more than {UTILITY_CAP_POINTS:g} points, or failed",
+        unit="",
+    )
+    ax.set_xticks(range(len(harmful)), [str(d) for d in harmful])
+    ax.set_yticks(range(len(benign)), [str(d) for d in benign])
+    ax.set_xlabel('harmful digit ("d vs rest")')
+    ax.set_ylabel('benign digit ("d vs rest")')
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def heat_maps(rows: Sequence[SweepRow], arms: list[str]) -> list[FigureSpec]:
+    """``heatmap_<arm>.png`` for each arm of a sweep's ``rows`` (none without digit pairs)."""
+    pairs = {(r["benign"], r["harmful"]) for r in rows}
+    keyed = [(a, b) for a, b in pairs if isinstance(a, int) and isinstance(b, int)]
+    if not keyed:
+        return []  # no digit pairs (house price): no heat map
+    digits = (sorted({a for a, _ in keyed}), sorted({b for _, b in keyed}))
+    maps: dict[str, list[list[HeatCell | None]]] = {}
+    for arm in arms:
+        by_pair: dict[tuple[object, object], list[SweepRow]] = {}
+        for r in rows:
+            if r.arm == arm:
+                by_pair.setdefault((r["benign"], r["harmful"]), []).append(r)
+        maps[arm] = [
+            [_cell(found) if (found := by_pair.get((a, b))) else None for b in digits[1]]
+            for a in digits[0]
+        ]
+    logs = [
+        abs(math.log10(c.value))
+        for cells in maps.values()
+        for line in cells
+        for c in line
+        if c is not None and not c.excluded
+    ]
+    bound = max([1.0, *logs])
+    figures = []
+    for arm, cells in maps.items():
+        mine = [r for r in rows if r.arm == arm]
+        seeds = len({r.seed for r in mine})
+        title = (
+            f"{arm}: RIR per digit pair\n{mine[0].experiment if mine else ''}, {_inputs(mine)}, "
+            + (f"geometric mean over {seeds} seeds" if seeds > 1 else "1 seed")
+        )
+        draw = partial(_draw, cells, digits, bound, title)
+        figures.append(FigureSpec(f"heatmap_{arm}.png", draw))
+    return figures

@@ -1,0 +1,135 @@
+"""What ran: the record ``config.yaml`` keeps beside the recipe, under ``versions``.
+
+The recipe (the resolved config) says what to compute; the same recipe on the same machine
+gives the same ``metrics.json`` apart from timings. How it was computed is recorded beside
+it, outside the recipe (the run's manifest fingerprints the recipe without ``versions``):
+
+====================  =======================================================================
+``python`` …          Python's and the packages' versions (:func:`package_versions`)
+``git_commit``        the commit of the condimmune checkout that ran (:func:`git_commit`),
+                      only when condimmune runs from a git checkout
+``torch_threads``     ``torch.get_num_threads()`` when the run was written: the threads it
+                      ran with (the config's ``threads: 0`` means torch's default; Lightning's
+                      DDP and a sweep's workers set their own)
+``device``            ``cpu`` or ``cuda`` (a deep run's ``train.accelerator`` resolved as
+                      Lightning resolves ``auto``), and ``device_name`` when known
+``cpu_capability``    the SIMD kernels ATen chose (``AVX512``, ``AVX2``, ``default``) and
+``onednn``            whether oneDNN (mkldnn) was on: both change float rounding across CPUs
+``precision``         a deep run's ``train.precision``; ``64-true`` for linear runs (float64)
+====================  =======================================================================
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["git_commit", "package_versions", "run_record"]
+
+_CORE_PACKAGES = ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas")
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+"""A full commit id (SHA-1, or SHA-256 in a repository that uses it)."""
+_CHECKOUT = Path(__file__).resolve().parents[3]
+"""The folder above ``src/`` when condimmune runs from its source tree (an editable install)."""
+
+
+def package_versions(*extra: str) -> dict[str, str]:
+    """Python's and the core packages' versions (plus ``extra``), for ``config.yaml``."""
+    out = {"python": platform.python_version()}
+    for pkg in (*_CORE_PACKAGES, *extra):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_commit(checkout: Path | None = None) -> str | None:
+    """The commit ``HEAD`` names in ``checkout``'s ``.git`` (default: condimmune's own source
+    tree; a folder, or a ``gitdir:`` file as in a worktree), read from the files without
+    running git; ``None`` when ``checkout`` is no git checkout of a Python project (an
+    installed condimmune) or its ``.git`` cannot be read: recording what ran never fails a
+    run."""
+    checkout = _CHECKOUT if checkout is None else checkout
+    try:
+        if not (checkout / "pyproject.toml").is_file():
+            return None
+        git = checkout / ".git"
+        if git.is_file():
+            pointer = git.read_text(encoding="utf-8").strip()
+            if not pointer.startswith("gitdir:"):
+                return None
+            git = checkout / pointer.removeprefix("gitdir:").strip()
+        head = (git / "HEAD").read_text(encoding="utf-8").strip()
+        if _SHA.fullmatch(head):  # a detached HEAD
+            return head
+        if not head.startswith("ref:"):
+            return None
+        return _resolve_ref(git, head.removeprefix("ref:").strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _resolve_ref(git: Path, ref: str) -> str | None:
+    """The commit of branch ``ref`` (``refs/heads/main``): its loose file, in ``git`` or in
+    the common folder a worktree's ``commondir`` names, else its line in ``packed-refs``."""
+    common = git
+    if (git / "commondir").is_file():
+        common = git / (git / "commondir").read_text(encoding="utf-8").strip()
+    for folder in (git, common):
+        loose = folder / ref
+        if loose.is_file():
+            sha = loose.read_text(encoding="utf-8").strip()
+            return sha if _SHA.fullmatch(sha) else None
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text(encoding="utf-8").splitlines():
+            sha, _, name = line.partition(" ")
+            if name.strip() == ref and _SHA.fullmatch(sha):
+                return sha
+    return None
+
+
+def _cpu_name() -> str | None:
+    """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def run_record(recipe: Mapping[str, Any], *packages: str) -> dict[str, str | int | bool]:
+    """``config.yaml``'s ``versions`` section for a run of ``recipe`` (a resolved config as
+    plain data) written by this process (module docstring); ``packages``: the family's
+    packages besides the core ones."""
+    import torch
+
+    record: dict[str, str | int | bool] = {}
+    versions = package_versions(*packages)
+    commit = git_commit()
+    for package, version in versions.items():
+        record[package] = version
+        if package == "condimmune" and commit is not None:
+            record["git_commit"] = commit
+    train = recipe.get("train", {})
+    accelerator = train.get("accelerator", "cpu")  # a linear run has none: always the CPU
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    record["torch_threads"] = torch.get_num_threads()
+    record["device"] = "cuda" if gpu else "cpu"
+    name = torch.cuda.get_device_name() if gpu else _cpu_name()
+    if name:
+        record["device_name"] = name
+    record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    record["onednn"] = bool(torch.backends.mkldnn.enabled and onednn)
+    record["precision"] = str(train.get("precision", "64-true"))
+    return record

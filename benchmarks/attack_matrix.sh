@@ -3,6 +3,8 @@
 # experiment, each run attacked with the deep suite, then combined by `condimmune
 # attack-matrix`. Runs that already have an attack_suite in metrics.json are skipped, so
 # the script can be re-run after an interruption (the Optuna studies resume too).
+# θ0 is the same for every method of a seed, so its searches live in OUT_DIR/theta0_studies.db
+# and are made once per seed (attack.theta0_storage; a later --set overrides it).
 #
 # usage: benchmarks/attack_matrix.sh EXPERIMENT OUT_DIR [WORKERS] -- [--set attack.KEY=VALUE ...]
 # e.g.   benchmarks/attack_matrix.sh mnist-cnn runs/matrix 2 -- --set attack.trials=20
@@ -21,7 +23,8 @@ out=$2
 workers=${3:-1}
 shift 3 || shift $#
 [[ ${1:-} == "--" ]] && shift
-attack_args=("$@")
+# θ0's searches are shared by every method's run of a seed: each is made once
+attack_args=(--set "attack.theta0_storage=sqlite:///$(realpath -m "$out")/theta0_studies.db" "$@")
 methods=${METHODS:-"condnum none r-ill-only opt-kappa imma closed-form leace condnum-leace"}
 seeds=${SEEDS:-"0 1 2"}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -52,7 +55,8 @@ export experiment out KEEP
 export attack_args_text="${attack_args[*]}"
 
 start=$(date +%s)
-for seed in $seeds; do for method in $methods; do echo "$method $seed"; done; done |
+# method-major: workers running at once attack different seeds' θ0 (made once, then read)
+for method in $methods; do for seed in $seeds; do echo "$method $seed"; done; done |
   xargs -P "$workers" -L 1 bash -c 'attack_args=($attack_args_text); one "$0" "$1"'
 condimmune attack-matrix "${KEEP:-$out}" --out "$out-report"  # KEEP holds every session's runs
 echo "wall seconds: $(( $(date +%s) - start ))"

@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ from condimmune.attacks.registry import (
 from condimmune.attacks.search import StudyTrials
 
 K, CLASSES = 6, 3
-NETWORKS = (DeepFamily.BLOCKS, DeepFamily.FULL)
+NETWORKS = (DeepFamily.BLOCKS, DeepFamily.FULL, DeepFamily.SCRATCH)
 
 
 def _task(gen: torch.Generator, n: int = 150, scale: torch.Tensor | None = None) -> TaskTensors:
@@ -227,6 +228,40 @@ def test_reinitialising_ignores_the_immunized_weights(problem):
     assert curves[1] != curves[3]  # fine-tuned: they do
 
 
+class _Tokened(nn.Module):
+    """Blocks plus a parameter no layer resets (as a ViT's class token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = _blocks()
+        self.token = nn.Parameter(torch.zeros(K))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.blocks(x) + self.token
+        return out
+
+
+def test_reinitialising_draws_every_parameter_afresh():
+    """A parameter without a ``reset_parameters`` of its own is drawn too, so two networks
+    of one architecture re-initialise to the same weights whatever they held."""
+    from condimmune.attacks.deep_train import _reinitialise
+
+    nets = [_Tokened(), _Tokened()]
+    with torch.no_grad():
+        nets[1].token.fill_(5.0)
+        nets[1].blocks[0].weight.mul_(-7.0)
+    states = []
+    for net in nets:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _reinitialise(net)
+        states.append(net.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name
+    assert states[0]["token"].abs().max() <= 0.04 and states[0]["token"].abs().max() > 0
+
+
 def test_a_diverging_trial_keeps_its_last_accuracy(problem):
     curve = probe_curve(
         problem[Task.HARMFUL], Optimizer.MOMENTUM, {"lr_c": 1e9, "momentum": 0.9}, Budget(30)
@@ -353,3 +388,89 @@ def test_the_benign_task_can_get_a_smaller_budget(problem):
     assert suite.utility is not None  # from the linear probe's benign search
     with pytest.raises(ValueError, match="benign_trials must be a positive int"):
         DeepAttackOptions(benign_trials=0)
+
+
+def test_the_suite_measures_the_yardstick_when_the_extraction_flops_are_known(problem):
+    """The same model twice: S = 1 exactly; the weight-free attackers cost the same on both
+    models and bound S; without extraction FLOPs the yardstick is left out, not guessed."""
+    from dataclasses import replace
+
+    from condimmune.attacks.deep_cost import ExtractionFlops
+
+    model = replace(_released(problem, _blocks()), extraction=ExtractionFlops(100.0, 50.0))
+    names = ["linear-adam", "raw-adam", "scratch-adam", "blocks-adam"]
+    suite = run_deep_suite(names, model, model, OPTIONS)
+    y = suite.yardstick
+    assert y is not None and y.s == 1.0
+    assert y.cheapest_weight_free is not None and y.s_max is not None and y.s <= y.s_max
+    assert {c.attacker for c in y.original} == set(names)
+    free = {c.attacker: c for c in y.original if c.attacker in ("raw-adam", "scratch-adam")}
+    assert free == {c.attacker: c for c in y.immunized if c.attacker in free}
+    probe = next(c for c in y.original if c.attacker == "linear-adam")
+    n = problem[Task.HARMFUL].train_x.shape[0]
+    assert probe.flops >= n * 150.0  # the features are extracted once: n × (prefix + blocks)
+    assert DeepAttackSuite.from_json(json.loads(json.dumps(suite.to_json()))) == suite
+    assert suite.worst_case.attacker.value not in free  # never slowed: not a competitor
+    unknown = run_deep_suite(["linear-adam"], _released(problem, _blocks()), model, OPTIONS)
+    assert unknown.yardstick is None
+
+
+def _scaled_blocks(scale: float) -> nn.Module:
+    """Blocks whose last layer scales the features: another θ_I of the same problem."""
+    module = _blocks()
+    with torch.no_grad():
+        module[2].weight.mul_(scale)
+    return module
+
+
+def test_theta0_searches_are_made_once_and_reused_with_the_same_numbers(problem, tmp_path):
+    """Two runs that release the same θ0 with different θ_I share θ0's studies: the second
+    run adds no θ0 trial, and its θ0 numbers equal those of a run that recomputes them; a
+    weight-free attacker is searched once for both models of a run."""
+    import optuna
+
+    original = _released(problem, _blocks())
+    shared = f"sqlite:///{tmp_path / 'theta0.db'}"
+    names = ["linear-adam", "raw-adam"]
+
+    def options(run: str, theta0: str | None) -> DeepAttackOptions:
+        return replace(
+            OPTIONS,
+            storage=f"sqlite:///{tmp_path / run}.db",
+            study_name=run,
+            original_storage=theta0,
+            original_study_name=None if theta0 is None else "theta0",
+        )
+
+    other = _released(problem, _scaled_blocks(3.0))
+    first = run_deep_suite(names, original, other, options("a", shared))
+    immunized = _released(problem, _scaled_blocks(0.1))
+    second = run_deep_suite(names, original, immunized, options("b", shared))
+    alone = run_deep_suite(names, original, immunized, options("c", None))
+
+    def studies(url: str) -> dict[str, int]:
+        return {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(url)}
+
+    # one θ0 study per attacker and task, each with the trials of one search, not two
+    theta0 = studies(shared)
+    assert all(name.startswith("theta0/") for name in theta0)
+    assert sorted(theta0.values()) == [OPTIONS.trials] * 4
+    # the run's own storage holds θ_I's studies only, none for the weight-free attacker
+    own = studies(f"sqlite:///{tmp_path / 'b'}.db")
+    assert len(own) == 2
+    assert all(n.startswith("b/linear-adam-") and n.endswith("/immunized") for n in own)
+
+    def untimed(attack: TaskAttack) -> TaskAttack:  # wall-clock seconds always differ
+        return replace(
+            attack,
+            original=replace(attack.original, seconds=0.0),
+            immunized=replace(attack.immunized, seconds=0.0),
+        )
+
+    for name in names:
+        for task in ("harmful", "benign"):
+            got = untimed(getattr(second.attackers[name], task))
+            assert got.original == untimed(getattr(first.attackers[name], task)).original
+            assert got == untimed(getattr(alone.attackers[name], task))
+    assert second.yardstick == alone.yardstick
+    assert second.worst_case == alone.worst_case

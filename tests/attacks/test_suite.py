@@ -81,6 +81,18 @@ def test_suite_and_worst_case(gen):
         run_attack_suite([], benign=(x, y), harmful=(x, y), weight=W)
 
 
+def test_the_suite_runs_on_inputs_with_all_zero_columns(gen):
+    """Raw pixels: the image borders are zero in every image (the warm-up run once took
+    its inputs from the first columns and divided by their zero Lipschitz constant)."""
+    x, y = _problem(gen, [10.0, 3.0, 1.0])
+    padded = torch.cat([torch.zeros(x.shape[0], 5, dtype=x.dtype), x], dim=1)
+    W = torch.eye(padded.shape[1], dtype=torch.float64)
+    entries = run_attack_suite(
+        ["linear-gd"], benign=(padded, y), harmful=(padded, y), weight=W, target=1e-4, budget=50
+    )
+    assert entries[Attacker.LINEAR_GD].summary(50).harmful_slowdown == 1.0
+
+
 def summaries(entries: dict[Attacker, SuiteEntry], budget: int) -> dict[Attacker, AttackSummary]:
     return {a: e.summary(budget) for a, e in entries.items()}
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from _cli_support import TINY_DEEP, invoke, reseal, sets
 from safetensors.torch import load_file, save_file
 
+from condimmune.attacks.registry import DeepAttacker
 from condimmune.deep.backbones import build_model
 from condimmune.deep.evaluate import extract_features
 from condimmune.experiments.config import apply_overrides, default_config
@@ -54,7 +55,7 @@ def test_a_deep_run_is_attacked_by_every_attacker_and_recorded(runs):
     run = runs["leace"]
     metrics = json.loads((run / "metrics.json").read_text())
     suite = metrics["attack_suite"]
-    assert len(suite["attackers"]) == 19 and suite["settings"]["trials"] == 2
+    assert len(suite["attackers"]) == len(DeepAttacker) and suite["settings"]["trials"] == 2
     assert suite["worst_case"]["attacker"] in suite["attackers"]
     assert suite["settings"]["storage"].startswith("sqlite:///")
     assert (run / "attack_studies.db").is_file()
@@ -63,6 +64,11 @@ def test_a_deep_run_is_attacked_by_every_attacker_and_recorded(runs):
     report = (run / "attack_report.md").read_text()
     assert "**Verdict for `leace`" in report and "| blocks-reinit | blocks |" in report
     assert "Worst-case attack suite" in (run / "report.md").read_text()
+    # the yardstick: every attacker's cost on both models, the weight-free ones included
+    stick = suite["yardstick"]
+    assert {c["attacker"] for c in stick["original"]} == set(suite["attackers"])
+    assert stick["cheapest_weight_free"]["attacker"] in ("raw-lstsq", "raw-adam", "scratch-adam")
+    assert "**Yardstick (one target, one cost currency).**" in report
 
 
 def _stored_trials(run: Path) -> int:
@@ -123,7 +129,7 @@ def test_the_combined_method_trains_the_blocks_before_erasing(runs):
 
 def test_attack_matrix_combines_the_runs(runs, tmp_path):
     out = tmp_path / "matrix"
-    # the fixture attacked condnum-leace with 2 attackers and leace with all 19: not mixed
+    # the fixture attacked condnum-leace with 2 attackers and leace with all: not mixed
     mixed = invoke("attack-matrix", runs["leace"].parent, "--out", out)
     assert mixed.exit_code == 2 and "other attackers" in mixed.output, mixed.output
     assert not out.exists()
@@ -131,10 +137,15 @@ def test_attack_matrix_combines_the_runs(runs, tmp_path):
     assert result.exit_code == 0, result.output
     groups = json.loads((out / "attack_matrix.json").read_text())
     assert [g["method"] for g in groups] == ["leace"]
-    assert len(groups[0]["slowdown"]) == 19 and groups[0]["seeds"] == [0]
+    assert len(groups[0]["slowdown"]) == len(DeepAttacker) and groups[0]["seeds"] == [0]
     text = (out / "attack_matrix.md").read_text()
     assert "| **worst case** |" in text and "**Verdict for `leace`" in text
     assert "| runs (seeds) | 1 (0) |" in text
+    # the yardstick's headline, from the run's own record
+    stick = json.loads((runs["leace"] / "metrics.json").read_text())["attack_suite"]["yardstick"]
+    assert groups[0]["s"]["mean"] == stick["s"] and groups[0]["s"]["n"] == 1
+    assert groups[0]["s_max"]["mean"] == stick["s_max"]
+    assert "| **S = T*(θ_I) / T*(θ0)** (FLOPs to one target) |" in text
     assert (out / "attack_matrix.png").is_file() and (out / "attack_matrix_curves.png").is_file()
     again = invoke("attack-matrix", runs["leace"], "--out", out)
     assert again.exit_code == 2 and "already exists" in again.output

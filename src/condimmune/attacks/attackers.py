@@ -51,6 +51,7 @@ from condimmune.attacks.probes import (
 from condimmune.attacks.registry import Attacker
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_positive_float, check_same_device_dtype
+from condimmune.core.progress import ProgressCallback, step_counter
 
 __all__ = ["TRANSFORMED_ATTACKERS", "AttackOutcome", "run_attacker"]
 
@@ -84,6 +85,14 @@ a linear run reports, :mod:`condimmune.experiments.pipelines.linear.metrics`).""
 _GD_STEPS = (0.5, 1.0, 1.5, 1.9)
 _MOMENTUM_LRS = (0.05, 0.2, 0.5, 1.0)
 _ADAM_LRS = (1e-3, 1e-2, 1e-1, 1.0)
+_SWEPT = {
+    Attacker.LINEAR_GD_TUNED: len(_GD_STEPS),
+    Attacker.LINEAR_MOMENTUM: len(_MOMENTUM_LRS),
+    Attacker.LINEAR_ADAM: len(_ADAM_LRS),
+    Attacker.FULL_SGD: len(_MOMENTUM_LRS),
+    Attacker.FULL_ADAM: len(_ADAM_LRS),
+}
+"""The attackers that sweep a setting, and how many settings each tries."""
 
 
 def _loss(pred: Tensor, y: Tensor) -> Tensor:
@@ -111,13 +120,14 @@ def _iterate(
     make_opt: MakeOptimizer,
     budget: int,
     stop: _Stop,
+    on_step: Callable[[int], None],
 ) -> Trace:
     """(loss, seconds since start) before each of ``budget`` optimizer steps and after, until
-    the loss diverges or ``stop`` says the target is reached."""
+    the loss diverges or ``stop`` says the target is reached; ``on_step(t)`` after step t."""
     start = time.perf_counter()
     opt = make_opt(params)
     losses: Trace = []
-    for _ in range(budget + 1):
+    for step in range(budget + 1):
         with torch.no_grad():
             losses.append((float(_loss(predict(), y)), time.perf_counter() - start))
         if not math.isfinite(losses[-1][0]) or losses[-1][0] > 1e12 * (losses[0][0] + 1e-300):
@@ -127,15 +137,25 @@ def _iterate(
         opt.zero_grad()
         torch.autograd.backward(_loss(predict(), y))
         opt.step()
+        on_step(step + 1)
     return losses
 
 
-def _head_run(phi: Tensor, y: Tensor, make_opt: MakeOptimizer, budget: int, stop: _Stop) -> Trace:
+def _head_run(
+    phi: Tensor,
+    y: Tensor,
+    make_opt: MakeOptimizer,
+    budget: int,
+    stop: _Stop,
+    on_step: Callable[[int], None],
+) -> Trace:
     w = torch.zeros(phi.shape[1], dtype=phi.dtype, requires_grad=True)
-    return _iterate([w], lambda: phi @ w, y, make_opt, budget, stop)
+    return _iterate([w], lambda: phi @ w, y, make_opt, budget, stop, on_step)
 
 
-def _lbfgs_run(phi: Tensor, y: Tensor, budget: int, stop: _Stop) -> Trace:
+def _lbfgs_run(
+    phi: Tensor, y: Tensor, budget: int, stop: _Stop, on_step: Callable[[int], None]
+) -> Trace:
     """SciPy's L-BFGS-B (robust Moré–Thuente-type line search); one iteration per step."""
     import numpy as np
     import numpy.typing as npt
@@ -153,6 +173,7 @@ def _lbfgs_run(phi: Tensor, y: Tensor, budget: int, stop: _Stop) -> Trace:
 
     def record(w: npt.NDArray[np.float64]) -> None:
         losses.append((fun(w)[0], time.perf_counter() - start))
+        on_step(len(losses) - 1)
         if stop.reached(losses):
             raise StopIteration  # SciPy ends the minimisation there
 
@@ -170,11 +191,17 @@ def _lbfgs_run(phi: Tensor, y: Tensor, budget: int, stop: _Stop) -> Trace:
 
 
 def _finetune_run(
-    x: Tensor, weight: Tensor, y: Tensor, make_opt: MakeOptimizer, budget: int, stop: _Stop
+    x: Tensor,
+    weight: Tensor,
+    y: Tensor,
+    make_opt: MakeOptimizer,
+    budget: int,
+    stop: _Stop,
+    on_step: Callable[[int], None],
 ) -> Trace:
     W = weight.detach().clone().requires_grad_(True)
     w = torch.zeros(weight.shape[0], dtype=x.dtype, requires_grad=True)
-    return _iterate([W, w], lambda: (x @ W.mT) @ w, y, make_opt, budget, stop)
+    return _iterate([W, w], lambda: (x @ W.mT) @ w, y, make_opt, budget, stop, on_step)
 
 
 def _relative(losses: Trace, optimal: float, budget: int, target: float) -> Tensor:
@@ -203,11 +230,13 @@ def run_attacker(
     budget: int = 500,
     seed: int = 0,
     full_curve: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> AttackOutcome:
     """Run one attacker against the extractor ``weight`` (k × d) on inputs ``x`` and targets ``y``.
 
     Pass ``weight = I`` for the raw-input baseline. Each setting stops at ``target`` unless
-    ``full_curve`` (module docstring).
+    ``full_curve`` (module docstring). ``on_progress`` hears the steps of its settings
+    (task: the attacker's name, item: the setting).
     """
     attacker = parse_choice(Attacker, attacker, "attacker")
     x = check_matrix(x, "x")
@@ -223,6 +252,7 @@ def run_attacker(
         fit: Tensor = torch.linalg.lstsq(x, y[:, None], driver="gelsd").solution
         optimal = float(_loss((x @ fit)[:, 0], y))
     stop = _Stop(optimal, None if full_curve else target)
+    tick = partial(step_counter, on_progress, attacker.value, _SWEPT.get(attacker, 1), budget)
     start = time.perf_counter()
     candidates: list[tuple[str, Trace]] = []
     if attacker in (Attacker.LINEAR_GD, *TRANSFORMED_ATTACKERS, Attacker.REINIT_GD):
@@ -238,10 +268,11 @@ def run_attacker(
             feats = x @ q
         lr = 1.0 / squared_loss_lipschitz(feats)
         sgd = partial(torch.optim.SGD, lr=lr)
-        candidates.append(("lr=1/L", _head_run(feats, y, sgd, budget, stop)))
+        candidates.append(("lr=1/L", _head_run(feats, y, sgd, budget, stop, tick(0, "lr=1/L"))))
     elif attacker in (Attacker.LINEAR_LBFGS, Attacker.LINEAR_LSTSQ):
         if attacker is Attacker.LINEAR_LBFGS:
-            candidates.append(("scipy L-BFGS-B", _lbfgs_run(phi, y, budget, stop)))
+            losses = _lbfgs_run(phi, y, budget, stop, tick(0, "scipy L-BFGS-B"))
+            candidates.append(("scipy L-BFGS-B", losses))
         else:
             with torch.no_grad():
                 solve_start = time.perf_counter()
@@ -269,13 +300,15 @@ def run_attacker(
             Attacker.FULL_ADAM: adam,
         }
         finetune = attacker in (Attacker.FULL_SGD, Attacker.FULL_ADAM)
-        for name, make in sweeps[attacker]:
+        for index, (name, make) in enumerate(sweeps[attacker]):
+            steps = tick(index, name)
             losses = (
-                _finetune_run(x, weight, y, make, budget, stop)
+                _finetune_run(x, weight, y, make, budget, stop, steps)
                 if finetune
-                else _head_run(phi, y, make, budget, stop)
+                else _head_run(phi, y, make, budget, stop, steps)
             )
             candidates.append((name, losses))
+    tick(len(candidates) - 1, candidates[-1][0])(budget)  # done, even where it stopped early
     wall = time.perf_counter() - start
     scored: list[tuple[int, float, str, Tensor, int | None, float | None]] = []
     for name, losses in candidates:

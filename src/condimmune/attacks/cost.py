@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["forward_flops", "linear_probe_step_flops", "training_step_flops"]
+__all__ = ["forward_flops", "linear_probe_step_flops", "lstsq_flops", "training_step_flops"]
 
 
-def forward_flops(module: nn.Module, inputs: torch.Tensor) -> int:
+def forward_flops(module: Callable[[torch.Tensor], object], inputs: torch.Tensor) -> int:
     """FLOPs of ``module(inputs)`` without gradients (eval mode is the caller's choice)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -54,3 +54,11 @@ def linear_probe_step_flops(batch: int, features: int, classes: int) -> int:
     the forward product and the weight gradient, ``2 · batch · features · classes`` each
     (no input gradient: the features are data)."""
     return 4 * batch * features * classes
+
+
+def lstsq_flops(rows: int, features: int, classes: int) -> int:
+    """The closed-form ridge head (one "step"): the Gram ``AᵀA`` (``2·n·d²``), its Cholesky
+    solve (``d³/3`` for the factor, ``2·d²·c`` for the two triangular solves) and ``AᵀY``
+    (``2·n·d·c``); counted by hand, as FlopCounterMode does not count factorizations."""
+    n, d, c = rows, features, classes
+    return 2 * n * d * d + d**3 // 3 + 2 * d * d * c + 2 * n * d * c

@@ -18,13 +18,15 @@ best):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from condimmune.attacks.registry import DeepAttacker, DeepFamily
+from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
 from condimmune.attacks.search import StudyTrials, describe
+from condimmune.attacks.yardstick import Yardstick
 from condimmune.core.records import JsonRecord
 
 __all__ = [
+    "STORAGE_FIELDS",
     "DeepAttackOptions",
     "DeepAttackSuite",
     "DeepAttackerSummary",
@@ -35,6 +37,7 @@ __all__ = [
     "redact",
     "relative_finetuning_deviation",
     "steps_to",
+    "suite_record",
 ]
 
 
@@ -50,7 +53,11 @@ class DeepAttackOptions(JsonRecord):
     attacker's search on one
     task (θ0 and θ_I together); ``target_fraction`` f of θ0's best accuracy; the utility cap
     in accuracy points; the Optuna ``storage`` URL (``None``: in memory) and the study name
-    prefix; the sampler's and the trials' ``seed``."""
+    prefix; the sampler's and the trials' ``seed``. θ0's searches live in
+    ``original_storage`` under ``original_study_name`` (``None``: ``storage`` and
+    ``study_name``): name them by what θ0's trials depend on and runs that release the same
+    θ0 share them (each is searched once); an attacker that reads no released weight is
+    searched once there for both models."""
 
     trials: int = 20
     finetune_trials: int = 20
@@ -66,6 +73,8 @@ class DeepAttackOptions(JsonRecord):
     seed: int = 0
     study_name: str = "attack"
     storage: str | None = None
+    original_study_name: str | None = None
+    original_storage: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("trials", "finetune_trials", "probe_steps", "finetune_steps", "benign_trials"):
@@ -80,6 +89,17 @@ class DeepAttackOptions(JsonRecord):
             )
         if not self.utility_cap >= 0.0:
             raise ValueError(f"attack.utility_cap must be ≥ 0 points, got {self.utility_cap!r}")
+
+    def without_storage(self) -> DeepAttackOptions:
+        """These settings with :data:`STORAGE_FIELDS` cleared: equal for the same attack."""
+        return replace(
+            self, storage=None, study_name="", original_storage=None, original_study_name=None
+        )
+
+
+STORAGE_FIELDS = ("storage", "study_name", "original_storage", "original_study_name")
+"""The :class:`DeepAttackOptions` fields that say where the searches live, not what they
+do: attacks that differ only there are the same attack."""
 
 
 def redact(url: str | None) -> str | None:
@@ -185,7 +205,9 @@ class DeepWorstCase(JsonRecord):
     ``attacker`` is the one least slowed on the harmful task (its ``slowdown``, ``reached``
     and ``rfd``; ties go to the higher accuracy on θ_I). ``strongest`` reaches the highest
     harmful accuracy on θ_I; ``accuracy_original``/``accuracy_immunized`` are the best
-    harmful accuracies over all attackers on θ0 and θ_I."""
+    harmful accuracies over all attackers on θ0 and θ_I. Weight-free attackers (slowdown 1
+    by construction) are not competitors here unless only they ran; they set the
+    yardstick's ceiling instead (:mod:`condimmune.attacks.yardstick`)."""
 
     attacker: DeepAttacker
     slowdown: float
@@ -203,7 +225,12 @@ class DeepWorstCase(JsonRecord):
         if not summaries:
             raise ValueError("no attacker to compare")
         best = max(s.harmful.original.best_accuracy for s in summaries.values())
-        order = [
+        order = [  # a weight-free attacker is never slowed: it has no place in this ratio
+            a
+            for a, s in summaries.items()
+            if s.harmful.original.best_accuracy >= target_fraction * best
+            and not DEEP_ATTACKERS[a].weight_free
+        ] or [
             a
             for a, s in summaries.items()
             if s.harmful.original.best_accuracy >= target_fraction * best
@@ -250,10 +277,53 @@ class UtilityCheck(JsonRecord):
 
 @dataclass(frozen=True)
 class DeepAttackSuite(JsonRecord):
-    """``metrics.json``'s ``attack_suite`` of a deep run (``condimmune attack``)."""
+    """``metrics.json``'s ``attack_suite`` of a deep run (``condimmune attack``): per
+    attacker the diagnostic slowdowns, their worst case (Eq. A5), the utility cap, and the
+    worst-case ``yardstick`` on the harmful task (:mod:`condimmune.attacks.yardstick`;
+    ``None`` in runs attacked before it existed, or when the extraction FLOPs were
+    unknown)."""
 
     settings: DeepAttackOptions
     attackers: dict[str, DeepAttackerSummary]
     worst_case: DeepWorstCase
     wall_seconds: float
     utility: UtilityCheck | None = None
+    yardstick: Yardstick | None = None
+
+
+def suite_record(
+    summaries: dict[DeepAttacker, DeepAttackerSummary],
+    options: DeepAttackOptions,
+    wall_seconds: float,
+    stick: Yardstick | None = None,
+) -> DeepAttackSuite:
+    """The ``attack_suite`` record of ``summaries`` (of one suite, or of attacks made under
+    the same ``options`` and merged): the worst case over them, the utility check of their
+    linear probes and the yardstick ``stick`` (of the attackers of one suite: it needs every
+    trial's curve); the storage URL's password removed."""
+    probes = [
+        s.benign
+        for a, s in summaries.items()
+        if DEEP_ATTACKERS[a].linear_probe and s.benign is not None
+    ]
+    utility = (
+        UtilityCheck.of(
+            max(b.original.best_accuracy for b in probes),
+            max(b.immunized.best_accuracy for b in probes),
+            options.utility_cap,
+        )
+        if probes
+        else None
+    )
+    return DeepAttackSuite(
+        settings=replace(
+            options,
+            storage=redact(options.storage),
+            original_storage=redact(options.original_storage),
+        ),
+        attackers={a.value: s for a, s in summaries.items()},
+        worst_case=DeepWorstCase.of(summaries, options.target_fraction),
+        wall_seconds=wall_seconds,
+        utility=utility,
+        yardstick=stick,
+    )

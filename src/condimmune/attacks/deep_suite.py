@@ -13,21 +13,21 @@ import copy
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from torch import nn
 
+from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
 from condimmune.attacks.deep_records import (
     DeepAttackerSummary,
     DeepAttackOptions,
     DeepAttackSuite,
-    DeepWorstCase,
     TaskAttack,
-    UtilityCheck,
-    redact,
+    suite_record,
 )
 from condimmune.attacks.deep_train import (
+    SCRATCH_WIDTH,
     Budget,
     TaskTensors,
     best_so_far_area,
@@ -35,6 +35,8 @@ from condimmune.attacks.deep_train import (
     fit_task_transform,
     network_curve,
     probe_curve,
+    raw_pixels,
+    scratch_network,
 )
 from condimmune.attacks.registry import (
     DEEP_ATTACKERS,
@@ -43,10 +45,19 @@ from condimmune.attacks.registry import (
     DeepFamily,
     Optimizer,
 )
-from condimmune.attacks.search import Objective, SearchOptions, TrialResult, paired_search
+from condimmune.attacks.search import (
+    Objective,
+    SearchOptions,
+    Study,
+    StudyTrials,
+    TrialResult,
+    paired_search,
+)
+from condimmune.attacks.yardstick import AttackerCurves, yardstick
 from condimmune.core._choices import parse_choice
+from condimmune.core.progress import Progress, ProgressCallback, report
 
-__all__ = ["ReleasedModel", "Task", "run_deep_suite", "suite_record"]
+__all__ = ["ReleasedModel", "Task", "run_deep_suite"]
 
 
 class Task(StrEnum):
@@ -59,7 +70,8 @@ class ReleasedModel:
     """What an attacker takes from one released model, per task: the released features,
     the (pooled) activations entering the immunized blocks (``skip``), the activations
     themselves (``prefix``) and the images; ``blocks`` maps ``prefix`` activations to the
-    released features, ``network`` maps images to them. Families an attacker list does not
+    released features, ``network`` maps images to them; ``extraction`` the FLOPs of the two
+    parts per example (the yardstick's fixed costs). Families an attacker list does not
     use may be left ``None``."""
 
     features: Mapping[Task, TaskTensors]
@@ -69,6 +81,7 @@ class ReleasedModel:
     images: Mapping[Task, TaskTensors] | None = None
     blocks: nn.Module | None = None
     network: nn.Module | None = None
+    extraction: ExtractionFlops | None = None
 
 
 def _trial_seed(seed: int, attacker: DeepAttacker, task: Task, number: int) -> int:
@@ -80,6 +93,35 @@ def _missing(attacker: DeepAttacker, field: str) -> ValueError:
     return ValueError(f"attacker {attacker.value} needs the model's {field}, which is missing")
 
 
+def _inputs(
+    attacker: DeepAttacker, spec: DeepAttackerSpec, model: ReleasedModel, task: Task
+) -> tuple[TaskTensors, Callable[[], nn.Module] | None, int]:
+    """What one attacker trains on in ``model``: its data, and for the network families a
+    factory of the module it trains (a fresh copy each call) and that module's width."""
+    family = spec.family
+    if family is DeepFamily.PROBE:
+        return fit_task_transform(spec.transform, model.features[task]), None, 0
+    if family is DeepFamily.SKIP:
+        if model.skip is None:
+            raise _missing(attacker, "skip features")
+        return model.skip[task], None, 0
+    if family in (DeepFamily.RAW, DeepFamily.SCRATCH):
+        if model.images is None:
+            raise _missing(attacker, "images")
+        images = model.images[task]
+        if family is DeepFamily.RAW:
+            return raw_pixels(images), None, 0
+        shape = tuple(images.train_x.shape[1:])
+        return images, lambda: scratch_network(shape), SCRATCH_WIDTH
+    blocks = family is DeepFamily.BLOCKS
+    inputs = model.prefix if blocks else model.images
+    module = model.blocks if blocks else model.network
+    if inputs is None or module is None:
+        raise _missing(attacker, "prefix activations" if blocks else "images")
+    trained = module
+    return inputs[task], lambda: copy.deepcopy(trained), model.feature_dim
+
+
 def _objective(
     attacker: DeepAttacker,
     spec: DeepAttackerSpec,
@@ -89,27 +131,12 @@ def _objective(
     seed: int,
 ) -> Objective:
     """``(params, trial number) → TrialResult`` of one attacker on one model and task."""
-    family = spec.family
-    module: nn.Module | None = None
-    scale: float | None = None
-    if family is DeepFamily.PROBE:
-        data = fit_task_transform(spec.transform, model.features[task])
-        scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
-    elif family is DeepFamily.SKIP:
-        if model.skip is None:
-            raise _missing(attacker, "skip features")
-        data = model.skip[task]
-    else:
-        blocks = family is DeepFamily.BLOCKS
-        inputs = model.prefix if blocks else model.images
-        module = model.blocks if blocks else model.network
-        if inputs is None or module is None:
-            raise _missing(attacker, "prefix activations" if blocks else "images")
-        data = inputs[task]
+    data, make_network, width = _inputs(attacker, spec, model, task)
+    scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
 
     def run(params: Mapping[str, float], number: int) -> TrialResult:
         trial_seed = _trial_seed(seed, attacker, task, number)
-        if module is None:
+        if make_network is None:
             curve = probe_curve(
                 data,
                 spec.optimizer,
@@ -120,10 +147,9 @@ def _objective(
                 lr_scale=scale,
             )
         else:
-            network = module
             curve = network_curve(
-                lambda: copy.deepcopy(network),
-                model.feature_dim,
+                make_network,
+                width,
                 data,
                 spec.optimizer,
                 dict(params),
@@ -136,42 +162,115 @@ def _objective(
     return run
 
 
+def _trials(spec: DeepAttackerSpec, task: Task, options: DeepAttackOptions) -> int:
+    """The trial budget of one search per model (``paired_search`` runs one trial when the
+    search space is empty)."""
+    trials = options.finetune_trials if spec.trains_network else options.trials
+    if task is Task.BENIGN and options.benign_trials is not None:
+        trials = min(trials, options.benign_trials)
+    return trials
+
+
+class _TrialCount:
+    """Reports an attacker's finished trials (depth 1) over all its searches, the task under
+    way as the item."""
+
+    def __init__(self, callback: ProgressCallback | None, attacker: str, total: int) -> None:
+        self.callback, self.attacker, self.total, self.done = callback, attacker, total, 0
+
+    def tell(self, item: str) -> None:
+        # a search that read finished trials back from its storage runs fewer: stay ≤ total
+        done = min(self.done, self.total)
+        report(self.callback, Progress(self.attacker, done, self.total, item, "trial", depth=1))
+
+    def counted(self, objective: Objective, item: str) -> Objective:
+        def run(params: Mapping[str, float], number: int) -> TrialResult:
+            result = objective(params, number)
+            self.done += 1
+            self.tell(item)
+            return result
+
+        return run
+
+
 def _attack(
     attacker: DeepAttacker,
     original: ReleasedModel,
     immunized: ReleasedModel,
     task: Task,
     options: DeepAttackOptions,
-) -> tuple[TaskAttack, list[int]]:
+    count: _TrialCount,
+) -> tuple[TaskAttack, list[int], tuple[StudyTrials, StudyTrials]]:
     spec = DEEP_ATTACKERS[attacker]
-    network = spec.family in (DeepFamily.BLOCKS, DeepFamily.FULL)
-    budget = (
-        Budget(options.finetune_steps, options.finetune_eval_every, options.batch_size)
-        if network
-        else Budget(options.probe_steps)
-    )
-    trials = options.finetune_trials if network else options.trials
-    if task is Task.BENIGN and options.benign_trials is not None:
-        trials = min(trials, options.benign_trials)
+    budget = _budget(spec, options)
+    count.tell(task.value)
     # the spec's digest in the name: a changed search space never reuses stored trials
     tag = hashlib.sha256(repr(spec).encode()).hexdigest()[:8]
+    name = f"{attacker.value}-{tag}/{task.value}"
     search = SearchOptions(
-        trials=trials,
+        trials=_trials(spec, task, options),
         seconds=options.seconds,
         storage=options.storage,
-        study_name=f"{options.study_name}/{attacker.value}-{tag}/{task.value}",
+        study_name=f"{options.study_name}/{name}",
         seed=options.seed,
+    )
+    theta0 = Study(
+        options.original_storage or options.storage,
+        f"{options.original_study_name or options.study_name}/{name}/original",
+    )
+    studies = (
+        theta0,
+        theta0 if spec.weight_free else Study(options.storage, f"{search.study_name}/immunized"),
     )
     first, second = paired_search(
         spec.space,
         (
-            _objective(attacker, spec, original, task, budget, options.seed),
-            _objective(attacker, spec, immunized, task, budget, options.seed),
+            count.counted(
+                _objective(attacker, spec, original, task, budget, options.seed), task.value
+            ),
+            count.counted(
+                _objective(attacker, spec, immunized, task, budget, options.seed), task.value
+            ),
         ),
         search,
+        studies=studies,
     )
     steps = budget.eval_steps
-    return TaskAttack.of(first, second, steps, options.target_fraction), steps
+    return TaskAttack.of(first, second, steps, options.target_fraction), steps, (first, second)
+
+
+def _budget(spec: DeepAttackerSpec, options: DeepAttackOptions) -> Budget:
+    if spec.trains_network:
+        return Budget(options.finetune_steps, options.finetune_eval_every, options.batch_size)
+    return Budget(options.probe_steps)
+
+
+def _curves(
+    attacker: DeepAttacker,
+    model: ReleasedModel,
+    trials: StudyTrials,
+    eval_steps: list[int],
+    options: DeepAttackOptions,
+) -> AttackerCurves | None:
+    """The harmful task's :class:`AttackerCurves` of ``attacker`` on ``model`` (``None``
+    when the model's extraction FLOPs are unknown and the attacker needs them)."""
+    spec = DEEP_ATTACKERS[attacker]
+    if model.extraction is None and spec.family in _EXTRACTING:
+        return None
+    data, make_network, width = _inputs(attacker, spec, model, Task.HARMFUL)
+    return attacker_curves(
+        attacker.value,
+        spec,
+        list(zip(trials.params, trials.curves, strict=True)),
+        eval_steps,
+        data,
+        model.extraction or ExtractionFlops(0.0, 0.0),
+        network=None if make_network is None else (make_network, width, options.batch_size),
+    )
+
+
+_EXTRACTING = frozenset({DeepFamily.PROBE, DeepFamily.SKIP, DeepFamily.BLOCKS})
+"""The families that run the released model's layers once before training."""
 
 
 def run_deep_suite(
@@ -180,10 +279,12 @@ def run_deep_suite(
     immunized: ReleasedModel,
     options: DeepAttackOptions,
     *,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> DeepAttackSuite:
     """Every attacker of ``attackers`` on θ0 (``original``) and θ_I (``immunized``), both
-    tasks; the record stores ``options`` with the storage URL's password removed."""
+    tasks; the record stores ``options`` with the storage URL's password removed.
+    ``on_progress`` hears the attackers (task ``"attackers"``) and, at depth 1, each one's
+    search trials."""
     chosen = [parse_choice(DeepAttacker, a, "attacker") for a in attackers]
     if not chosen:
         raise ValueError("name at least one attacker")
@@ -191,47 +292,30 @@ def run_deep_suite(
         raise ValueError("an attacker is named twice")
     start = time.perf_counter()
     summaries: dict[DeepAttacker, DeepAttackerSummary] = {}
-    for attacker in chosen:
-        family = DEEP_ATTACKERS[attacker].family
-        harmful, steps = _attack(attacker, original, immunized, Task.HARMFUL, options)
-        network = family in (DeepFamily.BLOCKS, DeepFamily.FULL)
+    costs: tuple[list[AttackerCurves | None], list[AttackerCurves | None]] = ([], [])
+    for done, attacker in enumerate(chosen):
+        report(on_progress, Progress("attackers", done, len(chosen), attacker.value, "attacker"))
+        spec = DEEP_ATTACKERS[attacker]
+        both = options.finetune_benign or not spec.trains_network
+        tasks = [Task.HARMFUL, Task.BENIGN] if both else [Task.HARMFUL]
+        per_model = [_trials(spec, t, options) if spec.space else 1 for t in tasks]
+        sides = 1 if spec.weight_free else 2  # one search serves both models (paired_search)
+        count = _TrialCount(on_progress, attacker.value, sides * sum(per_model))
+        harmful, steps, studies = _attack(
+            attacker, original, immunized, Task.HARMFUL, options, count
+        )
         benign = (
-            _attack(attacker, original, immunized, Task.BENIGN, options)[0]
-            if options.finetune_benign or not network
+            _attack(attacker, original, immunized, Task.BENIGN, options, count)[0]
+            if Task.BENIGN in tasks
             else None
         )
-        summaries[attacker] = DeepAttackerSummary(family, steps, harmful, benign)
-        if on_progress is not None:
-            on_progress(attacker.value)
-    return suite_record(summaries, options, time.perf_counter() - start)
-
-
-def suite_record(
-    summaries: dict[DeepAttacker, DeepAttackerSummary],
-    options: DeepAttackOptions,
-    wall_seconds: float,
-) -> DeepAttackSuite:
-    """The ``attack_suite`` record of ``summaries`` (of one suite, or of attacks made under
-    the same ``options`` and merged): the worst case over them and the utility check of
-    their linear probes; the storage URL's password removed."""
-    probes = [
-        s.benign
-        for a, s in summaries.items()
-        if DEEP_ATTACKERS[a].linear_probe and s.benign is not None
-    ]
-    utility = (
-        UtilityCheck.of(
-            max(b.original.best_accuracy for b in probes),
-            max(b.immunized.best_accuracy for b in probes),
-            options.utility_cap,
-        )
-        if probes
-        else None
+        summaries[attacker] = DeepAttackerSummary(spec.family, steps, harmful, benign)
+        for side, model, trials in zip(costs, (original, immunized), studies, strict=True):
+            side.append(_curves(attacker, model, trials, steps, options))
+    report(on_progress, Progress("attackers", len(chosen), len(chosen), unit="attacker"))
+    original_costs, immunized_costs = ([c for c in side if c is not None] for side in costs)
+    measured = all(c is not None for side in costs for c in side)
+    stick = (
+        yardstick(original_costs, immunized_costs, options.target_fraction) if measured else None
     )
-    return DeepAttackSuite(
-        settings=replace(options, storage=redact(options.storage)),
-        attackers={a.value: s for a, s in summaries.items()},
-        worst_case=DeepWorstCase.of(summaries, options.target_fraction),
-        wall_seconds=wall_seconds,
-        utility=utility,
-    )
+    return suite_record(summaries, options, time.perf_counter() - start, stick)

@@ -74,6 +74,10 @@ class DeepAttacker(StrEnum):
     BLOCKS_ADAM = "blocks-adam"
     BLOCKS_REINIT = "blocks-reinit"
     FULL_ADAM = "full-adam"
+    FULL_REINIT = "full-reinit"
+    RAW_LSTSQ = "raw-lstsq"
+    RAW_ADAM = "raw-adam"
+    SCRATCH_ADAM = "scratch-adam"
 
 
 class DeepFamily(StrEnum):
@@ -87,6 +91,10 @@ class DeepFamily(StrEnum):
     """The immunized blocks and a new head, from the cached activations entering them."""
     FULL = "full"
     """Every parameter and a new head, from the images."""
+    RAW = "raw"
+    """A new head on the raw pixels: reads no released weight (weight-free)."""
+    SCRATCH = "scratch"
+    """A small CNN and a head trained from scratch on the images (weight-free)."""
 
 
 class Optimizer(StrEnum):
@@ -126,6 +134,18 @@ class DeepAttackerSpec:
     @property
     def linear_probe(self) -> bool:
         return self.family is DeepFamily.PROBE and not self.hidden
+
+    @property
+    def weight_free(self) -> bool:
+        """Reads no released weight: the same on θ0 and θ_I (the yardstick's ceiling)."""
+        if self.family is DeepFamily.FULL:
+            return self.reinit  # the whole network re-initialised: its architecture only
+        return self.family in (DeepFamily.RAW, DeepFamily.SCRATCH)
+
+    @property
+    def trains_network(self) -> bool:
+        """Trains a network on minibatches (the fine-tuning budget and trials)."""
+        return self.family in (DeepFamily.BLOCKS, DeepFamily.FULL, DeepFamily.SCRATCH)
 
 
 def _linear(optimizer: Optimizer, transform: AttackerTransform) -> DeepAttackerSpec:
@@ -210,6 +230,33 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
             DeepFamily.FULL,
             Optimizer.ADAM,
             (LogFloat("lr", 1e-6, 1e-2), _WD),
+        ),
+        DeepAttacker.FULL_REINIT: DeepAttackerSpec(
+            "re-initialise every parameter of the network and train it from scratch on the "
+            "images with a new head, AdamW (reads the architecture, no weight)",
+            DeepFamily.FULL,
+            Optimizer.ADAM,
+            _ADAM_FT,
+            reinit=True,
+        ),
+        DeepAttacker.RAW_LSTSQ: DeepAttackerSpec(
+            "ridge least-squares head on the raw pixels, in closed form (reads no weight)",
+            DeepFamily.RAW,
+            Optimizer.LSTSQ,
+            (LogFloat("ridge", 1e-10, 1.0),),
+        ),
+        DeepAttacker.RAW_ADAM: DeepAttackerSpec(
+            "linear head on the raw pixels, AdamW (reads no weight)",
+            DeepFamily.RAW,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-5, 10.0), _WD),
+        ),
+        DeepAttacker.SCRATCH_ADAM: DeepAttackerSpec(
+            "a small CNN (two conv layers) trained from scratch on the images with a new "
+            "head, AdamW (reads no weight)",
+            DeepFamily.SCRATCH,
+            Optimizer.ADAM,
+            _ADAM_FT,
         ),
     }
 )

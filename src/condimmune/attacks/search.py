@@ -10,10 +10,14 @@ pair, so a trial always runs its whole step budget). Both studies then count the
 of trials: the first ``min(n_θ0, n_θI)`` finished ones, by trial number.
 
 Studies live in any Optuna storage (``None``: in memory; ``sqlite:///file.db``; any database
-URL Optuna accepts, so several machines can share one search). A study that already holds
-finished trials is resumed, not restarted: its trials' curves are stored in the study
-(``user_attrs``), so the results are read back from the storage alone. The sampler is
-Optuna's TPE with a fixed seed: the same storage state and seed give the same suggestions.
+URL Optuna accepts, so several machines can share one search), each model's in its own
+:class:`Study` (storage and name): runs that release the same θ0 name its studies alike and
+share them, and a model-independent attacker names one study for both sides, searched once.
+A study that already holds finished trials is resumed, not restarted: its trials' curves
+are stored in the study (``user_attrs``), so the results are read back from the storage
+alone. The sampler is Optuna's TPE with a fixed seed: the same storage state and seed give
+the same suggestions (so a study that two processes fill at once is safe but not
+reproducible: each sees the other's trials).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "LogFloat",
     "Param",
     "SearchOptions",
+    "Study",
     "StudyTrials",
     "TrialResult",
     "Uniform",
@@ -122,6 +127,15 @@ class SearchOptions:
             raise ValueError(f"seconds must be > 0, got {self.seconds!r}")
 
 
+@dataclass(frozen=True)
+class Study:
+    """Where one model's search lives: an Optuna storage URL (``None``: in memory) and the
+    study's name."""
+
+    storage: str | None
+    name: str
+
+
 Objective: TypeAlias = Callable[[Mapping[str, float], int], TrialResult]
 """``objective(params, trial_number) -> TrialResult`` (maximised)."""
 
@@ -166,24 +180,24 @@ def _sqlite(url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
-def _study(options: SearchOptions, name: str) -> optuna.Study:
+def _study(where: Study, seed: int) -> optuna.Study:
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
     optuna.logging.set_verbosity(logging.WARNING)  # optuna's own logger, not torch or global
     try:
-        url = options.storage
+        url = where.storage
         storage = _sqlite(url) if url is not None and url.startswith("sqlite:") else url
         return optuna.create_study(
             storage=storage,
-            study_name=name,
+            study_name=where.name,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=options.seed),
+            sampler=optuna.samplers.TPESampler(seed=seed),
             load_if_exists=True,
         )
     except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
         raise ArgumentError(
-            "{storage} = {url!r} cannot be opened: {reason}", url=options.storage, reason=exc
+            "{storage} = {url!r} cannot be opened: {reason}", url=where.storage, reason=exc
         ) from None
 
 
@@ -222,30 +236,62 @@ def paired_search(
     objectives: tuple[Objective, Objective],
     options: SearchOptions,
     *,
-    names: tuple[str, str] = ("original", "immunized"),
+    studies: tuple[Study, Study] | None = None,
 ) -> tuple[StudyTrials, StudyTrials]:
     """Search ``space`` for both objectives (θ0 first, then θ_I, one trial each in turn).
 
+    ``studies`` says where each search lives (default: ``options.storage``, named
+    ``<options.study_name>/original`` and ``…/immunized``). The same study for both sides
+    means the two objectives are the same function (an attacker that reads no released
+    weight): it is searched once, with the first objective, and returned for both.
     An empty ``space`` (a fixed attacker, e.g. GD with step 1/L) runs one trial per model.
     Returns the two studies' first ``n`` finished trials, ``n`` equal for both (module
     docstring)."""
     target = options.trials if space else 1
-    studies = tuple(_study(options, f"{options.study_name}/{name}") for name in names)
+    where = studies or tuple(
+        Study(options.storage, f"{options.study_name}/{name}") for name in ("original", "immunized")
+    )
+    if where[0] == where[1]:
+        only = _search(_study(where[0], options.seed), space, objectives[0], target, options)
+        return only, only
+    opened = tuple(_study(w, options.seed) for w in where)
     start = time.perf_counter()
     while True:
-        counts = [len(_finished(s)) for s in studies]  # other machines may add trials too
+        counts = [len(_finished(s)) for s in opened]  # other machines may add trials too
         if min(counts) >= target or time.perf_counter() - start > options.seconds:
             break
         for i in (0, 1):  # the study that lags behind catches up first
             if counts[i] < target and counts[i] <= min(counts):
-                _run_one(studies[i], space, objectives[i])
+                _run_one(opened[i], space, objectives[i])
                 counts[i] += 1
-    first, second = (_read(s, space) for s in studies)
+    first, second = (_read(s, space) for s in opened)
     n = min(len(first.curves), len(second.curves), target)
+    _check_finished(n, options)
+    return first.truncated(n), second.truncated(n)
+
+
+def _search(
+    study: optuna.Study,
+    space: tuple[Param, ...],
+    objective: Objective,
+    target: int,
+    options: SearchOptions,
+) -> StudyTrials:
+    """One study's first ``target`` finished trials, running trials until it has them or
+    ``options.seconds`` have passed."""
+    start = time.perf_counter()
+    while len(_finished(study)) < target and time.perf_counter() - start <= options.seconds:
+        _run_one(study, space, objective)
+    trials = _read(study, space)
+    n = min(len(trials.curves), target)
+    _check_finished(n, options)
+    return trials.truncated(n)
+
+
+def _check_finished(n: int, options: SearchOptions) -> None:
     if n == 0:
         raise ArgumentError(
             "{study}: no trial finished within {seconds} = {value:g} s",
             study=options.study_name,
             value=options.seconds,
         )
-    return first.truncated(n), second.truncated(n)

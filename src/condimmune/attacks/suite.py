@@ -4,7 +4,7 @@ attackers (the attacker's best choice, the report's headline)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +13,7 @@ from torch import Tensor
 from condimmune.attacks.attackers import AttackOutcome, run_attacker
 from condimmune.attacks.registry import Attacker
 from condimmune.core._choices import parse_choice
+from condimmune.core.progress import Progress, ProgressCallback, report, steps_within
 from condimmune.core.records import JsonRecord
 
 __all__ = [
@@ -122,23 +123,32 @@ def run_attack_suite(
     budget: int = 500,
     seed: int = 0,
     full_curves: bool = False,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> dict[Attacker, SuiteEntry]:
     """Every attacker on both tasks (``(x, y)`` pairs), original (the identity
     extractor, raw inputs) vs immunized (``weight``); each stops at ``target`` unless
-    ``full_curves`` (:func:`~condimmune.attacks.attackers.run_attacker`)."""
+    ``full_curves`` (:func:`~condimmune.attacks.attackers.run_attacker`). ``on_progress``
+    hears the attackers (task ``"attackers"``) and, at depth 1, each one's steps."""
     chosen = [parse_choice(Attacker, a, "attacker") for a in attackers]
     if not chosen:
         raise ValueError("name at least one attacker")
     identity = torch.eye(weight.shape[1], dtype=weight.dtype, device=weight.device)
-    # one tiny run first, so one-time start-up costs do not land in the first timing
-    x0, y0 = harmful
-    run_attacker(chosen[0], x0[:8, :4], identity[:4, :4], y0[:8], budget=2)
+    # one tiny run first, so one-time start-up costs do not land in the first timing; on
+    # its own small full-rank inputs (a slice of the data can be all zero: raw-pixel borders)
+    x0 = harmful[0]
+    d = min(4, weight.shape[1])
+    dtype, device = x0.dtype, x0.device
+    warm = torch.linspace(1.0, 2.0, 8 * d, dtype=dtype, device=device).reshape(8, d)
+    warm = warm + torch.eye(8, d, dtype=dtype, device=device)
+    y_warm = torch.linspace(0.0, 1.0, 8, dtype=dtype, device=device)
+    run_attacker(chosen[0], warm, identity[:d, :d], y_warm, budget=2)
     out: dict[Attacker, SuiteEntry] = {}
-    for attacker in chosen:
+    for done, attacker in enumerate(chosen):
+        report(on_progress, Progress("attackers", done, len(chosen), attacker.value, "attacker"))
         runs: dict[str, AttackOutcome] = {}
         for task, (x, y) in (("harmful", harmful), ("benign", benign)):
             for which, w in (("original", identity), ("immunized", weight)):
+                item = f"{task}, {'raw inputs' if which == 'original' else which}"
                 runs[f"{task}_{which}"] = run_attacker(
                     attacker,
                     x,
@@ -148,10 +158,10 @@ def run_attack_suite(
                     budget=budget,
                     seed=seed,
                     full_curve=full_curves,
+                    on_progress=steps_within(on_progress, attacker.value, 4, len(runs), item),
                 )
         out[attacker] = SuiteEntry(**runs)
-        if on_progress is not None:
-            on_progress(attacker.value)
+    report(on_progress, Progress("attackers", len(chosen), len(chosen), unit="attacker"))
     return out
 
 

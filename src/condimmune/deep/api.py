@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.registry import DeepAttacker
+from condimmune.core.progress import ProgressCallback
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.custom import wrap_model
@@ -186,14 +187,14 @@ def attack_models(
     options: DeepAttackOptions | None = None,
     batch_size: int = 256,
     skip_dims: int = 2048,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> DeepAttackSuite:
     """The deep attack suite (docs/attacks.md) on θ0 and θ_I: each attacker's
     hyperparameters searched with Optuna on each model, on both tasks (each a ``(train,
     held-out)`` pair of :data:`TaskData`); ``attackers``: names of
     :class:`~condimmune.attacks.registry.DeepAttacker` (``None``: all). ``options``: the
     search budget, target and utility cap (:class:`DeepAttackOptions`; its defaults keep
-    the studies in memory)."""
+    the studies in memory); ``on_progress`` hears the attackers and their trials."""
     chosen: list[DeepAttacker | str] = list(attackers) if attackers else list(DeepAttacker)
     tasks = {}
     for task, (train, test), what in (
@@ -202,11 +203,10 @@ def attack_models(
     ):
         train_data, test_data = keyed(train, what), keyed(test, f"{what} held-out")
         tasks[task] = TaskImages(train_data, test_data, _classes(train_data, what))
-    keep = DeepAttacker.FULL_ADAM in {DeepAttacker(a) for a in chosen}
     released = []
-    for model in (original, immunized):
+    for model in (original, immunized):  # images for the attackers and the FLOP counts
         model.eval()
-        acts, images = prefix_tensors(model, tasks, batch_size=batch_size, keep_images=keep)
+        acts, images = prefix_tensors(model, tasks, batch_size=batch_size, keep_images=True)
         released.append(
             released_model(model, acts, images, batch_size=batch_size, skip_dims=skip_dims)
         )

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from condimmune.attacks.probes import ProbeAttackResult, attacker_features, probe_attack
 from condimmune.core.errors import ArgumentError
+from condimmune.core.progress import Progress, ProgressCallback, report, step_counter
 from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import (
     log_condition_number_features,
@@ -53,15 +54,20 @@ def extract_features(
     *,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(features float64, logits float64, labels)`` of every sample, model in eval mode."""
+    """``(features float64, logits float64, labels)`` of every sample, model in eval mode;
+    ``on_progress`` hears the batches."""
     model.eval()
     feats, logits, labels = [], [], []
-    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    for done, (x, y) in enumerate(loader):
+        report(on_progress, Progress("features", done, max(len(loader), 1), unit="batch"))
         phi, out = model(x.to(device))
         feats.append(phi.double().cpu())
         logits.append(out.double().cpu())
         labels.append(y)
+    report(on_progress, Progress("features", len(loader), max(len(loader), 1), unit="batch"))
     return torch.cat(feats), torch.cat(logits), torch.cat(labels)
 
 
@@ -98,12 +104,14 @@ def group_immunization_ratios(
     group_size: int,
     seed: int,
     paper_compatible: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> GroupRatios:
     """RIR_θ0 (Eq. 17–18) on paired random groups.
 
     ``benign`` and ``harmful`` are ``(Φ(θ0), Φ(θ_I))`` pairs of feature matrices of the same
     samples (rows aligned). Each group draws ``group_size`` rows of each task (seeded);
-    ``groups ≥ 2`` so that the spread over groups is defined.
+    ``groups ≥ 2`` so that the spread over groups is defined. ``on_progress`` hears the
+    groups.
     """
     if groups < 2:
         raise ArgumentError(
@@ -125,7 +133,8 @@ def group_immunization_ratios(
             )
     gen = torch.Generator().manual_seed(seed)
     log_i, log_ii = [], []
-    for _ in range(groups):
+    for group in range(groups):
+        report(on_progress, Progress("RIR groups", group, groups, unit="group"))
         ratios = []
         for orig, imm in (harmful, benign):
             rows = torch.randperm(orig.shape[0], generator=gen)[:group_size]
@@ -134,6 +143,7 @@ def group_immunization_ratios(
             )
         log_i.append(ratios[0])
         log_ii.append(ratios[1])
+    report(on_progress, Progress("RIR groups", groups, groups, unit="group"))
     li, lii = torch.tensor(log_i, dtype=torch.float64), torch.tensor(log_ii, dtype=torch.float64)
     i, ii, rir = li.exp(), lii.exp(), (li - lii).exp()
     return GroupRatios(
@@ -176,25 +186,29 @@ def linear_probe_curve(
     num_classes: int,
     *,
     steps: int,
+    on_progress: ProgressCallback | None = None,
 ) -> ProbeCurve:
     """The attacker of the paper's Fig. 3: a softmax head on frozen features, trained by
     full-batch Adam from zero; the best learning rate of {1e-3, 1e-2, 1e-1} (by the area
-    under its held-out accuracy curve) is reported."""
+    under its held-out accuracy curve) is reported. ``on_progress`` hears the steps."""
     x, y = train
     xt, yt = test
     best: ProbeCurve | None = None
     best_area = -math.inf
-    for lr in _PROBE_LRS:
+    for index, lr in enumerate(_PROBE_LRS):
+        count = step_counter(on_progress, "probe", len(_PROBE_LRS), steps + 1, index, f"lr={lr:g}")
         w = torch.zeros(x.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
         b = torch.zeros(num_classes, dtype=x.dtype, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=lr)
         acc = []
-        for _ in range(steps + 1):
+        for step in range(steps + 1):
+            count(step)
             with torch.no_grad():
                 acc.append(float(((xt @ w + b).argmax(1) == yt).double().mean()))
             opt.zero_grad()
             torch.autograd.backward(F.cross_entropy(x @ w + b, y))
             opt.step()
+        count(steps + 1)
         curve = torch.tensor(acc, dtype=torch.float64)
         if float(curve.sum()) > best_area:
             best, best_area = ProbeCurve(curve, f"adam lr={lr:g}"), float(curve.sum())

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from condimmune.attacks.cost import forward_flops
+from condimmune.attacks.deep_cost import ExtractionFlops
 from condimmune.attacks.deep_suite import ReleasedModel, Task
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.deep.backbones import DeepModel
@@ -37,6 +39,7 @@ from condimmune.deep.bodies import SplitBody
 __all__ = [
     "ImmunizedBlocks",
     "TaskImages",
+    "extraction_flops",
     "pooled",
     "prefix_tensors",
     "released_model",
@@ -190,6 +193,21 @@ def released_model(
         images=dict(images) if images is not None else None,
         blocks=blocks,
         network=_trainable_copy(_Features(model)) if images is not None else None,
+        extraction=None if images is None else extraction_flops(model, blocks, images),
+    )
+
+
+def extraction_flops(
+    model: DeepModel, blocks: nn.Module, images: Mapping[Task, TaskTensors]
+) -> ExtractionFlops:
+    """FLOPs per image of ``model``'s frozen prefix and of its immunized ``blocks``
+    (FlopCounterMode on one image of the first task, in eval mode)."""
+    one = next(iter(images.values())).train_x[:1]
+    model.eval()
+    with torch.no_grad():
+        activations = model.prefix(one)
+    return ExtractionFlops(
+        float(forward_flops(model.prefix, one)), float(forward_flops(blocks, activations))
     )
 
 

@@ -10,9 +10,11 @@ directory, atomically:
 * ``attack_matrix.md`` — the worst-case table (attacker × method, harmful slowdown θ_I ÷ θ0),
   the worst case and utility per method, RIR_θ0 and the worst case's RFD, one verdict
   paragraph per method written from the numbers;
-* ``attack_matrix.png`` — the heat map of log₁₀ of the mean slowdown (attacker × method);
+* ``attack_matrix.png`` — the heat map of the mean slowdown (attacker × method; log₁₀
+  colour scale centred at 1×, lower bounds hatched, methods over the utility cap grey:
+  :mod:`condimmune.experiments.figures`);
 * ``attack_matrix_curves.png`` — per method, the best-so-far harmful accuracy of its most
-  frequent worst-case attacker, θ0 vs θ_I, mean over seeds;
+  frequent worst-case attacker, θ0 vs θ_I, mean over seeds, and the mean target;
 * ``attack_matrix.json`` — the table as records (:class:`MatrixGroup`).
 
 A slowdown whose target some seed did not reach within the budget is a lower bound and is
@@ -33,6 +35,7 @@ from matplotlib.figure import Figure
 
 from condimmune.attacks.deep_records import DeepAttackSuite
 from condimmune.core.records import JsonRecord
+from condimmune.experiments.figures import HeatCell, draw_factor_heat_map, factor_text
 from condimmune.experiments.matrix_runs import MatrixRun, load_matrix_runs
 from condimmune.experiments.pipelines.deep.attack_report import benign_settings, best_so_far
 from condimmune.experiments.report import save_figure
@@ -84,6 +87,12 @@ class MatrixGroup(JsonRecord):
     passes_cap: list[bool]
     rir_theta0: Stat
     attack_seconds: Stat
+    s: Stat | None = None
+    """The yardstick's S = T*(θ_I)/T*(θ0) (Eq. Y4) over the runs that measured it."""
+    s_max: Stat | None = None
+    """Its from-scratch ceiling S_max over the runs that measured it."""
+    p: Stat | None = None
+    """P = log S / log S_max (Eq. Y5) over the runs with S_max > 1."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         for n in names
     }
     utilities = [s.utility for s in suites if s.utility is not None]
+    sticks = [s.yardstick for s in suites if s.yardstick is not None]
+    ceilings = [y for y in sticks if y.s_max is not None and y.cheapest_weight_free is not None]
     return MatrixGroup(
         experiment=key[0],
         method=key[1],
@@ -124,36 +135,78 @@ def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         passes_cap=[u.passes for u in utilities],
         rir_theta0=Stat.of([r.metrics.rir_theta0.honest.rir_mean for r in runs]),
         attack_seconds=Stat.of([s.wall_seconds for s in suites]),
+        s=_stat([y.s for y in sticks], sum(not y.cheapest_immunized.reached for y in sticks)),
+        s_max=_stat(
+            [y.s_max for y in ceilings if y.s_max is not None],
+            sum(
+                c.cheapest_weight_free is not None and not c.cheapest_weight_free.reached
+                for c in ceilings
+            ),
+        ),
+        p=_stat([y.p for y in sticks if y.p is not None]),
     )
+
+
+def _stat(values: Sequence[float], unreached: int = 0) -> Stat | None:
+    """:meth:`Stat.of`, or ``None`` when no run measured the value."""
+    return Stat.of(values, unreached) if values else None
+
+
+def _text(stat: Stat | None) -> str:
+    return "—" if stat is None else stat.text()
 
 
 def _label(g: MatrixGroup, several: bool) -> str:
     return f"{g.experiment}/{g.method}" if several else g.method
 
 
-def _heat_map(groups: list[MatrixGroup], labels: list[str], path: Path) -> None:
-    import numpy as np
+def _fails_cap(g: MatrixGroup, cap: float) -> bool:
+    """The verdict's rule: the mean benign-probe drop over the seeds exceeds the cap."""
+    return g.utility_drop is not None and g.utility_drop.mean > cap
 
+
+def _heat_map(groups: list[MatrixGroup], labels: list[str], cap: float, path: Path) -> None:
+    """Mean slowdown per attacker (rows) and method (columns) on one diverging log scale
+    centred at 1× (:func:`~condimmune.experiments.figures.draw_factor_heat_map`); lower
+    bounds hatched; a method whose mean benign-probe drop exceeds the utility cap greyed."""
     names = list(dict.fromkeys(n for g in groups for n in g.slowdown))
-    grid = np.full((len(names), len(groups)), np.nan)
-    for j, g in enumerate(groups):
-        for i, n in enumerate(names):
-            if n in g.slowdown:
-                grid[i, j] = math.log10(max(g.slowdown[n].mean, 1e-3))
-    fig = Figure(figsize=(1.3 * len(groups) + 3, 0.38 * len(names) + 1.6))
+    cells = [
+        [
+            HeatCell(s.mean, factor_text(s.mean, s.lower_bound), s.lower_bound, _fails_cap(g, cap))
+            if (s := g.slowdown.get(n)) is not None
+            else None
+            for g in groups
+        ]
+        for n in names
+    ]
+    logs = [abs(math.log10(c.value)) for row in cells for c in row if c and c.value > 0]
+    fig = Figure(figsize=(1.1 * len(groups) + 3.4, 0.34 * len(names) + 2.4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    bound = max(1.0, float(np.nanmax(np.abs(grid))))
-    image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
-    for j, g in enumerate(groups):
-        for i, n in enumerate(names):
-            if n in g.slowdown:
-                s = g.slowdown[n]
-                text = f"{'≥' if s.lower_bound else ''}{s.mean:.3g}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right", fontsize=8)
+    draw_factor_heat_map(
+        fig,
+        ax,
+        cells,
+        bound=max([1.0, *logs]),
+        quantity="harmful-task slowdown θ_I ÷ θ0 (mean over seeds)",
+        excluded=f"fails the utility cap (benign probe down more than {cap:g} points): no defence",
+    )
+    ticks = [
+        f"{label}\n(fails cap, {len(g.passes_cap) - sum(g.passes_cap)}/{len(g.passes_cap)} seeds)"
+        if not all(g.passes_cap)
+        else label
+        for g, label in zip(groups, labels, strict=True)
+    ]
+    ax.set_xticks(range(len(groups)), ticks, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    fig.colorbar(image, ax=ax, label="log₁₀ slowdown θ_I ÷ θ0 (mean over seeds)")
-    ax.set_title("harmful-task slowdown per attacker and method", fontsize=10)
+    ax.set_xlabel("immunization method")
+    ax.set_ylabel("attacker")
+    experiments = ", ".join(dict.fromkeys(g.experiment for g in groups))
+    seeds = sorted({len(g.runs) for g in groups})
+    ax.set_title(
+        f"{experiments}: harmful-task slowdown per attacker and method "
+        f"({'/'.join(map(str, seeds))} seeds each)",
+        fontsize=10,
+    )
     save_figure(fig, path)
 
 
@@ -163,10 +216,13 @@ def _curves(
     runs: dict[str, DeepAttackSuite],
     path: Path,
 ) -> None:
+    """Per method, the best-so-far harmful accuracy of its most frequent worst-case
+    attacker, θ0 vs θ_I, mean over the seeds whose evaluation steps match, and the mean
+    target."""
     cols = min(4, len(groups))
     rows = math.ceil(len(groups) / cols)
     # constrained layout: a row's titles would otherwise overlap the x labels of the row above
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows + 0.5), layout="constrained")
     for k, (g, label) in enumerate(zip(groups, labels, strict=True)):
         ax = fig.add_subplot(rows, cols, k + 1)
         attacker = Counter(g.worst_attackers).most_common(1)[0][0]
@@ -177,10 +233,22 @@ def _curves(
             curves = [best_so_far(getattr(e.harmful, side).curve) for e in same]
             mean = [statistics.fmean(v) for v in zip(*curves, strict=True)]
             ax.plot(steps, mean, color=color, label="θ0" if side == "original" else "θ_I")
-        ax.set_title(f"{label}: {attacker}", fontsize=9)
-        ax.set_xlabel("attack step")
-        ax.set_ylabel("best-so-far harmful acc.", fontsize=8)
-        ax.legend(fontsize=7)
+        target = statistics.fmean(e.harmful.target for e in same)
+        ax.axhline(target, color="grey", lw=0.8, ls=":", label="target (mean)")
+        ax.set_title(
+            f"{label}: {attacker} ({len(same)} seed{'s' if len(same) > 1 else ''})", fontsize=9
+        )
+        if k >= len(groups) - cols:
+            ax.set_xlabel("attack step")
+        if k % cols == 0:
+            ax.set_ylabel("best-so-far harmful accuracy", fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    experiments = ", ".join(dict.fromkeys(g.experiment for g in groups))
+    fig.suptitle(
+        f"{experiments}: each method's most frequent worst-case attacker, held-out harmful "
+        "accuracy (mean over seeds)",
+        fontsize=10,
+    )
     save_figure(fig, path)
 
 
@@ -205,7 +273,14 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
     for n in names:
         cells = [g.slowdown[n].text() if n in g.slowdown else "—" for g in groups]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+
+    yardstick = [
+        ("**S = T*(θ_I) / T*(θ0)** (FLOPs to one target)", [f"**{_text(g.s)}**" for g in groups]),
+        ("S_max (weight-free ceiling)", [_text(g.s_max) for g in groups]),
+        ("P = log S / log S_max", [_text(g.p) for g in groups]),
+    ]
     summary = [
+        *(yardstick if any(g.s is not None for g in groups) else []),
         ("runs (seeds)", [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})" for g in groups]),
         ("**worst case**", [f"**{g.worst_slowdown.text()}**" for g in groups]),
         ("worst-case attackers", [", ".join(sorted(set(g.worst_attackers))) for g in groups]),
@@ -252,7 +327,8 @@ def write_attack_matrix(paths: Sequence[Path], out: Path) -> MatrixResult:
     text = _markdown(groups, labels, loaded[0].suite)
 
     def write(tmp: Path) -> None:
-        _heat_map(groups, labels, tmp / "attack_matrix.png")
+        cap = loaded[0].suite.settings.utility_cap
+        _heat_map(groups, labels, cap, tmp / "attack_matrix.png")
         _curves(groups, labels, suites, tmp / "attack_matrix_curves.png")
         (tmp / "attack_matrix.md").write_text(text)
         records = [g.to_json() for g in groups]

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
+from condimmune.attacks.deep_records import STORAGE_FIELDS, DeepAttackOptions, DeepAttackSuite
 from condimmune.core.errors import UserError
 from condimmune.experiments.config import config_from_dict
 from condimmune.experiments.config.results import first_difference, result_settings
@@ -38,7 +38,7 @@ _FIX = "run `condimmune attack RUN_DIR` on each deep run first"
 _PER_RUN = ("seed", "train.method", "method", "attack")
 """What may differ between the runs of a matrix (the attack settings are compared as used)."""
 _ATTACK_SETTINGS = tuple(
-    f.name for f in fields(DeepAttackOptions) if f.name not in ("storage", "study_name", "seed")
+    f.name for f in fields(DeepAttackOptions) if f.name not in (*STORAGE_FIELDS, "seed")
 )
 
 

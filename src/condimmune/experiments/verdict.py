@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from condimmune.attacks.yardstick import Cost, Yardstick
 from condimmune.experiments.report import format_number
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "slowdown_text",
     "steps_text",
     "verdict_text",
+    "yardstick_lines",
 ]
 
 HOLD_FACTOR = 2.0
@@ -100,3 +102,52 @@ def steps_text(steps: int | None, budget: int) -> str:
 def slowdown_text(slowdown: float, reached: bool) -> str:
     """A slowdown, with ``≥`` when it is a lower bound (θ_I never reached the target)."""
     return format_number(slowdown) if reached else f"≥ {format_number(slowdown)}"
+
+
+def _flops(cost: Cost) -> str:
+    shown = f"{format_number(cost.flops / 1e9)} GFLOP"
+    return shown if cost.reached else f"> {shown}"
+
+
+def _cost(cost: Cost) -> str:
+    steps = "not reached" if cost.steps is None else f"{cost.steps:,} steps"
+    return f"`{cost.attacker}`, {_flops(cost)} ({steps})"
+
+
+def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
+    """The yardstick's paragraph and table (Eq. Y1–Y5 of
+    :mod:`condimmune.attacks.yardstick`) for an attack report."""
+    bound = "" if y.cheapest_immunized.reached else " (a lower bound: no attacker reached τ)"
+    lines = [
+        f"**Yardstick (one target, one cost currency).** Target τ = {y.target:.3f} "
+        f"({fraction:g} × the best harmful accuracy of any attacker on θ0). Cheapest "
+        f"attacker on θ0: {_cost(y.cheapest_original)}; on θ_I: {_cost(y.cheapest_immunized)}. "
+        f"**S = T*(θ_I) / T*(θ0) = {format_number(y.s)}**{bound}.",
+    ]
+    if y.cheapest_weight_free is None or y.s_max is None:
+        lines.append(
+            "No weight-free attacker ran (raw-*, scratch-adam, full-reinit), so there is no "
+            "ceiling S_max."
+        )
+    else:
+        p = "—" if y.p is None else format_number(y.p)
+        lines.append(
+            f"Reading no weight at all, {_cost(y.cheapest_weight_free)} gives the ceiling "
+            f"S_max = {slowdown_text(y.s_max, y.cheapest_weight_free.reached)}: no defence "
+            f"can make the task dearer than learning it from scratch. Fraction of that "
+            f"protection reached: P = log S / log S_max = {p}"
+            + (" (S_max ≤ 1: pretraining gives this task no head start)." if y.p is None else ".")
+        )
+    immunized = {c.attacker: c for c in y.immunized}
+    pairs = [(c, immunized[c.attacker]) for c in y.original if c.attacker in immunized]
+    lines += [
+        "",
+        "| attacker | cost to τ on θ0 | cost to τ on θ_I | ratio |",
+        "|---|---|---|---|",
+        *(
+            f"| {a.attacker} | {_flops(a)} | {_flops(b)} | "
+            f"{slowdown_text(b.flops / a.flops, b.reached)} |"
+            for a, b in pairs
+        ),
+    ]
+    return lines

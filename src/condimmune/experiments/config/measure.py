@@ -138,6 +138,13 @@ class DeepAttackConfig(_Schema):
         default=None,
         description="Optuna storage URL; None = sqlite:///<run dir>/attack_studies.db",
     )
+    theta0_storage: str | None = Field(
+        default=None,
+        description=(
+            "Optuna storage URL for θ0's searches, shared by the runs of one θ0 (every method "
+            "of a seed): each is searched once; None = the run's own storage"
+        ),
+    )
     skip_dims: int = Field(
         default=2048, ge=1, le=1_000_000, description="skip probe: pooled prefix values per image"
     )

@@ -13,16 +13,17 @@ same settings reads the finished trials back instead of repeating them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
-from condimmune.attacks.deep_suite import Task, run_deep_suite, suite_record
+from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite, suite_record
+from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.attacks.registry import DeepAttacker
+from condimmune.core.progress import Progress, ProgressCallback, report
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.images import KeyedDataset
 from condimmune.deep.prefix import prefix_dataset
@@ -35,15 +36,20 @@ from condimmune.experiments.pipelines.deep.run import DeepLoaded
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.report import Table
 from condimmune.experiments.report import format_number as f
+from condimmune.experiments.verdict import slowdown_text
 
 __all__ = ["STUDIES_FILE", "attack_deep", "attack_options"]
 
 STUDIES_FILE = "attack_studies.db"
 
 
-def attack_options(plan: RunPlan[DeepRunOptions], run_dir: Path, tag: str) -> DeepAttackOptions:
-    """The suite's options from the plan; the studies are named by ``tag`` (the models and
-    every setting a trial's outcome depends on)."""
+def attack_options(
+    plan: RunPlan[DeepRunOptions], run_dir: Path, digests: tuple[bytes, bytes]
+) -> DeepAttackOptions:
+    """The suite's options from the plan; the studies are named by what a trial's outcome
+    depends on: θ_I's by both models' file digests and the settings, θ0's by θ0's digest, the
+    data and the settings (not θ_I, so every method's run of that θ0 finds them in
+    ``attack.theta0_storage``)."""
     a = plan.options.attack
     storage = a.storage or f"sqlite:///{(run_dir / STUDIES_FILE).resolve()}"
     return DeepAttackOptions(
@@ -59,8 +65,10 @@ def attack_options(plan: RunPlan[DeepRunOptions], run_dir: Path, tag: str) -> De
         target_fraction=a.target_fraction,
         utility_cap=a.utility_cap,
         seed=plan.seed,
-        study_name=f"condimmune-{tag}",
+        study_name=f"condimmune-{_tag(plan, digests)}",
         storage=storage,
+        original_study_name=f"condimmune-theta0-{_original_tag(plan, digests[0])}",
+        original_storage=a.theta0_storage or storage,
     )
 
 
@@ -98,9 +106,10 @@ def _prefix(
     return prefix_tensors(model, outputs, batch_size=bs, prefix_inputs=True)[0]
 
 
-def _tag(plan: RunPlan[DeepRunOptions], digests: tuple[bytes, bytes]) -> str:
+def _settings(plan: RunPlan[DeepRunOptions]) -> list[int]:
+    """The attack settings a trial's curve depends on (with the seed of its trials)."""
     a = plan.options.attack
-    settings = [
+    return [
         a.probe_steps,
         a.finetune_steps,
         a.finetune_eval_every,
@@ -108,12 +117,27 @@ def _tag(plan: RunPlan[DeepRunOptions], digests: tuple[bytes, bytes]) -> str:
         a.skip_dims,
         plan.seed,
     ]
-    digest = hashlib.sha256(b"".join(digests) + json.dumps(settings).encode())
+
+
+def _tag(plan: RunPlan[DeepRunOptions], digests: tuple[bytes, bytes]) -> str:
+    digest = hashlib.sha256(b"".join(digests) + json.dumps(_settings(plan)).encode())
     return digest.hexdigest()[:16]
 
 
-def _comparable(settings: DeepAttackOptions) -> DeepAttackOptions:
-    return replace(settings, storage=None, study_name="")
+def _original_tag(plan: RunPlan[DeepRunOptions], digest: bytes) -> str:
+    """θ0's weights, the attack settings, and what the attackers' inputs depend on: the
+    experiment, its data and model options (preprocessing, which blocks are immunized) and
+    the evaluation batch; not where caches live or how many loader processes run."""
+    options = plan.options
+    inputs = {
+        "experiment": plan.name,
+        "data": {**dataclasses.asdict(options.data), "num_workers": None},
+        "model": {**dataclasses.asdict(options.model), "cache_dir": None},
+        "evaluation_batch": options.evaluation.batch_size,
+        "settings": _settings(plan),
+    }
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(digest + text.encode()).hexdigest()[:16]
 
 
 def _merged(
@@ -124,27 +148,40 @@ def _merged(
     them); under other settings ``new`` alone, and the earlier attackers it replaces."""
     if earlier is None:
         return new, []
-    if _comparable(earlier.settings) != _comparable(new.settings):
+    if earlier.settings.without_storage() != new.settings.without_storage():
         return new, sorted(set(earlier.attackers) - set(new.attackers))
     summaries = {DeepAttacker(k): v for k, v in {**earlier.attackers, **new.attackers}.items()}
     wall = earlier.wall_seconds + new.wall_seconds
     return suite_record(summaries, new.settings, wall), []
 
 
-def attack_deep(loaded: DeepLoaded, on_progress: Callable[[str], None]) -> AttackOutcome:
-    """Run the deep suite on ``loaded`` (module docstring)."""
+def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> AttackOutcome:
+    """Run the deep suite on ``loaded`` (module docstring); ``on_progress`` hears the
+    preparation of the attackers' inputs (task ``"attack inputs"``), then the suite."""
     plan = loaded.plan
     options: DeepRunOptions = plan.options
     original, immunized = loaded.original, loaded.immunized
     names: list[DeepAttacker | str] = list(options.attack.attackers)
     data = load_deep_data(options.data, options.model, plan.seed)
     bs = options.evaluation.batch_size
-    images = None
-    if DeepAttacker.FULL_ADAM in names:
-        tasks = {t: TaskImages(*split) for t, split in _tasks(data).items()}
-        _, images = prefix_tensors(original, tasks, batch_size=bs, keep_images=True)
+    # the images: for the attackers that train on them, and to count the models' FLOPs (the
+    # yardstick's cost of extracting features)
+    shared = same_prefix(original, immunized)
+    stages = ["images", "prefix θ0", *([] if shared else ["prefix θ_I"])]
+
+    def stage(name: str) -> None:
+        done = stages.index(name) if name else len(stages)
+        report(on_progress, Progress("attack inputs", done, len(stages), name, "stage"))
+
+    stage("images")
+    tasks = {t: TaskImages(*split) for t, split in _tasks(data).items()}
+    _, images = prefix_tensors(original, tasks, batch_size=bs, keep_images=True)
+    stage("prefix θ0")
     acts0 = _prefix(original, data, options)
-    acts1 = acts0 if same_prefix(original, immunized) else _prefix(immunized, data, options)
+    if not shared:
+        stage("prefix θ_I")
+    acts1 = acts0 if shared else _prefix(immunized, data, options)
+    stage("")
     dims = options.attack.skip_dims
     suite, dropped = _merged(
         loaded.metrics.attack_suite,
@@ -152,7 +189,7 @@ def attack_deep(loaded: DeepLoaded, on_progress: Callable[[str], None]) -> Attac
             names,
             released_model(original, acts0, images, batch_size=bs, skip_dims=dims),
             released_model(immunized, acts1, images, batch_size=bs, skip_dims=dims),
-            attack_options(plan, loaded.run_dir, _tag(plan, loaded.digests)),
+            attack_options(plan, loaded.run_dir, loaded.digests),
             on_progress=on_progress,
         ),
     )
@@ -175,6 +212,15 @@ def attack_deep(loaded: DeepLoaded, on_progress: Callable[[str], None]) -> Attac
         f"strongest on θ_I: {w.strongest} ({w.accuracy_immunized:.3f} vs "
         f"{w.accuracy_original:.3f} on θ0)"
     ]
+    y = suite.yardstick
+    if y is not None:
+        ceiling = "" if y.s_max is None else f", ceiling S_max {f(y.s_max)}"
+        share = "" if y.p is None else f", P {f(y.p)}"
+        lines.append(
+            f"yardstick: S {slowdown_text(y.s, y.cheapest_immunized.reached)} (cheapest "
+            f"attacker: {y.cheapest_original.attacker} on θ0, {y.cheapest_immunized.attacker} "
+            f"on θ_I){ceiling}{share}"
+        )
     if u is not None:
         lines.append(
             f"utility: benign linear probe {u.accuracy_original:.3f} → "

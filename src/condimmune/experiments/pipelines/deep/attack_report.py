@@ -10,9 +10,16 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from condimmune.attacks.deep_records import DeepAttackerSummary, DeepAttackOptions, DeepAttackSuite
+from condimmune.experiments.figures import factor_bars
 from condimmune.experiments.records import DeepRunMetrics
 from condimmune.experiments.report import FigureSpec, ReportPage, format_number, save_figure
-from condimmune.experiments.verdict import HOLD_FACTOR, slowdown_text, steps_text, verdict_text
+from condimmune.experiments.verdict import (
+    HOLD_FACTOR,
+    slowdown_text,
+    steps_text,
+    verdict_text,
+    yardstick_lines,
+)
 
 __all__ = [
     "ATTACK_SECTION",
@@ -33,7 +40,7 @@ def best_so_far(curve: list[float]) -> list[float]:
 
 def _curves_figure(suite: DeepAttackSuite, path: Path) -> None:
     shown = list(dict.fromkeys([suite.worst_case.attacker.value, suite.worst_case.strongest.value]))
-    fig = Figure(figsize=(5.2 * len(shown), 3.6))
+    fig = Figure(figsize=(5.2 * len(shown), 3.6), layout="constrained")
     for i, name in enumerate(shown):
         entry = suite.attackers[name]
         ax = fig.add_subplot(1, len(shown), i + 1)
@@ -43,25 +50,35 @@ def _curves_figure(suite: DeepAttackSuite, path: Path) -> None:
         ):
             ax.plot(entry.eval_steps, best_so_far(search.curve), color=color, label=label)
         ax.axhline(entry.harmful.target, color="grey", lw=0.8, ls=":", label="target")
-        role = "worst case" if name == suite.worst_case.attacker.value else "strongest"
-        ax.set_title(f"{name} ({role}): best-so-far harmful accuracy", fontsize=9)
+        role = "worst case" if name == suite.worst_case.attacker.value else "strongest on θ_I"
+        ax.set_title(f"{name} ({role})", fontsize=9)
         ax.set_xlabel("attack step")
+        ax.set_ylabel("best-so-far held-out harmful accuracy", fontsize=8)
         ax.legend(fontsize=8)
+    fig.suptitle("harmful task: the best accuracy an attacker has reached so far", fontsize=10)
     save_figure(fig, path)
 
 
-def _slowdown_figure(suite: DeepAttackSuite, path: Path) -> None:
+def _slowdown_figure(metrics: DeepRunMetrics, suite: DeepAttackSuite, path: Path) -> None:
+    """Each attacker's harmful-task slowdown, a bar from 1× (:func:`factor_bars`)."""
     names = list(suite.attackers)
-    values = [suite.attackers[n].harmful.slowdown for n in names]
-    fig = Figure(figsize=(8, 0.3 * len(names) + 1.2))
+    harmful = [suite.attackers[n].harmful for n in names]
+    fig = Figure(figsize=(7.5, 0.3 * len(names) + 1.6))
     ax = fig.add_subplot(1, 1, 1)
-    colors = ["C3" if not suite.attackers[n].harmful.reached else "C0" for n in names]
-    ax.barh(names, values, color=colors)
-    ax.set_xscale("log")
-    ax.axvline(1.0, color="black", lw=0.8)
+    factor_bars(ax, names, [h.slowdown for h in harmful], [not h.reached for h in harmful])
     ax.axvline(HOLD_FACTOR, color="grey", lw=0.8, ls=":")
-    ax.invert_yaxis()
-    ax.set_xlabel("harmful slowdown θ_I ÷ θ0 (red: target not reached, lower bound)")
+    ax.set_xlabel(
+        "harmful-task slowdown θ_I ÷ θ0 (log scale; right of 1×: slower on θ_I, left: faster)\n"
+        f"dotted: {HOLD_FACTOR:g}×, from where the defence holds; hatched ≥: θ_I did not reach "
+        "the target (a lower bound)",
+        fontsize=8,
+    )
+    ax.set_ylabel("attacker")
+    ax.set_title(
+        f"{metrics.method} on {metrics.experiment} (seed {metrics.seed}): "
+        "steps to the target, θ_I ÷ θ0",
+        fontsize=10,
+    )
     save_figure(fig, path)
 
 
@@ -136,6 +153,14 @@ def report_lines(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> list[str]:
             f"{u.accuracy_immunized:.3f}."
         ),
         "",
+        *(
+            []
+            if suite.yardstick is None
+            else [*yardstick_lines(suite.yardstick, s.target_fraction), ""]
+        ),
+        "Per attacker (a diagnostic: each with its own target, so a weight-free attacker is "
+        "never slowed):",
+        "",
         "| attacker | family | harmful target | steps θ0 → θ_I | slowdown | best acc. θ0 → θ_I "
         "| AUC θ0 → θ_I | RFD % | benign best acc. θ0 → θ_I | benign slowdown | setting (θ_I) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -151,6 +176,6 @@ def attack_page(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> ReportPage:
         body=lines,
         figures=[
             FigureSpec("attack_best_so_far.png", partial(_curves_figure, suite)),
-            FigureSpec("attack_slowdowns.png", partial(_slowdown_figure, suite)),
+            FigureSpec("attack_slowdowns.png", partial(_slowdown_figure, metrics, suite)),
         ],
     )

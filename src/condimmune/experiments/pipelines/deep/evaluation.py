@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from condimmune.attacks.probes import ProbeAttackResult
+from condimmune.core.progress import Progress, ProgressCallback, report, steps_within
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.evaluate import (
     ProbeCurve,
@@ -61,19 +62,67 @@ def _pair_record(pair: tuple[ProbeAttackResult, ProbeAttackResult]) -> GdPairRec
     )
 
 
+class _Stages:
+    """Reports the evaluation's stages (depth 0, task ``"evaluate"``); :meth:`start` returns
+    the callback of the stage's own steps (depth 1)."""
+
+    def __init__(self, callback: ProgressCallback | None, names: list[str]) -> None:
+        self.callback, self.names = callback, names
+
+    def start(
+        self, name: str, parts: int = 1, part: int = 0, item: str = ""
+    ) -> ProgressCallback | None:
+        """Say that stage ``name`` starts (at its first part); the callback of part ``part``
+        of its ``parts``, named ``item``."""
+        if part == 0:
+            index = self.names.index(name)
+            report(self.callback, Progress("evaluate", index, len(self.names), name, "stage"))
+        return steps_within(self.callback, name, parts, part, item)
+
+    def end(self) -> None:
+        report(self.callback, Progress("evaluate", len(self.names), len(self.names), unit="stage"))
+
+
 def evaluate_deep(
-    plan: RunPlan[DeepRunOptions], data: DeepTaskData, original: DeepModel, immunized: DeepModel
+    plan: RunPlan[DeepRunOptions],
+    data: DeepTaskData,
+    original: DeepModel,
+    immunized: DeepModel,
+    *,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[DeepRunMetrics, DeepCurves]:
     """Metrics and figure data of θ0 vs θ_I; the training fields of the record are left at
-    zero for the runner to fill in."""
+    zero for the runner to fill in. ``on_progress`` hears the stages (task ``"evaluate"``)
+    and, at depth 1, the steps of each."""
     e = plan.options.evaluation
     bs = e.batch_size
+    stages = _Stages(
+        on_progress,
+        [
+            "features θ0",
+            "features θ_I",
+            *(["benign probes"] if e.benign_probe_steps else []),
+            "RIR groups",
+            "GD attacks",
+            "probe θ0",
+            "probe θ_I",
+        ],
+    )
     feats = {}
     for name, model in (("original", original), ("immunized", immunized)):
-        pb, _, yb = extract_features(model, data.benign_train_eval, batch_size=bs)
-        ph, _, yh = extract_features(model, data.harmful_train_eval, batch_size=bs)
-        pb_test, logits, yb_test = extract_features(model, data.benign.test, batch_size=bs)
-        ph_test, _, yh_test = extract_features(model, data.harmful.test, batch_size=bs)
+        stage = f"features {'θ0' if name == 'original' else 'θ_I'}"
+        sets = (
+            ("benign train", data.benign_train_eval),
+            ("harmful train", data.harmful_train_eval),
+            ("benign test", data.benign.test),
+            ("harmful test", data.harmful.test),
+        )
+        (pb, _, yb), (ph, _, yh), (pb_test, logits, yb_test), (ph_test, _, yh_test) = (
+            extract_features(
+                model, images, batch_size=bs, on_progress=stages.start(stage, 4, part, label)
+            )
+            for part, (label, images) in enumerate(sets)
+        )
         feats[name] = {
             "benign": pb,
             "harmful": ph,
@@ -84,6 +133,7 @@ def evaluate_deep(
     o, i = feats["original"], feats["immunized"]
     benign_probe = None
     if e.benign_probe_steps:  # a fresh softmax head on each extractor's benign features
+        stages.start("benign probes")
         top1 = {
             name: linear_probe_top1(
                 (f["benign"], yb),
@@ -95,7 +145,12 @@ def evaluate_deep(
         }
         benign_probe = OriginalImmunized(original=top1["original"], immunized=top1["immunized"])
 
-    def ratios(groups: int, size: int) -> GroupRatioPair:
+    # the paper's own protocol (20 groups of 100), whenever the data allow it
+    enough = min(o["benign"].shape[0], o["harmful"].shape[0]) >= _PAPER_GROUP_SIZE
+    same = (e.groups, e.group_size) == (_PAPER_GROUPS, _PAPER_GROUP_SIZE)
+    parts = 4 if enough and not same else 2
+
+    def ratios(groups: int, size: int, first: int) -> GroupRatioPair:
         honest, compatible = (
             group_immunization_ratios(
                 (o["benign"], i["benign"]),
@@ -104,20 +159,25 @@ def evaluate_deep(
                 group_size=size,
                 seed=plan.seed,
                 paper_compatible=paper,
+                on_progress=stages.start(
+                    "RIR groups",
+                    parts,
+                    first + int(paper),
+                    f"{groups}×{size}, {'paper-compatible' if paper else 'honest'} κ",
+                ),
             )
             for paper in (False, True)
         )
         return GroupRatioPair(honest=honest, paper_compatible=compatible)
 
-    rir = ratios(e.groups, e.group_size)
-    # the paper's own protocol (20 groups of 100), whenever the data allow it
-    enough = min(o["benign"].shape[0], o["harmful"].shape[0]) >= _PAPER_GROUP_SIZE
+    rir = ratios(e.groups, e.group_size, 0)
     paper_protocol: GroupRatioPair | None = None
-    if (e.groups, e.group_size) == (_PAPER_GROUPS, _PAPER_GROUP_SIZE):
+    if same:
         paper_protocol = rir  # the same groups (same seed): computed once
     else:
-        paper_protocol = ratios(_PAPER_GROUPS, _PAPER_GROUP_SIZE) if enough else None
+        paper_protocol = ratios(_PAPER_GROUPS, _PAPER_GROUP_SIZE, 2) if enough else None
     targets = one_hot_targets(yh, data.harmful.num_classes)
+    stages.start("GD attacks")
     gd = probe_pair(
         o["harmful"], i["harmful"], targets, target=e.attack_target, budget=e.attack_budget
     )
@@ -135,9 +195,11 @@ def evaluate_deep(
             (f["harmful_test"], yh_test),
             data.harmful.num_classes,
             steps=e.probe_steps,
+            on_progress=stages.start(f"probe {'θ0' if name == 'original' else 'θ_I'}"),
         )
         for name, f in feats.items()
     }
+    stages.end()
     level = 0.95 * float(probes["original"].accuracy.max())
     steps_o, steps_i = probes["original"].steps_to(level), probes["immunized"].steps_to(level)
     metrics = DeepRunMetrics(

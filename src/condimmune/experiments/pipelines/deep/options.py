@@ -96,6 +96,7 @@ class DeepAttackSettings:
     target_fraction: float
     utility_cap: float
     storage: str | None
+    theta0_storage: str | None
     skip_dims: int
 
 
@@ -187,6 +188,7 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             target_fraction=a.target_fraction,
             utility_cap=a.utility_cap,
             storage=a.storage,
+            theta0_storage=a.theta0_storage,
             skip_dims=a.skip_dims,
         ),
     )

@@ -217,9 +217,11 @@ def prepare_original(
         state, losses = _load_original(saved, tag)
         model.load_state_dict(state)
     elif pre.epochs:
+        epochs = iter(range(1, pre.epochs + 1))  # pretrain asks for one bar per epoch
 
         def bar(it: Iterable[Batch]) -> Iterable[Batch]:
-            return tqdm(it, disable=not progress, desc="pre-train θ0", leave=False)
+            desc = f"pre-train θ0 (epoch {next(epochs)}/{pre.epochs})"
+            return tqdm(it, disable=not progress, desc=desc, leave=False)
 
         losses = pretrain(
             model,

@@ -3,12 +3,14 @@ deep run."""
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
-import torch
 from matplotlib.figure import Figure
 
+from condimmune.core.spectral import default_rtol
+from condimmune.experiments.figures import clamp, plot_spectra, suboptimality_window
 from condimmune.experiments.pipelines.deep.evaluation import DeepCurves
 from condimmune.experiments.pipelines.deep.run import DeepRun
 from condimmune.experiments.records import (
@@ -94,28 +96,27 @@ def deep_headline(m: DeepRunMetrics) -> list[tuple[str, str]]:
 
 
 def _attack_figure(curves: DeepCurves, target: float, path: Path) -> None:
-    fig = Figure(figsize=(11, 3.8))
+    """The paper's attackers (left; y axis on :func:`suboptimality_window`) and the softmax
+    probe (right) on the harmful features of θ0 and θ_I."""
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
     ax = fig.add_subplot(1, 2, 1)
-    for pair, label, style in (
-        (curves.gd, "GD 1/L", "-"),
-        (curves.gd_whitened, "GD 1/L, whitened", ":"),
-    ):
-        orig, imm = pair
-        ax.semilogy(
-            *plotted_points(orig.relative_suboptimality.clamp_min(1e-300)),
-            "C0" + style,
-            label=f"θ0, {label} ({orig.steps_to_target:,})",
+    drawn = [
+        (res, plotted_points(res.relative_suboptimality), f"{who}, {label}", color + style)
+        for pair, label, style in (
+            (curves.gd, "GD 1/L", "-"),
+            (curves.gd_whitened, "whitened", ":"),
         )
-        ax.semilogy(
-            *plotted_points(imm.relative_suboptimality.clamp_min(1e-300)),
-            "C3" + style,
-            label=f"θ_I, {label} ({imm.steps_to_target:,})",
-        )
-    ax.axhline(target, color="grey", lw=0.8, ls=":")
+        for res, who, color in zip(pair, ("θ0", "θ_I"), ("C0", "C3"), strict=True)
+    ]
+    window = suboptimality_window((values for _, (_, values), _, _ in drawn), target)
+    for res, (steps, values), label, style in drawn:
+        ax.semilogy(steps, clamp(values, window), style, label=f"{label} ({res.steps_to_target:,})")
+    ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
+    ax.set_ylim(*window)
     ax.set_title("harmful task: linear probing (squared loss)")
     ax.set_xlabel("attack step")
-    ax.set_ylabel("relative suboptimality")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("relative suboptimality (L(w_t) − L*) / (L(w_0) − L*)", fontsize=8)
+    ax.legend(fontsize=7, title="steps to the target", title_fontsize=7)
     ax2 = fig.add_subplot(1, 2, 2)
     for name, color in (("original", "C0"), ("immunized", "C3")):
         probe = curves.probe[name]
@@ -124,40 +125,39 @@ def _attack_figure(curves: DeepCurves, target: float, path: Path) -> None:
             color=color,
             label=f"{'θ0' if name == 'original' else 'θ_I'} ({probe.setting})",
         )
-    ax2.set_title("harmful task: softmax probe, held-out accuracy (Fig. 3)")
+    ax2.set_title("harmful task: softmax probe (Fig. 3)")
     ax2.set_xlabel("full-batch Adam step")
-    ax2.set_ylabel("accuracy")
+    ax2.set_ylabel("held-out top-1 accuracy")
     ax2.legend(fontsize=8)
     save_figure(fig, path)
 
 
-def _spectra_figure(curves: DeepCurves, path: Path) -> None:
-    fig = Figure(figsize=(10, 3.6))
+def _spectra_figure(curves: DeepCurves, features: int, path: Path) -> None:
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
     for i, task in enumerate(("benign", "harmful")):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for name, style in (("original", "--"), ("immunized", "-")):
-            lam = curves.spectra[task][name]
-            lam = lam / lam[0]
-            ax.semilogy(
-                torch.arange(1, lam.numel() + 1).numpy(),
-                lam.clamp_min(1e-18).numpy(),
-                style,
-                label=f"{'θ0' if name == 'original' else 'θ_I'}",
-            )
-        ax.set_title(f"{task}: eigenvalues / σ_max of one group's ΦᵀΦ")
-        ax.set_xlabel("index")
-        ax.legend(fontsize=8)
+        spectra = curves.spectra[task]
+        lines = [
+            (f"{who}: one group's ΦᵀΦ", spectra[name].numpy(), style)
+            for name, who, style in (("original", "θ0", "--"), ("immunized", "θ_I", "-"))
+        ]
+        cutoff = default_rtol(features, spectra["original"].dtype)
+        plot_spectra(fig.add_subplot(1, 2, i + 1), lines, cutoff, task)
     save_figure(fig, path)
 
 
 def _training_figure(art: DeepRun, path: Path) -> None:
     h = art.history
-    fig = Figure(figsize=(11, 3.6))
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
     ax = fig.add_subplot(1, 2, 1)
     steps = range(1, h.global_step + 1)
-    ax.plot(steps, h.log_kappa_benign, color="C0", label="log κ benign batch")
-    ax.plot(steps, h.log_kappa_harmful, color="C3", label="log κ harmful batch")
+    # the history holds natural logarithms; decades read more easily
+    for values, color, task in (
+        (h.log_kappa_benign, "C0", "benign"),
+        (h.log_kappa_harmful, "C3", "harmful"),
+    ):
+        ax.plot(steps, [v / math.log(10) for v in values], color=color, label=f"{task} batch")
     ax.set_xlabel("immunization step")
+    ax.set_ylabel("log₁₀ κ of the batch features")
     ax.set_title("batch condition numbers (gathered global batch)")
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
@@ -170,7 +170,8 @@ def _training_figure(art: DeepRun, path: Path) -> None:
         color="C2",
         label="immunization",
     )
-    ax2.set_xlabel("step")
+    ax2.set_xlabel("training step (pre-training, then immunization)")
+    ax2.set_ylabel("benign cross-entropy (batch)")
     ax2.set_title("benign task loss")
     ax2.legend(fontsize=8)
     save_figure(fig, path)
@@ -188,7 +189,7 @@ def deep_report(art: DeepRun) -> ReportPage:
     target = art.plan.options.evaluation.attack_target
     figures = [
         FigureSpec("attack_curves.png", partial(_attack_figure, art.curves, target)),
-        FigureSpec("spectra.png", partial(_spectra_figure, art.curves)),
+        FigureSpec("spectra.png", partial(_spectra_figure, art.curves, m.feature_dim)),
     ]
     if art.history.global_step:
         figures.append(FigureSpec("training.png", partial(_training_figure, art)))

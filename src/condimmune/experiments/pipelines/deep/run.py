@@ -23,6 +23,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from safetensors.torch import save_file
 
 from condimmune.core.errors import UserError
+from condimmune.core.progress import ProgressCallback
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.evaluate import extract_features
@@ -100,9 +101,16 @@ def _apply_feature_map(plan: RunPlan[DeepRunOptions], model: DeepModel, data: De
     apply_feature_map(model, hook(inputs, method.options), phi_p)
 
 
-def run_deep(plan: RunPlan[DeepRunOptions], out: Path | None, *, progress: bool) -> DeepRun | None:
+def run_deep(
+    plan: RunPlan[DeepRunOptions],
+    out: Path | None,
+    *,
+    progress: bool,
+    on_progress: ProgressCallback | None = None,
+) -> DeepRun | None:
     """Pre-train or load θ0, immunize, evaluate; ``None`` on the processes of a
-    multi-process run that do not write the run directory."""
+    multi-process run that do not write the run directory. ``on_progress`` hears the
+    evaluation (:func:`~condimmune.experiments.pipelines.deep.evaluation.evaluate_deep`)."""
     start = time.perf_counter()
     options = plan.options
     ckpt = checkpoint_dir(out)
@@ -133,7 +141,7 @@ def run_deep(plan: RunPlan[DeepRunOptions], out: Path | None, *, progress: bool)
             history = _read_trained(result, model)
     if deep.feature_map is not None:
         _apply_feature_map(plan, model, data)
-    metrics, curves = evaluate_deep(plan, data, original, model)
+    metrics, curves = evaluate_deep(plan, data, original, model, on_progress=on_progress)
     metrics = replace(
         metrics,
         train_seconds=history.seconds,

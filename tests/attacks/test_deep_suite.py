@@ -474,3 +474,32 @@ def test_theta0_searches_are_made_once_and_reused_with_the_same_numbers(problem,
             assert got == untimed(getattr(alone.attackers[name], task))
     assert second.yardstick == alone.yardstick
     assert second.worst_case == alone.worst_case
+
+
+@pytest.mark.parametrize("per_class", [1, 4, 1000], ids=lambda k: f"{k}-per-class")
+def test_few_labels_keeps_that_many_rows_of_each_class_the_same_in_every_representation(
+    problem, per_class
+):
+    d = problem[Task.HARMFUL]
+    other = TaskTensors(d.train_x * 3.0 + 1.0, d.train_y, d.test_x, d.test_y, d.classes)
+    few, again = d.few_labels(per_class, seed=5), other.few_labels(per_class, seed=5)
+    counts = torch.bincount(d.train_y, minlength=CLASSES)
+    assert torch.equal(torch.bincount(few.train_y, minlength=CLASSES), counts.clamp(max=per_class))
+    assert torch.equal(again.train_x, few.train_x * 3.0 + 1.0)  # the same rows
+    assert torch.equal(few.test_x, d.test_x) and torch.equal(few.test_y, d.test_y)
+    assert torch.equal(d.few_labels(per_class, seed=5).train_x, few.train_x)  # seeded
+
+
+def test_an_attacker_with_few_labels_trains_on_them_only(problem):
+    from condimmune.attacks.deep_cost import ExtractionFlops
+
+    model = replace(_released(problem, _blocks()), extraction=ExtractionFlops(100.0, 50.0))
+    options = replace(OPTIONS, labels_per_class=4)
+    suite = run_deep_suite(["linear-adam", "raw-adam"], model, model, options)
+    assert suite.settings.labels_per_class == 4
+    assert suite.yardstick is not None
+    probe = next(c for c in suite.yardstick.original if c.attacker == "linear-adam")
+    # features of 3 × 4 rows extracted, not of the 150 training rows
+    assert 12 * 150.0 <= probe.flops < 150 * 150.0
+    with pytest.raises(ValueError, match="labels_per_class"):
+        DeepAttackOptions(labels_per_class=0)

@@ -771,6 +771,7 @@ _DEFAULT_DEEP = {
         "storage": None,
         "theta0_storage": None,
         "skip_dims": 2048,
+        "labels_per_class": None,
     },
 }
 

@@ -57,7 +57,8 @@ class DeepAttackOptions(JsonRecord):
     ``original_storage`` under ``original_study_name`` (``None``: ``storage`` and
     ``study_name``): name them by what θ0's trials depend on and runs that release the same
     θ0 share them (each is searched once); an attacker that reads no released weight is
-    searched once there for both models."""
+    searched once there for both models. ``labels_per_class``: the attacker has only this
+    many labelled harmful training examples per class (``None``: all of them)."""
 
     trials: int = 20
     finetune_trials: int = 20
@@ -75,11 +76,19 @@ class DeepAttackOptions(JsonRecord):
     storage: str | None = None
     original_study_name: str | None = None
     original_storage: str | None = None
+    labels_per_class: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("trials", "finetune_trials", "probe_steps", "finetune_steps", "benign_trials"):
+        for name in (
+            "trials",
+            "finetune_trials",
+            "probe_steps",
+            "finetune_steps",
+            "benign_trials",
+            "labels_per_class",
+        ):
             value = getattr(self, name)
-            if name == "benign_trials" and value is None:
+            if name in ("benign_trials", "labels_per_class") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"attack.{name} must be a positive int, got {value!r}")

@@ -13,7 +13,7 @@ import copy
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from torch import nn
@@ -273,6 +273,28 @@ _EXTRACTING = frozenset({DeepFamily.PROBE, DeepFamily.SKIP, DeepFamily.BLOCKS})
 """The families that run the released model's layers once before training."""
 
 
+def _few_labels(model: ReleasedModel, per_class: int, seed: int) -> ReleasedModel:
+    """``model`` as an attacker with ``per_class`` labelled harmful examples per class sees
+    it (:meth:`TaskTensors.few_labels`, the same rows in every representation)."""
+
+    def cut(tasks: Mapping[Task, TaskTensors] | None) -> dict[Task, TaskTensors] | None:
+        if tasks is None:
+            return None
+        return {
+            t: d.few_labels(per_class, seed) if t is Task.HARMFUL else d for t, d in tasks.items()
+        }
+
+    features = cut(model.features)
+    assert features is not None
+    return replace(
+        model,
+        features=features,
+        skip=cut(model.skip),
+        prefix=cut(model.prefix),
+        images=cut(model.images),
+    )
+
+
 def run_deep_suite(
     attackers: list[DeepAttacker | str],
     original: ReleasedModel,
@@ -290,6 +312,10 @@ def run_deep_suite(
         raise ValueError("name at least one attacker")
     if len(set(chosen)) != len(chosen):
         raise ValueError("an attacker is named twice")
+    if options.labels_per_class is not None:
+        original, immunized = (
+            _few_labels(m, options.labels_per_class, options.seed) for m in (original, immunized)
+        )
     start = time.perf_counter()
     summaries: dict[DeepAttacker, DeepAttackerSummary] = {}
     costs: tuple[list[AttackerCurves | None], list[AttackerCurves | None]] = ([], [])

@@ -61,6 +61,19 @@ class TaskTensors:
     test_y: Tensor
     classes: int
 
+    def few_labels(self, per_class: int, seed: int) -> TaskTensors:
+        """An attacker with ``per_class`` labelled training rows per class (all of a class's
+        rows when it has fewer): each class's first rows in a ``seed``-ed random order, so
+        every representation of the same rows (features, activations, images) keeps the
+        same ones. The held-out rows are unchanged."""
+        order = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))
+        labels = self.train_y[order]
+        keep = torch.cat([order[labels == c][:per_class] for c in range(self.classes)])
+        rows = keep.sort().values
+        return TaskTensors(
+            self.train_x[rows], self.train_y[rows], self.test_x, self.test_y, self.classes
+        )
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -148,6 +148,13 @@ class DeepAttackConfig(_Schema):
     skip_dims: int = Field(
         default=2048, ge=1, le=1_000_000, description="skip probe: pooled prefix values per image"
     )
+    labels_per_class: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="the attacker has this many labelled harmful training images per class "
+        "(a seeded subset; None: all of them)",
+    )
 
     @field_validator("attackers")
     @classmethod

@@ -69,6 +69,7 @@ def attack_options(
         storage=storage,
         original_study_name=f"condimmune-theta0-{_original_tag(plan, digests[0])}",
         original_storage=a.theta0_storage or storage,
+        labels_per_class=a.labels_per_class,
     )
 
 
@@ -109,7 +110,7 @@ def _prefix(
 def _settings(plan: RunPlan[DeepRunOptions]) -> list[int]:
     """The attack settings a trial's curve depends on (with the seed of its trials)."""
     a = plan.options.attack
-    return [
+    settings = [
         a.probe_steps,
         a.finetune_steps,
         a.finetune_eval_every,
@@ -117,6 +118,8 @@ def _settings(plan: RunPlan[DeepRunOptions]) -> list[int]:
         a.skip_dims,
         plan.seed,
     ]
+    # appended only when set, so the studies of earlier attacks keep their names
+    return settings if a.labels_per_class is None else [*settings, a.labels_per_class]
 
 
 def _tag(plan: RunPlan[DeepRunOptions], digests: tuple[bytes, bytes]) -> str:

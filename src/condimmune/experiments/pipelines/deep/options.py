@@ -98,6 +98,7 @@ class DeepAttackSettings:
     storage: str | None
     theta0_storage: str | None
     skip_dims: int
+    labels_per_class: int | None
 
 
 @dataclass(frozen=True)
@@ -190,5 +191,6 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             storage=a.storage,
             theta0_storage=a.theta0_storage,
             skip_dims=a.skip_dims,
+            labels_per_class=a.labels_per_class,
         ),
     )

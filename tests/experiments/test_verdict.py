@@ -3,6 +3,8 @@ marked (experiments/verdict.py): cases as data."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from condimmune.experiments.verdict import (
@@ -65,3 +67,41 @@ def test_unreached_steps_are_shown_as_more_than_the_budget(steps, budget, shown)
 )
 def test_a_lower_bound_slowdown_is_marked(slowdown, reached, shown):
     assert slowdown_text(slowdown, reached) == shown
+
+
+# --- the yardstick's ceiling and share (Eq. Y4–Y5) ------------------------------------------
+
+
+def _stick(s_flops: float, s_reached: bool, free_flops: float, free_reached: bool):
+    """θ0's cheapest attacker costs 10 FLOPs; θ_I's and the weight-free one's as given."""
+    from condimmune.attacks.yardstick import Cost, Yardstick
+
+    base = Cost("linear-adam", 10.0, 3, True)
+    on_immunized = Cost("linear-adam", s_flops, 3 if s_reached else None, s_reached)
+    free = Cost("raw-adam", free_flops, 5 if free_reached else None, free_reached)
+    s, s_max = s_flops / 10.0, free_flops / 10.0
+    p = math.log(s) / math.log(s_max) if s_max > 1 else None
+    return Yardstick(0.9, base, on_immunized, free, s, s_max, p, [base, free], [on_immunized])
+
+
+YARDSTICK_CASES = {
+    "both-exact": ((100.0, True, 1000.0, True), "S_max = 100", "P = 0.5"),
+    "no-head-start": ((10.0, True, 5.0, True), "S_max = 0.5", "P undefined (S_max ≤ 1"),
+    "s-lower-bound": ((100.0, False, 1000.0, True), "S_max = 100", "P ≥ 0.5"),
+    "ceiling-lower-bound": ((100.0, True, 1000.0, False), "S_max ≥ 100", "P ≤ 0.5"),
+    "ceiling-below-one-unreached": ((10.0, True, 5.0, False), "S_max ≥ 0.5", "P unknown until"),
+    "both-bounds": ((100.0, False, 1000.0, False), "S_max ≥ 100", "P unknown (S_max ≥ 100"),
+}
+
+
+@pytest.mark.parametrize("case", YARDSTICK_CASES, ids=list(YARDSTICK_CASES))
+def test_the_ceiling_and_share_say_what_is_known(case):
+    from condimmune.experiments.verdict import ceiling_text, share_text, yardstick_lines
+
+    args, ceiling, share = YARDSTICK_CASES[case]
+    y = _stick(*args)
+    assert ceiling_text(y) == ceiling
+    assert share_text(y).startswith(share), share_text(y)
+    text = " ".join(yardstick_lines(y, 0.95))
+    assert ceiling in text and share in text
+    assert ("No weight-free attacker reached τ" in text) == (not args[3])

@@ -14,7 +14,9 @@ from condimmune.experiments.report import format_number
 __all__ = [
     "HOLD_FACTOR",
     "Verdict",
+    "ceiling_text",
     "classify",
+    "share_text",
     "slowdown_text",
     "steps_text",
     "verdict_text",
@@ -114,6 +116,35 @@ def _cost(cost: Cost) -> str:
     return f"`{cost.attacker}`, {_flops(cost)} ({steps})"
 
 
+def ceiling_text(y: Yardstick) -> str:
+    """``S_max = x``, or ``S_max ≥ x`` when no weight-free attacker reached τ (Eq. Y4)."""
+    free = y.cheapest_weight_free
+    if free is None or y.s_max is None:
+        return "no S_max (no weight-free attacker)"
+    return f"S_max {'=' if free.reached else '≥'} {format_number(y.s_max)}"
+
+
+def share_text(y: Yardstick) -> str:
+    """``P = log S / log S_max`` (Eq. Y5) with what is known of it: exact, a bound (S or
+    S_max a lower bound; P grows with S and, for S > 1, shrinks as S_max grows), or why
+    there is none."""
+    free = y.cheapest_weight_free
+    if free is None or y.s_max is None:
+        return "P undefined (no S_max)"
+    exact_s, exact_max = y.cheapest_immunized.reached, free.reached
+    if y.p is None:
+        if exact_max:
+            return "P undefined (S_max ≤ 1: pretraining gives this task no head start)"
+        return "P unknown until a weight-free attacker reaches τ (give it more steps)"
+    if exact_s and exact_max:
+        return f"P = {format_number(y.p)}"
+    if not exact_max and (not exact_s or y.s < 1):
+        return f"P unknown (S_max ≥ {format_number(y.s_max)} only)"
+    # S a lower bound with S_max exact: P is at least this; S_max a lower bound with S ≥ 1:
+    # at most this
+    return f"P {'≥' if exact_max else '≤'} {format_number(y.p)}"
+
+
 def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
     """The yardstick's paragraph and table (Eq. Y1–Y5 of
     :mod:`condimmune.attacks.yardstick`) for an attack report."""
@@ -124,19 +155,24 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
         f"attacker on θ0: {_cost(y.cheapest_original)}; on θ_I: {_cost(y.cheapest_immunized)}. "
         f"**S = T*(θ_I) / T*(θ0) = {format_number(y.s)}**{bound}.",
     ]
-    if y.cheapest_weight_free is None or y.s_max is None:
+    free = y.cheapest_weight_free
+    if free is None or y.s_max is None:
         lines.append(
             "No weight-free attacker ran (raw-*, scratch-adam, full-reinit), so there is no "
             "ceiling S_max."
         )
-    else:
-        p = "—" if y.p is None else format_number(y.p)
+    elif free.reached:
         lines.append(
-            f"Reading no weight at all, {_cost(y.cheapest_weight_free)} gives the ceiling "
-            f"S_max = {slowdown_text(y.s_max, y.cheapest_weight_free.reached)}: no defence "
-            f"can make the task dearer than learning it from scratch. Fraction of that "
-            f"protection reached: P = log S / log S_max = {p}"
-            + (" (S_max ≤ 1: pretraining gives this task no head start)." if y.p is None else ".")
+            f"Reading no weight at all, {_cost(free)} gives the ceiling "
+            f"{ceiling_text(y)}: no defence can make the task dearer than learning it from "
+            f"scratch. Fraction of that protection reached: {share_text(y)}."
+        )
+    else:
+        lines.append(
+            f"No weight-free attacker reached τ within its budget (the least: {_cost(free)}), "
+            f"so only {ceiling_text(y)} is known: learning the task without the released "
+            f"weights costs more than those budgets, possibly without bound at this number "
+            f"of labels. Fraction of the protection reached: {share_text(y)}."
         )
     immunized = {c.attacker: c for c in y.immunized}
     pairs = [(c, immunized[c.attacker]) for c in y.original if c.attacker in immunized]

@@ -36,7 +36,7 @@ from condimmune.experiments.pipelines.deep.run import DeepLoaded
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.report import Table
 from condimmune.experiments.report import format_number as f
-from condimmune.experiments.verdict import slowdown_text
+from condimmune.experiments.verdict import ceiling_text, share_text, slowdown_text
 
 __all__ = ["STUDIES_FILE", "attack_deep", "attack_options"]
 
@@ -217,12 +217,10 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
     ]
     y = suite.yardstick
     if y is not None:
-        ceiling = "" if y.s_max is None else f", ceiling S_max {f(y.s_max)}"
-        share = "" if y.p is None else f", P {f(y.p)}"
         lines.append(
             f"yardstick: S {slowdown_text(y.s, y.cheapest_immunized.reached)} (cheapest "
             f"attacker: {y.cheapest_original.attacker} on θ0, {y.cheapest_immunized.attacker} "
-            f"on θ_I){ceiling}{share}"
+            f"on θ_I), {ceiling_text(y)}; {share_text(y)}"
         )
     if u is not None:
         lines.append(

@@ -293,15 +293,28 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return run_cases(parser, CASES, args, no_outcome="skipped")
+
+
+def run_cases(
+    parser: argparse.ArgumentParser,
+    cases: dict[str, Case],
+    args: argparse.Namespace,
+    *,
+    no_outcome: str,
+) -> int:
+    """Run the cases named in ``args.cases`` (an unknown name is a usage error), one line
+    each; ``no_outcome`` is printed for a case without a verdict. Exit status 1 when a
+    target was missed."""
     names = [name for name in args.cases.split(",") if name]
-    unknown = sorted(set(names) - set(CASES))
+    unknown = sorted(set(names) - set(cases))
     if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+        parser.error(f"unknown cases {unknown}; known: {', '.join(cases)}")
     missed = False
     for name in names:
-        case = CASES[name]
+        case = cases[name]
         outcome = case.run(args)
-        status = "skipped" if outcome.ok is None else ("yes" if outcome.ok else "no")
+        status = no_outcome if outcome.ok is None else ("yes" if outcome.ok else "no")
         missed |= outcome.ok is False
         measured = " ".join(f"{key}={value}" for key, value in outcome.values.items())
         print(

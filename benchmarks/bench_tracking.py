@@ -36,14 +36,13 @@ Cases (rows of ``CASES``):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
+from bench_speed import Case, Outcome, run_cases
 
 from condimmune import RankDeficientWarning
 from condimmune.core.eigenpairs import EigenvectorMethod, psd_eigenpair
@@ -55,21 +54,6 @@ from condimmune.core.tracking import ExtremeEigenTracker
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
 from condimmune.experiments.pipeline import resolve_plan
 from condimmune.linear.data import load_task_data
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a case measured (printed as ``key=value`` in order) and whether it met its
-    target (``None``: it has none)."""
-
-    values: dict[str, str]
-    ok: bool | None
-
-
-@dataclass(frozen=True)
-class Case:
-    target: str
-    run: Callable[[argparse.Namespace], Outcome]
 
 
 def fastest_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -269,23 +253,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [name for name in args.cases.split(",") if name]
-    unknown = sorted(set(names) - set(CASES))
-    if unknown:
-        parser.error(f"unknown cases {unknown}; known: {', '.join(CASES)}")
-    missed = False
-    for name in names:
-        case = CASES[name]
-        outcome = case.run(args)
-        status = "-" if outcome.ok is None else ("yes" if outcome.ok else "no")
-        missed |= outcome.ok is False
-        measured = " ".join(f"{key}={value}" for key, value in outcome.values.items())
-        print(
-            f"case={name} cores={os.cpu_count()} threads={torch.get_num_threads()} "
-            f"load={os.getloadavg()[0]:.1f} {measured} target={case.target} ok={status}",
-            flush=True,
-        )
-    return 1 if missed else 0
+    return run_cases(parser, CASES, args, no_outcome="-")
 
 
 if __name__ == "__main__":

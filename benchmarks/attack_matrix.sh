@@ -17,6 +17,8 @@
 # committed piece by piece and combined later: `condimmune attack-matrix DIR --out REPORT`.
 # A (method, seed) whose attacked metrics.json is already in KEEP is skipped, so the same
 # command picks up where an earlier session stopped.
+# RUN_ARGS="--set KEY=VALUE ..." goes to every `condimmune run` (the run's data or training
+# settings, e.g. the whole-network defence's matrix of docs/attacks.md).
 set -euo pipefail
 experiment=$1
 out=$2
@@ -38,7 +40,8 @@ one() {  # one (method, seed): run if missing, attack if not attacked yet; 1 on 
     return 0
   fi
   if [[ ! -f $dir/metrics.json ]]; then
-    condimmune run "$experiment" --seed "$seed" --set train.method="$method" \
+    # shellcheck disable=SC2086  # RUN_ARGS is a list of words
+    condimmune run "$experiment" --seed "$seed" --set train.method="$method" ${RUN_ARGS:-} \
       --out "$dir" --no-progress > "$dir.run.log" 2>&1 || { echo "run failed: $dir"; return 1; }
   fi
   if ! grep -q '"attack_suite"' "$dir/metrics.json"; then
@@ -51,7 +54,7 @@ one() {  # one (method, seed): run if missing, attack if not attacked yet; 1 on 
   echo "done $method seed $seed"
 }
 export -f one
-export experiment out KEEP
+export experiment out KEEP RUN_ARGS
 export attack_args_text="${attack_args[*]}"
 
 start=$(date +%s)

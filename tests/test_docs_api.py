@@ -27,3 +27,21 @@ def test_the_api_snippet_runs_and_returns_typed_results(capsys: pytest.CaptureFi
     assert set(suite.attackers) == {"linear-adam", "std-adam"}
     assert isinstance(run, ci.RunResult) and run.plan.method.options.harmful_step == 0.1
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def test_full_depth_on_a_model_without_taps_is_refused_in_one_line():
+    import torch
+    from torch import nn
+
+    import condimmune as ci
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 1, 8, 8, generator=gen), torch.arange(16) % 2
+    with pytest.raises(ValueError, match="names no taps"):
+        ci.immunize_model(
+            model, features="2", benign=(x, y), harmful=(x, y), method="full-depth", epochs=1,
+            batch_size=8,
+        )  # fmt: skip

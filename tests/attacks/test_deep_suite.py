@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from condimmune.attacks.deep_inputs import fit_task_transform
 from condimmune.attacks.deep_records import (
     DeepAttackerSummary,
     DeepAttackOptions,
@@ -25,7 +26,6 @@ from condimmune.attacks.deep_train import (
     Budget,
     TaskTensors,
     best_so_far_area,
-    fit_task_transform,
     network_curve,
     probe_curve,
 )
@@ -64,7 +64,8 @@ def _blocks() -> nn.Module:
 
 def _released(data: dict[Task, TaskTensors], module: nn.Module) -> ReleasedModel:
     """Features = the module's output on the inputs; the inputs serve as prefix, skip
-    features and images (the module is both the blocks and the whole network)."""
+    features, tap activations and images (the module is both the blocks and the whole
+    network)."""
     module.eval()
     with torch.no_grad():
         features = {
@@ -81,7 +82,7 @@ def _released(data: dict[Task, TaskTensors], module: nn.Module) -> ReleasedModel
         t: TaskTensors(d.train_x.float(), d.train_y, d.test_x.float(), d.test_y, d.classes)
         for t, d in data.items()
     }
-    return ReleasedModel(features, K, data, floats, floats, module, module)
+    return ReleasedModel(features, K, data, floats, floats, module, module, taps=data)
 
 
 OPTIONS = DeepAttackOptions(
@@ -503,3 +504,48 @@ def test_an_attacker_with_few_labels_trains_on_them_only(problem):
     assert 12 * 150.0 <= probe.flops < 150 * 150.0
     with pytest.raises(ValueError, match="labels_per_class"):
         DeepAttackOptions(labels_per_class=0)
+
+
+def test_recalibration_re_estimates_batch_norm_on_the_attackers_data():
+    """After ``_recalibrate`` a batch-norm layer's running mean and (unbiased) variance are
+    those of its inputs over the whole training set: a cumulative average of the batches,
+    the same whatever statistics the released model carried."""
+    from condimmune.attacks.deep_train import _recalibrate
+
+    gen = torch.Generator().manual_seed(4)
+    x = 3.0 + 2.0 * torch.randn(96, 5, generator=gen)
+    for carried in (0.0, 50.0):
+        net = nn.Sequential(nn.BatchNorm1d(5))
+        with torch.no_grad():
+            net[0].running_mean.fill_(carried)
+        _recalibrate(net, x, batch=32)
+        torch.testing.assert_close(net[0].running_mean, x.mean(0))
+        # each batch's unbiased variance, averaged (what a cumulative BatchNorm keeps)
+        expected = torch.stack([x[i : i + 32].var(0) for i in range(0, 96, 32)]).mean(0)
+        torch.testing.assert_close(net[0].running_var, expected)
+        assert net[0].momentum == 0.1  # restored
+
+
+@pytest.mark.parametrize(
+    ("attacker", "fixed_per_row"),
+    [("tap-adam", 3.0 + 4.0), ("full-recal-adam", 3.0 + 4.0), ("full-adam", 0.0)],
+    ids=["tap-probe", "recalibrated", "plain-full"],
+)
+def test_tap_probes_and_recalibration_pay_one_pass_over_the_network(attacker, fixed_per_row):
+    from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
+
+    spec = DEEP_ATTACKERS[DeepAttacker(attacker)]
+    gen = torch.Generator().manual_seed(0)
+    data = _task(gen)
+    data = TaskTensors(data.train_x.float(), data.train_y, data.test_x.float(), data.test_y, 3)
+    network = None if not spec.trains_network else (_blocks, K, 16)
+    curves = attacker_curves(
+        attacker,
+        spec,
+        [({"lr": 1e-3, "weight_decay": 0.0}, [0.1, 0.5])],
+        [0, 1],
+        data,
+        ExtractionFlops(3.0, 4.0),
+        network=network,
+    )
+    assert curves.fixed_flops == pytest.approx(fixed_per_row * data.train_x.shape[0])

@@ -71,6 +71,7 @@ def test_mnist_cnn_run_directory_contract(tmp_path) -> None:
     orig, imm = load_file(out / "original.safetensors"), load_file(out / "immunized.safetensors")
     changed = [k for k in orig if not (orig[k] == imm[k]).all()]
     assert changed and all(k.startswith(("body.block3.", "head.")) for k in changed)
+    assert "guard_rollbacks" not in json.loads((out / "metrics.json").read_text())["training"]
 
 
 @pytest.mark.parametrize("method", ["none", "r-ill-only", "opt-kappa", "imma", "closed-form"])
@@ -90,6 +91,35 @@ def test_mnist_cnn_baselines_run(tmp_path, method) -> None:
     if method == "closed-form":  # T⁻¹ folded into the head: benign predictions unchanged
         assert m["benign_accuracy"]["immunized"] == m["benign_accuracy"]["original"]
         assert m["training"]["steps"] == 0
+
+
+def test_full_depth_trains_every_block_on_harmful_images_the_attacks_never_read(tmp_path) -> None:
+    out = tmp_path / "full-depth"
+    extra = ["train.method=full-depth", "data.defence_per_class=4", "method.simulate_every=1"]
+    result = invoke("run", "mnist-cnn", "--out", out, "--no-progress", *sets([*TINY_DEEP, *extra]))
+    assert result.exit_code == 0, result.output
+    orig, imm = load_file(out / "original.safetensors"), load_file(out / "immunized.safetensors")
+    changed = {k for k in orig if not (orig[k] == imm[k]).all()}
+    assert {"body.block1.0.weight", "body.block2.0.weight", "body.block3.0.weight"} <= changed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["training"]["steps"] == 40 // 16 and m["training"]["guard_rollbacks"] >= 0
+    assert m["training"]["last_tap_error"] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["model.cache_prefix=true"], "model.cache_prefix is on"),
+        (["data.defence_per_class=490"], "data.defence_per_class"),
+    ],
+    ids=["prefix-cache", "too-few-images"],
+)
+def test_full_depth_refusals_name_the_key(tmp_path, extra, match) -> None:
+    args = sets([*TINY_DEEP, "train.method=full-depth", *extra])
+    result = invoke("run", "mnist-cnn", "--out", tmp_path / "x", "--no-progress", *args)
+    assert result.exit_code == 2, result.output
+    assert match in " ".join(result.output.split())
+    assert not (tmp_path / "x").exists()
 
 
 TABLE3 = ["imagenet-cars-resnet18", "imagenet-country211-vit"]

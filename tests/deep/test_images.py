@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from _helpers import make_folder
 
-from condimmune.deep.images import folder_dataset, image_transform, parse_digits
+from condimmune.deep.images import (
+    digit_group_tasks,
+    folder_dataset,
+    image_transform,
+    parse_digits,
+)
 
 LAYOUTS = [
     pytest.param("imagenet", ("train", "val"), {"train": "train", "test": "val"}, id="imagenet"),
@@ -166,3 +172,28 @@ def test_parse_digits_refuses(text, match) -> None:
     with pytest.raises(ValueError, match=match) as err:
         parse_digits(text, "data.benign_digits")
     assert str(err.value).startswith("data.benign_digits ")  # names the config key
+
+
+def test_the_defence_split_is_disjoint_and_leaves_the_other_splits_as_they_were() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 12)
+    images = rng.integers(0, 256, size=(48, 16)).astype(np.uint8)
+    images[:, 0] = np.arange(48)  # each image tells its row
+    kwargs = {"train_per_class": 5, "test_per_class": 3, "seed": 1, "description": "toy"}
+    plain = digit_group_tasks(images, labels, ([0, 1], [2, 3]), **kwargs)
+    benign, harmful, defence = digit_group_tasks(
+        images, labels, ([0, 1], [2, 3]), defence_per_class=4, **kwargs
+    )
+    assert plain[2] is None and defence is not None and len(defence) == 8
+    for a, b in ((plain[0], benign), (plain[1], harmful)):
+        assert torch.equal(a.train.images, b.train.images)
+        assert torch.equal(a.test.images, b.test.images)
+
+    def rows(ds) -> set[float]:
+        return {float(v) for v in ds.images[:, 0, 0, 0]}
+
+    used = rows(harmful.train) | rows(harmful.test)
+    assert not rows(defence) & used and len(rows(defence)) == 8
+    assert sorted(defence.labels.tolist()) == [0] * 4 + [1] * 4
+    with pytest.raises(ValueError, match="fewer than"):
+        digit_group_tasks(images, labels, ([0, 1], [2, 3]), defence_per_class=5, **kwargs)

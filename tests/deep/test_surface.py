@@ -164,3 +164,19 @@ def test_an_invertible_map_keeps_the_logits_and_a_singular_one_refits_the_head()
         apply_feature_map(m, FeatureMap(torch.eye(3), False), phi)
     with pytest.raises(ValueError, match="benign_features must be n × 128"):
         apply_feature_map(m, FeatureMap(projection, False), phi[:, :3])
+
+
+def test_the_tap_probe_reads_every_tap_pooled_and_concatenated(tasks):
+    model = _model()
+    acts, images = prefix_tensors(model, tasks, keep_images=True)
+    released = released_model(model, acts, images, batch_size=16)
+    assert released.taps is not None
+    taps = released.taps[Task.HARMFUL]
+    assert taps.train_x.shape == (48, 16 + 32 + 128) and taps.test_x.shape == (24, 176)
+    x = torch.stack([tasks[Task.HARMFUL].train[i][0] for i in range(48)])
+    with torch.no_grad():
+        first = model.body.block1(x).mean(dim=(2, 3)).double()
+        last = model.body.block3(model.body.prefix(x)).mean(dim=(2, 3)).double()
+    torch.testing.assert_close(taps.train_x[:, :16], first)
+    torch.testing.assert_close(taps.train_x[:, -128:], last)  # before the feature map
+    assert released_model(model, acts).taps is None  # taps need the images

@@ -58,3 +58,19 @@ def test_cache_dir_comes_from_the_config_then_the_environment(tmp_path, monkeypa
     assert cache_dir(c) == tmp_path / "xdg" / "condimmune"
     c = apply_overrides(c, [f"model.cache_dir={tmp_path / 'own'}"])
     assert cache_dir(c) == tmp_path / "own"
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "gpu"),
+    [
+        ("src/condimmune/configs/mobilenet-full-depth-cpu.yaml", 32, False),
+        ("src/condimmune/configs/mobilenet-full-depth-gpu.yaml", 224, True),
+    ],
+    ids=["cpu", "gpu"],
+)
+def test_the_whole_network_configs_load(path, size, gpu) -> None:
+    c = load_config(path)
+    assert (c.train.method, c.model.image_size, c.model.cache_prefix) == ("full-depth", size, False)
+    assert c.data.defence_per_class > 0
+    assert (c.train.accelerator == "gpu") is gpu
+    resolve_plan(c)  # the method's options and the family's typed options resolve

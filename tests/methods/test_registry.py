@@ -228,9 +228,10 @@ def test_registry_errors(action, error: type[Exception], match: str) -> None:
 
 
 @pytest.mark.parametrize("spec", [method_spec(m) for m in Method], ids=lambda s: s.name)
-def test_every_builtin_has_a_deep_version_and_all_but_one_a_linear_one(spec: MethodSpec) -> None:
+def test_every_builtin_has_a_deep_version_and_all_but_two_a_linear_one(spec: MethodSpec) -> None:
     assert spec.supports_deep
-    assert spec.supports_linear == (spec.name != "condnum-leace")  # deep only, by design
+    # deep only, by design: LEACE after condnum, and the whole-network defence
+    assert spec.supports_linear == (spec.name not in ("condnum-leace", "full-depth"))
     closed_forms = {"closed-form", "leace"}
     assert spec.deep is not None
     assert (spec.deep.solver is DeepSolver.CLOSED_FORM) == (spec.name in closed_forms)

@@ -9,8 +9,10 @@ family     done once (``F_a``, Eq. Y2)     per training step (``s_a``)
 =========  ==============================  ============================================
 probe      ``n·(p + q)``: the features     the head on ``n`` rows (full batch)
 skip       ``n·p``: the activations        the head on ``n`` rows
+tap        ``n·(p + q)``: every tap        the head on ``n`` rows
 blocks     ``n·p``: the activations        blocks + head on ``b`` activations
-full       0                               network + head on ``b`` images
+full       0 (``n·(p + q)`` with batch-norm  network + head on ``b`` images
+           re-calibration: one pass)
 raw        0                               the head on ``n`` flat images
 scratch    0                               the from-scratch CNN + head on ``b`` images
 =========  ==============================  ============================================
@@ -47,8 +49,8 @@ class ExtractionFlops:
     blocks: float
 
 
-def _fixed(family: DeepFamily, extraction: ExtractionFlops, rows: int) -> float:
-    if family is DeepFamily.PROBE:
+def _fixed(family: DeepFamily, extraction: ExtractionFlops, rows: int, recalibrate: bool) -> float:
+    if family in (DeepFamily.PROBE, DeepFamily.TAP) or recalibrate:
         return rows * (extraction.prefix + extraction.blocks)
     if family in (DeepFamily.SKIP, DeepFamily.BLOCKS):
         return rows * extraction.prefix
@@ -94,7 +96,8 @@ def attacker_curves(
     accuracy at ``eval_steps``) each) on one model: ``data`` is what it trains on, and for
     the network families ``network`` = (a factory of the trained module, its feature width,
     the minibatch size), whose one step is counted once (it does not depend on the
-    hyperparameters)."""
+    hyperparameters); an attacker that re-calibrates batch norm first runs the network
+    once over its training examples."""
     rows = data.train_x.shape[0]
     if network is None:
         steps = [_head_step(spec, params, data) for params, _ in trials]
@@ -105,7 +108,7 @@ def attacker_curves(
         name,
         [list(curve) for _, curve in trials],
         list(eval_steps),
-        _fixed(spec.family, extraction, rows),
+        _fixed(spec.family, extraction, rows, spec.recalibrate),
         steps,
         eval_steps[-1],
         spec.weight_free,

@@ -9,16 +9,13 @@ deep network and its data is :mod:`condimmune.deep.surface`'s job.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from enum import StrEnum
-
-from torch import nn
+from collections.abc import Mapping
+from dataclasses import replace
 
 from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
+from condimmune.attacks.deep_inputs import ReleasedModel, Task, attacker_inputs
 from condimmune.attacks.deep_records import (
     DeepAttackerSummary,
     DeepAttackOptions,
@@ -27,16 +24,12 @@ from condimmune.attacks.deep_records import (
     suite_record,
 )
 from condimmune.attacks.deep_train import (
-    SCRATCH_WIDTH,
     Budget,
     TaskTensors,
     best_so_far_area,
     curvature,
-    fit_task_transform,
     network_curve,
     probe_curve,
-    raw_pixels,
-    scratch_network,
 )
 from condimmune.attacks.registry import (
     DEEP_ATTACKERS,
@@ -60,66 +53,9 @@ from condimmune.core.progress import Progress, ProgressCallback, report
 __all__ = ["ReleasedModel", "Task", "run_deep_suite"]
 
 
-class Task(StrEnum):
-    HARMFUL = "harmful"
-    BENIGN = "benign"
-
-
-@dataclass(frozen=True)
-class ReleasedModel:
-    """What an attacker takes from one released model, per task: the released features,
-    the (pooled) activations entering the immunized blocks (``skip``), the activations
-    themselves (``prefix``) and the images; ``blocks`` maps ``prefix`` activations to the
-    released features, ``network`` maps images to them; ``extraction`` the FLOPs of the two
-    parts per example (the yardstick's fixed costs). Families an attacker list does not
-    use may be left ``None``."""
-
-    features: Mapping[Task, TaskTensors]
-    feature_dim: int
-    skip: Mapping[Task, TaskTensors] | None = None
-    prefix: Mapping[Task, TaskTensors] | None = None
-    images: Mapping[Task, TaskTensors] | None = None
-    blocks: nn.Module | None = None
-    network: nn.Module | None = None
-    extraction: ExtractionFlops | None = None
-
-
 def _trial_seed(seed: int, attacker: DeepAttacker, task: Task, number: int) -> int:
     text = f"{seed}/{attacker.value}/{task.value}/{number}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:4], "little")
-
-
-def _missing(attacker: DeepAttacker, field: str) -> ValueError:
-    return ValueError(f"attacker {attacker.value} needs the model's {field}, which is missing")
-
-
-def _inputs(
-    attacker: DeepAttacker, spec: DeepAttackerSpec, model: ReleasedModel, task: Task
-) -> tuple[TaskTensors, Callable[[], nn.Module] | None, int]:
-    """What one attacker trains on in ``model``: its data, and for the network families a
-    factory of the module it trains (a fresh copy each call) and that module's width."""
-    family = spec.family
-    if family is DeepFamily.PROBE:
-        return fit_task_transform(spec.transform, model.features[task]), None, 0
-    if family is DeepFamily.SKIP:
-        if model.skip is None:
-            raise _missing(attacker, "skip features")
-        return model.skip[task], None, 0
-    if family in (DeepFamily.RAW, DeepFamily.SCRATCH):
-        if model.images is None:
-            raise _missing(attacker, "images")
-        images = model.images[task]
-        if family is DeepFamily.RAW:
-            return raw_pixels(images), None, 0
-        shape = tuple(images.train_x.shape[1:])
-        return images, lambda: scratch_network(shape), SCRATCH_WIDTH
-    blocks = family is DeepFamily.BLOCKS
-    inputs = model.prefix if blocks else model.images
-    module = model.blocks if blocks else model.network
-    if inputs is None or module is None:
-        raise _missing(attacker, "prefix activations" if blocks else "images")
-    trained = module
-    return inputs[task], lambda: copy.deepcopy(trained), model.feature_dim
 
 
 def _objective(
@@ -131,7 +67,7 @@ def _objective(
     seed: int,
 ) -> Objective:
     """``(params, trial number) → TrialResult`` of one attacker on one model and task."""
-    data, make_network, width = _inputs(attacker, spec, model, task)
+    data, make_network, width = attacker_inputs(attacker, spec, model, task)
     scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
 
     def run(params: Mapping[str, float], number: int) -> TrialResult:
@@ -155,6 +91,7 @@ def _objective(
                 dict(params),
                 budget,
                 reinit=spec.reinit,
+                recalibrate=spec.recalibrate,
                 seed=trial_seed,
             )
         return TrialResult(best_so_far_area(curve), curve)
@@ -257,7 +194,7 @@ def _curves(
     spec = DEEP_ATTACKERS[attacker]
     if model.extraction is None and spec.family in _EXTRACTING:
         return None
-    data, make_network, width = _inputs(attacker, spec, model, Task.HARMFUL)
+    data, make_network, width = attacker_inputs(attacker, spec, model, Task.HARMFUL)
     return attacker_curves(
         attacker.value,
         spec,
@@ -269,7 +206,7 @@ def _curves(
     )
 
 
-_EXTRACTING = frozenset({DeepFamily.PROBE, DeepFamily.SKIP, DeepFamily.BLOCKS})
+_EXTRACTING = frozenset({DeepFamily.PROBE, DeepFamily.SKIP, DeepFamily.BLOCKS, DeepFamily.TAP})
 """The families that run the released model's layers once before training."""
 
 
@@ -292,6 +229,7 @@ def _few_labels(model: ReleasedModel, per_class: int, seed: int) -> ReleasedMode
         skip=cut(model.skip),
         prefix=cut(model.prefix),
         images=cut(model.images),
+        taps=cut(model.taps),
     )
 
 

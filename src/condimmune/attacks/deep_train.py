@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from condimmune.attacks.probes import AttackerTransform, fit_transform, squared_loss_lipschitz
+from condimmune.attacks.probes import squared_loss_lipschitz
 from condimmune.attacks.registry import Optimizer
 
 __all__ = [
@@ -38,15 +38,9 @@ __all__ = [
     "TaskTensors",
     "best_so_far_area",
     "curvature",
-    "fit_task_transform",
     "network_curve",
     "probe_curve",
-    "raw_pixels",
-    "scratch_network",
 ]
-
-SCRATCH_WIDTH = 64
-"""Features of the from-scratch network (:func:`scratch_network`)."""
 
 _EVAL_BATCH = 512
 
@@ -103,17 +97,6 @@ def best_so_far_area(curve: list[float]) -> float:
         best = max(best, value)
         total += best
     return total / len(curve)
-
-
-def fit_task_transform(kind: AttackerTransform, tensors: TaskTensors) -> TaskTensors:
-    """Eq. A1: :func:`~condimmune.attacks.probes.fit_transform` fitted on the training rows
-    (centred: these probes have a bias) and applied to both splits."""
-    if kind is AttackerTransform.NONE:
-        return tensors
-    fitted = fit_transform(tensors.train_x, kind, centre=True)
-    return TaskTensors(
-        fitted.train, tensors.train_y, fitted.apply(tensors.test_x), tensors.test_y, tensors.classes
-    )
 
 
 def _accuracy(predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> float:
@@ -244,42 +227,18 @@ def _reinitialise(module: nn.Module) -> None:
                     nn.init.trunc_normal_(weight, std=0.02, a=-0.04, b=0.04)
 
 
-def raw_pixels(images: TaskTensors) -> TaskTensors:
-    """The images as flat pixel vectors: the inputs of the weight-free probes."""
-    return TaskTensors(
-        images.train_x.flatten(1),
-        images.train_y,
-        images.test_x.flatten(1),
-        images.test_y,
-        images.classes,
-    )
-
-
-def scratch_network(example_shape: tuple[int, ...]) -> nn.Module:
-    """The weight-free network attacker's model, for inputs of ``example_shape`` (one
-    example, no batch axis), with :data:`SCRATCH_WIDTH` output features. Images
-    ``(C, H, W)``: two 3×3 conv layers (32 and ``SCRATCH_WIDTH`` channels) with ReLU and 2×2
-    max pooling, then global average pooling (the small CNN that reaches 0.95 on 2,000 MNIST
-    images in about 15 epochs, issue #27). Anything else: flattened, then a ReLU MLP of
-    widths 128 and ``SCRATCH_WIDTH``."""
-    if len(example_shape) == 3:
-        return nn.Sequential(
-            nn.Conv2d(example_shape[0], 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, SCRATCH_WIDTH, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-    inputs = math.prod(example_shape)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(inputs, 128),
-        nn.ReLU(),
-        nn.Linear(128, SCRATCH_WIDTH),
-        nn.ReLU(),
-    )
+def _recalibrate(net: nn.Module, x: Tensor, batch: int) -> None:
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative: every batch weighs the same
+    net.train()
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            net(x[i : i + batch])
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
 
 
 def network_curve(
@@ -291,17 +250,22 @@ def network_curve(
     budget: Budget,
     *,
     reinit: bool = False,
+    recalibrate: bool = False,
     seed: int = 0,
 ) -> list[float]:
     """Held-out accuracy at ``budget.eval_steps`` of ``make_network()`` (a fresh copy mapping
     inputs to ``feature_dim`` features) plus a new linear head, trained on minibatches; with
-    ``reinit`` every submodule's ``reset_parameters`` is called first (seeded)."""
+    ``reinit`` every submodule's ``reset_parameters`` is called first (seeded); with
+    ``recalibrate`` every batch-norm layer's running statistics are re-estimated on the
+    training inputs first (a cumulative average over one pass in train mode, no step)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = make_network()
         if reinit:
             _reinitialise(net)
+    if recalibrate:
+        _recalibrate(net, data.train_x, budget.batch_size)
     head = nn.Linear(feature_dim, data.classes)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)

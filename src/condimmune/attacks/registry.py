@@ -70,11 +70,13 @@ class DeepAttacker(StrEnum):
     WHITEN_LBFGS = "whiten-lbfgs"
     MLP_ADAM = "mlp-adam"
     SKIP_ADAM = "skip-adam"
+    TAP_ADAM = "tap-adam"
     BLOCKS_SGD = "blocks-sgd"
     BLOCKS_ADAM = "blocks-adam"
     BLOCKS_REINIT = "blocks-reinit"
     FULL_ADAM = "full-adam"
     FULL_REINIT = "full-reinit"
+    FULL_RECAL_ADAM = "full-recal-adam"
     RAW_LSTSQ = "raw-lstsq"
     RAW_ADAM = "raw-adam"
     SCRATCH_ADAM = "scratch-adam"
@@ -87,6 +89,10 @@ class DeepFamily(StrEnum):
     """A new head on the released features (cached once per model)."""
     SKIP = "skip"
     """A new head on the activations that enter the immunized blocks (they are skipped)."""
+    TAP = "tap"
+    """A new head on the pooled activations of every tap of the network, concatenated
+    (:attr:`~condimmune.deep.bodies.SplitBody.TAPS`: several depths, the first blocks
+    included)."""
     BLOCKS = "blocks"
     """The immunized blocks and a new head, from the cached activations entering them."""
     FULL = "full"
@@ -120,7 +126,8 @@ _WD = LogFloat("weight_decay", 1e-8, 1e-2)
 @dataclass(frozen=True)
 class DeepAttackerSpec:
     """One deep attacker: what it trains, the optimizer, the feature transform, the search
-    space, whether it needs a hidden layer or re-initialises the blocks, and whether its
+    space, whether it needs a hidden layer, re-initialises the blocks or re-estimates the
+    batch-norm statistics on the attacker's data first (``recalibrate``), and whether its
     benign accuracy counts for the utility cap (a linear probe on the released features)."""
 
     description: str
@@ -130,6 +137,7 @@ class DeepAttackerSpec:
     transform: AttackerTransform = AttackerTransform.NONE
     hidden: bool = False
     reinit: bool = False
+    recalibrate: bool = False
 
     @property
     def linear_probe(self) -> bool:
@@ -205,6 +213,14 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
             Optimizer.ADAM,
             (LogFloat("lr", 1e-5, 1.0), _WD),
         ),
+        DeepAttacker.TAP_ADAM: DeepAttackerSpec(
+            "linear head on the pooled activations of every tap (each depth of the network), "
+            "standardised per feature, AdamW",
+            DeepFamily.TAP,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-5, 10.0), _WD),
+            _STD,
+        ),
         DeepAttacker.BLOCKS_SGD: DeepAttackerSpec(
             "fine-tune the immunized blocks and a new head, SGD with Nesterov momentum",
             DeepFamily.BLOCKS,
@@ -238,6 +254,14 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
             Optimizer.ADAM,
             _ADAM_FT,
             reinit=True,
+        ),
+        DeepAttacker.FULL_RECAL_ADAM: DeepAttackerSpec(
+            "re-estimate every batch-norm statistic on the harmful training images, then "
+            "fine-tune every parameter and a new head, AdamW",
+            DeepFamily.FULL,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-6, 1e-2), _WD),
+            recalibrate=True,
         ),
         DeepAttacker.RAW_LSTSQ: DeepAttackerSpec(
             "ridge least-squares head on the raw pixels, in closed form (reads no weight)",

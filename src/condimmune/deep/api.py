@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
 from condimmune.attacks.deep_suite import Task, run_deep_suite
-from condimmune.attacks.registry import DeepAttacker
+from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
 from condimmune.core.progress import ProgressCallback
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
@@ -32,6 +32,7 @@ from condimmune.deep.head import fit_linear_head
 from condimmune.deep.images import KeyedDataset
 from condimmune.deep.surface import TaskImages, prefix_tensors, released_model
 from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, immunize, make_fabric
+from condimmune.deep.whole_network import immunize_whole_network
 from condimmune.methods.base import (
     ConfiguredMethod,
     DeepSolver,
@@ -149,23 +150,37 @@ def immunize_model(
     immunized = copy.deepcopy(original)
     history = DeepHistory()
     deep = configured.deep
-    if deep.solver is DeepSolver.PENALTY and epochs:
+    training = ImmunizeOptions(
+        method=configured,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        normalize_covariance=normalize_covariance,
+    )
+    classes = _classes(harmful_data, "harmful")
+    if deep.solver is DeepSolver.WHOLE_NETWORK and epochs:
+        history = immunize_whole_network(
+            make_fabric(fabric or FabricOptions()),
+            immunized,
+            benign_data,
+            harmful_data,
+            benign_data,
+            training,
+            harmful_classes=classes,
+            seed=seed,
+            progress=progress,
+        )
+    elif deep.solver is DeepSolver.PENALTY and epochs:
         history = immunize(
             make_fabric(fabric or FabricOptions()),
             immunized,
             benign_data,
             harmful_data,
-            ImmunizeOptions(
-                method=configured,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                momentum=momentum,
-                weight_decay=weight_decay,
-                label_smoothing=label_smoothing,
-                normalize_covariance=normalize_covariance,
-            ),
-            harmful_classes=_classes(harmful_data, "harmful"),
+            training,
+            harmful_classes=classes,
             seed=seed,
             progress=progress,
         )
@@ -192,10 +207,16 @@ def attack_models(
     """The deep attack suite (docs/attacks.md) on θ0 and θ_I: each attacker's
     hyperparameters searched with Optuna on each model, on both tasks (each a ``(train,
     held-out)`` pair of :data:`TaskData`); ``attackers``: names of
-    :class:`~condimmune.attacks.registry.DeepAttacker` (``None``: all). ``options``: the
+    :class:`~condimmune.attacks.registry.DeepAttacker` (``None``: all; the tap probe only
+    when the model's body names taps). ``options``: the
     search budget, target and utility cap (:class:`DeepAttackOptions`; its defaults keep
     the studies in memory); ``on_progress`` hears the attackers and their trials."""
-    chosen: list[DeepAttacker | str] = list(attackers) if attackers else list(DeepAttacker)
+    tapped = bool(original.body.TAPS)
+    chosen: list[DeepAttacker | str] = (
+        list(attackers)
+        if attackers
+        else [a for a in DeepAttacker if tapped or DEEP_ATTACKERS[a].family is not DeepFamily.TAP]
+    )
     tasks = {}
     for task, (train, test), what in (
         (Task.HARMFUL, harmful, "harmful"),

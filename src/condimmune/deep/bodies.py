@@ -43,7 +43,13 @@ MOBILENET_V2_BLOCKS = 17
 
 
 class SplitBody(nn.Module):
-    """A body whose forward is ``suffix(prefix(x))`` (pooled features, ``n × k``)."""
+    """A body whose forward is ``suffix(prefix(x))`` (pooled features, ``n × k``).
+
+    ``TAPS``: names of submodules at increasing depth whose outputs, pooled, are the
+    activations a whole-network defence watches and a tap probe reads
+    (:mod:`condimmune.deep.taps`); the last one feeds the pooled features."""
+
+    TAPS: tuple[str, ...] = ()
 
     def prefix(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -56,6 +62,8 @@ class SplitBody(nn.Module):
 
 
 class SmallCNN(SplitBody):
+    TAPS = ("block1", "block2", "block3")
+
     def __init__(self, in_channels: int) -> None:
         super().__init__()
 
@@ -86,6 +94,7 @@ class SmallCNN(SplitBody):
 
 
 class ResNet18Body(SplitBody):
+    TAPS = ("layer1", "layer2", "layer3", "layer4")
     _SUFFIX = ("layer4", "avgpool")
 
     def __init__(self) -> None:
@@ -110,6 +119,8 @@ class ResNet18Body(SplitBody):
 
 
 class ViTBody(SplitBody):
+    TAPS = ("blocks.2", "blocks.5", "blocks.8", "blocks.11")
+
     def __init__(self, image_size: int) -> None:
         super().__init__()
         import timm
@@ -140,6 +151,8 @@ class ViTBody(SplitBody):
 class MobileNetV2Body(SplitBody):
     """torchvision's ``mobilenet_v2`` feature extractor (1280 pooled features); the last
     ``trainable_blocks`` inverted-residual blocks and the final 1×1 conv form the suffix."""
+
+    TAPS = ("features.3", "features.6", "features.10", "features.13", "features.16", "features.18")
 
     def __init__(self, trainable_blocks: int) -> None:
         super().__init__()

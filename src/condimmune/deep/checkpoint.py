@@ -29,6 +29,10 @@ class DeepHistory:
     log_kappa_benign: list[float] = field(default_factory=list)
     log_kappa_harmful: list[float] = field(default_factory=list)
     rank_deficient_steps: int = 0
+    tap_error: list[float] = field(default_factory=list)
+    """``full-depth``: the tap adversaries' mean held-out error per step (Eq. F3)."""
+    rollbacks: int = 0
+    """``full-depth``: how often the guard rolled the network back (Eq. F5)."""
     epoch: int = 0
     step_in_epoch: int = 0
     resumed_from: int | None = None

@@ -143,10 +143,13 @@ def digit_group_tasks(
     test_per_class: int,
     seed: int,
     description: str,
-) -> tuple[ImageSplit, ImageSplit]:
+    defence_per_class: int = 0,
+) -> tuple[ImageSplit, ImageSplit, KeyedDataset | None]:
     """Two classification tasks on disjoint digit groups (benign, harmful), 28 × 28 images
     normalised with MNIST's mean and std; per digit ``train_per_class`` training and
-    ``test_per_class`` held-out images, drawn without overlap by a seeded permutation."""
+    ``test_per_class`` held-out images, drawn without overlap by a seeded permutation; and,
+    with ``defence_per_class``, that many more harmful images per digit, disjoint from both,
+    that only immunization reads (``None`` without)."""
     benign, harmful = groups
     if set(benign) & set(harmful):
         raise ArgumentError("{groups} overlap: {both}", both=sorted(set(benign) & set(harmful)))
@@ -155,33 +158,37 @@ def digit_group_tasks(
     x = torch.from_numpy(np.asarray(images, dtype=np.float32).reshape(-1, 1, side, side))
     x = (x - MNIST_MEAN) / MNIST_STD
     out = []
-    for group in (benign, harmful):
-        parts: dict[str, tuple[list[Tensor], list[Tensor]]] = {"train": ([], []), "test": ([], [])}
+    defence: KeyedDataset | None = None
+    for group, extra in ((benign, 0), (harmful, defence_per_class)):
+        parts: dict[str, tuple[list[Tensor], list[Tensor]]] = {
+            split: ([], []) for split in ("train", "test", "defence")
+        }
         for new_label, digit in enumerate(group):
             rows = np.flatnonzero(labels == digit)
             need = train_per_class + test_per_class
-            if rows.size < need:
+            if rows.size < need + extra:
                 raise ArgumentError(
                     "digit {digit} has {have} images, fewer than {train_per_class} + "
-                    "{test_per_class} = {need}",
+                    "{test_per_class} + {defence_per_class} = {need}",
                     digit=digit,
                     have=rows.size,
-                    need=need,
+                    need=need + extra,
                 )
             rows = rng.permutation(rows)
             for split, sel in (
                 ("train", rows[:train_per_class]),
                 ("test", rows[train_per_class:need]),
+                ("defence", rows[need : need + extra]),
             ):
                 parts[split][0].append(x[sel])
                 parts[split][1].append(torch.full((sel.size,), new_label, dtype=torch.long))
         names = [str(d) for d in group]
-        train = KeyedDataset(
-            torch.cat(parts["train"][0]), torch.cat(parts["train"][1]), classes=names
+        train, test, reserved = (
+            KeyedDataset(torch.cat(xs), torch.cat(ys), classes=names) for xs, ys in parts.values()
         )
-        test = KeyedDataset(torch.cat(parts["test"][0]), torch.cat(parts["test"][1]), classes=names)
         out.append(ImageSplit(train, test, len(group), f"{description}, digits {''.join(names)}"))
-    return out[0], out[1]
+        defence = reserved if extra else defence
+    return out[0], out[1], defence
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ Every body is split into a frozen prefix and the immunized suffix
 ``ImmunizedBlocks(prefix(x)) == model.features(x)``. The skip probe sees the prefix
 activations average-pooled to at most ``skip_dims`` values per image: a ``C × H × W`` map
 is pooled to ``C × s × s`` with the largest ``s ≤ H`` such that ``C s² ≤ skip_dims``
-(at least ``1 × 1``); token sequences ``N × D`` are averaged over the tokens.
+(at least ``1 × 1``); token sequences ``N × D`` are averaged over the tokens. The tap
+probe sees the pooled activations of every tap of the body (:mod:`condimmune.deep.taps`),
+computed from the images, concatenated.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from condimmune.attacks.deep_suite import ReleasedModel, Task
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.bodies import SplitBody
+from condimmune.deep.taps import record_taps
 
 __all__ = [
     "ImmunizedBlocks",
@@ -186,6 +189,7 @@ def released_model(
             t.classes,
         )
     return ReleasedModel(
+        taps=None if images is None or not model.body.TAPS else _taps(model, images, batch_size),
         features=features,
         feature_dim=model.feature_dim,
         skip=skip,
@@ -195,6 +199,26 @@ def released_model(
         network=_trainable_copy(_Features(model)) if images is not None else None,
         extraction=None if images is None else extraction_flops(model, blocks, images),
     )
+
+
+def _taps(
+    model: DeepModel, images: Mapping[Task, TaskTensors], batch_size: int
+) -> dict[Task, TaskTensors]:
+    """Each task's pooled tap activations, concatenated over the taps (float64)."""
+
+    def tapped(x: Tensor) -> Tensor:
+        rows = []
+        with torch.no_grad(), record_taps(model) as taps:
+            for i in range(0, x.shape[0], batch_size):
+                taps.clear()
+                model.body(x[i : i + batch_size])  # images in, whatever the model reads
+                rows.append(torch.cat(taps, dim=1))
+        return torch.cat(rows).double()
+
+    return {
+        task: TaskTensors(tapped(t.train_x), t.train_y, tapped(t.test_x), t.test_y, t.classes)
+        for task, t in images.items()
+    }
 
 
 def extraction_flops(

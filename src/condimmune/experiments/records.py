@@ -184,11 +184,16 @@ class DeepAttackRecord(JsonRecord):
 
 @dataclass(frozen=True)
 class DeepTrainingRecord(JsonRecord):
+    """The immunization's steps; for a whole-network method also how often its guard rolled
+    back and the tap adversaries' held-out error at the last step (left out otherwise)."""
+
     steps: int
     pretrain_steps: int
     resumed_from_step: int | None
     rank_deficient_steps: int
     processes: int
+    guard_rollbacks: int | None = None
+    last_tap_error: float | None = None
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ experiment                 data keys read
                            pca_components, drop_collinear (bundled data: no ``root``)
 ``house-price``            root, train_rows, test_rows, pca_components, drop_collinear
 ``mnist-cnn``              root, benign_digits, harmful_digits, train_per_class,
-                           test_per_class, num_workers
+                           test_per_class, defence_per_class, num_workers
 ``imagenet-*``             root, harmful_root, max_train_images, max_test_images, num_workers
 ``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX; unset: Debian's dataset-fashion-mnist),
                            harmful_root (MNIST IDX or packaged),
-                           max_train_images, max_test_images, test_per_class, num_workers
+                           max_train_images, max_test_images, test_per_class,
+                           defence_per_class, num_workers
 =========================  ==================================================================
 
 The keys an experiment does not read are in :attr:`ExperimentSpec.ignores`. One schema holds
@@ -112,7 +113,13 @@ _DIGIT_KEYS = frozenset(
 )
 _HOUSE_KEYS = frozenset({"data.train_rows", "data.test_rows"})
 _MNIST_CNN_KEYS = frozenset(
-    {"data.benign_digits", "data.harmful_digits", "data.train_per_class", "data.test_per_class"}
+    {
+        "data.benign_digits",
+        "data.harmful_digits",
+        "data.train_per_class",
+        "data.test_per_class",
+        "data.defence_per_class",
+    }
 )
 _FOLDER_KEYS = frozenset({"data.harmful_root", "data.max_train_images", "data.max_test_images"})
 

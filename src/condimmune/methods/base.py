@@ -17,12 +17,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 if TYPE_CHECKING:  # the CLI's --help imports ModelFamily through the experiment registry
-    from torch import Tensor
+    import torch
+    from torch import Tensor, nn
 
 __all__ = [
     "ConfiguredMethod",
@@ -42,6 +43,7 @@ __all__ = [
     "ModelFamily",
     "NoOptions",
     "PenaltyInputs",
+    "WholeNetworkObjective",
     "require_configured",
 ]
 
@@ -161,6 +163,37 @@ class FeatureMap:
 DeepFeatureMap = Callable[[FeatureMapInputs, OptionsT], FeatureMap]
 
 
+class WholeNetworkObjective(Protocol):
+    """What a ``WHOLE_NETWORK`` method tells its loop (:mod:`condimmune.deep.whole_network`)
+    at each step; the method builds it from its options, so the loop reads none of them."""
+
+    def tap_terms(
+        self, taps: list[Tensor], original: list[Tensor], harmful_labels: Tensor, benign_rows: int
+    ) -> tuple[Tensor, float]:
+        """The terms on the taps of one mixed batch (benign rows first; ``original``: θ0's
+        benign taps), and a number to record (e.g. the tap adversaries' mean error)."""
+
+    def simulates_at(self, step: int) -> bool:
+        """Whether step ``step`` (from 0) simulates an attack."""
+
+    def simulated_attack(
+        self,
+        model: nn.Module,
+        feature_dim: int,
+        fit: tuple[Tensor, Tensor],
+        held_out: Tensor,
+        generator: torch.Generator,
+    ) -> tuple[dict[str, Tensor], float]:
+        """The suppression's first-order gradient per parameter name after a simulated attack
+        on ``model`` (left unchanged), already weighted, and the weighted suppression."""
+
+    def checks_at(self, step: int) -> bool:
+        """Whether the guard checks after ``step`` steps."""
+
+    def rolls_back(self, original_accuracy: float, accuracy: float) -> bool:
+        """Whether the guard rolls back at this benign accuracy."""
+
+
 class DeepSolver(StrEnum):
     """How a method runs on a deep backbone."""
 
@@ -169,6 +202,9 @@ class DeepSolver(StrEnum):
     the method's feature map, if it has one)."""
     CLOSED_FORM = "closed-form"
     """One map on θ0's frozen features (the method's feature map), no training."""
+    WHOLE_NETWORK = "whole-network"
+    """Iterative on every parameter from the input, with the method's own loop
+    (:mod:`condimmune.deep.whole_network`; the ``full-depth`` method's options)."""
 
 
 @dataclass(frozen=True)
@@ -183,18 +219,25 @@ class LinearVersion(Generic[OptionsT]):
 class DeepVersion(Generic[OptionsT]):
     """A method on a deep backbone: its options model, the solver, the penalty (with
     ``PENALTY`` and only with it) and the feature map it applies to the features of the
-    trained model (``PENALTY``, optional) or of θ0 (``CLOSED_FORM``, required)."""
+    trained model (``PENALTY``, optional) or of θ0 (``CLOSED_FORM``, required);
+    ``WHOLE_NETWORK`` takes neither but its ``objective`` (options and the harmful task's
+    class count → :class:`WholeNetworkObjective`)."""
 
     options: type[OptionsT]
     solver: DeepSolver
     penalty: DeepPenalty[OptionsT] | None = None
     feature_map: DeepFeatureMap[OptionsT] | None = None
+    objective: Callable[[OptionsT, int], WholeNetworkObjective] | None = None
 
     def __post_init__(self) -> None:
         if (self.solver is DeepSolver.PENALTY) != (self.penalty is not None):
             raise ValueError("a deep penalty goes with solver=PENALTY and only with it")
         if self.solver is DeepSolver.CLOSED_FORM and self.feature_map is None:
             raise ValueError("solver=CLOSED_FORM needs a feature map")
+        if (self.solver is DeepSolver.WHOLE_NETWORK) != (self.objective is not None):
+            raise ValueError("an objective goes with solver=WHOLE_NETWORK and only with it")
+        if self.solver is DeepSolver.WHOLE_NETWORK and self.feature_map is not None:
+            raise ValueError("solver=WHOLE_NETWORK takes no feature map")
 
 
 def _options_class(value: object, what: str) -> None:

@@ -18,6 +18,7 @@ from condimmune.methods.baselines import IMMA, NONE, OPT_KAPPA
 from condimmune.methods.closed_form import CLOSED_FORM
 from condimmune.methods.condnum import CONDNUM, R_ILL_ONLY
 from condimmune.methods.condnum_leace import CONDNUM_LEACE
+from condimmune.methods.full_depth import FULL_DEPTH
 from condimmune.methods.leace import LEACE
 
 __all__ = [
@@ -41,9 +42,20 @@ class Method(StrEnum):
     CLOSED_FORM = "closed-form"
     LEACE = "leace"
     CONDNUM_LEACE = "condnum-leace"
+    FULL_DEPTH = "full-depth"
 
 
-_BUILTIN = (CONDNUM, NONE, R_ILL_ONLY, OPT_KAPPA, IMMA, CLOSED_FORM, LEACE, CONDNUM_LEACE)
+_BUILTIN = (
+    CONDNUM,
+    NONE,
+    R_ILL_ONLY,
+    OPT_KAPPA,
+    IMMA,
+    CLOSED_FORM,
+    LEACE,
+    CONDNUM_LEACE,
+    FULL_DEPTH,
+)
 _REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in _BUILTIN}
 
 

@@ -123,6 +123,13 @@ class DeepDataConfig(_Schema):
         le=100_000,
         description="mnist-cnn, mobilenet-fashion-mnist: held-out images per digit, 1–100,000",
     )
+    defence_per_class: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="mnist-cnn, mobilenet-fashion-mnist: harmful images per digit that only "
+        "immunization reads (the attacks never do), 0 = immunize on the attacks' training images",
+    )
     max_train_images: int = Field(
         default=0,
         ge=0,

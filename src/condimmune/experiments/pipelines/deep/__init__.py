@@ -64,6 +64,9 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
         {
             "train_per_class": "data.train_per_class",
             "test_per_class": "data.test_per_class",
+            "defence_per_class": "data.defence_per_class",
+            "cache_prefix": "model.cache_prefix",
+            "devices": "train.devices",
             "trainable_blocks": "model.trainable_blocks",
             "batch_size": "train.batch_size",
             "logger": "train.logger",

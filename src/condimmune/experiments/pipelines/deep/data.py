@@ -70,6 +70,14 @@ class DeepTaskData:
     benign_train_eval: KeyedDataset
     harmful_train_eval: KeyedDataset
     preprocessing: str = ""
+    harmful_defence: KeyedDataset | None = None
+    """Harmful images only immunization reads, disjoint from every split the attacks read
+    (``data.defence_per_class``); ``None``: immunization reads ``harmful.train``."""
+
+    @property
+    def harmful_immunize(self) -> KeyedDataset:
+        """The harmful images immunization trains on."""
+        return self.harmful.train if self.harmful_defence is None else self.harmful_defence
 
 
 def _idx_file(root: Path, stem: str) -> Path:
@@ -128,7 +136,8 @@ def _grey_dataset(
 def _fashion_vs_mnist(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTaskData:
     """Benign: Fashion-MNIST (``max_train_images`` of 60,000 for training, the test set or
     ``max_test_images`` of it); harmful: MNIST digits, ``test_per_class`` held out per digit,
-    ``max_train_images`` of the rest for training. Both as grey images for the backbone."""
+    ``defence_per_class`` more per digit only immunization reads, ``max_train_images`` of the
+    rest for training. Both as grey images for the backbone."""
     root = d.root or FASHION_MNIST_ROOT
     spec = SPECS[model.backbone]
     tf = GreyToRGB(model.image_size, spec.mean, spec.std)
@@ -147,20 +156,22 @@ def _fashion_vs_mnist(d: DeepDataOptions, model: ModelOptions, seed: int) -> Dee
     flat, digits, source = mnist_arrays(d.harmful_root, key="data.harmful_root")
     grey = np.rint(flat * 255.0).astype(np.uint8).reshape(-1, 28, 28)
     rng = np.random.default_rng(seed)
-    test_rows, train_rows = [], []
+    test_rows, defence_rows, train_rows = [], [], []
+    held = d.test_per_class + d.defence_per_class
     for digit in range(10):
         rows = rng.permutation(np.flatnonzero(digits == digit))
-        if rows.size <= d.test_per_class:
+        if rows.size <= held:
             raise ArgumentError(
-                "{source}: digit {digit} has {have} images, not more than {test_per_class} = "
-                "{value}",
+                "{source}: digit {digit} has {have} images, not more than {test_per_class} + "
+                "{defence_per_class} = {value}",
                 source=source,
                 digit=digit,
                 have=rows.size,
-                value=d.test_per_class,
+                value=held,
             )
         test_rows.append(rows[: d.test_per_class])
-        train_rows.append(rows[d.test_per_class :])
+        defence_rows.append(rows[d.test_per_class : held])
+        train_rows.append(rows[held:])
     pool = np.sort(np.concatenate(train_rows))
     pool = pool[_subsample(pool.size, d.max_train_images, seed + 2)]
     test = np.sort(np.concatenate(test_rows))
@@ -171,7 +182,15 @@ def _fashion_vs_mnist(d: DeepDataOptions, model: ModelOptions, seed: int) -> Dee
         10,
         f"{source}, digits 0–9",
     )
-    return DeepTaskData(benign, harmful, benign.train, harmful.train, tf.describe())
+    defence = np.sort(np.concatenate(defence_rows))
+    reserved = (
+        _grey_dataset(grey[defence], digits[defence], tf, seed, names)
+        if held > d.test_per_class
+        else None
+    )
+    return DeepTaskData(
+        benign, harmful, benign.train, harmful.train, tf.describe(), harmful_defence=reserved
+    )
 
 
 _HARMFUL_DATASET = {
@@ -190,7 +209,7 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
         return _fashion_vs_mnist(d, model, seed)
     if exp is Experiment.MNIST_CNN:
         x, y, source = mnist_arrays(d.root, key="data.root")
-        benign, harmful = digit_group_tasks(
+        benign, harmful, defence = digit_group_tasks(
             x,
             y,
             (
@@ -201,8 +220,11 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
             test_per_class=d.test_per_class,
             seed=seed,
             description=source,
+            defence_per_class=d.defence_per_class,
         )
-        return DeepTaskData(benign, harmful, benign.train, harmful.train, "mnist 28x28")
+        return DeepTaskData(
+            benign, harmful, benign.train, harmful.train, "mnist 28x28", harmful_defence=defence
+        )
     spec = SPECS[model.backbone]
     size = model.image_size
     tf_eval = image_transform(size, spec.mean, spec.std, train=False)

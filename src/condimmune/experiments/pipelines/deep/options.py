@@ -36,6 +36,7 @@ class DeepDataOptions:
     harmful_digits: str
     train_per_class: int
     test_per_class: int
+    defence_per_class: int
     max_train_images: int
     max_test_images: int
     num_workers: int
@@ -129,6 +130,7 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             harmful_digits=d.harmful_digits,
             train_per_class=d.train_per_class,
             test_per_class=d.test_per_class,
+            defence_per_class=d.defence_per_class,
             max_train_images=d.max_train_images,
             max_test_images=d.max_test_images,
             num_workers=d.num_workers,

@@ -166,6 +166,7 @@ def _cached_data(
         harmful=split(data.harmful),
         benign_train_eval=cached(data.benign_train_eval),
         harmful_train_eval=cached(data.harmful_train_eval),
+        harmful_defence=None if data.harmful_defence is None else cached(data.harmful_defence),
     )
     model.to("cpu")
     return out

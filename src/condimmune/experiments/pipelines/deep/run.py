@@ -29,6 +29,7 @@ from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.evaluate import extract_features
 from condimmune.deep.feature_maps import apply_feature_map
 from condimmune.deep.trainer import immunize, make_fabric
+from condimmune.deep.whole_network import immunize_whole_network
 from condimmune.experiments.pipeline import LoadedRun, RunResult
 from condimmune.experiments.pipelines.deep.data import DeepTaskData, load_deep_data
 from condimmune.experiments.pipelines.deep.evaluation import DeepCurves, evaluate_deep
@@ -122,7 +123,8 @@ def run_deep(
     model = copy.deepcopy(original)
     deep = plan.method.deep
     history = DeepHistory()
-    if deep.solver is DeepSolver.PENALTY and options.immunize.epochs:
+    trains = deep.solver in (DeepSolver.PENALTY, DeepSolver.WHOLE_NETWORK)
+    if trains and options.immunize.epochs:
         with tempfile.TemporaryDirectory(prefix="condimmune-train-") as handoff:
             result = Path(handoff) / "trained.safetensors"
             fabric.launch(
@@ -151,6 +153,8 @@ def run_deep(
             resumed_from_step=history.resumed_from,
             rank_deficient_steps=history.rank_deficient_steps,
             processes=options.fabric.devices,
+            guard_rollbacks=history.rollbacks if deep.solver is DeepSolver.WHOLE_NETWORK else None,
+            last_tap_error=history.tap_error[-1] if history.tap_error else None,
         ),
         wall_seconds=time.perf_counter() - start,
         prefix_seconds=setup.prefix_seconds,
@@ -178,18 +182,32 @@ def _train_worker(
     result: Path,
 ) -> None:
     """Immunize on every process; rank 0 hands the weights and history back through a file
-    (a spawned process's return value goes through a pipe and must stay tiny)."""
-    history = immunize(
-        fabric,
-        model,
-        data.benign.train,
-        data.harmful.train,
-        plan.options.immunize,
-        harmful_classes=data.harmful.num_classes,
-        seed=plan.seed,
-        checkpoint_dir=ckpt,
-        fingerprint=plan.fingerprint(),
-        progress=progress,
-    )
+    (a spawned process's return value goes through a pipe and must stay tiny). A
+    whole-network method runs its own loop (one process, no checkpoints)."""
+    if plan.method.deep.solver is DeepSolver.WHOLE_NETWORK:
+        history = immunize_whole_network(
+            fabric,
+            model,
+            data.benign.train,
+            data.harmful_immunize,
+            data.benign_train_eval,
+            plan.options.immunize,
+            harmful_classes=data.harmful.num_classes,
+            seed=plan.seed,
+            progress=progress,
+        )
+    else:
+        history = immunize(
+            fabric,
+            model,
+            data.benign.train,
+            data.harmful_immunize,
+            plan.options.immunize,
+            harmful_classes=data.harmful.num_classes,
+            seed=plan.seed,
+            checkpoint_dir=ckpt,
+            fingerprint=plan.fingerprint(),
+            progress=progress,
+        )
     if fabric.global_rank == 0:
         save_file(state_tensors(model), result, metadata={"history": json.dumps(asdict(history))})

@@ -1,0 +1,143 @@
+"""What a deep attacker reads from a released model: :class:`ReleasedModel` (tensors and
+modules per :class:`Task`) and, per attacker family, the data it trains on and the module
+it fine-tunes (:func:`attacker_inputs`)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from torch import nn
+
+from condimmune.attacks.deep_cost import ExtractionFlops
+from condimmune.attacks.deep_train import TaskTensors
+from condimmune.attacks.probes import AttackerTransform, fit_transform
+from condimmune.attacks.registry import DeepAttacker, DeepAttackerSpec, DeepFamily
+
+__all__ = [
+    "SCRATCH_WIDTH",
+    "ReleasedModel",
+    "Task",
+    "attacker_inputs",
+    "fit_task_transform",
+    "raw_pixels",
+    "scratch_network",
+]
+
+SCRATCH_WIDTH = 64
+"""Features of the from-scratch network (:func:`scratch_network`)."""
+
+
+class Task(StrEnum):
+    HARMFUL = "harmful"
+    BENIGN = "benign"
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    """What an attacker takes from one released model, per task: the released features,
+    the (pooled) activations entering the immunized blocks (``skip``), the activations
+    themselves (``prefix``), the images, and the pooled activations of every tap
+    concatenated (``taps``, :mod:`condimmune.deep.taps`); ``blocks`` maps ``prefix``
+    activations to the released features, ``network`` maps images to them; ``extraction``
+    the FLOPs of the two parts per example (the yardstick's fixed costs). Families an
+    attacker list does not use may be left ``None``."""
+
+    features: Mapping[Task, TaskTensors]
+    feature_dim: int
+    skip: Mapping[Task, TaskTensors] | None = None
+    prefix: Mapping[Task, TaskTensors] | None = None
+    images: Mapping[Task, TaskTensors] | None = None
+    blocks: nn.Module | None = None
+    network: nn.Module | None = None
+    extraction: ExtractionFlops | None = None
+    taps: Mapping[Task, TaskTensors] | None = None
+
+
+def fit_task_transform(kind: AttackerTransform, tensors: TaskTensors) -> TaskTensors:
+    """Eq. A1: :func:`~condimmune.attacks.probes.fit_transform` fitted on the training rows
+    (centred: these probes have a bias) and applied to both splits."""
+    if kind is AttackerTransform.NONE:
+        return tensors
+    fitted = fit_transform(tensors.train_x, kind, centre=True)
+    return TaskTensors(
+        fitted.train, tensors.train_y, fitted.apply(tensors.test_x), tensors.test_y, tensors.classes
+    )
+
+
+def raw_pixels(images: TaskTensors) -> TaskTensors:
+    """The images as flat pixel vectors: the inputs of the weight-free probes."""
+    return TaskTensors(
+        images.train_x.flatten(1),
+        images.train_y,
+        images.test_x.flatten(1),
+        images.test_y,
+        images.classes,
+    )
+
+
+def scratch_network(example_shape: tuple[int, ...]) -> nn.Module:
+    """The weight-free network attacker's model, for inputs of ``example_shape`` (one
+    example, no batch axis), with :data:`SCRATCH_WIDTH` output features. Images
+    ``(C, H, W)``: two 3×3 conv layers (32 and ``SCRATCH_WIDTH`` channels) with ReLU and 2×2
+    max pooling, then global average pooling (the small CNN that reaches 0.95 on 2,000 MNIST
+    images in about 15 epochs, issue #27). Anything else: flattened, then a ReLU MLP of
+    widths 128 and ``SCRATCH_WIDTH``."""
+    if len(example_shape) == 3:
+        return nn.Sequential(
+            nn.Conv2d(example_shape[0], 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, SCRATCH_WIDTH, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+    inputs = math.prod(example_shape)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(inputs, 128),
+        nn.ReLU(),
+        nn.Linear(128, SCRATCH_WIDTH),
+        nn.ReLU(),
+    )
+
+
+def _missing(attacker: DeepAttacker, field: str) -> ValueError:
+    return ValueError(f"attacker {attacker.value} needs the model's {field}, which is missing")
+
+
+def attacker_inputs(
+    attacker: DeepAttacker, spec: DeepAttackerSpec, model: ReleasedModel, task: Task
+) -> tuple[TaskTensors, Callable[[], nn.Module] | None, int]:
+    """What one attacker trains on in ``model``: its data, and for the network families a
+    factory of the module it trains (a fresh copy each call) and that module's width."""
+    family = spec.family
+    if family is DeepFamily.PROBE:
+        return fit_task_transform(spec.transform, model.features[task]), None, 0
+    if family is DeepFamily.SKIP:
+        if model.skip is None:
+            raise _missing(attacker, "skip features")
+        return model.skip[task], None, 0
+    if family is DeepFamily.TAP:
+        if model.taps is None:
+            raise _missing(attacker, "tap activations")
+        return fit_task_transform(spec.transform, model.taps[task]), None, 0
+    if family in (DeepFamily.RAW, DeepFamily.SCRATCH):
+        if model.images is None:
+            raise _missing(attacker, "images")
+        images = model.images[task]
+        if family is DeepFamily.RAW:
+            return raw_pixels(images), None, 0
+        shape = tuple(images.train_x.shape[1:])
+        return images, lambda: scratch_network(shape), SCRATCH_WIDTH
+    blocks = family is DeepFamily.BLOCKS
+    inputs = model.prefix if blocks else model.images
+    module = model.blocks if blocks else model.network
+    if inputs is None or module is None:
+        raise _missing(attacker, "prefix activations" if blocks else "images")
+    trained = module
+    return inputs[task], lambda: copy.deepcopy(trained), model.feature_dim

@@ -1,0 +1,237 @@
+"""``full-depth``: its pieces against direct computations, and its loop on a tiny problem."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from condimmune.core.errors import ArgumentError
+from condimmune.deep.backbones import build_model
+from condimmune.deep.checkpoint import DeepHistory
+from condimmune.deep.images import KeyedDataset
+from condimmune.deep.taps import pool_tap, record_taps, tap_names
+from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, make_fabric
+from condimmune.deep.whole_network import _Guard, _guard_step, immunize_whole_network
+from condimmune.methods.full_depth import (
+    FullDepthObjective,
+    FullDepthOptions,
+    InnerOptimizer,
+    InnerState,
+    anchor_loss,
+    guard_should_roll_back,
+    inner_step,
+    kl_to_uniform,
+    ridge_heldout_error,
+    tap_weights,
+)
+from condimmune.methods.registry import configure_method
+
+
+def _problem(seed: int, n: int, k: int, classes: int):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, k, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 3.0, k)
+    y = torch.arange(n) % classes
+    x = x + F.one_hot(y, classes).double() @ torch.randn(classes, k, generator=gen).double()
+    return x, y
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "classes", "ridge"),
+    [(40, 5, 3, 1e-3), (30, 12, 4, 0.1), (16, 20, 2, 1e-2)],
+    ids=["tall", "square-ish", "wide-features"],
+)
+def test_tap_adversary_equals_a_directly_fitted_ridge_probe(n, k, classes, ridge) -> None:
+    x, y = _problem(0, 2 * n, k, classes)
+    fit_x, fit_y, held_x, held_y = x[:n], y[:n], x[n:], y[n:]
+    got = float(ridge_heldout_error(fit_x, fit_y, held_x, held_y, classes, ridge))
+    # direct: numpy least squares with an unpenalised intercept column and ridge rows
+    # that penalise only the weights, float64
+    centred = fit_x.numpy() - fit_x.numpy().mean(axis=0)
+    lam = ridge * np.trace(centred.T @ centred) / k
+    a = np.hstack([fit_x.numpy(), np.ones((n, 1))])
+    penalty = np.hstack([math.sqrt(lam) * np.eye(k), np.zeros((k, 1))])
+    targets = np.eye(classes)[fit_y.numpy()]
+    stacked = np.vstack([a, penalty])
+    padded = np.vstack([targets, np.zeros((k, classes))])
+    w = np.linalg.lstsq(stacked, padded, rcond=None)[0]
+    held = np.hstack([held_x.numpy(), np.ones((len(held_y), 1))])
+    held_targets = np.eye(classes)[held_y.numpy()]
+    error = ((held @ w - held_targets) ** 2).sum()
+    prior = ((targets.mean(axis=0, keepdims=True) - held_targets) ** 2).sum()
+    assert got == pytest.approx(error / prior, rel=1e-9)
+
+
+def test_tap_adversary_does_not_change_when_the_features_are_rescaled() -> None:
+    x, y = _problem(1, 60, 6, 3)
+    base = ridge_heldout_error(x[:30], y[:30], x[30:], y[30:], 3, 1e-3)
+    scaled = ridge_heldout_error(7.0 * x[:30], y[:30], 7.0 * x[30:], y[30:], 3, 1e-3)
+    assert float(scaled) == pytest.approx(float(base), rel=1e-12)
+
+
+def test_tap_adversary_gradient_matches_finite_differences() -> None:
+    x, y = _problem(2, 24, 4, 3)
+    fit = x[:12].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda f: ridge_heldout_error(f, y[:12], x[12:], y[12:], 3, 1e-2), (fit,)
+    )
+
+
+@pytest.mark.parametrize("kind", list(InnerOptimizer), ids=lambda k: k.value)
+def test_simulated_attackers_update_equals_a_plain_optimizer_step(kind) -> None:
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(5, 4, generator=gen)
+    grads = [torch.randn(5, 4, generator=gen) for _ in range(4)]
+    param = torch.nn.Parameter(start.clone())
+    optimizer = (
+        torch.optim.SGD([param], lr=0.05, momentum=0.9, nesterov=True)
+        if kind is InnerOptimizer.SGD
+        else torch.optim.AdamW([param], lr=0.05)
+    )
+    ours, state = start.clone(), InnerState()
+    for grad in grads:
+        param.grad = grad.clone()
+        optimizer.step()
+        ours = inner_step(kind, ours, grad, state, 0.05)
+        torch.testing.assert_close(ours, param.detach(), rtol=1e-6, atol=1e-7)
+    assert not ours.requires_grad
+
+
+def test_kl_to_uniform_is_zero_at_uniform_and_bounded_by_log_c() -> None:
+    assert float(kl_to_uniform(torch.zeros(3, 5))) == pytest.approx(0.0, abs=1e-7)
+    sure = torch.tensor([[1e4, 0.0, 0.0, 0.0]])
+    assert float(kl_to_uniform(sure)) == pytest.approx(math.log(4), rel=1e-6)
+
+
+def test_anchor_is_zero_at_theta0_and_weights_later_taps_more() -> None:
+    taps = [torch.ones(4, 3), torch.ones(4, 2)]
+    assert float(anchor_loss(taps, taps)) == 0.0
+    moved = [taps[0] * 2, taps[1]]
+    assert float(anchor_loss(moved, taps)) == pytest.approx(tap_weights(2)[0] * 1.0)
+    assert tap_weights(3) == pytest.approx([1 / 3, 2 / 3, 1.0])
+    with pytest.raises(ValueError, match="as many taps"):
+        anchor_loss(taps, taps[:1])
+
+
+@pytest.mark.parametrize(
+    ("original", "now", "points", "roll_back"),
+    [(0.95, 0.94, 2.0, False), (0.95, 0.92, 2.0, True), (0.95, 0.97, 2.0, False)],
+    ids=["one-point-drop", "three-point-drop", "better"],
+)
+def test_guard_rule(original, now, points, roll_back) -> None:
+    assert guard_should_roll_back(original, now, points) is roll_back
+
+
+def test_options_refuse_an_empty_learning_rate_range() -> None:
+    with pytest.raises(ValueError, match="simulate_lr_min"):
+        configure_method("full-depth", "deep", simulate_lr_min=1.0, simulate_lr_max=0.1)
+
+
+# ------------------------------------------------------------------------- the loop
+def _images(seed: int, n: int, classes: int) -> KeyedDataset:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 1, 8, 8, generator=gen) + y.view(-1, 1, 1, 1).float()
+    return KeyedDataset(x, y)
+
+
+def _cfg(**options: object) -> ImmunizeOptions:
+    method = configure_method("full-depth", "deep", **options)
+    return ImmunizeOptions(method=method, epochs=2, batch_size=8, lr=1e-2)
+
+
+def test_taps_are_pooled_block_outputs_in_depth_order() -> None:
+    model = build_model("small-cnn", num_classes=3, image_size=8, seed=0).eval()
+    x = _images(0, 4, 3).images
+    with record_taps(model) as taps:
+        features, _ = model(x)
+    assert [t.shape[1] for t in taps] == [16, 32, 128]
+    torch.testing.assert_close(taps[-1], features)
+    torch.testing.assert_close(taps[0], pool_tap(model.body.block1(x)))
+    with pytest.raises(ValueError, match="2–4 dimensions"):
+        pool_tap(torch.zeros(1, 1, 1, 1, 1))
+
+
+def test_simulated_attack_leaves_the_model_untouched_and_returns_body_gradients() -> None:
+    model = build_model("small-cnn", num_classes=3, image_size=8, seed=0).eval()
+    before = copy.deepcopy(model.state_dict())
+    data = _images(1, 16, 2)
+    objective = FullDepthObjective(FullDepthOptions(simulate_steps=2), 2)
+    grads, value = objective.simulated_attack(
+        model,
+        model.feature_dim,
+        (data.images[:8], data.labels[:8]),
+        data.images[8:],
+        torch.Generator().manual_seed(0),
+    )
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, before[name])
+    assert not model.training
+    assert grads and all(name.startswith("body.") for name in grads)
+    assert 0.0 <= value <= math.log(2)
+
+
+def test_whole_network_loop_trains_every_block_and_records_its_terms() -> None:
+    model = build_model("small-cnn", num_classes=3, image_size=8, seed=0)
+    start = copy.deepcopy(model.state_dict())
+    benign = _images(2, 24, 3)
+    history = immunize_whole_network(
+        make_fabric(FabricOptions()),
+        model,
+        benign,
+        _images(3, 16, 2),
+        benign,
+        _cfg(guard_points=100.0),
+        harmful_classes=2,
+        seed=0,
+        progress=False,
+    )
+    assert history.global_step == 6 and len(history.tap_error) == 6
+    assert history.rollbacks == 0
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, start[k])}
+    assert "body.block1.0.weight" in moved and "body.block3.0.weight" in moved
+
+
+def test_guard_rolls_back_to_the_last_checked_state_and_halves_the_lr() -> None:
+    model = build_model("small-cnn", num_classes=3, image_size=8, seed=0).eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    x = _images(4, 4, 3).images
+    # each image twice with two labels: no model scores above 0.5
+    failing = _Guard(torch.cat([x, x]), torch.cat([torch.zeros(4), torch.ones(4)]).long(), 1.0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    history = DeepHistory()
+    objective = FullDepthObjective(FullDepthOptions(), 3)
+    kept = _guard_step(model, optimizer, failing, objective, snapshot, history)
+    assert history.rollbacks == 1 and kept is snapshot
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, snapshot[0][name])
+    assert [g["lr"] for g in optimizer.param_groups] == [0.05]
+    passing = _Guard(failing.x, failing.y, 0.0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+    new = _guard_step(model, optimizer, passing, objective, kept, history)
+    assert history.rollbacks == 1 and new is not kept
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(new[0][name], tensor)
+
+
+def test_whole_network_refuses_prefix_inputs_and_untapped_models() -> None:
+    model = build_model("small-cnn", num_classes=3, image_size=8, seed=0)
+    model.read_prefix()
+    data = _images(6, 16, 3)
+    with pytest.raises(ArgumentError, match="cache_prefix"):
+        immunize_whole_network(
+            make_fabric(FabricOptions()), model, data, data, data, _cfg(), harmful_classes=3, seed=0
+        )
+    model.read_prefix(False)
+    model.body.TAPS = ()
+    with pytest.raises(ArgumentError, match="names no taps"):
+        tap_names(model)

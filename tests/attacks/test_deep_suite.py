@@ -549,3 +549,33 @@ def test_tap_probes_and_recalibration_pay_one_pass_over_the_network(attacker, fi
         network=network,
     )
     assert curves.fixed_flops == pytest.approx(fixed_per_row * data.train_x.shape[0])
+
+
+def test_healing_fine_tunes_a_copy_on_the_benign_task_and_is_charged_for_it(problem):
+    from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
+    from condimmune.attacks.deep_inputs import attacker_inputs, healed_network
+
+    model = _released(problem, _blocks())
+    benign = model.images[Task.BENIGN]
+    before = copy.deepcopy(model.network.state_dict())
+    healed = [healed_network(model.network, benign, K, 10, 32, seed) for seed in (0, 0, 1)]
+    assert model.network.state_dict().keys() == before.keys()
+    for name, value in model.network.state_dict().items():
+        assert torch.equal(value, before[name]), name  # the released network is untouched
+    weights = [h.state_dict()["0.weight"] for h in healed]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert not torch.equal(weights[0], before["0.weight"]) and not healed[0].training
+    spec = DEEP_ATTACKERS[DeepAttacker.HEAL_ADAM]
+    data, make, width = attacker_inputs(
+        DeepAttacker.HEAL_ADAM, spec, model, Task.HARMFUL, heal=(10, 32, 0)
+    )
+    torch.testing.assert_close(make().state_dict()["0.weight"], weights[0])
+    plain = DEEP_ATTACKERS[DeepAttacker.FULL_ADAM]
+    trial = [({"lr": 1e-3, "weight_decay": 0.0}, [0.1, 0.5])]
+    costs = [
+        attacker_curves(a.value, sp, trial, [0, 10], data, ExtractionFlops(3.0, 4.0),
+                        network=(make, width, 32))
+        for a, sp in ((DeepAttacker.HEAL_ADAM, spec), (DeepAttacker.FULL_ADAM, plain))
+    ]  # fmt: skip
+    assert costs[0].fixed_flops == pytest.approx(10 * costs[1].step_flops[0])
+    assert costs[1].fixed_flops == 0.0

@@ -12,7 +12,8 @@ skip       ``n·p``: the activations        the head on ``n`` rows
 tap        ``n·(p + q)``: every tap        the head on ``n`` rows
 blocks     ``n·p``: the activations        blocks + head on ``b`` activations
 full       0 (``n·(p + q)`` with batch-norm  network + head on ``b`` images
-           re-calibration: one pass)
+           re-calibration: one pass; the
+           heal phase's steps for heal-adam)
 raw        0                               the head on ``n`` flat images
 scratch    0                               the from-scratch CNN + head on ``b`` images
 =========  ==============================  ============================================
@@ -104,11 +105,12 @@ def attacker_curves(
     else:
         make, width, batch = network
         steps = [_network_step(make, width, data, batch)] * len(trials)
+    heal = eval_steps[-1] * steps[0] if spec.heal and steps else 0.0  # as many benign steps
     return AttackerCurves(
         name,
         [list(curve) for _, curve in trials],
         list(eval_steps),
-        _fixed(spec.family, extraction, rows, spec.recalibrate),
+        _fixed(spec.family, extraction, rows, spec.recalibrate) + heal,
         steps,
         eval_steps[-1],
         spec.weight_free,

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from condimmune.attacks.deep_cost import ExtractionFlops
@@ -110,11 +112,46 @@ def _missing(attacker: DeepAttacker, field: str) -> ValueError:
     return ValueError(f"attacker {attacker.value} needs the model's {field}, which is missing")
 
 
+HEAL_LR = 1e-4
+"""AdamW's learning rate in the heal phase of an attacker that heals first (fixed: the
+benign task's own fine-tuning, not part of the search)."""
+
+
+def healed_network(
+    network: nn.Module, benign: TaskTensors, width: int, steps: int, batch: int, seed: int
+) -> nn.Module:
+    """A copy of ``network`` fine-tuned on the benign task first ("heal, then attack"):
+    ``steps`` AdamW steps (lr :data:`HEAL_LR`) of every parameter and a new zero head on
+    seeded minibatches of ``batch`` benign training images, in train mode; returned in eval
+    mode, without the head."""
+    net = copy.deepcopy(network)
+    head = nn.Linear(width, benign.classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    model = nn.Sequential(net, head).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=HEAL_LR)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        rows = torch.randperm(benign.train_x.shape[0], generator=gen)[:batch]
+        loss = F.cross_entropy(model(benign.train_x[rows]), benign.train_y[rows])
+        optimizer.zero_grad()
+        torch.autograd.backward(loss)
+        optimizer.step()
+    return net.eval()
+
+
 def attacker_inputs(
-    attacker: DeepAttacker, spec: DeepAttackerSpec, model: ReleasedModel, task: Task
+    attacker: DeepAttacker,
+    spec: DeepAttackerSpec,
+    model: ReleasedModel,
+    task: Task,
+    *,
+    heal: tuple[int, int, int] = (0, 128, 0),
 ) -> tuple[TaskTensors, Callable[[], nn.Module] | None, int]:
     """What one attacker trains on in ``model``: its data, and for the network families a
-    factory of the module it trains (a fresh copy each call) and that module's width."""
+    factory of the module it trains (a fresh copy each call) and that module's width.
+    ``heal``: (steps, minibatch, seed) of the benign phase of an attacker that heals first
+    (:func:`healed_network`, once per call)."""
     family = spec.family
     if family is DeepFamily.PROBE:
         return fit_task_transform(spec.transform, model.features[task]), None, 0
@@ -140,4 +177,8 @@ def attacker_inputs(
     if inputs is None or module is None:
         raise _missing(attacker, "prefix activations" if blocks else "images")
     trained = module
+    if spec.heal:
+        if model.images is None or Task.BENIGN not in model.images:
+            raise _missing(attacker, "benign images")
+        trained = healed_network(module, model.images[Task.BENIGN], model.feature_dim, *heal)
     return inputs[task], lambda: copy.deepcopy(trained), model.feature_dim

@@ -67,7 +67,9 @@ def _objective(
     seed: int,
 ) -> Objective:
     """``(params, trial number) → TrialResult`` of one attacker on one model and task."""
-    data, make_network, width = attacker_inputs(attacker, spec, model, task)
+    data, make_network, width = attacker_inputs(
+        attacker, spec, model, task, heal=(budget.steps, budget.batch_size, seed)
+    )
     scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
 
     def run(params: Mapping[str, float], number: int) -> TrialResult:
@@ -194,7 +196,8 @@ def _curves(
     spec = DEEP_ATTACKERS[attacker]
     if model.extraction is None and spec.family in _EXTRACTING:
         return None
-    data, make_network, width = attacker_inputs(attacker, spec, model, Task.HARMFUL)
+    heal = (options.finetune_steps, options.batch_size, options.seed)
+    data, make_network, width = attacker_inputs(attacker, spec, model, Task.HARMFUL, heal=heal)
     return attacker_curves(
         attacker.value,
         spec,

@@ -77,6 +77,7 @@ class DeepAttacker(StrEnum):
     FULL_ADAM = "full-adam"
     FULL_REINIT = "full-reinit"
     FULL_RECAL_ADAM = "full-recal-adam"
+    HEAL_ADAM = "heal-adam"
     RAW_LSTSQ = "raw-lstsq"
     RAW_ADAM = "raw-adam"
     SCRATCH_ADAM = "scratch-adam"
@@ -126,9 +127,10 @@ _WD = LogFloat("weight_decay", 1e-8, 1e-2)
 @dataclass(frozen=True)
 class DeepAttackerSpec:
     """One deep attacker: what it trains, the optimizer, the feature transform, the search
-    space, whether it needs a hidden layer, re-initialises the blocks or re-estimates the
-    batch-norm statistics on the attacker's data first (``recalibrate``), and whether its
-    benign accuracy counts for the utility cap (a linear probe on the released features)."""
+    space, whether it needs a hidden layer, re-initialises the blocks, re-estimates the
+    batch-norm statistics on the attacker's data first (``recalibrate``) or fine-tunes the
+    network on the benign task first (``heal``), and whether its benign accuracy counts for
+    the utility cap (a linear probe on the released features)."""
 
     description: str
     family: DeepFamily
@@ -138,6 +140,7 @@ class DeepAttackerSpec:
     hidden: bool = False
     reinit: bool = False
     recalibrate: bool = False
+    heal: bool = False
 
     @property
     def linear_probe(self) -> bool:
@@ -262,6 +265,14 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
             Optimizer.ADAM,
             (LogFloat("lr", 1e-6, 1e-2), _WD),
             recalibrate=True,
+        ),
+        DeepAttacker.HEAL_ADAM: DeepAttackerSpec(
+            "fine-tune every parameter on the benign task first (AdamW, as many steps as the "
+            "attack), then `full-adam` on the harmful task ('heal, then attack')",
+            DeepFamily.FULL,
+            Optimizer.ADAM,
+            (LogFloat("lr", 1e-6, 1e-2), _WD),
+            heal=True,
         ),
         DeepAttacker.RAW_LSTSQ: DeepAttackerSpec(
             "ridge least-squares head on the raw pixels, in closed form (reads no weight)",

@@ -90,6 +90,23 @@ def test_a_second_attack_reads_the_stored_trials_back(runs, tmp_path):
     # the same settings: the two attackers' results (read back) join the earlier ones
     assert after["attackers"] == before["attackers"]
     assert after["worst_case"] == before["worst_case"]
+    assert "yardstick" not in after  # two attackers' costs alone cannot give it
+
+
+def test_a_second_attack_by_every_attacker_keeps_the_yardstick(runs, tmp_path):
+    """An attack re-run over every attacker (e.g. after an attacker was added to the suite)
+    reads the stored trials back and keeps the yardstick, which needs every cost."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["leace"], run)
+    before = json.loads((run / "metrics.json").read_text())["attack_suite"]
+    stored = _stored_trials(run)
+    result = invoke("attack", run, "--no-progress", *sets(QUICK_ATTACK))
+    assert result.exit_code == 0, result.output
+    assert _stored_trials(run) == stored
+    after = json.loads((run / "metrics.json").read_text())["attack_suite"]
+    assert after["attackers"] == before["attackers"]
+    assert after["yardstick"] == before["yardstick"]
+    assert after["wall_seconds"] > before["wall_seconds"]
 
 
 def _harmful_features(run: Path, which: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ names members of that family. docs/attacks.md describes every attacker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -140,7 +140,9 @@ class DeepAttackerSpec:
     hidden: bool = False
     reinit: bool = False
     recalibrate: bool = False
-    heal: bool = False
+    heal: bool = field(default=False, repr=False)
+    """Left out of ``repr``, which names the attackers' stored searches: adding this field
+    kept the names (and so the stored trials) of every earlier attacker."""
 
     @property
     def linear_probe(self) -> bool:

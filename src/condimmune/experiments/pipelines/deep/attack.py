@@ -148,11 +148,15 @@ def _merged(
 ) -> tuple[DeepAttackSuite, list[str]]:
     """``new`` with the attackers of an ``earlier`` suite under the same settings added (an
     attacker run again is replaced; the worst case and the utility check are over all of
-    them); under other settings ``new`` alone, and the earlier attackers it replaces."""
+    them; the yardstick only when ``new`` ran every earlier attacker again, since it needs
+    each one's costs); under other settings ``new`` alone, and the earlier attackers it
+    replaces."""
     if earlier is None:
         return new, []
     if earlier.settings.without_storage() != new.settings.without_storage():
         return new, sorted(set(earlier.attackers) - set(new.attackers))
+    if set(new.attackers) >= set(earlier.attackers):
+        return replace(new, wall_seconds=earlier.wall_seconds + new.wall_seconds), []
     summaries = {DeepAttacker(k): v for k, v in {**earlier.attackers, **new.attackers}.items()}
     wall = earlier.wall_seconds + new.wall_seconds
     return suite_record(summaries, new.settings, wall), []

@@ -351,7 +351,7 @@ def test_suite_errors_are_explained(problem):
         with pytest.raises(ValueError, match=f"needs the model's {missing}"):
             run_deep_suite([attacker], bare, bare, OPTIONS)
     for field, value, message in (
-        ("trials", 0, "attack.trials must be a positive int"),
+        ("trials", 0, "trials must be a positive int"),
         ("target_fraction", 1.5, "target_fraction must be in"),
         ("utility_cap", -1.0, "utility_cap must be ≥ 0"),
     ):

@@ -3,10 +3,11 @@
 fault, no traceback, and nothing on disk but what was there before.
 
 Classes: ``--set`` values and keys, YAML config files, the output location (a file, under a
-file, not empty, busy, read-only, full disk), MNIST IDX files (kind, gzip vs raw, type,
-truncation, labels, shapes), Ames CSV files, damaged run directories for ``evaluate`` and
-``attack``, ``attack``/``sweep`` options, ``sweep --resume`` against other runs, and the deep
-runner's weights, cached θ0, checkpoints and Lightning settings.
+file, not empty, busy, read-only, full disk; from a real process: the working directory and
+places under ``/proc``), MNIST IDX files (kind, gzip vs raw, type, truncation, labels,
+shapes), Ames CSV files, damaged run directories for ``evaluate`` and ``attack``,
+``attack``/``sweep`` options, ``sweep --resume`` against other runs, and the deep runner's
+weights, cached θ0, checkpoints and Lightning settings.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -684,3 +687,87 @@ def test_bad_input_is_one_line_naming_the_culprit_and_leaves_nothing(
     for name in bad.names:
         assert name.format(**env) in line, line
     assert after == before, "the command left files behind or changed them"
+
+
+# --- the output location, from a real process: its working directory, and /proc --------------
+@dataclass(frozen=True)
+class OutPlace:
+    """``condimmune run digits --out OUT`` started in ``cwd``; ``out``, ``cwd`` and ``names``
+    may hold ``{tmp}``."""
+
+    out: str
+    cwd: str
+    names: tuple[str, ...]
+    setup: Callable[[Path], object] | None = None
+
+
+def folder(relative: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / relative).mkdir(parents=True)
+
+
+CURRENT = ("is the current directory", "--out {tmp}/here")
+OUT_PLACES = {
+    "out-dot-in-an-empty-working-directory": OutPlace(".", "{tmp}/here", CURRENT, folder("here")),
+    "out-names-the-working-directory": OutPlace(
+        "{tmp}/here", "{tmp}/here", CURRENT, folder("here")
+    ),
+    "out-dot-in-a-working-directory-with-files": OutPlace(
+        ".", "{tmp}/here", CURRENT, write("here/notes.txt", "mine")
+    ),
+    "out-dot-dot-of-a-subdirectory": OutPlace(
+        "..", "{tmp}/here/sub", ("already exists", "--out {tmp}/here"), folder("here/sub")
+    ),
+    "out-in-proc": OutPlace(
+        "/proc/condimmune-out",
+        "{tmp}",
+        ("cannot create files in /proc:", "--out /proc/condimmune-out"),
+    ),
+    "out-in-proc-sys": OutPlace(
+        "/proc/sys/condimmune-out",
+        "{tmp}",
+        ("cannot create files in /proc/sys:", "--out /proc/sys/condimmune-out"),
+    ),
+    "out-under-a-new-folder-in-proc": OutPlace(
+        "/proc/condimmune-new/run",
+        "{tmp}",
+        ("cannot create /proc/condimmune-new", "--out /proc/condimmune-new/run"),
+    ),
+}
+
+
+@pytest.mark.skipif(not Path("/proc/sys").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("place", OUT_PLACES.values(), ids=OUT_PLACES.keys())
+def test_an_out_that_is_the_working_directory_or_unwritable_is_refused_by_a_real_process(
+    place: OutPlace, tmp_path: Path
+) -> None:
+    """The command's own process, started in ``cwd``: exit code 2, one line naming the path,
+    and the working directory (the same inode, mode and files) and ``/proc`` as they were."""
+    if place.setup is not None:
+        place.setup(tmp_path)
+    tmp = tmp_path.resolve()  # as the command names it
+    out, cwd = (Path(p.format(tmp=tmp)) for p in (place.out, place.cwd))
+    absolute = (cwd / out).resolve()
+    existed = absolute.exists()
+    stat = absolute.stat() if existed else None
+    before = snapshot(tmp_path)
+    command = [str(Path(sys.executable).parent / "condimmune"), "run", "digits", "--out", str(out)]
+    result = subprocess.run(
+        [*command, "--no-progress", *sets(TINY_LINEAR)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    for name in place.names:
+        assert name.format(tmp=tmp) in line, line
+    assert snapshot(tmp_path) == before, "the command left files behind or changed them"
+    assert absolute.exists() == existed
+    if stat is not None:  # the very directory, not a new one renamed into its place
+        now = absolute.stat()
+        assert (now.st_ino, now.st_mode) == (stat.st_ino, stat.st_mode)
+    for proc in (Path("/proc"), Path("/proc/sys")):  # no lock file, no folder
+        assert not list(proc.glob("*condimmune-*"))

@@ -1,7 +1,8 @@
-"""Files bound to their run (issue 26 §1): a run directory's manifest refuses files swapped
-in from another run, edited after the run, missing or unlisted, with exit code 2, an error
-naming the file, and nothing at the run's path changed; ``attack`` replaces its files all
-at once, so a process killed at any point leaves a directory whose files belong together."""
+"""Files bound to their run (issue 26 §1): a run directory's manifest (linear and deep runs)
+refuses files swapped in from another run, edited after the run, missing or unlisted, with
+exit code 2, an error naming the file, and nothing at the run's path changed; ``attack``
+replaces its files all at once, so a process killed at any point leaves a directory whose
+files belong together."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _cli_support import TINY_LINEAR, error_line, invoke, sets, snapshot
+from _cli_support import TINY_DEEP, TINY_LINEAR, error_line, invoke, sets, snapshot
 
 from condimmune.experiments.manifest import MANIFEST, stage_update
 
@@ -105,6 +106,54 @@ def test_files_that_do_not_belong_to_the_run_are_refused(
     assert named in line and str(run) in line, line
     assert "internal error" not in line
     assert snapshot(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def deep_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two finished tiny mnist-cnn runs of seeds 0 and 1: the same shapes, other weights."""
+    root = tmp_path_factory.mktemp("deep")
+    for seed in (0, 1):
+        args = ("run", "mnist-cnn", "--out", root / f"seed{seed}", "--no-progress")
+        result = invoke(*args, *sets([*TINY_DEEP, f"seed={seed}"]))
+        assert result.exit_code == 0, result.output
+    return root / "seed0", root / "seed1"
+
+
+def contents(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root``: a file's bytes, ``None`` for a directory."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+DEEP_ATTACK = ("--attackers", "linear-gd", "--no-progress", "--set", "attack.trials=1")
+DEEP_COMMANDS = {
+    "evaluate": ("evaluate", "{run}"),
+    "attack": ("attack", "{run}", *DEEP_ATTACK),
+    "attack-matrix": ("attack-matrix", "{run}", "--out", "{tmp}/matrix"),
+}
+
+
+@pytest.mark.parametrize("command", DEEP_COMMANDS.values(), ids=DEEP_COMMANDS.keys())
+@pytest.mark.parametrize("name", ["immunized.safetensors", "original.safetensors"])
+def test_a_deep_runs_model_from_another_run_is_refused(
+    name: str, command: tuple[str, ...], deep_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 26's example on a deep run: a model file of another run, of the same shapes
+    (only the manifest tells them apart), is refused naming it; not a byte changes."""
+    mine, other = deep_runs
+    run = tmp_path / "run"
+    shutil.copytree(mine, run)
+    shutil.copyfile(other / name, run / name)
+    assert (run / name).read_bytes() != (mine / name).read_bytes()
+    before, files = snapshot(tmp_path), contents(tmp_path)
+    result = invoke(*(a.format(run=run, tmp=tmp_path) for a in command))
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert str(run / name) in line and "sha256" in line, line
+    assert "internal error" not in line
+    assert snapshot(tmp_path) == before and contents(tmp_path) == files
 
 
 def test_a_fresh_run_verifies_and_an_attack_keeps_it_sealed(tiny_run: Path, tmp_path: Path) -> None:

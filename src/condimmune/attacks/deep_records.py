@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
 from condimmune.attacks.search import StudyTrials, describe
 from condimmune.attacks.yardstick import Yardstick
+from condimmune.core.errors import ArgumentError
 from condimmune.core.records import JsonRecord
 
 __all__ = [
@@ -58,7 +59,8 @@ class DeepAttackOptions(JsonRecord):
     ``study_name``): name them by what θ0's trials depend on and runs that release the same
     θ0 share them (each is searched once); an attacker that reads no released weight is
     searched once there for both models. ``labels_per_class``: the attacker has only this
-    many labelled harmful training examples per class (``None``: all of them)."""
+    many labelled harmful training examples per class (``None``: all of them). A value out
+    of range is an :class:`~condimmune.core.errors.ArgumentError` naming its field."""
 
     trials: int = 20
     finetune_trials: int = 20
@@ -91,13 +93,17 @@ class DeepAttackOptions(JsonRecord):
             if name in ("benign_trials", "labels_per_class") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"attack.{name} must be a positive int, got {value!r}")
+                raise ArgumentError(
+                    f"{{{name}}} must be a positive int, got {{value!r}}", value=value
+                )
         if not 0.0 < self.target_fraction <= 1.0:
-            raise ValueError(
-                f"attack.target_fraction must be in (0, 1], got {self.target_fraction!r}"
+            raise ArgumentError(
+                "{target_fraction} must be in (0, 1], got {value!r}", value=self.target_fraction
             )
         if not self.utility_cap >= 0.0:
-            raise ValueError(f"attack.utility_cap must be ≥ 0 points, got {self.utility_cap!r}")
+            raise ArgumentError(
+                "{utility_cap} must be ≥ 0 points, got {value!r}", value=self.utility_cap
+            )
 
     def without_storage(self) -> DeepAttackOptions:
         """These settings with :data:`STORAGE_FIELDS` cleared: equal for the same attack."""

@@ -74,6 +74,14 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
             "group_size": "eval.group_size",
             "storage": "attack.storage",
             "seconds": "attack.seconds",
+            "trials": "attack.trials",
+            "finetune_trials": "attack.finetune_trials",
+            "probe_steps": "attack.probe_steps",
+            "finetune_steps": "attack.finetune_steps",
+            "benign_trials": "attack.benign_trials",
+            "labels_per_class": "attack.labels_per_class",
+            "target_fraction": "attack.target_fraction",
+            "utility_cap": "attack.utility_cap",
         }
     )
     sweep_columns: ClassVar[tuple[Column, ...]] = (

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from condimmune.attacks.cost import forward_flops, linear_probe_step_flops, training_step_flops
-from condimmune.attacks.yardstick import AttackerCurves, attack_cost, cheapest, yardstick
+from condimmune.attacks.yardstick import (
+    AttackerCurves,
+    attack_cost,
+    cheapest,
+    weight_reading_slowdown,
+    yardstick,
+)
 from condimmune.core.errors import ArgumentError
 
 STEPS = [0, 10, 20, 30, 40]
@@ -79,6 +85,23 @@ def test_a_model_no_weight_reading_attacker_can_use_gives_s_max():
     y = yardstick([probe, free], [useless], 0.9)
     assert y.cheapest_immunized.attacker == "scratch"
     assert y.s == y.s_max and y.p == pytest.approx(1.0)
+
+
+def test_the_weight_reading_slowdown_leaves_the_weight_free_attackers_out():
+    """Raw pixels the cheapest on both models (S = 1), while every weight-reading attacker
+    needs twice the steps on θ_I: the diagnostic says 2, a bound when θ_I's never reached."""
+    free = curves("raw", [0.1, 0.95, 0.95, 0.95, 0.95], free=True)
+    fast = curves("probe", [0.1, 0.2, 0.95, 0.95, 0.95], step_flops=2.0)
+    slow = curves("probe", [0.1, 0.2, 0.3, 0.3, 0.95], step_flops=2.0)
+    never = curves("probe", [0.1, 0.2, 0.3, 0.3, 0.3], step_flops=2.0)
+    y = yardstick([free, fast], [free, slow], 0.95)
+    assert y.s == 1.0
+    assert weight_reading_slowdown(y, {"raw"}) == (2.0, True)
+    bound = weight_reading_slowdown(yardstick([free, fast], [free, never], 0.95), {"raw"})
+    assert bound == (2.0, False)  # the whole budget of θ_I's trial: a lower bound
+    unused = yardstick([free, never], [free, never], 0.95)  # θ0: no weight-reading route
+    assert weight_reading_slowdown(unused, {"raw"}) is None
+    assert weight_reading_slowdown(y, {"raw", "probe"}) is None
 
 
 def test_without_weight_free_attackers_there_is_no_ceiling():

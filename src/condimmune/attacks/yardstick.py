@@ -36,13 +36,21 @@ elsewhere (:mod:`condimmune.attacks.cost`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from condimmune.core.errors import ArgumentError
 from condimmune.core.records import JsonRecord
 
-__all__ = ["AttackerCurves", "Cost", "Yardstick", "attack_cost", "cheapest", "yardstick"]
+__all__ = [
+    "AttackerCurves",
+    "Cost",
+    "Yardstick",
+    "attack_cost",
+    "cheapest",
+    "weight_reading_slowdown",
+    "yardstick",
+]
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,25 @@ def cheapest(costs: Sequence[Cost]) -> Cost:
         raise ArgumentError("no attacker to compare; give at least one")
     reached = [c for c in costs if c.reached]
     return min(reached or costs, key=lambda c: c.flops)
+
+
+def weight_reading_slowdown(
+    stick: Yardstick, weight_free: Collection[str]
+) -> tuple[float, bool] | None:
+    """``S`` restricted to the attackers that read the released weights (a diagnostic beside
+    Eq. Y4, not the headline): the cheapest such attack on θ_I over the cheapest on θ0, and
+    whether θ_I's reached the target (else the ratio is a lower bound); ``None`` when no
+    weight-reading attacker reached the target on θ0."""
+    reading = [
+        [c for c in costs if c.attacker not in weight_free]
+        for costs in (stick.original, stick.immunized)
+    ]
+    if not reading[0] or not reading[1]:
+        return None
+    best_original, best_immunized = cheapest(reading[0]), cheapest(reading[1])
+    if not best_original.reached:
+        return None
+    return best_immunized.flops / best_original.flops, best_immunized.reached
 
 
 def yardstick(

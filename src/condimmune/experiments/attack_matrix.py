@@ -34,6 +34,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from condimmune.attacks.deep_records import DeepAttackSuite
+from condimmune.attacks.registry import DEEP_ATTACKERS
+from condimmune.attacks.yardstick import weight_reading_slowdown
 from condimmune.core.records import JsonRecord
 from condimmune.experiments.figures import HeatCell, draw_factor_heat_map, factor_text
 from condimmune.experiments.matrix_runs import MatrixRun, load_matrix_runs
@@ -93,6 +95,8 @@ class MatrixGroup(JsonRecord):
     """Its from-scratch ceiling S_max over the runs that measured it."""
     p: Stat | None = None
     """P = log S / log S_max (Eq. Y5) over the runs with S_max > 1."""
+    s_reading: Stat | None = None
+    """S over the weight-reading attackers only (a diagnostic: the weight-free left out)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
     utilities = [s.utility for s in suites if s.utility is not None]
     sticks = [s.yardstick for s in suites if s.yardstick is not None]
     ceilings = [y for y in sticks if y.s_max is not None and y.cheapest_weight_free is not None]
+    free = {a.value for a, spec in DEEP_ATTACKERS.items() if spec.weight_free}
+    reading = [r for y in sticks if (r := weight_reading_slowdown(y, free)) is not None]
     return MatrixGroup(
         experiment=key[0],
         method=key[1],
@@ -144,6 +150,7 @@ def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
             ),
         ),
         p=_stat([y.p for y in sticks if y.p is not None]),
+        s_reading=_stat([r[0] for r in reading], sum(not r[1] for r in reading)),
     )
 
 
@@ -278,6 +285,7 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         ("**S = T*(θ_I) / T*(θ0)** (FLOPs to one target)", [f"**{_text(g.s)}**" for g in groups]),
         ("S_max (weight-free ceiling)", [_text(g.s_max) for g in groups]),
         ("P = log S / log S_max", [_text(g.p) for g in groups]),
+        ("S over the weight-reading attackers only", [_text(g.s_reading) for g in groups]),
     ]
     summary = [
         *(yardstick if any(g.s is not None for g in groups) else []),

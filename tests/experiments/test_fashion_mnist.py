@@ -82,5 +82,7 @@ def test_the_experiment_refuses_a_missing_root_and_too_few_digits(tmp_path) -> N
     # digits are checked after Fashion-MNIST is read: a tiny stand-in of both splits will do)
     for split in ("train", "t10k"):
         _write(tmp_path / "f", split=split)
-    with pytest.raises(ValueError, match=r"not more than test_per_class = 500"):
+    with pytest.raises(
+        ValueError, match=r"not more than test_per_class \+ defence_per_class = 500"
+    ):
         load(f"data.root={tmp_path / 'f'}", "data.test_per_class=500")

@@ -41,6 +41,7 @@ __all__ = [
     "ImmunizeOptions",
     "Precision",
     "TrainLogger",
+    "backward_and_step",
     "immunize",
     "make_fabric",
     "pretrain",
@@ -265,13 +266,7 @@ def immunize(
                 harmful_classes=harmful_classes,
                 benign_log_kappa_cap=cap,
             )
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(
-                    f"the immunization loss became {float(loss.detach())} at step "
-                    f"{history.global_step}; lower the learning rate or the method's weights"
-                )
-            fabric.backward(loss)
-            optimizer.step()
+            backward_and_step(fabric, optimizer, loss, history.global_step)
             history.task_loss.append(task)
             history.penalty.append(float(penalty.total.detach()))
             history.log_kappa_benign.append(penalty.log_kappa_benign)
@@ -296,6 +291,20 @@ def immunize(
             _checkpoint(fabric, checkpoint_dir, model, optimizer, history, fingerprint)
     _finish(bar, fabric)
     return history
+
+
+def backward_and_step(
+    fabric: Fabric, optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int
+) -> None:
+    """One optimizer step on ``loss``; a non-finite loss (training diverged) is refused with
+    the step and what to lower."""
+    if not math.isfinite(float(loss.detach())):
+        raise FloatingPointError(
+            f"the immunization loss became {float(loss.detach())} at step {step}; lower the "
+            "learning rate or the method's weights"
+        )
+    fabric.backward(loss)
+    optimizer.step()
 
 
 def _finish(bar: tqdm[Never], fabric: Fabric) -> None:

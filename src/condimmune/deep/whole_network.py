@@ -23,7 +23,6 @@ bypass data parallelism. No checkpoints: a killed run starts again.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ from condimmune.deep.batches import Batch, Batches, Stream, loader
 from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.images import KeyedDataset
 from condimmune.deep.taps import record_taps
-from condimmune.deep.trainer import ImmunizeOptions
+from condimmune.deep.trainer import ImmunizeOptions, backward_and_step
 from condimmune.methods.base import DeepSolver, WholeNetworkObjective
 
 __all__ = ["GUARD_IMAGES", "immunize_whole_network"]
@@ -164,13 +163,7 @@ def immunize_whole_network(
                     if (g := grads.get(n)) is not None
                 )
                 loss, penalty = loss + surrogate, penalty + suppression
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(
-                    f"the whole-network loss became {float(loss.detach())} at step "
-                    f"{history.global_step}; lower the learning rate or the method's weights"
-                )
-            fabric.backward(loss)
-            optimizer.step()
+            backward_and_step(fabric, optimizer, loss, history.global_step)
             with torch.no_grad():
                 phi = features.detach().to(torch.float64)
                 history.log_kappa_benign.append(float(log_condition_number_features(phi[:nb])))

@@ -114,6 +114,8 @@ _BOUNDS: list[tuple[str, str, Any, Any, Any, Any, list[str]]] = [
     (DEEP, "data.train_per_class", 0, 1, 100_000, 100_001, []),
     (DEEP, "data.test_per_class", 0, 1, 100_000, 100_001, []),
     (DEEP, "data.defence_per_class", -1, 0, 100_000, 100_001, []),
+    (DEEP, "data.canvas", -1, 0, 256, 257, []),
+    (DEEP, "data.clutter", -1, 0, 64, 65, []),
     (FOLDERS, "data.max_train_images", -1, 0, 10_000_000, 10_000_001, []),
     (FOLDERS, "data.max_test_images", -1, 0, 10_000_000, 10_000_001, []),
     (DEEP, "data.num_workers", -1, 0, 256, 257, []),
@@ -234,6 +236,10 @@ def test_cross_field_checks() -> None:
     assert "overlap" in _error(
         apply_overrides, deep, ["data.benign_digits=0123", "data.harmful_digits=3456"]
     )
+    assert "data.canvas=27 is smaller than a digit" in _error(
+        apply_overrides, deep, ["data.canvas=27"]
+    )
+    assert apply_overrides(deep, ["data.canvas=28"]).data.canvas == 28
     assert "unknown model.backbone 'resnet50'" in _error(
         apply_overrides, deep, ["model.backbone=resnet50"]
     )
@@ -722,6 +728,8 @@ _DEFAULT_DEEP = {
         "train_per_class": 400,
         "test_per_class": 100,
         "defence_per_class": 0,
+        "canvas": 0,
+        "clutter": 0,
         "max_train_images": 0,
         "max_test_images": 0,
         "num_workers": 0,

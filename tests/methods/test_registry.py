@@ -240,7 +240,7 @@ def test_every_builtin_has_a_deep_version_and_all_but_two_a_linear_one(spec: Met
 
 _PIPELINE_LAYERS = ("linear", "deep", "experiments", "cli", "__init__.py")
 """Where options are passed through, never read: only a method's own module reads them."""
-_OPERATING_POINTS = Path("experiments") / "registry.py"
+_OPERATING_POINTS = Path("experiments") / "experiment_settings.py"
 """The experiments' operating points: data naming the options each experiment overrides."""
 
 

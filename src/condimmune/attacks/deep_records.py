@@ -59,13 +59,18 @@ class DeepAttackOptions(JsonRecord):
     ``study_name``): name them by what θ0's trials depend on and runs that release the same
     θ0 share them (each is searched once); an attacker that reads no released weight is
     searched once there for both models. ``labels_per_class``: the attacker has only this
-    many labelled harmful training examples per class (``None``: all of them). A value out
+    many labelled harmful training examples per class (``None``: all of them).
+    ``weight_free_steps``: the step budget of the weight-free attackers that iterate (their
+    searches are made once per θ0, so a ceiling ``S_max`` that needs long from-scratch training
+    costs once per seed; ``None``: ``probe_steps`` or ``finetune_steps`` as their family's).
+    A value out
     of range is an :class:`~condimmune.core.errors.ArgumentError` naming its field."""
 
     trials: int = 20
     finetune_trials: int = 20
     probe_steps: int = 200
     finetune_steps: int = 100
+    weight_free_steps: int | None = None
     finetune_eval_every: int = 10
     batch_size: int = 128
     finetune_benign: bool = True
@@ -86,11 +91,12 @@ class DeepAttackOptions(JsonRecord):
             "finetune_trials",
             "probe_steps",
             "finetune_steps",
+            "weight_free_steps",
             "benign_trials",
             "labels_per_class",
         ):
             value = getattr(self, name)
-            if name in ("benign_trials", "labels_per_class") and value is None:
+            if name in ("weight_free_steps", "benign_trials", "labels_per_class") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArgumentError(

@@ -179,9 +179,11 @@ def _attack(
 
 
 def _budget(spec: DeepAttackerSpec, options: DeepAttackOptions) -> Budget:
+    free = options.weight_free_steps if spec.weight_free else None
     if spec.trains_network:
-        return Budget(options.finetune_steps, options.finetune_eval_every, options.batch_size)
-    return Budget(options.probe_steps)
+        steps = options.finetune_steps if free is None else free
+        return Budget(steps, options.finetune_eval_every, options.batch_size)
+    return Budget(options.probe_steps if free is None else free)
 
 
 def _curves(

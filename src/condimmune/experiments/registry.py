@@ -45,6 +45,7 @@ from typing import Any
 
 from condimmune.experiments.experiment_settings import (
     CLUTTER_CANVAS,
+    CLUTTERED_ATTACK,
     DIGIT_KEYS,
     FOLDER_KEYS,
     HOUSE_KEYS,
@@ -192,6 +193,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                             "defence_per_class": 100,
                         },
                         "train": {**MNIST_CNN["train"], "pretrain_epochs": 16},
+                        "attack": CLUTTERED_ATTACK,
                     }
                 ),
                 FOLDER_KEYS,

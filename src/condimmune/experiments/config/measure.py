@@ -110,6 +110,13 @@ class DeepAttackConfig(_Schema):
     finetune_eval_every: int = Field(
         default=10, ge=1, le=1_000_000, description="held-out evaluation period of fine-tuning"
     )
+    weight_free_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="steps of the weight-free attackers (raw-adam, scratch-adam, full-reinit), "
+        "searched once per θ0 and shared by its runs; None = probe_steps or finetune_steps",
+    )
     batch_size: int = Field(default=128, ge=1, le=65_536, description="fine-tuning minibatch")
     finetune_benign: bool = Field(
         default=True, description="attackers that train network blocks also attack the benign task"

@@ -78,6 +78,7 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
             "finetune_trials": "attack.finetune_trials",
             "probe_steps": "attack.probe_steps",
             "finetune_steps": "attack.finetune_steps",
+            "weight_free_steps": "attack.weight_free_steps",
             "benign_trials": "attack.benign_trials",
             "labels_per_class": "attack.labels_per_class",
             "target_fraction": "attack.target_fraction",

@@ -57,6 +57,7 @@ def attack_options(
         finetune_trials=a.finetune_trials,
         probe_steps=a.probe_steps,
         finetune_steps=a.finetune_steps,
+        weight_free_steps=a.weight_free_steps,
         finetune_eval_every=a.finetune_eval_every,
         batch_size=a.batch_size,
         finetune_benign=a.finetune_benign,
@@ -107,10 +108,10 @@ def _prefix(
     return prefix_tensors(model, outputs, batch_size=bs, prefix_inputs=True)[0]
 
 
-def _settings(plan: RunPlan[DeepRunOptions]) -> list[int]:
+def _settings(plan: RunPlan[DeepRunOptions]) -> list[int | str]:
     """The attack settings a trial's curve depends on (with the seed of its trials)."""
     a = plan.options.attack
-    settings = [
+    settings: list[int | str] = [
         a.probe_steps,
         a.finetune_steps,
         a.finetune_eval_every,
@@ -119,7 +120,11 @@ def _settings(plan: RunPlan[DeepRunOptions]) -> list[int]:
         plan.seed,
     ]
     # appended only when set, so the studies of earlier attacks keep their names
-    return settings if a.labels_per_class is None else [*settings, a.labels_per_class]
+    if a.labels_per_class is not None:
+        settings.append(a.labels_per_class)
+    if a.weight_free_steps is not None:
+        settings += ["weight_free_steps", a.weight_free_steps]
+    return settings
 
 
 def _tag(plan: RunPlan[DeepRunOptions], digests: tuple[bytes, bytes]) -> str:

@@ -118,11 +118,17 @@ def report_lines(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> list[str]:
     slowdowns = {n: (e.harmful.slowdown, e.harmful.reached) for n, e in suite.attackers.items()}
     label = f"`{metrics.method}` on {metrics.experiment} (seed {metrics.seed})"
     rir = metrics.rir_theta0.honest.rir_mean
+    weight_free = (
+        ""
+        if s.weight_free_steps is None
+        else f", {s.weight_free_steps} steps for the weight-free attackers (searched once per θ0)"
+    )
     return [
         f"Settings: {s.trials} trials per attacker and model on cached features "
         f"({s.probe_steps} full-batch steps), {s.finetune_trials} for attackers that train "
         f"network blocks ({s.finetune_steps} minibatch steps of {s.batch_size}, evaluated every "
-        f"{s.finetune_eval_every}){benign_settings(s)}; cap {format_number(s.seconds)} s per "
+        f"{s.finetune_eval_every}){weight_free}{benign_settings(s)}; cap "
+        f"{format_number(s.seconds)} s per "
         f"attacker and task; target = {s.target_fraction:g} × θ0's best accuracy for that "
         f"attacker; TPE sampler seed {s.seed}; storage `{s.storage}`; "
         f"{format_number(suite.wall_seconds)} s in all.",

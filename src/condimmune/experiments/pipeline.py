@@ -94,6 +94,9 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
     """The heading of the attack section ``condimmune attack`` adds to ``report.md``."""
     run_files: ClassVar[tuple[str, ...]]
     """The family's files a complete run directory holds (besides config and metrics)."""
+    sweep_threads: ClassVar[int] = 0
+    """Torch threads of one sweep worker; 0 = the machine's cores shared out among the
+    workers."""
     unsealed_files: ClassVar[tuple[str, ...]] = ()
     """Patterns of files in a run directory that its manifest does not cover (they change
     after the run by design: an attack search's storage)."""

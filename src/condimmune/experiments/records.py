@@ -16,6 +16,8 @@ from condimmune.attacks.deep_records import DeepAttackSuite
 from condimmune.attacks.suite import AttackSummary, SuiteSettings, WorstCase
 from condimmune.core.records import JsonRecord, JsonValue, RecordError
 from condimmune.deep.evaluate import GroupRatios
+from condimmune.experiments.registry import experiment_spec
+from condimmune.methods.base import ModelFamily
 
 __all__ = [
     "BenignTaskScores",
@@ -225,12 +227,21 @@ class DeepRunMetrics(JsonRecord):
 RunMetrics = LinearRunMetrics | DeepRunMetrics
 
 
+_RECORD_TYPES: dict[ModelFamily, type[LinearRunMetrics] | type[DeepRunMetrics]] = {
+    ModelFamily.LINEAR: LinearRunMetrics,
+    ModelFamily.DEEP: DeepRunMetrics,
+}
+"""The record of each family's runs (each pipeline's ``metrics_type``)."""
+
+
 def read_metrics(data: object, *, source: str) -> RunMetrics:
-    """Read a ``metrics.json`` document as the record of its kind (deep runs name a
-    backbone); a mismatch raises :class:`RecordError` naming ``source`` and the field."""
-    kind: type[LinearRunMetrics] | type[DeepRunMetrics] = (
-        DeepRunMetrics if isinstance(data, dict) and "backbone" in data else LinearRunMetrics
-    )
+    """Read a ``metrics.json`` document as the record of its experiment's family; an unknown
+    experiment or a mismatch raises :class:`RecordError` naming ``source`` and the field."""
+    name = data.get("experiment") if isinstance(data, dict) else None
+    try:
+        kind = _RECORD_TYPES[experiment_spec(str(name)).family]
+    except ValueError as exc:
+        raise RecordError(f"{source}: {exc}") from None
     try:
         return kind.from_json(data)
     except RecordError as exc:

@@ -97,11 +97,9 @@ class SweepResult:
 
 
 def worker_threads(pipeline: Pipeline[Any, Any, Any], workers: int) -> int:
-    """Torch threads per worker process: 1 for linear runs (thousands of small operations,
-    README "Speed"), the machine's cores shared out for deep runs."""
-    if pipeline.family is ModelFamily.LINEAR:
-        return 1
-    return max(1, (os.cpu_count() or 1) // workers)
+    """Torch threads per worker process: the pipeline's ``sweep_threads`` (1 for linear
+    runs), else the machine's cores shared out among the workers."""
+    return pipeline.sweep_threads or max(1, (os.cpu_count() or 1) // workers)
 
 
 def _finished_row(job: SweepJob, pipeline: Pipeline[Any, Any, Any]) -> SweepRow | None:

@@ -45,6 +45,8 @@ class LinearPipeline(Pipeline[LinearRunOptions, LinearRun, LinearLoaded]):
     family: ClassVar[ModelFamily] = ModelFamily.LINEAR
     metrics_type: ClassVar[type[RunMetrics]] = LinearRunMetrics
     attack_section: ClassVar[str] = ATTACK_SECTION
+    # thousands of small operations: one thread each (README "Speed")
+    sweep_threads: ClassVar[int] = 1
     run_files: ClassVar[tuple[str, ...]] = (
         "extractor.safetensors",
         "head.safetensors",

@@ -368,6 +368,10 @@ def test_the_registry_covers_every_attacker_once():
     probes = [a for a, s in DEEP_ATTACKERS.items() if s.linear_probe]
     assert DeepAttacker.MLP_ADAM not in probes and DeepAttacker.LINEAR_GD in probes
     assert DEEP_ATTACKERS[DeepAttacker.BLOCKS_REINIT].reinit
+    prefix_only = {a.value for a, s in DEEP_ATTACKERS.items() if s.prefix_only}
+    free = {"raw-lstsq", "raw-adam", "scratch-adam", "full-reinit"}
+    assert prefix_only == free | {"skip-adam", "blocks-reinit"}
+    assert {a.value for a, s in DEEP_ATTACKERS.items() if s.weight_free} == free
 
 
 def test_the_benign_task_can_get_a_smaller_budget(problem):

@@ -15,6 +15,7 @@ from condimmune.attacks.cost import forward_flops, linear_probe_step_flops, trai
 from condimmune.attacks.yardstick import (
     AttackerCurves,
     attack_cost,
+    ceiling,
     cheapest,
     weight_reading_slowdown,
     yardstick,
@@ -104,6 +105,21 @@ def test_the_weight_reading_slowdown_leaves_the_weight_free_attackers_out():
     assert weight_reading_slowdown(y, {"raw", "probe"}) is None
 
 
+def test_the_prefix_ceiling_is_the_cheapest_prefix_only_attack_on_theta0():
+    """C(prefix) / T*(θ0): the weight-free set gives S_max, every attacker gives 1, a set
+    whose attackers never reach τ gives a lower bound, an empty one nothing."""
+    free = curves("scratch", [0.1, 0.3, 0.6, 0.95, 0.95], step_flops=20.0, free=True)
+    skip = curves("skip", [0.1, 0.5, 0.95, 0.95, 0.95], step_flops=4.0)
+    probe = curves("probe", [0.2, 0.95, 0.95, 0.95, 0.95])
+    stuck = curves("stuck", [0.1, 0.1, 0.1, 0.1, 0.1], step_flops=3.0)
+    y = yardstick([probe, skip, free, stuck], [probe, skip, stuck], 0.9)
+    assert ceiling(y, {"scratch"}) == (y.s_max, True) == (60.0, True)
+    assert ceiling(y, {"scratch", "skip", "probe", "stuck"}) == (1.0, True)
+    assert ceiling(y, {"scratch", "skip"}) == (8.0, True)  # 2 steps × 4 over 1 step × 1
+    assert ceiling(y, {"stuck"}) == (12.0, False)  # its whole budget, 40 steps × 3, over 10
+    assert ceiling(y, {"nobody"}) is None
+
+
 def test_without_weight_free_attackers_there_is_no_ceiling():
     y = yardstick(
         [curves("p", [0.5, 0.9, 0.9, 0.9, 0.9])], [curves("p", [0.5, 0.5, 0.5, 0.5, 0.9])], 1.0
@@ -161,6 +177,35 @@ def test_s_never_exceeds_the_ceiling(original, immunized, scratch, flops, fracti
         assert y.s <= y.s_max * (1 + 1e-12)
         if y.p is not None and y.s > 0:
             assert y.p <= 1 + 1e-9 or math.isclose(y.s, y.s_max)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.lists(_curve, max_size=2),
+    blocks_original=st.lists(_curve, min_size=1, max_size=2),
+    blocks_immunized=st.lists(_curve, min_size=1, max_size=2),
+    scratch=_curve,
+    fraction=st.floats(0.05, 1.0),
+)
+def test_a_defence_that_keeps_the_prefix_never_passes_its_ceiling(
+    prefix, blocks_original, blocks_immunized, scratch, fraction
+):
+    """The prefix-only attackers cost the same on θ_I as on θ0 when the prefix is kept, so
+    S ≤ C(prefix) ≤ S_max whenever those ceilings were reached; and C ≥ 1."""
+    kept = [curves(f"p{i}", c, step_flops=3.0) for i, c in enumerate(prefix)]
+    free = curves("scratch", scratch, step_flops=50.0, free=True)
+    y = yardstick(
+        [*kept, free, *(curves(f"b{i}", c) for i, c in enumerate(blocks_original))],
+        [*kept, *(curves(f"b{i}", c) for i, c in enumerate(blocks_immunized))],
+        fraction,
+    )
+    found = ceiling(y, {*(k.attacker for k in kept), "scratch"})
+    assert found is not None
+    value, reached = found
+    if reached:
+        assert value >= 1.0 - 1e-12 and y.s <= value * (1 + 1e-12)
+        if y.s_max is not None and y.cheapest_weight_free is not None:
+            assert value <= y.s_max * (1 + 1e-12)
 
 
 def test_the_cheapest_trial_counts_not_the_first_to_reach():

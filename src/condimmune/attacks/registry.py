@@ -23,6 +23,7 @@ from condimmune.attacks.search import IntChoice, LogFloat, Param, Uniform
 
 __all__ = [
     "DEEP_ATTACKERS",
+    "PREFIX_ONLY",
     "Attacker",
     "DeepAttacker",
     "DeepAttackerSpec",
@@ -154,6 +155,15 @@ class DeepAttackerSpec:
         if self.family is DeepFamily.FULL:
             return self.reinit  # the whole network re-initialised: its architecture only
         return self.family in (DeepFamily.RAW, DeepFamily.SCRATCH)
+
+    @property
+    def prefix_only(self) -> bool:
+        """Reads at most the released prefix (the layers before the immunized blocks): the
+        weight-free attackers, the skip probe and re-initialised blocks. The cheapest of them
+        on θ0 is the prefix ceiling ``C(prefix)``: what a defence that keeps the prefix as
+        released can at most make an attack cost."""
+        reinit_blocks = self.family is DeepFamily.BLOCKS and self.reinit
+        return self.weight_free or self.family is DeepFamily.SKIP or reinit_blocks
 
     @property
     def trains_network(self) -> bool:
@@ -298,3 +308,7 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
     }
 )
 """Every deep attacker, in :class:`DeepAttacker` order."""
+
+PREFIX_ONLY: frozenset[str] = frozenset(a.value for a, s in DEEP_ATTACKERS.items() if s.prefix_only)
+"""The attackers whose cheapest cost on θ0 is the prefix ceiling ``C(prefix)``
+(:attr:`DeepAttackerSpec.prefix_only`, :func:`condimmune.attacks.yardstick.ceiling`)."""

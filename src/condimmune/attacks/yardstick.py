@@ -47,6 +47,7 @@ __all__ = [
     "Cost",
     "Yardstick",
     "attack_cost",
+    "ceiling",
     "cheapest",
     "weight_reading_slowdown",
     "yardstick",
@@ -162,6 +163,19 @@ def weight_reading_slowdown(
     if not best_original.reached:
         return None
     return best_immunized.flops / best_original.flops, best_immunized.reached
+
+
+def ceiling(stick: Yardstick, attackers: Collection[str]) -> tuple[float, bool] | None:
+    """The prefix ceiling ``C(k) / T*(θ0)`` (issue #27): the cheapest attack on θ0 among
+    ``attackers`` (those that read at most the released layers up to depth ``k``) over
+    the cheapest of all, and whether it reached the target (else a lower bound). With the
+    weight-free attackers it is ``S_max``; a defence that leaves those layers as released
+    cannot make ``S`` larger. ``None`` when none of ``attackers`` was run."""
+    costs = [c for c in stick.original if c.attacker in attackers]
+    if not costs:
+        return None
+    best = cheapest(costs)
+    return best.flops / stick.cheapest_original.flops, best.reached
 
 
 def yardstick(

@@ -1,24 +1,21 @@
 """``condimmune attack-matrix RUN_DIR... --out DIR``: attacked deep runs combined.
 
 Runs are grouped by (experiment, method); every number is the mean ± sample standard
-deviation over a group's runs (its seeds; a cell of one run says "(1 run)"), and the table
-says how many runs (which seeds) back each method. Runs that do not mix (a seed twice,
-different configs or attack settings, files that do not belong to their run, non-finite
-numbers) are refused (:mod:`condimmune.experiments.matrix_runs`). Written into a new
-directory, atomically:
+deviation over a group's runs (its seeds; one run says "(1 run)"), with the runs (seeds)
+behind each method. Runs that do not mix (a seed twice, other configs or attack settings,
+foreign files, non-finite numbers) are refused (:mod:`condimmune.experiments.matrix_runs`).
+Written into a new directory, atomically:
 
-* ``attack_matrix.md`` — the worst-case table (attacker × method, harmful slowdown θ_I ÷ θ0),
-  the worst case and utility per method, RIR_θ0 and the worst case's RFD, one verdict
-  paragraph per method written from the numbers;
-* ``attack_matrix.png`` — the heat map of the mean slowdown (attacker × method; log₁₀
-  colour scale centred at 1×, lower bounds hatched, methods over the utility cap grey:
-  :mod:`condimmune.experiments.figures`);
+* ``attack_matrix.md`` — the yardstick per method (S, S_max, P, the prefix ceiling), the
+  per-attacker table (harmful slowdown θ_I ÷ θ0), worst case, utility, RIR_θ0, the worst
+  case's RFD, and one verdict paragraph per method written from the numbers;
+* ``attack_matrix.png`` — the heat map of the mean slowdown (log₁₀ colour scale centred at
+  1×, lower bounds hatched, methods over the utility cap grey: :mod:`.figures`);
 * ``attack_matrix_curves.png`` — per method, the best-so-far harmful accuracy of its most
   frequent worst-case attacker, θ0 vs θ_I, mean over seeds, and the mean target;
 * ``attack_matrix.json`` — the table as records (:class:`MatrixGroup`).
 
-A slowdown whose target some seed did not reach within the budget is a lower bound and is
-marked ``≥``.
+A value whose target some seed did not reach within the budget is a lower bound, ``≥``.
 """
 
 from __future__ import annotations
@@ -34,8 +31,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from condimmune.attacks.deep_records import DeepAttackSuite
-from condimmune.attacks.registry import DEEP_ATTACKERS
-from condimmune.attacks.yardstick import weight_reading_slowdown
+from condimmune.attacks.registry import DEEP_ATTACKERS, PREFIX_ONLY
+from condimmune.attacks.yardstick import ceiling, weight_reading_slowdown
 from condimmune.core.records import JsonRecord
 from condimmune.experiments.figures import HeatCell, draw_factor_heat_map, factor_text
 from condimmune.experiments.matrix_runs import MatrixRun, load_matrix_runs
@@ -97,6 +94,8 @@ class MatrixGroup(JsonRecord):
     """P = log S / log S_max (Eq. Y5) over the runs with S_max > 1."""
     s_reading: Stat | None = None
     """S over the weight-reading attackers only (a diagnostic: the weight-free left out)."""
+    c_prefix: Stat | None = None
+    """The prefix ceiling C(prefix) / T*(θ0) over the runs that measured it."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +124,7 @@ def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
     ceilings = [y for y in sticks if y.s_max is not None and y.cheapest_weight_free is not None]
     free = {a.value for a, spec in DEEP_ATTACKERS.items() if spec.weight_free}
     reading = [r for y in sticks if (r := weight_reading_slowdown(y, free)) is not None]
+    prefix = [c for y in sticks if (c := ceiling(y, PREFIX_ONLY)) is not None]
     return MatrixGroup(
         experiment=key[0],
         method=key[1],
@@ -151,6 +151,7 @@ def _group(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         ),
         p=_stat([y.p for y in sticks if y.p is not None]),
         s_reading=_stat([r[0] for r in reading], sum(not r[1] for r in reading)),
+        c_prefix=_stat([c[0] for c in prefix], sum(not c[1] for c in prefix)),
     )
 
 
@@ -286,6 +287,7 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         ("S_max (weight-free ceiling)", [_text(g.s_max) for g in groups]),
         ("P = log S / log S_max", [_text(g.p) for g in groups]),
         ("S over the weight-reading attackers only", [_text(g.s_reading) for g in groups]),
+        ("C(prefix): ceiling if the prefix is kept", [_text(g.c_prefix) for g in groups]),
     ]
     summary = [
         *(yardstick if any(g.s is not None for g in groups) else []),

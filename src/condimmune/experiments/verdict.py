@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from condimmune.attacks.yardstick import Cost, Yardstick
+from condimmune.attacks.registry import PREFIX_ONLY
+from condimmune.attacks.yardstick import Cost, Yardstick, ceiling
 from condimmune.experiments.report import format_number
 
 __all__ = [
@@ -124,6 +125,17 @@ def ceiling_text(y: Yardstick) -> str:
     return f"S_max {'=' if free.reached else '≥'} {format_number(y.s_max)}"
 
 
+def prefix_ceiling_text(y: Yardstick) -> str:
+    """``C(prefix) = x`` (``≥`` when none of the prefix-only attackers reached τ): the most
+    ``S`` a defence that keeps the released prefix can reach (Eq. Y4's ceiling one depth
+    in, :func:`condimmune.attacks.yardstick.ceiling`)."""
+    found = ceiling(y, PREFIX_ONLY)
+    if found is None:
+        return "no C(prefix) (no prefix-only attacker)"
+    value, reached = found
+    return f"C(prefix) {'=' if reached else '≥'} {format_number(value)}"
+
+
 def share_text(y: Yardstick) -> str:
     """``P = log S / log S_max`` (Eq. Y5) with what is known of it: exact, a bound (S or
     S_max a lower bound; P grows with S and, for S > 1, shrinks as S_max grows), or why
@@ -174,6 +186,12 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             f"weights costs more than those budgets, possibly without bound at this number "
             f"of labels. Fraction of the protection reached: {share_text(y)}."
         )
+    lines.append(
+        f"Prefix ceiling: {prefix_ceiling_text(y)} (× T*(θ0)), the cheapest attack on θ0 that "
+        "reads at most the layers before the immunized blocks (weight-free, the skip probe, "
+        "re-initialised blocks); a defence that leaves those layers as released cannot make "
+        "S larger."
+    )
     immunized = {c.attacker: c for c in y.immunized}
     pairs = [(c, immunized[c.attacker]) for c in y.original if c.attacker in immunized]
     lines += [

@@ -36,7 +36,12 @@ from condimmune.experiments.pipelines.deep.run import DeepLoaded
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.report import Table
 from condimmune.experiments.report import format_number as f
-from condimmune.experiments.verdict import ceiling_text, share_text, slowdown_text
+from condimmune.experiments.verdict import (
+    ceiling_text,
+    prefix_ceiling_text,
+    share_text,
+    slowdown_text,
+)
 
 __all__ = ["STUDIES_FILE", "attack_deep", "attack_options"]
 
@@ -229,7 +234,7 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
         lines.append(
             f"yardstick: S {slowdown_text(y.s, y.cheapest_immunized.reached)} (cheapest "
             f"attacker: {y.cheapest_original.attacker} on θ0, {y.cheapest_immunized.attacker} "
-            f"on θ_I), {ceiling_text(y)}; {share_text(y)}"
+            f"on θ_I), {ceiling_text(y)}, {prefix_ceiling_text(y)}; {share_text(y)}"
         )
     if u is not None:
         lines.append(

@@ -120,6 +120,23 @@ def test_the_prefix_ceiling_is_the_cheapest_prefix_only_attack_on_theta0():
     assert ceiling(y, {"nobody"}) is None
 
 
+def test_an_extended_budget_measures_the_cost_of_the_target_but_does_not_move_it():
+    """A weight-free attacker run past the common budget (40 steps here, then 80) reaches
+    0.99 late: the target stays 0.9 × θ0's best within the common budget, and its cost is
+    where it first reaches that target."""
+    steps = [0, 20, 40, 60, 80]
+    probe = AttackerCurves("probe", [[0.1, 0.8, 0.9, 0.9, 0.9]], steps, 0.0, [1.0], 40)
+    late = [[0.1, 0.3, 0.5, 0.85, 0.99]]
+    extended = AttackerCurves("scratch", late, steps, 0.0, [10.0], 80, True, target_steps=40)
+    y = yardstick([probe, extended], [probe], 0.9)
+    assert y.target == pytest.approx(0.81)
+    assert y.cheapest_original.attacker == "probe"
+    assert y.cheapest_weight_free is not None and y.cheapest_weight_free.steps == 60
+    assert y.s_max == pytest.approx(600.0 / 40.0)
+    unguarded = AttackerCurves("scratch", late, steps, 0.0, [10.0], 80, True)
+    assert yardstick([probe, unguarded], [probe], 0.9).target == pytest.approx(0.891)
+
+
 def test_without_weight_free_attackers_there_is_no_ceiling():
     y = yardstick(
         [curves("p", [0.5, 0.9, 0.9, 0.9, 0.9])], [curves("p", [0.5, 0.5, 0.5, 0.5, 0.9])], 1.0

@@ -92,13 +92,15 @@ def attacker_curves(
     extraction: ExtractionFlops,
     *,
     network: tuple[Callable[[], nn.Module], int, int] | None = None,
+    target_steps: int | None = None,
 ) -> AttackerCurves:
     """The :class:`AttackerCurves` of one attacker's ``trials`` ((hyperparameters, held-out
     accuracy at ``eval_steps``) each) on one model: ``data`` is what it trains on, and for
     the network families ``network`` = (a factory of the trained module, its feature width,
     the minibatch size), whose one step is counted once (it does not depend on the
     hyperparameters); an attacker that re-calibrates batch norm first runs the network
-    once over its training examples."""
+    once over its training examples. ``target_steps``: see
+    :attr:`~condimmune.attacks.yardstick.AttackerCurves.target_steps`."""
     rows = data.train_x.shape[0]
     if network is None:
         steps = [_head_step(spec, params, data) for params, _ in trials]
@@ -114,4 +116,5 @@ def attacker_curves(
         steps,
         eval_steps[-1],
         spec.weight_free,
+        target_steps,
     )

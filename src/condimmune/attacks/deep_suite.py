@@ -200,6 +200,8 @@ def _curves(
         return None
     heal = (options.finetune_steps, options.batch_size, options.seed)
     data, make_network, width = attacker_inputs(attacker, spec, model, Task.HARMFUL, heal=heal)
+    # an extended weight-free budget measures the cost of τ; the common budget sets τ
+    common = _budget(spec, replace(options, weight_free_steps=None)).steps
     return attacker_curves(
         attacker.value,
         spec,
@@ -208,6 +210,7 @@ def _curves(
         data,
         model.extraction or ExtractionFlops(0.0, 0.0),
         network=None if make_network is None else (make_network, width, options.batch_size),
+        target_steps=common if common < eval_steps[-1] else None,
     )
 
 

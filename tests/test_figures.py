@@ -50,6 +50,7 @@ MATRICES = {
     for name, folder in (
         ("mobilenet", "mobilenet-fashion-mnist"),
         ("mnist-cnn-defence", "mnist-cnn-defence"),
+        ("mnist-cnn-cluttered", "mnist-cnn-cluttered"),
     )
 }
 """The kept attack matrices whose figures the docs show: command name → kept runs."""
@@ -80,6 +81,11 @@ REGENERATED = {
     "attack_matrix_mobilenet.png": ("mobilenet", "attack_matrix.png"),
     "attack_matrix_mobilenet_curves.png": ("mobilenet", "attack_matrix_curves.png"),
     "attack_matrix_mnist_cnn_defence.png": ("mnist-cnn-defence", "attack_matrix.png"),
+    "attack_matrix_mnist_cnn_cluttered.png": ("mnist-cnn-cluttered", "attack_matrix.png"),
+    "attack_matrix_mnist_cnn_cluttered_curves.png": (
+        "mnist-cnn-cluttered",
+        "attack_matrix_curves.png",
+    ),
     "attack_matrix_mnist_cnn_defence_curves.png": (
         "mnist-cnn-defence",
         "attack_matrix_curves.png",

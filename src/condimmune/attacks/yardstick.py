@@ -95,10 +95,6 @@ class AttackerCurves:
             )
 
     @property
-    def best_accuracy(self) -> float:
-        return max(max(c) for c in self.curves)
-
-    @property
     def target_accuracy(self) -> float:
         """The best accuracy that counts for the target: up to ``target_steps``."""
         last = self.target_steps

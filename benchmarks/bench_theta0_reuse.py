@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from condimmune.attacks.deep_cost import ExtractionFlops
-from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
+from condimmune.attacks.deep_headline import DeepAttackSuite
+from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import ReleasedModel, Task, run_deep_suite
 from condimmune.attacks.deep_train import TaskTensors
 

@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
+    from condimmune.attacks.deep_headline import DeepAttackSuite
+    from condimmune.attacks.deep_records import DeepAttackOptions
     from condimmune.attacks.probes import (
         AttackerTransform,
         ProbeAttackResult,
@@ -140,7 +141,7 @@ _EXPORTS: dict[str, str] = {
     "numerical_rank": "condimmune.core.spectral",
     "paper_compatible_condition_number": "condimmune.core.spectral",
     "DeepAttackOptions": "condimmune.attacks.deep_records",
-    "DeepAttackSuite": "condimmune.attacks.deep_records",
+    "DeepAttackSuite": "condimmune.attacks.deep_headline",
     "Attacker": "condimmune.attacks.registry",
     "DeepAttacker": "condimmune.attacks.registry",
     "ImmunizedModel": "condimmune.deep.api",

@@ -9,14 +9,18 @@ import pytest
 import torch
 from torch import nn
 
+from condimmune.attacks.deep_headline import (
+    DeepAttackSuite,
+    DeepWorstCase,
+    UtilityCheck,
+    rescored,
+    suite_record,
+)
 from condimmune.attacks.deep_inputs import fit_task_transform
 from condimmune.attacks.deep_records import (
     DeepAttackerSummary,
     DeepAttackOptions,
-    DeepAttackSuite,
-    DeepWorstCase,
     TaskAttack,
-    UtilityCheck,
     redact,
     relative_finetuning_deviation,
     steps_to,
@@ -37,6 +41,7 @@ from condimmune.attacks.registry import (
     Optimizer,
 )
 from condimmune.attacks.search import StudyTrials
+from condimmune.attacks.yardstick import Cost, Yardstick
 
 K, CLASSES = 6, 3
 NETWORKS = (DeepFamily.BLOCKS, DeepFamily.FULL, DeepFamily.SCRATCH)
@@ -318,6 +323,47 @@ def test_worst_case_only_counts_competent_attackers_and_utility_cap():
     assert UtilityCheck.of(0.99, 0.90, 5.0).drop_points == pytest.approx(9.0)
     with pytest.raises(ValueError, match="no attacker"):
         DeepWorstCase.of({}, 0.95)
+
+
+def test_worst_case_competence_is_reaching_the_yardstick_target():
+    # a weight-free attacker given a longer budget reaches 0.97; the weight-reading ones
+    # reach 0.88 within the common budget, which set τ = 0.95 × 0.88
+    summaries = {
+        DeepAttacker.FULL_REINIT: _summary(0.97, 0.97, 1.0, DeepFamily.FULL),
+        DeepAttacker.LINEAR_ADAM: _summary(0.88, 0.85, 3.0),
+        DeepAttacker.WHITEN_GD: _summary(0.86, 0.86, 1.5),
+        DeepAttacker.SKIP_ADAM: _summary(0.80, 0.80, 1.0, DeepFamily.SKIP),  # below τ
+    }
+    assert DeepWorstCase.of(summaries, 0.95).attacker is DeepAttacker.FULL_REINIT  # old bar
+    worst = DeepWorstCase.of(summaries, 0.95, target=0.95 * 0.88)
+    assert worst.attacker is DeepAttacker.WHITEN_GD and worst.slowdown == 1.5
+    assert worst.competent == [DeepAttacker.LINEAR_ADAM, DeepAttacker.WHITEN_GD]
+    with pytest.raises(ValueError, match="reaches the target"):
+        DeepWorstCase.of(summaries, 0.95, target=0.99)
+
+
+def test_rescored_recomputes_the_worst_case_under_the_yardstick_target():
+    summaries = {
+        DeepAttacker.FULL_REINIT: _summary(0.97, 0.97, 1.0, DeepFamily.FULL),
+        DeepAttacker.LINEAR_ADAM: _summary(0.88, 0.85, 3.0),
+    }
+    options = DeepAttackOptions(trials=1, finetune_trials=1)
+    stored = suite_record(summaries, options, 1.0)  # no yardstick: the fraction of the best
+    assert stored.worst_case.attacker is DeepAttacker.FULL_REINIT
+    stick = Yardstick(
+        target=0.95 * 0.88,
+        cheapest_original=Cost("linear-adam", 1.0, 1, True),
+        cheapest_immunized=Cost("linear-adam", 3.0, 3, True),
+        cheapest_weight_free=Cost("full-reinit", 10.0, 10, True),
+        s=3.0,
+        s_max=10.0,
+        p=math.log(3.0) / math.log(10.0),
+        original=[],
+        immunized=[],
+    )
+    again = rescored(replace(stored, yardstick=stick))
+    assert again.worst_case.attacker is DeepAttacker.LINEAR_ADAM
+    assert again.attackers == stored.attackers and again.yardstick == stick
 
 
 def test_suite_record_round_trips_and_hides_the_storage_password(problem):

@@ -20,25 +20,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
+from condimmune.attacks.registry import DeepFamily
 from condimmune.attacks.search import StudyTrials, describe
-from condimmune.attacks.yardstick import Yardstick
 from condimmune.core.errors import ArgumentError
 from condimmune.core.records import JsonRecord
 
 __all__ = [
     "STORAGE_FIELDS",
     "DeepAttackOptions",
-    "DeepAttackSuite",
     "DeepAttackerSummary",
-    "DeepWorstCase",
     "ModelSearch",
     "TaskAttack",
-    "UtilityCheck",
     "redact",
     "relative_finetuning_deviation",
     "steps_to",
-    "suite_record",
 ]
 
 
@@ -216,135 +211,3 @@ class DeepAttackerSummary(JsonRecord):
     eval_steps: list[int]
     harmful: TaskAttack
     benign: TaskAttack | None = None
-
-
-@dataclass(frozen=True)
-class DeepWorstCase(JsonRecord):
-    """The headline (Eq. A5): among the **competent** attackers — those whose best harmful
-    accuracy on θ0 is at least ``target_fraction`` × the best of all attackers on θ0, so
-    that an attacker who never learns the task cannot win by being "not slowed" —
-    ``attacker`` is the one least slowed on the harmful task (its ``slowdown``, ``reached``
-    and ``rfd``; ties go to the higher accuracy on θ_I). ``strongest`` reaches the highest
-    harmful accuracy on θ_I; ``accuracy_original``/``accuracy_immunized`` are the best
-    harmful accuracies over all attackers on θ0 and θ_I. Weight-free attackers (slowdown 1
-    by construction) are not competitors here unless only they ran; they set the
-    yardstick's ceiling instead (:mod:`condimmune.attacks.yardstick`)."""
-
-    attacker: DeepAttacker
-    slowdown: float
-    reached: bool
-    rfd: float
-    competent: list[DeepAttacker]
-    strongest: DeepAttacker
-    accuracy_original: float
-    accuracy_immunized: float
-
-    @classmethod
-    def of(
-        cls, summaries: dict[DeepAttacker, DeepAttackerSummary], target_fraction: float
-    ) -> DeepWorstCase:
-        if not summaries:
-            raise ValueError("no attacker to compare")
-        best = max(s.harmful.original.best_accuracy for s in summaries.values())
-        order = [  # a weight-free attacker is never slowed: it has no place in this ratio
-            a
-            for a, s in summaries.items()
-            if s.harmful.original.best_accuracy >= target_fraction * best
-            and not DEEP_ATTACKERS[a].weight_free
-        ] or [
-            a
-            for a, s in summaries.items()
-            if s.harmful.original.best_accuracy >= target_fraction * best
-        ]
-        least = min(
-            order,
-            key=lambda a: (
-                summaries[a].harmful.slowdown,
-                -summaries[a].harmful.immunized.best_accuracy,
-                order.index(a),
-            ),
-        )
-        strongest = max(summaries, key=lambda a: summaries[a].harmful.immunized.best_accuracy)
-        h = summaries[least].harmful
-        return cls(
-            attacker=least,
-            slowdown=h.slowdown,
-            reached=h.reached,
-            rfd=h.rfd,
-            competent=order,
-            strongest=strongest,
-            accuracy_original=best,
-            accuracy_immunized=summaries[strongest].harmful.immunized.best_accuracy,
-        )
-
-
-@dataclass(frozen=True)
-class UtilityCheck(JsonRecord):
-    """The utility cap: the best benign accuracy of the linear probes on the released
-    features, θ0 vs θ_I; ``drop_points`` = 100 × (θ0 − θ_I); ``passes`` iff it is at most
-    ``cap_points``."""
-
-    accuracy_original: float
-    accuracy_immunized: float
-    drop_points: float
-    cap_points: float
-    passes: bool
-
-    @classmethod
-    def of(cls, original: float, immunized: float, cap: float) -> UtilityCheck:
-        drop = 100.0 * (original - immunized)
-        return cls(original, immunized, drop, cap, drop <= cap)
-
-
-@dataclass(frozen=True)
-class DeepAttackSuite(JsonRecord):
-    """``metrics.json``'s ``attack_suite`` of a deep run (``condimmune attack``): per
-    attacker the diagnostic slowdowns, their worst case (Eq. A5), the utility cap, and the
-    worst-case ``yardstick`` on the harmful task (:mod:`condimmune.attacks.yardstick`;
-    ``None`` in runs attacked before it existed, or when the extraction FLOPs were
-    unknown)."""
-
-    settings: DeepAttackOptions
-    attackers: dict[str, DeepAttackerSummary]
-    worst_case: DeepWorstCase
-    wall_seconds: float
-    utility: UtilityCheck | None = None
-    yardstick: Yardstick | None = None
-
-
-def suite_record(
-    summaries: dict[DeepAttacker, DeepAttackerSummary],
-    options: DeepAttackOptions,
-    wall_seconds: float,
-    stick: Yardstick | None = None,
-) -> DeepAttackSuite:
-    """The ``attack_suite`` record of ``summaries`` (of one suite, or of attacks made under
-    the same ``options`` and merged): the worst case over them, the utility check of their
-    linear probes and the yardstick ``stick`` (of the attackers of one suite: it needs every
-    trial's curve); the storage URL's password removed."""
-    probes = [
-        s.benign
-        for a, s in summaries.items()
-        if DEEP_ATTACKERS[a].linear_probe and s.benign is not None
-    ]
-    utility = (
-        UtilityCheck.of(
-            max(b.original.best_accuracy for b in probes),
-            max(b.immunized.best_accuracy for b in probes),
-            options.utility_cap,
-        )
-        if probes
-        else None
-    )
-    return DeepAttackSuite(
-        settings=replace(
-            options,
-            storage=redact(options.storage),
-            original_storage=redact(options.original_storage),
-        ),
-        attackers={a.value: s for a, s in summaries.items()},
-        worst_case=DeepWorstCase.of(summaries, options.target_fraction),
-        wall_seconds=wall_seconds,
-        utility=utility,
-        yardstick=stick,
-    )

@@ -15,14 +15,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
+from condimmune.attacks.deep_headline import DeepAttackSuite, suite_record
 from condimmune.attacks.deep_inputs import ReleasedModel, Task, attacker_inputs
-from condimmune.attacks.deep_records import (
-    DeepAttackerSummary,
-    DeepAttackOptions,
-    DeepAttackSuite,
-    TaskAttack,
-    suite_record,
-)
+from condimmune.attacks.deep_records import DeepAttackerSummary, DeepAttackOptions, TaskAttack
 from condimmune.attacks.deep_train import (
     Budget,
     TaskTensors,

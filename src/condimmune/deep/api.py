@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite
+from condimmune.attacks.deep_headline import DeepAttackSuite
+from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
 from condimmune.core.progress import ProgressCallback

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from condimmune.attacks.deep_records import DeepAttackSuite
+from condimmune.attacks.deep_headline import DeepAttackSuite
 from condimmune.attacks.registry import DEEP_ATTACKERS, PREFIX_ONLY
 from condimmune.attacks.yardstick import ceiling, weight_reading_slowdown
 from condimmune.core.records import JsonRecord

@@ -23,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from condimmune.attacks.deep_records import STORAGE_FIELDS, DeepAttackOptions, DeepAttackSuite
+from condimmune.attacks.deep_headline import DeepAttackSuite, rescored
+from condimmune.attacks.deep_records import STORAGE_FIELDS, DeepAttackOptions
 from condimmune.core.errors import UserError
 from condimmune.experiments.config import config_from_dict
 from condimmune.experiments.config.results import first_difference, result_settings
@@ -97,7 +98,8 @@ def _load(path: Path) -> MatrixRun:
         raise UserError("a linear run; attack-matrix combines deep runs", path, _FIX)
     if metrics.attack_suite is None:
         raise UserError("has no attack_suite in metrics.json", path, _FIX)
-    return MatrixRun(path, metrics, metrics.attack_suite, settings)
+    # the worst case under the rule in force, whenever the run was attacked
+    return MatrixRun(path, metrics, rescored(metrics.attack_suite), settings)
 
 
 def _averaged(run: MatrixRun) -> Iterator[tuple[str, float]]:

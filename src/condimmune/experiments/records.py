@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from condimmune.attacks.deep_records import DeepAttackSuite
+from condimmune.attacks.deep_headline import DeepAttackSuite
 from condimmune.attacks.suite import AttackSummary, SuiteSettings, WorstCase
 from condimmune.core.records import JsonRecord, JsonValue, RecordError
 from condimmune.deep.evaluate import GroupRatios

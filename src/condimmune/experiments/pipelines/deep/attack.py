@@ -19,7 +19,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from condimmune.attacks.deep_records import DeepAttackOptions, DeepAttackSuite, suite_record
+from condimmune.attacks.deep_headline import DeepAttackSuite, suite_record
+from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.attacks.registry import DeepAttacker

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from condimmune.attacks.deep_records import DeepAttackerSummary, DeepAttackOptions, DeepAttackSuite
+from condimmune.attacks.deep_headline import DeepAttackSuite
+from condimmune.attacks.deep_records import DeepAttackerSummary, DeepAttackOptions
 from condimmune.experiments.figures import factor_bars
 from condimmune.experiments.records import DeepRunMetrics
 from condimmune.experiments.report import FigureSpec, ReportPage, format_number, save_figure

@@ -645,3 +645,32 @@ def test_healing_fine_tunes_a_copy_on_the_benign_task_and_is_charged_for_it(prob
     ]  # fmt: skip
     assert costs[0].fixed_flops == pytest.approx(10 * costs[1].step_flops[0])
     assert costs[1].fixed_flops == 0.0
+
+
+def test_attackers_that_stopped_short_on_theta_i_are_run_again_with_a_longer_budget(problem):
+    """θ_I squashes two feature directions: within 40 steps the GD probe and the blocks stop
+    short of τ on θ_I at less than the scratch network costs. With ``weight_free_steps`` set
+    they are run again (Eq. R1): the blocks reach τ at 80 steps, so S falls; θ0's side and τ
+    do not move."""
+    from dataclasses import replace
+
+    from condimmune.attacks.deep_cost import ExtractionFlops
+
+    squash = _blocks()
+    with torch.no_grad():
+        squash[2].weight[0, 0] = squash[2].weight[1, 1] = 0.01
+    flops = ExtractionFlops(100.0, 50.0)
+    theta0 = replace(_released(problem, _blocks()), extraction=flops)
+    theta_i = replace(_released(problem, squash), extraction=flops)
+    names = ["linear-gd", "blocks-adam", "scratch-adam"]
+    options = replace(OPTIONS, trials=1, finetune_trials=1)
+    short = run_deep_suite(names, theta0, theta_i, options).yardstick
+    settled = run_deep_suite(
+        names, theta0, theta_i, replace(options, weight_free_steps=800)
+    ).yardstick
+    assert short is not None and settled is not None
+    assert short.extended == [] and settled.extended == ["blocks-adam", "linear-gd"]
+    assert short.cheapest_immunized.attacker == "scratch-adam"
+    assert settled.cheapest_immunized.attacker == "blocks-adam" and settled.s < short.s
+    assert settled.target == short.target and settled.original == short.original
+    assert Yardstick.from_json(json.loads(json.dumps(settled.to_json()))) == settled

@@ -17,6 +17,8 @@ from condimmune.attacks.yardstick import (
     attack_cost,
     ceiling,
     cheapest,
+    slowdown_floor,
+    stopped_short,
     weight_reading_slowdown,
     yardstick,
 )
@@ -234,3 +236,40 @@ def test_the_cheapest_trial_counts_not_the_first_to_reach():
     assert (cost.flops, cost.steps) == (5.0 + 20 * 2.0, 20)
     with pytest.raises(ArgumentError, match="one step_flops per trial"):
         AttackerCurves("mlp", [[0.0] * 5], STEPS, 0.0, [1.0, 2.0], 40)
+
+
+# --- attackers that stopped short of τ (S open) -------------------------------------------
+def test_the_floor_counts_competent_attackers_that_stopped_short_at_what_they_spent():
+    """On θ_I a probe (competent on θ0) stops at 40 steps × 1 without reaching τ, below the
+    cheapest θ_I cost (a network, 3 steps × 50): S = 150 / 10 is only the upper end, S ≥ 40 /
+    10. A closed-form attacker, and one that never reached τ on θ0 either, settle nothing."""
+    probe = curves("probe", [0.2, 0.95, 0.95, 0.95, 0.95])
+    stuck_probe = curves("probe", [0.2, 0.5, 0.6, 0.7, 0.8])
+    tune = curves("tune", [0.1, 0.5, 0.7, 0.95, 0.95], step_flops=5.0)
+    lstsq = curves("lstsq", [0.9, 0.9, 0.9, 0.9, 0.9], step_flops=0.5)
+    never = curves("never", [0.1, 0.1, 0.1, 0.1, 0.1], step_flops=0.5)
+    y = yardstick([probe, tune, lstsq, never], [stuck_probe, tune, lstsq, never], 0.95)
+    assert y.cheapest_immunized.attacker == "tune" and y.s == pytest.approx(15.0)
+    assert [c.attacker for c in stopped_short(y.immunized, 150.0, {"lstsq"})] == [
+        "probe",
+        "never",
+    ]
+    assert slowdown_floor(y, {"lstsq"}) == (pytest.approx(4.0), ["probe"])
+    settled = yardstick([probe, tune], [probe, tune], 0.95)
+    assert slowdown_floor(settled, set()) == (settled.s, [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    original=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+    immunized=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+    flops=st.floats(0.1, 10.0),
+)
+def test_the_floor_never_exceeds_s(original, immunized, flops):
+    reach = curves("probe", [0.1, 0.95, 0.95, 0.95, 0.95])
+    other = curves("other", original, step_flops=flops)
+    other_i = curves("other", immunized, step_flops=flops)
+    free = curves("scratch", [0.1, 0.3, 0.6, 0.95, 0.95], step_flops=20.0, free=True)
+    y = yardstick([reach, other, free], [curves("probe", immunized), other_i], 0.9)
+    floor, _ = slowdown_floor(y, set())
+    assert floor <= y.s

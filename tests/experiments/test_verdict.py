@@ -105,3 +105,31 @@ def test_the_ceiling_and_share_say_what_is_known(case):
     text = " ".join(yardstick_lines(y, 0.95))
     assert ceiling in text and share in text
     assert ("No weight-free attacker reached τ" in text) == (not args[3])
+
+
+def test_s_is_called_an_upper_end_while_competent_attackers_stopped_short():
+    """A probe that reached τ on θ0 stops short on θ_I below T*(θ_I) = 100: the report, the
+    command's line and the prefix ceiling say so; once it is settled (here: extended and
+    reached) nothing is said but which attackers were run again."""
+    from dataclasses import replace
+
+    from condimmune.attacks.yardstick import Cost
+    from condimmune.experiments.verdict import floor_text, prefix_ceiling_text, yardstick_lines
+
+    y = _stick(100.0, True, 1000.0, True)
+    probe = Cost("std-adam", 10.0, 2, True)
+    short = Cost("std-adam", 40.0, None, False)
+    open_ = replace(y, original=[*y.original, probe], immunized=[*y.immunized, short])
+    assert floor_text(open_) == "S ≥ 4 only (1 attacker stopped short of τ)"
+    assert "S ≥ 4. A longer budget" in " ".join(yardstick_lines(open_, 0.95))
+    assert floor_text(y) == ""
+    done = replace(
+        open_, immunized=[*y.immunized, Cost("std-adam", 400.0, 300, True)], extended=["std-adam"]
+    )
+    text = " ".join(yardstick_lines(done, 0.95))
+    assert floor_text(done) == "" and "longer budget because they had stopped short" in text
+    skip = Cost("skip-adam", 20.0, 4, True)  # the prefix ceiling: 2, unless a blocks-reinit
+    stuck = Cost("blocks-reinit", 15.0, None, False)  # that stopped at 15 could be cheaper
+    assert prefix_ceiling_text(replace(y, original=[*y.original, skip])) == "C(prefix) = 2"
+    opened = replace(y, original=[*y.original, skip, stuck])
+    assert prefix_ceiling_text(opened) == "C(prefix) ≤ 2 (1 stopped short of τ)"

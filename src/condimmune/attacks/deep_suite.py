@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
 from condimmune.attacks.deep_headline import DeepAttackSuite, suite_record
 from condimmune.attacks.deep_inputs import ReleasedModel, Task, attacker_inputs
 from condimmune.attacks.deep_records import DeepAttackerSummary, DeepAttackOptions, TaskAttack
+from condimmune.attacks.deep_resolve import extended_curves
 from condimmune.attacks.deep_train import (
     Budget,
     TaskTensors,
@@ -27,6 +28,7 @@ from condimmune.attacks.deep_train import (
     probe_curve,
 )
 from condimmune.attacks.registry import (
+    CLOSED_FORM,
     DEEP_ATTACKERS,
     DeepAttacker,
     DeepAttackerSpec,
@@ -41,7 +43,7 @@ from condimmune.attacks.search import (
     TrialResult,
     paired_search,
 )
-from condimmune.attacks.yardstick import AttackerCurves, yardstick
+from condimmune.attacks.yardstick import AttackerCurves, Yardstick, yardstick
 from condimmune.core._choices import parse_choice
 from condimmune.core.progress import Progress, ProgressCallback, report
 
@@ -260,6 +262,7 @@ def run_deep_suite(
     start = time.perf_counter()
     summaries: dict[DeepAttacker, DeepAttackerSummary] = {}
     costs: tuple[list[AttackerCurves | None], list[AttackerCurves | None]] = ([], [])
+    theta_i: dict[str, StudyTrials] = {}  # each attacker's harmful-task search on θ_I
     for done, attacker in enumerate(chosen):
         report(on_progress, Progress("attackers", done, len(chosen), attacker.value, "attacker"))
         spec = DEEP_ATTACKERS[attacker]
@@ -277,6 +280,7 @@ def run_deep_suite(
             else None
         )
         summaries[attacker] = DeepAttackerSummary(spec.family, steps, harmful, benign)
+        theta_i[attacker.value] = studies[1]
         for side, model, trials in zip(costs, (original, immunized), studies, strict=True):
             side.append(_curves(attacker, model, trials, steps, options))
     report(on_progress, Progress("attackers", len(chosen), len(chosen), unit="attacker"))
@@ -285,4 +289,46 @@ def run_deep_suite(
     stick = (
         yardstick(original_costs, immunized_costs, options.target_fraction) if measured else None
     )
+    if stick is not None and options.weight_free_steps is not None:
+        stick = _resolved(stick, original_costs, immunized_costs, theta_i, immunized, options)
     return suite_record(summaries, options, time.perf_counter() - start, stick)
+
+
+def _resolved(
+    stick: Yardstick,
+    original_costs: list[AttackerCurves],
+    immunized_costs: list[AttackerCurves],
+    searches: dict[str, StudyTrials],
+    immunized: ReleasedModel,
+    options: DeepAttackOptions,
+) -> Yardstick:
+    """``stick`` with the attackers that left ``S`` open run again on θ_I with the budget
+    of Eq. R1 (:mod:`condimmune.attacks.deep_resolve`), and Eq. Y1–Y5 recomputed."""
+    assert options.weight_free_steps is not None
+
+    def extend(name: str, steps: int, picks: Sequence[int]) -> AttackerCurves:
+        attacker = DeepAttacker(name)
+        spec = DEEP_ATTACKERS[attacker]
+        budget = replace(_budget(spec, options), steps=steps)
+        run = _objective(attacker, spec, immunized, Task.HARMFUL, budget, options.seed)
+        found = searches[name]
+        results = [run(found.params[i], i) for i in picks]
+        trials = StudyTrials(
+            [found.params[i] for i in picks],
+            [r.curve for r in results],
+            [r.objective for r in results],
+            0.0,
+        )
+        curves = _curves(attacker, immunized, trials, budget.eval_steps, options)
+        assert curves is not None  # the yardstick was measured: the FLOPs are known
+        return curves
+
+    by_name = {c.attacker: c for c in immunized_costs}
+    every = {n: _budget(DEEP_ATTACKERS[DeepAttacker(n)], options).eval_every for n in by_name}
+    cap = options.weight_free_steps
+    new = extended_curves(stick, by_name, searches, CLOSED_FORM, cap, every, extend)
+    if not new:
+        return stick
+    again = [new.get(c.attacker, c) for c in immunized_costs]
+    fresh = yardstick(original_costs, again, options.target_fraction)
+    return replace(fresh, extended=sorted(new))

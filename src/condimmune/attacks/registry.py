@@ -22,6 +22,7 @@ from condimmune.attacks.probes import AttackerTransform
 from condimmune.attacks.search import IntChoice, LogFloat, Param, Uniform
 
 __all__ = [
+    "CLOSED_FORM",
     "DEEP_ATTACKERS",
     "PREFIX_ONLY",
     "Attacker",
@@ -312,3 +313,10 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
 PREFIX_ONLY: frozenset[str] = frozenset(a.value for a, s in DEEP_ATTACKERS.items() if s.prefix_only)
 """The attackers whose cheapest cost on θ0 is the prefix ceiling ``C(prefix)``
 (:attr:`DeepAttackerSpec.prefix_only`, :func:`condimmune.attacks.yardstick.ceiling`)."""
+
+CLOSED_FORM: frozenset[str] = frozenset(
+    a.value for a, s in DEEP_ATTACKERS.items() if s.optimizer is Optimizer.LSTSQ
+)
+"""The attackers solved in closed form (ridge least squares): more steps cannot change their
+result, so an unreached target is settled for them
+(:func:`condimmune.attacks.yardstick.stopped_short`)."""

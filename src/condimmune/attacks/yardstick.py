@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from condimmune.core.errors import ArgumentError
 from condimmune.core.records import JsonRecord
@@ -51,6 +51,8 @@ __all__ = [
     "attack_cost",
     "ceiling",
     "cheapest",
+    "slowdown_floor",
+    "stopped_short",
     "weight_reading_slowdown",
     "yardstick",
 ]
@@ -129,6 +131,9 @@ class Yardstick(JsonRecord):
     p: float | None
     original: list[Cost]
     immunized: list[Cost]
+    extended: list[str] = field(default_factory=list)
+    """The attackers whose θ_I cost was settled with a longer budget
+    (:mod:`condimmune.attacks.deep_resolve`): their costs in ``immunized`` come from it."""
 
 
 def attack_cost(curves: AttackerCurves, target: float) -> Cost:
@@ -154,6 +159,32 @@ def cheapest(costs: Sequence[Cost]) -> Cost:
         raise ArgumentError("no attacker to compare; give at least one")
     reached = [c for c in costs if c.reached]
     return min(reached or costs, key=lambda c: c.flops)
+
+
+def stopped_short(costs: Sequence[Cost], below: float, exact: Collection[str]) -> list[Cost]:
+    """The attackers in ``costs`` not settled against the cost ``below``: stopped by their
+    step budget without reaching τ after spending less than ``below`` (Eq. Y2's lower
+    bound: given more steps, each could still reach τ anywhere above what it spent). The
+    attackers in ``exact`` (closed-form solutions, which more steps cannot change) are
+    settled by construction."""
+    return [c for c in costs if not c.reached and c.attacker not in exact and c.flops < below]
+
+
+def slowdown_floor(stick: Yardstick, exact: Collection[str]) -> tuple[float, list[str]]:
+    """The least ``S`` (Eq. Y4) that the recorded curves allow, and the attackers that set
+    it: every attacker that reached τ on θ0 but :func:`stopped_short` of ``T*(θ_I)`` on θ_I,
+    counted at what it spent there, as if it had reached τ with its next step. Equal to
+    ``S`` when none did; below it, ``S`` is only the upper end of what was measured, and a
+    longer budget for those attackers decides where in between the truth lies. An attacker
+    that reached τ on neither model is left out, as the worst case leaves out attackers
+    that are not competent (Eq. A5): more steps would move its cost on θ0 as well."""
+    best = stick.cheapest_immunized
+    competent = {c.attacker for c in stick.original if c.reached}
+    short = [
+        c for c in stopped_short(stick.immunized, best.flops, exact) if c.attacker in competent
+    ]
+    least = min([best.flops, *(c.flops for c in short)])
+    return least / stick.cheapest_original.flops, [c.attacker for c in short]
 
 
 def weight_reading_slowdown(

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from condimmune.attacks.registry import PREFIX_ONLY
-from condimmune.attacks.yardstick import Cost, Yardstick, ceiling
+from condimmune.attacks.registry import CLOSED_FORM, PREFIX_ONLY
+from condimmune.attacks.yardstick import Cost, Yardstick, ceiling, slowdown_floor, stopped_short
 from condimmune.experiments.report import format_number
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Verdict",
     "ceiling_text",
     "classify",
+    "floor_text",
     "share_text",
     "slowdown_text",
     "steps_text",
@@ -133,7 +134,22 @@ def prefix_ceiling_text(y: Yardstick) -> str:
     if found is None:
         return "no C(prefix) (no prefix-only attacker)"
     value, reached = found
+    prefix = [c for c in y.original if c.attacker in PREFIX_ONLY]
+    short = stopped_short(prefix, value * y.cheapest_original.flops, CLOSED_FORM)
+    if reached and short:  # a prefix attacker given more steps could still be cheaper
+        return f"C(prefix) ≤ {format_number(value)} ({len(short)} stopped short of τ)"
     return f"C(prefix) {'=' if reached else '≥'} {format_number(value)}"
+
+
+def floor_text(y: Yardstick) -> str:
+    """``S ≥ x (n attackers stopped short)`` when attackers on θ_I stopped at their step
+    budget below ``T*(θ_I)`` (:func:`~condimmune.attacks.yardstick.slowdown_floor`): ``S``
+    is then only the upper end of what was measured; empty when ``S`` is settled."""
+    floor, short = slowdown_floor(y, CLOSED_FORM)
+    if not short:
+        return ""
+    many = "attackers" if len(short) > 1 else "attacker"
+    return f"S ≥ {format_number(floor)} only ({len(short)} {many} stopped short of τ)"
 
 
 def share_text(y: Yardstick) -> str:
@@ -167,6 +183,19 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
         f"attacker on θ0: {_cost(y.cheapest_original)}; on θ_I: {_cost(y.cheapest_immunized)}. "
         f"**S = T*(θ_I) / T*(θ0) = {format_number(y.s)}**{bound}.",
     ]
+    if y.extended:
+        lines[0] += (
+            " Run again on θ_I with a longer budget because they had stopped short of τ "
+            f"below that cost (Eq. R1): {', '.join(f'`{a}`' for a in y.extended)}."
+        )
+    floor, short = slowdown_floor(y, CLOSED_FORM)
+    if short:
+        lines[0] += (
+            f" That is the upper end of what was measured: {len(short)} attacker(s) stopped at "
+            f"their step budget on θ_I without reaching τ, having spent less "
+            f"({', '.join(f'`{a}`' for a in short)}); counted at what they spent, "
+            f"S ≥ {format_number(floor)}. A longer budget for them decides where S lies."
+        )
     free = y.cheapest_weight_free
     if free is None or y.s_max is None:
         lines.append(

@@ -39,6 +39,7 @@ from condimmune.experiments.report import Table
 from condimmune.experiments.report import format_number as f
 from condimmune.experiments.verdict import (
     ceiling_text,
+    floor_text,
     prefix_ceiling_text,
     share_text,
     slowdown_text,
@@ -237,6 +238,8 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
             f"attacker: {y.cheapest_original.attacker} on θ0, {y.cheapest_immunized.attacker} "
             f"on θ_I), {ceiling_text(y)}, {prefix_ceiling_text(y)}; {share_text(y)}"
         )
+        if floor := floor_text(y):
+            lines.append(f"yardstick: {floor}: S is the upper end of what was measured")
     if u is not None:
         lines.append(
             f"utility: benign linear probe {u.accuracy_original:.3f} → "

@@ -18,7 +18,7 @@ from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
 from condimmune.attacks.deep_headline import DeepAttackSuite, suite_record
 from condimmune.attacks.deep_inputs import ReleasedModel, Task, attacker_inputs
 from condimmune.attacks.deep_records import DeepAttackerSummary, DeepAttackOptions, TaskAttack
-from condimmune.attacks.deep_resolve import extended_curves
+from condimmune.attacks.deep_resolve import extended_curves, to_resolve
 from condimmune.attacks.deep_train import (
     Budget,
     TaskTensors,
@@ -290,7 +290,9 @@ def run_deep_suite(
         yardstick(original_costs, immunized_costs, options.target_fraction) if measured else None
     )
     if stick is not None and options.weight_free_steps is not None:
-        stick = _resolved(stick, original_costs, immunized_costs, theta_i, immunized, options)
+        stick = _resolved(
+            stick, original_costs, immunized_costs, theta_i, immunized, options, on_progress
+        )
     return suite_record(summaries, options, time.perf_counter() - start, stick)
 
 
@@ -301,12 +303,17 @@ def _resolved(
     searches: dict[str, StudyTrials],
     immunized: ReleasedModel,
     options: DeepAttackOptions,
+    on_progress: ProgressCallback | None,
 ) -> Yardstick:
     """``stick`` with the attackers that left ``S`` open run again on θ_I with the budget
-    of Eq. R1 (:mod:`condimmune.attacks.deep_resolve`), and Eq. Y1–Y5 recomputed."""
+    of Eq. R1 (:mod:`condimmune.attacks.deep_resolve`), and Eq. Y1–Y5 recomputed;
+    ``on_progress`` hears each of them (task ``"settling S"``)."""
     assert options.weight_free_steps is not None
+    total, done = len(to_resolve(stick, CLOSED_FORM)), [0]
 
     def extend(name: str, steps: int, picks: Sequence[int]) -> AttackerCurves:
+        report(on_progress, Progress("settling S", done[0], total, name, "attacker"))
+        done[0] += 1
         attacker = DeepAttacker(name)
         spec = DEEP_ATTACKERS[attacker]
         budget = replace(_budget(spec, options), steps=steps)
@@ -327,6 +334,8 @@ def _resolved(
     every = {n: _budget(DEEP_ATTACKERS[DeepAttacker(n)], options).eval_every for n in by_name}
     cap = options.weight_free_steps
     new = extended_curves(stick, by_name, searches, CLOSED_FORM, cap, every, extend)
+    if total:
+        report(on_progress, Progress("settling S", total, total, unit="attacker"))
     if not new:
         return stick
     again = [new.get(c.attacker, c) for c in immunized_costs]

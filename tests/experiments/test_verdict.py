@@ -123,6 +123,10 @@ def test_s_is_called_an_upper_end_while_competent_attackers_stopped_short():
     assert floor_text(open_) == "S ≥ 4 only (1 attacker stopped short of τ)"
     assert "S ≥ 4. A longer budget" in " ".join(yardstick_lines(open_, 0.95))
     assert floor_text(y) == ""
+    assert "On θ0" not in " ".join(yardstick_lines(y, 0.95))
+    cheap = Cost("skip-adam", 5.0, None, False)  # stopped at 5 < T*(θ0) = 10 on θ0
+    text = " ".join(yardstick_lines(replace(y, original=[*y.original, cheap]), 0.95))
+    assert "On θ0, 1 attacker(s) stopped at their step budget below T*(θ0)" in text
     done = replace(
         open_, immunized=[*y.immunized, Cost("std-adam", 400.0, 300, True)], extended=["std-adam"]
     )

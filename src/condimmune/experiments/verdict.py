@@ -188,6 +188,15 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             " Run again on θ_I with a longer budget because they had stopped short of τ "
             f"below that cost (Eq. R1): {', '.join(f'`{a}`' for a in y.extended)}."
         )
+    before = y.cheapest_original
+    unsettled = stopped_short(y.original, before.flops, CLOSED_FORM) if before.reached else []
+    if unsettled:
+        lines[0] += (
+            f" On θ0, {len(unsettled)} attacker(s) stopped at their step budget below "
+            f"T*(θ0) without reaching τ ({', '.join(f'`{c.attacker}`' for c in unsettled)}): "
+            "given more steps they could make T*(θ0) smaller, which would raise S and S_max "
+            "alike (θ0's side is not extended)."
+        )
     floor, short = slowdown_floor(y, CLOSED_FORM)
     if short:
         lines[0] += (

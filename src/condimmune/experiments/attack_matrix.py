@@ -167,6 +167,7 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         ("**S = T*(θ_I) / T*(θ0)** (FLOPs to one target)", [f"**{_text(g.s)}**" for g in groups]),
         ("S_max (weight-free ceiling)", [_text(g.s_max) for g in groups]),
         ("P = log S / log S_max", [_text(g.p) for g in groups]),
+        ("cheapest attacker on θ_I, per seed", [", ".join(g.cheapest or []) for g in groups]),
         (
             "S floor: attackers that stopped short of τ on θ_I counted at what they spent",
             [_text(g.s_floor) for g in groups],

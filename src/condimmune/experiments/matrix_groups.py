@@ -74,6 +74,8 @@ class MatrixGroup(JsonRecord):
 slowdown_floor`): below ``s`` when attackers stopped short of τ on θ_I."""
     stopped_short: list[int] | None = None
     """Per run, how many attackers on θ_I stopped at their budget below T*(θ_I)."""
+    cheapest: list[str] | None = None
+    """Per run, the cheapest attacker on θ_I (Eq. Y3)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         c_prefix=_stat([c[0] for c in prefix], sum(not c[1] for c in prefix)),
         s_floor=_stat([f[0] for f in floors]),
         stopped_short=[len(f[1]) for f in floors] if floors else None,
+        cheapest=[y.cheapest_immunized.attacker for y in sticks] if sticks else None,
     )
 
 

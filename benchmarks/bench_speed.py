@@ -15,10 +15,10 @@ Cases (rows of ``CASES``; add one with a function ``args -> Outcome`` and a row)
   ``data.pca_components=0``: d = 784, 600 training rows per task, 30 epochs), beside the same
   run with the dense reference step (``core/reference.py``: k × k spectra through autograd,
   d × d solves, the benign guard on the dense κ), timed for ``--reference-epochs`` epochs and
-  scaled to the full run. Target: ≤ 5 s.
+  scaled to the full run. Target: ≤ 12 s.
 * ``house-price``: one ``condnum`` training run on Ames (100 epochs). Target: ≤ 1 s.
 * ``step-n64-d784``, ``step-n64-d2048``, ``step-n1024-d784``: one regularizer step against
-  the dense reference (``benchmarks/bench_step.py``). Targets: ratio ≥ 30, ≥ 100, ≥ 5.
+  the dense reference (``benchmarks/bench_step.py``). Targets: ratio ≥ 30, ≥ 100, ≥ 3.5.
 * ``default``: ``condimmune run`` (the default ``mnist-pair`` run) end to end as a process:
   import, data, training, evaluation, report. Target: ≤ 3 s.
 * ``help``: ``condimmune --help`` as a process. Target: ≤ 0.5 s.
@@ -30,6 +30,15 @@ Cases (rows of ``CASES``; add one with a function ``args -> Outcome`` and a row)
   files (``--mnist-root``, ``data.per_class=5900``: 11,800 training rows per task; 5,900 +
   100 held out fit in every class of MNIST's and Fashion-MNIST's 60,000 training images).
   Target: ≤ 60 s. Skipped without ``--mnist-root``.
+* ``full-raw-pixel``: the paper's data size on raw pixels (``--mnist-root``,
+  ``data.per_class=5900``, ``data.pca_components=0``: 11,800 × 784 per task, 30 epochs of
+  ``condnum``), timed in this process as a 1-epoch and a 2-epoch run: ``setup_s`` (the
+  1-epoch run less one epoch: row reduction, preconditioner), ``epoch_s`` (their
+  difference) and ``run_s`` = setup + 30 epochs. Target (issue #30): ≤ 300 s. Skipped
+  without ``--mnist-root``.
+
+Targets are issue #30's where it restated them (``raw-pixel`` ≤ 12 s, ``step-n1024-d784`` ≥
+3.5×, ``default`` ≤ 3 s), issue 13's elsewhere.
 """
 
 from __future__ import annotations
@@ -161,7 +170,7 @@ def _raw_pixel(args: argparse.Namespace) -> Outcome:
         "dense_timed_epochs": str(args.reference_epochs),
         "ratio": f"{dense / ours:.1f}",
     }
-    return Outcome(values, ours <= 5.0)
+    return Outcome(values, ours <= 12.0)
 
 
 def _house_price(args: argparse.Namespace) -> Outcome:
@@ -263,16 +272,31 @@ def _full_mnist(args: argparse.Namespace) -> Outcome:
     return Outcome({"process_s": f"{seconds:.1f}"}, seconds <= 60.0)
 
 
+def _full_raw_pixel(args: argparse.Namespace) -> Outcome:
+    if args.mnist_root is None:
+        return Outcome({"reason": "no --mnist-root"}, None)
+    common = [f"data.root={args.mnist_root}", "data.per_class=5900", "data.pca_components=0"]
+    epochs = _config("mnist-pair", common).train.epochs
+    one, two = (
+        _training_seconds(_config("mnist-pair", [*common, f"train.epochs={e}"]), 1) for e in (1, 2)
+    )
+    epoch = two - one
+    run = one - epoch + epochs * epoch
+    values = {"setup_s": f"{one - epoch:.1f}", "epoch_s": f"{epoch:.1f}", "run_s": f"{run:.0f}"}
+    return Outcome(values, run <= 300.0)
+
+
 CASES: dict[str, Case] = {
     "default": Case("process_s<=3", _default),
     "help": Case("process_s<=0.5", _help),
     "contention": Case("ratio<=2.5", _contention),
-    "raw-pixel": Case("ours_s<=5", _raw_pixel),
+    "raw-pixel": Case("ours_s<=12", _raw_pixel),
     "house-price": Case("ours_s<=1", _house_price),
     "step-n64-d784": Case("ratio>=30", partial(_step, 64, 784, 30.0)),
     "step-n64-d2048": Case("ratio>=100", partial(_step, 64, 2048, 100.0)),
-    "step-n1024-d784": Case("ratio>=5", partial(_step, 1024, 784, 5.0)),
+    "step-n1024-d784": Case("ratio>=3.5", partial(_step, 1024, 784, 3.5)),
     "full-mnist": Case("process_s<=60", _full_mnist),
+    "full-raw-pixel": Case("run_s<=300", _full_raw_pixel),
 }
 
 

@@ -16,6 +16,7 @@ from condimmune.attacks.yardstick import (
     AttackerCurves,
     attack_cost,
     ceiling,
+    ceiling_stopped_short,
     cheapest,
     slowdown_floor,
     stopped_short,
@@ -273,3 +274,16 @@ def test_the_floor_never_exceeds_s(original, immunized, flops):
     y = yardstick([reach, other, free], [curves("probe", immunized), other_i], 0.9)
     floor, _ = slowdown_floor(y, set())
     assert floor <= y.s
+
+
+def test_a_ceiling_is_only_an_upper_end_while_one_of_its_attackers_stopped_short():
+    """The prefix set {skip, blocks}: skip reaches τ at 8 × T*(θ0); blocks stopped at 40 steps
+    × 0.1 = 4 < 8 without reaching it: given more steps it could be the cheaper one."""
+    probe = curves("probe", [0.2, 0.95, 0.95, 0.95, 0.95])
+    skip = curves("skip", [0.1, 0.5, 0.95, 0.95, 0.95], step_flops=4.0)
+    blocks = curves("blocks", [0.1, 0.2, 0.3, 0.4, 0.5], step_flops=0.1)
+    y = yardstick([probe, skip, blocks], [probe, skip, blocks], 0.9)
+    assert ceiling(y, {"skip", "blocks"}) == (8.0, True)
+    assert [c.attacker for c in ceiling_stopped_short(y, {"skip", "blocks"}, set())] == ["blocks"]
+    assert ceiling_stopped_short(y, {"skip", "blocks"}, {"blocks"}) == []  # closed form
+    assert ceiling_stopped_short(y, {"blocks"}, set()) == []  # the ceiling is a lower bound

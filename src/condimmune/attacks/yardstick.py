@@ -50,6 +50,7 @@ __all__ = [
     "Yardstick",
     "attack_cost",
     "ceiling",
+    "ceiling_stopped_short",
     "cheapest",
     "slowdown_floor",
     "stopped_short",
@@ -217,6 +218,19 @@ def ceiling(stick: Yardstick, attackers: Collection[str]) -> tuple[float, bool] 
         return None
     best = cheapest(costs)
     return best.flops / stick.cheapest_original.flops, best.reached
+
+
+def ceiling_stopped_short(
+    stick: Yardstick, attackers: Collection[str], exact: Collection[str]
+) -> list[Cost]:
+    """The attackers of :func:`ceiling`'s set that :func:`stopped_short` of its value on θ0
+    (given more steps, one could make the ceiling lower: it is then only an upper end);
+    none when the ceiling itself is a lower bound or was not measured."""
+    found = ceiling(stick, attackers)
+    if found is None or not found[1]:
+        return []
+    costs = [c for c in stick.original if c.attacker in attackers]
+    return stopped_short(costs, found[0] * stick.cheapest_original.flops, exact)
 
 
 def yardstick(

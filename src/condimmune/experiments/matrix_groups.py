@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from condimmune.attacks.registry import CLOSED_FORM, DEEP_ATTACKERS, PREFIX_ONLY
-from condimmune.attacks.yardstick import ceiling, slowdown_floor, weight_reading_slowdown
+from condimmune.attacks.yardstick import (
+    ceiling,
+    ceiling_stopped_short,
+    slowdown_floor,
+    weight_reading_slowdown,
+)
 from condimmune.core.records import JsonRecord
 from condimmune.experiments.matrix_runs import MatrixRun
 
@@ -20,25 +25,30 @@ __all__ = ["MatrixGroup", "MatrixResult", "Stat", "group_runs"]
 @dataclass(frozen=True)
 class Stat(JsonRecord):
     """Mean ± sample std over ``n`` runs, of which ``unreached`` are lower bounds (slowdowns
-    whose target θ_I did not reach within the budget)."""
+    whose target θ_I did not reach within the budget) and ``upper`` only upper ends (an
+    attacker stopped short of τ below the value: :func:`~condimmune.attacks.yardstick.\
+stopped_short`)."""
 
     mean: float
     std: float
     n: int
     unreached: int = 0
+    upper: int = 0
 
     @classmethod
-    def of(cls, values: Sequence[float], unreached: int = 0) -> Stat:
+    def of(cls, values: Sequence[float], unreached: int = 0, upper: int = 0) -> Stat:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(statistics.fmean(values), std, len(values), unreached)
+        return cls(statistics.fmean(values), std, len(values), unreached, upper)
 
     @property
     def lower_bound(self) -> bool:
         return self.unreached > 0
 
     def text(self, digits: int = 3) -> str:
-        """``mean ± std``; a single run's value says so instead of a ``± 0``."""
-        mark = "≥ " if self.lower_bound else ""
+        """``mean ± std``; a single run's value says so instead of a ``± 0``; ``≥`` marks a
+        lower bound, ``≤`` an upper end, ``≥/≤`` a mean over both."""
+        marks = {(True, False): "≥ ", (False, True): "≤ ", (True, True): "≥/≤ "}
+        mark = marks.get((self.lower_bound, self.upper > 0), "")
         spread = f" ± {self.std:.2g}" if self.n > 1 else " (1 run)"
         return f"{mark}{self.mean:.{digits}g}{spread}"
 
@@ -123,7 +133,11 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         passes_cap=[u.passes for u in utilities],
         rir_theta0=Stat.of([r.metrics.rir_theta0.honest.rir_mean for r in runs]),
         attack_seconds=Stat.of([s.wall_seconds for s in suites]),
-        s=_stat([y.s for y in sticks], sum(not y.cheapest_immunized.reached for y in sticks)),
+        s=_stat(
+            [y.s for y in sticks],
+            sum(not y.cheapest_immunized.reached for y in sticks),
+            sum(bool(f[1]) for f in floors),
+        ),
         s_max=_stat(
             [y.s_max for y in ceilings if y.s_max is not None],
             sum(
@@ -131,15 +145,22 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
                 for c in ceilings
             ),
         ),
-        p=_stat([y.p for y in sticks if y.p is not None]),
+        p=_stat(
+            [y.p for y in sticks if y.p is not None],
+            upper=sum(bool(f[1]) for y, f in zip(sticks, floors, strict=True) if y.p is not None),
+        ),
         s_reading=_stat([r[0] for r in reading], sum(not r[1] for r in reading)),
-        c_prefix=_stat([c[0] for c in prefix], sum(not c[1] for c in prefix)),
+        c_prefix=_stat(
+            [c[0] for c in prefix],
+            sum(not c[1] for c in prefix),
+            sum(bool(ceiling_stopped_short(y, PREFIX_ONLY, CLOSED_FORM)) for y in sticks),
+        ),
         s_floor=_stat([f[0] for f in floors]),
         stopped_short=[len(f[1]) for f in floors] if floors else None,
         cheapest=[y.cheapest_immunized.attacker for y in sticks] if sticks else None,
     )
 
 
-def _stat(values: Sequence[float], unreached: int = 0) -> Stat | None:
+def _stat(values: Sequence[float], unreached: int = 0, upper: int = 0) -> Stat | None:
     """:meth:`Stat.of`, or ``None`` when no run measured the value."""
-    return Stat.of(values, unreached) if values else None
+    return Stat.of(values, unreached, upper) if values else None

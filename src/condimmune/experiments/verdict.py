@@ -9,7 +9,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from condimmune.attacks.registry import CLOSED_FORM, PREFIX_ONLY
-from condimmune.attacks.yardstick import Cost, Yardstick, ceiling, slowdown_floor, stopped_short
+from condimmune.attacks.yardstick import (
+    Cost,
+    Yardstick,
+    ceiling,
+    ceiling_stopped_short,
+    slowdown_floor,
+    stopped_short,
+)
 from condimmune.experiments.report import format_number
 
 __all__ = [
@@ -134,9 +141,8 @@ def prefix_ceiling_text(y: Yardstick) -> str:
     if found is None:
         return "no C(prefix) (no prefix-only attacker)"
     value, reached = found
-    prefix = [c for c in y.original if c.attacker in PREFIX_ONLY]
-    short = stopped_short(prefix, value * y.cheapest_original.flops, CLOSED_FORM)
-    if reached and short:  # a prefix attacker given more steps could still be cheaper
+    short = ceiling_stopped_short(y, PREFIX_ONLY, CLOSED_FORM)
+    if short:  # a prefix attacker given more steps could still be cheaper
         return f"C(prefix) ≤ {format_number(value)} ({len(short)} stopped short of τ)"
     return f"C(prefix) {'=' if reached else '≥'} {format_number(value)}"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from condimmune.attacks.deep_resolve import (
@@ -49,8 +51,10 @@ def test_an_attacker_that_reaches_tau_with_more_steps_lowers_s_and_nothing_else_
     probe = _curves("probe", [0.2, 0.95, 0.95, 0.95, 0.95])
     short = _curves("probe", [0.2, 0.5, 0.6, 0.7, 0.8])
     tune = _curves("tune", [0.1, 0.5, 0.7, 0.95, 0.95], step=5.0)
-    stick = yardstick([probe, tune], [short, tune], 0.95)
-    assert to_resolve(stick, frozenset()) == ["probe"] and stick.s == pytest.approx(15.0)
+    stick = replace(yardstick([probe, tune], [short, tune], 0.95), cap_steps=800)
+    assert to_resolve(stick, frozenset(), frozenset()) == ["probe"]
+    assert to_resolve(stick, frozenset(), frozenset({"probe"})) == []  # the same on both
+    assert stick.s == pytest.approx(15.0)
     trials = {"probe": StudyTrials([{"lr": 1.0}], [short.curves[0]], [0.5], 1.0)}
     calls = []
 
@@ -60,11 +64,14 @@ def test_an_attacker_that_reaches_tau_with_more_steps_lowers_s_and_nothing_else_
         rising = [0.2, 0.5, 0.6, 0.7, 0.8, 0.9] + [0.95] * (len(longer) - 6)
         return _curves(name, rising, steps=longer)
 
-    new = extended_curves(
-        stick, {"probe": short, "tune": tune}, trials, frozenset(), 800, {"probe": 1}, extend
-    )
+    immunized = {"probe": short, "tune": tune}
+    new = extended_curves(stick, immunized, trials, frozenset(), frozenset(), {"probe": 1}, extend)
     assert calls == [("probe", 150, [0])]  # enough steps to spend T*(θ_I) = 150
     again = yardstick([probe, tune], [new["probe"], tune], 0.95)
     assert again.target == stick.target and again.cheapest_immunized.attacker == "probe"
     assert again.s == pytest.approx(6.0) and again.s < stick.s  # reached at step 60
-    assert to_resolve(again, frozenset()) == []
+    assert to_resolve(again, frozenset(), frozenset()) == []
+    with pytest.raises(ValueError, match="no cap_steps"):
+        extended_curves(
+            replace(stick, cap_steps=None), immunized, trials, frozenset(), frozenset(), {}, extend
+        )

@@ -240,22 +240,30 @@ def test_the_cheapest_trial_counts_not_the_first_to_reach():
 
 
 # --- attackers that stopped short of τ (S open) -------------------------------------------
-def test_the_floor_counts_competent_attackers_that_stopped_short_at_what_they_spent():
-    """On θ_I a probe (competent on θ0) stops at 40 steps × 1 without reaching τ, below the
-    cheapest θ_I cost (a network, 3 steps × 50): S = 150 / 10 is only the upper end, S ≥ 40 /
-    10. A closed-form attacker, and one that never reached τ on θ0 either, settle nothing."""
+def test_the_floor_counts_each_attacker_that_stopped_short_at_what_it_spent():
+    """On θ_I a probe stops at 40 steps × 1 without reaching τ, below the cheapest θ_I cost (a
+    network, 3 steps × 50): S = 150 / 10 is only the upper end, S ≥ 40 / 10. Settled: a
+    closed-form attacker, and one given the cap (the longest budget). One that never reached
+    τ anywhere still counts (0.2 × 40 = 8 on θ_I: S ≥ 0.8), unless it is the same on both
+    models (weight-free): what it costs on θ_I it costs on θ0, so it cannot take S below 1."""
     probe = curves("probe", [0.2, 0.95, 0.95, 0.95, 0.95])
     stuck_probe = curves("probe", [0.2, 0.5, 0.6, 0.7, 0.8])
     tune = curves("tune", [0.1, 0.5, 0.7, 0.95, 0.95], step_flops=5.0)
     lstsq = curves("lstsq", [0.9, 0.9, 0.9, 0.9, 0.9], step_flops=0.5)
-    never = curves("never", [0.1, 0.1, 0.1, 0.1, 0.1], step_flops=0.5)
+    never = curves("never", [0.1, 0.1, 0.1, 0.1, 0.1], step_flops=0.2)
     y = yardstick([probe, tune, lstsq, never], [stuck_probe, tune, lstsq, never], 0.95)
     assert y.cheapest_immunized.attacker == "tune" and y.s == pytest.approx(15.0)
     assert [c.attacker for c in stopped_short(y.immunized, 150.0, {"lstsq"})] == [
         "probe",
         "never",
     ]
-    assert slowdown_floor(y, {"lstsq"}) == (pytest.approx(4.0), ["probe"])
+    assert slowdown_floor(y, {"lstsq"}) == (pytest.approx(0.8), ["probe", "never"])
+    assert slowdown_floor(y, {"lstsq"}, {"never"}) == (pytest.approx(1.0), ["probe", "never"])
+    assert stopped_short(y.immunized, 150.0, {"lstsq"}, cap=40) == []  # all given the cap
+    assert [c.attacker for c in stopped_short(y.immunized, 150.0, {"lstsq"}, cap=80)] == [
+        "probe",
+        "never",
+    ]
     settled = yardstick([probe, tune], [probe, tune], 0.95)
     assert slowdown_floor(settled, set()) == (settled.s, [])
 

@@ -6,9 +6,9 @@ given more steps it could still reach τ more cheaply than ``T*(θ_I)``
 (:func:`~condimmune.attacks.yardstick.slowdown_floor`). On a probe the steps cost almost
 nothing beside the feature extraction, so its 50-step budget decides little about cost.
 
-Here each such attacker that reached τ on θ0 (a competent one, as in Eq. A5) is run again on
-θ_I from its ``trials`` most accurate hyperparameter settings of the θ_I search, with a
-budget of
+Here each such attacker that reads the released weights (a weight-free one costs the same
+on both models) is run again on θ_I from its ``trials`` most accurate hyperparameter
+settings of the θ_I search, with a budget of
 
 .. math::  B' = \min\bigl(B_{free},\; \lceil (T^*(θ_I) - F_a) / s_a \rceil\bigr)       (R1)
 
@@ -42,9 +42,10 @@ Extend = Callable[[str, int, Sequence[int]], AttackerCurves]
 """``(attacker, steps, trial indices) → its curves on θ_I with that budget``."""
 
 
-def to_resolve(stick: Yardstick, exact: frozenset[str]) -> list[str]:
-    """The attackers that leave ``S`` open (:func:`slowdown_floor`), cheapest first."""
-    return slowdown_floor(stick, exact)[1]
+def to_resolve(stick: Yardstick, exact: frozenset[str], identical: frozenset[str]) -> list[str]:
+    """The attackers that leave ``S`` open (:func:`slowdown_floor`) and can be run again on
+    θ_I alone: not those in ``identical`` (the weight-free ones, the same on both models)."""
+    return [a for a in slowdown_floor(stick, exact, identical)[1] if a not in identical]
 
 
 def extension_steps(curves: AttackerCurves, below: float, cap: int, eval_every: int) -> int:
@@ -72,16 +73,19 @@ def extended_curves(
     immunized: Mapping[str, AttackerCurves],
     trials: Mapping[str, StudyTrials],
     exact: frozenset[str],
-    cap: int,
+    identical: frozenset[str],
     eval_every: Mapping[str, int],
     extend: Extend,
 ) -> dict[str, AttackerCurves]:
     """The θ_I curves of every attacker :func:`to_resolve` names, run again by ``extend``
-    with the budget of Eq. R1 (``cap``: ``weight_free_steps``); ``eval_every`` per attacker
-    (1 for the probes). Attackers whose budget cannot grow are left out."""
-    below = stick.cheapest_immunized.flops
+    with the budget of Eq. R1 (capped at ``stick.cap_steps``, the weight-free budget);
+    ``eval_every`` per attacker (1 for the probes). Attackers whose budget cannot grow are
+    left out."""
+    if stick.cap_steps is None:
+        raise ValueError("the yardstick has no cap_steps (weight_free_steps) to extend to")
+    below, cap = stick.cheapest_immunized.flops, stick.cap_steps
     out: dict[str, AttackerCurves] = {}
-    for name in to_resolve(stick, exact):
+    for name in to_resolve(stick, exact, identical):
         curves = immunized[name]
         steps = extension_steps(curves, below, cap, eval_every[name])
         if steps > curves.budget_steps:

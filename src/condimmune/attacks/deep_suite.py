@@ -30,6 +30,7 @@ from condimmune.attacks.deep_train import (
 from condimmune.attacks.registry import (
     CLOSED_FORM,
     DEEP_ATTACKERS,
+    WEIGHT_FREE,
     DeepAttacker,
     DeepAttackerSpec,
     DeepFamily,
@@ -290,6 +291,7 @@ def run_deep_suite(
         yardstick(original_costs, immunized_costs, options.target_fraction) if measured else None
     )
     if stick is not None and options.weight_free_steps is not None:
+        stick = replace(stick, cap_steps=options.weight_free_steps)
         stick = _resolved(
             stick, original_costs, immunized_costs, theta_i, immunized, options, on_progress
         )
@@ -308,8 +310,7 @@ def _resolved(
     """``stick`` with the attackers that left ``S`` open run again on θ_I with the budget
     of Eq. R1 (:mod:`condimmune.attacks.deep_resolve`), and Eq. Y1–Y5 recomputed;
     ``on_progress`` hears each of them (task ``"settling S"``)."""
-    assert options.weight_free_steps is not None
-    total, done = len(to_resolve(stick, CLOSED_FORM)), [0]
+    total, done = len(to_resolve(stick, CLOSED_FORM, WEIGHT_FREE)), [0]
 
     def extend(name: str, steps: int, picks: Sequence[int]) -> AttackerCurves:
         report(on_progress, Progress("settling S", done[0], total, name, "attacker"))
@@ -332,12 +333,11 @@ def _resolved(
 
     by_name = {c.attacker: c for c in immunized_costs}
     every = {n: _budget(DEEP_ATTACKERS[DeepAttacker(n)], options).eval_every for n in by_name}
-    cap = options.weight_free_steps
-    new = extended_curves(stick, by_name, searches, CLOSED_FORM, cap, every, extend)
+    new = extended_curves(stick, by_name, searches, CLOSED_FORM, WEIGHT_FREE, every, extend)
     if total:
         report(on_progress, Progress("settling S", total, total, unit="attacker"))
     if not new:
         return stick
     again = [new.get(c.attacker, c) for c in immunized_costs]
     fresh = yardstick(original_costs, again, options.target_fraction)
-    return replace(fresh, extended=sorted(new))
+    return replace(fresh, extended=sorted(new), cap_steps=stick.cap_steps)

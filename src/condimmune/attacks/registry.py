@@ -25,6 +25,7 @@ __all__ = [
     "CLOSED_FORM",
     "DEEP_ATTACKERS",
     "PREFIX_ONLY",
+    "WEIGHT_FREE",
     "Attacker",
     "DeepAttacker",
     "DeepAttackerSpec",
@@ -309,6 +310,9 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
     }
 )
 """Every deep attacker, in :class:`DeepAttacker` order."""
+
+WEIGHT_FREE: frozenset[str] = frozenset(a.value for a, s in DEEP_ATTACKERS.items() if s.weight_free)
+"""The attackers that read no released weight: the same cost on θ0 and θ_I (the ceiling)."""
 
 PREFIX_ONLY: frozenset[str] = frozenset(a.value for a, s in DEEP_ATTACKERS.items() if s.prefix_only)
 """The attackers whose cheapest cost on θ0 is the prefix ceiling ``C(prefix)``

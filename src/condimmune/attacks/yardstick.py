@@ -114,6 +114,8 @@ class Cost(JsonRecord):
     flops: float
     steps: int | None
     reached: bool
+    budget_steps: int = 0
+    """The steps the attacker was given (0 in records made before it was stored)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,10 @@ class Yardstick(JsonRecord):
     extended: list[str] = field(default_factory=list)
     """The attackers whose θ_I cost was settled with a longer budget
     (:mod:`condimmune.attacks.deep_resolve`): their costs in ``immunized`` come from it."""
+    cap_steps: int | None = None
+    """The longest step budget any attacker is given (``weight_free_steps``): an attacker
+    that did not reach τ within it counts as settled at that budget (:func:`stopped_short`);
+    ``None`` when there is none."""
 
 
 def attack_cost(curves: AttackerCurves, target: float) -> Cost:
@@ -148,9 +154,9 @@ def attack_cost(curves: AttackerCurves, target: float) -> Cost:
     ]
     if hits:
         flops, steps = min(hits)
-        return Cost(curves.attacker, flops, steps, True)
+        return Cost(curves.attacker, flops, steps, True, curves.budget_steps)
     budget = curves.fixed_flops + max(curves.budget_steps, 1) * min(curves.step_flops)
-    return Cost(curves.attacker, budget, None, False)
+    return Cost(curves.attacker, budget, None, False, curves.budget_steps)
 
 
 def cheapest(costs: Sequence[Cost]) -> Cost:
@@ -162,30 +168,40 @@ def cheapest(costs: Sequence[Cost]) -> Cost:
     return min(reached or costs, key=lambda c: c.flops)
 
 
-def stopped_short(costs: Sequence[Cost], below: float, exact: Collection[str]) -> list[Cost]:
+def stopped_short(
+    costs: Sequence[Cost], below: float, exact: Collection[str], cap: int | None = None
+) -> list[Cost]:
     """The attackers in ``costs`` not settled against the cost ``below``: stopped by their
     step budget without reaching τ after spending less than ``below`` (Eq. Y2's lower
-    bound: given more steps, each could still reach τ anywhere above what it spent). The
-    attackers in ``exact`` (closed-form solutions, which more steps cannot change) are
-    settled by construction."""
-    return [c for c in costs if not c.reached and c.attacker not in exact and c.flops < below]
-
-
-def slowdown_floor(stick: Yardstick, exact: Collection[str]) -> tuple[float, list[str]]:
-    """The least ``S`` (Eq. Y4) that the recorded curves allow, and the attackers that set
-    it: every attacker that reached τ on θ0 but :func:`stopped_short` of ``T*(θ_I)`` on θ_I,
-    counted at what it spent there, as if it had reached τ with its next step. Equal to
-    ``S`` when none did; below it, ``S`` is only the upper end of what was measured, and a
-    longer budget for those attackers decides where in between the truth lies. An attacker
-    that reached τ on neither model is left out, as the worst case leaves out attackers
-    that are not competent (Eq. A5): more steps would move its cost on θ0 as well."""
-    best = stick.cheapest_immunized
-    competent = {c.attacker for c in stick.original if c.reached}
-    short = [
-        c for c in stopped_short(stick.immunized, best.flops, exact) if c.attacker in competent
+    bound: given more steps, each could still reach τ anywhere above what it spent). Settled
+    by construction: the attackers in ``exact`` (closed-form solutions, which more steps
+    cannot change) and those that were given ``cap`` steps, the longest budget of all (the
+    ceiling's own: "> that budget" is then their reported cost, as everywhere)."""
+    return [
+        c
+        for c in costs
+        if not c.reached
+        and c.attacker not in exact
+        and c.flops < below
+        and (cap is None or c.budget_steps < cap)
     ]
-    least = min([best.flops, *(c.flops for c in short)])
-    return least / stick.cheapest_original.flops, [c.attacker for c in short]
+
+
+def slowdown_floor(
+    stick: Yardstick, exact: Collection[str], identical: Collection[str] = ()
+) -> tuple[float, list[str]]:
+    """The least ``S`` (Eq. Y4) that the recorded curves allow, and the attackers that set
+    it: each attacker that :func:`stopped_short` of ``T*(θ_I)`` on θ_I counted at what it
+    spent, as if it had reached τ with its next step — except that an attacker in
+    ``identical`` (the weight-free ones: the same cost on both models) cannot take ``S``
+    below 1, since what it costs on θ_I it costs on θ0 too. θ0's measured ``T*`` stands:
+    more steps can only lower it, which raises ``S``, so the floor stays a floor. Equal to
+    ``S`` when no attacker stopped short; below it, ``S`` is only the upper end of what was
+    measured, and a longer budget for those attackers decides where the truth lies."""
+    best, base = stick.cheapest_immunized, stick.cheapest_original.flops
+    short = stopped_short(stick.immunized, best.flops, exact, stick.cap_steps)
+    spent = [max(c.flops, base) if c.attacker in identical else c.flops for c in short]
+    return min([best.flops, *spent]) / base, [c.attacker for c in short]
 
 
 def weight_reading_slowdown(
@@ -230,7 +246,8 @@ def ceiling_stopped_short(
     if found is None or not found[1]:
         return []
     costs = [c for c in stick.original if c.attacker in attackers]
-    return stopped_short(costs, found[0] * stick.cheapest_original.flops, exact)
+    limit = found[0] * stick.cheapest_original.flops
+    return stopped_short(costs, limit, exact, stick.cap_steps)
 
 
 def yardstick(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from condimmune.attacks.registry import CLOSED_FORM, DEEP_ATTACKERS, PREFIX_ONLY
+from condimmune.attacks.registry import CLOSED_FORM, DEEP_ATTACKERS, PREFIX_ONLY, WEIGHT_FREE
 from condimmune.attacks.yardstick import (
     ceiling,
     ceiling_stopped_short,
@@ -116,7 +116,7 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
     free = {a.value for a, spec in DEEP_ATTACKERS.items() if spec.weight_free}
     reading = [r for y in sticks if (r := weight_reading_slowdown(y, free)) is not None]
     prefix = [c for y in sticks if (c := ceiling(y, PREFIX_ONLY)) is not None]
-    floors = [slowdown_floor(y, CLOSED_FORM) for y in sticks]
+    floors = [slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE) for y in sticks]
     return MatrixGroup(
         experiment=key[0],
         method=key[1],

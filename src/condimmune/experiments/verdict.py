@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from condimmune.attacks.registry import CLOSED_FORM, PREFIX_ONLY
+from condimmune.attacks.registry import CLOSED_FORM, PREFIX_ONLY, WEIGHT_FREE
 from condimmune.attacks.yardstick import (
     Cost,
     Yardstick,
@@ -151,7 +151,7 @@ def floor_text(y: Yardstick) -> str:
     """``S ≥ x (n attackers stopped short)`` when attackers on θ_I stopped at their step
     budget below ``T*(θ_I)`` (:func:`~condimmune.attacks.yardstick.slowdown_floor`): ``S``
     is then only the upper end of what was measured; empty when ``S`` is settled."""
-    floor, short = slowdown_floor(y, CLOSED_FORM)
+    floor, short = slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE)
     if not short:
         return ""
     many = "attackers" if len(short) > 1 else "attacker"
@@ -195,7 +195,9 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             f"below that cost (Eq. R1): {', '.join(f'`{a}`' for a in y.extended)}."
         )
     before = y.cheapest_original
-    unsettled = stopped_short(y.original, before.flops, CLOSED_FORM) if before.reached else []
+    unsettled = (
+        stopped_short(y.original, before.flops, CLOSED_FORM, y.cap_steps) if before.reached else []
+    )
     if unsettled:
         lines[0] += (
             f" On θ0, {len(unsettled)} attacker(s) stopped at their step budget below "
@@ -203,7 +205,7 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             "given more steps they could make T*(θ0) smaller, which would raise S and S_max "
             "alike (θ0's side is not extended)."
         )
-    floor, short = slowdown_floor(y, CLOSED_FORM)
+    floor, short = slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE)
     if short:
         lines[0] += (
             f" That is the upper end of what was measured: {len(short)} attacker(s) stopped at "

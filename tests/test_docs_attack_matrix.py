@@ -37,3 +37,14 @@ def test_whole_network_matrix_table_in_docs_is_regenerated_from_the_kept_runs(
     section = docs.split("## The whole-network defence matrix", 1)[1]
     assert _table(section) == generated
     assert f"{len(result.runs)} runs of 27" in section
+
+
+def test_cluttered_matrix_table_in_docs_is_regenerated_from_the_kept_runs(
+    tmp_path: Path,
+) -> None:
+    result = write_attack_matrix([KEPT.parent / "mnist-cnn-cluttered"], tmp_path / "report")
+    generated = _table((tmp_path / "report" / "attack_matrix.md").read_text())
+    docs = (ROOT / "docs" / "attacks.md").read_text()
+    section = docs.split("## The cluttered operating point", 1)[1]
+    assert _table(section) == generated
+    assert f"{len(result.runs)} runs of 27" in section

@@ -1,9 +1,11 @@
-"""docs/attacks.md's MobileNetV2 matrix table is what `condimmune attack-matrix` makes of the
+"""docs/attacks.md's attack-matrix tables are what `condimmune attack-matrix` makes of the
 kept metrics in docs/data/attack-matrix/, so the published numbers cannot drift from the
 runs they come from (a hand edit of a cell, or a kept run added without regenerating the
 table, fails here)."""
 
 from pathlib import Path
+
+import pytest
 
 from condimmune.experiments.attack_matrix import write_attack_matrix
 
@@ -19,32 +21,21 @@ def _table(markdown: str) -> list[str]:
     return lines[start:end]
 
 
-def test_mobilenet_matrix_table_in_docs_is_regenerated_from_the_kept_runs(tmp_path: Path) -> None:
-    result = write_attack_matrix([KEPT], tmp_path / "report")
+MATRICES = {
+    "mobilenet-fashion-mnist": ("## The `mobilenet-fashion-mnist` matrix", 24),
+    "mnist-cnn-defence": ("## The whole-network defence matrix", 27),
+    "mnist-cnn-cluttered": ("## The cluttered operating point", 27),
+}
+"""Kept runs (a folder of docs/data/attack-matrix/) → the docs section that publishes their
+table, and how many runs the full matrix has."""
+
+
+@pytest.mark.parametrize("kept", MATRICES, ids=list(MATRICES))
+def test_matrix_table_in_docs_is_regenerated_from_the_kept_runs(kept: str, tmp_path: Path) -> None:
+    heading, full = MATRICES[kept]
+    result = write_attack_matrix([KEPT.parent / kept], tmp_path / "report")
     generated = _table((tmp_path / "report" / "attack_matrix.md").read_text())
     docs = (ROOT / "docs" / "attacks.md").read_text()
-    section = docs.split("## The `mobilenet-fashion-mnist` matrix", 1)[1]
+    section = docs.split(heading, 1)[1]
     assert _table(section) == generated
-    assert f"{len(result.runs)} runs of 24" in section
-
-
-def test_whole_network_matrix_table_in_docs_is_regenerated_from_the_kept_runs(
-    tmp_path: Path,
-) -> None:
-    result = write_attack_matrix([KEPT.parent / "mnist-cnn-defence"], tmp_path / "report")
-    generated = _table((tmp_path / "report" / "attack_matrix.md").read_text())
-    docs = (ROOT / "docs" / "attacks.md").read_text()
-    section = docs.split("## The whole-network defence matrix", 1)[1]
-    assert _table(section) == generated
-    assert f"{len(result.runs)} runs of 27" in section
-
-
-def test_cluttered_matrix_table_in_docs_is_regenerated_from_the_kept_runs(
-    tmp_path: Path,
-) -> None:
-    result = write_attack_matrix([KEPT.parent / "mnist-cnn-cluttered"], tmp_path / "report")
-    generated = _table((tmp_path / "report" / "attack_matrix.md").read_text())
-    docs = (ROOT / "docs" / "attacks.md").read_text()
-    section = docs.split("## The cluttered operating point", 1)[1]
-    assert _table(section) == generated
-    assert f"{len(result.runs)} runs of 27" in section
+    assert f"{len(result.runs)} runs of {full}" in section

@@ -134,9 +134,10 @@ def ceiling_text(y: Yardstick) -> str:
 
 
 def prefix_ceiling_text(y: Yardstick) -> str:
-    """``C(prefix) = x`` (``≥`` when none of the prefix-only attackers reached τ): the most
-    ``S`` a defence that keeps the released prefix can reach (Eq. Y4's ceiling one depth
-    in, :func:`condimmune.attacks.yardstick.ceiling`)."""
+    """``C(prefix) = x`` (``≥`` when none of the prefix-only attackers reached τ, ``≤`` when
+    one of them stopped short of τ below ``x``): the most ``S`` a defence that keeps the
+    released prefix can reach (Eq. Y4's ceiling one depth in,
+    :func:`condimmune.attacks.yardstick.ceiling`)."""
     found = ceiling(y, PREFIX_ONLY)
     if found is None:
         return "no C(prefix) (no prefix-only attacker)"

@@ -46,12 +46,12 @@ def test_classification_hessian_at_zero_head_has_kappa_of_covariance(loss, gen):
 
 def test_relative_immunization_ratio_definition():
     rir = ci.relative_immunization_ratio(
-        harmful_raw=10.0, harmful_immunized=1000.0, benign_raw=50.0, benign_immunized=5.0
+        harmful_original=10.0, harmful_immunized=1000.0, benign_original=50.0, benign_immunized=5.0
     )
     assert rir == pytest.approx((1000 / 10) / (5 / 50))
-    with pytest.raises(ValueError, match="benign_raw"):
+    with pytest.raises(ValueError, match="benign_original"):
         ci.relative_immunization_ratio(
-            harmful_raw=1.0, harmful_immunized=1.0, benign_raw=0.0, benign_immunized=1.0
+            harmful_original=1.0, harmful_immunized=1.0, benign_original=0.0, benign_immunized=1.0
         )
 
 
@@ -60,7 +60,7 @@ def test_condition_numbers_of_identity_extractor_give_rir_one(gen):
     xh = torch.randn(20, 5, generator=gen, dtype=torch.float64)
     c = ci.immunization_condition_numbers(xp, xh, torch.eye(5, dtype=torch.float64))
     assert c.rir == pytest.approx(1.0)
-    assert c.benign_raw == pytest.approx(float(ci.condition_number(xp.mT @ xp)))
+    assert c.benign_original == pytest.approx(float(ci.condition_number(xp.mT @ xp)))
     W = torch.diag(torch.tensor([1.0, 1.0, 1.0, 1.0, 100.0], dtype=torch.float64))
     scaled = ci.immunization_condition_numbers(xp, xh, W)
     assert scaled.harmful_ratio > 1
@@ -95,7 +95,11 @@ CHECKS = {
     "kappas, losses, harmful, benign, immunized", CHECKS.values(), ids=CHECKS.keys()
 )
 def test_check_immunization(kappas, losses, harmful, benign, immunized):
-    kw = {} if losses is None else dict(benign_loss_raw=losses[0], benign_loss_immunized=losses[1])
+    kw = (
+        {}
+        if losses is None
+        else dict(benign_loss_original=losses[0], benign_loss_immunized=losses[1])
+    )
     check = ci.check_immunization(kappas, **kw)
     assert (check.harmful_ok, check.benign_ok, check.immunized) == (harmful, benign, immunized)
     assert check.harmful_margin == pytest.approx(kappas.harmful_ratio / 10.0)
@@ -106,7 +110,7 @@ def test_check_immunization(kappas, losses, harmful, benign, immunized):
 
 def test_check_immunization_needs_both_losses():
     with pytest.raises(ValueError, match="both"):
-        ci.check_immunization(ci.ConditionNumbers(1.0, 1.0, 1.0, 1.0), benign_loss_raw=1.0)
+        ci.check_immunization(ci.ConditionNumbers(1.0, 1.0, 1.0, 1.0), benign_loss_original=1.0)
 
 
 HESSIAN_ERRORS = {
@@ -135,7 +139,7 @@ def test_probing_hessian_errors(kwargs, match, gen):
 
 def test_rir_overflows_to_inf_not_an_exception():
     rir = ci.relative_immunization_ratio(
-        harmful_raw=1e-300, harmful_immunized=1e300, benign_raw=1.0, benign_immunized=1.0
+        harmful_original=1e-300, harmful_immunized=1e300, benign_original=1.0, benign_immunized=1.0
     )
     assert math.isinf(rir)
 

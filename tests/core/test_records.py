@@ -243,9 +243,9 @@ def test_condition_numbers_round_trip(gen):
     kappas = ci.immunization_condition_numbers(xp, xh, W)
     out = kappas.to_json()
     assert out == {
-        "benign_raw": kappas.benign_raw,
+        "benign_original": kappas.benign_original,
         "benign_immunized": kappas.benign_immunized,
-        "harmful_raw": kappas.harmful_raw,
+        "harmful_original": kappas.harmful_original,
         "harmful_immunized": kappas.harmful_immunized,
     }
     assert ConditionNumbers.from_json(_through_json_text(kappas)) == kappas
@@ -253,7 +253,7 @@ def test_condition_numbers_round_trip(gen):
 
 CHECK_LOSSES = [
     pytest.param({}, id="without-losses"),
-    pytest.param({"benign_loss_raw": 1.0, "benign_loss_immunized": 1.2}, id="with-losses"),
+    pytest.param({"benign_loss_original": 1.0, "benign_loss_immunized": 1.2}, id="with-losses"),
 ]
 
 

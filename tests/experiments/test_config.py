@@ -27,11 +27,10 @@ from condimmune.experiments.config import (
     config_from_dict,
     config_to_dict,
     default_config,
-    is_deep,
     load_config,
 )
+from condimmune.experiments.config.families import FAMILIES
 from condimmune.experiments.registry import (
-    DEEP_EXPERIMENTS,
     EXPERIMENT_DEFAULTS,
     EXPERIMENT_DESCRIPTIONS,
     EXPERIMENTS,
@@ -46,6 +45,7 @@ from condimmune.methods.base import (
     LinearPlan,
     LinearVersion,
     MethodSpec,
+    ModelFamily,
     NoOptions,
 )
 from condimmune.methods.registry import register_method, unregister_method
@@ -812,8 +812,7 @@ def test_round_trip_for_every_experiment(experiment: str) -> None:
     assert config_from_dict(data) == config
     assert config_from_dict(yaml.safe_load(yaml.safe_dump(data, sort_keys=False))) == config
     assert _shape(config_to_dict(config_from_dict(data))) == _shape(data)
-    assert is_deep(config) == (experiment in DEEP_EXPERIMENTS)
-    assert isinstance(config, DeepExperimentConfig if is_deep(config) else ExperimentConfig)
+    assert type(config) is FAMILIES[experiment_spec(experiment).family].config
     for section, values in EXPERIMENT_DEFAULTS[Experiment(experiment)].items():
         for key, value in values.items():
             assert data[section][key] == value
@@ -829,7 +828,12 @@ def test_experiment_registry() -> None:
     assert list(EXPERIMENTS) == list(Experiment)
     assert set(EXPERIMENT_DESCRIPTIONS) == set(Experiment)
     linear = {Experiment.MNIST_PAIR, Experiment.HOUSE_PRICE, Experiment.DIGITS}
-    assert set(Experiment) - linear == DEEP_EXPERIMENTS
+    deep = {name for name, spec in EXPERIMENTS.items() if spec.family is ModelFamily.DEEP}
+    assert set(Experiment) - linear == deep
+    assert {FAMILIES[spec.family].config for spec in EXPERIMENTS.values()} == {
+        ExperimentConfig,
+        DeepExperimentConfig,
+    }
     assert config_module.Experiment is Experiment
     assert experiment_spec("digits").name is Experiment.DIGITS
     with pytest.raises(TypeError):
@@ -846,7 +850,7 @@ _REGISTERED = [spec.name.value for spec in registered_experiments()]
 def test_ignored_keys_are_real_config_keys_left_at_their_defaults(experiment: str) -> None:
     spec = experiment_spec(experiment)
     config = default_config(experiment)
-    assert is_deep(config) == spec.is_deep
+    assert type(config) is FAMILIES[spec.family].config
     leaf_keys = set(_leaf_keys(type(config)))
     for key in spec.ignores:
         assert key in leaf_keys, key

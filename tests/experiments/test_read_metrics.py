@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from condimmune.core.records import RecordError
-from condimmune.experiments.records import DeepRunMetrics, read_metrics
+from condimmune.experiments.pipeline import read_metrics
+from condimmune.experiments.records import DeepRunMetrics
 
 KEPT = Path(__file__).resolve().parents[2] / "docs" / "data" / "attack-matrix"
 

@@ -14,12 +14,11 @@ from typer.testing import CliRunner
 
 from condimmune.cli import app
 from condimmune.experiments.config import (
-    DeepExperimentConfig,
-    ExperimentConfig,
     config_from_dict,
     config_to_dict,
     default_config,
 )
+from condimmune.experiments.config.families import FAMILIES
 from condimmune.experiments.registry import (
     Experiment,
     ExperimentSpec,
@@ -45,8 +44,7 @@ def test_every_enum_member_has_exactly_one_spec() -> None:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name.value)
 def test_defaults_validate_and_round_trip(spec: ExperimentSpec) -> None:
     config = default_config(spec.name)
-    schema = DeepExperimentConfig if spec.is_deep else ExperimentConfig
-    assert isinstance(config, schema)
+    assert type(config) is FAMILIES[spec.family].config
     assert config.experiment == spec.name.value
     assert config_from_dict(config_to_dict(config)) == config
 

@@ -113,59 +113,64 @@ def log_probing_hessian_condition_number(
 
 
 def relative_immunization_ratio(
-    *, harmful_raw: float, harmful_immunized: float, benign_raw: float, benign_immunized: float
+    *,
+    harmful_original: float,
+    harmful_immunized: float,
+    benign_original: float,
+    benign_immunized: float,
 ) -> float:
     r"""Eq. 15: RIR = [κ_H(θ)/κ_H(I)] / [κ_P(θ)/κ_P(I)], computed in log space.
 
     Returns ``inf`` when the ratio overflows float64.
     """
     values = {
-        "harmful_raw": harmful_raw,
+        "harmful_original": harmful_original,
         "harmful_immunized": harmful_immunized,
-        "benign_raw": benign_raw,
+        "benign_original": benign_original,
         "benign_immunized": benign_immunized,
     }
     for name, v in values.items():
         check_positive_float(v, name)
     log_rir = (
         math.log(harmful_immunized)
-        - math.log(harmful_raw)
+        - math.log(harmful_original)
         - math.log(benign_immunized)
-        + math.log(benign_raw)
+        + math.log(benign_original)
     )
     return math.exp(log_rir) if log_rir < 709.0 else math.inf  # float64 overflow → inf
 
 
 @dataclass(frozen=True)
 class ConditionNumbers(JsonRecord):
-    """κ (Eq. 1) of the benign and harmful probing Hessians, raw (identity / θ0) and immunized.
+    """κ (Eq. 1) of the benign and harmful probing Hessians: original (identity or θ0) and
+    immunized.
 
     A JSON record (:class:`~condimmune.core.records.JsonRecord`) of the four κ; the ratios
     and the RIR are derived properties.
     """
 
-    benign_raw: float
+    benign_original: float
     benign_immunized: float
-    harmful_raw: float
+    harmful_original: float
     harmful_immunized: float
 
     @property
     def harmful_ratio(self) -> float:
-        """Table column (i): κ_H(θ)/κ_H(raw), bigger is better."""
-        return self.harmful_immunized / self.harmful_raw
+        """Table column (i): κ_H(θ)/κ_H(original), bigger is better."""
+        return self.harmful_immunized / self.harmful_original
 
     @property
     def benign_ratio(self) -> float:
-        """Table column (ii): κ_P(θ)/κ_P(raw), ≤ 1 required by Def. 3.1 (b)."""
-        return self.benign_immunized / self.benign_raw
+        """Table column (ii): κ_P(θ)/κ_P(original), ≤ 1 required by Def. 3.1 (b)."""
+        return self.benign_immunized / self.benign_original
 
     @property
     def rir(self) -> float:
         """Eq. 15."""
         return relative_immunization_ratio(
-            harmful_raw=self.harmful_raw,
+            harmful_original=self.harmful_original,
             harmful_immunized=self.harmful_immunized,
-            benign_raw=self.benign_raw,
+            benign_original=self.benign_original,
             benign_immunized=self.benign_immunized,
         )
 
@@ -181,13 +186,13 @@ def immunization_condition_numbers(
     harmful_x: Tensor,
     weight: Tensor,
     *,
-    raw_weight: Tensor | None = None,
+    original_weight: Tensor | None = None,
     rule: KappaRule | str = KappaRule.NUMERICAL_RANGE,
     rtol: float | None = None,
 ) -> ConditionNumbers:
-    r"""κ of ``ΦᵀΦ`` with ``Φ = X Wᵀ`` for both tasks, immunized ``W`` vs raw.
+    r"""κ of ``ΦᵀΦ`` with ``Φ = X Wᵀ`` for both tasks, immunized ``W`` vs the original.
 
-    ``raw_weight`` defaults to the identity (no extractor: κ of ``XᵀX``); for deep nets
+    ``original_weight`` defaults to the identity (no extractor: κ of ``XᵀX``); for deep nets
     pass the initial model's last layer (``RIR_θ0``, Eq. 17–18) or precomputed features.
     ``rule="paper-compatible"`` uses the reference code's 1e-6 rule on ``ΦᵀΦ``.
     """
@@ -204,15 +209,15 @@ def immunization_condition_numbers(
             f"{benign_x.shape[1]}, {harmful_x.shape[1]} and weight {tuple(weight.shape)} (k × d)"
         )
     with torch.no_grad():
-        if raw_weight is None:
-            raw_p, raw_h = benign_x, harmful_x
+        if original_weight is None:
+            original_p, original_h = benign_x, harmful_x
         else:
-            raw_weight = check_matrix(raw_weight, "raw_weight")
-            raw_p, raw_h = benign_x @ raw_weight.mT, harmful_x @ raw_weight.mT
+            original_weight = check_matrix(original_weight, "original_weight")
+            original_p, original_h = benign_x @ original_weight.mT, harmful_x @ original_weight.mT
         return ConditionNumbers(
-            benign_raw=_kappa(raw_p, rule, rtol),
+            benign_original=_kappa(original_p, rule, rtol),
             benign_immunized=_kappa(benign_x @ weight.mT, rule, rtol),
-            harmful_raw=_kappa(raw_h, rule, rtol),
+            harmful_original=_kappa(original_h, rule, rtol),
             harmful_immunized=_kappa(harmful_x @ weight.mT, rule, rtol),
         )
 
@@ -248,27 +253,29 @@ def check_immunization(
     *,
     harmful_factor: float = 10.0,
     benign_tolerance: float = 1e-6,
-    benign_loss_raw: float | None = None,
+    benign_loss_original: float | None = None,
     benign_loss_immunized: float | None = None,
     loss_tolerance: float = 0.05,
 ) -> ImmunizationCheck:
     r"""Def. 3.1: (a) :math:`\kappa_H(\theta)\ge` ``harmful_factor`` · :math:`\kappa_H(I)`
     (our reading of "≫"), (b) :math:`\kappa_P(\theta)\le(1+\text{tol})\,\kappa_P(I)`, and
-    (c) pre-training loss within ``loss_tolerance`` (relative) of the raw model's, checked
+    (c) pre-training loss within ``loss_tolerance`` (relative) of the original model's, checked
     only when both losses are given.
     """
     harmful_factor = check_positive_float(harmful_factor, "harmful_factor")
     benign_tolerance = check_positive_float(benign_tolerance, "benign_tolerance", allow_zero=True)
     loss_tolerance = check_positive_float(loss_tolerance, "loss_tolerance", allow_zero=True)
-    if (benign_loss_raw is None) != (benign_loss_immunized is None):
-        raise ValueError("give both benign_loss_raw and benign_loss_immunized, or neither")
+    if (benign_loss_original is None) != (benign_loss_immunized is None):
+        raise ValueError("give both benign_loss_original and benign_loss_immunized, or neither")
     utility_ok: bool | None = None
     utility_gap: float | None = None
-    if benign_loss_raw is not None and benign_loss_immunized is not None:
-        raw = check_positive_float(benign_loss_raw, "benign_loss_raw", allow_zero=True)
+    if benign_loss_original is not None and benign_loss_immunized is not None:
+        original = check_positive_float(
+            benign_loss_original, "benign_loss_original", allow_zero=True
+        )
         imm = check_positive_float(benign_loss_immunized, "benign_loss_immunized", allow_zero=True)
-        utility_gap = (imm - raw) / max(raw, torch.finfo(torch.float64).tiny)
-        utility_ok = imm <= raw * (1 + loss_tolerance) + 1e-12
+        utility_gap = (imm - original) / max(original, torch.finfo(torch.float64).tiny)
+        utility_ok = imm <= original * (1 + loss_tolerance) + 1e-12
     return ImmunizationCheck(
         harmful_ok=kappas.harmful_ratio >= harmful_factor,
         harmful_ratio=kappas.harmful_ratio,

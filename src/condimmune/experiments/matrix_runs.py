@@ -29,8 +29,9 @@ from condimmune.core.errors import UserError
 from condimmune.experiments.config import config_from_dict
 from condimmune.experiments.config.results import first_difference, result_settings
 from condimmune.experiments.manifest import MANIFEST, verify_manifest
+from condimmune.experiments.pipeline import read_metrics
 from condimmune.experiments.plan import fingerprint
-from condimmune.experiments.records import DeepRunMetrics, read_metrics
+from condimmune.experiments.records import DeepRunMetrics
 from condimmune.experiments.rundir import read_json, read_yaml_mapping
 
 __all__ = ["MatrixRun", "find_runs", "load_matrix_runs"]

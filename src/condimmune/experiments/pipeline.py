@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from condimmune.core.progress import ProgressCallback
+from condimmune.core.records import RecordError
 from condimmune.experiments.config import Config, config_to_dict
+from condimmune.experiments.config.families import FAMILIES
 from condimmune.experiments.errors import config_keys
 from condimmune.experiments.plan import RunPlan
 from condimmune.experiments.records import RunMetrics
@@ -40,6 +42,7 @@ __all__ = [
     "Pipeline",
     "RunResult",
     "pipeline_for",
+    "read_metrics",
     "resolve_plan",
 ]
 
@@ -199,19 +202,28 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
         )
 
 
-_PIPELINES: dict[ModelFamily, str] = {
-    ModelFamily.LINEAR: "condimmune.experiments.pipelines.linear:LINEAR_PIPELINE",
-    ModelFamily.DEEP: "condimmune.experiments.pipelines.deep:DEEP_PIPELINE",
-}
-"""Where each family's pipeline lives (imported on first use: a linear run never imports
-the deep stack)."""
-
-
 def pipeline_for(family: ModelFamily) -> Pipeline[Any, Any, Any]:
-    """The pipeline of ``family``: the one place the family is chosen."""
-    module, name = _PIPELINES[ModelFamily(family)].split(":")
+    """The pipeline of ``family`` (:data:`~condimmune.experiments.config.families.FAMILIES`),
+    imported on first use: a linear run never imports the deep stack."""
+    module, name = FAMILIES[ModelFamily(family)].pipeline.split(":")
     pipeline: Pipeline[Any, Any, Any] = getattr(importlib.import_module(module), name)
     return pipeline
+
+
+def read_metrics(data: object, *, source: str) -> RunMetrics:
+    """Read a ``metrics.json`` document as the record of its experiment's family (that
+    pipeline's ``metrics_type``); an unknown experiment or a mismatch raises
+    :class:`~condimmune.core.records.RecordError` naming ``source`` and the field."""
+    name = data.get("experiment") if isinstance(data, dict) else None
+    try:
+        kind = pipeline_for(experiment_spec(str(name)).family).metrics_type
+    except ValueError as exc:
+        raise RecordError(f"{source}: {exc}") from None
+    try:
+        metrics: RunMetrics = kind.from_json(data)
+    except RecordError as exc:
+        raise RecordError(f"{source}: {exc}") from None
+    return metrics
 
 
 def resolve_plan(config: Config) -> RunPlan[Any]:

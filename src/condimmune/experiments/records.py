@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 from condimmune.attacks.deep_headline import DeepAttackSuite
 from condimmune.attacks.suite import AttackSummary, SuiteSettings, WorstCase
-from condimmune.core.records import JsonRecord, JsonValue, RecordError
+from condimmune.core.records import JsonRecord, JsonValue
 from condimmune.deep.evaluate import GroupRatios
-from condimmune.experiments.registry import experiment_spec
-from condimmune.methods.base import ModelFamily
 
 __all__ = [
     "BenignTaskScores",
@@ -36,7 +34,6 @@ __all__ = [
     "RescalingAttack",
     "RunMetrics",
     "metric_differences",
-    "read_metrics",
 ]
 
 
@@ -225,27 +222,6 @@ class DeepRunMetrics(JsonRecord):
 
 
 RunMetrics = LinearRunMetrics | DeepRunMetrics
-
-
-_RECORD_TYPES: dict[ModelFamily, type[LinearRunMetrics] | type[DeepRunMetrics]] = {
-    ModelFamily.LINEAR: LinearRunMetrics,
-    ModelFamily.DEEP: DeepRunMetrics,
-}
-"""The record of each family's runs (each pipeline's ``metrics_type``)."""
-
-
-def read_metrics(data: object, *, source: str) -> RunMetrics:
-    """Read a ``metrics.json`` document as the record of its experiment's family; an unknown
-    experiment or a mismatch raises :class:`RecordError` naming ``source`` and the field."""
-    name = data.get("experiment") if isinstance(data, dict) else None
-    try:
-        kind = _RECORD_TYPES[experiment_spec(str(name)).family]
-    except ValueError as exc:
-        raise RecordError(f"{source}: {exc}") from None
-    try:
-        return kind.from_json(data)
-    except RecordError as exc:
-        raise RecordError(f"{source}: {exc}") from None
 
 
 _TIMINGS = frozenset({"wall_seconds", "train_seconds"})

@@ -63,7 +63,6 @@ from condimmune.experiments.experiment_settings import (
 from condimmune.methods.base import ModelFamily
 
 __all__ = [
-    "DEEP_EXPERIMENTS",
     "EXPERIMENTS",
     "EXPERIMENT_DEFAULTS",
     "EXPERIMENT_DESCRIPTIONS",
@@ -76,7 +75,7 @@ __all__ = [
 
 
 class Experiment(StrEnum):
-    """The registered experiments: linear extractors, then deep nets (:data:`DEEP_EXPERIMENTS`)."""
+    """The registered experiments: linear extractors, then deep nets."""
 
     MNIST_PAIR = "mnist-pair"
     HOUSE_PRICE = "house-price"
@@ -114,10 +113,6 @@ class ExperimentSpec:
     )
     digit_pairs: bool = False
     """Its tasks are a (benign, harmful) digit pair: a sweep runs it over ``--pairs``."""
-
-    @property
-    def is_deep(self) -> bool:
-        return self.family is ModelFamily.DEEP
 
 
 _LINEAR, _DEEP = ModelFamily.LINEAR, ModelFamily.DEEP
@@ -245,11 +240,6 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
     }
 )
 """Every registered experiment, linear first, in :class:`Experiment` order."""
-
-DEEP_EXPERIMENTS: frozenset[Experiment] = frozenset(
-    name for name, spec in EXPERIMENTS.items() if spec.is_deep
-)
-"""Experiments on deep backbones (:class:`DeepExperimentConfig`, :mod:`condimmune.deep.trainer`)."""
 
 EXPERIMENT_DESCRIPTIONS: Mapping[Experiment, str] = MappingProxyType(
     {name: spec.description for name, spec in EXPERIMENTS.items()}

@@ -41,11 +41,12 @@ from condimmune.experiments.pipeline import (
     Pipeline,
     RunResult,
     pipeline_for,
+    read_metrics,
     resolve_plan,
 )
 from condimmune.experiments.plan import RunPlan, fingerprint
 from condimmune.experiments.provenance import run_record
-from condimmune.experiments.records import RunMetrics, read_metrics
+from condimmune.experiments.records import RunMetrics
 from condimmune.experiments.report import write_page
 from condimmune.experiments.rundir import (
     claim_output_dir,

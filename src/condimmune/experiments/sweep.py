@@ -47,9 +47,8 @@ from condimmune.core.errors import StaleFilesWarning, UserError
 from condimmune.experiments.config import Config, ConfigError, config_from_dict
 from condimmune.experiments.interrupt import Interrupted, signals_raise
 from condimmune.experiments.manifest import require_listed, verify_manifest
-from condimmune.experiments.pipeline import Pipeline, pipeline_for, resolve_plan
+from condimmune.experiments.pipeline import Pipeline, pipeline_for, read_metrics, resolve_plan
 from condimmune.experiments.plan import fingerprint, recipe_mismatch
-from condimmune.experiments.records import read_metrics
 from condimmune.experiments.registry import experiment_spec
 from condimmune.experiments.report import Table
 from condimmune.experiments.rundir import (
@@ -69,7 +68,6 @@ from condimmune.experiments.sweep_jobs import (
 )
 from condimmune.experiments.sweep_rows import SweepRow, row_order, row_settings
 from condimmune.experiments.workers import results_in_workers
-from condimmune.methods.base import ModelFamily
 
 __all__ = [
     "SweepJob",
@@ -126,8 +124,8 @@ def _finished_row(job: SweepJob, pipeline: Pipeline[Any, Any, Any]) -> SweepRow 
     listed = verify_manifest(run_dir, fingerprint(saved))  # its files belong to that config
     metrics = read_metrics(read_json(metrics_path, fix), source=str(metrics_path))
     if not isinstance(metrics, pipeline.metrics_type):
-        kind = "linear" if pipeline.family is ModelFamily.DEEP else "deep"
-        raise UserError(f"holds the metrics of a {kind} run", metrics_path, fix)
+        family = experiment_spec(metrics.experiment).family.value
+        raise UserError(f"holds the metrics of a {family} run", metrics_path, fix)
     require_listed(run_dir, listed, ("config.yaml", "metrics.json", *pipeline.run_files))
     return _row(job, pipeline, values=pipeline.sweep_values(metrics))
 

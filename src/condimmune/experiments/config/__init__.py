@@ -1,8 +1,8 @@
 """Typed experiment configuration (pydantic v2): YAML loading, ``--set`` overrides, one-line errors.
 
 Two schemas (``config/schema.py``): :class:`ExperimentConfig` for the linear experiments and
-:class:`DeepExperimentConfig` for the deep ones (which one is chosen by ``experiment``, see
-:mod:`condimmune.experiments.registry`), built from sections organised by concept
+:class:`DeepExperimentConfig` for the deep ones (the experiment's family picks one, in
+``config/families.py``), built from sections organised by concept
 (``data``, ``training``, ``model``, ``measure``: evaluation and attacks) and the ``method``
 section, whose schema is the options model of ``train.method``. Unknown keys, wrong types,
 out-of-range values and non-finite floats are refused by the schema; every public function
@@ -32,7 +32,6 @@ from condimmune.experiments.config.api import (
     config_from_dict,
     config_to_dict,
     default_config,
-    is_deep,
     load_config,
     resolve_config,
 )
@@ -62,7 +61,6 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "default_config",
-    "is_deep",
     "load_config",
     "resolve_config",
 ]

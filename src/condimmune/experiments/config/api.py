@@ -23,6 +23,7 @@ from condimmune.experiments.config.errors import (
     _unknown,
     _valid_keys,
 )
+from condimmune.experiments.config.families import FAMILIES
 from condimmune.experiments.config.fields import method_options_model
 from condimmune.experiments.config.schema import Config, DeepExperimentConfig, ExperimentConfig
 from condimmune.experiments.registry import (
@@ -55,14 +56,6 @@ def _config_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 # -------------------------------------------------------------------------- public API
-def is_deep(config: Config) -> bool:
-    return isinstance(config, DeepExperimentConfig)
-
-
-def _schema_for(spec: ExperimentSpec) -> type[ExperimentConfig] | type[DeepExperimentConfig]:
-    return DeepExperimentConfig if spec.is_deep else ExperimentConfig
-
-
 @_config_errors
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Build and validate a config (linear or deep, by its ``experiment``, default
@@ -70,7 +63,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config must be a mapping, got {_kind(data)}")
     spec = experiment_spec(data.get("experiment", Experiment.MNIST_PAIR.value))
-    return _validate(_schema_for(spec), dict(data))
+    return _validate(FAMILIES[spec.family].config, dict(data))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

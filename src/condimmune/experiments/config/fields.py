@@ -135,11 +135,11 @@ def resolve_method_section(data: Any, family: ModelFamily, default_experiment: s
     return data
 
 
-def _check_experiment(value: str, *, deep: bool) -> str:
+def _check_experiment(value: str, family: ModelFamily, other_schema: str) -> str:
+    """``value`` names an experiment of ``family``; otherwise say to use ``other_schema``."""
     spec = experiment_spec(value)
-    if spec.is_deep != deep:
-        kind, other = ("linear", "ExperimentConfig") if deep else ("deep", "DeepExperimentConfig")
-        raise ValueError(f"{value} is a {kind} experiment; use {other}")
+    if spec.family is not family:
+        raise ValueError(f"{value} is a {spec.family.value} experiment; use {other_schema}")
     return spec.name.value
 
 

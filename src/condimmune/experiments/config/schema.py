@@ -3,7 +3,7 @@ and the ``method`` section whose schema is the options model of ``train.method``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
@@ -25,6 +25,8 @@ from condimmune.methods.base import MethodOptions, ModelFamily, NoOptions
 
 class ExperimentConfig(_Schema):
     """A linear experiment (``mnist-pair``, ``house-price``, ``digits``)."""
+
+    FAMILY: ClassVar[ModelFamily] = ModelFamily.LINEAR
 
     experiment: Choice = Field(
         default=Experiment.MNIST_PAIR.value, description="a linear experiment"
@@ -50,16 +52,18 @@ class ExperimentConfig(_Schema):
     @model_validator(mode="before")
     @classmethod
     def _method_section(cls, data: Any) -> Any:
-        return resolve_method_section(data, ModelFamily.LINEAR, Experiment.MNIST_PAIR.value)
+        return resolve_method_section(data, cls.FAMILY, Experiment.MNIST_PAIR.value)
 
     @field_validator("experiment")
     @classmethod
     def _linear_experiment(cls, value: str) -> str:
-        return _check_experiment(value, deep=False)
+        return _check_experiment(value, cls.FAMILY, "DeepExperimentConfig")
 
 
 class DeepExperimentConfig(_Schema):
     """A deep experiment (``mnist-cnn``, ``imagenet-*``, ``mobilenet-fashion-mnist``)."""
+
+    FAMILY: ClassVar[ModelFamily] = ModelFamily.DEEP
 
     experiment: Choice = Field(default=Experiment.MNIST_CNN.value, description="a deep experiment")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 ≤ seed < 2³²")
@@ -83,12 +87,12 @@ class DeepExperimentConfig(_Schema):
     @model_validator(mode="before")
     @classmethod
     def _method_section(cls, data: Any) -> Any:
-        return resolve_method_section(data, ModelFamily.DEEP, Experiment.MNIST_CNN.value)
+        return resolve_method_section(data, cls.FAMILY, Experiment.MNIST_CNN.value)
 
     @field_validator("experiment")
     @classmethod
     def _deep_experiment(cls, value: str) -> str:
-        return _check_experiment(value, deep=True)
+        return _check_experiment(value, cls.FAMILY, "ExperimentConfig")
 
 
 Config = ExperimentConfig | DeepExperimentConfig

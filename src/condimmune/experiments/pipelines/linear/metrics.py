@@ -80,14 +80,16 @@ def compute_metrics(
     }
     loss_raw = _train_loss(data.kind, raw_model, xp, data.benign.y_train)
     loss_imm = _train_loss(data.kind, model, xp, data.benign.y_train)
-    check = check_immunization(honest, benign_loss_raw=loss_raw, benign_loss_immunized=loss_imm)
+    check = check_immunization(
+        honest, benign_loss_original=loss_raw, benign_loss_immunized=loss_imm
+    )
     metric_name = "accuracy" if data.kind is TaskKind.CLASSIFICATION else "mse"
     fraction = None if bound.value is None else honest.rir / bound.value
 
     def kappas(c: ConditionNumbers) -> KappaPair:
         return KappaPair(
-            benign=OriginalImmunized(c.benign_raw, c.benign_immunized),
-            harmful=OriginalImmunized(c.harmful_raw, c.harmful_immunized),
+            benign=OriginalImmunized(c.benign_original, c.benign_immunized),
+            harmful=OriginalImmunized(c.harmful_original, c.harmful_immunized),
         )
 
     metrics = LinearRunMetrics(

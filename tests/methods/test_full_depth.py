@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from condimmune.core.errors import ArgumentError
 from condimmune.deep.backbones import build_model
@@ -26,10 +27,10 @@ from condimmune.methods.full_depth import (
     guard_should_roll_back,
     inner_step,
     kl_to_uniform,
-    ridge_heldout_error,
     tap_weights,
 )
 from condimmune.methods.registry import configure_method
+from condimmune.methods.tap_adversary import ridge_heldout_error, standardised_union
 
 
 def _problem(seed: int, n: int, k: int, classes: int):
@@ -79,6 +80,80 @@ def test_tap_adversary_gradient_matches_finite_differences() -> None:
     assert torch.autograd.gradcheck(
         lambda f: ridge_heldout_error(f, y[:12], x[12:], y[12:], 3, 1e-2), (fit,)
     )
+
+
+def test_union_inputs_are_the_taps_standardised_on_the_fit_rows() -> None:
+    x, _ = _problem(4, 40, 7, 3)
+    taps = [x[:, :3], x[:, 3:]]
+    fit, held = standardised_union([t[:25] for t in taps], [t[25:] for t in taps])
+    mean, std = x[:25].mean(dim=0), x[:25].std(dim=0)
+    torch.testing.assert_close(fit, (x[:25] - mean) / std, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(held, (x[25:] - mean) / std, rtol=1e-12, atol=1e-12)
+    dead = torch.cat([x, torch.full((40, 1), 3.0, dtype=torch.float64)], dim=1)
+    fit, held = standardised_union([dead[:25]], [dead[25:]])
+    assert torch.isfinite(fit).all() and torch.isfinite(held).all()
+    assert float(fit[:, -1].abs().max()) == 0.0 and float(held[:, -1].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize(
+    "scales",
+    [[1e-4, 1.0, 1.0, 1.0, 1.0, 1.0], [3.0, -0.5, 1e3, 2.0, 1e-2, -7.0]],
+    ids=["one-feature-shrunk", "mixed-with-signs"],
+)
+def test_union_adversary_is_blind_to_per_feature_scales(scales) -> None:
+    x, y = _problem(5, 80, 6, 3)
+    d = torch.tensor(scales, dtype=torch.float64)
+
+    def union_error(a: Tensor) -> float:
+        fit, held = standardised_union([a[:40, :2], a[:40, 2:]], [a[40:, :2], a[40:, 2:]])
+        return float(ridge_heldout_error(fit, y[:40], held, y[40:], 3, 0.1))
+
+    assert union_error(x * d) == pytest.approx(union_error(x), rel=1e-9)
+
+
+def test_shrinking_an_informative_feature_hides_it_from_the_raw_probe_only() -> None:
+    """Why the union probe standardises: the least-noisy feature, shrunk 10⁴-fold, falls
+    under the trace-relative ridge of the raw probe (its error rises), not under the
+    standardised one (its error does not change)."""
+    x, y = _problem(5, 80, 6, 3)
+    shrunk = x.clone()
+    shrunk[:, 0] *= 1e-4
+
+    def raw(a: Tensor) -> float:
+        return float(ridge_heldout_error(a[:40], y[:40], a[40:], y[40:], 3, 1e-3))
+
+    def union(a: Tensor) -> float:
+        fit, held = standardised_union([a[:40]], [a[40:]])
+        return float(ridge_heldout_error(fit, y[:40], held, y[40:], 3, 1e-3))
+
+    assert raw(shrunk) > raw(x) + 0.05
+    assert union(shrunk) == pytest.approx(union(x), rel=1e-9)
+
+
+def test_union_adversary_enters_the_tap_terms_with_its_weight() -> None:
+    x, y = _problem(6, 48, 6, 3)
+    taps = [x[:, :2], x[:, 2:]]  # 8 benign rows, then 40 harmful rows
+    original = [t[:8] for t in taps]
+    labels = y[8:]
+    off = FullDepthObjective(FullDepthOptions(), 3)
+    on = FullDepthObjective(FullDepthOptions(union_weight=2.5, union_ridge=0.3), 3)
+    without, mean_without = off.tap_terms(taps, original, labels, 8)
+    with_union, mean_with = on.tap_terms(taps, original, labels, 8)
+    fit, held = standardised_union([t[8:28] for t in taps], [t[28:] for t in taps])
+    error = ridge_heldout_error(fit, labels[:20], held, labels[20:], 3, 0.3)
+    assert float(with_union) == pytest.approx(float(without - 2.5 * error.clamp(max=1.0)))
+    assert mean_with == pytest.approx((2 * mean_without + float(error)) / 3)
+
+
+def test_union_adversary_gradient_matches_finite_differences() -> None:
+    x, y = _problem(7, 24, 4, 3)
+    fit = x[:12].clone().requires_grad_(True)
+
+    def error(f: Tensor) -> Tensor:
+        a, b = standardised_union([f], [x[12:]])
+        return ridge_heldout_error(a, y[:12], b, y[12:], 3, 0.1)
+
+    assert torch.autograd.gradcheck(error, (fit,))
 
 
 @pytest.mark.parametrize("kind", list(InnerOptimizer), ids=lambda k: k.value)

@@ -142,7 +142,9 @@ class Pipeline(ABC, Generic[OptionsT, RunT, LoadedT]):
         """``report.md`` and its figures."""
 
     def finish(self, plan: RunPlan[OptionsT], out: Path) -> None:
-        """After the run directory is in place: remove what only a resume needed."""
+        """When the run directory is written, just before it is renamed into place: remove
+        what only a resume needed (each of its files is complete on its own, so a kill
+        midway leaves a state a rerun resumes from or starts over with)."""
 
     def before_sweep(self, plans: list[RunPlan[OptionsT]], progress: bool) -> None:
         """Before a sweep's jobs run in parallel: fill caches they would otherwise all

@@ -86,8 +86,14 @@ def run_plan(
         if result is None:  # pragma: no cover - a primary process always has the run
             raise RuntimeError("the primary process of a run returned no result")
         finished = result
-        write_directory_atomically(final, lambda tmp: _write_run(tmp, pipeline, finished))
-        pipeline.finish(plan, final)
+
+        def write(tmp: Path) -> None:
+            _write_run(tmp, pipeline, finished)
+            # before the rename, not after: a kill between the two must not leave resume
+            # state beside a finished run (it then costs a rerun, never a leftover)
+            pipeline.finish(plan, final)
+
+        write_directory_atomically(final, write)
     return result
 
 

@@ -9,6 +9,7 @@ won by re-scaling the features (issue #28):
     \mathcal L = \mathrm{CE}(P)
       + \lambda_a \sum_t w_t \frac{\|\phi_t - \phi^0_t\|^2}{\|\phi^0_t\|^2}
       - \lambda_r \sum_t \min\bigl(E_t, 1\bigr)
+      - \lambda_u \min\bigl(E_{\cup}, 1\bigr)
       + \lambda_s\, \mathrm{KL}\bigl(p_{\theta'} \,\|\, u\bigr)
       + \lambda_\kappa \sum_t R_{\text{ill}}(\bar S_{H,t})            \qquad (F1)
 
@@ -19,6 +20,12 @@ won by re-scaling the features (issue #28):
   the harmful batch, its held-out squared error on the other half relative to the
   class-prior predictor's, ``E_t``, maximised up to 1 (chance); the ridge is relative to
   the trace, so re-scaling ``φ_t`` does not change ``E_t``;
+* **union adversary** (F3u, optional, ``λ_u``): the same probe on every tap at once,
+  concatenated and standardised per feature with the fit half's mean and standard
+  deviation — what the suite's ``tap-adam`` attacker reads — with its own ridge
+  ``union_ridge``. Standardising makes ``E_∪`` invariant to re-scaling each feature on its
+  own, so the defence cannot hide the harmful signal in low-variance directions that a
+  trace-relative ridge suppresses but a standardised probe sees;
 * **simulated fine-tuning** (F4): every ``simulate_every``-th step, ``K`` first-order steps
   of a sampled attacker (SGD with momentum or AdamW, learning rate log-uniform in
   ``[simulate_lr_min, simulate_lr_max]``, a fresh zero head, batch norm in train mode) on
@@ -49,6 +56,7 @@ from torch.func import functional_call
 
 from condimmune.core.regularizers import r_ill_features
 from condimmune.methods.base import DeepSolver, DeepVersion, Float, MethodOptions, MethodSpec
+from condimmune.methods.tap_adversary import ridge_heldout_error, standardised_union
 
 __all__ = [
     "FULL_DEPTH",
@@ -60,7 +68,6 @@ __all__ = [
     "guard_should_roll_back",
     "inner_step",
     "kl_to_uniform",
-    "ridge_heldout_error",
     "tap_weights",
 ]
 
@@ -74,6 +81,14 @@ class FullDepthOptions(MethodOptions):
     )
     tap_ridge: Float = Field(
         default=1e-3, gt=0, le=1, description="ρ of the tap probes, relative to tr(ÃᵀÃ)/k"
+    )
+    union_weight: Float = Field(
+        default=0.0,
+        ge=0,
+        description="λ_u of the union adversary on all taps, standardised (F3u), ≥ 0",
+    )
+    union_ridge: Float = Field(
+        default=0.1, gt=0, le=100, description="ρ of the union probe, relative to tr(ÃᵀÃ)/k"
     )
     suppress_weight: Float = Field(
         default=1.0, ge=0, description="λ_s of the suppression after simulated fine-tuning (F4)"
@@ -118,37 +133,6 @@ def anchor_loss(current: list[Tensor], original: list[Tensor]) -> Tensor:
         for w, a, b in zip(tap_weights(len(current)), current, original, strict=True)
     ]
     return torch.stack(terms).sum()
-
-
-def ridge_heldout_error(
-    fit_x: Tensor,
-    fit_y: Tensor,
-    heldout_x: Tensor,
-    heldout_y: Tensor,
-    classes: int,
-    ridge: float,
-) -> Tensor:
-    r"""Eq. F3: the held-out squared error of the ridge probe fitted on ``(fit_x, fit_y)``,
-    relative to the error of predicting the fit rows' class frequencies.
-
-    With ``Ã = A − 1μᵀ`` (``μ`` the fit rows' mean), ``Y`` one-hot and ``ȳ`` its mean,
-    ``W = (ÃᵀÃ + ρ tr(ÃᵀÃ)/k I)⁻¹ Ãᵀ(Y − 1ȳᵀ)`` (an unpenalised intercept ``ȳ``) and
-    ``E = ‖(A' − 1μᵀ) W + 1ȳᵀ − Y'‖² / ‖1ȳᵀ − Y'‖²``; differentiable in both feature
-    matrices, float64, and scale-free: ``E(cA, cA') = E(A, A')`` for every ``c ≠ 0``."""
-    a, held = fit_x.to(torch.float64), heldout_x.to(torch.float64)
-    mean = a.mean(dim=0, keepdim=True)
-    a, held = a - mean, held - mean
-    y = F.one_hot(fit_y, classes).to(torch.float64)
-    y_held = F.one_hot(heldout_y, classes).to(torch.float64)
-    y_mean = y.mean(dim=0, keepdim=True)
-    gram = a.mT @ a
-    ridge_abs = ridge * torch.trace(gram) / gram.shape[0]
-    eye = torch.eye(gram.shape[0], dtype=torch.float64, device=gram.device)
-    w = torch.linalg.solve(gram + ridge_abs * eye, a.mT @ (y - y_mean))
-    error = (held @ w + y_mean - y_held).pow(2).sum()
-    prior = (y_mean - y_held).pow(2).sum()
-    relative: Tensor = error / prior.clamp_min(1e-12)
-    return relative
 
 
 def kl_to_uniform(logits: Tensor) -> Tensor:
@@ -222,9 +206,10 @@ class FullDepthObjective:
     def tap_terms(
         self, taps: list[Tensor], original: list[Tensor], harmful_labels: Tensor, benign_rows: int
     ) -> tuple[Tensor, float]:
-        """Eq. F2, F3 and the optional normalised R_ill at the taps of one mixed batch (the
-        first ``benign_rows`` rows benign; the harmful rows split in halves for the probes);
-        and the tap adversaries' mean held-out error."""
+        """Eq. F2, F3, the optional union adversary (F3u) and normalised R_ill at the taps of
+        one mixed batch (the first ``benign_rows`` rows benign; the harmful rows split in
+        halves for the probes); and the tap adversaries' mean held-out error (F3's taps and,
+        when ``λ_u > 0``, the union probe)."""
         o, nb, y = self.options, benign_rows, harmful_labels
         half = (taps[0].shape[0] - nb) // 2
         total = o.anchor_weight * anchor_loss([t[:nb] for t in taps], original)
@@ -239,6 +224,12 @@ class FullDepthObjective:
             if o.condnum_weight:
                 phi = h * math.sqrt(h.shape[1]) / torch.linalg.vector_norm(h)  # mean eigenvalue 1
                 total = total + o.condnum_weight * r_ill_features(phi, rank_deficiency="allow")
+        if o.union_weight:
+            harmful = [tap[nb:] for tap in taps]
+            fit, held = standardised_union([h[:half] for h in harmful], [h[half:] for h in harmful])
+            error = ridge_heldout_error(fit, y[:half], held, y[half:], self.classes, o.union_ridge)
+            errors.append(float(error.detach()))
+            total = total - o.union_weight * error.clamp(max=1.0)
         return total, sum(errors) / len(errors)
 
     def simulates_at(self, step: int) -> bool:

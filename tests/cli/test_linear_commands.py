@@ -441,6 +441,10 @@ def test_attack_command_adds_the_suite_to_the_run(default_run):
     )  # fmt: skip
     assert other.exit_code == 0, other.output
     assert "replaced the results of linear-adam, linear-lstsq, whiten-gd" in other.output
+    # 5 steps reach no target: the printed table says so as the report does, never "—"
+    gd = json.loads((out / "metrics.json").read_text())["attacks"]["linear-gd"]
+    assert gd["harmful_steps_immunized"] is None
+    assert "> 5" in other.output and "≥" in other.output and "—" not in other.output
     assert set(json.loads((out / "metrics.json").read_text())["attacks"]) == {"linear-gd"}
     report = (out / "report.md").read_text()
     assert report.count("## Attack suite") == 1 and "| linear-lstsq |" not in report  # replaced

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,9 +227,29 @@ def test_the_record_says_what_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     deep = config_to_dict(apply_overrides(default_config("mnist-cnn"), ["train.precision=64-true"]))
     record = provenance.run_record(deep, "lightning")
     names = list(record)
-    assert names[: names.index("torch")] == ["python", "condimmune", "git_commit"]
+    assert names[:3] == ["python", "condimmune", "git_commit"]
     assert record["git_commit"] == _SHA and "lightning" in record
+    # a hand-made .git that git itself cannot read: the record leaves the question out
+    assert "git_tree_changed" not in record
     assert (record["device"], record["precision"]) == ("cpu", "64-true")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git program")
+def test_the_record_says_whether_the_checkout_had_changes(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    git("add", "pyproject.toml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    assert provenance.git_tree_changed(tmp_path) is False
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "x.txt").write_text("untracked output\n")
+    assert provenance.git_tree_changed(tmp_path) is False
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'changed'\n")
+    assert provenance.git_tree_changed(tmp_path) is True
+    assert provenance.git_tree_changed(tmp_path / "no-such-folder") is None
 
 
 # -------------------------------------------------- every written key can be given back

@@ -528,6 +528,10 @@ def test_a_sweep_over_listed_values_summarizes_each_combination(tmp_path):
     assert len({r.settings for r in rows}) == 1  # the swept keys are the row's variant
     md = (tmp_path / "out" / "sweep.md").read_text()
     assert "| closed-form [train.epochs=2,data.per_class=30] | 1 |" in md
+    # one heat map per arm, named without spaces, brackets or `=`
+    assert "heatmap_closed-form_train.epochs-2_data.per_class-30.png" in {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
     assert [line["variant"] for line in read_csv(tmp_path / "out" / "sweep.csv")] == variants
     again = sweep(
         tmp_path / "out", digits_config(*TINY[1:]), pairs=[(1, 7)], grid=grid, resume=True

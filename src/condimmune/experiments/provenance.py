@@ -8,6 +8,9 @@ it, outside the recipe (the run's manifest fingerprints the recipe without ``ver
 ``python`` …          Python's and the packages' versions (:func:`package_versions`)
 ``git_commit``        the commit of the condimmune checkout that ran (:func:`git_commit`),
                       only when condimmune runs from a git checkout
+``git_tree_changed``  whether that checkout's tracked files differ from the commit
+                      (:func:`git_tree_changed`: the commit alone then does not say what
+                      ran), only when ``git`` can answer
 ``torch_threads``     ``torch.get_num_threads()`` when the run was written: the threads it
                       ran with (the config's ``threads: 0`` means torch's default; Lightning's
                       DDP and a sweep's workers set their own)
@@ -23,12 +26,14 @@ from __future__ import annotations
 
 import platform
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["git_commit", "package_versions", "run_record"]
+__all__ = ["git_commit", "git_tree_changed", "package_versions", "run_record"]
 
 _CORE_PACKAGES = ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -94,6 +99,27 @@ def _resolve_ref(git: Path, ref: str) -> str | None:
     return None
 
 
+def git_tree_changed(checkout: Path | None = None) -> bool | None:
+    """Whether ``git status`` lists a tracked file of ``checkout`` (default: condimmune's own
+    source tree) as changed or staged; ``None`` when no ``git`` program is installed or it
+    cannot answer in 10 s (untracked files, such as run directories, do not count)."""
+    checkout = _CHECKOUT if checkout is None else checkout
+    program = shutil.which("git")
+    if program is None:
+        return None
+    try:
+        done = subprocess.run(
+            [program, "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(done.stdout.strip()) if done.returncode == 0 else None
+
+
 def _cpu_name() -> str | None:
     """The CPU's model name (Linux's ``/proc/cpuinfo``, else :func:`platform.processor`)."""
     try:
@@ -120,6 +146,9 @@ def run_record(recipe: Mapping[str, Any], *packages: str) -> dict[str, str | int
         record[package] = version
         if package == "condimmune" and commit is not None:
             record["git_commit"] = commit
+            changed = git_tree_changed()
+            if changed is not None:
+                record["git_tree_changed"] = changed
     train = recipe.get("train", {})
     accelerator = train.get("accelerator", "cpu")  # a linear run has none: always the CPU
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

@@ -129,13 +129,15 @@ def attack_linear(loaded: LinearLoaded, on_progress: ProgressCallback | None) ->
 
 
 def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]]:
-    f = format_number
+    f, budget = format_number, result.budget
+    # the lower bounds read as in the report: steps `> budget`, slowdowns `≥ x`
     rows = [
         [
             name,
-            f"{f(d.harmful_steps_original)} → {f(d.harmful_steps_immunized)}",
-            f(d.harmful_slowdown),
-            f(d.benign_slowdown),
+            f"{steps_text(d.harmful_steps_original, budget)} → "
+            f"{steps_text(d.harmful_steps_immunized, budget)}",
+            slowdown_text(d.harmful_slowdown, d.harmful_reached),
+            slowdown_text(d.benign_slowdown, d.benign_steps_immunized is not None),
             f(d.harmful_best),
         ]
         for name, d in result.summaries.items()
@@ -147,10 +149,14 @@ def _printed(result: AttackSuiteResult, run_dir: Path) -> tuple[Table, list[str]
         "benign slowdown",
         "best harmful (imm.)",
     ]
+
+    def steps(count: int) -> str:  # an unreached target counts as budget + 1 steps
+        return steps_text(count if count <= budget else None, budget)
+
     lines = [
-        f"{label}: {w.attacker_immunized} needs {w.steps_immunized} steps on immunized "
-        f"features vs {w.attacker_original} {w.steps_original} on raw inputs: slowdown "
-        f"{f(w.harmful_slowdown)}"
+        f"{label}: {w.attacker_immunized} needs {steps(w.steps_immunized)} steps on immunized "
+        f"features vs {w.attacker_original} {steps(w.steps_original)} on raw inputs: slowdown "
+        f"{slowdown_text(w.harmful_slowdown, w.steps_immunized <= budget)}"
         for label, w in (
             ("worst case", result.worst),
             ("worst case, first-order attackers", result.worst_first_order),

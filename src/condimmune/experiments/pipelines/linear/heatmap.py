@@ -15,6 +15,7 @@ bounded, which the ``bound`` column records.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from functools import partial
@@ -53,6 +54,12 @@ def _inputs(rows: Sequence[SweepRow]) -> str:
     if bounds and all(b == math.inf for b in bounds):
         return "rank-deficient inputs (RIR unbounded)"
     return "full-rank inputs (RIR bounded)" if bounds else "no finished run"
+
+
+def _file_part(arm: str) -> str:
+    """``arm`` as part of a file name: an arm with swept values (``condnum [train.epochs=1]``)
+    becomes ``condnum_train.epochs-1``, no spaces, brackets or ``=`` to quote in a shell."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", arm.replace("=", "-")).strip("_")
 
 
 def _cell(rows: list[SweepRow]) -> HeatCell:
@@ -134,5 +141,5 @@ def heat_maps(rows: Sequence[SweepRow], arms: list[str]) -> list[FigureSpec]:
             + (f"geometric mean over {seeds} seeds" if seeds > 1 else "1 seed")
         )
         draw = partial(_draw, cells, digits, bound, title)
-        figures.append(FigureSpec(f"heatmap_{arm}.png", draw))
+        figures.append(FigureSpec(f"heatmap_{_file_part(arm)}.png", draw))
     return figures

@@ -106,6 +106,17 @@ SPECTRA = {
 }
 
 
+def low_relative_error(spectrum: list[float]) -> float:
+    """Relative error bound of the smallest non-zero eigenvalue, σ_min, from any backward-
+    stable eigensolver (LAPACK's ``eigh`` as much as ours): |δλ| ≤ c · p · eps · σ_max
+    (Weyl), so relative to σ_min it grows with κ. The reference itself carries that error,
+    and it depends on the CPU's kernels (the wide-range case differed by 1.1e-9 on CI's
+    machine), so no bound tighter than this is justified; 1e-12 is the floor of the
+    well-conditioned cases."""
+    nonzero = [v for v in spectrum if v > 0]
+    return max(1e-12, 10 * len(spectrum) * EPS * max(nonzero) / min(nonzero))
+
+
 @pytest.mark.parametrize("spectrum", SPECTRA.values(), ids=SPECTRA.keys())
 def test_tracked_extremes_and_vectors_match_eigh(spectrum, gen):
     S = matrix_with_spectrum(spectrum, gen)
@@ -117,7 +128,7 @@ def test_tracked_extremes_and_vectors_match_eigh(spectrum, gen):
     assert (result.rank, result.size) == (len(spectrum) - first, len(spectrum))
     assert result.top == pytest.approx(float(lam[-1]), rel=1e-14)
     assert result.second == pytest.approx(float(lam[-2]), rel=1e-12)
-    assert result.low == pytest.approx(float(lam[first]), rel=1e-12)
+    assert result.low == pytest.approx(float(lam[first]), rel=low_relative_error(spectrum))
     gap_low = float(lam[first + 1] - lam[first])
     tol = 10 * len(spectrum) * EPS * float(lam[-1])
     assert _same_direction(result.top_vector, vecs[:, [-1]], tol / float(lam[-1] - lam[-2]))
@@ -219,8 +230,11 @@ def test_tracked_terms_equal_the_dense_terms(spectrum, gen):
         assert not tracked.fallback
         scale = float(dense.gradient.abs().max())
         torch.testing.assert_close(tracked.gradient, dense.gradient, rtol=1e-9, atol=1e-11 * scale)
+        # each field depends on σ_min at most through σ_min^{±2}: twice its relative error,
+        # from each side
+        rel = max(1e-9, 4 * low_relative_error(spectrum))
         for field in ("value", "log_kappa", "monotone_step", "unit_step"):
-            assert getattr(tracked, field) == pytest.approx(getattr(dense, field), rel=1e-9)
+            assert getattr(tracked, field) == pytest.approx(getattr(dense, field), rel=rel)
 
 
 def test_tracked_r_ill_keeps_the_rank_checks(gen):

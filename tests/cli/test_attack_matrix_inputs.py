@@ -131,3 +131,19 @@ def test_a_single_run_cell_says_so_instead_of_plus_minus_zero(tmp_path: Path) ->
     assert invoke("attack-matrix", runs, "--out", tmp_path / "report").exit_code == 0
     text = (tmp_path / "report" / "attack_matrix.md").read_text()
     assert "(1 run)" in text and "± 0 |" not in text
+
+
+def test_variants_of_a_method_are_combined_apart(tmp_path: Path) -> None:
+    """Runs whose metrics.json record other method options (``--set method.*``) are another
+    column, not more seeds of the same one, and the same seed of each is no duplicate."""
+    runs = tmp_path / "runs"
+    kept("condnum", 0, runs)
+    kept("condnum", 1, runs)
+    for seed in (0, 1):
+        variant = kept("condnum", seed, runs, name=f"heavier-s{seed}")
+        edit_metrics(variant, lambda d: d.update(method_options={"harmful_weight": 3.0}))
+    result = invoke("attack-matrix", runs, "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report" / "attack_matrix.md").read_text()
+    assert "| attacker | condnum | condnum (harmful_weight=3) |" in text
+    assert "| runs (seeds) | 2 (0, 1) | 2 (0, 1) |" in text

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from condimmune.cli import app
 from condimmune.experiments.config import (
+    apply_overrides,
     config_from_dict,
     config_to_dict,
     default_config,
@@ -66,3 +67,37 @@ def test_list_shows_every_experiment(spec: ExperimentSpec) -> None:
 def test_unknown_experiment_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="mnist-pair"):
         experiment_spec("no-such-experiment")
+
+
+CHANGED_OPTIONS = {
+    # an experiment's own defaults for a method are not changes (house price sets ρ_H = 1)
+    "experiment-defaults": ("house-price", [], {}),
+    "one-set": ("house-price", ["method.harmful_step=0.5"], {"harmful_step": 0.5}),
+    "set-back-to-the-default": ("house-price", ["method.harmful_ridge=1"], {}),
+    "the-class-default-elsewhere": (
+        "mnist-pair",
+        ["method.harmful_ridge=1"],
+        {"harmful_ridge": 1.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CHANGED_OPTIONS.values(), ids=CHANGED_OPTIONS.keys())
+def test_a_plan_names_the_method_options_its_run_changed(case: tuple[str, list[str], dict]) -> None:
+    """What metrics.json records as ``method_options`` (and the matrix combines apart)."""
+    from condimmune.experiments.pipeline import resolve_plan
+
+    name, sets, changed = case
+    plan = resolve_plan(apply_overrides(default_config(name), ["train.method=condnum", *sets]))
+    assert plan.method_changes() == changed
+
+
+def test_a_method_label_lists_the_changed_options_sorted() -> None:
+    from condimmune.methods.base import method_label
+
+    assert method_label("full-depth", None) == "full-depth"
+    assert method_label("full-depth", {}) == "full-depth"
+    assert (
+        method_label("full-depth", {"union_weight": 1.0, "anchor_weight": 0.0, "steer": True})
+        == "full-depth (anchor_weight=0, steer=True, union_weight=1)"
+    )

@@ -216,9 +216,9 @@ def write_attack_matrix(paths: Sequence[Path], out: Path) -> MatrixResult:
     (refusing runs that do not mix: :func:`~condimmune.experiments.matrix_runs.
     load_matrix_runs`)."""
     loaded = load_matrix_runs(paths)
-    keys = list(dict.fromkeys((r.metrics.experiment, r.metrics.method) for r in loaded))
+    keys = list(dict.fromkeys((r.metrics.experiment, r.metrics.method_label) for r in loaded))
     groups = [
-        group_runs(k, [r for r in loaded if (r.metrics.experiment, r.metrics.method) == k])
+        group_runs(k, [r for r in loaded if (r.metrics.experiment, r.metrics.method_label) == k])
         for k in keys
     ]
     several = len({k[0] for k in keys}) > 1

@@ -130,10 +130,10 @@ def _refuse_mixing(runs: list[MatrixRun]) -> None:
             if not math.isfinite(value):
                 raise UserError(f"{field} is {value}, not a finite number", where, _FIX)
         m = run.metrics
-        key = (m.experiment, m.method, m.seed)
+        key = (m.experiment, m.method_label, m.seed)
         if key in seeds:
             raise UserError(
-                f"{m.method} seed {m.seed} is also the run {seeds[key]}",
+                f"{m.method_label} seed {m.seed} is also the run {seeds[key]}",
                 run.path,
                 "combine each seed of a method once (leave one of the two out)",
             )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from condimmune.experiments.registry import ExperimentSpec
-from condimmune.methods.base import ConfiguredMethod, ModelFamily
+from condimmune.methods.base import ConfiguredMethod, ModelFamily, OptionValue
 
 __all__ = ["RunPlan", "fingerprint", "recipe_mismatch"]
 
@@ -55,6 +55,11 @@ class RunPlan(Generic[OptionsT]):
     def name(self) -> str:
         """The experiment's name (``mnist-pair``)."""
         return self.experiment.name.value
+
+    def method_changes(self) -> dict[str, OptionValue]:
+        """The method's options that differ from the experiment's defaults for it (what a
+        ``--set method.*`` changed); ``metrics.json`` records them as ``method_options``."""
+        return self.method.changed_options(self.experiment.method_defaults.get(self.method.name))
 
     def recipe_dict(self) -> dict[str, Any]:
         """The resolved config as nested plain dicts (a new copy), for ``config.yaml``."""

@@ -13,13 +13,20 @@ never an experiment config.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import ValidationError
+
+from condimmune.methods.options import (
+    Float,
+    MethodOptions,
+    NoOptions,
+    OptionValue,
+    method_label,
+)
 
 if TYPE_CHECKING:  # the CLI's --help imports ModelFamily through the experiment registry
     import torch
@@ -42,8 +49,10 @@ __all__ = [
     "MethodSpec",
     "ModelFamily",
     "NoOptions",
+    "OptionValue",
     "PenaltyInputs",
     "WholeNetworkObjective",
+    "method_label",
     "require_configured",
 ]
 
@@ -55,33 +64,6 @@ class ModelFamily(StrEnum):
     """A linear extractor ``W`` (k × d) on raw inputs, trained with its benign head."""
     DEEP = "deep"
     """A deep backbone: its trained blocks and head, or a map on its frozen features."""
-
-
-_FLOAT_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-
-
-def _number_text(value: object) -> object:
-    """YAML 1.1 reads ``1e-3`` (no dot) as a string; accept such number literals for floats."""
-    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-Float = Annotated[float, BeforeValidator(_number_text)]
-"""A finite float option; ints and number literals written as YAML strings are accepted."""
-
-
-class MethodOptions(BaseModel):
-    """Base of every method's options: a frozen pydantic model with strict types (an int is
-    fine for a float, nothing else is converted), no extra keys and finite floats. Give each
-    field a default and a ``description`` (``condimmune config`` and errors show it), e.g.
-    ``weight: Float = Field(default=1.0, ge=0, description="λ, ≥ 0")``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-
-class NoOptions(MethodOptions):
-    """The options of a method without hyperparameters."""
 
 
 OptionsT = TypeVar("OptionsT", bound=MethodOptions)
@@ -338,6 +320,15 @@ class ConfiguredMethod:
     def plan(self, problem: LinearProblem) -> LinearPlan:
         """The linear version's plan for ``problem``."""
         return self.linear.plan(problem, self.options)
+
+    def changed_options(self, baseline: Mapping[str, Any] | None = None) -> dict[str, OptionValue]:
+        """The options that differ from the method's defaults, or from ``baseline`` (an
+        experiment's own defaults for this method) where given: what ``metrics.json``
+        records as ``method_options``, so that two variants of a method are never combined."""
+        reference = type(self.options).model_validate(dict(baseline or {}))
+        mine: dict[str, OptionValue] = self.options.model_dump(mode="json")
+        theirs = reference.model_dump(mode="json")
+        return {k: v for k, v in mine.items() if v != theirs[k]}
 
 
 def require_configured(method: object, family: ModelFamily) -> None:

@@ -33,7 +33,7 @@ from condimmune.experiments.registry import (
     experiment_spec,
 )
 from condimmune.experiments.yaml_reading import BOOL_TEXT, INT_TEXT, NULL_TEXT, read_yaml
-from condimmune.methods.base import _FLOAT_TEXT
+from condimmune.methods.options import _FLOAT_TEXT
 
 _R = TypeVar("_R")
 _P = ParamSpec("_P")

@@ -205,6 +205,7 @@ def evaluate_deep(
     metrics = DeepRunMetrics(
         experiment=plan.name,
         method=plan.method.name,
+        method_options=plan.method_changes() or None,
         seed=plan.seed,
         backbone=plan.options.model.backbone.value,
         feature_dim=int(o["benign"].shape[1]),

@@ -95,6 +95,7 @@ def compute_metrics(
     metrics = LinearRunMetrics(
         experiment=plan.name,
         method=plan.method.name,
+        method_options=plan.method_changes() or None,
         seed=plan.seed,
         rir=honest.rir,
         kappa=kappas(honest),

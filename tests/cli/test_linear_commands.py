@@ -494,3 +494,26 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_long_cell_folds_at_80_columns_instead_of_being_cut(monkeypatch):
+    """A sweep arm's name carries its swept values; on a narrow terminal it must stay whole
+    (and its brackets must not be read as rich markup, which dropped them)."""
+    import io
+
+    from rich.console import Console
+
+    import condimmune.cli as cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=80))
+    arm = "condnum [train.epochs=2,data.per_class=30,method.harmful_step=0.25,seed=3]"
+    numbers = ["64.36", "0.95", "392", "2,521", "6.43", "1.3e+04"]
+    cli._table(
+        "summary", ["arm", "rir", "acc", "steps", "steps_i", "slow", "bound"], [[arm, *numbers]]
+    )
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("│")]
+    first_column = "".join(line.split("│")[1].strip() for line in lines)  # the header has ┃
+    assert first_column == arm.replace(" ", "")  # wrapped at the space, folded after it
+    assert "…" not in out.getvalue()
+    assert all(n in out.getvalue() for n in numbers)

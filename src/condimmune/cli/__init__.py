@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from condimmune.cli.boundary import Boundary, console, say
 from condimmune.cli.progress import Bars
@@ -50,12 +51,15 @@ def _table(
     header: bool = True,
     numbers: bool = True,
 ) -> None:
-    """Print a table; with ``numbers``, every column but the first is right-aligned."""
+    """Print a table; with ``numbers``, every column but the first is right-aligned. A cell
+    too wide for the terminal folds onto more lines instead of being cut with an ellipsis
+    (a sweep arm's name carries its swept values: ``condnum [train.epochs=2,…]``); cells are
+    plain text, never rich markup."""
     table = Table(title=title, show_header=header)
     for i, name in enumerate(columns):
-        table.add_column(name, justify="right" if numbers and i else "left")
+        table.add_column(name, justify="right" if numbers and i else "left", overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # plain text, never markup
     console.print(table)
 
 

@@ -21,8 +21,10 @@ from typer.exceptions import TyperException
 from condimmune.experiments.errors import user_message
 from condimmune.experiments.interrupt import Interrupted
 
-console = Console()
-err_console = Console(stderr=True)
+# no rich markup anywhere: what is printed is data (a sweep arm "condnum [train.epochs=2]",
+# a path with brackets), and markup would silently drop the bracketed part
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 USER_ERROR_EXIT, INTERNAL_ERROR_EXIT = 2, 3
 

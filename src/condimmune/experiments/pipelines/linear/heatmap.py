@@ -6,10 +6,10 @@ colour scale: log₁₀ RIR on ``±bound`` decades, diverging about RIR = 1 (no 
 ``bound`` the largest ``|log₁₀ RIR|`` of any arm (:mod:`condimmune.experiments.figures`).
 Each cell shows its RIR. A pair whose held-out benign accuracy fell by more than
 :data:`UTILITY_CAP_POINTS` (mean over seeds) is greyed: it was bought by breaking the benign
-task. A pair whose runs all failed is greyed and says so. The title names the inputs
-(raw pixels or principal components), read from the runs' ``config.yaml``; without a run
-directory (a ``sweep.csv`` read alone by ``sweep-table``) it says whether the RIR was
-bounded, which the ``bound`` column records.
+task. A pair whose runs all failed is greyed and says so. The title says whether the
+inputs were rank-deficient (raw pixels: the RIR is unbounded) or not, which the ``bound``
+column records: read from the rows only, so a sweep's figure and ``sweep-table``'s of the
+same ``sweep.csv`` are the same figure.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from condimmune.core.errors import UserError
-from condimmune.experiments.config import ExperimentConfig, load_config
 from condimmune.experiments.figures import HeatCell, draw_factor_heat_map, factor_text
 from condimmune.experiments.report import FigureSpec, save_figure
 from condimmune.experiments.sweep_rows import SweepRow
@@ -37,19 +35,9 @@ deep attack suite's default utility cap (``attack.utility_cap``)."""
 
 
 def _inputs(rows: Sequence[SweepRow]) -> str:
-    """What the runs' features were: from the first readable ``config.yaml`` of their run
-    directories, else from the ``bound`` column (raw pixels give an unbounded RIR)."""
-    for row in rows:
-        path = Path(row.run_dir) / "config.yaml"
-        if not path.is_file():
-            continue
-        try:
-            config = load_config(path)
-        except (UserError, ValueError):
-            continue  # a damaged or older file: the bound below still says something
-        if isinstance(config, ExperimentConfig):
-            k = config.data.pca_components
-            return f"{k} principal components" if k else "raw pixels"
+    """What the runs' features were, from the ``bound`` column (raw pixels give an unbounded
+    RIR): from the rows alone, so that ``sweep`` and ``sweep-table`` on the same CSV draw the
+    same title whether or not the run directories are still there."""
     bounds = [r["bound"] for r in rows if not r.failed]
     if bounds and all(b == math.inf for b in bounds):
         return "rank-deficient inputs (RIR unbounded)"

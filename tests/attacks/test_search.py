@@ -110,3 +110,35 @@ def test_search_errors_are_explained(tmp_path):
 
     with pytest.raises(ValueError, match="objective must be finite"):
         paired_search(space, (broken, broken), SearchOptions(trials=2))
+
+
+def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, monkeypatch):
+    """Two runs of a matrix open one new θ0 storage at the same moment: the one that loses
+    the race to create the schema (an IntegrityError) opens what the other created. Made
+    deterministic here: the first attempt fails as it did in such a race."""
+    import optuna
+    import sqlalchemy
+
+    import condimmune.attacks.search as search
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+        calls.append(url)
+        if len(calls) == 1:
+            real(url, **kwargs)  # "the other process" creates the schema
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception())
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    storage = search._sqlite(url)
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+    def always(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+        raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception())
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", always)
+    with pytest.raises(sqlalchemy.exc.IntegrityError):  # not a race: said after 5 tries
+        search._sqlite(f"sqlite:///{tmp_path / 'other.db'}")

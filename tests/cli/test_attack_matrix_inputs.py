@@ -147,3 +147,52 @@ def test_variants_of_a_method_are_combined_apart(tmp_path: Path) -> None:
     text = (tmp_path / "report" / "attack_matrix.md").read_text()
     assert "| attacker | condnum | condnum (harmful_weight=3) |" in text
     assert "| runs (seeds) | 2 (0, 1) | 2 (0, 1) |" in text
+
+
+CLUTTERED = KEPT.parent / "mnist-cnn-cluttered"
+
+
+def test_the_prefix_ceilings_are_combined_per_tap_where_runs_measured_them(tmp_path: Path) -> None:
+    """Eq. Y6 from runs attacked with attack.prefix_curve beside a run without it (the
+    option changes no other number, so the runs mix); unreached points are lower bounds."""
+    runs = tmp_path / "runs"
+    points = {
+        0: [(2.0, True), (6.0, True)],
+        1: [(4.0, True), (8.0, False)],
+    }
+    for seed, values in points.items():
+        run = runs / f"s{seed}"
+        run.mkdir(parents=True)
+        source = CLUTTERED / f"mnist-cnn-cluttered-none-s{seed}" / "metrics.json"
+        document = json.loads(source.read_text())
+        stick = document["attack_suite"]["yardstick"]
+        base = stick["cheapest_original"]["flops"]
+        stick["prefix_curve"] = [
+            {
+                "tap": tap,
+                "cost": {
+                    "attacker": f"keep-{tap}",
+                    "flops": ratio * base,
+                    "steps": 100 if reached else None,
+                    "reached": reached,
+                    "budget_steps": 800,
+                },
+                "ceiling": ratio,
+            }
+            for tap, (ratio, reached) in zip(("block1", "block2"), values, strict=True)
+        ]
+        document["attack_suite"]["settings"]["prefix_curve"] = True
+        (run / "metrics.json").write_text(json.dumps(document))
+    run = runs / "s2"
+    run.mkdir()
+    shutil.copyfile(
+        CLUTTERED / "mnist-cnn-cluttered-none-s2" / "metrics.json", run / "metrics.json"
+    )
+    result = invoke("attack-matrix", runs, "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report" / "attack_matrix.md").read_text()
+    row = "| C(k): θ0 kept through tap k, re-initialised after it |"
+    assert f"{row} block1 3 ± 1.4; block2 ≥ 7 ± 1.4 |" in text
+    plain = invoke("attack-matrix", run, "--out", tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    assert "C(k)" not in (tmp_path / "plain" / "attack_matrix.md").read_text()

@@ -180,3 +180,24 @@ def test_the_tap_probe_reads_every_tap_pooled_and_concatenated(tasks):
     torch.testing.assert_close(taps.train_x[:, :16], first)
     torch.testing.assert_close(taps.train_x[:, -128:], last)  # before the feature map
     assert released_model(model, acts).taps is None  # taps need the images
+
+
+def test_the_released_network_names_its_taps_for_the_prefix_ceilings(tasks):
+    """What C(k) keeps through (attacks/prefix_curve.py): each body tap, found in the
+    network the attackers train, in forward order; after block1 come blocks 2 and 3, and
+    after block3 no parameter."""
+    from condimmune.attacks.prefix_curve import layers_after
+
+    model = _model()
+    acts, images = prefix_tensors(model, tasks, keep_images=True)
+    released = released_model(model, acts, images, batch_size=16)
+    assert [name for name, _ in released.network_taps] == ["block1", "block2", "block3"]
+    assert released.network is not None and released.images is not None
+    example = released.images[Task.HARMFUL].train_x[:1]
+    modules = dict(released.network.named_modules())
+    after = {
+        name: layers_after(released.network, path, example) for name, path in released.network_taps
+    }
+    assert "model.body.block2" in after["block1"] and "model.body.block3" in after["block1"]
+    assert "model.body.block2" not in after["block2"] and "model.body.block3" in after["block2"]
+    assert not any(list(modules[m].parameters(recurse=False)) for m in after["block3"])

@@ -784,6 +784,7 @@ _DEFAULT_DEEP = {
         "theta0_storage": None,
         "skip_dims": 2048,
         "labels_per_class": None,
+        "prefix_curve": False,
     },
 }
 
@@ -1060,3 +1061,22 @@ def test_a_config_file_with_options_of_another_method_is_refused(tmp_path: Path)
     assert message == (
         f"config file {path}: unknown config key: method.benign_step; method takes no keys"
     )
+
+
+def test_the_prefix_curve_option_reaches_the_suite_and_leaves_theta0_studies_named_alike(
+    tmp_path,
+):
+    """``attack.prefix_curve`` adds a measurement and changes no other search: θ0's and θ_I's
+    study names (what runs share) are the same with it on or off."""
+    from condimmune.experiments.pipeline import resolve_plan
+    from condimmune.experiments.pipelines.deep.attack import attack_options
+
+    digests = (b"theta0", b"theta_i")
+    off, on = (
+        attack_options(
+            resolve_plan(apply_overrides(default_config("mnist-cnn"), sets)), tmp_path, digests
+        )
+        for sets in ([], ["attack.prefix_curve=true"])
+    )
+    assert (off.prefix_curve, on.prefix_curve) == (False, True)
+    assert (on.study_name, on.original_study_name) == (off.study_name, off.original_study_name)

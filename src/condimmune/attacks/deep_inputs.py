@@ -57,6 +57,10 @@ class ReleasedModel:
     network: nn.Module | None = None
     extraction: ExtractionFlops | None = None
     taps: Mapping[Task, TaskTensors] | None = None
+    network_taps: tuple[tuple[str, str], ...] = ()
+    """The taps in ``network``, from the input: (name, path of its submodule in
+    ``network``), what the prefix ceilings keep through (:mod:`condimmune.attacks.
+    prefix_curve`)."""
 
 
 def fit_task_transform(kind: AttackerTransform, tensors: TaskTensors) -> TaskTensors:

@@ -58,6 +58,8 @@ class DeepAttackOptions(JsonRecord):
     ``weight_free_steps``: the step budget of the weight-free attackers that iterate (their
     searches are made once per θ0, so a ceiling ``S_max`` that needs long from-scratch training
     costs once per seed; ``None``: ``probe_steps`` or ``finetune_steps`` as their family's).
+    ``prefix_curve``: also measure the prefix ceilings ``C(k)`` across the depth on θ0
+    (:mod:`condimmune.attacks.prefix_curve`, searched once per θ0 like the weight-free).
     A value out
     of range is an :class:`~condimmune.core.errors.ArgumentError` naming its field."""
 
@@ -79,6 +81,7 @@ class DeepAttackOptions(JsonRecord):
     original_study_name: str | None = None
     original_storage: str | None = None
     labels_per_class: int | None = None
+    prefix_curve: bool = False
 
     def __post_init__(self) -> None:
         for name in (

@@ -27,6 +27,7 @@ from condimmune.attacks.deep_train import (
     network_curve,
     probe_curve,
 )
+from condimmune.attacks.prefix_curve import prefix_ceilings
 from condimmune.attacks.registry import (
     CLOSED_FORM,
     DEEP_ATTACKERS,
@@ -295,6 +296,11 @@ def run_deep_suite(
         stick = _resolved(
             stick, original_costs, immunized_costs, theta_i, immunized, options, on_progress
         )
+    if stick is not None and options.prefix_curve:
+        spec = DEEP_ATTACKERS[DeepAttacker.FULL_REINIT]  # keep-k's budget and trials
+        budget, tries = _budget(spec, options), _trials(spec, Task.HARMFUL, options)
+        points = prefix_ceilings(stick, original, options, budget, tries, on_progress)
+        stick = replace(stick, prefix_curve=points)
     return suite_record(summaries, options, time.perf_counter() - start, stick)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "curvature",
     "network_curve",
     "probe_curve",
+    "reset_own_parameters",
 ]
 
 _EVAL_BATCH = 512
@@ -213,18 +214,24 @@ def probe_curve(
     return _pad(curve, len(budget.eval_steps))
 
 
+def reset_own_parameters(module: nn.Module) -> None:
+    """``module``'s own parameters (not its submodules') drawn afresh: its
+    ``reset_parameters`` where it has one, else N(0, 0.02²) truncated at ±2σ (timm's rule
+    for the tokens and position embeddings that no layer resets)."""
+    reset = getattr(module, "reset_parameters", None)
+    if callable(reset):
+        reset()
+    else:
+        with torch.no_grad():
+            for weight in module.parameters(recurse=False):
+                nn.init.trunc_normal_(weight, std=0.02, a=-0.04, b=0.04)
+
+
 def _reinitialise(module: nn.Module) -> None:
-    """Every parameter of ``module`` drawn afresh: a submodule's own ``reset_parameters``
-    where it has one, else N(0, 0.02²) truncated at ±2σ (timm's rule for the tokens and
-    position embeddings that no layer resets), so nothing of the released weights is left."""
+    """Every parameter of ``module`` drawn afresh (:func:`reset_own_parameters` of each
+    submodule), so nothing of the released weights is left."""
     for sub in module.modules():
-        reset = getattr(sub, "reset_parameters", None)
-        if callable(reset):
-            reset()
-        else:
-            with torch.no_grad():
-                for weight in sub.parameters(recurse=False):
-                    nn.init.trunc_normal_(weight, std=0.02, a=-0.04, b=0.04)
+        reset_own_parameters(sub)
 
 
 def _recalibrate(net: nn.Module, x: Tensor, batch: int) -> None:

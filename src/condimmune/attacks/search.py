@@ -159,6 +159,9 @@ def _suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, float]:
     return out
 
 
+_CREATE_ATTEMPTS = 5
+
+
 @functools.lru_cache(maxsize=8)
 def _sqlite(url: str) -> optuna.storages.RDBStorage:
     """An SQLite storage in write-ahead-log mode with ``synchronous=NORMAL``: still safe
@@ -167,7 +170,18 @@ def _sqlite(url: str) -> optuna.storages.RDBStorage:
     import optuna
     import sqlalchemy
 
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 60}}
+            )
+            break
+        except sqlalchemy.exc.IntegrityError:
+            # two processes created the same new file's schema at once (two runs of a matrix
+            # attacking with one θ0 storage): the other one's is there now, use it
+            if attempt + 1 == _CREATE_ATTEMPTS:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
     def pragmas(connection: Any, _record: object) -> None:
         cursor = connection.cursor()

@@ -47,6 +47,7 @@ from condimmune.core.records import JsonRecord
 __all__ = [
     "AttackerCurves",
     "Cost",
+    "PrefixPoint",
     "Yardstick",
     "attack_cost",
     "ceiling",
@@ -119,6 +120,17 @@ class Cost(JsonRecord):
 
 
 @dataclass(frozen=True)
+class PrefixPoint(JsonRecord):
+    """Eq. Y6 (:mod:`condimmune.attacks.prefix_curve`) at one tap: the cost on θ0 of
+    training the network kept through the tap and re-initialised after it (a lower bound
+    when it did not reach τ), and ``ceiling`` = that cost over ``T*(θ0)``."""
+
+    tap: str
+    cost: Cost
+    ceiling: float
+
+
+@dataclass(frozen=True)
 class Yardstick(JsonRecord):
     """Eq. Y1–Y5 for one task: the target, the cheapest attacker on θ0, on θ_I and among the
     weight-free ones, ``S``, ``S_max`` and ``P`` (``None`` when ``S_max ≤ 1``), and every
@@ -141,6 +153,9 @@ class Yardstick(JsonRecord):
     """The longest step budget any attacker is given (``weight_free_steps``): an attacker
     that did not reach τ within it counts as settled at that budget (:func:`stopped_short`);
     ``None`` when there is none."""
+    prefix_curve: list[PrefixPoint] | None = None
+    """``C(k)`` at every tap but the last (Eq. Y6), when the attack measured it
+    (``attack.prefix_curve``)."""
 
 
 def attack_cost(curves: AttackerCurves, target: float) -> Cost:

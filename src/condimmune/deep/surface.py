@@ -198,6 +198,7 @@ def released_model(
         blocks=blocks,
         network=_trainable_copy(_Features(model)) if images is not None else None,
         extraction=None if images is None else extraction_flops(model, blocks, images),
+        network_taps=tuple((t, f"model.body.{t}") for t in model.body.TAPS),
     )
 
 

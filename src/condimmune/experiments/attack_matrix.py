@@ -179,6 +179,16 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         ("S over the weight-reading attackers only", [_text(g.s_reading) for g in groups]),
         ("C(prefix): ceiling if the prefix is kept", [_text(g.c_prefix) for g in groups]),
     ]
+    if any(g.c_curve for g in groups):  # Eq. Y6, where the runs measured it
+        yardstick.append(
+            (
+                "C(k): θ0 kept through tap k, re-initialised after it",
+                [
+                    "; ".join(f"{t} {s.text()}" for t, s in (g.c_curve or {}).items()) or "—"
+                    for g in groups
+                ],
+            )
+        )
     summary = [
         *(yardstick if any(g.s is not None for g in groups) else []),
         ("runs (seeds)", [f"{len(g.runs)} ({', '.join(map(str, g.seeds))})" for g in groups]),

@@ -86,6 +86,8 @@ slowdown_floor`): below ``s`` when attackers stopped short of τ on θ_I."""
     """Per run, how many attackers on θ_I stopped at their budget below T*(θ_I)."""
     cheapest: list[str] | None = None
     """Per run, the cheapest attacker on θ_I (Eq. Y3)."""
+    c_curve: dict[str, Stat] | None = None
+    """``C(k)`` per tap (Eq. Y6) over the runs that measured it (``attack.prefix_curve``)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,12 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
     reading = [r for y in sticks if (r := weight_reading_slowdown(y, free)) is not None]
     prefix = [c for y in sticks if (c := ceiling(y, PREFIX_ONLY)) is not None]
     floors = [slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE) for y in sticks]
+    points = [p for y in sticks for p in y.prefix_curve or []]
+    c_curve = {
+        tap: Stat.of([p.ceiling for p in at], sum(not p.cost.reached for p in at))
+        for tap in dict.fromkeys(p.tap for p in points)
+        if (at := [p for p in points if p.tap == tap])
+    }
     return MatrixGroup(
         experiment=key[0],
         method=key[1],
@@ -158,6 +166,7 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         s_floor=_stat([f[0] for f in floors]),
         stopped_short=[len(f[1]) for f in floors] if floors else None,
         cheapest=[y.cheapest_immunized.attacker for y in sticks] if sticks else None,
+        c_curve=c_curve or None,
     )
 
 

@@ -40,7 +40,10 @@ _FIX = "run `condimmune attack RUN_DIR` on each deep run first"
 _PER_RUN = ("seed", "train.method", "method", "attack")
 """What may differ between the runs of a matrix (the attack settings are compared as used)."""
 _ATTACK_SETTINGS = tuple(
-    f.name for f in fields(DeepAttackOptions) if f.name not in (*STORAGE_FIELDS, "seed")
+    f.name
+    for f in fields(DeepAttackOptions)
+    # the prefix ceilings are measured beside the rest and change none of its numbers
+    if f.name not in (*STORAGE_FIELDS, "seed", "prefix_curve")
 )
 
 

@@ -148,6 +148,15 @@ def prefix_ceiling_text(y: Yardstick) -> str:
     return f"C(prefix) {'=' if reached else '≥'} {format_number(value)}"
 
 
+def prefix_curve_text(y: Yardstick) -> str:
+    """Eq. Y6 per tap, ``block1 3.2, block2 ≥ 5.1`` (``≥``: kept through that tap, the
+    network did not reach τ within its budget); empty when not measured."""
+    return ", ".join(
+        f"{p.tap} {'' if p.cost.reached else '≥ '}{format_number(p.ceiling)}"
+        for p in y.prefix_curve or []
+    )
+
+
 def floor_text(y: Yardstick) -> str:
     """``S ≥ x (n attackers stopped short)`` when attackers on θ_I stopped at their step
     budget below ``T*(θ_I)`` (:func:`~condimmune.attacks.yardstick.slowdown_floor`): ``S``
@@ -239,6 +248,13 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
         "re-initialised blocks); a defence that leaves those layers as released cannot make "
         "S larger."
     )
+    if y.prefix_curve:
+        lines.append(
+            f"Across the depth (Eq. Y6, × T*(θ0)): {prefix_curve_text(y)} — θ0's network kept "
+            "through each tap and re-initialised after it, trained like `full-reinit`; a "
+            "defence that releases the layers through a tap unchanged cannot make S larger "
+            "than that tap's value."
+        )
     immunized = {c.attacker: c for c in y.immunized}
     pairs = [(c, immunized[c.attacker]) for c in y.original if c.attacker in immunized]
     lines += [

@@ -162,6 +162,11 @@ class DeepAttackConfig(_Schema):
         description="the attacker has this many labelled harmful training images per class "
         "(a seeded subset; None: all of them)",
     )
+    prefix_curve: bool = Field(
+        default=False,
+        description="also measure the prefix ceilings C(k) on θ0: the network kept through "
+        "each tap and re-initialised after it, trained like full-reinit (searched once per θ0)",
+    )
 
     @field_validator("attackers")
     @classmethod

@@ -81,6 +81,7 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
             "weight_free_steps": "attack.weight_free_steps",
             "benign_trials": "attack.benign_trials",
             "labels_per_class": "attack.labels_per_class",
+            "prefix_curve": "attack.prefix_curve",
             "target_fraction": "attack.target_fraction",
             "utility_cap": "attack.utility_cap",
         }

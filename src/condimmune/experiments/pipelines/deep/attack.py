@@ -41,6 +41,7 @@ from condimmune.experiments.verdict import (
     ceiling_text,
     floor_text,
     prefix_ceiling_text,
+    prefix_curve_text,
     share_text,
     slowdown_text,
 )
@@ -78,6 +79,7 @@ def attack_options(
         original_study_name=f"condimmune-theta0-{_original_tag(plan, digests[0])}",
         original_storage=a.theta0_storage or storage,
         labels_per_class=a.labels_per_class,
+        prefix_curve=a.prefix_curve,
     )
 
 
@@ -240,6 +242,8 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
         )
         if floor := floor_text(y):
             lines.append(f"yardstick: {floor}: S is the upper end of what was measured")
+        if curve := prefix_curve_text(y):
+            lines.append(f"prefix ceilings C(k) across the depth (× T*(θ0)): {curve}")
     if u is not None:
         lines.append(
             f"utility: benign linear probe {u.accuracy_original:.3f} → "

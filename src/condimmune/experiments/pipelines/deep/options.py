@@ -105,6 +105,7 @@ class DeepAttackSettings:
     theta0_storage: str | None
     skip_dims: int
     labels_per_class: int | None
+    prefix_curve: bool
 
 
 @dataclass(frozen=True)
@@ -202,5 +203,6 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             theta0_storage=a.theta0_storage,
             skip_dims=a.skip_dims,
             labels_per_class=a.labels_per_class,
+            prefix_curve=a.prefix_curve,
         ),
     )

@@ -172,3 +172,14 @@ def test_the_prefix_curve_needs_the_network_and_its_taps():
     model = replace(_released(_network()), network_taps=())
     with pytest.raises(ValueError, match="need θ0's network, its images and its taps"):
         run_deep_suite(["linear-adam"], model, model, replace(OPTIONS, prefix_curve=True))
+
+
+def test_a_kept_copy_is_drawn_from_the_seed_and_leaves_the_generator_as_it_was():
+    make = kept_through(_network(), "block2", EXAMPLE)
+    torch.manual_seed(7)
+    first = make().state_dict()["block3.weight"]
+    state = torch.random.get_rng_state()
+    torch.manual_seed(7)
+    again = make().state_dict()["block3.weight"]
+    assert torch.equal(first, again)
+    assert torch.equal(torch.random.get_rng_state(), state)

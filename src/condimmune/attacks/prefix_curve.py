@@ -80,15 +80,17 @@ def layers_after(network: nn.Module, tap: str, example: Tensor) -> list[str]:
 
 def kept_through(network: nn.Module, tap: str, example: Tensor) -> Callable[[], nn.Module]:
     """A factory of copies of ``network`` with every layer after ``tap``
-    (:func:`layers_after`) re-initialised (the caller seeds it) and every parameter
-    trainable."""
+    (:func:`layers_after`) re-initialised from the global generator's current state (the
+    caller seeds it; the state is restored afterwards) and every parameter trainable."""
     later = layers_after(network, tap, example)
 
     def make() -> nn.Module:
         copied = copy.deepcopy(network)
         modules = dict(copied.named_modules())
-        for name in later:
-            reset_own_parameters(modules[name])
+        # draws from the generator as seeded by the caller, and leaves it as it found it
+        with torch.random.fork_rng(devices=[]):
+            for name in later:
+                reset_own_parameters(modules[name])
         for p in copied.parameters():
             p.requires_grad_(True)
         return copied

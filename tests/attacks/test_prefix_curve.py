@@ -163,23 +163,39 @@ def test_the_suite_records_the_ceiling_at_every_tap_but_the_last(tmp_path):
     assert DeepAttackSuite.from_json(json.loads(json.dumps(suite.to_json()))) == suite
     again = run_deep_suite(["linear-adam", "full-reinit"], model, model, options)
     assert again.yardstick is not None and again.yardstick.prefix_curve == y.prefix_curve
+    trials = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(theta0)}
+    assert {n: trials[n] for n in keep} == keep  # read back, not searched again
     without = run_deep_suite(["linear-adam", "full-reinit"], model, model, OPTIONS)
     assert without.yardstick is not None and without.yardstick.prefix_curve is None
     assert "prefix_curve" not in json.dumps(without.yardstick.to_json())
 
 
-def test_the_prefix_curve_needs_the_network_and_its_taps():
-    model = replace(_released(_network()), network_taps=())
-    with pytest.raises(ValueError, match="need θ0's network, its images and its taps"):
-        run_deep_suite(["linear-adam"], model, model, replace(OPTIONS, prefix_curve=True))
+MISSING = {
+    "no-taps": ({"network_taps": ()}, "θ0's taps"),
+    "no-network": ({"network": None}, "θ0's network"),
+    "no-flops": ({"extraction": None}, "the extraction FLOPs"),
+}
+
+
+@pytest.mark.parametrize("case", MISSING.values(), ids=MISSING.keys())
+def test_the_prefix_curve_is_refused_before_any_search_without_what_it_needs(case, tmp_path):
+    change, named = case
+    model = replace(_released(_network()), **change)
+    storage = f"sqlite:///{tmp_path / 'run.db'}"
+    with pytest.raises(ValueError, match=f"prefix ceilings .* need {named}"):
+        run_deep_suite(
+            ["linear-adam"], model, model, replace(OPTIONS, prefix_curve=True, storage=storage)
+        )
+    assert not (tmp_path / "run.db").exists()  # refused before the first search
 
 
 def test_a_kept_copy_is_drawn_from_the_seed_and_leaves_the_generator_as_it_was():
     make = kept_through(_network(), "block2", EXAMPLE)
     torch.manual_seed(7)
+    seeded = torch.random.get_rng_state()
     first = make().state_dict()["block3.weight"]
-    state = torch.random.get_rng_state()
+    assert torch.equal(torch.random.get_rng_state(), seeded)
     torch.manual_seed(7)
-    again = make().state_dict()["block3.weight"]
-    assert torch.equal(first, again)
-    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(make().state_dict()["block3.weight"], first)
+    torch.manual_seed(8)
+    assert not torch.equal(make().state_dict()["block3.weight"], first)

@@ -196,3 +196,24 @@ def test_the_prefix_ceilings_are_combined_per_tap_where_runs_measured_them(tmp_p
     plain = invoke("attack-matrix", run, "--out", tmp_path / "plain")
     assert plain.exit_code == 0, plain.output
     assert "C(k)" not in (tmp_path / "plain" / "attack_matrix.md").read_text()
+
+
+def test_an_attack_with_the_prefix_curve_keeps_the_earlier_attackers() -> None:
+    """Measuring the prefix ceilings changes no attacker's numbers: an attack that adds them
+    merges with the earlier one as an attack under the same settings would; another trial
+    budget does not."""
+    from dataclasses import replace
+
+    from condimmune.attacks.deep_headline import DeepAttackSuite
+    from condimmune.experiments.pipelines.deep.attack import _merged
+
+    source = CLUTTERED / "mnist-cnn-cluttered-none-s0" / "metrics.json"
+    earlier = DeepAttackSuite.from_json(json.loads(source.read_text())["attack_suite"])
+    some = dict(list(earlier.attackers.items())[:3])
+    with_curve = replace(
+        earlier, attackers=some, settings=replace(earlier.settings, prefix_curve=True)
+    )
+    merged, dropped = _merged(earlier, with_curve)
+    assert dropped == [] and set(merged.attackers) == set(earlier.attackers)
+    other = replace(with_curve, settings=replace(with_curve.settings, trials=3))
+    assert _merged(earlier, other)[1] == sorted(set(earlier.attackers) - set(some))

@@ -121,3 +121,23 @@ def test_registry_is_complete() -> None:
     from condimmune.deep.backbones import SPECS
 
     assert set(SPECS) == set(Backbone)
+
+
+def test_a_timm_vit_state_dict_loads_whole_into_the_adapter(tmp_path) -> None:
+    """Its class token and position embedding included (they are the timm wrapper's own
+    parameters: once left unregistered, a real checkpoint could not load, and no attacker
+    trained or re-initialised them)."""
+    import timm
+
+    net = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=4, img_size=32)
+    with torch.no_grad():
+        net.pos_embed.normal_()
+        net.cls_token.normal_()
+    path = tmp_path / "vit.pth"
+    torch.save(net.state_dict(), path)
+    model = build_model("vit-b16", num_classes=4, image_size=32, weights=path)
+    assert torch.equal(model.body.pos_embed, net.pos_embed)
+    x = torch.randn(2, 3, 32, 32)
+    net.eval()
+    model.eval()
+    torch.testing.assert_close(model(x)[1], net(x))

@@ -201,3 +201,29 @@ def test_the_released_network_names_its_taps_for_the_prefix_ceilings(tasks):
     assert "model.body.block2" in after["block1"] and "model.body.block3" in after["block1"]
     assert "model.body.block2" not in after["block2"] and "model.body.block3" in after["block2"]
     assert not any(list(modules[m].parameters(recurse=False)) for m in after["block3"])
+
+
+@pytest.mark.parametrize("backbone", ["small-cnn", "resnet18", "mobilenet-v2"])
+def test_keeping_a_backbone_through_a_tap_resets_exactly_the_deeper_taps(backbone):
+    """On each registered convolutional body (ViT-B/16 is left out for its size): through
+    tap k, every parameter inside taps 1..k is kept and every parameter inside taps k+1..
+    is in a layer that keep-k resets."""
+    from condimmune.attacks.prefix_curve import layers_after
+    from condimmune.deep.surface import _Features
+
+    channels = 1 if backbone == "small-cnn" else 3
+    model = build_model(backbone, num_classes=3, image_size=32, seed=0)
+    network = _Features(model)
+    example = torch.randn(1, channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    taps = [f"model.body.{t}" for t in model.body.TAPS]
+    owners = {
+        f"{m}.{p}" if m else p: m
+        for m, module in network.named_modules()
+        for p, _ in module.named_parameters(recurse=False)
+    }
+    for k, tap in enumerate(taps[:-1]):
+        reset = set(layers_after(network, tap, example))
+        for j, other in enumerate(taps):
+            inside = [n for n in owners if n.startswith(f"{other}.")]
+            assert inside, other
+            assert all((owners[n] in reset) == (j > k) for n in inside), (tap, other)

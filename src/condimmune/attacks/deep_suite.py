@@ -27,7 +27,7 @@ from condimmune.attacks.deep_train import (
     network_curve,
     probe_curve,
 )
-from condimmune.attacks.prefix_curve import prefix_ceilings
+from condimmune.attacks.prefix_curve import prefix_ceilings, require_prefix_inputs
 from condimmune.attacks.registry import (
     CLOSED_FORM,
     DEEP_ATTACKERS,
@@ -257,6 +257,8 @@ def run_deep_suite(
         raise ValueError("name at least one attacker")
     if len(set(chosen)) != len(chosen):
         raise ValueError("an attacker is named twice")
+    if options.prefix_curve:
+        require_prefix_inputs(original, immunized)
     if options.labels_per_class is not None:
         original, immunized = (
             _few_labels(m, options.labels_per_class, options.seed) for m in (original, immunized)
@@ -298,9 +300,8 @@ def run_deep_suite(
         )
     if stick is not None and options.prefix_curve:
         spec = DEEP_ATTACKERS[DeepAttacker.FULL_REINIT]  # keep-k's budget and trials
-        budget, tries = _budget(spec, options), _trials(spec, Task.HARMFUL, options)
-        points = prefix_ceilings(stick, original, options, budget, tries, on_progress)
-        stick = replace(stick, prefix_curve=points)
+        rest = (_budget(spec, options), _trials(spec, Task.HARMFUL, options), on_progress)
+        stick = replace(stick, prefix_curve=prefix_ceilings(stick, original, options, *rest))
     return suite_record(summaries, options, time.perf_counter() - start, stick)
 
 

@@ -9,15 +9,19 @@ from-scratch attacker's search space and step budget). Its cost to the yardstick
 
 .. math::  C(k) = T_{keep\text{-}k}(θ0) \,/\, T^*(θ0).                                (Y6)
 
-A defence that releases the layers up to tap ``k`` unchanged leaves this attack as it is,
-so its ``S`` cannot exceed ``C(k)``. *keep-k* is one attacker on that prefix, not the
-cheapest one, so ``C(k)`` is an upper end of the prefix's true ceiling; with no layer kept
+Where *keep-k* reaches τ, a defence that releases the layers up to tap ``k`` unchanged
+leaves this attack as it is, so its ``S`` cannot exceed ``C(k)``; where it does not, only a
+lower bound on its cost is known and nothing bounds ``S``. *keep-k* is one attacker on that
+prefix, not the cheapest one, so ``C(k)`` is an upper end of the prefix's true ceiling;
+with no layer kept
 it is the re-initialised network, ``full-reinit`` (a part of ``S_max``), and with every
 layer kept, fine-tuning θ0. It is a property of θ0 alone: its searches live with θ0's
 (``original_storage``), searched once per θ0 and shared by every method's run.
 
 Which layers come after tap ``k`` is read from one forward pass (:func:`layers_after`): every
-submodule whose first call starts after the tap's module has returned.
+submodule whose first call starts after the tap's module has returned. A tensor that a
+module started before the tap applies after it (``DeepModel``'s feature map ``T``) is not
+reset: the curve is measured on θ0, whose ``T`` is the identity.
 """
 
 from __future__ import annotations
@@ -44,7 +48,17 @@ from condimmune.attacks.search import Objective, SearchOptions, Study, TrialResu
 from condimmune.attacks.yardstick import PrefixPoint, Yardstick, attack_cost
 from condimmune.core.progress import Progress, ProgressCallback, report
 
-__all__ = ["kept_through", "layers_after", "prefix_ceilings", "prefix_curve"]
+__all__ = [
+    "kept_through",
+    "layers_after",
+    "prefix_ceilings",
+    "prefix_curve",
+    "require_prefix_inputs",
+]
+
+_RULE = 1
+"""The version of *keep-k*'s rule (which layers it resets, how its trials are seeded), part of
+its searches' names: raise it when the rule changes, so stored trials are not reused."""
 
 _SPEC = DEEP_ATTACKERS[DeepAttacker.FULL_REINIT]
 """The search space, optimizer and cost rule of *keep-k*: the from-scratch attacker's."""
@@ -147,10 +161,12 @@ def prefix_curve(
     points: list[PrefixPoint] = []
     inner = list(taps[:-1])
     example = images.train_x[:1]
-    tag = hashlib.sha256(repr(_SPEC).encode()).hexdigest()[:8]
     for done, (tap, path) in enumerate(inner):
         report(on_progress, Progress("prefix ceilings", done, len(inner), tap, "tap"))
         make = kept_through(network, path, example)
+        # the search space, the rule and what it resets: another keep-k never reuses them
+        what = (_SPEC, _RULE, layers_after(network, path, example))
+        tag = hashlib.sha256(repr(what).encode()).hexdigest()[:8]
         run = _objective(make, tap, images, feature_dim, budget, search.seed)
         where = study(f"keep-{tap}-{tag}/harmful/original")
         trials = paired_search(_SPEC.space, (run, run), search, studies=(where, where))[0]
@@ -180,11 +196,8 @@ def prefix_ceilings(
     """:func:`prefix_curve` of θ0 (``original``) for the suite: τ and ``T*(θ0)`` from
     ``stick``, ``trials`` searched with ``budget`` (the from-scratch attacker's), the
     searches beside θ0's (``options.original_storage``: made once per θ0)."""
-    if original.network is None or original.images is None or not original.network_taps:
-        raise ValueError(
-            "the prefix ceilings need θ0's network, its images and its taps; attack a model "
-            "of a registered backbone, with images"
-        )
+    require_prefix_inputs(original, original)
+    assert original.network is not None and original.images is not None  # required above
     storage = options.original_storage or options.storage
     name = options.original_study_name or options.study_name
     return prefix_curve(
@@ -199,3 +212,24 @@ def prefix_ceilings(
         lambda study: Study(storage, f"{name}/{study}"),
         on_progress=on_progress,
     )
+
+
+def require_prefix_inputs(original: ReleasedModel, immunized: ReleasedModel) -> None:
+    """Refuse, before any search, models on which the prefix ceilings cannot be measured:
+    θ0's network, images and taps, and both models' extraction FLOPs (without them there is
+    no yardstick, so no τ and no ``T*(θ0)``)."""
+    missing = [
+        what
+        for what, absent in (
+            ("θ0's network", original.network is None),
+            ("θ0's images", original.images is None),
+            ("θ0's taps", not original.network_taps),
+            ("the extraction FLOPs", original.extraction is None or immunized.extraction is None),
+        )
+        if absent
+    ]
+    if missing:
+        raise ValueError(
+            f"the prefix ceilings (prefix_curve) need {', '.join(missing)}; attack a model of "
+            "a registered backbone with its images, or leave prefix_curve off"
+        )

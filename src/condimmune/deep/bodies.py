@@ -130,6 +130,11 @@ class ViTBody(SplitBody):
         )
         for name, child in vit.named_children():
             self.add_module(name, child)
+        # the tokens and position embedding are the wrapper's own parameters, not a child's:
+        # registered here under timm's names, so that they are loaded, saved, trained and
+        # re-initialised with the rest (the same tensors the wrapper reads)
+        for name, param in vit.named_parameters(recurse=False):
+            self.register_parameter(name, param)
         # a list, so the wrapper is not registered twice
         self._vit: list[VisionTransformer] = [cast("VisionTransformer", vit)]
 

@@ -251,9 +251,9 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
     if y.prefix_curve:
         lines.append(
             f"Across the depth (Eq. Y6, × T*(θ0)): {prefix_curve_text(y)} — θ0's network kept "
-            "through each tap and re-initialised after it, trained like `full-reinit`; a "
-            "defence that releases the layers through a tap unchanged cannot make S larger "
-            "than that tap's value."
+            "through each tap and re-initialised after it, trained like `full-reinit`; where "
+            "it reached τ, a defence that releases the layers through that tap unchanged "
+            "cannot make S larger than its value (≥: not reached, no bound on S)."
         )
     immunized = {c.attacker: c for c in y.immunized}
     pairs = [(c, immunized[c.attacker]) for c in y.original if c.attacker in immunized]

@@ -157,6 +157,13 @@ def _original_tag(plan: RunPlan[DeepRunOptions], digest: bytes) -> str:
     return hashlib.sha256(digest + text.encode()).hexdigest()[:16]
 
 
+def _compared(settings: DeepAttackOptions) -> DeepAttackOptions:
+    """What two attacks must share for their attackers to be merged: not where the searches
+    live, nor whether the prefix ceilings were measured beside them (they change no
+    attacker's numbers)."""
+    return replace(settings.without_storage(), prefix_curve=False)
+
+
 def _merged(
     earlier: DeepAttackSuite | None, new: DeepAttackSuite
 ) -> tuple[DeepAttackSuite, list[str]]:
@@ -167,7 +174,7 @@ def _merged(
     replaces."""
     if earlier is None:
         return new, []
-    if earlier.settings.without_storage() != new.settings.without_storage():
+    if _compared(earlier.settings) != _compared(new.settings):
         return new, sorted(set(earlier.attackers) - set(new.attackers))
     if set(new.attackers) >= set(earlier.attackers):
         return replace(new, wall_seconds=earlier.wall_seconds + new.wall_seconds), []

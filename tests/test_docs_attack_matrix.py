@@ -25,9 +25,10 @@ MATRICES = {
     "mobilenet-fashion-mnist": ("## The `mobilenet-fashion-mnist` matrix", 24),
     "mnist-cnn-defence": ("## The whole-network defence matrix", 27),
     "mnist-cnn-cluttered": ("## The cluttered operating point", 27),
-    "mnist-cnn-cluttered-rerun mnist-cnn-cluttered-union": (
+    "mnist-cnn-cluttered-rerun mnist-cnn-cluttered-union "
+    "mnist-cnn-cluttered-union-ablations/taps-union": (
         "### `full-depth` with the union adversary",
-        6,
+        9,
     ),
 }
 """Kept runs (folders of docs/data/attack-matrix/, space-separated, combined in one report)

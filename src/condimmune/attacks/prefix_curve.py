@@ -81,10 +81,12 @@ def layers_after(network: nn.Module, tap: str, example: Tensor) -> list[str]:
 
         handles.append(module.register_forward_pre_hook(before))
     handles.append(modules[tap].register_forward_hook(lambda *_: ended.append(len(started))))
+    training = network.training
     try:
         with torch.no_grad():
             network.eval()(example)
     finally:
+        network.train(training)
         for handle in handles:
             handle.remove()
     if not ended:

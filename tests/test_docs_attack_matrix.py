@@ -30,6 +30,7 @@ MATRICES = {
         "### `full-depth` with the union adversary",
         9,
     ),
+    "mnist-cnn-cluttered-prefix-curve": ("### Prefix ceilings across the depth", 3),
 }
 """Kept runs (folders of docs/data/attack-matrix/, space-separated, combined in one report)
 → the docs section that publishes their table, and how many runs the full matrix has."""

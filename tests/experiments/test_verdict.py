@@ -114,7 +114,12 @@ def test_s_is_called_an_upper_end_while_competent_attackers_stopped_short():
     from dataclasses import replace
 
     from condimmune.attacks.yardstick import Cost
-    from condimmune.experiments.verdict import floor_text, prefix_ceiling_text, yardstick_lines
+    from condimmune.experiments.verdict import (
+        floor_text,
+        prefix_ceiling_text,
+        theta0_unsettled,
+        yardstick_lines,
+    )
 
     y = _stick(100.0, True, 1000.0, True)
     probe = Cost("std-adam", 10.0, 2, True)
@@ -127,6 +132,10 @@ def test_s_is_called_an_upper_end_while_competent_attackers_stopped_short():
     cheap = Cost("skip-adam", 5.0, None, False)  # stopped at 5 < T*(θ0) = 10 on θ0
     text = " ".join(yardstick_lines(replace(y, original=[*y.original, cheap]), 0.95))
     assert "On θ0, 1 attacker(s) stopped at their step budget below T*(θ0)" in text
+    assert theta0_unsettled(replace(y, original=[*y.original, cheap])) == [cheap]
+    assert theta0_unsettled(y) == []
+    dear = Cost("skip-adam", 50.0, None, False)  # spent more than T*(θ0): settled
+    assert theta0_unsettled(replace(y, original=[*y.original, dear])) == []
     done = replace(
         open_, immunized=[*y.immunized, Cost("std-adam", 400.0, 300, True)], extended=["std-adam"]
     )

@@ -28,6 +28,7 @@ __all__ = [
     "share_text",
     "slowdown_text",
     "steps_text",
+    "theta0_unsettled",
     "verdict_text",
     "yardstick_lines",
 ]
@@ -157,6 +158,16 @@ def prefix_curve_text(y: Yardstick) -> str:
     )
 
 
+def theta0_unsettled(y: Yardstick) -> list[Cost]:
+    """The attackers that stopped at their step budget on θ0 below ``T*(θ0)`` without
+    reaching τ: given more steps they could make ``T*(θ0)`` smaller, which would raise S and
+    S_max alike (θ0's side is not extended by Eq. R1)."""
+    before = y.cheapest_original
+    if not before.reached:
+        return []
+    return stopped_short(y.original, before.flops, CLOSED_FORM, y.cap_steps)
+
+
 def floor_text(y: Yardstick) -> str:
     """``S ≥ x (n attackers stopped short)`` when attackers on θ_I stopped at their step
     budget below ``T*(θ_I)`` (:func:`~condimmune.attacks.yardstick.slowdown_floor`): ``S``
@@ -204,10 +215,7 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             " Run again on θ_I with a longer budget because they had stopped short of τ "
             f"below that cost (Eq. R1): {', '.join(f'`{a}`' for a in y.extended)}."
         )
-    before = y.cheapest_original
-    unsettled = (
-        stopped_short(y.original, before.flops, CLOSED_FORM, y.cap_steps) if before.reached else []
-    )
+    unsettled = theta0_unsettled(y)
     if unsettled:
         lines[0] += (
             f" On θ0, {len(unsettled)} attacker(s) stopped at their step budget below "

@@ -44,6 +44,7 @@ from condimmune.experiments.verdict import (
     prefix_curve_text,
     share_text,
     slowdown_text,
+    theta0_unsettled,
 )
 
 __all__ = ["STUDIES_FILE", "attack_deep", "attack_options"]
@@ -249,6 +250,12 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
         )
         if floor := floor_text(y):
             lines.append(f"yardstick: {floor}: S is the upper end of what was measured")
+        if open_ := theta0_unsettled(y):
+            short = ", ".join(c.attacker for c in open_)
+            lines.append(
+                f"yardstick: on θ0, {short} stopped short of τ below T*(θ0); with more steps "
+                "T*(θ0) could be lower and S and S_max both larger (θ0's side is not extended)"
+            )
         if curve := prefix_curve_text(y):
             lines.append(f"prefix ceilings C(k) across the depth (× T*(θ0)): {curve}")
     if u is not None:

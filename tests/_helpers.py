@@ -47,3 +47,17 @@ def make_folder(root, splits, classes=("a", "b"), per_class=3, size=12):
                 pixels = (torch.rand(size, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
                 Image.fromarray(pixels).save(d / f"{i}.jpg")
     return root
+
+
+def separated_classes(
+    gen: torch.Generator, n: int = 150, dims: int = 6, classes: int = 3, dtype=torch.float64
+):
+    """A task of ``classes`` well-separated Gaussian classes in ``dims`` dimensions (Bayes
+    accuracy ≈ 1): ``n`` training and ``n`` held-out rows, drawn in float64, given in
+    ``dtype``."""
+    from condimmune.attacks.deep_train import TaskTensors
+
+    centres = 4.0 * torch.eye(dims, dtype=torch.float64)[:classes]
+    y = torch.arange(2 * n) % classes
+    x = (centres[y] + torch.randn(2 * n, dims, generator=gen, dtype=torch.float64)).to(dtype)
+    return TaskTensors(x[:n], y[:n], x[n:], y[n:], classes)

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from _helpers import separated_classes
 from torch import nn
 
 from condimmune.attacks.deep_headline import (
@@ -47,14 +48,9 @@ K, CLASSES = 6, 3
 NETWORKS = (DeepFamily.BLOCKS, DeepFamily.FULL, DeepFamily.SCRATCH)
 
 
-def _task(gen: torch.Generator, n: int = 150, scale: torch.Tensor | None = None) -> TaskTensors:
+def _task(gen: torch.Generator) -> TaskTensors:
     """Three well-separated Gaussian classes in 6 dimensions (Bayes accuracy ≈ 1)."""
-    centres = 4.0 * torch.eye(K, dtype=torch.float64)[:CLASSES]
-    y = torch.arange(2 * n) % CLASSES
-    x = centres[y] + torch.randn(2 * n, K, generator=gen, dtype=torch.float64)
-    if scale is not None:
-        x = x * scale
-    return TaskTensors(x[:n], y[:n], x[n:], y[n:], CLASSES)
+    return separated_classes(gen, dims=K, classes=CLASSES)
 
 
 def _blocks() -> nn.Module:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import optuna
 import pytest
 import torch
+from _helpers import separated_classes
 from torch import nn
 
 from condimmune.attacks.deep_cost import ExtractionFlops
@@ -67,7 +68,7 @@ def test_a_copy_kept_through_a_tap_keeps_every_earlier_weight_and_resets_every_l
     net = _network()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     torch.manual_seed(5)
-    copy = kept_through(net, "block1", EXAMPLE)()
+    copy = kept_through(net, layers_after(net, "block1", EXAMPLE))()
     state = copy.state_dict()
     assert torch.equal(state["block1.weight"], before["block1.weight"])
     for name in ("block2.linear.weight", "block3.weight", "block3.bias"):
@@ -93,11 +94,8 @@ def test_a_misnamed_or_unused_tap_is_refused(case: tuple[str, str]) -> None:
         layers_after(net, tap, EXAMPLE)
 
 
-def _task(gen: torch.Generator, n: int = 150) -> TaskTensors:
-    centres = 4.0 * torch.eye(K, dtype=torch.float64)[:CLASSES]
-    y = torch.arange(2 * n) % CLASSES
-    x = (centres[y] + torch.randn(2 * n, K, generator=gen, dtype=torch.float64)).float()
-    return TaskTensors(x[:n], y[:n], x[n:], y[n:], CLASSES)
+def _task(gen: torch.Generator) -> TaskTensors:
+    return separated_classes(gen, dims=K, classes=CLASSES, dtype=torch.float32)
 
 
 def _released(network: nn.Module) -> ReleasedModel:
@@ -190,7 +188,8 @@ def test_the_prefix_curve_is_refused_before_any_search_without_what_it_needs(cas
 
 
 def test_a_kept_copy_is_drawn_from_the_seed_and_leaves_the_generator_as_it_was():
-    make = kept_through(_network(), "block2", EXAMPLE)
+    net = _network()
+    make = kept_through(net, layers_after(net, "block2", EXAMPLE))
     torch.manual_seed(7)
     seeded = torch.random.get_rng_state()
     first = make().state_dict()["block3.weight"]

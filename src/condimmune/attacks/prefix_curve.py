@@ -13,10 +13,10 @@ Where *keep-k* reaches τ, a defence that releases the layers up to tap ``k`` un
 leaves this attack as it is, so its ``S`` cannot exceed ``C(k)``; where it does not, only a
 lower bound on its cost is known and nothing bounds ``S``. *keep-k* is one attacker on that
 prefix, not the cheapest one, so ``C(k)`` is an upper end of the prefix's true ceiling;
-with no layer kept
-it is the re-initialised network, ``full-reinit`` (a part of ``S_max``), and with every
-layer kept, fine-tuning θ0. It is a property of θ0 alone: its searches live with θ0's
-(``original_storage``), searched once per θ0 and shared by every method's run.
+with no layer kept it is the re-initialised network, ``full-reinit`` (a part of
+``S_max``), and with every layer kept, fine-tuning θ0. It is a property of θ0 alone: its
+searches live with θ0's (``original_storage``), searched once per θ0 and shared by every
+method's run.
 
 Which layers come after tap ``k`` is read from one forward pass (:func:`layers_after`): every
 submodule whose first call starts after the tap's module has returned. A tensor that a
@@ -94,11 +94,11 @@ def layers_after(network: nn.Module, tap: str, example: Tensor) -> list[str]:
     return [name for name, order in started.items() if order >= ended[0]]
 
 
-def kept_through(network: nn.Module, tap: str, example: Tensor) -> Callable[[], nn.Module]:
-    """A factory of copies of ``network`` with every layer after ``tap``
-    (:func:`layers_after`) re-initialised from the global generator's current state (the
-    caller seeds it; the state is restored afterwards) and every parameter trainable."""
-    later = layers_after(network, tap, example)
+def kept_through(network: nn.Module, later: Sequence[str]) -> Callable[[], nn.Module]:
+    """A factory of copies of ``network`` with the submodules named in ``later`` (the layers
+    after a tap: :func:`layers_after`) re-initialised from the global generator's current
+    state (the caller seeds it; the state is restored afterwards) and every parameter
+    trainable."""
 
     def make() -> nn.Module:
         copied = copy.deepcopy(network)
@@ -165,10 +165,10 @@ def prefix_curve(
     example = images.train_x[:1]
     for done, (tap, path) in enumerate(inner):
         report(on_progress, Progress("prefix ceilings", done, len(inner), tap, "tap"))
-        make = kept_through(network, path, example)
+        later = layers_after(network, path, example)
+        make = kept_through(network, later)
         # the search space, the rule and what it resets: another keep-k never reuses them
-        what = (_SPEC, _RULE, layers_after(network, path, example))
-        tag = hashlib.sha256(repr(what).encode()).hexdigest()[:8]
+        tag = hashlib.sha256(repr((_SPEC, _RULE, later)).encode()).hexdigest()[:8]
         run = _objective(make, tap, images, feature_dim, budget, search.seed)
         where = study(f"keep-{tap}-{tag}/harmful/original")
         trials = paired_search(_SPEC.space, (run, run), search, studies=(where, where))[0]

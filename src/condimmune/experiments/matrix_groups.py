@@ -11,6 +11,7 @@ from pathlib import Path
 
 from condimmune.attacks.registry import CLOSED_FORM, DEEP_ATTACKERS, PREFIX_ONLY, WEIGHT_FREE
 from condimmune.attacks.yardstick import (
+    PrefixPoint,
     ceiling,
     ceiling_stopped_short,
     slowdown_floor,
@@ -119,11 +120,12 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
     reading = [r for y in sticks if (r := weight_reading_slowdown(y, free)) is not None]
     prefix = [c for y in sticks if (c := ceiling(y, PREFIX_ONLY)) is not None]
     floors = [slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE) for y in sticks]
-    points = [p for y in sticks for p in y.prefix_curve or []]
+    by_tap: dict[str, list[PrefixPoint]] = {}
+    for point in (p for y in sticks for p in y.prefix_curve or []):
+        by_tap.setdefault(point.tap, []).append(point)
     c_curve = {
         tap: Stat.of([p.ceiling for p in at], sum(not p.cost.reached for p in at))
-        for tap in dict.fromkeys(p.tap for p in points)
-        if (at := [p for p in points if p.tap == tap])
+        for tap, at in by_tap.items()
     }
     return MatrixGroup(
         experiment=key[0],

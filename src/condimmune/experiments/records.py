@@ -16,7 +16,7 @@ from condimmune.attacks.deep_headline import DeepAttackSuite
 from condimmune.attacks.suite import AttackSummary, SuiteSettings, WorstCase
 from condimmune.core.records import JsonRecord, JsonValue
 from condimmune.deep.evaluate import GroupRatios
-from condimmune.methods.base import method_label
+from condimmune.methods.base import OptionValue, method_label
 
 __all__ = [
     "BenignTaskScores",
@@ -140,7 +140,7 @@ class LinearRunMetrics(JsonRecord):
     attack_worst_case: WorstCase | None = None
     attack_worst_case_first_order: WorstCase | None = None
     attack_suite_settings: SuiteSettings | None = None
-    method_options: dict[str, bool | int | float | str] | None = None
+    method_options: dict[str, OptionValue] | None = None
     """The method's options that differ from its defaults (left out when none)."""
 
 
@@ -222,7 +222,7 @@ class DeepRunMetrics(JsonRecord):
     benign_probe: OriginalImmunized | None = None
     prefix_seconds: float | None = None
     attack_suite: DeepAttackSuite | None = None
-    method_options: dict[str, bool | int | float | str] | None = None
+    method_options: dict[str, OptionValue] | None = None
     """The method's options that differ from its defaults (left out when none): runs of two
     variants of a method are combined apart (``condimmune attack-matrix``)."""
 

@@ -672,3 +672,56 @@ def test_attackers_that_stopped_short_on_theta_i_are_run_again_with_a_longer_bud
     assert settled.target == short.target and reading[0] == reading[1]  # θ0 untouched
     assert settled.cap_steps == 800 and short.cap_steps is None
     assert Yardstick.from_json(json.loads(json.dumps(settled.to_json()))) == settled
+
+
+def test_attackers_that_stopped_short_on_theta0_are_settled_there_once_per_theta0(
+    problem, tmp_path, monkeypatch
+):
+    """The same squash on θ0 instead: its GD probe and blocks stop short of τ at less than
+    T*(θ0). With ``weight_free_steps`` set they are run again on θ0 (Eq. R1): T*(θ0) falls,
+    so S and S_max rise by the same factor, τ stays; the runs are stored with θ0's searches,
+    so a second method's attack of this θ0 reads them back."""
+    from dataclasses import replace
+
+    from condimmune.attacks.deep_cost import ExtractionFlops
+
+    squash = _blocks()
+    with torch.no_grad():
+        squash[2].weight[0, 0] = squash[2].weight[1, 1] = 0.01
+    flops = ExtractionFlops(100.0, 50.0)
+    theta0 = replace(_released(problem, squash), extraction=flops)
+    theta_i = replace(_released(problem, _blocks()), extraction=flops)
+    names = ["linear-gd", "blocks-adam", "scratch-adam"]
+    theta0_storage = f"sqlite:///{tmp_path / 'theta0.db'}"
+    options = replace(
+        OPTIONS, trials=1, finetune_trials=1, original_storage=theta0_storage,
+        original_study_name="theta0",
+    )  # fmt: skip
+    short = run_deep_suite(names, theta0, theta_i, options).yardstick
+    # other attack settings, another θ0 study name (as the pipeline's θ0 tag does)
+    longer = replace(options, weight_free_steps=800, original_study_name="theta0-longer")
+    events = []
+    settled = run_deep_suite(names, theta0, theta_i, longer, on_progress=events.append).yardstick
+    assert short is not None and settled is not None
+    assert short.extended_original == [] and settled.extended_original
+    assert settled.extended == []  # θ_I (unsquashed) reached τ: nothing to settle there
+    assert set(settled.extended_original) <= {"linear-gd", "blocks-adam"}
+    assert settled.target == short.target
+    assert settled.cheapest_original.flops < short.cheapest_original.flops
+    rise = short.cheapest_original.flops / settled.cheapest_original.flops
+    assert settled.s_max == pytest.approx(short.s_max * rise)
+    assert any(e.task == "settling T*" for e in events)
+    from condimmune.attacks import deep_settle
+
+    runs, real = [], deep_settle.attacker_objective
+
+    def counted(*args, **kwargs):
+        objective = real(*args, **kwargs)
+        return lambda params, number: runs.append(number) or objective(params, number)
+
+    monkeypatch.setattr(deep_settle, "attacker_objective", counted)
+    again = run_deep_suite(names, theta0, theta_i, replace(longer, study_name="method-b"))
+    assert runs == []  # θ0's runs were read back; θ_I's needed none
+    assert again.yardstick is not None
+    assert again.yardstick.original == settled.original  # read back from θ0's storage
+    assert Yardstick.from_json(json.loads(json.dumps(settled.to_json()))) == settled

@@ -7,10 +7,12 @@ from condimmune.attacks.search import (
     IntChoice,
     LogFloat,
     SearchOptions,
+    Study,
     TrialResult,
     Uniform,
     describe,
     paired_search,
+    replayed,
 )
 
 
@@ -91,6 +93,36 @@ def test_a_stored_study_is_resumed_not_repeated(tmp_path):
     assert calls == [3, 3, 4, 4]  # two new trials per model, none repeated
     assert again.curves[:3] == first.curves and len(other.curves) == 5
     assert again.seconds >= 0
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["in-memory", "sqlite"])
+def test_replayed_settings_run_once_in_the_given_order_and_are_read_back(tmp_path, stored):
+    storage = f"sqlite:///{tmp_path / 'replays.db'}" if stored else None
+    calls = []
+
+    def objective(params, number):
+        calls.append((number, params["lr"]))
+        return TrialResult(params["lr"] + number, [params["lr"], float(number)])
+
+    where = Study(storage, "search/settled-40")
+    settings = [(4, {"lr": 0.5}), (1, {"lr": 0.25})]
+    got = replayed(where, settings, objective)
+    assert calls == [(4, 0.5), (1, 0.25)]  # each with its search's trial number
+    assert got.params == [{"lr": 0.5}, {"lr": 0.25}] and got.objectives == [4.5, 1.25]
+    assert got.curves == [[0.5, 4.0], [0.25, 1.0]] and got.seconds >= 0
+    calls.clear()
+    again = replayed(where, [(1, {"lr": 0.25}), (7, {"lr": 0.125})], objective)
+    if stored:  # another process of this θ0 finds the first setting stored
+        assert calls == [(7, 0.125)] and again.curves[0] == got.curves[1]
+    else:  # a new in-memory study each time: nothing to read back
+        assert calls == [(1, 0.25), (7, 0.125)]
+    assert again.params == [{"lr": 0.25}, {"lr": 0.125}]
+
+    def broken(params, number):
+        return TrialResult(math.nan, [0.0])
+
+    with pytest.raises(ValueError, match="objective must be finite"):
+        replayed(Study(storage, "other"), [(0, {"lr": 1.0})], broken)
 
 
 def test_search_errors_are_explained(tmp_path):

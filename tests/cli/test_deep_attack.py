@@ -163,6 +163,9 @@ def test_attack_matrix_combines_the_runs(runs, tmp_path):
     assert groups[0]["s"]["mean"] == stick["s"] and groups[0]["s"]["n"] == 1
     assert groups[0]["s_max"]["mean"] == stick["s_max"]
     assert "| **S = T*(θ_I) / T*(θ0)** (FLOPs to one target) |" in text
+    settled = stick["theta0_settled"]  # with weight_free_steps θ0's side is settled
+    assert groups[0]["theta0_extended"] == [len(stick["extended_original"]) if settled else None]
+    assert "| attackers stopped short on θ0, per seed |" in text
     assert (out / "attack_matrix.png").is_file() and (out / "attack_matrix_curves.png").is_file()
     again = invoke("attack-matrix", runs["leace"], "--out", out)
     assert again.exit_code == 2 and "already exists" in again.output

@@ -15,6 +15,7 @@ from condimmune.deep.penalty import (
     normalized_features,
     step_loss,
 )
+from condimmune.deep.trainer import release_processes
 from condimmune.methods.base import ConfiguredMethod
 from condimmune.methods.condnum import CondnumDeepOptions
 from condimmune.methods.registry import Method, configure_method
@@ -137,6 +138,7 @@ def _ddp_worker(fabric, cfg: StepOptions, out: str) -> None:
     grads = {n: p.grad.contiguous() for n, p in model.named_parameters() if p.grad is not None}
     if fabric.global_rank == 0:
         save_file({**grads, "penalty": penalty.total.detach().reshape(1)}, out)
+    release_processes(fabric)
 
 
 @pytest.mark.slow

@@ -141,6 +141,10 @@ def test_s_is_called_an_upper_end_while_competent_attackers_stopped_short():
     )
     text = " ".join(yardstick_lines(done, 0.95))
     assert floor_text(done) == "" and "longer budget because they had stopped short" in text
+    assert "Run again on θ0" not in text
+    settled = replace(done, extended_original=["skip-adam"], theta0_settled=True)
+    text = " ".join(yardstick_lines(settled, 0.95))
+    assert "Run again on θ0 with a longer budget" in text and "`skip-adam`" in text
     skip = Cost("skip-adam", 20.0, 4, True)  # the prefix ceiling: 2, unless a blocks-reinit
     stuck = Cost("blocks-reinit", 15.0, None, False)  # that stopped at 15 could be cheaper
     assert prefix_ceiling_text(replace(y, original=[*y.original, skip])) == "C(prefix) = 2"

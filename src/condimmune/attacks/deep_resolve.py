@@ -1,22 +1,24 @@
-r"""Settling ``S`` where the common step budget left it open (issue #27).
+r"""Settling ``T*(θ0)`` and ``S`` where the common step budget left them open (issue #27).
 
 Eq. Y3 takes the cheapest attacker that *reached* τ. An attacker that stopped at its step
-budget on θ_I without reaching τ, after spending less than ``T*(θ_I)``, leaves ``S`` open:
-given more steps it could still reach τ more cheaply than ``T*(θ_I)``
-(:func:`~condimmune.attacks.yardstick.slowdown_floor`). On a probe the steps cost almost
+budget on a model without reaching τ, after spending less than that model's ``T*``, leaves
+``T*`` open: given more steps it could still reach τ more cheaply
+(:func:`~condimmune.attacks.yardstick.stopped_short`). On a probe the steps cost almost
 nothing beside the feature extraction, so its 50-step budget decides little about cost.
 
-Here each such attacker that reads the released weights (a weight-free one costs the same
-on both models) is run again on θ_I from its ``trials`` most accurate hyperparameter
-settings of the θ_I search, with a budget of
+Each such attacker that reads the released weights (a weight-free one costs the same on
+both models and already has the longest budget) is run again on that model from its
+``trials`` most accurate hyperparameter settings of its search there, with a budget of
 
-.. math::  B' = \min\bigl(B_{free},\; \lceil (T^*(θ_I) - F_a) / s_a \rceil\bigr)       (R1)
+.. math::  B' = \min\bigl(B_{free},\; \lceil (T^*(M) - F_a) / s_a \rceil\bigr)        (R1)
 
 steps (``B_free`` the weight-free attackers' ``weight_free_steps``; a network's rounded up to
-its evaluation interval): just enough to pass ``T*(θ_I)`` in FLOPs, never more than the
-ceiling's own budget. Its cost on θ_I is then Eq. Y2 over those runs. Only θ_I is extended,
-which can only lower ``S``: the defence is never credited by the extension. θ0's side and
-the target τ (counted up to the common budget) stay as they were.
+its evaluation interval): just enough to pass ``T*(M)`` in FLOPs, never more than the
+ceiling's own budget. Its cost on ``M`` is then Eq. Y2 over those runs. Both sides are
+settled by the same rule: on θ0 first (:func:`to_settle_original`; a lower ``T*(θ0)``
+raises ``S`` and ``S_max`` alike: a θ0 attacker cut short made every defence look weaker
+than it is), then on θ_I (:func:`to_resolve`; a lower ``T*(θ_I)`` lowers ``S``). The
+target τ (counted up to the common budget) does not move.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 from condimmune.attacks.search import StudyTrials
-from condimmune.attacks.yardstick import AttackerCurves, Yardstick, slowdown_floor
+from condimmune.attacks.yardstick import (
+    AttackerCurves,
+    Yardstick,
+    original_stopped_short,
+    slowdown_floor,
+)
 
 __all__ = [
     "RESOLVE_TRIALS",
@@ -33,19 +40,31 @@ __all__ = [
     "extension_steps",
     "resolving_trials",
     "to_resolve",
+    "to_settle_original",
 ]
 
 RESOLVE_TRIALS = 2
-"""Hyperparameter settings of an attacker's θ_I search run again with the longer budget."""
+"""Hyperparameter settings of an attacker's search on a model run again with the longer
+budget."""
 
 Extend = Callable[[str, int, Sequence[int]], AttackerCurves]
-"""``(attacker, steps, trial indices) → its curves on θ_I with that budget``."""
+"""``(attacker, steps, trial indices) → its curves on the model with that budget``."""
 
 
 def to_resolve(stick: Yardstick, exact: frozenset[str], identical: frozenset[str]) -> list[str]:
-    """The attackers that leave ``S`` open (:func:`slowdown_floor`) and can be run again on
-    θ_I alone: not those in ``identical`` (the weight-free ones, the same on both models)."""
+    """The attackers that leave ``S`` open on θ_I (:func:`slowdown_floor`) and can be run
+    again on θ_I alone: not those in ``identical`` (the weight-free ones, the same on both
+    models)."""
     return [a for a in slowdown_floor(stick, exact, identical)[1] if a not in identical]
+
+
+def to_settle_original(
+    stick: Yardstick, exact: frozenset[str], identical: frozenset[str]
+) -> list[str]:
+    """The attackers that stopped short of ``T*(θ0)`` on θ0 (:func:`original_stopped_short`),
+    less those in ``identical``."""
+    short = original_stopped_short(stick, exact)
+    return [c.attacker for c in short if c.attacker not in identical]
 
 
 def extension_steps(curves: AttackerCurves, below: float, cap: int, eval_every: int) -> int:
@@ -69,25 +88,21 @@ def resolving_trials(trials: StudyTrials, count: int = RESOLVE_TRIALS) -> list[i
 
 
 def extended_curves(
-    stick: Yardstick,
-    immunized: Mapping[str, AttackerCurves],
+    names: Sequence[str],
+    below: float,
+    cap: int,
+    curves: Mapping[str, AttackerCurves],
     trials: Mapping[str, StudyTrials],
-    exact: frozenset[str],
-    identical: frozenset[str],
     eval_every: Mapping[str, int],
     extend: Extend,
 ) -> dict[str, AttackerCurves]:
-    """The θ_I curves of every attacker :func:`to_resolve` names, run again by ``extend``
-    with the budget of Eq. R1 (capped at ``stick.cap_steps``, the weight-free budget);
-    ``eval_every`` per attacker (1 for the probes). Attackers whose budget cannot grow are
-    left out."""
-    if stick.cap_steps is None:
-        raise ValueError("the yardstick has no cap_steps (weight_free_steps) to extend to")
-    below, cap = stick.cheapest_immunized.flops, stick.cap_steps
+    """The curves of each attacker of ``names`` on one model, run again by ``extend`` with
+    the budget of Eq. R1 to pass the cost ``below`` (that model's ``T*``), capped at ``cap``
+    (the weight-free budget); ``eval_every`` per attacker (1 for the probes), ``trials`` its
+    search on that model. Attackers whose budget cannot grow are left out."""
     out: dict[str, AttackerCurves] = {}
-    for name in to_resolve(stick, exact, identical):
-        curves = immunized[name]
-        steps = extension_steps(curves, below, cap, eval_every[name])
-        if steps > curves.budget_steps:
+    for name in names:
+        steps = extension_steps(curves[name], below, cap, eval_every[name])
+        if steps > curves[name].budget_steps:
             out[name] = extend(name, steps, resolving_trials(trials[name]))
     return out

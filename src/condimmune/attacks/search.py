@@ -17,7 +17,8 @@ A study that already holds finished trials is resumed, not restarted: its trials
 are stored in the study (``user_attrs``), so the results are read back from the storage
 alone. The sampler is Optuna's TPE with a fixed seed: the same storage state and seed give
 the same suggestions (so a study that two processes fill at once is safe but not
-reproducible: each sees the other's trials).
+reproducible: each sees the other's trials). :func:`replayed` runs settings a search found
+again (a longer step budget), stored the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -46,6 +47,7 @@ __all__ = [
     "Uniform",
     "describe",
     "paired_search",
+    "replayed",
 ]
 
 
@@ -224,9 +226,14 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def _read(study: optuna.Study, space: tuple[Param, ...]) -> StudyTrials:
     done = _finished(study)
-    names = [p.name for p in space]
+    return _collected(done, [{p.name: float(t.params[p.name]) for p in space} for t in done])
+
+
+def _collected(
+    done: Sequence[optuna.trial.FrozenTrial], params: list[dict[str, float]]
+) -> StudyTrials:
     return StudyTrials(
-        params=[{n: float(t.params[n]) for n in names} for t in done],
+        params=params,
         curves=[[float(v) for v in t.user_attrs["result"]["curve"]] for t in done],
         objectives=[float(t.value) for t in done if t.value is not None],
         seconds=sum(float(t.user_attrs["result"]["seconds"]) for t in done),
@@ -235,14 +242,21 @@ def _read(study: optuna.Study, space: tuple[Param, ...]) -> StudyTrials:
 
 def _run_one(study: optuna.Study, space: tuple[Param, ...], objective: Objective) -> None:
     trial = study.ask()
-    params = _suggest(trial, space)
+    value, record = _measured(objective, _suggest(trial, space), trial.number)
+    trial.set_user_attr("result", record)
+    study.tell(trial, value)
+
+
+def _measured(
+    objective: Objective, params: Mapping[str, float], number: int
+) -> tuple[float, dict[str, Any]]:
+    """One trial's objective and its stored result (curve, seconds)."""
     start = time.perf_counter()
-    result = objective(params, trial.number)
+    result = objective(params, number)
     if not math.isfinite(result.objective):
         raise ValueError(f"the attack objective must be finite, got {result.objective}")
     curve = [float(v) for v in result.curve]
-    trial.set_user_attr("result", {"curve": curve, "seconds": time.perf_counter() - start})
-    study.tell(trial, result.objective)
+    return result.objective, {"curve": curve, "seconds": time.perf_counter() - start}
 
 
 def paired_search(
@@ -300,6 +314,30 @@ def _search(
     n = min(len(trials.curves), target)
     _check_finished(n, options)
     return trials.truncated(n)
+
+
+def replayed(
+    where: Study, settings: Sequence[tuple[int, Mapping[str, float]]], objective: Objective
+) -> StudyTrials:
+    """Each setting ``(trial number, params)`` run once by ``objective`` (with that number,
+    which seeds it as the search did) in the study ``where``, in the order given; one the
+    study already holds (stored by another method's run of this θ0) is read back instead.
+    Stored as finished trials, number and parameters in ``user_attrs``."""
+    import optuna
+
+    study = _study(where, seed=0)
+
+    def stored() -> dict[int, optuna.trial.FrozenTrial]:  # the first of a setting stored twice
+        return {int(t.user_attrs["setting"]): t for t in reversed(_finished(study))}
+
+    for number, params in settings:
+        if number in stored():
+            continue
+        value, record = _measured(objective, params, number)
+        attrs = {"setting": number, "params": dict(params), "result": record}
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
+    picked = [stored()[number] for number, _ in settings]
+    return _collected(picked, [dict(t.user_attrs["params"]) for t in picked])
 
 
 def _check_finished(n: int, options: SearchOptions) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "ceiling",
     "ceiling_stopped_short",
     "cheapest",
+    "original_stopped_short",
     "slowdown_floor",
     "stopped_short",
     "weight_reading_slowdown",
@@ -149,6 +150,12 @@ class Yardstick(JsonRecord):
     extended: list[str] = field(default_factory=list)
     """The attackers whose θ_I cost was settled with a longer budget
     (:mod:`condimmune.attacks.deep_resolve`): their costs in ``immunized`` come from it."""
+    extended_original: list[str] = field(default_factory=list)
+    """The attackers whose θ0 cost was settled with a longer budget (the same rule): their
+    costs in ``original`` come from it."""
+    theta0_settled: bool = False
+    """θ0's side went through that rule (false in records made before it, whose ``T*(θ0)``
+    may be overstated where :func:`original_stopped_short` names attackers)."""
     cap_steps: int | None = None
     """The longest step budget any attacker is given (``weight_free_steps``): an attacker
     that did not reach τ within it counts as settled at that budget (:func:`stopped_short`);
@@ -200,6 +207,16 @@ def stopped_short(
         and c.flops < below
         and (cap is None or c.budget_steps < cap)
     ]
+
+
+def original_stopped_short(stick: Yardstick, exact: Collection[str]) -> list[Cost]:
+    """The attackers that :func:`stopped_short` of ``T*(θ0)`` on θ0: given more steps they
+    could make ``T*(θ0)`` smaller, which would raise S and S_max alike; none when no
+    attacker reached τ on θ0."""
+    best = stick.cheapest_original
+    if not best.reached:
+        return []
+    return stopped_short(stick.original, best.flops, exact, stick.cap_steps)
 
 
 def slowdown_floor(

@@ -116,6 +116,17 @@ def make_fabric(cfg: FabricOptions) -> Fabric:
     )
 
 
+def release_processes(fabric: Fabric) -> None:
+    """End a launched worker: wait for every process, then destroy the process group.
+
+    A gloo process group left to the interpreter's exit can abort it ("terminate called
+    without an active exception") while another rank is still writing; one process
+    holds no group, so nothing happens there."""
+    if fabric.world_size > 1 and torch.distributed.is_initialized():
+        fabric.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _loggers(cfg: FabricOptions) -> list[Logger]:
     if cfg.log_dir is None:
         return []

@@ -176,6 +176,17 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
             "attackers stopped short on θ_I, per seed",
             [", ".join(map(str, g.stopped_short or [])) or "—" for g in groups],
         ),
+        (
+            "attackers stopped short on θ0, per seed",
+            [", ".join(map(str, g.theta0_short or [])) or "—" for g in groups],
+        ),
+        (
+            "θ0 settled by Eq. R1: attackers run again, per seed (— before the rule)",
+            [
+                ", ".join("—" if n is None else str(n) for n in g.theta0_extended or [])
+                for g in groups
+            ],
+        ),
         ("S over the weight-reading attackers only", [_text(g.s_reading) for g in groups]),
         ("C(prefix): ceiling if the prefix is kept", [_text(g.c_prefix) for g in groups]),
     ]

@@ -14,6 +14,7 @@ from condimmune.attacks.yardstick import (
     PrefixPoint,
     ceiling,
     ceiling_stopped_short,
+    original_stopped_short,
     slowdown_floor,
     weight_reading_slowdown,
 )
@@ -87,6 +88,11 @@ slowdown_floor`): below ``s`` when attackers stopped short of τ on θ_I."""
     """Per run, how many attackers on θ_I stopped at their budget below T*(θ_I)."""
     cheapest: list[str] | None = None
     """Per run, the cheapest attacker on θ_I (Eq. Y3)."""
+    theta0_short: list[int] | None = None
+    """Per run, how many attackers on θ0 stopped at their budget below T*(θ0)."""
+    theta0_extended: list[int | None] | None = None
+    """Per run, how many attackers Eq. R1 ran again on θ0 (``None``: a record made before θ0
+    was settled)."""
     c_curve: dict[str, Stat] | None = None
     """``C(k)`` per tap (Eq. Y6) over the runs that measured it (``attack.prefix_curve``)."""
 
@@ -168,6 +174,9 @@ def group_runs(key: tuple[str, str], runs: list[MatrixRun]) -> MatrixGroup:
         s_floor=_stat([f[0] for f in floors]),
         stopped_short=[len(f[1]) for f in floors] if floors else None,
         cheapest=[y.cheapest_immunized.attacker for y in sticks] if sticks else None,
+        theta0_short=[len(original_stopped_short(y, CLOSED_FORM)) for y in sticks] or None,
+        theta0_extended=[len(y.extended_original) if y.theta0_settled else None for y in sticks]
+        or None,
         c_curve=c_curve or None,
     )
 

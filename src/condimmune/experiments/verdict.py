@@ -14,8 +14,8 @@ from condimmune.attacks.yardstick import (
     Yardstick,
     ceiling,
     ceiling_stopped_short,
+    original_stopped_short,
     slowdown_floor,
-    stopped_short,
 )
 from condimmune.experiments.report import format_number
 
@@ -160,12 +160,9 @@ def prefix_curve_text(y: Yardstick) -> str:
 
 def theta0_unsettled(y: Yardstick) -> list[Cost]:
     """The attackers that stopped at their step budget on θ0 below ``T*(θ0)`` without
-    reaching τ: given more steps they could make ``T*(θ0)`` smaller, which would raise S and
-    S_max alike (θ0's side is not extended by Eq. R1)."""
-    before = y.cheapest_original
-    if not before.reached:
-        return []
-    return stopped_short(y.original, before.flops, CLOSED_FORM, y.cap_steps)
+    reaching τ (:func:`~condimmune.attacks.yardstick.original_stopped_short`). Eq. R1
+    settles them when the attack has a ``weight_free_steps`` budget to extend to."""
+    return original_stopped_short(y, CLOSED_FORM)
 
 
 def floor_text(y: Yardstick) -> str:
@@ -210,6 +207,11 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
         f"attacker on θ0: {_cost(y.cheapest_original)}; on θ_I: {_cost(y.cheapest_immunized)}. "
         f"**S = T*(θ_I) / T*(θ0) = {format_number(y.s)}**{bound}.",
     ]
+    if y.extended_original:
+        lines[0] += (
+            " Run again on θ0 with a longer budget because they had stopped short of τ "
+            f"below T*(θ0) (Eq. R1): {', '.join(f'`{a}`' for a in y.extended_original)}."
+        )
     if y.extended:
         lines[0] += (
             " Run again on θ_I with a longer budget because they had stopped short of τ "
@@ -221,7 +223,7 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             f" On θ0, {len(unsettled)} attacker(s) stopped at their step budget below "
             f"T*(θ0) without reaching τ ({', '.join(f'`{c.attacker}`' for c in unsettled)}): "
             "given more steps they could make T*(θ0) smaller, which would raise S and S_max "
-            "alike (θ0's side is not extended)."
+            "alike (set `attack.weight_free_steps` to settle them, Eq. R1)."
         )
     floor, short = slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE)
     if short:

@@ -250,11 +250,17 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
         )
         if floor := floor_text(y):
             lines.append(f"yardstick: {floor}: S is the upper end of what was measured")
+        if y.extended_original:
+            lines.append(
+                f"yardstick: T*(θ0) settled with a longer budget (Eq. R1) for "
+                f"{', '.join(y.extended_original)}"
+            )
         if open_ := theta0_unsettled(y):
             short = ", ".join(c.attacker for c in open_)
             lines.append(
                 f"yardstick: on θ0, {short} stopped short of τ below T*(θ0); with more steps "
-                "T*(θ0) could be lower and S and S_max both larger (θ0's side is not extended)"
+                "T*(θ0) could be lower and S and S_max both larger (set "
+                "attack.weight_free_steps to settle them, Eq. R1)"
             )
         if curve := prefix_curve_text(y):
             lines.append(f"prefix ceilings C(k) across the depth (× T*(θ0)): {curve}")

@@ -28,7 +28,7 @@ from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.evaluate import extract_features
 from condimmune.deep.feature_maps import apply_feature_map
-from condimmune.deep.trainer import immunize, make_fabric
+from condimmune.deep.trainer import immunize, make_fabric, release_processes
 from condimmune.deep.whole_network import immunize_whole_network
 from condimmune.experiments.pipeline import LoadedRun, RunResult
 from condimmune.experiments.pipelines.deep.data import DeepTaskData, load_deep_data
@@ -211,3 +211,4 @@ def _train_worker(
         )
     if fabric.global_rank == 0:
         save_file(state_tensors(model), result, metadata={"history": json.dumps(asdict(history))})
+    release_processes(fabric)

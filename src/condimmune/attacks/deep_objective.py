@@ -1,0 +1,153 @@
+"""One attacker's pieces shared by the deep suite's searches and its settling runs: the
+objective a search maximises, the step and trial budgets, the seed of a trial and the
+harmful task's curves in FLOPs (Eq. Y2 of :mod:`condimmune.attacks.yardstick`)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+
+from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
+from condimmune.attacks.deep_inputs import ReleasedModel, Task, attacker_inputs
+from condimmune.attacks.deep_records import DeepAttackOptions
+from condimmune.attacks.deep_train import (
+    Budget,
+    best_so_far_area,
+    curvature,
+    network_curve,
+    probe_curve,
+)
+from condimmune.attacks.registry import (
+    DEEP_ATTACKERS,
+    DeepAttacker,
+    DeepAttackerSpec,
+    DeepFamily,
+    Optimizer,
+)
+from condimmune.attacks.search import Objective, Study, StudyTrials, TrialResult
+from condimmune.attacks.yardstick import AttackerCurves
+
+__all__ = [
+    "EXTRACTING",
+    "attacker_objective",
+    "harmful_curves",
+    "step_budget",
+    "studies",
+    "trial_budget",
+    "trial_seed",
+]
+
+
+def trial_seed(seed: int, attacker: DeepAttacker, task: Task, number: int) -> int:
+    text = f"{seed}/{attacker.value}/{task.value}/{number}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "little")
+
+
+def attacker_objective(
+    attacker: DeepAttacker,
+    spec: DeepAttackerSpec,
+    model: ReleasedModel,
+    task: Task,
+    budget: Budget,
+    seed: int,
+) -> Objective:
+    """``(params, trial number) → TrialResult`` of one attacker on one model and task."""
+    data, make_network, width = attacker_inputs(
+        attacker, spec, model, task, heal=(budget.steps, budget.batch_size, seed)
+    )
+    scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
+
+    def run(params: Mapping[str, float], number: int) -> TrialResult:
+        seeded = trial_seed(seed, attacker, task, number)
+        if make_network is None:
+            curve = probe_curve(
+                data,
+                spec.optimizer,
+                dict(params),
+                budget,
+                hidden=spec.hidden,
+                seed=seeded,
+                lr_scale=scale,
+            )
+        else:
+            curve = network_curve(
+                make_network,
+                width,
+                data,
+                spec.optimizer,
+                dict(params),
+                budget,
+                reinit=spec.reinit,
+                recalibrate=spec.recalibrate,
+                seed=seeded,
+            )
+        return TrialResult(best_so_far_area(curve), curve)
+
+    return run
+
+
+def trial_budget(spec: DeepAttackerSpec, task: Task, options: DeepAttackOptions) -> int:
+    """The trial budget of one search per model (``paired_search`` runs one trial when the
+    search space is empty)."""
+    trials = options.finetune_trials if spec.trains_network else options.trials
+    if task is Task.BENIGN and options.benign_trials is not None:
+        trials = min(trials, options.benign_trials)
+    return trials
+
+
+def step_budget(spec: DeepAttackerSpec, options: DeepAttackOptions) -> Budget:
+    free = options.weight_free_steps if spec.weight_free else None
+    if spec.trains_network:
+        steps = options.finetune_steps if free is None else free
+        return Budget(steps, options.finetune_eval_every, options.batch_size)
+    return Budget(options.probe_steps if free is None else free)
+
+
+def harmful_curves(
+    attacker: DeepAttacker,
+    model: ReleasedModel,
+    trials: StudyTrials,
+    eval_steps: list[int],
+    options: DeepAttackOptions,
+) -> AttackerCurves | None:
+    """The harmful task's :class:`AttackerCurves` of ``attacker`` on ``model`` (``None``
+    when the model's extraction FLOPs are unknown and the attacker needs them)."""
+    spec = DEEP_ATTACKERS[attacker]
+    if model.extraction is None and spec.family in EXTRACTING:
+        return None
+    heal = (options.finetune_steps, options.batch_size, options.seed)
+    data, make_network, width = attacker_inputs(attacker, spec, model, Task.HARMFUL, heal=heal)
+    # an extended weight-free budget measures the cost of τ; the common budget sets τ
+    common = step_budget(spec, replace(options, weight_free_steps=None)).steps
+    return attacker_curves(
+        attacker.value,
+        spec,
+        list(zip(trials.params, trials.curves, strict=True)),
+        eval_steps,
+        data,
+        model.extraction or ExtractionFlops(0.0, 0.0),
+        network=None if make_network is None else (make_network, width, options.batch_size),
+        target_steps=common if common < eval_steps[-1] else None,
+    )
+
+
+EXTRACTING = frozenset({DeepFamily.PROBE, DeepFamily.SKIP, DeepFamily.BLOCKS, DeepFamily.TAP})
+"""The families that run the released model's layers once before training."""
+
+
+def studies(attacker: DeepAttacker, task: Task, options: DeepAttackOptions) -> tuple[Study, Study]:
+    """Where ``attacker``'s searches on θ0 and θ_I live: θ0's with θ0's
+    (``original_storage``, shared by every method's run of that θ0), θ_I's with the run's;
+    one study for both when the attacker reads no released weight. The spec's digest is in
+    the names: a changed search space never reuses stored trials."""
+    spec = DEEP_ATTACKERS[attacker]
+    tag = hashlib.sha256(repr(spec).encode()).hexdigest()[:8]
+    name = f"{attacker.value}-{tag}/{task.value}"
+    theta0 = Study(
+        options.original_storage or options.storage,
+        f"{options.original_study_name or options.study_name}/{name}/original",
+    )
+    if spec.weight_free:
+        return theta0, theta0
+    return theta0, Study(options.storage, f"{options.study_name}/{name}/immunized")

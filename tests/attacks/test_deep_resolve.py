@@ -44,6 +44,7 @@ def test_the_most_accurate_settings_are_run_again():
         [[0.1, 0.5], [0.1, 0.7], [0.1, 0.7]],
         [0.3, 0.2, 0.4],
         1.0,
+        [0, 1, 2],
     )
     assert resolving_trials(trials) == [2, 1]  # 0.7 twice: the higher objective first
     assert resolving_trials(trials, 1) == [2]
@@ -57,7 +58,7 @@ def test_an_attacker_that_reaches_tau_with_more_steps_lowers_s_and_nothing_else_
     assert to_resolve(stick, frozenset(), frozenset()) == ["probe"]
     assert to_resolve(stick, frozenset(), frozenset({"probe"})) == []  # the same on both
     assert stick.s == pytest.approx(15.0)
-    trials = {"probe": StudyTrials([{"lr": 1.0}], [short.curves[0]], [0.5], 1.0)}
+    trials = {"probe": StudyTrials([{"lr": 1.0}], [short.curves[0]], [0.5], 1.0, [0])}
     calls = []
 
     def extend(name, steps, picks):

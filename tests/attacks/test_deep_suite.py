@@ -273,7 +273,8 @@ def test_a_diverging_trial_keeps_its_last_accuracy(problem):
 
 def _trials(curves, objectives=None):
     objectives = objectives or [best_so_far_area(c) for c in curves]
-    return StudyTrials([{"lr": float(i)} for i in range(len(curves))], curves, objectives, 1.0)
+    numbers = list(range(len(curves)))
+    return StudyTrials([{"lr": float(i)} for i in numbers], curves, objectives, 1.0, numbers)
 
 
 def test_metrics_of_hand_made_curves():
@@ -703,7 +704,8 @@ def test_attackers_that_stopped_short_on_theta0_are_settled_there_once_per_theta
     events = []
     settled = run_deep_suite(names, theta0, theta_i, longer, on_progress=events.append).yardstick
     assert short is not None and settled is not None
-    assert short.extended_original == [] and settled.extended_original
+    assert not short.theta0_settled and settled.theta0_settled  # no cap: no settling
+    assert settled.extended_original
     assert settled.extended == []  # θ_I (unsquashed) reached τ: nothing to settle there
     assert set(settled.extended_original) <= {"linear-gd", "blocks-adam"}
     assert settled.target == short.target

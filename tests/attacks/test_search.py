@@ -1,13 +1,16 @@
 import math
 import time
+from dataclasses import replace
 
 import pytest
 
+from condimmune.attacks import study_storage
 from condimmune.attacks.search import (
     IntChoice,
     LogFloat,
     SearchOptions,
     Study,
+    StudyTrials,
     TrialResult,
     Uniform,
     describe,
@@ -116,13 +119,57 @@ def test_replayed_settings_run_once_in_the_given_order_and_are_read_back(tmp_pat
         assert calls == [(7, 0.125)] and again.curves[0] == got.curves[1]
     else:  # a new in-memory study each time: nothing to read back
         assert calls == [(1, 0.25), (7, 0.125)]
-    assert again.params == [{"lr": 0.25}, {"lr": 0.125}]
+    assert again.params == [{"lr": 0.25}, {"lr": 0.125}] and again.numbers == [1, 7]
+    calls.clear()
+    other = replayed(where, [(1, {"lr": 0.75})], objective)  # the number, other parameters
+    assert calls == [(1, 0.75)] and other.curves == [[0.75, 1.0]]
 
     def broken(params, number):
         return TrialResult(math.nan, [0.0])
 
     with pytest.raises(ValueError, match="objective must be finite"):
         replayed(Study(storage, "other"), [(0, {"lr": 1.0})], broken)
+
+
+def _seeded(params, number):
+    """A trial whose curve depends on its trial number, as a seeded attacker's does."""
+    return TrialResult(params["lr"], [params["lr"], float(number % 7)])
+
+
+def test_a_replay_reproduces_its_search_trial_after_a_trial_was_cut_off(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    space, options = (LogFloat("lr", 1e-3, 1.0),), SearchOptions(1, storage=storage)
+
+    def killed(params, number):
+        if number == 1:  # the process died in trial 1: Optuna keeps it as RUNNING
+            raise KeyboardInterrupt
+        return _seeded(params, number)
+
+    paired_search(space, (killed, killed), options, studies=(Study(storage, "s"),) * 2)
+    with pytest.raises(KeyboardInterrupt):
+        paired_search(
+            space, (killed, killed), replace(options, trials=3), studies=(Study(storage, "s"),) * 2
+        )
+    found, _ = paired_search(
+        space, (_seeded, _seeded), replace(options, trials=3), studies=(Study(storage, "s"),) * 2
+    )
+    assert found.numbers == [0, 2, 3]  # positions 0, 1, 2: trial 1 never finished
+    picks = [(found.numbers[i], found.params[i]) for i in range(3)]
+    again = replayed(Study(storage, "s/settled"), picks, _seeded)
+    assert again.curves == found.curves and again.numbers == found.numbers
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [(2, 2, 2, 1), (1, 2, 2, 2), (2, 2, 1, 2)],
+    ids=["numbers", "params", "objectives"],
+)
+def test_study_trials_need_one_entry_per_trial(sizes):
+    params, curves, objectives, numbers = sizes
+    with pytest.raises(ValueError, match="one entry per trial, got"):
+        StudyTrials(
+            [{"lr": 1.0}] * params, [[0.0]] * curves, [0.0] * objectives, 1.0, [0] * numbers
+        )
 
 
 def test_search_errors_are_explained(tmp_path):
@@ -151,8 +198,6 @@ def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, 
     import optuna
     import sqlalchemy
 
-    import condimmune.attacks.search as search
-
     real = optuna.storages.RDBStorage
     calls = []
 
@@ -165,7 +210,7 @@ def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, 
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    storage = search._sqlite(url)
+    storage = study_storage._sqlite(url)
     assert len(calls) == 2 and storage.get_all_studies() == []
 
     def always(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
@@ -173,4 +218,4 @@ def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, 
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", always)
     with pytest.raises(sqlalchemy.exc.IntegrityError):  # not a race: said after 5 tries
-        search._sqlite(f"sqlite:///{tmp_path / 'other.db'}")
+        study_storage._sqlite(f"sqlite:///{tmp_path / 'other.db'}")

@@ -140,6 +140,18 @@ def test_an_extended_budget_measures_the_cost_of_the_target_but_does_not_move_it
     assert yardstick([probe, unguarded], [probe], 0.9).target == pytest.approx(0.891)
 
 
+def test_a_target_fixed_earlier_is_kept_when_longer_runs_reach_more():
+    """Eq. R1's runs on θ0 may reach a higher accuracy than the search did: the yardstick
+    recomputed after them keeps the τ the first one fixed."""
+    probe = curves("probe", [0.1, 0.8, 0.9, 0.9, 0.9])
+    longer = curves("probe", [0.1, 0.8, 0.9, 0.95, 1.0])
+    first = yardstick([probe], [probe], 0.9)
+    kept = yardstick([longer], [probe], 0.9, target=first.target)
+    assert kept.target == first.target == pytest.approx(0.81)
+    assert yardstick([longer], [probe], 0.9).target == pytest.approx(0.9)  # what it would be
+    assert kept.cheapest_original == first.cheapest_original
+
+
 def test_without_weight_free_attackers_there_is_no_ceiling():
     y = yardstick(
         [curves("p", [0.5, 0.9, 0.9, 0.9, 0.9])], [curves("p", [0.5, 0.5, 0.5, 0.5, 0.9])], 1.0
@@ -165,6 +177,11 @@ def test_without_weight_free_attackers_there_is_no_ceiling():
             lambda: yardstick([curves("x", [0.1] * 5)], [curves("x", [0.1] * 5)], 0.0),
             "fraction",
             id="fraction",
+        ),
+        pytest.param(
+            lambda: yardstick([curves("x", [0.1] * 5)], [curves("x", [0.1] * 5)], 0.9, target=2.0),
+            "target must be an accuracy",
+            id="target",
         ),
     ],
 )

@@ -107,6 +107,27 @@ def test_the_ceiling_and_share_say_what_is_known(case):
     assert ("No weight-free attacker reached τ" in text) == (not args[3])
 
 
+@pytest.mark.parametrize(
+    ("cap", "settled", "hint"),
+    [
+        (None, False, "set `attack.weight_free_steps` to settle them"),
+        (800, False, "the record predates settling θ0's side: attack again"),
+    ],
+    ids=["no-cap", "record-before-the-rule"],
+)
+def test_an_attacker_short_on_theta0_is_told_how_to_settle_it(cap, settled, hint):
+    from dataclasses import replace
+
+    from condimmune.attacks.yardstick import Cost
+    from condimmune.experiments.verdict import settle_hint, yardstick_lines
+
+    y = _stick(100.0, True, 1000.0, True)
+    cheap = Cost("skip-adam", 5.0, None, False)  # stopped at 5 < T*(θ0) = 10 on θ0
+    y = replace(y, original=[*y.original, cheap], cap_steps=cap, theta0_settled=settled)
+    assert settle_hint(y).startswith(hint)
+    assert f"alike ({settle_hint(y)})." in " ".join(yardstick_lines(y, 0.95))
+
+
 def test_s_is_called_an_upper_end_while_competent_attackers_stopped_short():
     """A probe that reached τ on θ0 stops short on θ_I below T*(θ_I) = 100: the report, the
     command's line and the prefix ceiling say so; once it is settled (here: extended and

@@ -32,6 +32,7 @@ __all__ = [
     "EXTRACTING",
     "attacker_objective",
     "harmful_curves",
+    "heal_phase",
     "step_budget",
     "studies",
     "trial_budget",
@@ -50,11 +51,14 @@ def attacker_objective(
     model: ReleasedModel,
     task: Task,
     budget: Budget,
-    seed: int,
+    options: DeepAttackOptions,
 ) -> Objective:
-    """``(params, trial number) → TrialResult`` of one attacker on one model and task."""
+    """``(params, trial number) → TrialResult`` of one attacker on one model and task, for
+    ``budget`` (the common one, or Eq. R1's longer one: the heal phase of an attacker that
+    heals first stays the common budget's, as its FLOPs count it)."""
+    seed = options.seed
     data, make_network, width = attacker_inputs(
-        attacker, spec, model, task, heal=(budget.steps, budget.batch_size, seed)
+        attacker, spec, model, task, heal=heal_phase(options)
     )
     scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
 
@@ -104,6 +108,12 @@ def step_budget(spec: DeepAttackerSpec, options: DeepAttackOptions) -> Budget:
     return Budget(options.probe_steps if free is None else free)
 
 
+def heal_phase(options: DeepAttackOptions) -> tuple[int, int, int]:
+    """(steps, minibatch, seed) of the benign phase of an attacker that heals first: the
+    network attackers' common budget, whatever budget its harmful phase is given."""
+    return options.finetune_steps, options.batch_size, options.seed
+
+
 def harmful_curves(
     attacker: DeepAttacker,
     model: ReleasedModel,
@@ -116,8 +126,9 @@ def harmful_curves(
     spec = DEEP_ATTACKERS[attacker]
     if model.extraction is None and spec.family in EXTRACTING:
         return None
-    heal = (options.finetune_steps, options.batch_size, options.seed)
-    data, make_network, width = attacker_inputs(attacker, spec, model, Task.HARMFUL, heal=heal)
+    data, make_network, width = attacker_inputs(
+        attacker, spec, model, Task.HARMFUL, heal=heal_phase(options)
+    )
     # an extended weight-free budget measures the cost of τ; the common budget sets τ
     common = step_budget(spec, replace(options, weight_free_steps=None)).steps
     return attacker_curves(

@@ -33,7 +33,7 @@ from condimmune.core.progress import Progress, ProgressCallback, report
 
 __all__ = ["SETTLE_RULE", "settled"]
 
-SETTLE_RULE = 1
+SETTLE_RULE = 2
 """The version of the settling rule (which settings run again, how they are seeded), part
 of the stored runs' study names: raise it when the rule changes."""
 
@@ -49,8 +49,9 @@ def settled(
 ) -> Yardstick:
     """``stick`` (with ``cap_steps`` set) after the attackers that stopped short of
     ``T*(θ0)`` on θ0 were run again there, then those that stopped short of ``T*(θ_I)`` on
-    θ_I (Eq. R1), Eq. Y1–Y5 recomputed; ``costs`` and ``searches`` (harmful task) per
-    attacker on θ0 and θ_I, ``models`` θ0 and θ_I. ``on_progress`` hears each run (task
+    θ_I (Eq. R1), Eq. Y2–Y5 recomputed at ``stick``'s τ (the longer runs cannot move it);
+    ``costs`` and ``searches`` (harmful task) per attacker on θ0 and θ_I, ``models`` θ0 and
+    θ_I. ``on_progress`` hears each run (task
     ``"settling T*"``)."""
     if stick.cap_steps is None:
         raise ValueError("the yardstick has no cap_steps (weight_free_steps) to extend to")
@@ -87,7 +88,7 @@ def settled(
         sides[side] = [new.get(c.attacker, c) for c in sides[side]]
         extended[side] = sorted(new)
         stick = replace(
-            yardstick(sides[0], sides[1], options.target_fraction),
+            yardstick(sides[0], sides[1], options.target_fraction, target=stick.target),
             cap_steps=cap,
             extended_original=extended[0],
             extended=extended[1],
@@ -112,11 +113,11 @@ def _extender(
         attacker = DeepAttacker(name)
         spec = DEEP_ATTACKERS[attacker]
         budget = replace(step_budget(spec, options), steps=steps)
-        objective = attacker_objective(attacker, spec, model, Task.HARMFUL, budget, options.seed)
+        objective = attacker_objective(attacker, spec, model, Task.HARMFUL, budget, options)
         search = studies(attacker, Task.HARMFUL, options)[side]
         where = Study(search.storage, f"{search.name}/settled-r{SETTLE_RULE}-{steps}")
         found = searches[name]
-        trials = replayed(where, [(i, found.params[i]) for i in picks], objective)
+        trials = replayed(where, [(found.numbers[i], found.params[i]) for i in picks], objective)
         curves = harmful_curves(attacker, model, trials, budget.eval_steps, options)
         assert curves is not None  # the yardstick was measured: the FLOPs are known
         return curves

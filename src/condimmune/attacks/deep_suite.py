@@ -86,10 +86,10 @@ def _attack(
         spec.space,
         (
             count.counted(
-                attacker_objective(attacker, spec, original, task, budget, options.seed), task.value
+                attacker_objective(attacker, spec, original, task, budget, options), task.value
             ),
             count.counted(
-                attacker_objective(attacker, spec, immunized, task, budget, options.seed),
+                attacker_objective(attacker, spec, immunized, task, budget, options),
                 task.value,
             ),
         ),

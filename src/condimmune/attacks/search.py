@@ -23,14 +23,13 @@ again (a longer step budget), stored the same way.
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from condimmune.attacks.study_storage import Study, finished_trials, open_study
 from condimmune.core.errors import ArgumentError
 
 if TYPE_CHECKING:  # imported where a search runs: `import condimmune...records` stays light
@@ -90,16 +89,32 @@ class TrialResult:
 
 @dataclass(frozen=True)
 class StudyTrials:
-    """The finished trials of one study, by trial number: parameters, curves, objectives."""
+    """The finished trials of one study in order of trial number: parameters, curves,
+    objectives, and each one's Optuna trial ``numbers`` (which seeded it; not its position
+    when a trial of the study failed or was cut off)."""
 
     params: list[dict[str, float]]
     curves: list[list[float]]
     objectives: list[float]
     seconds: float
+    numbers: list[int]
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.params), len(self.curves), len(self.objectives), len(self.numbers)}
+        if len(sizes) != 1:
+            raise ValueError(
+                "params, curves, objectives and numbers must have one entry per trial, got "
+                f"{len(self.params)}, {len(self.curves)}, {len(self.objectives)}, "
+                f"{len(self.numbers)}"
+            )
 
     def truncated(self, count: int) -> StudyTrials:
         return StudyTrials(
-            self.params[:count], self.curves[:count], self.objectives[:count], self.seconds
+            self.params[:count],
+            self.curves[:count],
+            self.objectives[:count],
+            self.seconds,
+            self.numbers[:count],
         )
 
     @property
@@ -129,15 +144,6 @@ class SearchOptions:
             raise ValueError(f"seconds must be > 0, got {self.seconds!r}")
 
 
-@dataclass(frozen=True)
-class Study:
-    """Where one model's search lives: an Optuna storage URL (``None``: in memory) and the
-    study's name."""
-
-    storage: str | None
-    name: str
-
-
 Objective: TypeAlias = Callable[[Mapping[str, float], int], TrialResult]
 """``objective(params, trial_number) -> TrialResult`` (maximised)."""
 
@@ -161,82 +167,21 @@ def _suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, float]:
     return out
 
 
-_CREATE_ATTEMPTS = 5
-
-
-@functools.lru_cache(maxsize=8)
-def _sqlite(url: str) -> optuna.storages.RDBStorage:
-    """An SQLite storage in write-ahead-log mode with ``synchronous=NORMAL``: still safe
-    against a killed process, without an fsync per commit (an Optuna trial makes about ten
-    commits; the default mode made the storage the bottleneck of a CPU attack run)."""
-    import optuna
-    import sqlalchemy
-
-    for attempt in range(_CREATE_ATTEMPTS):
-        try:
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}}
-            )
-            break
-        except sqlalchemy.exc.IntegrityError:
-            # two processes created the same new file's schema at once (two runs of a matrix
-            # attacking with one θ0 storage): the other one's is there now, use it
-            if attempt + 1 == _CREATE_ATTEMPTS:
-                raise
-            time.sleep(0.1 * (attempt + 1))
-
-    def pragmas(connection: Any, _record: object) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
-    storage.engine.dispose()  # reconnect with the pragmas
-    return storage
-
-
-def _study(where: Study, seed: int) -> optuna.Study:
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    optuna.logging.set_verbosity(logging.WARNING)  # optuna's own logger, not torch or global
-    try:
-        url = where.storage
-        storage = _sqlite(url) if url is not None and url.startswith("sqlite:") else url
-        return optuna.create_study(
-            storage=storage,
-            study_name=where.name,
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            load_if_exists=True,
-        )
-    except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
-        raise ArgumentError(
-            "{storage} = {url!r} cannot be opened: {reason}", url=where.storage, reason=exc
-        ) from None
-
-
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.number)
-
-
 def _read(study: optuna.Study, space: tuple[Param, ...]) -> StudyTrials:
-    done = _finished(study)
-    return _collected(done, [{p.name: float(t.params[p.name]) for p in space} for t in done])
+    done = finished_trials(study)
+    params = [{p.name: float(t.params[p.name]) for p in space} for t in done]
+    return _collected(done, params, [t.number for t in done])
 
 
 def _collected(
-    done: Sequence[optuna.trial.FrozenTrial], params: list[dict[str, float]]
+    done: Sequence[optuna.trial.FrozenTrial], params: list[dict[str, float]], numbers: list[int]
 ) -> StudyTrials:
     return StudyTrials(
         params=params,
         curves=[[float(v) for v in t.user_attrs["result"]["curve"]] for t in done],
         objectives=[float(t.value) for t in done if t.value is not None],
         seconds=sum(float(t.user_attrs["result"]["seconds"]) for t in done),
+        numbers=numbers,
     )
 
 
@@ -280,12 +225,12 @@ def paired_search(
         Study(options.storage, f"{options.study_name}/{name}") for name in ("original", "immunized")
     )
     if where[0] == where[1]:
-        only = _search(_study(where[0], options.seed), space, objectives[0], target, options)
+        only = _search(open_study(where[0], options.seed), space, objectives[0], target, options)
         return only, only
-    opened = tuple(_study(w, options.seed) for w in where)
+    opened = tuple(open_study(w, options.seed) for w in where)
     start = time.perf_counter()
     while True:
-        counts = [len(_finished(s)) for s in opened]  # other machines may add trials too
+        counts = [len(finished_trials(s)) for s in opened]  # other machines may add trials too
         if min(counts) >= target or time.perf_counter() - start > options.seconds:
             break
         for i in (0, 1):  # the study that lags behind catches up first
@@ -308,7 +253,7 @@ def _search(
     """One study's first ``target`` finished trials, running trials until it has them or
     ``options.seconds`` have passed."""
     start = time.perf_counter()
-    while len(_finished(study)) < target and time.perf_counter() - start <= options.seconds:
+    while len(finished_trials(study)) < target and time.perf_counter() - start <= options.seconds:
         _run_one(study, space, objective)
     trials = _read(study, space)
     n = min(len(trials.curves), target)
@@ -319,25 +264,35 @@ def _search(
 def replayed(
     where: Study, settings: Sequence[tuple[int, Mapping[str, float]]], objective: Objective
 ) -> StudyTrials:
-    """Each setting ``(trial number, params)`` run once by ``objective`` (with that number,
-    which seeds it as the search did) in the study ``where``, in the order given; one the
-    study already holds (stored by another method's run of this θ0) is read back instead.
-    Stored as finished trials, number and parameters in ``user_attrs``."""
+    """Each setting ``(trial number, params)`` run once by ``objective`` (with the search
+    trial's number, which seeds it as the search did) in the study ``where``, in the order
+    given; one the study already holds with the same number and parameters (stored by
+    another method's run of this θ0) is read back instead. Stored as finished trials, number
+    and parameters in ``user_attrs``; the result's ``numbers`` are the settings' numbers."""
     import optuna
 
-    study = _study(where, seed=0)
+    study = open_study(where, seed=0)
 
-    def stored() -> dict[int, optuna.trial.FrozenTrial]:  # the first of a setting stored twice
-        return {int(t.user_attrs["setting"]): t for t in reversed(_finished(study))}
+    def key(number: int, params: Mapping[str, float]) -> tuple[int, tuple[tuple[str, float], ...]]:
+        return number, tuple(sorted((name, float(v)) for name, v in params.items()))
+
+    def stored() -> dict[tuple[int, tuple[tuple[str, float], ...]], optuna.trial.FrozenTrial]:
+        # the first of a setting stored twice (two processes replaying it at once)
+        return {
+            key(int(t.user_attrs["setting"]), t.user_attrs["params"]): t
+            for t in reversed(finished_trials(study))
+        }
 
     for number, params in settings:
-        if number in stored():
+        if key(number, params) in stored():
             continue
         value, record = _measured(objective, params, number)
         attrs = {"setting": number, "params": dict(params), "result": record}
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
-    picked = [stored()[number] for number, _ in settings]
-    return _collected(picked, [dict(t.user_attrs["params"]) for t in picked])
+    held = stored()
+    picked = [held[key(number, params)] for number, params in settings]
+    kept = [dict(t.user_attrs["params"]) for t in picked]
+    return _collected(picked, kept, [number for number, _ in settings])
 
 
 def _check_finished(n: int, options: SearchOptions) -> None:

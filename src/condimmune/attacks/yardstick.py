@@ -286,18 +286,25 @@ def yardstick(
     original: Sequence[AttackerCurves],
     immunized: Sequence[AttackerCurves],
     fraction: float,
+    *,
+    target: float | None = None,
 ) -> Yardstick:
     """Eq. Y1–Y5 from every attacker's curves on θ0 (``original``) and θ_I (``immunized``).
     Weight-free attackers may be given on either side or both (their cost is the same); the
-    target is ``fraction`` of the best accuracy of any attacker on θ0."""
+    target is ``fraction`` of the best accuracy of any attacker on θ0 (Eq. Y1), or
+    ``target`` when given: the τ an earlier yardstick of these models fixed, kept when
+    attackers were run again (Eq. R1) so that their longer runs cannot move it."""
     if not 0 < fraction <= 1:
         raise ArgumentError(f"fraction must be in (0, 1], got {fraction}")
+    if target is not None and not 0 < target <= 1:
+        raise ArgumentError(f"target must be an accuracy in (0, 1], got {target}")
     if not original or not immunized:
         raise ArgumentError("give the attackers of both models (θ0 and θ_I)")
     free = {c.attacker: c for c in [*original, *immunized] if c.weight_free}
     on_original = {c.attacker: c for c in original} | free
     on_immunized = {c.attacker: c for c in immunized} | free
-    target = fraction * max(c.target_accuracy for c in on_original.values())
+    if target is None:
+        target = fraction * max(c.target_accuracy for c in on_original.values())
     cost_original = [attack_cost(c, target) for c in on_original.values()]
     cost_immunized = [attack_cost(c, target) for c in on_immunized.values()]
     best_original, best_immunized = cheapest(cost_original), cheapest(cost_immunized)

@@ -183,7 +183,7 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         (
             "θ0 settled by Eq. R1: attackers run again, per seed (— before the rule)",
             [
-                ", ".join("—" if n is None else str(n) for n in g.theta0_extended or [])
+                ", ".join("—" if n is None else str(n) for n in g.theta0_extended or []) or "—"
                 for g in groups
             ],
         ),

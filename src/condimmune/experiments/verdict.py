@@ -25,6 +25,7 @@ __all__ = [
     "ceiling_text",
     "classify",
     "floor_text",
+    "settle_hint",
     "share_text",
     "slowdown_text",
     "steps_text",
@@ -165,6 +166,15 @@ def theta0_unsettled(y: Yardstick) -> list[Cost]:
     return original_stopped_short(y, CLOSED_FORM)
 
 
+def settle_hint(y: Yardstick) -> str:
+    """How the attackers of :func:`theta0_unsettled` get settled, by what the record says
+    was tried: without a ``weight_free_steps`` cap nothing is run again; with one, the record
+    was made before θ0's side was settled (afterwards none is left short below the cap)."""
+    if y.cap_steps is None:
+        return "set `attack.weight_free_steps` to settle them, Eq. R1"
+    return "the record predates settling θ0's side: attack again to settle them, Eq. R1"
+
+
 def floor_text(y: Yardstick) -> str:
     """``S ≥ x (n attackers stopped short)`` when attackers on θ_I stopped at their step
     budget below ``T*(θ_I)`` (:func:`~condimmune.attacks.yardstick.slowdown_floor`): ``S``
@@ -223,7 +233,7 @@ def yardstick_lines(y: Yardstick, fraction: float) -> list[str]:
             f" On θ0, {len(unsettled)} attacker(s) stopped at their step budget below "
             f"T*(θ0) without reaching τ ({', '.join(f'`{c.attacker}`' for c in unsettled)}): "
             "given more steps they could make T*(θ0) smaller, which would raise S and S_max "
-            "alike (set `attack.weight_free_steps` to settle them, Eq. R1)."
+            f"alike ({settle_hint(y)})."
         )
     floor, short = slowdown_floor(y, CLOSED_FORM, WEIGHT_FREE)
     if short:

@@ -42,6 +42,7 @@ from condimmune.experiments.verdict import (
     floor_text,
     prefix_ceiling_text,
     prefix_curve_text,
+    settle_hint,
     share_text,
     slowdown_text,
     theta0_unsettled,
@@ -259,8 +260,7 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
             short = ", ".join(c.attacker for c in open_)
             lines.append(
                 f"yardstick: on θ0, {short} stopped short of τ below T*(θ0); with more steps "
-                "T*(θ0) could be lower and S and S_max both larger (set "
-                "attack.weight_free_steps to settle them, Eq. R1)"
+                f"T*(θ0) could be lower and S and S_max both larger ({settle_hint(y)})"
             )
         if curve := prefix_curve_text(y):
             lines.append(f"prefix ceilings C(k) across the depth (× T*(θ0)): {curve}")

@@ -727,3 +727,36 @@ def test_attackers_that_stopped_short_on_theta0_are_settled_there_once_per_theta
     assert again.yardstick is not None
     assert again.yardstick.original == settled.original  # read back from θ0's storage
     assert Yardstick.from_json(json.loads(json.dumps(settled.to_json()))) == settled
+
+
+@pytest.mark.parametrize(
+    "attacker",
+    [a for a in DeepAttacker if a.value.split("-")[-1] not in ("lstsq",)],
+    ids=lambda a: a.value,
+)
+def test_a_longer_budget_replays_the_common_budget_first(attacker, problem):
+    """Eq. R1 runs a search trial again with a longer budget (the same trial number, so the
+    same seed): up to the common budget its curve is the search's, so the longer run
+    measures where τ is reached without changing what the search saw."""
+    from condimmune.attacks.deep_objective import attacker_objective, step_budget
+    from condimmune.attacks.search import IntChoice, LogFloat
+
+    spec = DEEP_ATTACKERS[attacker]
+    model = _released(problem, _blocks())
+    params = {
+        p.name: (
+            float(p.choices[0])
+            if isinstance(p, IntChoice)
+            else math.sqrt(p.low * p.high)
+            if isinstance(p, LogFloat)
+            else (p.low + p.high) / 2
+        )
+        for p in spec.space
+    }
+    common = step_budget(spec, OPTIONS)
+    longer = replace(common, steps=common.steps + 2 * common.eval_every)
+    curves = [
+        attacker_objective(attacker, spec, model, Task.HARMFUL, b, OPTIONS)(params, 5).curve
+        for b in (common, longer)
+    ]
+    assert list(curves[1][: len(curves[0])]) == list(curves[0])

@@ -30,6 +30,11 @@ MATRICES = {
         "### `full-depth` with the union adversary",
         9,
     ),
+    "mnist-cnn-cluttered-union-ablations/anchor-off-union "
+    "mnist-cnn-cluttered-union-ablations/condnum-union": (
+        "### Ablations of the union defence",
+        6,
+    ),
     "mnist-cnn-cluttered-prefix-curve": ("### Prefix ceilings across the depth", 3),
 }
 """Kept runs (folders of docs/data/attack-matrix/, space-separated, combined in one report)

@@ -51,8 +51,7 @@ def settled(
     ``T*(θ0)`` on θ0 were run again there, then those that stopped short of ``T*(θ_I)`` on
     θ_I (Eq. R1), Eq. Y2–Y5 recomputed at ``stick``'s τ (the longer runs cannot move it);
     ``costs`` and ``searches`` (harmful task) per attacker on θ0 and θ_I, ``models`` θ0 and
-    θ_I. ``on_progress`` hears each run (task
-    ``"settling T*"``)."""
+    θ_I. ``on_progress`` hears each run (task ``"settling T*"``)."""
     if stick.cap_steps is None:
         raise ValueError("the yardstick has no cap_steps (weight_free_steps) to extend to")
     cap, stick = stick.cap_steps, replace(stick, theta0_settled=True)

@@ -291,8 +291,9 @@ def replayed(
         study.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
     held = stored()
     picked = [held[key(number, params)] for number, params in settings]
-    kept = [dict(t.user_attrs["params"]) for t in picked]
-    return _collected(picked, kept, [number for number, _ in settings])
+    return _collected(
+        picked, [dict(params) for _, params in settings], [number for number, _ in settings]
+    )
 
 
 def _check_finished(n: int, options: SearchOptions) -> None:

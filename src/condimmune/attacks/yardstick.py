@@ -296,8 +296,8 @@ def yardstick(
     attackers were run again (Eq. R1) so that their longer runs cannot move it."""
     if not 0 < fraction <= 1:
         raise ArgumentError(f"fraction must be in (0, 1], got {fraction}")
-    if target is not None and not 0 < target <= 1:
-        raise ArgumentError(f"target must be an accuracy in (0, 1], got {target}")
+    if target is not None and not 0 <= target <= 1:
+        raise ArgumentError(f"target must be an accuracy in [0, 1], got {target}")
     if not original or not immunized:
         raise ArgumentError("give the attackers of both models (θ0 and θ_I)")
     free = {c.attacker: c for c in [*original, *immunized] if c.weight_free}

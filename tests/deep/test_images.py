@@ -179,7 +179,7 @@ def test_the_defence_split_is_disjoint_and_leaves_the_other_splits_as_they_were(
     labels = np.repeat(np.arange(4), 12)
     images = rng.integers(0, 256, size=(48, 16)).astype(np.uint8)
     images[:, 0] = np.arange(48)  # each image tells its row
-    kwargs = {"train_per_class": 5, "test_per_class": 3, "seed": 1, "description": "toy"}
+    kwargs = {"train_per_class": 5, "test_per_class": 3, "seed": 1, "descriptions": ("toy", "toy")}
     plain = digit_group_tasks(images, labels, ([0, 1], [2, 3]), **kwargs)
     benign, harmful, defence = digit_group_tasks(
         images, labels, ([0, 1], [2, 3]), defence_per_class=4, **kwargs

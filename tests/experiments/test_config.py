@@ -319,8 +319,9 @@ def test_keys_an_experiment_does_not_read_are_refused() -> None:
         (LINEAR, "data.train_rows"),
         (HOUSE, "data.benign_digit"),
         ("digits", "data.root"),
-        (DEEP, "data.harmful_root"),
+        (DEEP, "data.max_train_images"),
         (FOLDERS, "data.benign_digits"),
+        (FOLDERS, "data.harmful_images"),
     ):
         message = _error(apply_overrides, default_config(experiment), [f"{key}=5"])
         assert message.startswith(f"{key} is not read by experiment {experiment}; remove it")
@@ -726,6 +727,7 @@ _DEFAULT_DEEP = {
         "harmful_root": None,
         "benign_digits": "01234",
         "harmful_digits": "56789",
+        "harmful_images": "mnist",
         "train_per_class": 400,
         "test_per_class": 100,
         "defence_per_class": 0,

@@ -13,9 +13,20 @@ raw pixels cannot match.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
 
-__all__ = ["DIGIT_SIDE", "FRAGMENT_SIDE", "cluttered_canvas"]
+__all__ = ["DIGIT_SIDE", "FRAGMENT_SIDE", "HarmfulImages", "cluttered_canvas"]
+
+
+class HarmfulImages(StrEnum):
+    """Where ``mnist-cnn``'s harmful images come from (``data.harmful_images``): MNIST
+    digits, or Fashion-MNIST garments, placed on canvases the same way."""
+
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion-mnist"
+
 
 DIGIT_SIDE = 28
 """Side of an MNIST image."""

@@ -24,7 +24,7 @@ interrupted run resumes with the very same images.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -142,14 +142,16 @@ def digit_group_tasks(
     train_per_class: int,
     test_per_class: int,
     seed: int,
-    description: str,
+    descriptions: tuple[str, str],
     defence_per_class: int = 0,
+    names: Mapping[int, str] | None = None,
 ) -> tuple[ImageSplit, ImageSplit, KeyedDataset | None]:
     """Two classification tasks on disjoint digit groups (benign, harmful), 28 × 28 images
     normalised with MNIST's mean and std; per digit ``train_per_class`` training and
     ``test_per_class`` held-out images, drawn without overlap by a seeded permutation; and,
     with ``defence_per_class``, that many more harmful images per digit, disjoint from both,
-    that only immunization reads (``None`` without)."""
+    that only immunization reads (``None`` without). ``descriptions``: each task's;
+    ``names``: names of labels that are not digits."""
     benign, harmful = groups
     if set(benign) & set(harmful):
         raise ArgumentError("{groups} overlap: {both}", both=sorted(set(benign) & set(harmful)))
@@ -159,7 +161,7 @@ def digit_group_tasks(
     x = (x - MNIST_MEAN) / MNIST_STD
     out = []
     defence: KeyedDataset | None = None
-    for group, extra in ((benign, 0), (harmful, defence_per_class)):
+    for group, extra, about in zip(groups, (0, defence_per_class), descriptions, strict=True):
         parts: dict[str, tuple[list[Tensor], list[Tensor]]] = {
             split: ([], []) for split in ("train", "test", "defence")
         }
@@ -182,11 +184,11 @@ def digit_group_tasks(
             ):
                 parts[split][0].append(x[sel])
                 parts[split][1].append(torch.full((sel.size,), new_label, dtype=torch.long))
-        names = [str(d) for d in group]
+        classes = [(names or {}).get(d, str(d)) for d in group]
         train, test, reserved = (
-            KeyedDataset(torch.cat(xs), torch.cat(ys), classes=names) for xs, ys in parts.values()
+            KeyedDataset(torch.cat(a), torch.cat(b), classes=classes) for a, b in parts.values()
         )
-        out.append(ImageSplit(train, test, len(group), f"{description}, digits {''.join(names)}"))
+        out.append(ImageSplit(train, test, len(group), about))
         defence = reserved if extra else defence
     return out[0], out[1], defence
 

@@ -18,6 +18,7 @@ __all__ = [
     "HOUSE_KEYS",
     "HOUSE_PRICE_METHODS",
     "MNIST_CNN",
+    "MNIST_CNN_IGNORES",
     "MNIST_CNN_KEYS",
     "MOBILENET_FASHION_MNIST",
     "PAPER_RN18",
@@ -49,9 +50,12 @@ MNIST_CNN_KEYS = frozenset(
         "data.defence_per_class",
         "data.canvas",
         "data.clutter",
+        "data.harmful_images",
     }
 )
 FOLDER_KEYS = frozenset({"data.harmful_root", "data.max_train_images", "data.max_test_images"})
+# mnist-cnn reads data.harmful_root for its Fashion-MNIST harmful images
+MNIST_CNN_IGNORES = FOLDER_KEYS - {"data.harmful_root"}
 
 PAPER_RN18: dict[str, dict[str, Any]] = {
     "model": {"backbone": "resnet18", "image_size": 224},

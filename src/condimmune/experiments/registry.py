@@ -20,7 +20,9 @@ experiment                 data keys read
                            pca_components, drop_collinear (bundled data: no ``root``)
 ``house-price``            root, train_rows, test_rows, pca_components, drop_collinear
 ``mnist-cnn``,             root, benign_digits, harmful_digits, train_per_class,
-``mnist-cnn-cluttered``    test_per_class, defence_per_class, canvas, clutter, num_workers
+``mnist-cnn-cluttered``    test_per_class, defence_per_class, canvas, clutter, num_workers,
+                           harmful_images, harmful_root (Fashion-MNIST IDX when
+                           harmful_images is ``fashion-mnist``)
 ``imagenet-*``             root, harmful_root, max_train_images, max_test_images, num_workers
 ``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX; unset: Debian's dataset-fashion-mnist),
                            harmful_root (MNIST IDX or packaged),
@@ -47,10 +49,10 @@ from condimmune.experiments.experiment_settings import (
     CLUTTER_CANVAS,
     CLUTTERED_ATTACK,
     DIGIT_KEYS,
-    FOLDER_KEYS,
     HOUSE_KEYS,
     HOUSE_PRICE_METHODS,
     MNIST_CNN,
+    MNIST_CNN_IGNORES,
     MNIST_CNN_KEYS,
     MOBILENET_FASHION_MNIST,
     PAPER_RN18,
@@ -168,7 +170,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 "immunized against classifying digits 5–9 (packaged subset)",
                 _DEEP,
                 frozen_sections(MNIST_CNN),
-                FOLDER_KEYS,
+                MNIST_CNN_IGNORES,
                 method_lambdas(1e-3, 100.0),
             ),
             ExperimentSpec(
@@ -191,7 +193,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                         "attack": CLUTTERED_ATTACK,
                     }
                 ),
-                FOLDER_KEYS,
+                MNIST_CNN_IGNORES,
                 method_lambdas(1e-3, 100.0),
             ),
             ExperimentSpec(
@@ -233,7 +235,14 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 "Fashion-MNIST (10 classes), immunized against MNIST digits (10 classes)",
                 _DEEP,
                 frozen_sections(MOBILENET_FASHION_MNIST),
-                frozenset({"data.benign_digits", "data.harmful_digits", "data.train_per_class"}),
+                frozenset(
+                    {
+                        "data.benign_digits",
+                        "data.harmful_digits",
+                        "data.train_per_class",
+                        "data.harmful_images",
+                    }
+                ),
                 method_lambdas(5e-6, 1000.0),
             ),
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from condimmune.deep.canvas import DIGIT_SIDE
-from condimmune.experiments.config.fields import WHERE_NOT_WHAT, _Schema
+from condimmune.core._choices import parse_choice
+from condimmune.deep.canvas import DIGIT_SIDE, HarmfulImages
+from condimmune.experiments.config.fields import WHERE_NOT_WHAT, Choice, _Schema
 
 
 # ----------------------------------------------------------------------------- linear
@@ -108,13 +109,24 @@ class DeepDataConfig(_Schema):
     harmful_root: str | None = Field(
         default=None,
         description="imagenet-*: the Stanford Cars or Country211 folder; "
-        "mobilenet-fashion-mnist: MNIST IDX folder (None = packaged subset)",
+        "mobilenet-fashion-mnist: MNIST IDX folder (None = packaged subset); mnist-cnn with "
+        "harmful_images=fashion-mnist: Fashion-MNIST IDX folder (None = Debian's)",
         json_schema_extra=WHERE_NOT_WHAT,
     )
     benign_digits: str = Field(
         default="01234", description="mnist-cnn: benign digit group, e.g. 01234"
     )
-    harmful_digits: str = Field(default="56789", description="mnist-cnn: harmful digit group")
+    harmful_digits: str = Field(
+        default="56789",
+        description="mnist-cnn: harmful digit group (with harmful_images=fashion-mnist: the "
+        "Fashion-MNIST class indices 0–9)",
+    )
+    harmful_images: Choice = Field(
+        default="mnist",
+        description="mnist-cnn: where the harmful task's images come from: 'mnist' (the digits "
+        "of root) or 'fashion-mnist' (garments from the IDX files in harmful_root; unset: "
+        "Debian's dataset-fashion-mnist)",
+    )
     train_per_class: int = Field(
         default=400, ge=1, le=100_000, description="mnist-cnn: training images per digit, 1–100,000"
     )
@@ -166,11 +178,16 @@ class DeepDataConfig(_Schema):
         json_schema_extra=WHERE_NOT_WHAT,
     )
 
+    @field_validator("harmful_images")
+    @classmethod
+    def _known_images(cls, value: str) -> str:
+        return parse_choice(HarmfulImages, value, "data.harmful_images").value
+
     @model_validator(mode="after")
     def _digit_groups(self) -> Self:
         benign = _digit_group(self.benign_digits, "data.benign_digits")
         harmful = _digit_group(self.harmful_digits, "data.harmful_digits")
-        if benign & harmful:
+        if benign & harmful and self.harmful_images == HarmfulImages.MNIST:
             raise ValueError(
                 "data.benign_digits and data.harmful_digits overlap: "
                 f"{sorted(benign & harmful)} in both"

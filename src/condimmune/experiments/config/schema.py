@@ -3,7 +3,7 @@ and the ``method`` section whose schema is the options model of ``train.method``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
@@ -93,6 +93,18 @@ class DeepExperimentConfig(_Schema):
     @classmethod
     def _deep_experiment(cls, value: str) -> str:
         return _check_experiment(value, cls.FAMILY, "ExperimentConfig")
+
+    @model_validator(mode="after")
+    def _garment_folder(self) -> Self:
+        digits = (Experiment.MNIST_CNN.value, Experiment.MNIST_CNN_CLUTTERED.value)
+        d = self.data
+        if self.experiment in digits and d.harmful_root is not None and d.harmful_images == "mnist":
+            raise ValueError(
+                f"data.harmful_root={d.harmful_root} is read by {self.experiment} only with "
+                "data.harmful_images=fashion-mnist (its Fashion-MNIST folder); unset it or set "
+                "data.harmful_images=fashion-mnist"
+            )
+        return self
 
 
 Config = ExperimentConfig | DeepExperimentConfig

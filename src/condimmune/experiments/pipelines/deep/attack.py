@@ -150,7 +150,7 @@ def _original_tag(plan: RunPlan[DeepRunOptions], digest: bytes) -> str:
     options = plan.options
     inputs = {
         "experiment": plan.name,
-        "data": {**dataclasses.asdict(options.data), "num_workers": None},
+        "data": options.data.identity(),
         "model": {**dataclasses.asdict(options.model), "cache_dir": None},
         "evaluation_batch": options.evaluation.batch_size,
         "settings": _settings(plan),

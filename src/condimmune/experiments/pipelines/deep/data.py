@@ -1,5 +1,6 @@
-"""The two tasks of a deep experiment: packaged MNIST digit groups, local image folders, or
-Fashion-MNIST (benign) against MNIST digits (harmful) as grey images for an ImageNet backbone.
+"""The two tasks of a deep experiment: packaged MNIST digit groups (the harmful group made of
+Fashion-MNIST garments with ``data.harmful_images``), local image folders, or Fashion-MNIST
+(benign) against MNIST digits (harmful) as grey images for an ImageNet backbone.
 
 Fashion-MNIST is read from its four IDX files (``train-images-idx3-ubyte.gz`` and the
 labels, ``t10k-…`` for the test set; ``.gz`` or not) in ``data.root``, by default
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from condimmune.core.errors import ArgumentError, UserError
 from condimmune.deep.backbones import SPECS
-from condimmune.deep.canvas import DIGIT_SIDE, cluttered_canvas
+from condimmune.deep.canvas import DIGIT_SIDE, HarmfulImages, cluttered_canvas
 from condimmune.deep.images import (
     GreyToRGB,
     ImageDataset,
@@ -194,6 +195,94 @@ def _fashion_vs_mnist(d: DeepDataOptions, model: ModelOptions, seed: int) -> Dee
     )
 
 
+FASHION_LABEL_OFFSET = 10
+"""Fashion-MNIST's labels are shifted past the digits' when both feed one digit-group split."""
+
+
+def _harmful_garments(d: DeepDataOptions, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The Fashion-MNIST training images of the harmful classes, ``train + test + defence``
+    per class drawn by a seeded permutation (the rest never enters the canvas), in [0, 1]
+    rows with labels shifted by :data:`FASHION_LABEL_OFFSET`."""
+    root = d.harmful_root or FASHION_MNIST_ROOT
+    images, labels = fashion_mnist_arrays(root, "train")
+    need = d.train_per_class + d.test_per_class + d.defence_per_class
+    rng = np.random.default_rng([seed, FASHION_LABEL_OFFSET])
+    picked = []
+    for c in parse_digits(d.harmful_digits, "data.harmful_digits"):
+        rows = np.flatnonzero(labels == c)
+        if rows.size < need:
+            raise ArgumentError(
+                "Fashion-MNIST class {c} ({name}) has {have} training images in {root}, fewer "
+                "than {train_per_class} + {test_per_class} + {defence_per_class} = {need}",
+                c=c,
+                name=FASHION_MNIST_CLASSES[c],
+                have=rows.size,
+                root=root,
+                need=need,
+            )
+        picked.append(rng.permutation(rows)[:need])
+    rows = np.sort(np.concatenate(picked))
+    x = images[rows].reshape(rows.size, -1).astype(np.float32) / 255.0
+    return x, labels[rows] + FASHION_LABEL_OFFSET, f"Fashion-MNIST IDX at {root}"
+
+
+def _digit_groups(d: DeepDataOptions, seed: int) -> DeepTaskData:
+    """``mnist-cnn``: a benign and a harmful group of MNIST digits, or (``harmful_images``
+    ``fashion-mnist``) Fashion-MNIST garments as the harmful group; each source placed on
+    its own canvases (clutter comes from the same source) and normalised like the digits, so
+    the network sees one input normalisation."""
+    fashion = d.harmful_images is HarmfulImages.FASHION_MNIST
+    sources = [mnist_arrays(d.root, key="data.root")]
+    if fashion:
+        sources.append(_harmful_garments(d, seed))
+    side = d.canvas or DIGIT_SIDE
+    xs, ys, names = [], [], []
+    for x, y, source in sources:
+        if d.canvas or d.clutter:
+            x = cluttered_canvas(
+                x.reshape(-1, DIGIT_SIDE, DIGIT_SIDE), side=side, fragments=d.clutter, seed=seed
+            ).reshape(len(y), -1)
+            source = f"{source}, on {side} × {side} canvases with {d.clutter} fragments"
+        xs.append(x)
+        ys.append(y)
+        names.append(source)
+    benign_group = parse_digits(d.benign_digits, "data.benign_digits")
+    harmful_group = parse_digits(d.harmful_digits, "data.harmful_digits")
+    garments = harmful_group
+    if fashion:
+        harmful_group = [FASHION_LABEL_OFFSET + c for c in garments]
+    benign, harmful, defence = digit_group_tasks(
+        np.concatenate(xs),
+        np.concatenate(ys),
+        (benign_group, harmful_group),
+        train_per_class=d.train_per_class,
+        test_per_class=d.test_per_class,
+        seed=seed,
+        descriptions=(
+            f"{names[0]}, digits {''.join(map(str, benign_group))}",
+            f"{names[-1]}, "
+            + (
+                ", ".join(FASHION_MNIST_CLASSES[c] for c in garments)
+                if fashion
+                else f"digits {''.join(map(str, garments))}"
+            ),
+        ),
+        defence_per_class=d.defence_per_class,
+        names={FASHION_LABEL_OFFSET + c: n for c, n in enumerate(FASHION_MNIST_CLASSES)},
+    )
+    return DeepTaskData(
+        benign,
+        harmful,
+        benign.train,
+        harmful.train,
+        # unchanged for plain digits, so their stored θ0 attack results still match
+        f"mnist {side}x{side}"
+        + (f" clutter {d.clutter}" if d.clutter else "")
+        + (" harmful fashion-mnist" if fashion else ""),
+        harmful_defence=defence,
+    )
+
+
 _HARMFUL_DATASET = {
     Experiment.IMAGENET_CARS_RESNET18: ImageDataset.STANFORD_CARS,
     Experiment.IMAGENET_CARS_VIT: ImageDataset.STANFORD_CARS,
@@ -209,35 +298,7 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
     if exp is Experiment.MOBILENET_FASHION_MNIST:
         return _fashion_vs_mnist(d, model, seed)
     if exp in (Experiment.MNIST_CNN, Experiment.MNIST_CNN_CLUTTERED):
-        x, y, source = mnist_arrays(d.root, key="data.root")
-        side = d.canvas or DIGIT_SIDE
-        if d.canvas or d.clutter:
-            x = cluttered_canvas(
-                x.reshape(-1, DIGIT_SIDE, DIGIT_SIDE), side=side, fragments=d.clutter, seed=seed
-            ).reshape(len(y), -1)
-            source = f"{source}, on {side} × {side} canvases with {d.clutter} fragments"
-        benign, harmful, defence = digit_group_tasks(
-            x,
-            y,
-            (
-                parse_digits(d.benign_digits, "data.benign_digits"),
-                parse_digits(d.harmful_digits, "data.harmful_digits"),
-            ),
-            train_per_class=d.train_per_class,
-            test_per_class=d.test_per_class,
-            seed=seed,
-            description=source,
-            defence_per_class=d.defence_per_class,
-        )
-        return DeepTaskData(
-            benign,
-            harmful,
-            benign.train,
-            harmful.train,
-            # unchanged for plain digits, so their stored θ0 attack results still match
-            f"mnist {side}x{side}" + (f" clutter {d.clutter}" if d.clutter else ""),
-            harmful_defence=defence,
-        )
+        return _digit_groups(d, seed)
     spec = SPECS[model.backbone]
     size = model.image_size
     tf_eval = image_transform(size, spec.mean, spec.std, train=False)

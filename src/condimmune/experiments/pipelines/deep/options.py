@@ -3,12 +3,14 @@ and attack options, typed."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from condimmune._files import default_cache_dir
 from condimmune.attacks.registry import DeepAttacker
 from condimmune.deep.backbones import Backbone
+from condimmune.deep.canvas import HarmfulImages
 from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, TrainLogger
 from condimmune.experiments.config import DeepExperimentConfig
 from condimmune.experiments.registry import Experiment
@@ -34,6 +36,8 @@ class DeepDataOptions:
     harmful_root: str | None
     benign_digits: str
     harmful_digits: str
+    harmful_images: HarmfulImages
+    """mnist-cnn: the harmful group's images (digits, or Fashion-MNIST from ``harmful_root``)."""
     train_per_class: int
     test_per_class: int
     defence_per_class: int
@@ -44,6 +48,15 @@ class DeepDataOptions:
     max_train_images: int
     max_test_images: int
     num_workers: int
+
+    def identity(self) -> dict[str, object]:
+        """What the images depend on, for the fingerprints of θ0 and of its stored attacks:
+        not the loader processes; ``harmful_images`` only when it is not the digits, so the
+        keys of runs made before the option existed still match."""
+        fields = {**dataclasses.asdict(self), "num_workers": None}
+        if self.harmful_images is HarmfulImages.MNIST:
+            del fields["harmful_images"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             harmful_root=d.harmful_root,
             benign_digits=d.benign_digits,
             harmful_digits=d.harmful_digits,
+            harmful_images=HarmfulImages(d.harmful_images),
             train_per_class=d.train_per_class,
             test_per_class=d.test_per_class,
             defence_per_class=d.defence_per_class,

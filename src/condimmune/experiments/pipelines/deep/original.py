@@ -89,7 +89,7 @@ def original_fingerprint(plan: RunPlan[DeepRunOptions]) -> str:
         "experiment": plan.name,
         "seed": plan.seed,
         "model": {**dataclasses.asdict(options.model), "cache_dir": None},
-        "data": {**dataclasses.asdict(options.data), "num_workers": None},
+        "data": options.data.identity(),
         "pretrain": dataclasses.asdict(options.pretrain),
     }
     weights = options.model.weights

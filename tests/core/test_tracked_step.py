@@ -91,7 +91,7 @@ def test_auto_tracks_a_large_task_and_keeps_the_dense_numbers(gen):
     xp, xh, w = _problem(gen, n, d, d, rank=300)
     step = _step(xp, xh, 0.4, 0.3, weighting="unit")
     assert step._fast == {"benign": True, "harmful": True}
-    assert step._rows[(True, False)].x.shape == (300, d)
+    assert step._rows.block((True, False)).x.shape == (300, d)
     ours = step.gradient(w)
     dense = _step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
     _close(ours.gradient, dense.gradient, 1e-10)
@@ -113,7 +113,10 @@ def test_a_refused_tracking_gives_the_dense_numbers_then_skips_a_few_steps(gen, 
     monkeypatch.setattr(ExtremeEigenTracker, "track", refuse)
     skipped = step_module._DENSE_AFTER_REFUSAL
     for _ in range(skipped + 2):
-        assert torch.equal(fast.gradient(w).gradient, dense.gradient(w).gradient)
+        # the same numbers up to rounding: the fast path's rows are rotated to a triangle
+        torch.testing.assert_close(
+            fast.gradient(w).gradient, dense.gradient(w).gradient, rtol=1e-11, atol=1e-14
+        )
     assert len(calls) == 2  # refused, dense for `skipped` steps, tried (and refused) again
 
 
@@ -162,3 +165,55 @@ def test_training_rows_of_a_large_task_track_log_kappa(gen):
     phi = x @ w.mT
     assert rows.energy(w) == pytest.approx(float(phi.square().sum()), rel=1e-12)
     assert rows.log_kappa(w) == pytest.approx(float(log_condition_number_features(phi)), rel=1e-9)
+
+
+ROW_LAYOUTS = {  # which input columns are zero in each task, and which rows of W are dead
+    "own-zero-columns": ([0, 3], [1, 3, 5], []),
+    "dead-weight-rows": ([0, 3], [1, 3, 5], [1, 2]),
+    "benign-all-columns": ([], [1, 3, 5], [2]),
+}
+
+
+@pytest.mark.parametrize("wp, wh", WEIGHTS.values(), ids=WEIGHTS.keys())
+@pytest.mark.parametrize(
+    ("benign_zero", "harmful_zero", "dead"), ROW_LAYOUTS.values(), ids=ROW_LAYOUTS.keys()
+)
+def test_each_task_on_its_own_columns_equals_dense_reference(
+    benign_zero, harmful_zero, dead, wp, wh, gen
+):
+    """The fast path forms each task's features on its own columns (triangular rows by dtrmm):
+    the same direction as the stacked rows' and the dense reference's."""
+    xp, xh = _rows(gen, 20, 12, 7), _rows(gen, 23, 12, 7)
+    xp[:, benign_zero], xh[:, harmful_zero] = 0.0, 0.0
+    w = torch.eye(12, dtype=torch.float64) + 0.3 * torch.randn(
+        12, 12, generator=gen, dtype=torch.float64
+    )
+    w[dead] = 0.0
+    ours = _step(xp, xh, wp, wh, eigenvectors="tracking", weighting="unit").gradient(w)
+    expected = dense_regularizer_gradient(
+        w,
+        xp,
+        xh,
+        benign_ridge=0.5,
+        harmful_ridge=2.0,
+        benign_weight=wp,
+        harmful_weight=wh,
+        weighting="unit",
+    )
+    _close(ours.gradient, expected, 1e-9)
+
+
+@pytest.mark.parametrize("large", ["benign", "harmful"])
+def test_one_large_task_takes_the_fast_path_beside_a_small_one(large, gen):
+    n = d = TRACKING_MIN_SIZE
+    big, small = _rows(gen, n + 20, d + 8, 300), _rows(gen, 60, d + 8, None)
+    big[:, :4], small[:, 2:9] = 0.0, 0.0
+    xp, xh = (big, small) if large == "benign" else (small, big)
+    w = torch.eye(200, d + 8, dtype=torch.float64) + 0.1 * torch.randn(
+        200, d + 8, generator=gen, dtype=torch.float64
+    )
+    w[5] = 0.0
+    step = _step(xp, xh, 0.4, 0.3, weighting="unit")
+    assert step._fast == {"benign": large == "benign", "harmful": large == "harmful"}
+    dense = _step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
+    _close(step.gradient(w).gradient, dense.gradient, 1e-10)

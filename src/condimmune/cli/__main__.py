@@ -1,5 +1,5 @@
 """``python -m condimmune.cli``: the same command as ``condimmune``."""
 
-from condimmune.cli import app
+from condimmune.cli import main
 
-app()
+main()

@@ -13,6 +13,9 @@ matrix), so any ``X'`` and ``W'`` with ``Φ'ᵀΦ' = ΦᵀΦ`` give the same spe
   :math:`R^\top R = X^\top X` (:func:`exact_rank_rows`, the fast path of large problems):
   every later product costs ``r`` rows instead of ``n``, and the Gram matrices lose the
   exact zeros of a rank-deficient ``X`` (raw MNIST: rank 525 of 600 rows).
+* any rows ``R`` (r × d, r ≤ d) may be rotated, ``T = Q₂ᵀR`` with ``R = Q₂T`` (QR): ``T`` is
+  upper trapezoidal, so ``TWᵀ`` costs half on its triangle (:func:`triangular_rows`,
+  :mod:`condimmune.core.blas`).
 
 The numbers change only by the order of floating-point sums (``tests/core/test_rows.py``).
 """
@@ -33,6 +36,7 @@ __all__ = [
     "nonzero_columns",
     "on_columns",
     "preconditioned_rows",
+    "triangular_rows",
 ]
 
 COMPRESS_MIN_RATIO = 16
@@ -118,14 +122,26 @@ def exact_rank_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
     return s[:rank, None] * vh[:rank], u[:, :rank]
 
 
+def triangular_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    r"""``(T, Q₂)`` with :math:`x = Q_2T` (thin QR) when ``x`` (r × d) has no more rows than
+    columns: ``T`` is upper trapezoidal with :math:`T^\top T = x^\top x` (``Q₂`` is
+    orthogonal), so :math:`TW^\top = Q_2^\top(xW^\top)` has every spectral quantity of
+    :math:`xW^\top` and a gradient ``A_T`` gives :math:`A^\top M = A_T^\top(Q_2^\top M)`;
+    ``(x, None)`` for taller ``x``."""
+    if x.shape[0] > x.shape[1]:
+        return x, None
+    q, t = torch.linalg.qr(x)
+    return t, q
+
+
 def preconditioned_rows(
     x: Tensor, ridge: float, *, exact_rank: bool = False
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """``(X_J, M_J, J)``: a task's rows and ``M = X (XᵀX + ρI)⁻¹`` on its non-zero columns,
     compressed to ``(R, QᵀM)`` when the rows are many (:func:`compress_rows`), or with
     ``exact_rank`` whenever the numerical rank is below the row count
-    (:func:`exact_rank_rows`): with ``Φ = QΨ`` the gradient is ``A = ∂R/∂Φ = Q A_Ψ``, so
-    ``Aᵀ M = A_Ψᵀ (Qᵀ M)``.
+    (:func:`exact_rank_rows`, then :func:`triangular_rows`): with ``Φ = QΨ`` the gradient
+    is ``A = ∂R/∂Φ = Q A_Ψ``, so ``Aᵀ M = A_Ψᵀ (Qᵀ M)``.
 
     ``M`` is computed from all columns and then restricted: with a small ρ its Woodbury form
     cancels ``X/ρ`` against a correction of the same size, so a differently rounded ``M``
@@ -137,7 +153,11 @@ def preconditioned_rows(
     if columns is not None:
         x, m = x[:, columns], m[:, columns]
     x, q = exact_rank_rows(x) if exact_rank else compress_rows(x)
-    return x, (m if q is None else q.mT @ m), columns
+    m = m if q is None else q.mT @ m
+    if exact_rank:
+        x, q = triangular_rows(x)
+        m = m if q is None else q.mT @ m
+    return x, m, columns
 
 
 def on_columns(m: Tensor, columns: Tensor | None, union: Tensor | None, d: int) -> Tensor:

@@ -34,8 +34,10 @@ computation up to the order of floating-point sums:
 * a float64 CPU task whose eigenvalue problem has at least
   :data:`~condimmune.core.tracking.TRACKING_MIN_SIZE` rows (raw pixels, full MNIST, n1024)
   takes the fast path: its rows are reduced once to their exact rank
-  (:func:`~condimmune.core.rows.exact_rank_rows`) and only the spectrum's extremes are
-  computed, tracked from step to step
+  (:func:`~condimmune.core.rows.exact_rank_rows`) and rotated to a triangle, whose features
+  are formed by ``dtrmm`` and their Gram matrix by ``dsyrk``
+  (:mod:`condimmune.core.step_rows`, :mod:`condimmune.core.blas`); only the spectrum's
+  extremes are computed, tracked from step to step
   (:mod:`condimmune.core.tracked_terms`), with the dense ``eigh`` as the fallback whenever
   they cannot be certified.
 """
@@ -56,6 +58,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
+from condimmune.core.blas import symmetric_gram
 from condimmune.core.eigenpairs import EigenvectorChooser, EigenvectorMethod
 from condimmune.core.regularizers import (
     RankDeficiency,
@@ -63,7 +66,8 @@ from condimmune.core.regularizers import (
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
-from condimmune.core.rows import live_weight, on_columns, preconditioned_rows
+from condimmune.core.rows import live_weight
+from condimmune.core.step_rows import StepRows
 from condimmune.core.tracked_terms import r_ill_tracked, r_well_tracked
 from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
 
@@ -110,17 +114,6 @@ class RegularizerGradient:
     harmful_coefficient: float
     benign_log_kappa: float
     harmful_log_kappa: float
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """The stacked rows of the tasks whose regularizer is on: ``X`` and ``M`` on ``columns``
-    (``None``: all), the first ``n_benign`` rows benign."""
-
-    x: Tensor
-    m: Tensor
-    columns: Tensor | None
-    n_benign: int
 
 
 class PreconditionedRegularizerStep:
@@ -186,23 +179,9 @@ class PreconditionedRegularizerStep:
             "benign": self._tracks(benign_x),
             "harmful": self._tracks(harmful_x),
         }
-        xp, mp, cp = preconditioned_rows(benign_x, benign_ridge, exact_rank=self._fast["benign"])
-        xh, mh, ch = preconditioned_rows(harmful_x, harmful_ridge, exact_rank=self._fast["harmful"])
-        union = None if cp is None or ch is None else torch.unique(torch.cat([cp, ch]))
-        if union is not None and union.numel() == self.dim:
-            union = None
-
-        def stack(p: Tensor, h: Tensor) -> Tensor:
-            return torch.cat(
-                [on_columns(p, cp, union, self.dim), on_columns(h, ch, union, self.dim)]
-            )
-
-        # one block per set of active regularizers: (benign on, harmful on) → rows
-        self._rows = {
-            (True, False): _Rows(xp, mp, cp, xp.shape[0]),
-            (False, True): _Rows(xh, mh, ch, 0),
-            (True, True): _Rows(stack(xp, xh), stack(mp, mh), union, xp.shape[0]),
-        }
+        self._rows = StepRows(
+            (benign_x, harmful_x), (benign_ridge, harmful_ridge), self.dim, self._fast
+        )
         self._buffers: dict[tuple[bool, bool], tuple[Tensor, Tensor]] = {}  # reused Φ and A
         # one chooser and tracker per regularizer: each matrix keeps its own spectrum; an
         # eigenvalue crossing τ (a refused tracking) is past it within a step or two
@@ -237,7 +216,7 @@ class PreconditionedRegularizerStep:
         with torch.no_grad():
             if out is None:
                 out = weight.new_empty(weight.shape)
-            if key in self._rows:
+            if any(key):
                 self._direction(weight.detach(), key, out, terms)
             else:
                 out.zero_()
@@ -262,7 +241,7 @@ class PreconditionedRegularizerStep:
         terms: dict[str, tuple[float, float, float]],
     ) -> None:
         """Write ``Aᵀ M`` of the active regularizers into ``out``; their terms into ``terms``."""
-        rows = self._rows[key]
+        rows = self._rows.block(key)
         k = weight.shape[0]
         if key not in self._buffers or self._buffers[key][0].numel() != rows.x.shape[0] * k:
             flat = rows.x.new_empty(rows.x.shape[0] * k)
@@ -270,7 +249,7 @@ class PreconditionedRegularizerStep:
         w, live = live_weight(weight, rows.columns)
         shape = (rows.x.shape[0], w.shape[0])
         phi, a = (buffer[: shape[0] * shape[1]].view(shape) for buffer in self._buffers[key])
-        torch.mm(rows.x, w.mT, out=phi)
+        self._rows.features(weight, (w, live), key, phi)
         # one reduction instead of an elementwise test: a sum is finite iff every entry is
         # (up to overflow, which the elementwise test then rules out)
         if not math.isfinite(float(phi.sum())) and not bool(torch.isfinite(phi).all()):
@@ -297,7 +276,10 @@ class PreconditionedRegularizerStep:
         """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
         matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
         n = phi.shape[0]
-        mat = phi @ phi.mT if n < k else phi.mT @ phi
+        if self._fast[name]:
+            mat = symmetric_gram(phi, rows=n < k)
+        else:
+            mat = phi @ phi.mT if n < k else phi.mT @ phi
         weight = self.benign_weight if name == "benign" else self.harmful_weight
         t = self._term(mat, name, k)
         if n < k:

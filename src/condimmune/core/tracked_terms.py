@@ -27,6 +27,7 @@ from dataclasses import replace
 
 from torch import Tensor
 
+from condimmune.core.blas import symmetric_gram
 from condimmune.core.eigenpairs import EigenvectorMethod
 from condimmune.core.regularizers import (
     RankDeficiency,
@@ -83,11 +84,11 @@ def r_ill_tracked(
 
 def log_condition_number_tracked(phi: Tensor, tracker: ExtremeEigenTracker) -> float:
     r""":math:`\log\kappa(\Phi^\top\Phi) = \log\sigma_{\max} - \log\sigma_{\min}` (Eq. 1, default
-    ``rtol``) of float64 features ``phi`` (n × k) from the tracked extremes of the smaller
+    ``rtol``) of float64 CPU features ``phi`` (n × k) from the tracked extremes of the smaller
     Gram matrix; :func:`~condimmune.core.spectral.log_condition_number_features` when they
     are not certified."""
     n, k = phi.shape
-    mat = phi @ phi.mT if n < k else phi.mT @ phi
+    mat = symmetric_gram(phi, rows=n < k)
     spectrum = tracker.track(
         mat, rtol=default_rtol(k, mat.dtype), top_vector=False, low_vector=False
     )

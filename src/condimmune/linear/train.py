@@ -27,7 +27,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from condimmune.core.rows import compress_rows, exact_rank_rows, live_weight, nonzero_columns
+from condimmune.core.blas import TriangularRows, trapezoid_times_transpose
+from condimmune.core.rows import (
+    compress_rows,
+    exact_rank_rows,
+    live_weight,
+    nonzero_columns,
+    triangular_rows,
+)
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.core.tracked_terms import log_condition_number_tracked
 from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
@@ -93,19 +100,30 @@ class _TrainingRows:
     ``R`` (:func:`~condimmune.core.rows.compress_rows`: ``(XWᵀ)ᵀ(XWᵀ) = (RWᵀ)ᵀ(RWᵀ)``), or,
     on a task large enough for the tracked extremes
     (:func:`~condimmune.core.tracking.takes_fast_path`), ``X`` by its exact-rank factor
-    (:func:`~condimmune.core.rows.exact_rank_rows`), whose log κ is then tracked too."""
+    (:func:`~condimmune.core.rows.exact_rank_rows`) rotated to a triangle
+    (:func:`~condimmune.core.rows.triangular_rows`), whose log κ is then tracked too."""
 
     def __init__(self, x: Tensor) -> None:
         fast = takes_fast_path(x)
         self.columns = nonzero_columns(x)
         rows = x if self.columns is None else x[:, self.columns]
         self.x, _ = exact_rank_rows(rows) if fast else compress_rows(rows)
+        self.triangle = None
+        if fast and self.x.shape[0] <= self.x.shape[1]:  # T Wᵀ by dtrmm
+            self.x, _ = triangular_rows(self.x)
+            self.triangle = TriangularRows(self.x)
         self.tracker = ExtremeEigenTracker() if fast else None
+
+    def _times_transpose(self, w: Tensor) -> Tensor:
+        if self.triangle is None:
+            return self.x @ w.mT
+        out = w.new_empty(self.x.shape[0], w.shape[0])
+        return trapezoid_times_transpose(self.triangle, w.detach(), out=out)
 
     def features(self, weight: Tensor) -> Tensor:
         """Features with the covariance of ``Φ = X Wᵀ``: ``Φ`` itself, or ``R Wᵀ``."""
         w = weight if self.columns is None else weight.index_select(1, self.columns)
-        return self.x @ w.mT
+        return self._times_transpose(w)
 
     def log_kappa(self, weight: Tensor) -> float:
         """``log κ(ΦᵀΦ)`` (Eq. 1), from the tracked extremes on a large task."""
@@ -116,7 +134,7 @@ class _TrainingRows:
     def energy(self, weight: Tensor) -> float:
         """``‖X Wᵀ‖_F² = tr ΦᵀΦ``, leaving out the features that are exactly zero."""
         w, _ = live_weight(weight, self.columns)
-        return float((self.x @ w.mT).square().sum())
+        return float(self._times_transpose(w).square().sum())
 
 
 class _Adam:

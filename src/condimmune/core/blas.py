@@ -1,0 +1,111 @@
+r"""Symmetric and triangular products of float64 CPU tensors through scipy's BLAS.
+
+torch has no ``syrk`` or ``trmm``, and the regularizer step's two largest products have
+their structure (issue #30):
+
+* the covariance or Gram matrix of the features, :math:`S = \Phi^\top\Phi` or
+  :math:`G = \Phi\Phi^\top`, is symmetric: ``dsyrk`` computes one triangle, half the
+  multiply-adds of a general product (:func:`symmetric_gram`);
+* the features of a task's exact-rank rows, :math:`\Psi = TW^\top`, where the rows ``T``
+  (r × d, r ≤ d) are upper trapezoidal after one QR (:func:`condimmune.core.rows.triangular_rows`):
+  ``dtrmm`` on the triangle :math:`T_{:, :r}` and a general product on the rest save
+  :math:`r^2k/2` of the :math:`rdk` multiply-adds (:func:`trapezoid_times_transpose`).
+
+On the 2-core benchmark machine, one thread, 784 × 784: ``dsyrk`` 10 ms and ``dtrmm`` 11 ms
+against 21–23 ms for torch's general product (timed by hand; ``benchmarks/bench_step.py``
+times the whole step). The results
+equal torch's products up to the order of floating-point sums (``tests/core/test_blas.py``).
+The arrays are shared with torch (``Tensor.numpy``), never copied beyond one operand in
+Fortran order.
+
+scipy's BLAS keeps its own thread pool, which neither torch's thread setting nor the CLI's
+``--threads`` reaches. Each product here runs it on **one thread** and gives the pool back
+as it was. Left at its default (all cores), it fought torch's own pool on the same cores:
+on 2 cores with 2 torch threads, one 1,024 × 784 step took 257 ms with the pool at 2
+threads against 139 ms at one (torch's threads still spin after each of its products); an
+earlier version saw ``sytrf`` and ``syrk`` 20–50 × slower on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import AbstractContextManager
+from typing import cast
+
+import numpy as np
+import torch
+from scipy.linalg import blas
+from threadpoolctl import ThreadpoolController
+from torch import Tensor
+
+__all__ = ["TriangularRows", "one_blas_thread", "symmetric_gram", "trapezoid_times_transpose"]
+
+
+@functools.cache
+def _blas_pools() -> ThreadpoolController:
+    return ThreadpoolController().select(user_api="blas")
+
+
+def one_blas_thread() -> AbstractContextManager[object]:
+    """A context in which scipy's (and numpy's) BLAS run on one thread."""
+    return cast(AbstractContextManager[object], _blas_pools().limit(limits=1))
+
+
+def _check_cpu_float64(x: Tensor, name: str) -> None:
+    if x.dtype != torch.float64 or x.device.type != "cpu" or x.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-d float64 CPU tensor (scipy's BLAS), got {x.ndim}-d "
+            f"{x.dtype} on {x.device}"
+        )
+
+
+def symmetric_gram(phi: Tensor, *, rows: bool) -> Tensor:
+    r""":math:`\Phi\Phi^\top` (``rows=True``, n × n) or :math:`\Phi^\top\Phi` (k × k) of the
+    float64 CPU matrix ``phi`` (n × k) by ``dsyrk``, both triangles filled."""
+    _check_cpu_float64(phi, "phi")
+    if phi.numel() == 0:  # BLAS refuses empty operands
+        size = phi.shape[0] if rows else phi.shape[1]
+        return phi.new_zeros(size, size)
+    # phi's transpose in Fortran order is phi itself in C order: no copy when contiguous
+    a = phi.detach().numpy().T
+    with one_blas_thread():
+        upper = blas.dsyrk(1.0, a, trans=1 if rows else 0, lower=0)
+    full = upper + np.triu(upper, 1).T  # dsyrk leaves the other triangle at its 0
+    return torch.from_numpy(full)
+
+
+class TriangularRows:
+    r"""A task's exact-rank rows ``T`` (r × d, r ≤ d, upper trapezoidal: zero below the
+    diagonal), ready for :math:`\Psi = TW^\top` by :func:`trapezoid_times_transpose`: the
+    triangle :math:`T_{:, :r}` is kept once in Fortran order, as ``dtrmm`` reads it."""
+
+    def __init__(self, t: Tensor) -> None:
+        _check_cpu_float64(t, "t")
+        r, d = t.shape
+        if r > d:
+            raise ValueError(f"t has {r} rows and {d} columns; a trapezoid needs r ≤ d")
+        self.rows = t
+        self.triangle = np.asfortranarray(t[:, :r].numpy())
+        self.rest = t[:, r:]
+
+
+def trapezoid_times_transpose(t: TriangularRows, weight: Tensor, *, out: Tensor) -> Tensor:
+    r""":math:`TW^\top` (r × k) for upper-trapezoidal rows ``T`` (r × d) and ``weight`` W
+    (k × d), written into ``out``:
+    :math:`T_{:, :r}W_{:, :r}^\top` by ``dtrmm`` plus :math:`T_{:, r:}W_{:, r:}^\top`."""
+    _check_cpu_float64(weight, "weight")
+    r = t.triangle.shape[0]
+    if weight.shape[1] != t.rows.shape[1] or out.shape != (r, weight.shape[0]):
+        raise ValueError(
+            f"weight {tuple(weight.shape)} and out {tuple(out.shape)} do not fit rows "
+            f"{tuple(t.rows.shape)}: need k × {t.rows.shape[1]} and {r} × k"
+        )
+    # a copy of W₁ᵀ (r × k) in Fortran order, which dtrmm overwrites (asfortranarray would
+    # hand it W's own memory when W₁ is all of a contiguous W)
+    head = np.array(weight[:, :r].detach().numpy().T, order="F")
+    with one_blas_thread():
+        product = blas.dtrmm(1.0, t.triangle, head, side=0, lower=0, overwrite_b=1)
+    out.copy_(torch.from_numpy(product))
+    if t.rest.shape[1]:
+        out.addmm_(t.rest, weight[:, r:].mT)
+    return out

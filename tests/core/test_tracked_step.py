@@ -55,6 +55,20 @@ def _step(xp, xh, wp, wh, **kwargs):
     )
 
 
+def _dense(w, xp, xh, wp, wh, weighting):
+    """The dense float64 reference with :func:`_step`'s ridges."""
+    return dense_regularizer_gradient(
+        w,
+        xp,
+        xh,
+        benign_ridge=0.5,
+        harmful_ridge=2.0,
+        benign_weight=wp,
+        harmful_weight=wh,
+        weighting=weighting,
+    )
+
+
 def _close(actual, expected, rtol):
     scale = float(expected.abs().max())
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
@@ -66,16 +80,7 @@ def _close(actual, expected, rtol):
 def test_tracked_step_equals_dense_reference(n, d, k, rank, wp, wh, weighting, gen):
     xp, xh, w = _problem(gen, n, d, k, rank, dead_columns=2)
     ours = _step(xp, xh, wp, wh, eigenvectors="tracking", weighting=weighting).gradient(w)
-    expected = dense_regularizer_gradient(
-        w,
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        weighting=weighting,
-    )
+    expected = _dense(w, xp, xh, wp, wh, weighting)
     _close(ours.gradient, expected, 1e-9)
     dense = _step(xp, xh, wp, wh, eigenvectors="dense", weighting=weighting).gradient(w)
     _close(ours.gradient, dense.gradient, 1e-10)
@@ -190,16 +195,7 @@ def test_each_task_on_its_own_columns_equals_dense_reference(
     )
     w[dead] = 0.0
     ours = _step(xp, xh, wp, wh, eigenvectors="tracking", weighting="unit").gradient(w)
-    expected = dense_regularizer_gradient(
-        w,
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        weighting="unit",
-    )
+    expected = _dense(w, xp, xh, wp, wh, "unit")
     _close(ours.gradient, expected, 1e-9)
 
 

@@ -38,7 +38,13 @@ from scipy.linalg import blas
 from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
-__all__ = ["TriangularRows", "one_blas_thread", "symmetric_gram", "trapezoid_times_transpose"]
+__all__ = [
+    "TriangularRows",
+    "one_blas_thread",
+    "rows_times_transpose",
+    "symmetric_gram",
+    "trapezoid_times_transpose",
+]
 
 
 @functools.cache
@@ -109,3 +115,11 @@ def trapezoid_times_transpose(t: TriangularRows, weight: Tensor, *, out: Tensor)
     if t.rest.shape[1]:
         out.addmm_(t.rest, weight[:, r:].mT)
     return out
+
+
+def rows_times_transpose(rows: Tensor | TriangularRows, weight: Tensor, *, out: Tensor) -> Tensor:
+    r""":math:`XW^\top` written into ``out``: :func:`trapezoid_times_transpose` for triangular
+    rows, torch's general product otherwise."""
+    if isinstance(rows, TriangularRows):
+        return trapezoid_times_transpose(rows, weight, out=out)
+    return torch.mm(rows, weight.mT, out=out)

@@ -30,6 +30,7 @@ from condimmune.core.preconditioner import InputPreconditioner
 __all__ = [
     "CLEAN_GAP",
     "COMPRESS_MIN_RATIO",
+    "column_positions",
     "compress_rows",
     "exact_rank_rows",
     "live_weight",
@@ -160,11 +161,19 @@ def preconditioned_rows(
     return x, m, columns
 
 
+def column_positions(columns: Tensor | None, union: Tensor | None) -> Tensor | None:
+    """Where a task's ``columns`` sit among the ``union`` columns (``None``: all d) of the
+    stacked rows; ``None`` when they are the union's own (all columns, or as many)."""
+    if columns is None or (union is not None and union.numel() == columns.numel()):
+        return None
+    return columns if union is None else torch.searchsorted(union, columns)
+
+
 def on_columns(m: Tensor, columns: Tensor | None, union: Tensor | None, d: int) -> Tensor:
     """``m`` (on ``columns``) written into zeros on the ``union`` columns (``None``: all d):
     the rows of one task in the stacked rows of both."""
-    if columns is None or (union is not None and union.numel() == columns.numel()):
+    position = column_positions(columns, union)
+    if position is None:
         return m
     width = d if union is None else union.numel()
-    position = columns if union is None else torch.searchsorted(union, columns)
     return m.new_zeros(m.shape[0], width).index_copy_(1, position, m)

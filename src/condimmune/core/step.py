@@ -249,7 +249,7 @@ class PreconditionedRegularizerStep:
         w, live = live_weight(weight, rows.columns)
         shape = (rows.x.shape[0], w.shape[0])
         phi, a = (buffer[: shape[0] * shape[1]].view(shape) for buffer in self._buffers[key])
-        self._rows.features(weight, (w, live), key, phi)
+        self._rows.features(w, key, phi)
         # one reduction instead of an elementwise test: a sum is finite iff every entry is
         # (up to overflow, which the elementwise test then rules out)
         if not math.isfinite(float(phi.sum())) and not bool(torch.isfinite(phi).all()):

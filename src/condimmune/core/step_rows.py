@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from condimmune.core.blas import TriangularRows, trapezoid_times_transpose
-from condimmune.core.rows import on_columns, preconditioned_rows
+from condimmune.core.blas import TriangularRows, rows_times_transpose
+from condimmune.core.rows import column_positions, on_columns, preconditioned_rows
 
 __all__ = ["RowBlock", "StepRows"]
 
@@ -71,43 +71,35 @@ class StepRows:
             (False, True): RowBlock(xh, mh, ch, 0),
             (True, True): RowBlock(stack(xp, xh), stack(mp, mh), union, xp.shape[0]),
         }
-        # each task on its own columns; a fast task's rows as a triangle for dtrmm
-        self._tasks: dict[str, tuple[Tensor | TriangularRows, Tensor | None]] = {
-            name: (TriangularRows(x) if fast[name] and x.shape[0] <= x.shape[1] else x, c)
-            for name, x, c in (("benign", xp, cp), ("harmful", xh, ch))
+        # each task on its own columns, a fast task's rows as a triangle for dtrmm, and where
+        # those columns sit in the stacked block's (None: the same columns)
+        self._tasks: dict[str, Tensor | TriangularRows] = {
+            name: TriangularRows(x) if fast[name] and x.shape[0] <= x.shape[1] else x
+            for name, x in (("benign", xp), ("harmful", xh))
         }
-        self._by_task = any(isinstance(x, TriangularRows) for x, _ in self._tasks.values())
+        self._positions = {
+            "benign": column_positions(cp, union),
+            "harmful": column_positions(ch, union),
+        }
+        self._by_task = any(isinstance(x, TriangularRows) for x in self._tasks.values())
 
     def block(self, key: tuple[bool, bool]) -> RowBlock:
         """The rows of the active regularizers ``key`` = (benign on, harmful on)."""
         return self._blocks[key]
 
-    def features(
-        self,
-        weight: Tensor,
-        live_rows: tuple[Tensor, Tensor | None],
-        key: tuple[bool, bool],
-        phi: Tensor,
-    ) -> None:
-        """Write ``Φ`` of the block ``key`` into ``phi``. ``live_rows``:
-        :func:`~condimmune.core.rows.live_weight`'s ``(W_RJ, R)`` on the block's columns J
-        (reused for a task whose columns are J)."""
+    def features(self, w_block: Tensor, key: tuple[bool, bool], phi: Tensor) -> None:
+        """Write ``Φ`` of the block ``key`` into ``phi``; ``w_block``: the weight on the block's
+        columns J without the rows that are zero there
+        (:func:`~condimmune.core.rows.live_weight`), of which each task reads its own columns."""
         block = self._blocks[key]
-        w_block, live = live_rows
         if not self._by_task:
             torch.mm(block.x, w_block.mT, out=phi)
             return
-        w = weight if live is None else weight.index_select(0, live)
         n = block.n_benign
         for name, on, rows in zip(_TASKS, key, (slice(0, n), slice(n, None)), strict=True):
             if not on:
                 continue
-            x, columns = self._tasks[name]
-            if columns is block.columns:
-                w_task = w_block
-            else:
-                w_task = w if columns is None else w.index_select(1, columns)
-            if isinstance(x, TriangularRows):
-                trapezoid_times_transpose(x, w_task, out=phi[rows])
-            else:
-                torch.mm(x, w_task.mT, out=phi[rows])
+            # a single-task block is on that task's own columns
+            position = self._positions[name] if all(key) else None
+            w_task = w_block if position is None else w_block.index_select(1, position)
+            rows_times_transpose(self._tasks[name], w_task, out=phi[rows])

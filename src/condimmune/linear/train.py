@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from condimmune.core.blas import TriangularRows, trapezoid_times_transpose
+from condimmune.core.blas import TriangularRows, rows_times_transpose
 from condimmune.core.rows import (
     compress_rows,
     exact_rank_rows,
@@ -108,17 +108,15 @@ class _TrainingRows:
         self.columns = nonzero_columns(x)
         rows = x if self.columns is None else x[:, self.columns]
         self.x, _ = exact_rank_rows(rows) if fast else compress_rows(rows)
-        self.triangle = None
-        if fast and self.x.shape[0] <= self.x.shape[1]:  # T Wᵀ by dtrmm
-            self.x, _ = triangular_rows(self.x)
-            self.triangle = TriangularRows(self.x)
+        if fast:
+            self.x, _ = triangular_rows(self.x)  # unchanged when taller than wide
+        fit = fast and self.x.shape[0] <= self.x.shape[1]
+        self._rows = TriangularRows(self.x) if fit else self.x  # T Wᵀ by dtrmm
         self.tracker = ExtremeEigenTracker() if fast else None
 
     def _times_transpose(self, w: Tensor) -> Tensor:
-        if self.triangle is None:
-            return self.x @ w.mT
         out = w.new_empty(self.x.shape[0], w.shape[0])
-        return trapezoid_times_transpose(self.triangle, w.detach(), out=out)
+        return rows_times_transpose(self._rows, w.detach(), out=out)
 
     def features(self, weight: Tensor) -> Tensor:
         """Features with the covariance of ``Φ = X Wᵀ``: ``Φ`` itself, or ``R Wᵀ``."""

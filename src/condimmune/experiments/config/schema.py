@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
+from condimmune.deep.canvas import HarmfulImages
 from condimmune.experiments.config.data import DataConfig, DeepDataConfig
 from condimmune.experiments.config.fields import (
     MAX_SEED,
@@ -98,7 +99,8 @@ class DeepExperimentConfig(_Schema):
     def _garment_folder(self) -> Self:
         digits = (Experiment.MNIST_CNN.value, Experiment.MNIST_CNN_CLUTTERED.value)
         d = self.data
-        if self.experiment in digits and d.harmful_root is not None and d.harmful_images == "mnist":
+        mnist = d.harmful_images == HarmfulImages.MNIST
+        if self.experiment in digits and d.harmful_root is not None and mnist:
             raise ValueError(
                 f"data.harmful_root={d.harmful_root} is read by {self.experiment} only with "
                 "data.harmful_images=fashion-mnist (its Fashion-MNIST folder); unset it or set "

@@ -199,8 +199,10 @@ FASHION_LABEL_OFFSET = 10
 """Fashion-MNIST's labels are shifted past the digits' when both feed one digit-group split."""
 
 
-def _harmful_garments(d: DeepDataOptions, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """The Fashion-MNIST training images of the harmful classes, ``train + test + defence``
+def _harmful_garments(
+    d: DeepDataOptions, classes: list[int], seed: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The Fashion-MNIST training images of ``classes``, ``train + test + defence``
     per class drawn by a seeded permutation (the rest never enters the canvas), in [0, 1]
     rows with labels shifted by :data:`FASHION_LABEL_OFFSET`."""
     root = d.harmful_root or FASHION_MNIST_ROOT
@@ -208,7 +210,7 @@ def _harmful_garments(d: DeepDataOptions, seed: int) -> tuple[np.ndarray, np.nda
     need = d.train_per_class + d.test_per_class + d.defence_per_class
     rng = np.random.default_rng([seed, FASHION_LABEL_OFFSET])
     picked = []
-    for c in parse_digits(d.harmful_digits, "data.harmful_digits"):
+    for c in classes:
         rows = np.flatnonzero(labels == c)
         if rows.size < need:
             raise ArgumentError(
@@ -232,9 +234,11 @@ def _digit_groups(d: DeepDataOptions, seed: int) -> DeepTaskData:
     its own canvases (clutter comes from the same source) and normalised like the digits, so
     the network sees one input normalisation."""
     fashion = d.harmful_images is HarmfulImages.FASHION_MNIST
+    benign_group = parse_digits(d.benign_digits, "data.benign_digits")
+    harmful_classes = parse_digits(d.harmful_digits, "data.harmful_digits")
     sources = [mnist_arrays(d.root, key="data.root")]
     if fashion:
-        sources.append(_harmful_garments(d, seed))
+        sources.append(_harmful_garments(d, harmful_classes, seed))
     side = d.canvas or DIGIT_SIDE
     xs, ys, names = [], [], []
     for x, y, source in sources:
@@ -246,11 +250,9 @@ def _digit_groups(d: DeepDataOptions, seed: int) -> DeepTaskData:
         xs.append(x)
         ys.append(y)
         names.append(source)
-    benign_group = parse_digits(d.benign_digits, "data.benign_digits")
-    harmful_group = parse_digits(d.harmful_digits, "data.harmful_digits")
-    garments = harmful_group
-    if fashion:
-        harmful_group = [FASHION_LABEL_OFFSET + c for c in garments]
+    harmful_group = (
+        [FASHION_LABEL_OFFSET + c for c in harmful_classes] if fashion else harmful_classes
+    )
     benign, harmful, defence = digit_group_tasks(
         np.concatenate(xs),
         np.concatenate(ys),
@@ -262,9 +264,9 @@ def _digit_groups(d: DeepDataOptions, seed: int) -> DeepTaskData:
             f"{names[0]}, digits {''.join(map(str, benign_group))}",
             f"{names[-1]}, "
             + (
-                ", ".join(FASHION_MNIST_CLASSES[c] for c in garments)
+                ", ".join(FASHION_MNIST_CLASSES[c] for c in harmful_classes)
                 if fashion
-                else f"digits {''.join(map(str, garments))}"
+                else f"digits {''.join(map(str, harmful_classes))}"
             ),
         ),
         defence_per_class=d.defence_per_class,

@@ -61,3 +61,38 @@ def separated_classes(
     y = torch.arange(2 * n) % classes
     x = (centres[y] + torch.randn(2 * n, dims, generator=gen, dtype=torch.float64)).to(dtype)
     return TaskTensors(x[:n], y[:n], x[n:], y[n:], classes)
+
+
+STEP_RIDGES = {"benign_ridge": 0.5, "harmful_ridge": 2.0}
+"""The ridges of the step tests' problems (``regularizer_step`` and ``dense_step_gradient``
+share them, so the fast path and its reference solve the same problem)."""
+
+
+def regularizer_step(xp, xh, wp, wh, **kwargs):
+    """The preconditioned regularizer step on ``xp``, ``xh`` with :data:`STEP_RIDGES`."""
+    from condimmune.core.step import PreconditionedRegularizerStep
+
+    return PreconditionedRegularizerStep(
+        xp,
+        xh,
+        **STEP_RIDGES,
+        benign_weight=wp,
+        harmful_weight=wh,
+        rank_deficiency="allow",
+        **kwargs,
+    )
+
+
+def dense_step_gradient(w, xp, xh, wp, wh, weighting):
+    """The dense float64 reference of :func:`regularizer_step`'s direction."""
+    from condimmune.core.reference import dense_regularizer_gradient
+
+    return dense_regularizer_gradient(
+        w, xp, xh, **STEP_RIDGES, benign_weight=wp, harmful_weight=wh, weighting=weighting
+    )
+
+
+def assert_close_to_scale(actual, expected, rtol):
+    """``actual`` equals ``expected`` to ``rtol``, relative to each entry and to the largest."""
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)

@@ -10,14 +10,17 @@ import warnings
 
 import pytest
 import torch
-from _helpers import features_with_singular_values
+from _helpers import (
+    assert_close_to_scale,
+    dense_step_gradient,
+    features_with_singular_values,
+    regularizer_step,
+)
 
 import condimmune as ci
 from condimmune.core.eigenpairs import EigenvectorMethod
-from condimmune.core.reference import dense_regularizer_gradient
 from condimmune.core.regularizers import r_ill_value_and_gradient, r_well_value_and_gradient
 from condimmune.core.spectral import log_condition_number_features
-from condimmune.core.step import PreconditionedRegularizerStep
 
 SHAPES = {
     "gram-n6-k12": (6, 12, 12),
@@ -42,50 +45,18 @@ def _problem(gen, n, d, k, *, dead_columns=0, dead_rows=0):
     return xp, xh, w
 
 
-def _step(xp, xh, wp, wh, **kwargs):
-    return PreconditionedRegularizerStep(
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        rank_deficiency="allow",
-        **kwargs,
-    )
-
-
-def _dense(w, xp, xh, wp, wh, weighting):
-    """The dense reference for the problem ``_step`` builds (same ridges)."""
-    return dense_regularizer_gradient(
-        w,
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        weighting=weighting,
-    )
-
-
-def _close(actual, expected, rtol):
-    scale = float(expected.abs().max())
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
-
-
 @pytest.mark.parametrize("weighting", ["fixed", "unit", "monotone"])
 @pytest.mark.parametrize("eigenvectors", ["dense", "inverse-iteration"])
 @pytest.mark.parametrize("wp, wh", WEIGHTS.values(), ids=WEIGHTS.keys())
 @pytest.mark.parametrize("n, d, k", SHAPES.values(), ids=SHAPES.keys())
 def test_step_equals_dense_reference(n, d, k, wp, wh, eigenvectors, weighting, gen):
     xp, xh, w = _problem(gen, n, d, k)
-    step = _step(xp, xh, wp, wh, eigenvectors=eigenvectors, weighting=weighting)
+    step = regularizer_step(xp, xh, wp, wh, eigenvectors=eigenvectors, weighting=weighting)
     ours = step.gradient(w)
-    expected = _dense(w, xp, xh, wp, wh, weighting)
-    _close(ours.gradient, expected, 1e-9)
-    dense = _step(xp, xh, wp, wh, eigenvectors="dense", weighting=weighting).gradient(w)
-    _close(ours.gradient, dense.gradient, 1e-11)
+    expected = dense_step_gradient(w, xp, xh, wp, wh, weighting)
+    assert_close_to_scale(ours.gradient, expected, 1e-9)
+    dense = regularizer_step(xp, xh, wp, wh, eigenvectors="dense", weighting=weighting).gradient(w)
+    assert_close_to_scale(ours.gradient, dense.gradient, 1e-11)
     for field in ("r_well", "r_ill", "benign_log_kappa", "harmful_log_kappa"):
         a, b = getattr(ours, field), getattr(dense, field)
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12), field
@@ -102,12 +73,12 @@ def test_step_equals_dense_reference(n, d, k, wp, wh, eigenvectors, weighting, g
 def test_dropped_zero_columns_and_rows_change_nothing(n, d, k, wp, wh, eigenvectors, gen):
     dead = 3
     xp, xh, w = _problem(gen, n, d, k, dead_columns=dead, dead_rows=2)
-    step = _step(xp, xh, wp, wh, eigenvectors=eigenvectors, weighting="unit")
+    step = regularizer_step(xp, xh, wp, wh, eigenvectors=eigenvectors, weighting="unit")
     out = torch.full_like(w, float("nan"))  # every entry must be written
     ours = step.gradient(w, out=out)
     assert ours.gradient.data_ptr() == out.data_ptr()
-    expected = _dense(w, xp, xh, wp, wh, "unit")
-    _close(ours.gradient, expected, 1e-9)
+    expected = dense_step_gradient(w, xp, xh, wp, wh, "unit")
+    assert_close_to_scale(ours.gradient, expected, 1e-9)
     # zero inputs and zero features get exactly no update
     assert torch.count_nonzero(ours.gradient[:, :dead]) == 0
     assert torch.count_nonzero(ours.gradient[:2]) == 0
@@ -115,17 +86,17 @@ def test_dropped_zero_columns_and_rows_change_nothing(n, d, k, wp, wh, eigenvect
 
 def test_no_active_regularizer_gives_a_zero_direction(gen):
     xp, xh, w = _problem(gen, 6, 12, 12)
-    result = _step(xp, xh, 0.0, 0.0).gradient(w, out=torch.ones_like(w))
+    result = regularizer_step(xp, xh, 0.0, 0.0).gradient(w, out=torch.ones_like(w))
     assert torch.count_nonzero(result.gradient) == 0
     assert math.isnan(result.r_well) and math.isnan(result.r_ill)
 
 
 def test_guard_toggling_reuses_the_right_rows(gen):
     xp, xh, w = _problem(gen, 6, 12, 12, dead_columns=2)
-    step = _step(xp, xh, 0.4, 0.3, weighting="unit")
+    step = regularizer_step(xp, xh, 0.4, 0.3, weighting="unit")
     for harmful in (0.3, 0.0, 0.3, 0.0):
         step.harmful_weight = harmful
-        fresh = _step(xp, xh, 0.4, harmful, weighting="unit")
+        fresh = regularizer_step(xp, xh, 0.4, harmful, weighting="unit")
         torch.testing.assert_close(step.gradient(w).gradient, fresh.gradient(w).gradient)
 
 
@@ -153,8 +124,8 @@ def test_after_a_fallback_the_step_goes_dense(gen):
     phi = features_with_singular_values(5, [3.0, 3.0 * (1 + 5e-10), 1.0, 0.5, 0.2], gen)
     x = torch.eye(5, dtype=torch.float64)  # Φ = X Wᵀ = Wᵀ
     w = phi.mT.contiguous()
-    fast = _step(x, x, 0.4, 0.0, eigenvectors="inverse-iteration", weighting="unit")
-    dense = _step(x, x, 0.4, 0.0, eigenvectors="dense", weighting="unit")
+    fast = regularizer_step(x, x, 0.4, 0.0, eigenvectors="inverse-iteration", weighting="unit")
+    dense = regularizer_step(x, x, 0.4, 0.0, eigenvectors="dense", weighting="unit")
     for _ in range(3):
         assert torch.equal(fast.gradient(w).gradient, dense.gradient(w).gradient)
 

@@ -7,13 +7,16 @@ import math
 
 import pytest
 import torch
-from _helpers import random_orthogonal
+from _helpers import (
+    assert_close_to_scale,
+    dense_step_gradient,
+    random_orthogonal,
+    regularizer_step,
+)
 
 import condimmune.core.step as step_module
-from condimmune.core.reference import dense_regularizer_gradient
 from condimmune.core.rows import CLEAN_GAP, exact_rank_rows
 from condimmune.core.spectral import log_condition_number_features
-from condimmune.core.step import PreconditionedRegularizerStep
 from condimmune.core.tracking import TRACKING_MIN_SIZE, ExtremeEigenTracker
 
 WEIGHTS = {"both": (0.4, 0.3), "benign-only": (0.4, 0.0), "harmful-only": (0.0, 0.3)}
@@ -42,48 +45,17 @@ def _problem(gen, n, d, k, rank=None, dead_columns=0):
     return xp, xh, w
 
 
-def _step(xp, xh, wp, wh, **kwargs):
-    return PreconditionedRegularizerStep(
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        rank_deficiency="allow",
-        **kwargs,
-    )
-
-
-def _dense(w, xp, xh, wp, wh, weighting):
-    """The dense float64 reference with :func:`_step`'s ridges."""
-    return dense_regularizer_gradient(
-        w,
-        xp,
-        xh,
-        benign_ridge=0.5,
-        harmful_ridge=2.0,
-        benign_weight=wp,
-        harmful_weight=wh,
-        weighting=weighting,
-    )
-
-
-def _close(actual, expected, rtol):
-    scale = float(expected.abs().max())
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
-
-
 @pytest.mark.parametrize("weighting", ["fixed", "unit", "monotone"])
 @pytest.mark.parametrize("wp, wh", WEIGHTS.values(), ids=WEIGHTS.keys())
 @pytest.mark.parametrize("n, d, k, rank", SHAPES.values(), ids=SHAPES.keys())
 def test_tracked_step_equals_dense_reference(n, d, k, rank, wp, wh, weighting, gen):
     xp, xh, w = _problem(gen, n, d, k, rank, dead_columns=2)
-    ours = _step(xp, xh, wp, wh, eigenvectors="tracking", weighting=weighting).gradient(w)
-    expected = _dense(w, xp, xh, wp, wh, weighting)
-    _close(ours.gradient, expected, 1e-9)
-    dense = _step(xp, xh, wp, wh, eigenvectors="dense", weighting=weighting).gradient(w)
-    _close(ours.gradient, dense.gradient, 1e-10)
+    step = regularizer_step(xp, xh, wp, wh, eigenvectors="tracking", weighting=weighting)
+    ours = step.gradient(w)
+    expected = dense_step_gradient(w, xp, xh, wp, wh, weighting)
+    assert_close_to_scale(ours.gradient, expected, 1e-9)
+    dense = regularizer_step(xp, xh, wp, wh, eigenvectors="dense", weighting=weighting).gradient(w)
+    assert_close_to_scale(ours.gradient, dense.gradient, 1e-10)
     for field in ("r_well", "r_ill", "benign_log_kappa", "harmful_log_kappa"):
         a, b = getattr(ours, field), getattr(dense, field)
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-10), field
@@ -94,15 +66,15 @@ def test_auto_tracks_a_large_task_and_keeps_the_dense_numbers(gen):
     n = d = TRACKING_MIN_SIZE
     # rank-deficient rows with a clean gap: reduced to 300 rows, a 300 × 300 Gram matrix
     xp, xh, w = _problem(gen, n, d, d, rank=300)
-    step = _step(xp, xh, 0.4, 0.3, weighting="unit")
+    step = regularizer_step(xp, xh, 0.4, 0.3, weighting="unit")
     assert step._fast == {"benign": True, "harmful": True}
     assert step._rows.block((True, False)).x.shape == (300, d)
     ours = step.gradient(w)
-    dense = _step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
-    _close(ours.gradient, dense.gradient, 1e-10)
+    dense = regularizer_step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
+    assert_close_to_scale(ours.gradient, dense.gradient, 1e-10)
     for field in ("r_well", "r_ill", "benign_log_kappa", "harmful_log_kappa"):
         assert getattr(ours, field) == pytest.approx(getattr(dense, field), rel=1e-10), field
-    small = _step(xp[:, :50], xh[:, :50], 0.4, 0.3)
+    small = regularizer_step(xp[:, :50], xh[:, :50], 0.4, 0.3)
     assert small._fast == {"benign": False, "harmful": False}
 
 
@@ -113,8 +85,8 @@ def test_a_refused_tracking_gives_the_dense_numbers_then_skips_a_few_steps(gen, 
         calls.append(gram.shape)
 
     xp, xh, w = _problem(gen, 6, 12, 12)
-    fast = _step(xp, xh, 0.4, 0.0, eigenvectors="tracking", weighting="unit")
-    dense = _step(xp, xh, 0.4, 0.0, eigenvectors="dense", weighting="unit")
+    fast = regularizer_step(xp, xh, 0.4, 0.0, eigenvectors="tracking", weighting="unit")
+    dense = regularizer_step(xp, xh, 0.4, 0.0, eigenvectors="dense", weighting="unit")
     monkeypatch.setattr(ExtremeEigenTracker, "track", refuse)
     skipped = step_module._DENSE_AFTER_REFUSAL
     for _ in range(skipped + 2):
@@ -194,9 +166,9 @@ def test_each_task_on_its_own_columns_equals_dense_reference(
         12, 12, generator=gen, dtype=torch.float64
     )
     w[dead] = 0.0
-    ours = _step(xp, xh, wp, wh, eigenvectors="tracking", weighting="unit").gradient(w)
-    expected = _dense(w, xp, xh, wp, wh, "unit")
-    _close(ours.gradient, expected, 1e-9)
+    ours = regularizer_step(xp, xh, wp, wh, eigenvectors="tracking", weighting="unit").gradient(w)
+    expected = dense_step_gradient(w, xp, xh, wp, wh, "unit")
+    assert_close_to_scale(ours.gradient, expected, 1e-9)
 
 
 @pytest.mark.parametrize("large", ["benign", "harmful"])
@@ -209,7 +181,7 @@ def test_one_large_task_takes_the_fast_path_beside_a_small_one(large, gen):
         200, d + 8, generator=gen, dtype=torch.float64
     )
     w[5] = 0.0
-    step = _step(xp, xh, 0.4, 0.3, weighting="unit")
+    step = regularizer_step(xp, xh, 0.4, 0.3, weighting="unit")
     assert step._fast == {"benign": large == "benign", "harmful": large == "harmful"}
-    dense = _step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
-    _close(step.gradient(w).gradient, dense.gradient, 1e-10)
+    dense = regularizer_step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
+    assert_close_to_scale(step.gradient(w).gradient, dense.gradient, 1e-10)

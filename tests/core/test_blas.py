@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from condimmune.core.blas import TriangularRows, symmetric_gram, trapezoid_times_transpose
+from condimmune.core.blas import (
+    TriangularRows,
+    product_rows,
+    symmetric_gram,
+    trapezoid_times_transpose,
+)
 from condimmune.core.rows import triangular_rows
 
 
@@ -55,6 +60,17 @@ def test_triangular_rows_keep_the_covariance_and_leave_tall_rows_alone(gen) -> N
     tall = torch.randn(8, 5, generator=gen, dtype=torch.float64)
     same, none = triangular_rows(tall)
     assert same is tall and none is None
+
+
+def test_only_triangular_rows_that_fit_a_trapezoid_are_multiplied_by_dtrmm(gen) -> None:
+    wide, tall = (
+        torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in [(5, 8), (8, 5)]
+    )
+    t, _ = triangular_rows(wide)
+    rows = product_rows(t, True)
+    assert isinstance(rows, TriangularRows) and rows.rows is t
+    assert product_rows(t, False) is t
+    assert product_rows(tall, True) is tall
 
 
 @pytest.mark.parametrize(

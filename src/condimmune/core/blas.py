@@ -41,6 +41,7 @@ from torch import Tensor
 __all__ = [
     "TriangularRows",
     "one_blas_thread",
+    "product_rows",
     "rows_times_transpose",
     "symmetric_gram",
     "trapezoid_times_transpose",
@@ -115,6 +116,13 @@ def trapezoid_times_transpose(t: TriangularRows, weight: Tensor, *, out: Tensor)
     if t.rest.shape[1]:
         out.addmm_(t.rest, weight[:, r:].mT)
     return out
+
+
+def product_rows(x: Tensor, triangular: bool) -> Tensor | TriangularRows:
+    """``x`` as :func:`rows_times_transpose` reads it: :class:`TriangularRows` when
+    ``triangular`` (``x`` came out of :func:`condimmune.core.rows.triangular_rows`) and ``x``
+    has no more rows than columns (taller rows are left as they were), else ``x`` itself."""
+    return TriangularRows(x) if triangular and x.shape[0] <= x.shape[1] else x
 
 
 def rows_times_transpose(rows: Tensor | TriangularRows, weight: Tensor, *, out: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from condimmune.core.blas import TriangularRows, rows_times_transpose
+from condimmune.core.blas import TriangularRows, product_rows, rows_times_transpose
 from condimmune.core.rows import column_positions, on_columns, preconditioned_rows
 
 __all__ = ["RowBlock", "StepRows"]
@@ -74,8 +74,7 @@ class StepRows:
         # each task on its own columns, a fast task's rows as a triangle for dtrmm, and where
         # those columns sit in the stacked block's (None: the same columns)
         self._tasks: dict[str, Tensor | TriangularRows] = {
-            name: TriangularRows(x) if fast[name] and x.shape[0] <= x.shape[1] else x
-            for name, x in (("benign", xp), ("harmful", xh))
+            name: product_rows(x, fast[name]) for name, x in (("benign", xp), ("harmful", xh))
         }
         self._positions = {
             "benign": column_positions(cp, union),

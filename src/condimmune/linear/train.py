@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from condimmune.core.blas import TriangularRows, rows_times_transpose
+from condimmune.core.blas import product_rows, rows_times_transpose
 from condimmune.core.rows import (
     compress_rows,
     exact_rank_rows,
@@ -110,8 +110,7 @@ class _TrainingRows:
         self.x, _ = exact_rank_rows(rows) if fast else compress_rows(rows)
         if fast:
             self.x, _ = triangular_rows(self.x)  # unchanged when taller than wide
-        fit = fast and self.x.shape[0] <= self.x.shape[1]
-        self._rows = TriangularRows(self.x) if fit else self.x  # T Wᵀ by dtrmm
+        self._rows = product_rows(self.x, fast)  # T Wᵀ by dtrmm
         self.tracker = ExtremeEigenTracker() if fast else None
 
     def _times_transpose(self, w: Tensor) -> Tensor:

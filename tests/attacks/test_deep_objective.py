@@ -32,3 +32,33 @@ def test_the_heal_phase_keeps_the_common_budget_when_the_attack_runs_longer(monk
     with pytest.raises(_Stop):
         attacker_objective(DeepAttacker.HEAL_ADAM, spec, None, Task.HARMFUL, budget, options)
     assert seen == [heal_phase(options)] == [(40, 64, 3)]
+
+
+# Stored searches are found by these names (runs/…/theta0_studies.db of the kept matrices):
+# a change to an attacker's spec that is not meant to invalidate its trials must keep them.
+STORED_NAMES = [
+    pytest.param(DeepAttacker.LINEAR_GD, "linear-gd-33673dfe", id="linear-gd"),
+    pytest.param(DeepAttacker.FULL_REINIT, "full-reinit-e215a8fb", id="full-reinit"),
+]
+
+
+@pytest.mark.parametrize(("attacker", "name"), STORED_NAMES)
+def test_stored_searches_keep_their_names(attacker, name):
+    options = DeepAttackOptions(study_name="run", original_study_name="theta0")
+    original, _ = deep_objective.studies(attacker, Task.HARMFUL, options)
+    assert original.name == f"theta0/{name}/harmful/original"
+
+
+def test_a_revised_attacker_never_reads_its_earlier_revisions_searches(monkeypatch):
+    """scratch-adam's network changed (revision 1): its studies are named apart from
+    revision 0's, here shown with its fields unchanged so the revision alone tells them
+    apart."""
+    options = DeepAttackOptions(study_name="run")
+    attacker = DeepAttacker.SCRATCH_ADAM
+    revised, _ = deep_objective.studies(attacker, Task.HARMFUL, options)
+    earlier = {**DEEP_ATTACKERS, attacker: replace(DEEP_ATTACKERS[attacker], revision=0)}
+    monkeypatch.setattr(deep_objective, "DEEP_ATTACKERS", earlier)
+    first, _ = deep_objective.studies(attacker, Task.HARMFUL, options)
+    assert DEEP_ATTACKERS[attacker].revision == 1
+    assert revised.name != first.name
+    assert all(s.name.startswith("run/scratch-adam-") for s in (revised, first))

@@ -10,6 +10,7 @@ import torch
 from _helpers import separated_classes
 from torch import nn
 
+from condimmune.attacks import deep_objective
 from condimmune.attacks.deep_headline import (
     DeepAttackSuite,
     DeepWorstCase,
@@ -452,6 +453,35 @@ def test_the_weight_free_attackers_can_get_their_own_step_budget(problem):
     assert suite.settings.weight_free_steps == 60
     with pytest.raises(ValueError, match="weight_free_steps must be a positive int"):
         DeepAttackOptions(weight_free_steps=0)
+
+
+def test_the_raw_pixel_probe_can_get_a_budget_of_its_own(problem, monkeypatch):
+    """``raw_probe_steps`` lengthens raw-adam alone (raw-lstsq stays one solve, scratch-adam
+    keeps ``weight_free_steps``), and τ is still set at the common budget: the long run
+    measures what τ costs, it does not raise it."""
+    from dataclasses import replace
+
+    from condimmune.attacks.deep_cost import ExtractionFlops
+
+    model = replace(_released(problem, _blocks()), extraction=ExtractionFlops(100.0, 50.0))
+    options = replace(OPTIONS, trials=1, finetune_trials=1, weight_free_steps=60)
+    names = ["linear-adam", "raw-lstsq", "raw-adam", "scratch-adam"]
+    seen: dict[str, int | None] = {}
+    measured = deep_objective.attacker_curves
+
+    def curves(name, *args, target_steps=None, **kwargs):
+        seen[name] = target_steps
+        return measured(name, *args, target_steps=target_steps, **kwargs)
+
+    monkeypatch.setattr(deep_objective, "attacker_curves", curves)
+    suite = run_deep_suite(names, model, model, replace(options, raw_probe_steps=300))
+    last = {name: suite.attackers[name].eval_steps[-1] for name in names}
+    assert last == {"linear-adam": 40, "raw-lstsq": 60, "raw-adam": 300, "scratch-adam": 60}
+    assert suite.settings.raw_probe_steps == 300
+    # only the common budget's evaluations may set τ (Eq. Y1): probe_steps for raw-adam
+    assert seen == {"linear-adam": None, "raw-lstsq": 40, "raw-adam": 40, "scratch-adam": 40}
+    with pytest.raises(ValueError, match="raw_probe_steps must be a positive int"):
+        DeepAttackOptions(raw_probe_steps=0)
 
 
 def test_the_suite_measures_the_yardstick_when_the_extraction_flops_are_known(problem):

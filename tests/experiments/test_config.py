@@ -776,6 +776,7 @@ _DEFAULT_DEEP = {
         "finetune_steps": 40,
         "finetune_eval_every": 10,
         "weight_free_steps": None,
+        "raw_probe_steps": None,
         "batch_size": 64,
         "finetune_benign": False,
         "benign_trials": 5,

@@ -101,6 +101,12 @@ def trial_budget(spec: DeepAttackerSpec, task: Task, options: DeepAttackOptions)
 
 
 def step_budget(spec: DeepAttackerSpec, options: DeepAttackOptions) -> Budget:
+    """``spec``'s budget under ``options``: its family's common one, the weight-free
+    attackers' ``weight_free_steps`` and the iterating raw-pixel probe's (``raw-adam``)
+    ``raw_probe_steps`` when set."""
+    iterates = spec.optimizer is not Optimizer.LSTSQ
+    if spec.family is DeepFamily.RAW and iterates and options.raw_probe_steps is not None:
+        return Budget(options.raw_probe_steps)
     free = options.weight_free_steps if spec.weight_free else None
     if spec.trains_network:
         steps = options.finetune_steps if free is None else free
@@ -130,7 +136,7 @@ def harmful_curves(
         attacker, spec, model, Task.HARMFUL, heal=heal_phase(options)
     )
     # an extended weight-free budget measures the cost of τ; the common budget sets τ
-    common = step_budget(spec, replace(options, weight_free_steps=None)).steps
+    common = step_budget(spec, replace(options, weight_free_steps=None, raw_probe_steps=None)).steps
     return attacker_curves(
         attacker.value,
         spec,
@@ -150,10 +156,12 @@ EXTRACTING = frozenset({DeepFamily.PROBE, DeepFamily.SKIP, DeepFamily.BLOCKS, De
 def studies(attacker: DeepAttacker, task: Task, options: DeepAttackOptions) -> tuple[Study, Study]:
     """Where ``attacker``'s searches on θ0 and θ_I live: θ0's with θ0's
     (``original_storage``, shared by every method's run of that θ0), θ_I's with the run's;
-    one study for both when the attacker reads no released weight. The spec's digest is in
-    the names: a changed search space never reuses stored trials."""
+    one study for both when the attacker reads no released weight. The spec's digest (and
+    its revision, when above 0) is in the names: a changed search space or a revised
+    attacker never reuses stored trials."""
     spec = DEEP_ATTACKERS[attacker]
-    tag = hashlib.sha256(repr(spec).encode()).hexdigest()[:8]
+    revised = f" revision {spec.revision}" if spec.revision else ""
+    tag = hashlib.sha256((repr(spec) + revised).encode()).hexdigest()[:8]
     name = f"{attacker.value}-{tag}/{task.value}"
     theta0 = Study(
         options.original_storage or options.storage,

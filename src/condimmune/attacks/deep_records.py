@@ -58,6 +58,10 @@ class DeepAttackOptions(JsonRecord):
     ``weight_free_steps``: the step budget of the weight-free attackers that iterate (their
     searches are made once per θ0, so a ceiling ``S_max`` that needs long from-scratch training
     costs once per seed; ``None``: ``probe_steps`` or ``finetune_steps`` as their family's).
+    ``raw_probe_steps``: ``raw-adam``'s own step budget, above ``weight_free_steps``
+    (``None``: the same): a linear head on the raw pixels costs a few hundred kFLOP a step,
+    so a budget that bounds ``S_max`` from below costs seconds there and hours for the
+    from-scratch networks.
     ``prefix_curve``: also measure the prefix ceilings ``C(k)`` across the depth on θ0
     (:mod:`condimmune.attacks.prefix_curve`, searched once per θ0 like the weight-free).
     A value out
@@ -68,6 +72,7 @@ class DeepAttackOptions(JsonRecord):
     probe_steps: int = 200
     finetune_steps: int = 100
     weight_free_steps: int | None = None
+    raw_probe_steps: int | None = None
     finetune_eval_every: int = 10
     batch_size: int = 128
     finetune_benign: bool = True
@@ -90,11 +95,14 @@ class DeepAttackOptions(JsonRecord):
             "probe_steps",
             "finetune_steps",
             "weight_free_steps",
+            "raw_probe_steps",
             "benign_trials",
             "labels_per_class",
         ):
             value = getattr(self, name)
-            if name in ("weight_free_steps", "benign_trials", "labels_per_class") and value is None:
+            if name not in ("trials", "finetune_trials", "probe_steps", "finetune_steps") and (
+                value is None
+            ):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArgumentError(

@@ -146,6 +146,11 @@ class DeepAttackerSpec:
     heal: bool = field(default=False, repr=False)
     """Left out of ``repr``, which names the attackers' stored searches: adding this field
     kept the names (and so the stored trials) of every earlier attacker."""
+    revision: int = field(default=0, repr=False)
+    """Raised when what the attacker trains changes in a way its fields do not show (its
+    network, say): a revision above 0 is in its stored searches' names
+    (:func:`condimmune.attacks.deep_objective.studies`), so a revised attacker never reads an
+    earlier revision's trials, while every other attacker keeps its names."""
 
     @property
     def linear_probe(self) -> bool:
@@ -301,11 +306,12 @@ DEEP_ATTACKERS: MappingProxyType[DeepAttacker, DeepAttackerSpec] = MappingProxyT
             (LogFloat("lr", 1e-5, 10.0), _WD),
         ),
         DeepAttacker.SCRATCH_ADAM: DeepAttackerSpec(
-            "a small CNN (two conv layers) trained from scratch on the images with a new "
-            "head, AdamW (reads no weight)",
+            "a small CNN (two conv layers, each pooled, and a dense layer) trained from "
+            "scratch on the images with a new head, AdamW (reads no weight)",
             DeepFamily.SCRATCH,
             Optimizer.ADAM,
             _ADAM_FT,
+            revision=1,  # revision 0 pooled globally after 8 × 8 pixels (scratch_network)
         ),
     }
 )

@@ -117,6 +117,13 @@ class DeepAttackConfig(_Schema):
         description="steps of the weight-free attackers (raw-adam, scratch-adam, full-reinit), "
         "searched once per θ0 and shared by its runs; None = probe_steps or finetune_steps",
     )
+    raw_probe_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="steps of raw-adam alone (a linear head on the raw pixels: cheap steps, "
+        "so a long budget bounds S_max in seconds); None = as weight_free_steps",
+    )
     batch_size: int = Field(default=128, ge=1, le=65_536, description="fine-tuning minibatch")
     finetune_benign: bool = Field(
         default=True, description="attackers that train network blocks also attack the benign task"

@@ -79,6 +79,7 @@ class DeepPipeline(Pipeline[DeepRunOptions, DeepRun, DeepLoaded]):
             "probe_steps": "attack.probe_steps",
             "finetune_steps": "attack.finetune_steps",
             "weight_free_steps": "attack.weight_free_steps",
+            "raw_probe_steps": "attack.raw_probe_steps",
             "benign_trials": "attack.benign_trials",
             "labels_per_class": "attack.labels_per_class",
             "prefix_curve": "attack.prefix_curve",

@@ -68,6 +68,7 @@ def attack_options(
         probe_steps=a.probe_steps,
         finetune_steps=a.finetune_steps,
         weight_free_steps=a.weight_free_steps,
+        raw_probe_steps=a.raw_probe_steps,
         finetune_eval_every=a.finetune_eval_every,
         batch_size=a.batch_size,
         finetune_benign=a.finetune_benign,
@@ -135,6 +136,8 @@ def _settings(plan: RunPlan[DeepRunOptions]) -> list[int | str]:
         settings.append(a.labels_per_class)
     if a.weight_free_steps is not None:
         settings += ["weight_free_steps", a.weight_free_steps]
+    if a.raw_probe_steps is not None:
+        settings += ["raw_probe_steps", a.raw_probe_steps]
     return settings
 
 

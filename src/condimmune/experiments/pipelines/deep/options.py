@@ -107,6 +107,7 @@ class DeepAttackSettings:
     probe_steps: int
     finetune_steps: int
     weight_free_steps: int | None
+    raw_probe_steps: int | None
     finetune_eval_every: int
     batch_size: int
     finetune_benign: bool
@@ -206,6 +207,7 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             probe_steps=a.probe_steps,
             finetune_steps=a.finetune_steps,
             weight_free_steps=a.weight_free_steps,
+            raw_probe_steps=a.raw_probe_steps,
             finetune_eval_every=a.finetune_eval_every,
             batch_size=a.batch_size,
             finetune_benign=a.finetune_benign,

@@ -89,20 +89,10 @@ class DeepAttackOptions(JsonRecord):
     prefix_curve: bool = False
 
     def __post_init__(self) -> None:
-        for name in (
-            "trials",
-            "finetune_trials",
-            "probe_steps",
-            "finetune_steps",
-            "weight_free_steps",
-            "raw_probe_steps",
-            "benign_trials",
-            "labels_per_class",
-        ):
+        optional = ("weight_free_steps", "raw_probe_steps", "benign_trials", "labels_per_class")
+        for name in ("trials", "finetune_trials", "probe_steps", "finetune_steps", *optional):
             value = getattr(self, name)
-            if name not in ("trials", "finetune_trials", "probe_steps", "finetune_steps") and (
-                value is None
-            ):
+            if name in optional and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArgumentError(

@@ -123,7 +123,9 @@ def report_lines(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> list[str]:
         ""
         if s.weight_free_steps is None
         else f", {s.weight_free_steps} steps for the weight-free attackers (searched once per θ0)"
-    ) + ("" if s.raw_probe_steps is None else f", {s.raw_probe_steps} for `raw-adam`")
+    )
+    if s.raw_probe_steps is not None:
+        weight_free += f", {s.raw_probe_steps} for `raw-adam`"
     return [
         f"Settings: {s.trials} trials per attacker and model on cached features "
         f"({s.probe_steps} full-batch steps), {s.finetune_trials} for attackers that train "

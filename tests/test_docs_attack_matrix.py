@@ -36,6 +36,13 @@ MATRICES = {
         6,
     ),
     "mnist-cnn-cluttered-prefix-curve": ("### Prefix ceilings across the depth", 3),
+    "mnist-cnn-few-labels": ("## The few-label operating point", 27),
+    "mnist-cnn-few-labels-union mnist-cnn-few-labels-grid-union "
+    "mnist-cnn-few-labels-grid-union-ablations/mean-union "
+    "mnist-cnn-few-labels-grid-union-ablations/taps-only": (
+        "### The union defence and its ablations on the few-label point",
+        12,
+    ),
 }
 """Kept runs (folders of docs/data/attack-matrix/, space-separated, combined in one report)
 → the docs section that publishes their table, and how many runs the full matrix has."""

@@ -51,6 +51,7 @@ MATRICES = {
         ("mobilenet", "mobilenet-fashion-mnist"),
         ("mnist-cnn-defence", "mnist-cnn-defence"),
         ("mnist-cnn-cluttered", "mnist-cnn-cluttered"),
+        ("mnist-cnn-few-labels", "mnist-cnn-few-labels"),
     )
 }
 """The kept attack matrices whose figures the docs show: command name → kept runs."""
@@ -84,6 +85,11 @@ REGENERATED = {
     "attack_matrix_mnist_cnn_cluttered.png": ("mnist-cnn-cluttered", "attack_matrix.png"),
     "attack_matrix_mnist_cnn_cluttered_curves.png": (
         "mnist-cnn-cluttered",
+        "attack_matrix_curves.png",
+    ),
+    "attack_matrix_mnist_cnn_few_labels.png": ("mnist-cnn-few-labels", "attack_matrix.png"),
+    "attack_matrix_mnist_cnn_few_labels_curves.png": (
+        "mnist-cnn-few-labels",
         "attack_matrix_curves.png",
     ),
     "attack_matrix_mnist_cnn_defence_curves.png": (

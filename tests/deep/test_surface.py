@@ -15,7 +15,6 @@ from condimmune.deep.feature_maps import apply_feature_map
 from condimmune.deep.surface import (
     ImmunizedBlocks,
     TaskImages,
-    pooled,
     prefix_tensors,
     released_model,
     same_prefix,
@@ -119,11 +118,7 @@ def test_reinitialising_the_blocks_discards_weights_and_feature_map(tasks):
     assert reinit.harmful.original.curve == reinit.harmful.immunized.curve
 
 
-def test_pooling_keeps_at_most_skip_dims_values():
-    assert pooled(torch.randn(2, 32, 7, 7), 2048).shape == (2, 32 * 7 * 7)
-    assert pooled(torch.randn(2, 256, 14, 14), 2048).shape == (2, 256 * 2 * 2)
-    assert pooled(torch.randn(2, 4096, 4, 4), 2048).shape == (2, 4096)  # at least 1 × 1
-    assert pooled(torch.randn(2, 197, 768), 2048).shape == (2, 768)  # tokens averaged
+def test_skip_dims_must_be_positive():
     with pytest.raises(ValueError, match="skip_dims must be ≥ 1"):
         released_model(_model(), {}, skip_dims=0)
 

@@ -15,7 +15,7 @@ from condimmune.core.errors import ArgumentError
 from condimmune.deep.backbones import build_model
 from condimmune.deep.checkpoint import DeepHistory
 from condimmune.deep.images import KeyedDataset
-from condimmune.deep.taps import pool_tap, record_taps, tap_names
+from condimmune.deep.taps import record_taps, tap_names
 from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, make_fabric
 from condimmune.deep.whole_network import _Guard, _guard_step, immunize_whole_network
 from condimmune.methods.full_depth import (
@@ -30,7 +30,11 @@ from condimmune.methods.full_depth import (
     tap_weights,
 )
 from condimmune.methods.registry import configure_method
-from condimmune.methods.tap_adversary import ridge_heldout_error, standardised_union
+from condimmune.methods.tap_adversary import (
+    pool_activations,
+    ridge_heldout_error,
+    standardised_union,
+)
 
 
 def _problem(seed: int, n: int, k: int, classes: int):
@@ -43,8 +47,8 @@ def _problem(seed: int, n: int, k: int, classes: int):
 
 @pytest.mark.parametrize(
     ("n", "k", "classes", "ridge"),
-    [(40, 5, 3, 1e-3), (30, 12, 4, 0.1), (16, 20, 2, 1e-2)],
-    ids=["tall", "square-ish", "wide-features"],
+    [(40, 5, 3, 1e-3), (30, 12, 4, 0.1), (16, 20, 2, 1e-2), (12, 300, 3, 0.1)],
+    ids=["tall", "square-ish", "wide-features", "dual-form-300-features"],
 )
 def test_tap_adversary_equals_a_directly_fitted_ridge_probe(n, k, classes, ridge) -> None:
     x, y = _problem(0, 2 * n, k, classes)
@@ -145,6 +149,42 @@ def test_union_adversary_enters_the_tap_terms_with_its_weight() -> None:
     assert mean_with == pytest.approx((2 * mean_without + float(error)) / 3)
 
 
+def test_union_adversary_on_a_grid_reads_each_tap_pooled_to_union_dims() -> None:
+    """``union_dims > 0``: the union probe sees each convolutional tap as a ``c × s × s``
+    grid (here 2 × 2 of a 4 × 4 map), the anchor and the per-tap probes still its mean."""
+    gen = torch.Generator().manual_seed(3)
+    maps = [0.1 * torch.randn(48, c, 4, 4, generator=gen, dtype=torch.float64) for c in (2, 3)]
+    labels = torch.arange(40) % 3
+    # the class is where a +1 / −1 pair of 2 × 2 blocks lies: every spatial mean is noise
+    for row, label in enumerate(labels.tolist()):
+        plus, minus = [(0, 0), (0, 2), (2, 0)][label], (2, 2)
+        for m in maps:
+            m[8 + row, :, plus[0] : plus[0] + 2, plus[1] : plus[1] + 2] += 1.0
+            m[8 + row, :, minus[0] : minus[0] + 2, minus[1] : minus[1] + 2] -= 1.0
+    original = [m[:8] for m in maps]
+    options = {"union_weight": 1.5, "union_ridge": 0.2}
+    mean_only = FullDepthObjective(FullDepthOptions(**options), 3)
+    grid = FullDepthObjective(FullDepthOptions(**options, union_dims=12), 3)
+    plain, _ = FullDepthObjective(FullDepthOptions(), 3).tap_terms(maps, original, labels, 8)
+    on_grid, _ = grid.tap_terms(maps, original, labels, 8)
+    on_mean, _ = mean_only.tap_terms(maps, original, labels, 8)
+    cells = [pool_activations(m[8:], 12) for m in maps]
+    assert [c.shape[1] for c in cells] == [2 * 4, 3 * 4]
+    fit, held = standardised_union([c[:20] for c in cells], [c[20:] for c in cells])
+    error = ridge_heldout_error(fit, labels[:20], held, labels[20:], 3, 0.2)
+    assert float(on_grid) == pytest.approx(float(plain - 1.5 * error.clamp(max=1.0)))
+    assert float(error) < 0.5  # the grid shows the harmful signal the means hide
+    assert float(on_mean) == pytest.approx(float(plain - 1.5))  # the mean union: chance
+
+
+def test_dual_form_gradient_matches_finite_differences() -> None:
+    x, y = _problem(8, 16, 40, 3)  # 8 fit rows, 40 features: the n × n solve
+    fit = x[:8].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda f: ridge_heldout_error(f, y[:8], x[8:], y[8:], 3, 1e-2), (fit,)
+    )
+
+
 def test_union_adversary_gradient_matches_finite_differences() -> None:
     x, y = _problem(7, 24, 4, 3)
     fit = x[:12].clone().requires_grad_(True)
@@ -219,16 +259,41 @@ def _cfg(**options: object) -> ImmunizeOptions:
     return ImmunizeOptions(method=method, epochs=2, batch_size=8, lr=1e-2)
 
 
-def test_taps_are_pooled_block_outputs_in_depth_order() -> None:
+def test_taps_are_the_block_outputs_in_depth_order() -> None:
     model = build_model("small-cnn", num_classes=3, image_size=8, seed=0).eval()
     x = _images(0, 4, 3).images
     with record_taps(model) as taps:
         features, _ = model(x)
     assert [t.shape[1] for t in taps] == [16, 32, 128]
-    torch.testing.assert_close(taps[-1], features)
-    torch.testing.assert_close(taps[0], pool_tap(model.body.block1(x)))
+    torch.testing.assert_close(pool_activations(taps[-1]), features)
+    torch.testing.assert_close(taps[0], model.body.block1(x))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims", "pooled_shape"),
+    [
+        ((2, 32, 7, 7), 0, (2, 32)),
+        ((2, 32, 7, 7), 2048, (2, 32 * 7 * 7)),
+        ((2, 64, 7, 7), 2048, (2, 64 * 5 * 5)),
+        ((2, 256, 14, 14), 2048, (2, 256 * 2 * 2)),
+        ((2, 4096, 4, 4), 2048, (2, 4096)),  # at least 1 × 1
+        ((2, 197, 768), 2048, (2, 768)),  # tokens averaged
+        ((2, 197, 768), 0, (2, 768)),
+        ((2, 10), 5, (2, 10)),
+    ],
+    ids=str,
+)
+def test_pooling_keeps_at_most_dims_values_per_image(shape, dims, pooled_shape) -> None:
+    assert pool_activations(torch.randn(*shape), dims).shape == pooled_shape
+
+
+def test_pooling_to_no_dims_is_the_spatial_mean_and_a_grid_is_block_means() -> None:
+    a = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    assert torch.equal(pool_activations(a), a.mean(dim=(2, 3)))
+    grid = pool_activations(a, 4 * 9).reshape(3, 4, 3, 3)  # 2 × 2 blocks of the 6 × 6 map
+    torch.testing.assert_close(grid[:, :, 1, 2], a[:, :, 2:4, 4:6].mean(dim=(2, 3)))
     with pytest.raises(ValueError, match="2–4 dimensions"):
-        pool_tap(torch.zeros(1, 1, 1, 1, 1))
+        pool_activations(torch.zeros(1, 1, 1, 1, 1))
 
 
 def test_simulated_attack_leaves_the_model_untouched_and_returns_body_gradients() -> None:

@@ -22,12 +22,10 @@ computed from the images, concatenated.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -38,12 +36,12 @@ from condimmune.attacks.deep_train import TaskTensors
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.bodies import SplitBody
 from condimmune.deep.taps import record_taps
+from condimmune.methods.tap_adversary import pool_activations
 
 __all__ = [
     "ImmunizedBlocks",
     "TaskImages",
     "extraction_flops",
-    "pooled",
     "prefix_tensors",
     "released_model",
     "same_prefix",
@@ -91,17 +89,6 @@ class _Features(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model.features(x)
-
-
-def pooled(a: Tensor, skip_dims: int) -> Tensor:
-    """The skip probe's features of prefix activations ``a`` (module docstring)."""
-    if a.ndim == 4:
-        channels, height = a.shape[1], a.shape[2]
-        side = max(1, min(height, math.isqrt(max(skip_dims // channels, 1))))
-        return F.adaptive_avg_pool2d(a, side).flatten(1)
-    if a.ndim == 3:
-        return a.mean(dim=1)
-    return a.flatten(1)
 
 
 def same_prefix(a: DeepModel, b: DeepModel) -> bool:
@@ -182,9 +169,9 @@ def released_model(
             f_train.double(), t.train_y, f_test.double(), t.test_y, t.classes
         )
         skip[task] = TaskTensors(
-            pooled(t.train_x, skip_dims).double(),
+            pool_activations(t.train_x, skip_dims).double(),
             t.train_y,
-            pooled(t.test_x, skip_dims).double(),
+            pool_activations(t.test_x, skip_dims).double(),
             t.test_y,
             t.classes,
         )
@@ -213,7 +200,7 @@ def _taps(
             for i in range(0, x.shape[0], batch_size):
                 taps.clear()
                 model.body(x[i : i + batch_size])  # images in, whatever the model reads
-                rows.append(torch.cat(taps, dim=1))
+                rows.append(torch.cat([pool_activations(t) for t in taps], dim=1))
         return torch.cat(rows).double()
 
     return {

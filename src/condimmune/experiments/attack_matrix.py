@@ -33,7 +33,11 @@ from condimmune.attacks.deep_headline import DeepAttackSuite
 from condimmune.experiments.figures import HeatCell, draw_factor_heat_map, factor_text
 from condimmune.experiments.matrix_groups import MatrixGroup, MatrixResult, Stat, group_runs
 from condimmune.experiments.matrix_runs import load_matrix_runs
-from condimmune.experiments.pipelines.deep.attack_report import benign_settings, best_so_far
+from condimmune.experiments.pipelines.deep.attack_report import (
+    attacker_budgets,
+    benign_settings,
+    best_so_far,
+)
 from condimmune.experiments.report import save_figure
 from condimmune.experiments.rundir import claim_output_dir, write_directory_atomically
 from condimmune.experiments.verdict import verdict_text
@@ -150,7 +154,8 @@ def _markdown(groups: list[MatrixGroup], labels: list[str], first: DeepAttackSui
         f"{sum(len(g.runs) for g in groups)} runs. Settings (the same for every run): {s.trials} "
         f"trials per attacker and model on cached features ({s.probe_steps} steps), "
         f"{s.finetune_trials} for network attackers ({s.finetune_steps} steps of "
-        f"{s.batch_size}, evaluated every {s.finetune_eval_every}){benign_settings(s)}; "
+        f"{s.batch_size}, evaluated every {s.finetune_eval_every}){attacker_budgets(s)}"
+        f"{benign_settings(s)}; "
         f"target {s.target_fraction:g} × θ0's best; utility cap {s.utility_cap:g} points.",
         "",
         "Harmful-task slowdown θ_I ÷ θ0 (mean ± std over seeds; ≥: some seed did not reach "

@@ -20,8 +20,8 @@ experiment                 data keys read
                            pca_components, drop_collinear (bundled data: no ``root``)
 ``house-price``            root, train_rows, test_rows, pca_components, drop_collinear
 ``mnist-cnn``,             root, benign_digits, harmful_digits, train_per_class,
-``mnist-cnn-cluttered``    test_per_class, defence_per_class, canvas, clutter, num_workers,
-                           harmful_images, harmful_root (Fashion-MNIST IDX when
+``mnist-cnn-cluttered``,   test_per_class, defence_per_class, canvas, clutter, num_workers,
+``mnist-cnn-few-labels``   harmful_images, harmful_root (Fashion-MNIST IDX when
                            harmful_images is ``fashion-mnist``)
 ``imagenet-*``             root, harmful_root, max_train_images, max_test_images, num_workers
 ``mobilenet-fashion-mnist``  root (Fashion-MNIST IDX; unset: Debian's dataset-fashion-mnist),
@@ -49,6 +49,7 @@ from condimmune.experiments.experiment_settings import (
     CLUTTER_CANVAS,
     CLUTTERED_ATTACK,
     DIGIT_KEYS,
+    FEW_LABELS_ATTACK,
     HOUSE_KEYS,
     HOUSE_PRICE_METHODS,
     MNIST_CNN,
@@ -84,6 +85,7 @@ class Experiment(StrEnum):
     DIGITS = "digits"
     MNIST_CNN = "mnist-cnn"
     MNIST_CNN_CLUTTERED = "mnist-cnn-cluttered"
+    MNIST_CNN_FEW_LABELS = "mnist-cnn-few-labels"
     IMAGENET_CARS_RESNET18 = "imagenet-cars-resnet18"
     IMAGENET_COUNTRY211_RESNET18 = "imagenet-country211-resnet18"
     IMAGENET_CARS_VIT = "imagenet-cars-vit"
@@ -115,6 +117,9 @@ class ExperimentSpec:
     )
     digit_pairs: bool = False
     """Its tasks are a (benign, harmful) digit pair: a sweep runs it over ``--pairs``."""
+    digit_groups: bool = False
+    """Its tasks are ``mnist-cnn``'s groups of digits (``data.benign_digits`` and
+    ``data.harmful_digits``, or garments with ``data.harmful_images=fashion-mnist``)."""
 
 
 _LINEAR, _DEEP = ModelFamily.LINEAR, ModelFamily.DEEP
@@ -172,6 +177,7 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 frozen_sections(MNIST_CNN),
                 MNIST_CNN_IGNORES,
                 method_lambdas(1e-3, 100.0),
+                digit_groups=True,
             ),
             ExperimentSpec(
                 Experiment.MNIST_CNN_CLUTTERED,
@@ -195,6 +201,24 @@ EXPERIMENTS: Mapping[Experiment, ExperimentSpec] = MappingProxyType(
                 ),
                 MNIST_CNN_IGNORES,
                 method_lambdas(1e-3, 100.0),
+                digit_groups=True,
+            ),
+            ExperimentSpec(
+                Experiment.MNIST_CNN_FEW_LABELS,
+                "deep, offline on CPU, the operating point with the largest head start "
+                "(docs/attacks.md): mnist-cnn with 10 labelled images per harmful digit for "
+                "the attacker, 100 per digit reserved for immunization",
+                _DEEP,
+                frozen_sections(
+                    {
+                        **MNIST_CNN,
+                        "data": {"train_per_class": 300, "defence_per_class": 100},
+                        "attack": FEW_LABELS_ATTACK,
+                    }
+                ),
+                MNIST_CNN_IGNORES,
+                method_lambdas(1e-3, 100.0),
+                digit_groups=True,
             ),
             ExperimentSpec(
                 Experiment.IMAGENET_CARS_RESNET18,

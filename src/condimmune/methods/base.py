@@ -152,8 +152,9 @@ class WholeNetworkObjective(Protocol):
     def tap_terms(
         self, taps: list[Tensor], original: list[Tensor], harmful_labels: Tensor, benign_rows: int
     ) -> tuple[Tensor, float]:
-        """The terms on the taps of one mixed batch (benign rows first; ``original``: θ0's
-        benign taps), and a number to record (e.g. the tap adversaries' mean error)."""
+        """The terms on the taps' outputs of one mixed batch, as recorded (not pooled;
+        benign rows first; ``original``: θ0's benign taps), and a number to record (e.g. the
+        tap adversaries' mean error)."""
 
     def simulates_at(self, step: int) -> bool:
         """Whether step ``step`` (from 0) simulates an attack."""

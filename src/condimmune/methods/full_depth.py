@@ -25,7 +25,10 @@ won by re-scaling the features (issue #28):
   deviation — what the suite's ``tap-adam`` attacker reads — with its own ridge
   ``union_ridge``. Standardising makes ``E_∪`` invariant to re-scaling each feature on its
   own, so the defence cannot hide the harmful signal in low-variance directions that a
-  trace-relative ridge suppresses but a standardised probe sees;
+  trace-relative ridge suppresses but a standardised probe sees. With ``union_dims > 0``
+  each tap enters the union as a coarse spatial grid (``c × s × s``, ``c s² ≤``
+  ``union_dims``, the rule by which the suite's ``skip-adam`` reads the prefix) instead of
+  its spatial mean, so the adversary also sees where in the image the harmful signal is;
 * **simulated fine-tuning** (F4): every ``simulate_every``-th step, ``K`` first-order steps
   of a sampled attacker (SGD with momentum or AdamW, learning rate log-uniform in
   ``[simulate_lr_min, simulate_lr_max]``, a fresh zero head, batch norm in train mode) on
@@ -56,7 +59,11 @@ from torch.func import functional_call
 
 from condimmune.core.regularizers import r_ill_features
 from condimmune.methods.base import DeepSolver, DeepVersion, Float, MethodOptions, MethodSpec
-from condimmune.methods.tap_adversary import ridge_heldout_error, standardised_union
+from condimmune.methods.tap_adversary import (
+    pool_activations,
+    ridge_heldout_error,
+    standardised_union,
+)
 
 __all__ = [
     "FULL_DEPTH",
@@ -89,6 +96,13 @@ class FullDepthOptions(MethodOptions):
     )
     union_ridge: Float = Field(
         default=0.1, gt=0, le=100, description="ρ of the union probe, relative to tr(ÃᵀÃ)/k"
+    )
+    union_dims: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="the union probe's values per tap and image: a c × s × s grid with "
+        "c s² ≤ this (the skip probe's rule); 0 = the spatial mean, c values",
     )
     suppress_weight: Float = Field(
         default=1.0, ge=0, description="λ_s of the suppression after simulated fine-tuning (F4)"
@@ -212,9 +226,12 @@ class FullDepthObjective:
         when ``λ_u > 0``, the union probe)."""
         o, nb, y = self.options, benign_rows, harmful_labels
         half = (taps[0].shape[0] - nb) // 2
-        total = o.anchor_weight * anchor_loss([t[:nb] for t in taps], original)
+        pooled = [pool_activations(t) for t in taps]
+        total = o.anchor_weight * anchor_loss(
+            [t[:nb] for t in pooled], [pool_activations(t) for t in original]
+        )
         errors = []
-        for tap in taps:
+        for tap in pooled:
             h = tap[nb:].to(torch.float64)
             error = ridge_heldout_error(
                 h[:half], y[:half], h[half:], y[half:], self.classes, o.tap_ridge
@@ -225,7 +242,8 @@ class FullDepthObjective:
                 phi = h * math.sqrt(h.shape[1]) / torch.linalg.vector_norm(h)  # mean eigenvalue 1
                 total = total + o.condnum_weight * r_ill_features(phi, rank_deficiency="allow")
         if o.union_weight:
-            harmful = [tap[nb:] for tap in taps]
+            union = [pool_activations(t, o.union_dims) for t in taps] if o.union_dims else pooled
+            harmful = [tap[nb:] for tap in union]
             fit, held = standardised_union([h[:half] for h in harmful], [h[half:] for h in harmful])
             error = ridge_heldout_error(fit, y[:half], held, y[half:], self.classes, o.union_ridge)
             errors.append(float(error.detach()))

@@ -20,7 +20,7 @@ from condimmune.experiments.config.fields import (
 from condimmune.experiments.config.measure import AttackConfig, DeepAttackConfig, DeepEvalConfig
 from condimmune.experiments.config.model import ModelConfig
 from condimmune.experiments.config.training import DeepTrainConfig, TrainConfig
-from condimmune.experiments.registry import Experiment
+from condimmune.experiments.registry import Experiment, experiment_spec
 from condimmune.methods.base import MethodOptions, ModelFamily, NoOptions
 
 
@@ -97,10 +97,10 @@ class DeepExperimentConfig(_Schema):
 
     @model_validator(mode="after")
     def _garment_folder(self) -> Self:
-        digits = (Experiment.MNIST_CNN.value, Experiment.MNIST_CNN_CLUTTERED.value)
         d = self.data
         mnist = d.harmful_images == HarmfulImages.MNIST
-        if self.experiment in digits and d.harmful_root is not None and mnist:
+        digits = experiment_spec(self.experiment).digit_groups
+        if digits and d.harmful_root is not None and mnist:
             raise ValueError(
                 f"data.harmful_root={d.harmful_root} is read by {self.experiment} only with "
                 "data.harmful_images=fashion-mnist (its Fashion-MNIST folder); unset it or set "

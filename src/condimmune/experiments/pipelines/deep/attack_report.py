@@ -101,6 +101,21 @@ def _row(name: str, entry: DeepAttackerSummary) -> str:
     )
 
 
+def attacker_budgets(s: DeepAttackOptions) -> str:
+    """The settings beyond the common budgets (each optional, shown only when set): the
+    attacker's labels per class, the weight-free attackers' steps, `raw-adam`'s own steps."""
+    parts = []
+    if s.labels_per_class is not None:
+        parts.append(f"the attacker holds {s.labels_per_class} labelled images per harmful class")
+    if s.weight_free_steps is not None:
+        parts.append(
+            f"{s.weight_free_steps} steps for the weight-free attackers (searched once per θ0)"
+        )
+    if s.raw_probe_steps is not None:
+        parts.append(f"{s.raw_probe_steps} for `raw-adam`")
+    return "".join(f", {part}" for part in parts)
+
+
 def benign_settings(s: DeepAttackOptions) -> str:
     """How the benign task was attacked, when it differs from the harmful one."""
     parts = []
@@ -119,18 +134,11 @@ def report_lines(metrics: DeepRunMetrics, suite: DeepAttackSuite) -> list[str]:
     slowdowns = {n: (e.harmful.slowdown, e.harmful.reached) for n, e in suite.attackers.items()}
     label = f"`{metrics.method}` on {metrics.experiment} (seed {metrics.seed})"
     rir = metrics.rir_theta0.honest.rir_mean
-    weight_free = (
-        ""
-        if s.weight_free_steps is None
-        else f", {s.weight_free_steps} steps for the weight-free attackers (searched once per θ0)"
-    )
-    if s.raw_probe_steps is not None:
-        weight_free += f", {s.raw_probe_steps} for `raw-adam`"
     return [
         f"Settings: {s.trials} trials per attacker and model on cached features "
         f"({s.probe_steps} full-batch steps), {s.finetune_trials} for attackers that train "
         f"network blocks ({s.finetune_steps} minibatch steps of {s.batch_size}, evaluated every "
-        f"{s.finetune_eval_every}){weight_free}{benign_settings(s)}; cap "
+        f"{s.finetune_eval_every}){attacker_budgets(s)}{benign_settings(s)}; cap "
         f"{format_number(s.seconds)} s per "
         f"attacker and task; target = {s.target_fraction:g} × θ0's best accuracy for that "
         f"attacker; TPE sampler seed {s.seed}; storage `{s.storage}`; "

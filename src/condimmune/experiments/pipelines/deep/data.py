@@ -33,7 +33,7 @@ from condimmune.deep.images import (
     parse_digits,
 )
 from condimmune.experiments.pipelines.deep.options import DeepDataOptions, ModelOptions
-from condimmune.experiments.registry import Experiment
+from condimmune.experiments.registry import Experiment, experiment_spec
 from condimmune.linear.mnist import mnist_arrays, read_idx
 
 __all__ = [
@@ -299,7 +299,7 @@ def load_deep_data(d: DeepDataOptions, model: ModelOptions, seed: int) -> DeepTa
     exp = d.experiment
     if exp is Experiment.MOBILENET_FASHION_MNIST:
         return _fashion_vs_mnist(d, model, seed)
-    if exp in (Experiment.MNIST_CNN, Experiment.MNIST_CNN_CLUTTERED):
+    if experiment_spec(exp).digit_groups:
         return _digit_groups(d, seed)
     spec = SPECS[model.backbone]
     size = model.image_size

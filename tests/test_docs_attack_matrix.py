@@ -39,9 +39,11 @@ MATRICES = {
     "mnist-cnn-few-labels": ("## The few-label operating point", 27),
     "mnist-cnn-few-labels-union mnist-cnn-few-labels-grid-union "
     "mnist-cnn-few-labels-grid-union-ablations/mean-union "
-    "mnist-cnn-few-labels-grid-union-ablations/taps-only": (
+    "mnist-cnn-few-labels-grid-union-ablations/taps-only "
+    "mnist-cnn-few-labels-grid-union-ablations/taps-only-anchor-off "
+    "mnist-cnn-few-labels-grid-union-ablations/taps-only-condnum": (
         "### The union defence and its ablations on the few-label point",
-        12,
+        18,
     ),
 }
 """Kept runs (folders of docs/data/attack-matrix/, space-separated, combined in one report)

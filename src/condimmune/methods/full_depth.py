@@ -242,8 +242,12 @@ class FullDepthObjective:
                 phi = h * math.sqrt(h.shape[1]) / torch.linalg.vector_norm(h)  # mean eigenvalue 1
                 total = total + o.condnum_weight * r_ill_features(phi, rank_deficiency="allow")
         if o.union_weight:
-            union = [pool_activations(t, o.union_dims) for t in taps] if o.union_dims else pooled
-            harmful = [tap[nb:] for tap in union]
+            # only the harmful rows enter the union probe, so only they are pooled to a grid
+            harmful = (
+                [pool_activations(t[nb:], o.union_dims) for t in taps]
+                if o.union_dims
+                else [t[nb:] for t in pooled]
+            )
             fit, held = standardised_union([h[:half] for h in harmful], [h[half:] for h in harmful])
             error = ridge_heldout_error(fit, y[:half], held, y[half:], self.classes, o.union_ridge)
             errors.append(float(error.detach()))

@@ -4,10 +4,13 @@ and whose weight-free attackers get the budgets that make ``S_max`` a number."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from condimmune.experiments.config import apply_overrides, default_config
+from condimmune.experiments.config import apply_overrides, default_config, load_config
 from condimmune.experiments.pipeline import resolve_plan
 from condimmune.experiments.pipelines.deep.data import DeepTaskData, load_deep_data
 from condimmune.experiments.registry import experiment_spec
@@ -89,3 +92,24 @@ def test_reports_name_the_budgets_beyond_the_common_ones(
     from condimmune.experiments.pipelines.deep.attack_report import attacker_budgets
 
     assert attacker_budgets(DeepAttackOptions(**changes)) == expected
+
+
+GRID_UNION = "src/condimmune/configs/mnist-cnn-few-labels-grid-union.yaml"
+KEPT_GRID_UNION = (
+    "docs/data/attack-matrix/mnist-cnn-few-labels-grid-union-ablations/taps-only/"
+    "mnist-cnn-few-labels-full-depth-s{seed}/metrics.json"
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_grid_union_config_is_the_defence_the_docs_measured(seed) -> None:
+    """The packaged config trains what the kept runs of docs/attacks.md trained: the same
+    experiment, method, epochs and method options (those the runs recorded)."""
+    c = load_config(GRID_UNION)
+    kept = json.loads(Path(KEPT_GRID_UNION.format(seed=seed)).read_text())
+    assert (c.experiment, c.train.method) == (kept["experiment"], kept["method"])
+    # 1,500 benign training images in batches of 256, the partial batch dropped: 5 per epoch
+    assert kept["training"]["steps"] == 5 * c.train.epochs
+    options = c.method.model_dump()
+    assert {k: options[k] for k in kept["method_options"]} == kept["method_options"]
+    resolve_plan(c)

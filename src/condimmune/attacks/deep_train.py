@@ -10,7 +10,9 @@ column and :math:`Y` the one-hot targets:
 * ``lstsq`` solves :math:`(\tilde A^\top\tilde A + \rho\,\mathrm{tr}(\tilde A^\top\tilde A)/k'\, I)W
   = \tilde A^\top Y` once (Eq. A2, ``ridge`` = ρ);
 * ``momentum`` (Nesterov, ``lr = c / λ_max(ÃᵀÃ/n)``), ``adam`` (AdamW) and ``lbfgs``
-  (strong-Wolfe line search, one iteration per step) minimise the cross-entropy.
+  (strong-Wolfe line search, one iteration per step) minimise the cross-entropy; the linear
+  ``adam`` head's steps are written out (:mod:`condimmune.attacks.adam_probe`: the same
+  update without autograd's and the optimizer's per-step overhead).
 
 Networks (the immunized blocks from cached activations, or the whole backbone from images)
 train on minibatches in train mode and are evaluated in eval mode, with a new linear head
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from condimmune.attacks.adam_probe import adamw_linear_accuracies
 from condimmune.attacks.probes import squared_loss_lipschitz
 from condimmune.attacks.registry import Optimizer
 
@@ -38,6 +41,7 @@ __all__ = [
     "TaskTensors",
     "best_so_far_area",
     "curvature",
+    "head_curve",
     "network_curve",
     "probe_curve",
     "reset_own_parameters",
@@ -181,6 +185,19 @@ def probe_curve(
     if optimizer in (Optimizer.GD_1L, Optimizer.LSTSQ):
         return _closed_forms(data, optimizer, params, budget)
     x, xt = data.train_x.float(), data.test_x.float()
+    if optimizer is Optimizer.ADAM and not hidden:  # the same trial without the overhead
+        accuracies = adamw_linear_accuracies(
+            x,
+            data.train_y,
+            xt,
+            data.test_y,
+            data.classes,
+            lr=params["lr"],
+            weight_decay=params["weight_decay"],
+            steps=budget.steps,
+            eval_steps=set(budget.eval_steps),
+        )
+        return _pad(accuracies, len(budget.eval_steps))
     k = x.shape[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -195,7 +212,26 @@ def probe_curve(
             nn.init.zeros_(head.bias)
     if optimizer is Optimizer.MOMENTUM and lr_scale is None:
         lr_scale = curvature(data)
-    opt = _make_optimizer(optimizer, params, list(head.parameters()), lr_scale or 1.0)
+    return head_curve(head, data, optimizer, params, budget, lr_scale=lr_scale or 1.0)
+
+
+def head_curve(
+    head: nn.Module,
+    data: TaskTensors,
+    optimizer: Optimizer,
+    params: dict[str, float],
+    budget: Budget,
+    *,
+    lr_scale: float = 1.0,
+) -> list[float]:
+    """Held-out accuracy at ``budget.eval_steps`` of ``head`` (any module from features to
+    logits; the features are cast to its parameters' dtype) trained full batch on the
+    cross-entropy by ``optimizer`` with autograd: :func:`probe_curve`'s trial for the MLP and
+    the non-Adam heads, and the definition the written-out linear AdamW head is checked
+    against."""
+    dtype = next(head.parameters()).dtype
+    x, xt = data.train_x.to(dtype), data.test_x.to(dtype)
+    opt = _make_optimizer(optimizer, params, list(head.parameters()), lr_scale)
 
     def closure() -> float:
         opt.zero_grad()

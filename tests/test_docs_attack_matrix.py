@@ -35,6 +35,11 @@ MATRICES = {
         "### Ablations of the union defence",
         6,
     ),
+    "mnist-cnn-cluttered-union-ablations/taps-union "
+    "mnist-cnn-cluttered-union-ablations/grid-taps-union": (
+        "### The few-label point's grid union on the cluttered point",
+        6,
+    ),
     "mnist-cnn-cluttered-prefix-curve": ("### Prefix ceilings across the depth", 3),
     "mnist-cnn-few-labels": ("## The few-label operating point", 27),
     "mnist-cnn-few-labels-union mnist-cnn-few-labels-grid-union "

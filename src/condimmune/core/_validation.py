@@ -6,34 +6,44 @@ Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+import array_api_compat
+import numpy as np
+from numpy.typing import NDArray
+
+from condimmune.core.arrays import Array, detached, is_array, is_torch, machine_epsilon, namespace
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+_FLOAT_DTYPES = ("float32", "float64")
 
 
-def check_float_tensor(x: object, name: str) -> Tensor:
-    """Return ``x`` if it is a non-empty, finite float32/float64 tensor."""
-    if not isinstance(x, Tensor):
+def check_float_tensor(x: Array, name: str) -> Array:
+    """Return ``x`` if it is a non-empty, finite float32/float64 torch tensor or numpy array
+    (:mod:`condimmune.core.arrays`)."""
+    if not is_array(x):
         raise TypeError(
-            f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+            f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}; "
             "convert it with torch.as_tensor(..., dtype=torch.float64)"
         )
-    if x.dtype not in _FLOAT_DTYPES:
+    if str(x.dtype).removeprefix("torch.") not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} has dtype {x.dtype}; spectral computations need float32 or float64, "
-            f"convert it with {name}.to(torch.float64)"
+            f"convert it with {name}.to(torch.float64) (numpy: {name}.astype(numpy.float64))"
         )
-    if x.numel() == 0:
+    if x.size == 0 if isinstance(x, np.ndarray) else x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one row/column")
-    if x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # meta: shapes only
+    meta = not isinstance(x, np.ndarray) and x.device.type == "meta"  # shapes only
+    if not meta and not bool(namespace(x).all(namespace(x).isfinite(x))):
         raise ValueError(
             f"{name} contains NaN or Inf; clean the data (impute or drop the rows) before this call"
         )
     return x
 
 
-def check_matrix(x: object, name: str) -> Tensor:
+def check_matrix(x: Array, name: str) -> Array:
     """A non-empty, finite, 2-D float tensor."""
     x = check_float_tensor(x, name)
     if x.ndim != 2:
@@ -41,7 +51,7 @@ def check_matrix(x: object, name: str) -> Tensor:
     return x
 
 
-def check_symmetric_psd(x: object, name: str) -> Tensor:
+def check_symmetric_psd(x: Array, name: str) -> Array:
     """A square, symmetric, finite float matrix (PSD-ness is checked by the caller's rtol)."""
     s = check_matrix(x, name)
     if s.shape[0] != s.shape[1]:
@@ -49,9 +59,10 @@ def check_symmetric_psd(x: object, name: str) -> Tensor:
             f"{name} must be square, got shape {tuple(s.shape)}; to use features Φ (n × k) "
             "call the *_features variant instead"
         )
-    scale = s.detach().abs().max()
-    asym = (s.detach() - s.detach().mT).abs().max()
-    tol = 100 * s.shape[0] * torch.finfo(s.dtype).eps * scale
+    xp, values = namespace(s), detached(s)
+    scale = float(xp.max(xp.abs(values)))
+    asym = float(xp.max(xp.abs(values - values.mT)))
+    tol = 100 * s.shape[0] * machine_epsilon(s.dtype) * scale
     if asym > tol:
         raise ValueError(
             f"{name} is not symmetric (max |S - Sᵀ| = {float(asym):.3g}, "
@@ -61,20 +72,25 @@ def check_symmetric_psd(x: object, name: str) -> Tensor:
     return s
 
 
-def check_same_device_dtype(**tensors: Tensor) -> None:
-    """All tensors share one dtype and one device."""
-    items = list(tensors.items())
+def check_same_device_dtype(**arrays: Tensor | NDArray[np.floating[Any]]) -> None:
+    """All arrays share one backend, one dtype and one device."""
+    items = list(arrays.items())
     first_name, first = items[0]
     for name, t in items[1:]:
+        if is_torch(t) != is_torch(first):
+            raise TypeError(
+                f"{name} is a {type(t).__name__} but {first_name} a {type(first).__name__}; "
+                "pass both as torch tensors or both as numpy arrays"
+            )
         if t.dtype != first.dtype:
             raise TypeError(
                 f"{name} has dtype {t.dtype} but {first_name} has {first.dtype}; "
                 "convert both to the same dtype (float64 recommended)"
             )
-        if t.device != first.device:
+        if array_api_compat.device(t) != array_api_compat.device(first):
             raise ValueError(
-                f"{name} is on {t.device} but {first_name} is on {first.device}; "
-                "move both to the same device"
+                f"{name} is on {array_api_compat.device(t)} but {first_name} is on "
+                f"{array_api_compat.device(first)}; move both to the same device"
             )
 
 

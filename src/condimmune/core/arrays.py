@@ -1,0 +1,58 @@
+r"""Arrays of either backend for the maths of :mod:`condimmune.core` (issue #30).
+
+The deep path and the public API hand torch tensors (autograd, GPUs); the linear pipeline
+is moving to numpy arrays, so that a linear run never pays for importing torch. A function
+of ``core`` written once against the Python array API serves both: :func:`namespace` gives
+the module of its inputs' backend (``array_api_compat``'s wrappers of numpy or of torch,
+the latter only ever for a tensor, so numpy inputs never import torch), and the few
+operations the standard leaves out (detaching from autograd, machine epsilon of a dtype)
+are here. Which modules of ``core`` take both is listed in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import array_api_compat
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["Array", "detached", "is_array", "is_torch", "machine_epsilon", "namespace"]
+
+Array = TypeVar("Array", "Tensor", NDArray[np.floating[Any]])
+"""A torch tensor or a numpy array of floats: a function typed ``Array → Array`` returns the
+backend it was given."""
+
+
+def is_torch(x: object) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch when it was never imported)."""
+    return bool(array_api_compat.is_torch_array(x))
+
+
+def is_array(x: object) -> bool:
+    """Whether ``x`` is a numpy array or a torch tensor: the two backends ``core`` takes."""
+    return isinstance(x, np.ndarray) or is_torch(x)
+
+
+def namespace(*arrays: object) -> Any:
+    """The array-API namespace shared by ``arrays`` (``array_api_compat.numpy`` or
+    ``array_api_compat.torch``); ``TypeError`` when they mix backends."""
+    return array_api_compat.array_namespace(*arrays)
+
+
+def detached(x: Array) -> Array:
+    """``x`` without its autograd graph (a tensor's ``detach()``; a numpy array as it is)."""
+    return x if isinstance(x, np.ndarray) else x.detach()
+
+
+def machine_epsilon(dtype: object) -> float:
+    """``eps`` of a float dtype of either backend (``torch.float64`` or ``numpy.float64``)."""
+    name = str(dtype)  # torch's dtypes print as "torch.float64"; numpy's dtypes are read as is
+    try:
+        plain = np.dtype(name.removeprefix("torch.") if name.startswith("torch.") else dtype)  # type: ignore[call-overload]
+        return float(np.finfo(plain).eps)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{dtype} is not a floating-point dtype") from error

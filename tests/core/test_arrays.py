@@ -1,0 +1,161 @@
+"""Both backends of core's maths (issue #30): numpy arrays give torch's numbers, in numpy.
+
+Each function of :mod:`condimmune.core.spectral` is called on the same float64 data as a
+torch tensor and as a numpy array: the numpy result is a numpy array (never a tensor) and
+equals the torch result up to the order of floating-point sums; the boundary checks refuse
+the same bad inputs in both forms. A numpy call imports no torch (checked in a fresh
+interpreter: this test process has torch loaded already).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from _helpers import matrix_with_spectrum
+
+from condimmune.core import spectral
+from condimmune.core._validation import (
+    check_matrix,
+    check_same_device_dtype,
+    check_symmetric_psd,
+)
+from condimmune.core.arrays import detached, machine_epsilon, namespace
+from condimmune.core.errors import DegenerateSpectrumError
+
+MATRIX_FUNCTIONS = {
+    "log_condition_number": spectral.log_condition_number,
+    "condition_number": spectral.condition_number,
+    "nonzero_eigenvalues": spectral.nonzero_eigenvalues,
+    "paper_compatible_condition_number": spectral.paper_compatible_condition_number,
+}
+FEATURE_FUNCTIONS = {
+    "log_condition_number_features": spectral.log_condition_number_features,
+    "condition_number_features": spectral.condition_number_features,
+    "covariance_eigenvalues": spectral.covariance_eigenvalues,
+}
+SPECTRA = {
+    "full-rank": [1e-3, 0.1, 1.0, 10.0, 100.0],
+    "low-rank-3-of-7": [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 5.0],
+}
+FEATURE_SHAPES = {"wide-n4-k9": (4, 9), "tall-n12-k5": (12, 5)}
+
+
+def _same(numpy_value: object, torch_value: torch.Tensor) -> None:
+    """Equal up to the two LAPACKs' rounding (numpy's OpenBLAS, torch's MKL): an eigenvalue
+    moves by ~p·eps·σ_max, which the paper rule's κ ≈ σ_max/1e-6 turns into 5e-10 relative
+    on the low-rank case."""
+    assert isinstance(numpy_value, np.ndarray | np.floating)
+    np.testing.assert_allclose(np.asarray(numpy_value), torch_value.numpy(), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("spectrum", SPECTRA.values(), ids=SPECTRA.keys())
+@pytest.mark.parametrize("function", MATRIX_FUNCTIONS.values(), ids=MATRIX_FUNCTIONS.keys())
+def test_matrix_functions_give_torchs_numbers_in_numpy(function, spectrum, gen):
+    S = matrix_with_spectrum(spectrum, gen)
+    _same(function(S.numpy()), function(S))
+
+
+@pytest.mark.parametrize("shape", FEATURE_SHAPES.values(), ids=FEATURE_SHAPES.keys())
+@pytest.mark.parametrize("function", FEATURE_FUNCTIONS.values(), ids=FEATURE_FUNCTIONS.keys())
+def test_feature_functions_give_torchs_numbers_in_numpy(function, shape, gen):
+    phi = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    _same(function(phi.numpy()), function(phi))
+
+
+@pytest.mark.parametrize("spectrum", SPECTRA.values(), ids=SPECTRA.keys())
+def test_rank_and_mask_agree_across_backends(spectrum, gen):
+    S = matrix_with_spectrum(spectrum, gen)
+    assert spectral.numerical_rank(S.numpy()) == spectral.numerical_rank(S)
+    lam = torch.linalg.eigvalsh(S)
+    mask = spectral.nonzero_mask(lam.numpy(), size=9)
+    assert isinstance(mask, np.ndarray) and mask.dtype == np.bool_
+    assert mask.tolist() == spectral.nonzero_mask(lam, size=9).tolist()
+    # measured against another matrix's σ_max = 2·max, at rtol 1/2 nothing is kept
+    top = 2 * lam.max()
+    assert not spectral.nonzero_mask(lam.numpy(), rtol=0.5, sigma_max=top.numpy()).any()
+    assert not spectral.nonzero_mask(lam, rtol=0.5, sigma_max=top).any()
+    assert spectral.nonzero_mask(lam.numpy(), rtol=0.5).any()
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, np.float32, np.float64, np.dtype("float64")]
+)
+def test_machine_epsilon_reads_either_backends_dtype(dtype):
+    expected = np.finfo(np.float32 if "32" in str(dtype) else np.float64).eps
+    assert machine_epsilon(dtype) == expected
+    assert spectral.default_rtol(7, dtype) == 7 * expected
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, np.int32, "bfloat16"], ids=str)
+def test_machine_epsilon_refuses_non_float_dtypes(dtype):
+    with pytest.raises(TypeError, match="not a floating-point dtype"):
+        machine_epsilon(dtype)
+
+
+def test_detached_and_namespace_keep_the_backend():
+    t = torch.ones(2, requires_grad=True)
+    assert not detached(t).requires_grad
+    a = np.ones(2)
+    assert detached(a) is a
+    assert namespace(a).__name__ == "array_api_compat.numpy"
+    with pytest.raises(TypeError):
+        namespace(a, t)
+
+
+BAD_NUMPY = {
+    "list": ([[1.0]], TypeError, "torch.Tensor or a numpy array"),
+    "int-dtype": (np.ones((2, 2), dtype=np.int64), TypeError, "float32 or float64"),
+    "empty": (np.ones((0, 2)), ValueError, "empty"),
+    "nan": (np.array([[1.0, np.nan]]), ValueError, "NaN or Inf"),
+    "1-d": (np.ones(3), ValueError, "2-D"),
+}
+
+
+@pytest.mark.parametrize(("x", "error", "message"), BAD_NUMPY.values(), ids=BAD_NUMPY.keys())
+def test_check_matrix_refuses_bad_numpy_input(x, error, message):
+    with pytest.raises(error, match=message):
+        check_matrix(x, "x")
+
+
+def test_check_symmetric_psd_refuses_asymmetric_numpy():
+    with pytest.raises(ValueError, match="not symmetric"):
+        check_symmetric_psd(np.array([[1.0, 2.0], [0.0, 1.0]]), "S")
+
+
+def test_zero_matrix_is_degenerate_in_numpy():
+    with pytest.raises(DegenerateSpectrumError):
+        spectral.log_condition_number(np.zeros((3, 3)))
+
+
+SAME_DEVICE_DTYPE = {
+    "mixed-backends": ((np.ones(2), torch.ones(2, dtype=torch.float64)), TypeError, "both"),
+    "mixed-dtypes": ((np.ones(2), np.ones(2, dtype=np.float32)), TypeError, "dtype"),
+}
+
+
+@pytest.mark.parametrize(
+    ("pair", "error", "message"), SAME_DEVICE_DTYPE.values(), ids=SAME_DEVICE_DTYPE.keys()
+)
+def test_check_same_device_dtype_refuses_mixtures(pair, error, message):
+    with pytest.raises(error, match=message):
+        check_same_device_dtype(a=pair[0], b=pair[1])
+    check_same_device_dtype(a=pair[0], b=pair[0])
+
+
+def test_numpy_spectra_do_not_import_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from condimmune.core import spectral\n"
+        "x = np.random.default_rng(0).standard_normal((6, 4))\n"
+        "spectral.log_condition_number_features(x)\n"
+        "spectral.paper_compatible_condition_number(x.T @ x)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

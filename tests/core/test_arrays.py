@@ -1,10 +1,11 @@
 """Both backends of core's maths (issue #30): numpy arrays give torch's numbers, in numpy.
 
-Each function of :mod:`condimmune.core.spectral` is called on the same float64 data as a
-torch tensor and as a numpy array: the numpy result is a numpy array (never a tensor) and
-equals the torch result up to the order of floating-point sums; the boundary checks refuse
-the same bad inputs in both forms. A numpy call imports no torch (checked in a fresh
-interpreter: this test process has torch loaded already).
+Each function of :mod:`condimmune.core.spectral`, :mod:`~condimmune.core.regularizers`,
+:mod:`~condimmune.core.eigenpairs` and :mod:`~condimmune.core.factor` is called on the same
+float64 data as a torch tensor and as a numpy array: the numpy result is a numpy array
+(never a tensor) and equals the torch result up to the order of floating-point sums; the
+boundary checks refuse the same bad inputs in both forms. A numpy call imports no torch
+(checked in a fresh interpreter: this test process has torch loaded already).
 """
 
 from __future__ import annotations
@@ -17,25 +18,43 @@ import pytest
 import torch
 from _helpers import matrix_with_spectrum
 
-from condimmune.core import spectral
+from condimmune.core import regularizers, spectral
 from condimmune.core._validation import (
     check_matrix,
     check_same_device_dtype,
     check_symmetric_psd,
 )
 from condimmune.core.arrays import detached, machine_epsilon, namespace
+from condimmune.core.eigenpairs import (
+    EigenvectorMethod,
+    log_condition_number_features_gradient,
+    psd_eigenpair,
+)
 from condimmune.core.errors import DegenerateSpectrumError
+from condimmune.core.factor import cholesky_solver, lu_solver, symmetric_indefinite_solver
 
 MATRIX_FUNCTIONS = {
     "log_condition_number": spectral.log_condition_number,
     "condition_number": spectral.condition_number,
     "nonzero_eigenvalues": spectral.nonzero_eigenvalues,
     "paper_compatible_condition_number": spectral.paper_compatible_condition_number,
+    "r_well": regularizers.r_well,
+    "r_ill": lambda S: regularizers.r_ill(S, rank_deficiency="allow"),
+    "r_well_gradient": regularizers.r_well_gradient,
+    "r_ill_gradient": lambda S: regularizers.r_ill_gradient(S, rank_deficiency="allow"),
 }
 FEATURE_FUNCTIONS = {
     "log_condition_number_features": spectral.log_condition_number_features,
     "condition_number_features": spectral.condition_number_features,
     "covariance_eigenvalues": spectral.covariance_eigenvalues,
+    "r_well_features": regularizers.r_well_features,
+    "r_ill_features": lambda P: regularizers.r_ill_features(P, rank_deficiency="allow"),
+    "log_kappa_gradient": lambda P: log_condition_number_features_gradient(P).gradient,
+    "log_kappa_gradient-inverse-iteration": lambda P: (
+        log_condition_number_features_gradient(
+            P, eigenvectors=EigenvectorMethod.INVERSE_ITERATION
+        ).gradient
+    ),
 }
 SPECTRA = {
     "full-rank": [1e-3, 0.1, 1.0, 10.0, 100.0],
@@ -64,6 +83,51 @@ def test_matrix_functions_give_torchs_numbers_in_numpy(function, spectrum, gen):
 def test_feature_functions_give_torchs_numbers_in_numpy(function, shape, gen):
     phi = torch.randn(*shape, generator=gen, dtype=torch.float64)
     _same(function(phi.numpy()), function(phi))
+
+
+PAIRS = {"top": -1, "second": -2, "lowest-non-zero": 0}
+
+
+@pytest.mark.parametrize("index", PAIRS.values(), ids=PAIRS.keys())
+def test_inverse_iteration_eigenvector_in_numpy(index, gen):
+    S = matrix_with_spectrum([0.5, 1.0, 2.0, 4.0, 8.0, 16.0], gen)
+    values, vector, fallback = psd_eigenpair(
+        S.numpy(), EigenvectorMethod.INVERSE_ITERATION, lambda v: index % len(v)
+    )
+    assert isinstance(vector, np.ndarray) and not fallback
+    _, expected, _ = psd_eigenpair(S, EigenvectorMethod.INVERSE_ITERATION, lambda v: index % 6)
+    # a unit eigenvector is determined up to its sign
+    sign = float(np.sign((vector.T @ expected.numpy()).item()))
+    np.testing.assert_allclose(sign * vector, expected.numpy(), atol=1e-12)
+    np.testing.assert_allclose(S.numpy() @ vector, values[index] * vector, atol=1e-12)
+
+
+FACTORS = {
+    "positive-definite": ([1.0, 2.0, 5.0, 9.0], 0),
+    "two-negative": ([-3.0, -1.0, 2.0, 5.0], 2),
+    "one-negative": ([-1e-3, 1.0, 4.0], 1),
+}
+
+
+@pytest.mark.parametrize(("spectrum", "below"), FACTORS.values(), ids=FACTORS.keys())
+def test_factorisations_solve_and_count_alike(spectrum, below, gen):
+    A = matrix_with_spectrum(spectrum, gen)
+    b = torch.randn(A.shape[0], 2, generator=gen, dtype=torch.float64)
+    expected = torch.linalg.solve(A, b).numpy()
+    for matrix, rhs in ((A, b), (A.numpy(), b.numpy())):
+        ldl = symmetric_indefinite_solver(matrix)
+        assert ldl is not None and ldl[1] == below
+        np.testing.assert_allclose(np.asarray(ldl[0](rhs)), expected, rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(lu_solver(matrix)(rhs)), expected, rtol=1e-10)
+        cholesky = cholesky_solver(matrix)
+        assert (cholesky is None) == (below > 0)
+        if cholesky is not None:
+            np.testing.assert_allclose(np.asarray(cholesky(rhs)), expected, rtol=1e-10)
+
+
+def test_exactly_singular_indefinite_factor_is_refused():
+    assert symmetric_indefinite_solver(np.zeros((3, 3))) is None
+    assert symmetric_indefinite_solver(torch.zeros(3, 3, dtype=torch.float64)) is None
 
 
 @pytest.mark.parametrize("spectrum", SPECTRA.values(), ids=SPECTRA.keys())
@@ -146,13 +210,17 @@ def test_check_same_device_dtype_refuses_mixtures(pair, error, message):
     check_same_device_dtype(a=pair[0], b=pair[0])
 
 
-def test_numpy_spectra_do_not_import_torch():
+def test_numpy_calls_do_not_import_torch():
     code = (
         "import sys, numpy as np\n"
         "from condimmune.core import spectral\n"
         "x = np.random.default_rng(0).standard_normal((6, 4))\n"
         "spectral.log_condition_number_features(x)\n"
         "spectral.paper_compatible_condition_number(x.T @ x)\n"
+        "from condimmune.core import eigenpairs, regularizers\n"
+        "regularizers.r_ill_features(x, rank_deficiency='allow')\n"
+        "eigenpairs.log_condition_number_features_gradient(\n"
+        "    x, eigenvectors=eigenpairs.EigenvectorMethod.INVERSE_ITERATION)\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run(

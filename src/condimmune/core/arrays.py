@@ -44,8 +44,9 @@ def namespace(*arrays: object) -> Any:
 
 
 def detached(x: Array) -> Array:
-    """``x`` without its autograd graph (a tensor's ``detach()``; a numpy array as it is)."""
-    return x if isinstance(x, np.ndarray) else x.detach()
+    """``x`` without its autograd graph (a tensor's ``detach()``; numpy arrays and scalars as
+    they are)."""
+    return x if isinstance(x, np.ndarray | np.generic) else x.detach()
 
 
 def machine_epsilon(dtype: object) -> float:

@@ -28,15 +28,12 @@ earlier version saw ``sytrf`` and ``syrk`` 20–50 × slower on a loaded machine
 
 from __future__ import annotations
 
-import functools
-from contextlib import AbstractContextManager
-from typing import cast
-
 import numpy as np
 import torch
 from scipy.linalg import blas
-from threadpoolctl import ThreadpoolController
 from torch import Tensor
+
+from condimmune.core.factor import one_blas_thread
 
 __all__ = [
     "TriangularRows",
@@ -46,16 +43,6 @@ __all__ = [
     "symmetric_gram",
     "trapezoid_times_transpose",
 ]
-
-
-@functools.cache
-def _blas_pools() -> ThreadpoolController:
-    return ThreadpoolController().select(user_api="blas")
-
-
-def one_blas_thread() -> AbstractContextManager[object]:
-    """A context in which scipy's (and numpy's) BLAS run on one thread."""
-    return cast(AbstractContextManager[object], _blas_pools().limit(limits=1))
 
 
 def _check_cpu_float64(x: Tensor, name: str) -> None:

@@ -7,7 +7,8 @@ matrix itself for R_well and R_ill; Thm 4.1 (3), App. A), so above
 :data:`DENSE_EIGH_MAX_SIZE` the eigenvalues come from ``eigvalsh`` and each needed vector
 from inverse iteration (:func:`psd_eigenvector`), with the dense ``eigh`` as the fallback
 whenever the vector is not determined to rounding level. Values, thresholds and the
-numerical-range rule are those of :mod:`condimmune.core.spectral`.
+numerical-range rule are those of :mod:`condimmune.core.spectral`. Matrices are torch tensors
+or numpy arrays (:mod:`condimmune.core.arrays`); results come in the backend given.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic
 
-import torch
-from torch import Tensor
+import array_api_compat
+import numpy as np
 
+from condimmune.core.arrays import Array, machine_epsilon, namespace
+from condimmune.core.factor import cholesky_solver, lu_solver
 from condimmune.core.spectral import _psd_eigenvalues, _psd_eigh, first_nonzero
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "DENSE_EIGH_MAX_SIZE",
@@ -106,20 +113,20 @@ class EigenvectorChooser:
 
 
 @dataclass(frozen=True)
-class PsdSpectrum:
+class PsdSpectrum(Generic[Array]):
     """Ascending eigenvalues of a symmetric PSD matrix, with all eigenvectors when ``eigh``
     computed them (else ``None``; :func:`psd_eigenvector` then computes the one needed)."""
 
-    matrix: Tensor
-    values: Tensor
-    vectors: Tensor | None
+    matrix: Array
+    values: Array
+    vectors: Array | None
 
 
 def psd_spectrum(
-    S: Tensor,
+    S: Array,
     method: EigenvectorMethod = EigenvectorMethod.AUTO,
     name: str = "the regularized covariance",
-) -> PsdSpectrum:
+) -> PsdSpectrum[Array]:
     """One eigendecomposition of ``S`` (checked as :func:`_psd_eigenvalues` does), shared by a
     regularizer's value, gradient, step sizes and log κ. No input checks: internal."""
     if method is EigenvectorMethod.DENSE or (
@@ -130,7 +137,7 @@ def psd_spectrum(
     return PsdSpectrum(S, _psd_eigenvalues(S, name), None)
 
 
-def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
+def psd_eigenvector(spectrum: PsdSpectrum[Array], index: int) -> Array | None:
     r"""Unit eigenvector (p × 1) of ``spectrum.values[index]``, or ``None`` if refused.
 
     From the stored ``eigh`` vectors if there are any; else by inverse iteration with the
@@ -142,13 +149,14 @@ def psd_eigenvector(spectrum: PsdSpectrum, index: int) -> Tensor | None:
     ``psd_spectrum(S, EigenvectorMethod.DENSE)``, so that a clustered eigenvalue gets the
     vector, and the values, of the dense path.
     """
-    index = index % spectrum.values.numel()
+    index = index % spectrum.values.shape[0]
     if spectrum.vectors is None:
         return _inverse_iteration(spectrum.matrix, spectrum.values, index)
-    return spectrum.vectors[:, index : index + 1]
+    column: Array = spectrum.vectors[:, index : index + 1]
+    return column
 
 
-def _eigenvectors(spectrum: PsdSpectrum, indices: Sequence[int]) -> list[Tensor] | None:
+def _eigenvectors(spectrum: PsdSpectrum[Array], indices: Sequence[int]) -> list[Array] | None:
     """The unit eigenvectors of ``indices``, or ``None`` as soon as one is refused."""
     vectors = []
     for index in indices:
@@ -160,11 +168,11 @@ def _eigenvectors(spectrum: PsdSpectrum, indices: Sequence[int]) -> list[Tensor]
 
 
 def psd_eigenpairs(
-    mat: Tensor,
+    mat: Array,
     method: EigenvectorMethod,
     pick: Callable[[list[float]], Sequence[int]],
     name: str = "the regularized covariance",
-) -> tuple[list[float], list[Tensor], bool]:
+) -> tuple[list[float], list[Array], bool]:
     """``(ascending eigenvalues, unit eigenvectors, fell back)`` for the eigenvalues whose
     indices ``pick`` selects from the values; one decomposition, the dense one if inverse
     iteration refuses any of the vectors (:func:`psd_eigenvector`). The scalar work on the
@@ -185,58 +193,61 @@ def psd_eigenpairs(
 
 
 def psd_eigenpair(
-    mat: Tensor,
+    mat: Array,
     method: EigenvectorMethod,
     pick: Callable[[list[float]], int],
     name: str = "the regularized covariance",
-) -> tuple[list[float], Tensor, bool]:
+) -> tuple[list[float], Array, bool]:
     """:func:`psd_eigenpairs` for the one eigenvalue that ``pick`` selects."""
     values, (vector,), fallback = psd_eigenpairs(mat, method, lambda v: (pick(v),), name)
     return values, vector, fallback
 
 
-def _inverse_iteration(S: Tensor, values: Tensor, index: int) -> Tensor | None:
+def _inverse_iteration(S: Array, values: Array, index: int) -> Array | None:
     """The eigenvector of ``values[index]`` by inverse iteration, or ``None`` (see caller)."""
     lam = values.tolist()
     target, top = lam[index], lam[-1]
     gap = min(abs(lam[j] - target) for j in (index - 1, index + 1) if 0 <= j < len(lam))
     if not gap >= _MIN_RELATIVE_GAP * top:
         return None
+    xp, size, eps = namespace(S), S.shape[0], machine_epsilon(S.dtype)
+    eye = xp.eye(size, dtype=S.dtype, device=array_api_compat.device(S))
     if index == len(lam) - 1:
-        shifted = -S
-        floor = 16 * S.shape[0] * torch.finfo(S.dtype).eps * top
-        shifted.diagonal().add_(target + max(_TOP_SHIFT_FRACTION * gap, floor))
-        factor, info = torch.linalg.cholesky_ex(shifted)
-        if int(info) != 0:
+        floor = 16 * size * eps * top
+        solve = cholesky_solver((target + max(_TOP_SHIFT_FRACTION * gap, floor)) * eye - S)
+        if solve is None:
             return None
         steps = _TOP_STEPS
-
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.cholesky_solve(x, factor)
-            return solved
-
     else:
-        shifted = S.clone()
-        shifted.diagonal().sub_(target)
-        lu, pivots, _ = torch.linalg.lu_factor_ex(shifted)
+        solve = lu_solver(S - target * eye)
         steps = _INTERIOR_STEPS
-
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.linalg.lu_solve(lu, pivots, x)
-            return solved
-
-    # a fixed generator: the start vector, hence the result, is reproducible
-    start = torch.Generator(device=S.device).manual_seed(0)
-    x = torch.randn(S.shape[0], 1, generator=start, dtype=S.dtype, device=S.device)
+    x: Any = _start_vector(S)
     for _ in range(steps):
         x = solve(x)
-        x = x / torch.linalg.vector_norm(x)
+        x = x / xp.linalg.vector_norm(x)
     sx = S @ x
-    residual = float(torch.linalg.vector_norm(sx - (x.mT @ sx) * x))
+    residual = float(xp.linalg.vector_norm(sx - (x.mT @ sx) * x))
     # not (≤) also rejects the NaN of an exactly singular shifted matrix
-    if not residual <= S.shape[0] * torch.finfo(S.dtype).eps * top:
+    if not residual <= size * eps * top:
         return None
-    return x
+    vector: Array = x
+    return vector
+
+
+def _start_vector(S: Array) -> Array:
+    """A fixed normal start vector (p × 1), so the result is reproducible: torch's generator
+    seeded 0 for a tensor (the numbers of the torch-only code), numpy's for an array."""
+    if isinstance(S, np.ndarray):
+        start: Array = np.random.default_rng(0).standard_normal((S.shape[0], 1)).astype(S.dtype)
+        return start
+    return _torch_start(S)
+
+
+def _torch_start(S: Tensor) -> Tensor:
+    import torch
+
+    generator = torch.Generator(device=S.device).manual_seed(0)
+    return torch.randn(S.shape[0], 1, generator=generator, dtype=S.dtype, device=S.device)
 
 
 @dataclass(frozen=True)
@@ -244,13 +255,14 @@ class LogKappaGradient:
     """``log κ(ΦᵀΦ)`` over the numerical range and its gradient with respect to ``Φ``."""
 
     log_kappa: float
-    gradient: Tensor
+    gradient: Any
+    """``∂ log κ / ∂Φ`` (n × k), in ``Φ``'s backend."""
     fallback: bool
     """Inverse iteration was refused and a full ``eigh`` gave the spectrum and the vectors."""
 
 
 def log_condition_number_features_gradient(
-    Phi: Tensor,
+    Phi: Array,
     *,
     rtol: float | None = None,
     eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO,
@@ -282,10 +294,10 @@ def log_condition_number_features_gradient(
 
     values, vectors, fallback = psd_eigenpairs(mat, eigenvectors, extremes, "Phi's covariance")
     top, low = (values[i] for i in extremes(values))
-    gradient = Phi.new_zeros(Phi.shape)
+    gradient: Any = 0
     for vector, scale in zip(vectors, (2.0 / top, -2.0 / low), strict=True):
         if gram:
-            gradient.addmm_(vector, vector.mT @ Phi, alpha=scale)
+            gradient = gradient + scale * (vector @ (vector.mT @ Phi))
         else:
-            gradient.addmm_(Phi @ vector, vector.mT, alpha=scale)
+            gradient = gradient + scale * ((Phi @ vector) @ vector.mT)
     return LogKappaGradient(math.log(top) - math.log(low), gradient, fallback)

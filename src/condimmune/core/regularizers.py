@@ -17,7 +17,10 @@ evaluates silently, for callers whose rank deficiency is a property of the data 
 undefined, and always refused, when fewer than two eigenvalues are non-zero or when all
 non-zero eigenvalues are equal (its denominator is then 0).
 
-**Gradients.** Both functions are differentiable (autograd through ``eigvalsh``). Where
+Every function takes torch tensors or numpy arrays (:mod:`condimmune.core.arrays`) and
+returns the backend it was given.
+
+**Gradients.** Both functions are differentiable for tensors (autograd through ``eigvalsh``). Where
 σ_max (σ_min) is repeated the gradient returned is one element of the sub-
 (super-)differential, ``v vᵀ`` for one unit eigenvector ``v`` of the repeated eigenvalue.
 """
@@ -28,12 +31,11 @@ import math
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
-
-import torch
-from torch import Tensor
+from typing import Generic
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
+from condimmune.core.arrays import Array, detached, machine_epsilon
 from condimmune.core.eigenpairs import EigenvectorMethod, psd_eigenpair
 from condimmune.core.errors import DegenerateSpectrumError, RankDeficientWarning
 from condimmune.core.spectral import _psd_eigenvalues, first_nonzero
@@ -57,13 +59,13 @@ class RankDeficiency(StrEnum):
     ALLOW = "allow"
 
 
-def _gram(Phi: Tensor) -> Tensor:
+def _gram(Phi: Array) -> Array:
     n, k = Phi.shape
     return Phi @ Phi.mT if n < k else Phi.mT @ Phi
 
 
 def _ill_rank(
-    values: list[float], p: int, rtol: float | None, policy: RankDeficiency, dtype: torch.dtype
+    values: list[float], p: int, rtol: float | None, policy: RankDeficiency, dtype: object
 ) -> tuple[int, int]:
     """(index of σ_min in the ascending ``values``, numerical rank k), after the degeneracy
     checks. ``p`` is the size of ``S``; ``values`` may omit its structural zeros (Gram trick).
@@ -96,39 +98,41 @@ def check_ill_rank(rank: int, p: int, policy: RankDeficiency, stacklevel: int) -
             warnings.warn(message, RankDeficientWarning, stacklevel=stacklevel)
 
 
-def _check_ill_denominator(denom: float, fro2: float, rank: int, dtype: torch.dtype) -> None:
-    if denom <= 4 * rank * torch.finfo(dtype).eps * fro2:
+def _check_ill_denominator(denom: float, fro2: float, rank: int, dtype: object) -> None:
+    if denom <= 4 * rank * machine_epsilon(dtype) * fro2:
         raise DegenerateSpectrumError(
             "all non-zero eigenvalues are equal (κ = 1), so R_ill's denominator "
             "‖S‖_F²/(2k) − σ_min²/2 is 0 and R_ill is infinite; perturb the initialisation"
         )
 
 
-def _ill_denominator(fro2: Tensor, sigma_min: Tensor, rank: int, dtype: torch.dtype) -> Tensor:
+def _ill_denominator(fro2: Array, sigma_min: Array, rank: int, dtype: object) -> Array:
     denom = fro2 / (2 * rank) - 0.5 * sigma_min**2
-    _check_ill_denominator(float(denom.detach()), float(fro2.detach()), rank, dtype)
+    _check_ill_denominator(float(detached(denom)), float(detached(fro2)), rank, dtype)
     return denom
 
 
-def _r_well_from(mat: Tensor, p: int) -> Tensor:
+def _r_well_from(mat: Array, p: int) -> Array:
     lam = _psd_eigenvalues(mat, "the regularized covariance")
-    return 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
+    value: Array = 0.5 * lam[-1] ** 2 - (mat * mat).sum() / (2 * p)
+    return value
 
 
-def _r_ill_from(mat: Tensor, p: int, rtol: float | None, policy: RankDeficiency) -> Tensor:
+def _r_ill_from(mat: Array, p: int, rtol: float | None, policy: RankDeficiency) -> Array:
     lam = _psd_eigenvalues(mat, "the regularized covariance")
-    i, rank = _ill_rank(lam.detach().tolist(), p, rtol, policy, mat.dtype)
-    return 1.0 / _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
+    i, rank = _ill_rank(detached(lam).tolist(), p, rtol, policy, mat.dtype)
+    value: Array = 1.0 / _ill_denominator((mat * mat).sum(), lam[i], rank, mat.dtype)
+    return value
 
 
 @dataclass(frozen=True)
-class SpectralTerm:
+class SpectralTerm(Generic[Array]):
     """A regularizer's value, its analytic gradient w.r.t. the matrix it was given, and the
     two natural step sizes of the preconditioned update ``W − η ∇_W R · K⁻¹``
     (exact forms derived in ``docs/theory.md`` §4)."""
 
     value: float
-    gradient: Tensor
+    gradient: Array
     log_kappa: float
     monotone_step: float
     """Largest η for which the preconditioned step moves κ the right way (Thm 4.3)."""
@@ -141,8 +145,8 @@ class SpectralTerm:
 
 
 def r_well_value_and_gradient(
-    mat: Tensor, p: int, eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO
-) -> SpectralTerm:
+    mat: Array, p: int, eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO
+) -> SpectralTerm[Array]:
     r"""``R_well``, its gradient :math:`\sigma_1 v_1v_1^\top - M/p` w.r.t. ``mat``, step bound.
 
     ``mat`` is ``S`` (p × p) or the Gram matrix ``Φ Φᵀ`` of the same non-zero spectrum.
@@ -159,8 +163,8 @@ def r_well_value_and_gradient(
 
 
 def r_well_term(
-    mat: Tensor, p: int, extremes: tuple[float, float, float], v1: Tensor, fallback: bool
-) -> SpectralTerm:
+    mat: Array, p: int, extremes: tuple[float, float, float], v1: Array, fallback: bool
+) -> SpectralTerm[Array]:
     """:func:`r_well_value_and_gradient` from ``(σ_1, σ_2, σ_min)`` and the unit v₁ (p × 1),
     however they were computed (a dense spectrum, or :mod:`condimmune.core.tracking`)."""
     s1, s2, sigma_min = extremes
@@ -173,12 +177,12 @@ def r_well_term(
 
 
 def r_ill_value_and_gradient(
-    mat: Tensor,
+    mat: Array,
     p: int,
     rtol: float | None,
     policy: RankDeficiency,
     eigenvectors: EigenvectorMethod = EigenvectorMethod.AUTO,
-) -> SpectralTerm:
+) -> SpectralTerm[Array]:
     r"""``R_ill``, its gradient :math:`(\sigma_k u_ku_k^\top - M/k)/D^2` (Thm 4.1 (3)), step bound.
 
     Monotone step bound: :math:`k D^2 / (2\sigma_k (k-1))`; unit step
@@ -195,8 +199,8 @@ def r_ill_value_and_gradient(
 
 
 def r_ill_term(
-    mat: Tensor, extremes: tuple[float, float], rank: int, u: Tensor, fallback: bool
-) -> SpectralTerm:
+    mat: Array, extremes: tuple[float, float], rank: int, u: Array, fallback: bool
+) -> SpectralTerm[Array]:
     """:func:`r_ill_value_and_gradient` from ``(σ_k, σ_1)``, the checked numerical rank k and
     the unit u_k (p × 1), however they were computed."""
     s_k, s_1 = extremes
@@ -211,18 +215,18 @@ def r_ill_term(
     return SpectralTerm(1.0 / denom, gradient, log_kappa, monotone, unit, fallback)
 
 
-def r_well(S: Tensor) -> Tensor:
+def r_well(S: Array) -> Array:
     r""":math:`R_{\text{well}}(S) = \tfrac12\sigma_{\max}(S)^2 - \tfrac{1}{2p}\|S\|_F^2` (Eq. 3)."""
     S = check_symmetric_psd(S, "S")
     return _r_well_from(S, S.shape[0])
 
 
 def r_ill(
-    S: Tensor,
+    S: Array,
     *,
     rtol: float | None = None,
     rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
-) -> Tensor:
+) -> Array:
     r""":math:`R_{\text{ill}}(S) = 1/(\tfrac{1}{2k}\|S\|_F^2 - \tfrac12\sigma_{\min}^2)` (Eq. 12).
 
     ``k`` is the numerical rank (eigenvalues above ``rtol · σ_max``, default
@@ -234,7 +238,7 @@ def r_ill(
     return _r_ill_from(S, S.shape[0], rtol, policy)
 
 
-def r_well_features(Phi: Tensor) -> Tensor:
+def r_well_features(Phi: Array) -> Array:
     r"""``r_well(Φᵀ Φ)`` from features ``Φ`` (n × k); the Gram matrix ``Φ Φᵀ`` when ``n < k``.
 
     ``p = k`` (the size of ``Φᵀ Φ``), and ``‖Φ Φᵀ‖_F = ‖Φᵀ Φ‖_F``.
@@ -244,11 +248,11 @@ def r_well_features(Phi: Tensor) -> Tensor:
 
 
 def r_ill_features(
-    Phi: Tensor,
+    Phi: Array,
     *,
     rtol: float | None = None,
     rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
-) -> Tensor:
+) -> Array:
     """``r_ill(Φᵀ Φ)`` from features ``Φ`` (n × k); the Gram matrix ``Φ Φᵀ`` when ``n < k``.
 
     With ``n < k`` the covariance is always rank-deficient, so ``rank_deficiency``
@@ -260,23 +264,23 @@ def r_ill_features(
     return _r_ill_from(_gram(Phi), Phi.shape[1], rtol, policy)
 
 
-def r_well_gradient(S: Tensor) -> Tensor:
+def r_well_gradient(S: Array) -> Array:
     r"""Analytic :math:`\nabla_S R_{\text{well}} = \sigma_1 v_1 v_1^\top - S/p` (Appendix A)."""
-    S = check_symmetric_psd(S, "S").detach()
+    S = detached(check_symmetric_psd(S, "S"))
     return r_well_value_and_gradient(S, S.shape[0]).gradient
 
 
 def r_ill_gradient(
-    S: Tensor,
+    S: Array,
     *,
     rtol: float | None = None,
     rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
-) -> Tensor:
+) -> Array:
     r"""Analytic :math:`\nabla_S R_{\text{ill}} = (\sigma_k u_k u_k^\top - S/k)/D^2` (Thm 4.1 (3)).
 
     ``D = ‖S‖_F²/(2k) − σ_k²/2``, ``k`` the numerical rank, σ_k the smallest non-zero eigenvalue.
     """
-    S = check_symmetric_psd(S, "S").detach()
+    S = detached(check_symmetric_psd(S, "S"))
     rtol = check_rtol(rtol)
     policy = parse_choice(RankDeficiency, rank_deficiency, "rank_deficiency")
     return r_ill_value_and_gradient(S, S.shape[0], rtol, policy).gradient

@@ -295,7 +295,7 @@ class PreconditionedRegularizerStep:
         out.mul_(2.0 * coefficient)
         return t.value, coefficient, t.log_kappa
 
-    def _term(self, mat: Tensor, name: str, k: int) -> SpectralTerm:
+    def _term(self, mat: Tensor, name: str, k: int) -> SpectralTerm[Tensor]:
         """The regularizer of ``name`` on ``mat``, by the method its chooser gives: the tracked
         extremes (a dense fallback sends the next few steps to ``eigh``) or
         :func:`~condimmune.core.eigenpairs.psd_eigenpair`'s methods."""

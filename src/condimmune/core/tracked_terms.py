@@ -44,7 +44,7 @@ from condimmune.core.tracking import ExtremeEigenTracker
 __all__ = ["log_condition_number_tracked", "r_ill_tracked", "r_well_tracked"]
 
 
-def r_well_tracked(mat: Tensor, p: int, tracker: ExtremeEigenTracker) -> SpectralTerm:
+def r_well_tracked(mat: Tensor, p: int, tracker: ExtremeEigenTracker) -> SpectralTerm[Tensor]:
     """:func:`~condimmune.core.regularizers.r_well_value_and_gradient` of the symmetric PSD
     float64 ``mat`` from its tracked extremes; the dense path (``fallback=True``) when they
     are not certified."""
@@ -64,7 +64,7 @@ def r_ill_tracked(
     rtol: float | None,
     policy: RankDeficiency,
     tracker: ExtremeEigenTracker,
-) -> SpectralTerm:
+) -> SpectralTerm[Tensor]:
     """:func:`~condimmune.core.regularizers.r_ill_value_and_gradient` of the symmetric PSD
     float64 ``mat`` from its tracked extremes (the same rank checks and errors); the dense
     path (``fallback=True``) when they are not certified."""

@@ -32,6 +32,7 @@ from condimmune.core.eigenpairs import (
 )
 from condimmune.core.errors import DegenerateSpectrumError
 from condimmune.core.factor import cholesky_solver, lu_solver, symmetric_indefinite_solver
+from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
 
 MATRIX_FUNCTIONS = {
     "log_condition_number": spectral.log_condition_number,
@@ -123,6 +124,35 @@ def test_factorisations_solve_and_count_alike(spectrum, below, gen):
         assert (cholesky is None) == (below > 0)
         if cholesky is not None:
             np.testing.assert_allclose(np.asarray(cholesky(rhs)), expected, rtol=1e-10)
+
+
+TRACKED = {
+    "full-rank-40": [float(v) for v in np.geomspace(1e-4, 1.0, 40)],
+    "rank-30-of-40": [0.0] * 10 + [float(v) for v in np.geomspace(1e-3, 1.0, 30)],
+}
+
+
+@pytest.mark.parametrize("spectrum", TRACKED.values(), ids=TRACKED.keys())
+def test_tracked_extremes_agree_across_backends(spectrum, gen):
+    G = matrix_with_spectrum(spectrum, gen)
+    rtol = 1e-8
+    ours = ExtremeEigenTracker().track(G.numpy(), rtol=rtol, top_vector=True, low_vector=True)
+    theirs = ExtremeEigenTracker().track(G, rtol=rtol, top_vector=True, low_vector=True)
+    assert ours is not None and theirs is not None
+    assert ours.rank == theirs.rank == sum(v > rtol for v in spectrum)
+    for a, b in ((ours.top, theirs.top), (ours.low, theirs.low), (ours.second, theirs.second)):
+        assert a == pytest.approx(b, rel=1e-9)
+    for x, v in ((ours.top_vector, theirs.top_vector), (ours.low_vector, theirs.low_vector)):
+        assert isinstance(x, np.ndarray)
+        sign = float(np.sign((x.T @ v.numpy()).item()))
+        np.testing.assert_allclose(sign * x, v.numpy(), atol=1e-7)
+
+
+def test_fast_path_rule_reads_numpy_rows():
+    rows = np.zeros((600, 700))
+    rows[:, :600] = np.eye(600)
+    assert takes_fast_path(rows) and takes_fast_path(torch.from_numpy(rows))
+    assert not takes_fast_path(rows[:, :500]) and not takes_fast_path(rows.astype(np.float32))
 
 
 def test_exactly_singular_indefinite_factor_is_refused():
@@ -221,6 +251,9 @@ def test_numpy_calls_do_not_import_torch():
         "regularizers.r_ill_features(x, rank_deficiency='allow')\n"
         "eigenpairs.log_condition_number_features_gradient(\n"
         "    x, eigenvectors=eigenpairs.EigenvectorMethod.INVERSE_ITERATION)\n"
+        "from condimmune.core.tracking import ExtremeEigenTracker\n"
+        "assert ExtremeEigenTracker().track(\n"
+        "    x.T @ x, rtol=1e-12, top_vector=True, low_vector=True) is not None\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run(

@@ -20,7 +20,15 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["Array", "detached", "is_array", "is_torch", "machine_epsilon", "namespace"]
+__all__ = [
+    "Array",
+    "detached",
+    "is_array",
+    "is_torch",
+    "machine_epsilon",
+    "namespace",
+    "seeded_normal_column",
+]
 
 Array = TypeVar("Array", "Tensor", NDArray[np.floating[Any]])
 """A torch tensor or a numpy array of floats: a function typed ``Array → Array`` returns the
@@ -57,3 +65,21 @@ def machine_epsilon(dtype: object) -> float:
         return float(np.finfo(plain).eps)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{dtype} is not a floating-point dtype") from error
+
+
+def seeded_normal_column(like: Array) -> Array:
+    """A fixed standard-normal column (p × 1, p = ``like.shape[0]``) in ``like``'s backend,
+    dtype and device, the same at every call (start vectors of iterative eigensolvers, so
+    their results are reproducible): torch's generator seeded 0 for a tensor (the numbers the
+    torch-only code had), numpy's ``default_rng(0)`` for an array."""
+    if isinstance(like, np.ndarray):
+        column: Array = np.random.default_rng(0).standard_normal((like.shape[0], 1))
+        return column.astype(like.dtype)
+    return _torch_normal_column(like)
+
+
+def _torch_normal_column(like: Tensor) -> Tensor:
+    import torch
+
+    generator = torch.Generator(device=like.device).manual_seed(0)
+    return torch.randn(like.shape[0], 1, generator=generator, dtype=like.dtype, device=like.device)

@@ -20,14 +20,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic
 
 import array_api_compat
-import numpy as np
 
-from condimmune.core.arrays import Array, machine_epsilon, namespace
+from condimmune.core.arrays import Array, machine_epsilon, namespace, seeded_normal_column
 from condimmune.core.factor import cholesky_solver, lu_solver
 from condimmune.core.spectral import _psd_eigenvalues, _psd_eigh, first_nonzero
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    pass
 
 __all__ = [
     "DENSE_EIGH_MAX_SIZE",
@@ -221,7 +220,7 @@ def _inverse_iteration(S: Array, values: Array, index: int) -> Array | None:
     else:
         solve = lu_solver(S - target * eye)
         steps = _INTERIOR_STEPS
-    x: Any = _start_vector(S)
+    x: Any = seeded_normal_column(S)
     for _ in range(steps):
         x = solve(x)
         x = x / xp.linalg.vector_norm(x)
@@ -232,22 +231,6 @@ def _inverse_iteration(S: Array, values: Array, index: int) -> Array | None:
         return None
     vector: Array = x
     return vector
-
-
-def _start_vector(S: Array) -> Array:
-    """A fixed normal start vector (p × 1), so the result is reproducible: torch's generator
-    seeded 0 for a tensor (the numbers of the torch-only code), numpy's for an array."""
-    if isinstance(S, np.ndarray):
-        start: Array = np.random.default_rng(0).standard_normal((S.shape[0], 1)).astype(S.dtype)
-        return start
-    return _torch_start(S)
-
-
-def _torch_start(S: Tensor) -> Tensor:
-    import torch
-
-    generator = torch.Generator(device=S.device).manual_seed(0)
-    return torch.randn(S.shape[0], 1, generator=generator, dtype=S.dtype, device=S.device)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ matrix–vector products:
 1. λ₁, λ₂, v₁ by Lanczos on ``G`` (:func:`~condimmune.core.lanczos.lanczos`), started from
    the previous step's v₁;
 2. k from Sylvester's law of inertia: with the Bunch–Kaufman factorisation
-   :math:`G - \tau I = LDL^\top` (LAPACK ``sytrf``, ``torch.linalg.ldl_factor``), the
-   number of eigenvalues of ``G``
-   below τ is the number of negative eigenvalues of the block-diagonal ``D``
-   (:func:`inertia_below`);
+   :math:`G - \tau I = LDL^\top` (LAPACK ``sytrf``,
+   :func:`~condimmune.core.factor.symmetric_indefinite_solver`), the number of eigenvalues
+   of ``G`` below τ is the number of negative eigenvalues of the block-diagonal ``D``
+   (:func:`~condimmune.core.factor.inertia_below`);
 3. σ_min and u_k by shift-invert Lanczos on :math:`(G - \tau I)^{-1}` (solves with the same
    factor), whose largest eigenvalue is :math:`1/(\sigma_{\min} - \tau)`, started from the
    previous step's u_k; the eigenvalue just below τ, if any, gives its most negative one.
@@ -34,27 +34,31 @@ so both then count the same rank), the inertia and the Lanczos run agree on whic
 ``None`` and the caller takes the dense ``eigh`` path. (A top eigenvalue repeated *exactly*
 is seen once by Lanczos: v₁ is then one unit vector of its eigenspace, still a subgradient.)
 
-Everything runs on torch, whose thread count the CLI sets (``--threads``): numpy's and
-scipy's OpenBLAS threads cannot be limited from inside the library, and two of them per
-process on a loaded 2-core machine (a sweep's workers) made ``sytrf`` 50 × slower.
+Matrices are torch tensors (torch's kernels, whose thread count the CLI sets with
+``--threads``) or numpy arrays (scipy's LAPACK, run on one BLAS thread: two OpenBLAS pools
+per process on a loaded 2-core machine, a sweep's workers, made ``sytrf`` 50 × slower).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic
 
-import torch
-from torch import Tensor
+import array_api_compat
 
+from condimmune.core.arrays import Array, machine_epsilon, namespace, seeded_normal_column
 from condimmune.core.eigenpairs import _MIN_RELATIVE_GAP
+from condimmune.core.factor import symmetric_indefinite_solver
 from condimmune.core.lanczos import Ritz, lanczos
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = [
     "TRACKING_MIN_SIZE",
     "ExtremeEigenTracker",
     "TrackedSpectrum",
-    "inertia_below",
     "takes_fast_path",
 ]
 
@@ -80,18 +84,23 @@ _REFINE_ROUNDS = 2
 Lanczos vector is not at rounding level (:func:`_inverse_iteration`)."""
 
 
-def takes_fast_path(x: Tensor) -> bool:
+def takes_fast_path(x: Array) -> bool:
     """Whether a task's rows ``x`` (n × d) are large enough for the tracked extremes: float64
     on the CPU, with at least :data:`TRACKING_MIN_SIZE` rows and as many columns that are not
     all zero (the Gram or covariance matrix of its features is then at least that large)."""
-    if x.dtype != torch.float64 or x.device.type != "cpu":
+    if str(x.dtype).removeprefix("torch.") != "float64" or str(_device(x)) != "cpu":
         return False
-    columns = int(x.ne(0).any(dim=0).sum())
-    return min(x.shape[0], columns) >= TRACKING_MIN_SIZE
+    xp = namespace(x)
+    columns = int(xp.sum(xp.any(x != 0, axis=0)))
+    return min(int(x.shape[0]), columns) >= TRACKING_MIN_SIZE
+
+
+def _device(x: Array) -> object:
+    return array_api_compat.device(x)
 
 
 @dataclass(frozen=True)
-class TrackedSpectrum:
+class TrackedSpectrum(Generic[Array]):
     """The certified extremes of a PSD matrix of size ``size``: λ₁ ≥ λ₂ (NaN unless v₁ was
     asked for), the number of eigenvalues above τ (``rank``) and the smallest of them
     (``low``), with the unit vectors (p × 1) asked for (``None`` otherwise)."""
@@ -101,67 +110,56 @@ class TrackedSpectrum:
     low: float
     rank: int
     size: int
-    top_vector: Tensor | None
-    low_vector: Tensor | None
+    top_vector: Array | None
+    low_vector: Array | None
 
 
-def inertia_below(factor: Tensor, pivots: Tensor) -> int:
-    """Number of negative eigenvalues of ``D`` in the Bunch–Kaufman factorisation
-    ``A = L D Lᵀ`` of ``torch.linalg.ldl_factor`` (LAPACK ``sytrf``, lower) given by
-    ``factor`` and ``pivots``: by Sylvester's law of inertia, that of ``A``. A 2 × 2 block (a
-    negative pivot pair) with determinant < 0 has one negative eigenvalue; one with
-    determinant > 0 two of the sign of its diagonal.
-    """
-    diag, sub, piv = factor.diagonal().tolist(), factor.diagonal(-1).tolist(), pivots.tolist()
-    below, i = 0, 0
-    while i < len(diag):
-        if piv[i] > 0:
-            below += diag[i] < 0
-            i += 1
-            continue
-        a, b, c = diag[i], sub[i], diag[i + 1]
-        below += 1 if a * c - b * b < 0 else (2 if a < 0 else 0)
-        i += 2
-    return below
-
-
-def _start_vector(size: int, dtype: torch.dtype) -> Tensor:
+def _start_vector(like: Array) -> Array:
     """A fixed unit vector (seeded): the start of a first Lanczos run, reproducible."""
-    start = torch.randn(size, 1, generator=torch.Generator().manual_seed(0), dtype=dtype)
-    unit: Tensor = start / torch.linalg.vector_norm(start)
+    start = seeded_normal_column(like)
+    unit: Array = start / namespace(start).linalg.vector_norm(start)
     return unit
 
 
-def _warm(previous: Tensor | None, start: Tensor) -> Tensor:
+def _warm(previous: Array | None, start: Array) -> Array:
     """The previous step's vector with a little of ``start``; ``start`` alone without one."""
     if previous is None or previous.shape != start.shape:
         return start
     return previous + _START_MIX * start
 
 
-def _rayleigh(gram: Tensor, x: Tensor) -> tuple[float, float]:
+def _rayleigh(gram: Array, x: Array) -> tuple[float, float]:
     """``(xᵀGx, ‖Gx − (xᵀGx)x‖)`` for a unit column ``x``."""
     gx = gram @ x
-    value = float(x.mT @ gx)
-    return value, float(torch.linalg.vector_norm(gx - value * x))
+    value = float((x.mT @ gx)[0, 0])
+    return value, float(namespace(gx).linalg.vector_norm(gx - value * x))
 
 
-def _inverse_iteration(gram: Tensor, shift: float, x: Tensor) -> Tensor:
+def _shifted(gram: Array, shift: float) -> Array:
+    """``G − shift · I``."""
+    eye = namespace(gram).eye(gram.shape[0], dtype=gram.dtype, device=_device(gram))
+    shifted: Array = gram - shift * eye
+    return shifted
+
+
+def _inverse_iteration(gram: Array, shift: float, x: Array) -> Array | None:
     """Two steps of inverse iteration for ``G`` at ``shift`` from ``x``: σ_min's vector when
     the shift-invert operator at τ is dominated by an eigenvalue just below τ (whose
-    rounding then swamps σ_min's component, e.g. exact zeros with σ_min ≫ τ)."""
-    shifted = gram.clone()
-    shifted.diagonal().sub_(shift)
-    factor, pivots, _ = torch.linalg.ldl_factor_ex(shifted)
+    rounding then swamps σ_min's component, e.g. exact zeros with σ_min ≫ τ); ``None`` for
+    an exactly singular shift."""
+    factored = symmetric_indefinite_solver(_shifted(gram, shift))
+    if factored is None:
+        return None
+    solve, xp = factored[0], namespace(x)
     for _ in range(2):
-        x = torch.linalg.ldl_solve(factor, pivots, x)
-        x = x / torch.linalg.vector_norm(x)  # NaN for an exactly singular shift: refused
+        x = solve(x)
+        x = x / xp.linalg.vector_norm(x)
     return x
 
 
-def _rounding(gram: Tensor, sigma_max: float) -> float:
+def _rounding(gram: Array, sigma_max: float) -> float:
     """``p · eps · σ_max``: the residual of an eigenvector computed to rounding level."""
-    return gram.shape[0] * torch.finfo(gram.dtype).eps * sigma_max
+    return int(gram.shape[0]) * machine_epsilon(gram.dtype) * sigma_max
 
 
 class ExtremeEigenTracker:
@@ -170,12 +168,12 @@ class ExtremeEigenTracker:
     previous call found."""
 
     def __init__(self) -> None:
-        self._top: Tensor | None = None
-        self._low: Tensor | None = None
+        self._top: Any = None
+        self._low: Any = None
 
     def track(
-        self, gram: Tensor, *, rtol: float, top_vector: bool, low_vector: bool
-    ) -> TrackedSpectrum | None:
+        self, gram: Array, *, rtol: float, top_vector: bool, low_vector: bool
+    ) -> TrackedSpectrum[Array] | None:
         """The certified extremes of the symmetric PSD ``gram`` (float64), with
         τ = ``rtol`` · σ_max, or ``None`` when they cannot be certified (module docstring):
         then the caller must use the dense path. ``top_vector``/``low_vector``: whether v₁ /
@@ -183,7 +181,7 @@ class ExtremeEigenTracker:
         size = gram.shape[0]
         if size < 3 or not math.isfinite(float(gram.sum())):
             return None
-        start = _start_vector(size, gram.dtype)
+        start = _start_vector(gram)
         top = self._top_pair(gram, _warm(self._top, start), top_vector)
         if top is None:
             return None
@@ -207,8 +205,8 @@ class ExtremeEigenTracker:
 
     @staticmethod
     def _top_pair(
-        gram: Tensor, start: Tensor, with_vector: bool
-    ) -> tuple[float, float, Tensor] | None:
+        gram: Array, start: Array, with_vector: bool
+    ) -> tuple[float, float, Array] | None:
         """``(λ₁, λ₂, v₁)`` by Lanczos on ``G``, or ``None`` if it does not converge.
 
         ``with_vector``: v₁ to a residual at rounding level (checked again on ``G``) and λ₂
@@ -219,7 +217,7 @@ class ExtremeEigenTracker:
         Ritz vector (a warm start for the next call)."""
         rounding = _rounding(gram, 1.0) / 4  # × λ₁
 
-        def converged(ritz: Ritz) -> bool:
+        def converged(ritz: Ritz[Array]) -> bool:
             tol = rounding * ritz.values[-1]
             (second, first), (r2, r1) = ritz.values[-2:], ritz.residuals[-2:]
             if with_vector:
@@ -240,26 +238,20 @@ class ExtremeEigenTracker:
 
     @staticmethod
     def _low_pair(
-        gram: Tensor, sigma_max: float, tau: float, start: Tensor
-    ) -> tuple[int, float, Tensor] | None:
+        gram: Array, sigma_max: float, tau: float, start: Array
+    ) -> tuple[int, float, Array] | None:
         """``(rank, σ_min, u_k)`` from the inertia of ``G − τI`` and shift-invert Lanczos, or
         ``None`` when the rank is not certified (module docstring)."""
         size = gram.shape[0]
-        eps = torch.finfo(gram.dtype).eps
-        shifted = gram.clone()
-        shifted.diagonal().sub_(tau)
-        factor, pivots, info = torch.linalg.ldl_factor_ex(shifted)
-        if int(info) != 0:  # an exactly zero pivot: an eigenvalue at τ to rounding
+        eps = machine_epsilon(gram.dtype)
+        factored = symmetric_indefinite_solver(_shifted(gram, tau))
+        if factored is None:  # an exactly zero pivot: an eigenvalue at τ to rounding
             return None
-        below = inertia_below(factor, pivots)
+        solve, below = factored
         if below == size:
             return None
 
-        def solve(x: Tensor) -> Tensor:
-            solved: Tensor = torch.linalg.ldl_solve(factor, pivots, x)
-            return solved
-
-        def converged(ritz: Ritz) -> bool:
+        def converged(ritz: Ritz[Array]) -> bool:
             ends = (-1, 0) if below else (-1,)
             # ‖Gx − (τ + 1/ν)x‖ ≲ σ_max · r/|ν|: at rounding level for r ≤ p · eps · |ν| / 4
             tol = size * eps / 4
@@ -275,7 +267,10 @@ class ExtremeEigenTracker:
         for _ in range(_REFINE_ROUNDS):
             if residual <= rounding:
                 break
-            low_vec = _inverse_iteration(gram, low, low_vec)
+            refined = _inverse_iteration(gram, low, low_vec)
+            if refined is None:
+                return None
+            low_vec = refined
             low, residual = _rayleigh(gram, low_vec)
         # `not ≥` also refuses a NaN
         if not (ritz.values[-1] > 0 and residual <= rounding and low - tau >= margin):

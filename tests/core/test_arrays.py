@@ -32,6 +32,8 @@ from condimmune.core.eigenpairs import (
 )
 from condimmune.core.errors import DegenerateSpectrumError
 from condimmune.core.factor import cholesky_solver, lu_solver, symmetric_indefinite_solver
+from condimmune.core.preconditioner import InputPreconditioner
+from condimmune.core.step import PreconditionedRegularizerStep
 from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
 
 MATRIX_FUNCTIONS = {
@@ -153,6 +155,67 @@ def test_fast_path_rule_reads_numpy_rows():
     rows[:, :600] = np.eye(600)
     assert takes_fast_path(rows) and takes_fast_path(torch.from_numpy(rows))
     assert not takes_fast_path(rows[:, :500]) and not takes_fast_path(rows.astype(np.float32))
+
+
+PRECONDITIONERS = {"dense-n40-d12": (40, 12, "dense"), "woodbury-n10-d30": (10, 30, "woodbury")}
+
+
+@pytest.mark.parametrize(("n", "d", "method"), PRECONDITIONERS.values(), ids=PRECONDITIONERS.keys())
+def test_preconditioner_in_numpy(n, d, method, gen):
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    grad = torch.randn(5, d, generator=gen, dtype=torch.float64)
+    ours = InputPreconditioner(x.numpy(), 0.5, method).apply(grad.numpy())
+    assert isinstance(ours, np.ndarray)
+    _same(ours, InputPreconditioner(x, 0.5, method).apply(grad))
+    with pytest.raises(TypeError, match="backend"):
+        InputPreconditioner(x.numpy(), 0.5, method).apply(grad)
+
+
+def _rows(n: int, d: int, rank: int, zero_columns: int, gen: torch.Generator) -> torch.Tensor:
+    """n × d rows of exact rank ``rank`` whose last ``zero_columns`` columns are zero."""
+    left = torch.randn(n, rank, generator=gen, dtype=torch.float64)
+    x = left @ torch.randn(rank, d, generator=gen, dtype=torch.float64)
+    x[:, d - zero_columns :] = 0
+    return x
+
+
+# (n, d, rank, zero columns of the benign task, eigenvectors, tolerance)
+STEPS = {
+    "dense-n48-d20": (48, 20, 20, 0, "auto", 1e-9),
+    "zero-columns-n30-d40": (30, 40, 30, 6, "auto", 1e-9),
+    "tracked-exact-rank-n80-d60": (80, 60, 50, 4, "tracking", 1e-7),
+}
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "rank", "zeros", "eigenvectors", "tol"), STEPS.values(), ids=STEPS.keys()
+)
+def test_regularizer_step_in_numpy(n, d, rank, zeros, eigenvectors, tol, gen):
+    """Alg. 1's preconditioned direction from numpy rows equals torch's (the tracked path to
+    the rounding of its Lanczos vectors in two LAPACKs)."""
+    xp, xh = _rows(n, d, rank, zeros, gen), _rows(n, d, rank, 0, gen)
+    w = torch.eye(d, dtype=torch.float64) + 0.1 * torch.randn(d, d, generator=gen).double()
+    # ρ well above rounding: with a small ρ the Woodbury form of M cancels X/ρ against a
+    # correction of its size, and the two LAPACKs' rounding then shows at ~1e-10 × 1/ρ
+    options = {
+        "benign_ridge": 1.0,
+        "harmful_ridge": 0.1,
+        "benign_weight": 0.3,
+        "harmful_weight": 0.2,
+        "weighting": "monotone",
+        "rank_deficiency": "allow",
+        "eigenvectors": eigenvectors,
+    }
+    ours = PreconditionedRegularizerStep(xp.numpy(), xh.numpy(), **options)
+    theirs = PreconditionedRegularizerStep(xp, xh, **options)
+    for _ in range(3):  # the tracked path keeps its vectors from step to step
+        a, b = ours.gradient(w.numpy()), theirs.gradient(w)
+        assert isinstance(a.gradient, np.ndarray)
+        scale = float(b.gradient.abs().max())
+        np.testing.assert_allclose(a.gradient, b.gradient.numpy(), atol=tol * scale)
+        assert a.benign_log_kappa == pytest.approx(b.benign_log_kappa, rel=tol)
+        assert a.harmful_log_kappa == pytest.approx(b.harmful_log_kappa, rel=tol)
+        w = w - b.gradient
 
 
 def test_exactly_singular_indefinite_factor_is_refused():

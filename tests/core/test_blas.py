@@ -76,7 +76,7 @@ def test_only_triangular_rows_that_fit_a_trapezoid_are_multiplied_by_dtrmm(gen) 
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: symmetric_gram(torch.ones(3, 3), rows=True), "float64 CPU tensor"),
+        (lambda: symmetric_gram(torch.ones(3, 3), rows=True), "float64 CPU matrix"),
         (lambda: symmetric_gram(torch.ones(3, dtype=torch.float64), rows=True), "2-d"),
         (lambda: TriangularRows(torch.ones(4, 3, dtype=torch.float64)), "r ≤ d"),
         (

@@ -11,6 +11,7 @@ are here. Which modules of ``core`` take both is listed in ``docs/architecture.m
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import array_api_compat
@@ -22,11 +23,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Array",
+    "add_product",
     "detached",
+    "from_numpy",
     "is_array",
     "is_torch",
     "machine_epsilon",
+    "matmul_into",
     "namespace",
+    "no_grad",
+    "numpy_view",
     "seeded_normal_column",
 ]
 
@@ -83,3 +89,60 @@ def _torch_normal_column(like: Tensor) -> Tensor:
 
     generator = torch.Generator(device=like.device).manual_seed(0)
     return torch.randn(like.shape[0], 1, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def numpy_view(x: Array) -> NDArray[np.floating[Any]]:
+    """``x`` as a numpy array, sharing memory (a CPU tensor's ``numpy()``, detached)."""
+    return x if isinstance(x, np.ndarray) else x.detach().numpy()
+
+
+def from_numpy(values: NDArray[np.floating[Any]], like: Array) -> Array:
+    """``values`` in ``like``'s backend, sharing memory (``torch.from_numpy`` for a tensor)."""
+    if isinstance(like, np.ndarray):
+        return values
+    return _torch_from_numpy(values)
+
+
+def _torch_from_numpy(values: NDArray[np.floating[Any]]) -> Tensor:
+    import torch
+
+    return torch.from_numpy(values)
+
+
+def matmul_into(a: Array, b: Array, out: Array) -> Array:
+    """``out ← a @ b`` without allocating the product (``torch.mm``/``numpy.matmul`` with
+    ``out``); ``out`` must be contiguous."""
+    if isinstance(out, np.ndarray):
+        return np.matmul(a, b, out=out)
+    return _torch_mm_into(a, b, out)
+
+
+def _torch_mm_into(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    import torch
+
+    return torch.mm(a, b, out=out)
+
+
+def add_product(c: Array, a: Array, b: Array, *, beta: float) -> Array:
+    """``beta · c + a @ b``, in one ``addmm`` for tensors (its rounding: the numbers of the
+    torch-only code), ``beta * c + a @ b`` for arrays."""
+    if isinstance(c, np.ndarray):
+        total: Array = beta * c + a @ b
+        return total
+    return _torch_addmm(c, a, b, beta)
+
+
+def _torch_addmm(c: Tensor, a: Tensor, b: Tensor, beta: float) -> Tensor:
+    import torch
+
+    return torch.addmm(c, a, b, beta=beta)
+
+
+def no_grad(like: object) -> AbstractContextManager[object]:
+    """``torch.no_grad()`` when ``like`` is a tensor (work that autograd must not record), a
+    context that does nothing for numpy."""
+    if not is_torch(like):
+        return nullcontext()
+    import torch
+
+    return torch.no_grad()

@@ -1,4 +1,4 @@
-r"""Symmetric and triangular products of float64 CPU tensors through scipy's BLAS.
+r"""Symmetric and triangular products of float64 CPU matrices through scipy's BLAS.
 
 torch has no ``syrk`` or ``trmm``, and the regularizer step's two largest products have
 their structure (issue #30):
@@ -15,8 +15,9 @@ On the 2-core benchmark machine, one thread, 784 × 784: ``dsyrk`` 10 ms and ``d
 against 21–23 ms for torch's general product (timed by hand; ``benchmarks/bench_step.py``
 times the whole step). The results
 equal torch's products up to the order of floating-point sums (``tests/core/test_blas.py``).
-The arrays are shared with torch (``Tensor.numpy``), never copied beyond one operand in
-Fortran order.
+Matrices are CPU torch tensors or numpy arrays (:mod:`condimmune.core.arrays`); a tensor is
+shared with numpy (``Tensor.numpy``), never copied beyond one operand in Fortran order, and
+results come back in the backend given.
 
 scipy's BLAS keeps its own thread pool, which neither torch's thread setting nor the CLI's
 ``--threads`` reaches. Each product here runs it on **one thread** and gives the pool back
@@ -28,11 +29,13 @@ earlier version saw ``sytrf`` and ``syrk`` 20–50 × slower on a loaded machine
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from scipy.linalg import blas
-from torch import Tensor
+from typing import Any, Generic
 
+import array_api_compat
+import numpy as np
+from scipy.linalg import blas
+
+from condimmune.core.arrays import Array, from_numpy, matmul_into, numpy_view
 from condimmune.core.factor import one_blas_thread
 
 __all__ = [
@@ -45,45 +48,46 @@ __all__ = [
 ]
 
 
-def _check_cpu_float64(x: Tensor, name: str) -> None:
-    if x.dtype != torch.float64 or x.device.type != "cpu" or x.ndim != 2:
+def _check_cpu_float64(x: Array, name: str) -> None:
+    dtype, device = str(x.dtype).removeprefix("torch."), str(array_api_compat.device(x))
+    if dtype != "float64" or device != "cpu" or x.ndim != 2:
         raise ValueError(
-            f"{name} must be a 2-d float64 CPU tensor (scipy's BLAS), got {x.ndim}-d "
-            f"{x.dtype} on {x.device}"
+            f"{name} must be a 2-d float64 CPU matrix (scipy's BLAS), got {x.ndim}-d "
+            f"{x.dtype} on {device}"
         )
 
 
-def symmetric_gram(phi: Tensor, *, rows: bool) -> Tensor:
+def symmetric_gram(phi: Array, *, rows: bool) -> Array:
     r""":math:`\Phi\Phi^\top` (``rows=True``, n × n) or :math:`\Phi^\top\Phi` (k × k) of the
     float64 CPU matrix ``phi`` (n × k) by ``dsyrk``, both triangles filled."""
     _check_cpu_float64(phi, "phi")
-    if phi.numel() == 0:  # BLAS refuses empty operands
+    if 0 in phi.shape:  # BLAS refuses empty operands
         size = phi.shape[0] if rows else phi.shape[1]
-        return phi.new_zeros(size, size)
+        return from_numpy(np.zeros((size, size)), phi)
     # phi's transpose in Fortran order is phi itself in C order: no copy when contiguous
-    a = phi.detach().numpy().T
+    a = numpy_view(phi).T
     with one_blas_thread():
         upper = blas.dsyrk(1.0, a, trans=1 if rows else 0, lower=0)
     full = upper + np.triu(upper, 1).T  # dsyrk leaves the other triangle at its 0
-    return torch.from_numpy(full)
+    return from_numpy(full, phi)
 
 
-class TriangularRows:
+class TriangularRows(Generic[Array]):
     r"""A task's exact-rank rows ``T`` (r × d, r ≤ d, upper trapezoidal: zero below the
     diagonal), ready for :math:`\Psi = TW^\top` by :func:`trapezoid_times_transpose`: the
     triangle :math:`T_{:, :r}` is kept once in Fortran order, as ``dtrmm`` reads it."""
 
-    def __init__(self, t: Tensor) -> None:
+    def __init__(self, t: Array) -> None:
         _check_cpu_float64(t, "t")
         r, d = t.shape
         if r > d:
             raise ValueError(f"t has {r} rows and {d} columns; a trapezoid needs r ≤ d")
-        self.rows = t
-        self.triangle = np.asfortranarray(t[:, :r].numpy())
-        self.rest = t[:, r:]
+        self.rows: Array = t
+        self.triangle = np.asfortranarray(numpy_view(t)[:, :r])
+        self.rest: Array = t[:, r:]
 
 
-def trapezoid_times_transpose(t: TriangularRows, weight: Tensor, *, out: Tensor) -> Tensor:
+def trapezoid_times_transpose(t: TriangularRows[Array], weight: Array, *, out: Array) -> Array:
     r""":math:`TW^\top` (r × k) for upper-trapezoidal rows ``T`` (r × d) and ``weight`` W
     (k × d), written into ``out``:
     :math:`T_{:, :r}W_{:, :r}^\top` by ``dtrmm`` plus :math:`T_{:, r:}W_{:, r:}^\top`."""
@@ -96,25 +100,40 @@ def trapezoid_times_transpose(t: TriangularRows, weight: Tensor, *, out: Tensor)
         )
     # a copy of W₁ᵀ (r × k) in Fortran order, which dtrmm overwrites (asfortranarray would
     # hand it W's own memory when W₁ is all of a contiguous W)
-    head = np.array(weight[:, :r].detach().numpy().T, order="F")
+    head = np.array(numpy_view(weight)[:, :r].T, order="F")
     with one_blas_thread():
         product = blas.dtrmm(1.0, t.triangle, head, side=0, lower=0, overwrite_b=1)
-    out.copy_(torch.from_numpy(product))
-    if t.rest.shape[1]:
-        out.addmm_(t.rest, weight[:, r:].mT)
+    _add_rest(out, product, t.rest, weight[:, r:])
     return out
 
 
-def product_rows(x: Tensor, triangular: bool) -> Tensor | TriangularRows:
+def _add_rest(out: Any, triangle: Any, rest: Any, weight_rest: Any) -> None:
+    """``out ← triangle + rest @ weight_restᵀ`` (the trapezoid's two parts), in place: one
+    ``addmm_`` for a tensor (the torch-only code's rounding), numpy's ``+=`` for an array."""
+    if isinstance(out, np.ndarray):
+        out[...] = triangle
+        if rest.shape[1]:
+            out += rest @ weight_rest.T
+        return
+    import torch
+
+    out.copy_(torch.from_numpy(triangle))
+    if rest.shape[1]:
+        out.addmm_(rest, weight_rest.mT)
+
+
+def product_rows(x: Array, triangular: bool) -> Array | TriangularRows[Array]:
     """``x`` as :func:`rows_times_transpose` reads it: :class:`TriangularRows` when
     ``triangular`` (``x`` came out of :func:`condimmune.core.rows.triangular_rows`) and ``x``
     has no more rows than columns (taller rows are left as they were), else ``x`` itself."""
     return TriangularRows(x) if triangular and x.shape[0] <= x.shape[1] else x
 
 
-def rows_times_transpose(rows: Tensor | TriangularRows, weight: Tensor, *, out: Tensor) -> Tensor:
+def rows_times_transpose(
+    rows: Array | TriangularRows[Array], weight: Array, *, out: Array
+) -> Array:
     r""":math:`XW^\top` written into ``out``: :func:`trapezoid_times_transpose` for triangular
-    rows, torch's general product otherwise."""
+    rows, a general product otherwise."""
     if isinstance(rows, TriangularRows):
         return trapezoid_times_transpose(rows, weight, out=out)
-    return torch.mm(rows, weight.mT, out=out)
+    return matmul_into(rows, weight.mT, out)

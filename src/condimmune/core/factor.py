@@ -116,7 +116,7 @@ def symmetric_indefinite_solver(matrix: Array) -> tuple[Callable[[Array], Array]
     ``LDLᵀ``, or ``None`` for an exactly zero pivot (an eigenvalue at 0 to rounding)."""
     if isinstance(matrix, np.ndarray):
         with one_blas_thread():
-            factor, pivots, info = lapack.dsytrf(matrix, lower=1)
+            factor, pivots, info = lapack.dsytrf(matrix, lower=1, lwork=_sytrf_work(len(matrix)))
         if info != 0:
             return None
         below = inertia_below(np.diagonal(factor), np.diagonal(factor, -1), pivots)
@@ -128,6 +128,14 @@ def symmetric_indefinite_solver(matrix: Array) -> tuple[Callable[[Array], Array]
 
         return solve_numpy, below
     return _torch_ldl(matrix)
+
+
+@functools.cache
+def _sytrf_work(size: int) -> int:
+    """LAPACK's optimal workspace for ``dsytrf`` of ``size`` (its blocked algorithm): scipy's
+    default is the minimum, which runs the unblocked one, 2.6 × slower at 784."""
+    work, _ = lapack.dsytrf_lwork(size, lower=1)
+    return max(int(work), 1)
 
 
 def _torch_ldl(matrix: Tensor) -> tuple[Callable[[Any], Any], int] | None:

@@ -17,17 +17,21 @@ Two exact evaluations of :math:`G (X^\top X + \lambda I)^{-1}` for ``G`` of shap
   :math:`O(n k d)` per application. The SVD form, unlike the textbook
   :math:`\tfrac1\lambda(I - X^\top(\lambda I + XX^\top)^{-1}X)`, needs no solve with the
   possibly very ill-conditioned ``λI + XXᵀ`` when ``X`` is rank-deficient.
+
+``X`` and the gradients are torch tensors or numpy arrays (:mod:`condimmune.core.arrays`).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any, Generic
 
-import torch
-from torch import Tensor
+import array_api_compat
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_positive_float
+from condimmune.core.arrays import Array, add_product, detached, is_torch, namespace
+from condimmune.core.factor import cholesky_solver
 
 __all__ = ["InputPreconditioner", "PreconditionerMethod"]
 
@@ -40,7 +44,7 @@ class PreconditionerMethod(StrEnum):
     WOODBURY = "woodbury"
 
 
-class InputPreconditioner:
+class InputPreconditioner(Generic[Array]):
     r"""Applies :math:`G \mapsto G\,(X^\top X + \lambda I)^{-1}` to k × d weight gradients.
 
     Args:
@@ -51,9 +55,7 @@ class InputPreconditioner:
             ``"dense"``.
     """
 
-    def __init__(
-        self, X: Tensor, ridge: float, method: PreconditionerMethod | str = "auto"
-    ) -> None:
+    def __init__(self, X: Array, ridge: float, method: PreconditionerMethod | str = "auto") -> None:
         X = check_matrix(X, "X")
         self.ridge = check_positive_float(ridge, "ridge", allow_zero=True)
         method = parse_choice(PreconditionerMethod, method, "method")
@@ -69,31 +71,35 @@ class InputPreconditioner:
                 "the Woodbury preconditioner needs ridge > 0 (with n < d, XᵀX is singular)"
             )
         self.method = method
-        self.dim = d
-        self.dtype = X.dtype
-        self.device = X.device
-        X = X.detach()
+        self.dim: int = d
+        self.dtype: Any = X.dtype
+        self.device = array_api_compat.device(X)
+        self._torch = is_torch(X)
+        X = detached(X)
+        xp = namespace(X)
+        self._solve: Any = None
         if method is PreconditionerMethod.DENSE:
-            K = X.mT @ X + self.ridge * torch.eye(d, dtype=X.dtype, device=X.device)
-            chol, info = torch.linalg.cholesky_ex(K)
-            if int(info) != 0:
+            K = X.mT @ X + self.ridge * xp.eye(d, dtype=X.dtype, device=self.device)
+            self._solve = cholesky_solver(K)
+            if self._solve is None:
                 raise ValueError(
                     f"XᵀX + {self.ridge}·I is not positive definite (X has rank < d = {d}); "
                     "use ridge > 0"
                 )
-            self._chol = chol
         else:
-            _, s, vh = torch.linalg.svd(X, full_matrices=False)
+            _, s, vh = xp.linalg.svd(X, full_matrices=False)
             self._v = vh.mT
             self._inv_shifted = 1.0 / (s * s + self.ridge)
 
-    def apply(self, grad: Tensor) -> Tensor:
+    def apply(self, grad: Array) -> Array:
         r"""Return :math:`G (X^\top X + \lambda I)^{-1}` for ``G`` of shape k × d."""
         grad = check_matrix(grad, "grad")
-        if grad.dtype != self.dtype or grad.device != self.device:
+        device = array_api_compat.device(grad)
+        if is_torch(grad) != self._torch or grad.dtype != self.dtype or device != self.device:
             raise TypeError(
-                f"grad is {grad.dtype} on {grad.device} but the preconditioner was built from "
-                f"{self.dtype} data on {self.device}; convert grad with .to(dtype, device)"
+                f"grad is {type(grad).__name__} {grad.dtype} on {device} but the "
+                f"preconditioner was built from {self.dtype} data on {self.device}; convert "
+                "grad to the data's backend, dtype and device"
             )
         if grad.shape[1] != self.dim:
             raise ValueError(
@@ -101,7 +107,9 @@ class InputPreconditioner:
                 f"{self.dim}; pass the k × d weight gradient of Linear(d, k)"
             )
         if self.method is PreconditionerMethod.DENSE:
-            return torch.cholesky_solve(grad.mT, self._chol).mT
+            solved: Array = self._solve(grad.mT).mT
+            return solved
         # G/λ + G V diag(1/(σ²+λ) − 1/λ) Vᵀ, fused into one addmm
-        gv = (grad @ self._v) * (self._inv_shifted - 1.0 / self.ridge)
-        return torch.addmm(grad, gv, self._v.mT, beta=1.0 / self.ridge)
+        gv: Array = (grad @ self._v) * (self._inv_shifted - 1.0 / self.ridge)
+        product: Array = add_product(grad, gv, self._v.mT, beta=1.0 / self.ridge)
+        return product

@@ -18,14 +18,21 @@ matrix), so any ``X'`` and ``W'`` with ``Φ'ᵀΦ' = ΦᵀΦ`` give the same spe
   :mod:`condimmune.core.blas`).
 
 The numbers change only by the order of floating-point sums (``tests/core/test_rows.py``).
+Rows are torch tensors or numpy arrays (:mod:`condimmune.core.arrays`), index vectors
+integer arrays of the same backend.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
 
+import array_api_compat
+
+from condimmune.core.arrays import Array, machine_epsilon, namespace
 from condimmune.core.preconditioner import InputPreconditioner
+
+Index = Any
+"""An integer index vector in the rows' backend (``None`` where a function says so)."""
 
 __all__ = [
     "CLEAN_GAP",
@@ -53,18 +60,19 @@ CLEAN_GAP = 1e4
 by this factor (raw MNIST: 4e-8 against 3e-17 of σ₁), else it keeps all of them."""
 
 
-def nonzero_columns(x: Tensor) -> Tensor | None:
+def nonzero_columns(x: Array) -> Index | None:
     """Indices of the columns of ``x`` that are not all zero; ``None`` when none is all zero.
 
     ``x[:, J] @ W[:, J]ᵀ`` equals ``x @ Wᵀ`` for any ``W`` (the dropped terms are exact zeros).
     """
-    live = x.ne(0).any(dim=0)
-    if bool(live.all()):
+    xp = namespace(x)
+    live = xp.any(x != 0, axis=0)
+    if bool(xp.all(live)):
         return None
-    return torch.nonzero(live).squeeze(1)
+    return xp.nonzero(live)[0]
 
 
-def live_weight(weight: Tensor, columns: Tensor | None) -> tuple[Tensor, Tensor | None]:
+def live_weight(weight: Array, columns: Index | None) -> tuple[Array, Index | None]:
     """``(W_RJ, R)``: ``weight`` on ``columns`` J without the rows that are zero there, and
     the indices R of the rows kept (``None``: all); ``(weight, None)`` when ``columns`` is
     ``None`` (no input column is all zero, so no feature is forced to zero either).
@@ -76,13 +84,17 @@ def live_weight(weight: Tensor, columns: Tensor | None) -> tuple[Tensor, Tensor 
     """
     if columns is None:
         return weight, None
-    indicator = weight.new_zeros(weight.shape[1]).index_fill_(0, columns, 1.0)
-    live = nonzero_columns((weight.abs() @ indicator)[None, :])  # ≠ 0 keeps NaN rows
-    rows = weight if live is None else weight.index_select(0, live)
-    return rows.index_select(1, columns), live
+    xp = namespace(weight)
+    device = array_api_compat.device(weight)
+    indicator = xp.zeros(weight.shape[1], dtype=weight.dtype, device=device)
+    indicator[columns] = 1.0
+    live = nonzero_columns((xp.abs(weight) @ indicator)[None, :])  # ≠ 0 keeps NaN rows
+    rows = weight if live is None else xp.take(weight, live, axis=0)
+    kept: Array = xp.take(rows, columns, axis=1)
+    return kept, live
 
 
-def compress_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
+def compress_rows(x: Array) -> tuple[Array, Array | None]:
     r"""``(R, Q)`` of the thin QR factorisation :math:`X = QR` when ``x`` (n × d) has at least
     :data:`COMPRESS_MIN_RATIO` times more rows than columns, else ``(x, None)``.
 
@@ -93,11 +105,11 @@ def compress_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
     """
     if x.shape[0] < COMPRESS_MIN_RATIO * x.shape[1]:
         return x, None
-    q, r = torch.linalg.qr(x)
+    q, r = namespace(x).linalg.qr(x)
     return r, q
 
 
-def exact_rank_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
+def exact_rank_rows(x: Array) -> tuple[Array, Array | None]:
     r"""``(R, Q)`` with :math:`R = \Sigma_rV_r^\top` (r × d) and :math:`Q = U_r` (n × r, orthonormal
     columns) from the thin SVD :math:`X = U\Sigma V^\top`, when that has fewer rows than
     ``x``; else ``(x, None)``.
@@ -110,9 +122,9 @@ def exact_rank_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
     quantity of ``Φ`` comes from ``Ψ``, and a gradient :math:`A = \partial R/\partial\Phi =
     QA_\Psi` gives :math:`A^\top M = A_\Psi^\top(Q^\top M)`.
     """
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    u, s, vh = namespace(x).linalg.svd(x, full_matrices=False)
     values = s.tolist()
-    cut = max(x.shape) * torch.finfo(x.dtype).eps * values[0]
+    cut = max(x.shape) * machine_epsilon(x.dtype) * values[0]
     rank = sum(value > cut for value in values)
     if rank == 0:  # x = 0
         return x, None
@@ -123,7 +135,7 @@ def exact_rank_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
     return s[:rank, None] * vh[:rank], u[:, :rank]
 
 
-def triangular_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
+def triangular_rows(x: Array) -> tuple[Array, Array | None]:
     r"""``(T, Q₂)`` with :math:`x = Q_2T` (thin QR) when ``x`` (r × d) has no more rows than
     columns: ``T`` is upper trapezoidal with :math:`T^\top T = x^\top x` (``Q₂`` is
     orthogonal), so :math:`TW^\top = Q_2^\top(xW^\top)` has every spectral quantity of
@@ -131,13 +143,13 @@ def triangular_rows(x: Tensor) -> tuple[Tensor, Tensor | None]:
     ``(x, None)`` for taller ``x``."""
     if x.shape[0] > x.shape[1]:
         return x, None
-    q, t = torch.linalg.qr(x)
+    q, t = namespace(x).linalg.qr(x)
     return t, q
 
 
 def preconditioned_rows(
-    x: Tensor, ridge: float, *, exact_rank: bool = False
-) -> tuple[Tensor, Tensor, Tensor | None]:
+    x: Array, ridge: float, *, exact_rank: bool = False
+) -> tuple[Array, Array, Index | None]:
     """``(X_J, M_J, J)``: a task's rows and ``M = X (XᵀX + ρI)⁻¹`` on its non-zero columns,
     compressed to ``(R, QᵀM)`` when the rows are many (:func:`compress_rows`), or with
     ``exact_rank`` whenever the numerical rank is below the row count
@@ -161,19 +173,22 @@ def preconditioned_rows(
     return x, m, columns
 
 
-def column_positions(columns: Tensor | None, union: Tensor | None) -> Tensor | None:
-    """Where a task's ``columns`` sit among the ``union`` columns (``None``: all d) of the
-    stacked rows; ``None`` when they are the union's own (all columns, or as many)."""
-    if columns is None or (union is not None and union.numel() == columns.numel()):
+def column_positions(columns: Index | None, union: Index | None) -> Index | None:
+    """Where a task's ``columns`` sit among the (sorted) ``union`` columns (``None``: all d)
+    of the stacked rows; ``None`` when they are the union's own (all columns, or as many)."""
+    if columns is None or (union is not None and union.shape[0] == columns.shape[0]):
         return None
-    return columns if union is None else torch.searchsorted(union, columns)
+    return columns if union is None else namespace(union).searchsorted(union, columns)
 
 
-def on_columns(m: Tensor, columns: Tensor | None, union: Tensor | None, d: int) -> Tensor:
+def on_columns(m: Array, columns: Index | None, union: Index | None, d: int) -> Array:
     """``m`` (on ``columns``) written into zeros on the ``union`` columns (``None``: all d):
     the rows of one task in the stacked rows of both."""
     position = column_positions(columns, union)
     if position is None:
         return m
-    width = d if union is None else union.numel()
-    return m.new_zeros(m.shape[0], width).index_copy_(1, position, m)
+    width = d if union is None else union.shape[0]
+    xp = namespace(m)
+    spread: Array = xp.zeros((m.shape[0], width), dtype=m.dtype, device=array_api_compat.device(m))
+    spread[:, position] = m
+    return spread

@@ -40,6 +40,9 @@ computation up to the order of floating-point sums:
   extremes are computed, tracked from step to step
   (:mod:`condimmune.core.tracked_terms`), with the dense ``eigh`` as the fallback whenever
   they cannot be certified.
+
+Data and weights are torch tensors or numpy arrays (:mod:`condimmune.core.arrays`), one
+backend per step object.
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Generic
 
-import torch
-from torch import Tensor
+import array_api_compat
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import (
@@ -58,6 +61,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
+from condimmune.core.arrays import Array, detached, is_array, matmul_into, namespace, no_grad
 from condimmune.core.blas import symmetric_gram
 from condimmune.core.eigenpairs import EigenvectorChooser, EigenvectorMethod
 from condimmune.core.regularizers import (
@@ -100,14 +104,14 @@ class StepWeighting(StrEnum):
 
 
 @dataclass(frozen=True)
-class RegularizerGradient:
+class RegularizerGradient(Generic[Array]):
     """The preconditioned regularizer direction (k × d), the two values and coefficients.
 
     A regularizer whose weight is 0 is skipped; its value and log κ are then ``nan`` and its
     coefficient 0. ``*_log_kappa`` are the current (pre-update) log κ over the numerical range.
     """
 
-    gradient: Tensor
+    gradient: Array
     r_well: float
     r_ill: float
     benign_coefficient: float
@@ -116,7 +120,7 @@ class RegularizerGradient:
     harmful_log_kappa: float
 
 
-class PreconditionedRegularizerStep:
+class PreconditionedRegularizerStep(Generic[Array]):
     """Precomputes ``M_P``, ``M_H`` once; :meth:`gradient` then gives Alg. 1's direction.
 
     Args:
@@ -137,8 +141,8 @@ class PreconditionedRegularizerStep:
 
     def __init__(
         self,
-        benign_x: Tensor,
-        harmful_x: Tensor,
+        benign_x: Array,
+        harmful_x: Array,
         *,
         benign_ridge: float,
         harmful_ridge: float,
@@ -149,8 +153,8 @@ class PreconditionedRegularizerStep:
         weighting: StepWeighting | str = StepWeighting.FIXED,
         eigenvectors: EigenvectorMethod | str = EigenvectorMethod.AUTO,
     ) -> None:
-        benign_x = check_matrix(benign_x, "benign_x").detach()
-        harmful_x = check_matrix(harmful_x, "harmful_x").detach()
+        benign_x = detached(check_matrix(benign_x, "benign_x"))
+        harmful_x = detached(check_matrix(harmful_x, "harmful_x"))
         check_same_device_dtype(benign_x=benign_x, harmful_x=harmful_x)
         if benign_x.shape[1] != harmful_x.shape[1]:
             raise ValueError(
@@ -173,16 +177,16 @@ class PreconditionedRegularizerStep:
                 f"with weighting={self.weighting.value!r} the weights are fractions of a step "
                 "size and must lie in [0, 1) (a full unit step zeroes an eigenvalue)"
             )
-        self.dim = benign_x.shape[1]
-        self.data = benign_x  # device and dtype every weight must share
+        self.dim: int = benign_x.shape[1]
+        self.data: Array = benign_x  # backend, device and dtype every weight must share
         self._fast = {
             "benign": self._tracks(benign_x),
             "harmful": self._tracks(harmful_x),
         }
-        self._rows = StepRows(
+        self._rows: StepRows[Array] = StepRows(
             (benign_x, harmful_x), (benign_ridge, harmful_ridge), self.dim, self._fast
         )
-        self._buffers: dict[tuple[bool, bool], tuple[Tensor, Tensor]] = {}  # reused Φ and A
+        self._buffers: dict[tuple[bool, bool], tuple[Any, Any]] = {}  # reused Φ and A
         # one chooser and tracker per regularizer: each matrix keeps its own spectrum; an
         # eigenvalue crossing τ (a refused tracking) is past it within a step or two
         self._choosers = {
@@ -193,19 +197,20 @@ class PreconditionedRegularizerStep:
         }
         self._trackers = {name: ExtremeEigenTracker() for name in ("benign", "harmful")}
 
-    def _tracks(self, x: Tensor) -> bool:
+    def _tracks(self, x: Array) -> bool:
         """Whether a task takes the fast path: ``"tracking"`` (float64 on the CPU), or
         ``"auto"`` and :func:`~condimmune.core.tracking.takes_fast_path`."""
         if self.eigenvectors is EigenvectorMethod.TRACKING:
-            return x.dtype == torch.float64 and x.device.type == "cpu"
+            device = str(array_api_compat.device(x))
+            return str(x.dtype).removeprefix("torch.") == "float64" and device == "cpu"
         return self.eigenvectors is EigenvectorMethod.AUTO and takes_fast_path(x)
 
-    def gradient(self, weight: Tensor, *, out: Tensor | None = None) -> RegularizerGradient:
+    def gradient(self, weight: Array, *, out: Array | None = None) -> RegularizerGradient[Array]:
         """The preconditioned direction for ``W`` (k × d); written into ``out`` if given.
 
         Reusing ``out`` across steps avoids allocating a k × d tensor per step.
         """
-        if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != self.dim:
+        if not is_array(weight) or weight.ndim != 2 or weight.shape[1] != self.dim:
             raise ValueError(
                 f"weight must be a k × {self.dim} tensor, got "
                 f"{getattr(weight, 'shape', type(weight).__name__)}"
@@ -213,13 +218,13 @@ class PreconditionedRegularizerStep:
         check_same_device_dtype(weight=weight, data=self.data)
         key = (self.benign_weight > 0, self.harmful_weight > 0)
         terms: dict[str, tuple[float, float, float]] = {}
-        with torch.no_grad():
+        with no_grad(weight):
             if out is None:
-                out = weight.new_empty(weight.shape)
+                out = namespace(weight).empty_like(weight)
             if any(key):
-                self._direction(weight.detach(), key, out, terms)
+                self._direction(detached(weight), key, out, terms)
             else:
-                out.zero_()
+                out[...] = 0
         nan = (float("nan"), 0.0, float("nan"))
         well, c_p, kappa_p = terms.get("benign", nan)
         ill, c_h, kappa_h = terms.get("harmful", nan)
@@ -235,24 +240,25 @@ class PreconditionedRegularizerStep:
 
     def _direction(
         self,
-        weight: Tensor,
+        weight: Array,
         key: tuple[bool, bool],
-        out: Tensor,
+        out: Array,
         terms: dict[str, tuple[float, float, float]],
     ) -> None:
         """Write ``Aᵀ M`` of the active regularizers into ``out``; their terms into ``terms``."""
         rows = self._rows.block(key)
-        k = weight.shape[0]
-        if key not in self._buffers or self._buffers[key][0].numel() != rows.x.shape[0] * k:
-            flat = rows.x.new_empty(rows.x.shape[0] * k)
-            self._buffers[key] = (flat, torch.empty_like(flat))
+        xp, k = namespace(weight), weight.shape[0]
+        if key not in self._buffers or self._buffers[key][0].shape[0] != rows.x.shape[0] * k:
+            device = array_api_compat.device(rows.x)
+            flat = xp.empty(rows.x.shape[0] * k, dtype=rows.x.dtype, device=device)
+            self._buffers[key] = (flat, xp.empty_like(flat))
         w, live = live_weight(weight, rows.columns)
         shape = (rows.x.shape[0], w.shape[0])
-        phi, a = (buffer[: shape[0] * shape[1]].view(shape) for buffer in self._buffers[key])
+        phi, a = (xp.reshape(buffer[: shape[0] * shape[1]], shape) for buffer in self._buffers[key])
         self._rows.features(w, key, phi)
         # one reduction instead of an elementwise test: a sum is finite iff every entry is
         # (up to overflow, which the elementwise test then rules out)
-        if not math.isfinite(float(phi.sum())) and not bool(torch.isfinite(phi).all()):
+        if not math.isfinite(float(xp.sum(phi))) and not bool(xp.all(xp.isfinite(phi))):
             raise ValueError("the features X Wᵀ contain NaN or Inf; the weight has diverged")
         n = rows.n_benign
         if key[0]:
@@ -260,18 +266,23 @@ class PreconditionedRegularizerStep:
         if key[1]:
             terms["harmful"] = self._feature_gradient(phi[n:], a[n:], "harmful", k)
         if live is None and rows.columns is None:
-            torch.mm(a.mT, rows.m, out=out)
+            matmul_into(a.mT, rows.m, out)
             return
         delta = a.mT @ rows.m
         if rows.columns is not None:
-            delta = delta.new_zeros(delta.shape[0], self.dim).index_copy_(1, rows.columns, delta)
+            spread = xp.zeros(
+                (delta.shape[0], self.dim), dtype=delta.dtype, device=array_api_compat.device(delta)
+            )
+            spread[:, rows.columns] = delta
+            delta = spread
         if live is None:
-            out.copy_(delta)
+            out[...] = delta
         else:
-            out.zero_().index_copy_(0, live, delta)
+            out[...] = 0
+            out[live] = delta
 
     def _feature_gradient(
-        self, phi: Tensor, out: Tensor, name: str, k: int
+        self, phi: Array, out: Array, name: str, k: int
     ) -> tuple[float, float, float]:
         """Write ``c · ∂R/∂Φ`` into ``out``, return ``(R, c, log κ)``: ``2 (∂R/∂G) Φ`` on the Gram
         matrix ``G = ΦΦᵀ`` when n < k, else ``2 Φ (∂R/∂S)`` on ``S = ΦᵀΦ``."""
@@ -283,19 +294,19 @@ class PreconditionedRegularizerStep:
         weight = self.benign_weight if name == "benign" else self.harmful_weight
         t = self._term(mat, name, k)
         if n < k:
-            torch.mm(t.gradient, phi, out=out)
+            matmul_into(t.gradient, phi, out)
         else:
-            torch.mm(phi, t.gradient, out=out)
+            matmul_into(phi, t.gradient, out)
         if self.weighting is StepWeighting.MONOTONE:
             coefficient = weight * min(t.monotone_step, t.unit_step)
         elif self.weighting is StepWeighting.UNIT:
             coefficient = weight * t.unit_step
         else:
             coefficient = weight
-        out.mul_(2.0 * coefficient)
+        out *= 2.0 * coefficient
         return t.value, coefficient, t.log_kappa
 
-    def _term(self, mat: Tensor, name: str, k: int) -> SpectralTerm[Tensor]:
+    def _term(self, mat: Array, name: str, k: int) -> SpectralTerm[Array]:
         """The regularizer of ``name`` on ``mat``, by the method its chooser gives: the tracked
         extremes (a dense fallback sends the next few steps to ``eigh``) or
         :func:`~condimmune.core.eigenpairs.psd_eigenpair`'s methods."""

@@ -25,8 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from torch import Tensor
-
+from condimmune.core.arrays import Array
 from condimmune.core.blas import symmetric_gram
 from condimmune.core.eigenpairs import EigenvectorMethod
 from condimmune.core.regularizers import (
@@ -44,7 +43,7 @@ from condimmune.core.tracking import ExtremeEigenTracker
 __all__ = ["log_condition_number_tracked", "r_ill_tracked", "r_well_tracked"]
 
 
-def r_well_tracked(mat: Tensor, p: int, tracker: ExtremeEigenTracker) -> SpectralTerm[Tensor]:
+def r_well_tracked(mat: Array, p: int, tracker: ExtremeEigenTracker) -> SpectralTerm[Array]:
     """:func:`~condimmune.core.regularizers.r_well_value_and_gradient` of the symmetric PSD
     float64 ``mat`` from its tracked extremes; the dense path (``fallback=True``) when they
     are not certified."""
@@ -59,12 +58,12 @@ def r_well_tracked(mat: Tensor, p: int, tracker: ExtremeEigenTracker) -> Spectra
 
 
 def r_ill_tracked(
-    mat: Tensor,
+    mat: Array,
     p: int,
     rtol: float | None,
     policy: RankDeficiency,
     tracker: ExtremeEigenTracker,
-) -> SpectralTerm[Tensor]:
+) -> SpectralTerm[Array]:
     """:func:`~condimmune.core.regularizers.r_ill_value_and_gradient` of the symmetric PSD
     float64 ``mat`` from its tracked extremes (the same rank checks and errors); the dense
     path (``fallback=True``) when they are not certified."""
@@ -82,7 +81,7 @@ def r_ill_tracked(
     return r_ill_term(mat, (spectrum.low, spectrum.top), spectrum.rank, u, fallback=False)
 
 
-def log_condition_number_tracked(phi: Tensor, tracker: ExtremeEigenTracker) -> float:
+def log_condition_number_tracked(phi: Array, tracker: ExtremeEigenTracker) -> float:
     r""":math:`\log\kappa(\Phi^\top\Phi) = \log\sigma_{\max} - \log\sigma_{\min}` (Eq. 1, default
     ``rtol``) of float64 CPU features ``phi`` (n × k) from the tracked extremes of the smaller
     Gram matrix; :func:`~condimmune.core.spectral.log_condition_number_features` when they

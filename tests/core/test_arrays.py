@@ -18,7 +18,7 @@ import pytest
 import torch
 from _helpers import matrix_with_spectrum
 
-from condimmune.core import regularizers, spectral
+from condimmune.core import bound, metrics, regularizers, spectral
 from condimmune.core._validation import (
     check_matrix,
     check_same_device_dtype,
@@ -216,6 +216,63 @@ def test_regularizer_step_in_numpy(n, d, rank, zeros, eigenvectors, tol, gen):
         assert a.benign_log_kappa == pytest.approx(b.benign_log_kappa, rel=tol)
         assert a.harmful_log_kappa == pytest.approx(b.harmful_log_kappa, rel=tol)
         w = w - b.gradient
+
+
+HESSIANS = {
+    "squared": ("squared", None),
+    "logistic": ("logistic", (6,)),
+    "cross-entropy": ("cross-entropy", (3, 6)),
+}
+
+
+@pytest.mark.parametrize(("loss", "head_shape"), HESSIANS.values(), ids=HESSIANS.keys())
+def test_probing_hessians_in_numpy(loss, head_shape, gen):
+    phi = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    head = None if head_shape is None else torch.randn(*head_shape, generator=gen).double()
+    ours = metrics.probing_hessian(
+        phi.numpy(), loss=loss, head=None if head is None else head.numpy()
+    )
+    _same(ours, metrics.probing_hessian(phi, loss=loss, head=head))
+    _same(
+        metrics.log_probing_hessian_condition_number(
+            phi.numpy(), loss=loss, head=None if head is None else head.numpy()
+        ),
+        metrics.log_probing_hessian_condition_number(phi, loss=loss, head=head),
+    )
+
+
+@pytest.mark.parametrize("rule", ["numerical-range", "paper-compatible"])
+def test_condition_numbers_in_numpy(rule, gen):
+    xp, xh = (torch.randn(30, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    w = torch.randn(5, 8, generator=gen, dtype=torch.float64)
+    ours = metrics.immunization_condition_numbers(xp.numpy(), xh.numpy(), w.numpy(), rule=rule)
+    theirs = metrics.immunization_condition_numbers(xp, xh, w, rule=rule)
+    for name in ("benign_original", "benign_immunized", "harmful_original", "harmful_immunized"):
+        assert getattr(ours, name) == pytest.approx(getattr(theirs, name), rel=1e-8)
+
+
+# (n_P, n_H, d): range(K_H) ⊆ range(K_P) (bounded) and not (unbounded)
+BOUNDS = {"bounded-n20-d8": (20, 12, 8), "unbounded-n5-d8": (5, 12, 8)}
+
+
+@pytest.mark.parametrize(("n_p", "n_h", "d"), BOUNDS.values(), ids=BOUNDS.keys())
+def test_bound_and_closed_form_in_numpy(n_p, n_h, d, gen):
+    xp = torch.randn(n_p, d, generator=gen, dtype=torch.float64)
+    xh = torch.randn(n_h, d, generator=gen, dtype=torch.float64)
+    ours = bound.immunization_bound_features(xp.numpy(), xh.numpy())
+    theirs = bound.immunization_bound_features(xp, xh)
+    assert ours.unbounded == theirs.unbounded and ours.offending_dim == theirs.offending_dim
+    assert ours.kappa_lambda == pytest.approx(theirs.kappa_lambda, rel=1e-8)
+    from_covariances = bound.immunization_bound(
+        xp.numpy().T @ xp.numpy(), xh.numpy().T @ xh.numpy()
+    )
+    assert from_covariances.unbounded == theirs.unbounded
+    weight = bound.closed_form_immunizer(xp.numpy(), xh.numpy())
+    assert isinstance(weight, np.ndarray) and weight.flags.c_contiguous
+    expected = bound.closed_form_immunizer(xp, xh)
+    # columns of θ are eigenvectors, each determined up to its sign
+    signs = np.sign(np.sum(weight * expected.numpy(), axis=1, keepdims=True))
+    np.testing.assert_allclose(signs * weight, expected.numpy(), rtol=1e-6, atol=1e-9)
 
 
 def test_exactly_singular_indefinite_factor_is_refused():

@@ -34,6 +34,8 @@ __all__ = [
     "no_grad",
     "numpy_view",
     "seeded_normal_column",
+    "sigmoid",
+    "softmax",
 ]
 
 Array = TypeVar("Array", "Tensor", NDArray[np.floating[Any]])
@@ -146,3 +148,23 @@ def no_grad(like: object) -> AbstractContextManager[object]:
     import torch
 
     return torch.no_grad()
+
+
+def sigmoid(x: Array) -> Array:
+    """The logistic function elementwise (``torch.sigmoid``; ``scipy.special.expit``)."""
+    if isinstance(x, np.ndarray):
+        from scipy.special import expit
+
+        values: Array = expit(x)
+        return values
+    return x.sigmoid()
+
+
+def softmax(x: Array, axis: int) -> Array:
+    """Softmax along ``axis`` (``torch.softmax``; ``scipy.special.softmax``)."""
+    if isinstance(x, np.ndarray):
+        from scipy.special import softmax as scipy_softmax
+
+        values: Array = scipy_softmax(x, axis=axis)
+        return values
+    return x.softmax(dim=axis)

@@ -14,16 +14,17 @@ unchanged and grows κ(H_H) without limit.
 
 Numerics: everything goes through symmetric eigendecompositions / thin SVDs of the data
 factors (``K = FᵀF``), never an explicit inverse. With ``K_P = V_P Σ_P² V_Pᵀ`` over its
-range, Λ are the squared singular values of :math:`B = F_H V_P \Sigma_P^{-1}`.
+range, Λ are the squared singular values of :math:`B = F_H V_P \Sigma_P^{-1}`. Matrices are
+torch tensors or numpy arrays (:mod:`condimmune.core.arrays`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Generic
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from condimmune.core._validation import (
     check_matrix,
@@ -31,6 +32,7 @@ from condimmune.core._validation import (
     check_same_device_dtype,
     check_symmetric_psd,
 )
+from condimmune.core.arrays import Array, namespace, no_grad
 from condimmune.core.errors import DegenerateSpectrumError
 from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import nonzero_mask
@@ -66,47 +68,46 @@ class ImmunizationBound(JsonRecord):
 
 
 @dataclass(frozen=True)
-class _Decomposition:
-    v_p: Tensor  # d × r_P orthonormal basis of range(K_P)
-    s_p: Tensor  # r_P singular values of F_P (√ eigenvalues of K_P), descending
-    lam: Tensor  # generalized eigenvalues, descending, r_P of them (zeros kept)
-    u_b: Tensor  # r_P × r_P eigenvectors of BᵀB
+class _Decomposition(Generic[Array]):
+    v_p: Array  # d × r_P orthonormal basis of range(K_P)
+    s_p: Array  # r_P singular values of F_P (√ eigenvalues of K_P), descending
+    lam: Array  # generalized eigenvalues, descending, r_P of them (zeros kept)
+    u_b: Array  # r_P × r_P eigenvectors of BᵀB
     offending_dim: int
     kappa_benign: float
     kappa_harmful: float
 
 
-def _range_basis(F: Tensor, rtol: float | None) -> tuple[Tensor, Tensor]:
+def _range_basis(F: Array, rtol: float | None) -> tuple[Array, Array]:
     """Orthonormal basis (d × r) of the row space of F and its singular values.
 
     The eigenvalues of ``K = FᵀF`` are the squared singular values; those that
     :func:`~condimmune.core.spectral.nonzero_mask` keeps (for a d × d matrix) span the range.
     """
-    s: Tensor
-    vh: Tensor
-    _, s, vh = torch.linalg.svd(F, full_matrices=False)
+    s: Any
+    vh: Any
+    _, s, vh = namespace(F).linalg.svd(F, full_matrices=False)
     keep = nonzero_mask(s * s, rtol=rtol, size=F.shape[1])
     return vh[keep].mT, s[keep]
 
 
-def _decompose(f_p: Tensor, f_h: Tensor, rtol: float | None) -> _Decomposition:
+def _decompose(f_p: Array, f_h: Array, rtol: float | None) -> _Decomposition[Array]:
     v_p, s_p = _range_basis(f_p, rtol)
     v_h, s_h = _range_basis(f_h, rtol)
     if v_h.shape[1] == 0 or v_p.shape[1] == 0:
         raise DegenerateSpectrumError("K_P or K_H is numerically zero; no bound exists")
     # Part of range(K_H) outside range(K_P): singular values of (I − V_P V_Pᵀ) F_Hᵀ, non-zero
     # relative to σ_max(K_H).
+    xp = namespace(f_p)
     outside = f_h.mT - v_p @ (v_p.mT @ f_h.mT)
-    out_s: Tensor = torch.linalg.svdvals(outside)
+    out_s = xp.linalg.svdvals(outside)
     outside_mask = nonzero_mask(
         out_s * out_s, rtol=rtol, size=f_p.shape[1], sigma_max=s_h[0] * s_h[0]
     )
     offending = int(outside_mask.sum())
     b = (f_h @ v_p) / s_p
-    lam_b: Tensor
-    u_b: Tensor
-    lam_b, u_b = torch.linalg.eigh(b.mT @ b)
-    lam_b, u_b = lam_b.flip(0).clamp_min(0.0), u_b.flip(1)
+    lam_b, u_b = xp.linalg.eigh(b.mT @ b)
+    lam_b, u_b = xp.clip(xp.flip(lam_b, axis=0), min=0.0), xp.flip(u_b, axis=1)
     return _Decomposition(
         v_p=v_p,
         s_p=s_p,
@@ -118,9 +119,10 @@ def _decompose(f_p: Tensor, f_h: Tensor, rtol: float | None) -> _Decomposition:
     )
 
 
-def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
+def _bound_from(dec: _Decomposition[Array], rtol: float | None) -> ImmunizationBound:
+    xp = namespace(dec.lam)
     lam_nz = dec.lam[nonzero_mask(dec.lam, rtol=rtol)]
-    if lam_nz.numel() == 0:
+    if lam_nz.shape[0] == 0:
         raise DegenerateSpectrumError("K_H vanishes on range(K_P): every Λ is zero")
     kappa_lambda = float(lam_nz[0] / lam_nz[-1])
     if dec.offending_dim > 0:
@@ -136,7 +138,7 @@ def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
             kappa_lambda=kappa_lambda,
             kappa_benign=dec.kappa_benign,
             kappa_harmful=dec.kappa_harmful,
-            generalized_eigenvalues=tuple(lam_nz.flip(0).tolist()),
+            generalized_eigenvalues=tuple(xp.flip(lam_nz, axis=0).tolist()),
         )
     value = kappa_lambda * dec.kappa_benign / dec.kappa_harmful
     reason = (
@@ -152,19 +154,19 @@ def _bound_from(dec: _Decomposition, rtol: float | None) -> ImmunizationBound:
         kappa_lambda=kappa_lambda,
         kappa_benign=dec.kappa_benign,
         kappa_harmful=dec.kappa_harmful,
-        generalized_eigenvalues=tuple(lam_nz.flip(0).tolist()),
+        generalized_eigenvalues=tuple(xp.flip(lam_nz, axis=0).tolist()),
     )
 
 
-def _factor(K: Tensor) -> Tensor:
+def _factor(K: Array) -> Array:
     """A factor F with FᵀF = K (rows = √eigenvalue · eigenvector)."""
-    lam: Tensor
-    vecs: Tensor
-    lam, vecs = torch.linalg.eigh(K)
-    return (vecs * lam.clamp_min(0.0).sqrt()).mT
+    xp = namespace(K)
+    lam, vecs = xp.linalg.eigh(K)
+    factor: Array = (vecs * xp.sqrt(xp.clip(lam, min=0.0))).mT
+    return factor
 
 
-def _checked_pair(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
+def _checked_pair(a: Array, b: Array, names: tuple[str, str]) -> None:
     check_same_device_dtype(**{names[0]: a, names[1]: b})
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(
@@ -173,29 +175,29 @@ def _checked_pair(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
         )
 
 
-def immunization_bound(K_P: Tensor, K_H: Tensor, *, rtol: float | None = None) -> ImmunizationBound:
+def immunization_bound(K_P: Array, K_H: Array, *, rtol: float | None = None) -> ImmunizationBound:
     """RIR ceiling from the covariances ``K_P = X_PᵀX_P``, ``K_H = X_HᵀX_H`` (d × d)."""
     K_P = check_symmetric_psd(K_P, "K_P")
     K_H = check_symmetric_psd(K_H, "K_H")
     _checked_pair(K_P, K_H, ("K_P", "K_H"))
     rtol = check_rtol(rtol)
-    with torch.no_grad():
+    with no_grad(K_P):
         return _bound_from(_decompose(_factor(K_P), _factor(K_H), rtol), rtol)
 
 
 def immunization_bound_features(
-    X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
+    X_P: Array, X_H: Array, *, rtol: float | None = None
 ) -> ImmunizationBound:
     """RIR ceiling from the data (n_P × d, n_H × d) directly; thin SVDs, no d × d inverse."""
     X_P = check_matrix(X_P, "X_P")
     X_H = check_matrix(X_H, "X_H")
     _checked_pair(X_P, X_H, ("X_P", "X_H"))
     rtol = check_rtol(rtol)
-    with torch.no_grad():
+    with no_grad(X_P):
         return _bound_from(_decompose(X_P, X_H, rtol), rtol)
 
 
-def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None) -> Tensor:
+def closed_form_immunizer(X_P: Array, X_H: Array, *, rtol: float | None = None) -> Array:
     r"""The extractor weight ``W = θᵀ`` (d × d) that attains the bound.
 
     θ's columns are the generalized eigenvectors (:math:`V^\top K_P V = I`,
@@ -214,24 +216,32 @@ def closed_form_immunizer(X_P: Tensor, X_H: Tensor, *, rtol: float | None = None
     X_H = check_matrix(X_H, "X_H")
     _checked_pair(X_P, X_H, ("X_P", "X_H"))
     rtol = check_rtol(rtol)
-    with torch.no_grad():
+    xp = namespace(X_P)
+    with no_grad(X_P):
         dec = _decompose(X_P, X_H, rtol)
         nonzero = nonzero_mask(dec.lam, rtol=rtol)
-        if not bool(nonzero.any()):
+        if not bool(xp.any(nonzero)):
             raise DegenerateSpectrumError("K_H vanishes on range(K_P); nothing to immunize")
         lam_nz = dec.lam[nonzero]
         log_kappa_lambda = math.log(float(lam_nz[0] / lam_nz[-1]))
         a = 0.0 if log_kappa_lambda <= 0 else math.log(dec.kappa_benign) / (2 * log_kappa_lambda)
         # zero Λ (harmful data silent in that direction) get the smallest non-zero scale
-        scale = torch.where(nonzero, dec.lam, lam_nz[-1]) ** a
+        scale = xp.where(nonzero, dec.lam, lam_nz[-1]) ** a
         theta = (dec.v_p / dec.s_p) @ dec.u_b * scale  # d × r_P
         d, r = X_P.shape[1], theta.shape[1]
         if r < d:
             # orthonormal basis of null(K_P): the last d − r columns of a complete QR of V_P
-            q, _ = torch.linalg.qr(dec.v_p, mode="complete")
+            q, _ = xp.linalg.qr(dec.v_p, mode="complete")
             null_basis = q[:, r:]
-            theta = torch.cat([theta, null_basis * theta.norm(dim=0).min()], dim=1)
+            smallest = xp.min(xp.linalg.vector_norm(theta, axis=0))
+            theta = xp.concat([theta, null_basis * smallest], axis=1)
         # κ and RIR are scale-free; give the benign features the raw inputs' energy so a
         # head trained on them sees inputs of the usual size.
-        theta = theta * torch.sqrt(X_P.square().sum() / (X_P @ theta).square().sum())
-        return theta.mT.contiguous()
+        theta = theta * xp.sqrt(xp.sum(xp.square(X_P)) / xp.sum(xp.square(X_P @ theta)))
+        weight: Array = _contiguous(theta.mT)
+        return weight
+
+
+def _contiguous(x: Array) -> Array:
+    """``x`` in row-major memory (a copy of a transposed view)."""
+    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x.contiguous()

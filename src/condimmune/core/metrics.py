@@ -7,6 +7,7 @@ logistic and cross-entropy probing the Hessian depends on the head (see
 :func:`probing_hessian`); at the usual initialisation ``w = 0`` it is a positive multiple
 of ``ΦᵀΦ`` (⊗ the softmax centring matrix for cross-entropy), whose κ over the non-zero
 spectrum equals κ(ΦᵀΦ) — the reason the paper controls ``ΦᵀΦ`` for classification too.
+Features and weights are torch tensors or numpy arrays (:mod:`condimmune.core.arrays`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-import torch
-from torch import Tensor
+import array_api_compat
+import numpy as np
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import (
@@ -26,6 +27,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
+from condimmune.core.arrays import Array, namespace, no_grad, sigmoid, softmax
 from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import (
     log_condition_number,
@@ -61,7 +63,7 @@ class KappaRule(StrEnum):
     PAPER_COMPATIBLE = "paper-compatible"
 
 
-def probing_hessian(Phi: Tensor, *, loss: ProbingLoss | str, head: Tensor | None = None) -> Tensor:
+def probing_hessian(Phi: Array, *, loss: ProbingLoss | str, head: Array | None = None) -> Array:
     r"""Hessian in the head of the mean linear-probing loss on features ``Φ`` (n × k).
 
     * ``squared``: :math:`L(w) = \|\Phi w - y\|^2/n`, :math:`H = \tfrac2n\Phi^\top\Phi`
@@ -74,37 +76,43 @@ def probing_hessian(Phi: Tensor, *, loss: ProbingLoss | str, head: Tensor | None
     """
     Phi = check_matrix(Phi, "Phi")
     loss = parse_choice(ProbingLoss, loss, "loss")
-    n, k = Phi.shape
+    xp, (n, k) = namespace(Phi), Phi.shape
+    hessian: Array
     if loss is ProbingLoss.SQUARED:
         if head is not None:
             raise ValueError("the squared-loss Hessian does not depend on the head; pass head=None")
-        return (2.0 / n) * (Phi.mT @ Phi)
+        hessian = (2.0 / n) * (Phi.mT @ Phi)
+        return hessian
     if loss is ProbingLoss.LOGISTIC:
-        w = torch.zeros(k, dtype=Phi.dtype, device=Phi.device) if head is None else head
+        device = array_api_compat.device(Phi)
+        w = xp.zeros(k, dtype=Phi.dtype, device=device) if head is None else head
         w = check_float_tensor(w, "head")
-        if w.shape != (k,):
+        if tuple(w.shape) != (k,):
             raise ValueError(f"the logistic head must have shape ({k},), got {tuple(w.shape)}")
         check_same_device_dtype(Phi=Phi, head=w)
-        p = torch.sigmoid(Phi @ w)
-        return (Phi.mT * (p * (1 - p))) @ Phi / n
+        p = sigmoid(Phi @ w)
+        hessian = (Phi.mT * (p * (1 - p))) @ Phi / n
+        return hessian
     if head is None:
         raise ValueError("the cross-entropy Hessian needs the head W of shape (C, k); pass head=")
     W = check_matrix(head, "head")
     if W.shape[1] != k:
         raise ValueError(f"head must have shape (C, {k}), got {tuple(W.shape)}")
     check_same_device_dtype(Phi=Phi, head=W)
-    P = torch.softmax(Phi @ W.mT, dim=1)
+    P = softmax(Phi @ W.mT, axis=1)
     C = W.shape[0]
     # A_m = diag(p_m) - p_m p_mᵀ; H = (1/n) Σ_m A_m ⊗ φ_m φ_mᵀ
-    A = torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
+    eye = xp.eye(C, dtype=P.dtype, device=array_api_compat.device(P))
+    A = P[:, :, None] * eye - P[:, :, None] * P[:, None, :]
     outer = Phi[:, :, None] * Phi[:, None, :]
-    H = torch.einsum("mab,mij->aibj", A, outer).reshape(C * k, C * k)
-    return H / n
+    H = xp.reshape(xp.einsum("mab,mij->aibj", A, outer), (C * k, C * k))
+    hessian = H / n
+    return hessian
 
 
 def log_probing_hessian_condition_number(
-    Phi: Tensor, *, loss: ProbingLoss | str, head: Tensor | None = None, rtol: float | None = None
-) -> Tensor:
+    Phi: Array, *, loss: ProbingLoss | str, head: Array | None = None, rtol: float | None = None
+) -> Array:
     """log κ of :func:`probing_hessian` over its numerical range (Gram trick for squared loss)."""
     loss = parse_choice(ProbingLoss, loss, "loss")
     if loss is ProbingLoss.SQUARED and head is None:
@@ -175,18 +183,18 @@ class ConditionNumbers(JsonRecord):
         )
 
 
-def _kappa(Phi: Tensor, rule: KappaRule, rtol: float | None) -> float:
+def _kappa(Phi: Array, rule: KappaRule, rtol: float | None) -> float:
     if rule is KappaRule.NUMERICAL_RANGE:
         return math.exp(float(log_condition_number_features(Phi, rtol=rtol)))
     return float(paper_compatible_condition_number(Phi.mT @ Phi))
 
 
 def immunization_condition_numbers(
-    benign_x: Tensor,
-    harmful_x: Tensor,
-    weight: Tensor,
+    benign_x: Array,
+    harmful_x: Array,
+    weight: Array,
     *,
-    original_weight: Tensor | None = None,
+    original_weight: Array | None = None,
     rule: KappaRule | str = KappaRule.NUMERICAL_RANGE,
     rtol: float | None = None,
 ) -> ConditionNumbers:
@@ -208,7 +216,7 @@ def immunization_condition_numbers(
             f"benign_x, harmful_x and weight must share the input dimension; got "
             f"{benign_x.shape[1]}, {harmful_x.shape[1]} and weight {tuple(weight.shape)} (k × d)"
         )
-    with torch.no_grad():
+    with no_grad(benign_x):
         if original_weight is None:
             original_p, original_h = benign_x, harmful_x
         else:
@@ -274,7 +282,7 @@ def check_immunization(
             benign_loss_original, "benign_loss_original", allow_zero=True
         )
         imm = check_positive_float(benign_loss_immunized, "benign_loss_immunized", allow_zero=True)
-        utility_gap = (imm - original) / max(original, torch.finfo(torch.float64).tiny)
+        utility_gap = (imm - original) / max(original, float(np.finfo(np.float64).tiny))
         utility_ok = imm <= original * (1 + loss_tolerance) + 1e-12
     return ImmunizationCheck(
         harmful_ok=kappas.harmful_ratio >= harmful_factor,

@@ -24,15 +24,17 @@ matrix–vector products:
    previous step's u_k; the eigenvalue just below τ, if any, gives its most negative one.
 
 Every value is the Rayleigh quotient :math:`x^\top Gx` of its unit vector. The result is
-*certified* only if each vector's residual :math:`\|Gx - (x^\top Gx)x\|` is at rounding level
-(``p · eps · σ_max``), the eigenvalues nearest τ on both sides lie at least
+*certified* only if the residual :math:`\|Gx - (x^\top Gx)x\|` of each vector returned is
+at rounding level (``p · eps · σ_max``), the eigenvalues nearest τ on both sides lie at least
 :math:`\delta = 4\sqrt{p}\,\epsilon\,\sigma_{\max}` from it (the backward error of a dense
 ``eigvalsh`` and of the factorisation is a small multiple of :math:`\epsilon\,\sigma_{\max}`,
-so both then count the same rank), the inertia and the Lanczos run agree on which side of
-τ they lie, and, when v₁ is asked for, λ₁ − λ₂ ≥ 1e-6 λ₁ (the rule of
-:mod:`condimmune.core.eigenpairs`). Otherwise :meth:`ExtremeEigenTracker.track` returns
-``None`` and the caller takes the dense ``eigh`` path. (A top eigenvalue repeated *exactly*
-is seen once by Lanczos: v₁ is then one unit vector of its eigenspace, still a subgradient.)
+so both then count the same rank; the one just below τ, whose vector is not returned, by
+δ plus its residual: a symmetric matrix has an eigenvalue within the residual of a Rayleigh
+quotient), the inertia and the Lanczos run agree on which side of τ they lie, and, when v₁
+is asked for, λ₁ − λ₂ ≥ 1e-6 λ₁ (the rule of :mod:`condimmune.core.eigenpairs`).
+Otherwise :meth:`ExtremeEigenTracker.track` returns ``None`` and the caller takes the dense
+``eigh`` path. (A top eigenvalue repeated *exactly* is seen once by Lanczos: v₁ is then one
+unit vector of its eigenspace, still a subgradient.)
 
 Matrices are torch tensors (torch's kernels, whose thread count the CLI sets with
 ``--threads``) or numpy arrays (scipy's LAPACK, run on one BLAS thread: two OpenBLAS pools
@@ -277,6 +279,7 @@ class ExtremeEigenTracker:
             return None
         if below:
             under, residual = _rayleigh(gram, ritz.vector(0))
-            if not (ritz.values[0] < 0 and residual <= rounding and tau - under >= margin):
+            # `not ≥` also refuses a NaN residual
+            if not (ritz.values[0] < 0 and tau - under >= margin + residual):
                 return None
         return size - below, low, low_vec

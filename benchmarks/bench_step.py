@@ -14,6 +14,11 @@ ResNet18 batch (64 × 512) and a ViT-B/16 batch (32 × 768).
 
     python benchmarks/bench_step.py [--repeats N]
 
+Backend cases (issue #30): the same fast step on numpy arrays (numpy/scipy's OpenBLAS) against
+torch tensors (MKL), both at the process's thread setting, printed as
+``case=backend-<name> numpy_ms=<float> torch_ms=<float> ratio=<float>`` (ratio > 1: numpy
+faster).
+
 Prints one line per case: ``case=<name> ours_ms=<float> dense_ms=<float> ratio=<float>``.
 ``benchmarks/bench_speed.py`` runs the linear cases with their targets.
 """
@@ -76,6 +81,26 @@ def step_case(n: int, d: int, repeats: int) -> tuple[float, float]:
     return ours, dense
 
 
+def backend_case(n: int, d: int, repeats: int) -> tuple[float, float]:
+    """``(numpy_ms, torch_ms)`` for one fast linear step on the same random ``n × d`` tasks."""
+    gen = torch.Generator().manual_seed(0)
+    xp = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    xh = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    w = torch.eye(d, dtype=torch.float64) + 0.01 * torch.randn(
+        d, d, generator=gen, dtype=torch.float64
+    )
+    options = {"benign_ridge": 1.0, "harmful_ridge": 1.0, "rank_deficiency": "allow"}
+    weights = {"benign_weight": 1.0, "harmful_weight": 1.0}
+    times = []
+    for x_p, x_h, weight in ((xp.numpy(), xh.numpy(), w.numpy()), (xp, xh, w)):
+        step = PreconditionedRegularizerStep(x_p, x_h, **options, **weights)
+        buffer = weight.copy() if hasattr(weight, "copy") else weight.clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankDeficientWarning)
+            times.append(best_ms(lambda s=step, w=weight, b=buffer: s.gradient(w, out=b), repeats))
+    return times[0], times[1]
+
+
 def deep_case(n: int, k: int, repeats: int) -> tuple[float, float]:
     """``(gram_ms, dense_ms)`` for one deep step's regularizer on ``n × k`` feature batches."""
     gen = torch.Generator().manual_seed(1)
@@ -106,6 +131,12 @@ def main() -> None:
         _report(name, *step_case(n, d, args.repeats))
     for name, (n, k) in DEEP_CASES.items():
         _report(name, *deep_case(n, k, args.repeats))
+    numpy_ms, torch_ms = backend_case(1024, 784, args.repeats)
+    print(
+        f"case=backend-n1024-d784 numpy_ms={numpy_ms:.2f} torch_ms={torch_ms:.2f} "
+        f"ratio={torch_ms / numpy_ms:.2f}",
+        flush=True,
+    )
 
 
 def _report(name: str, ours_ms: float, dense_ms: float) -> None:

@@ -71,6 +71,8 @@ BOTH_FORMS = {
     "few-label": "mnist-cnn-few-labels-exploration/grid-mean-union",
     "cluttered": "mnist-cnn-cluttered-exploration/grid-mean-union",
     "cluttered, mean_union_ridge=0.1": "mnist-cnn-cluttered-exploration/grid-mean-union-ridge",
+    "few-label, union_weight=1": "mnist-cnn-few-labels-exploration/grid-w1-mean-union",
+    "cluttered, union_weight=1": "mnist-cnn-cluttered-exploration/grid-w1-mean-union",
 }
 """The runs of docs/attacks.md's "Both union forms at once" table, per operating point."""
 

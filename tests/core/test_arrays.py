@@ -275,6 +275,25 @@ def test_bound_and_closed_form_in_numpy(n_p, n_h, d, gen):
     np.testing.assert_allclose(signs * weight, expected.numpy(), rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("transform", ["none", "standardize", "whiten"])
+def test_probe_attacks_in_numpy(transform, gen):
+    """The paper's attacker (attacks/probes.py, built on core) gives torch's step counts and
+    curves on numpy features, whatever the attacker's transform."""
+    from condimmune.attacks.probes import compare_probe_attacks, squared_loss_lipschitz
+
+    x = torch.randn(40, 6, generator=gen, dtype=torch.float64) * torch.linspace(0.1, 3, 6)
+    y = x @ torch.randn(6, generator=gen, dtype=torch.float64)
+    w = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    ours = compare_probe_attacks(x.numpy(), y.numpy(), w.numpy(), budget=50, transform=transform)
+    theirs = compare_probe_attacks(x, y, w, budget=50, transform=transform)
+    for a, b in ((ours.original, theirs.original), (ours.immunized, theirs.immunized)):
+        assert a.steps_to_target == b.steps_to_target
+        assert isinstance(a.relative_suboptimality, np.ndarray)
+        _same(a.relative_suboptimality, b.relative_suboptimality)
+        assert a.condition_number == pytest.approx(b.condition_number, rel=1e-8)
+    assert squared_loss_lipschitz(x.numpy()) == pytest.approx(squared_loss_lipschitz(x), rel=1e-12)
+
+
 def test_exactly_singular_indefinite_factor_is_refused():
     assert symmetric_indefinite_solver(np.zeros((3, 3))) is None
     assert symmetric_indefinite_solver(torch.zeros(3, 3, dtype=torch.float64)) is None
@@ -371,6 +390,8 @@ def test_numpy_calls_do_not_import_torch():
         "regularizers.r_ill_features(x, rank_deficiency='allow')\n"
         "eigenpairs.log_condition_number_features_gradient(\n"
         "    x, eigenvectors=eigenpairs.EigenvectorMethod.INVERSE_ITERATION)\n"
+        "from condimmune.attacks.probes import compare_probe_attacks\n"
+        "compare_probe_attacks(x, x @ np.ones(4), np.eye(4), transform='whiten')\n"
         "from condimmune.core.tracking import ExtremeEigenTracker\n"
         "assert ExtremeEigenTracker().track(\n"
         "    x.T @ x, rtol=1e-12, top_vector=True, low_vector=True) is not None\n"

@@ -11,6 +11,7 @@ The trajectory is therefore evaluated **exactly** from one SVD rather than by it
 steps to reach a relative suboptimality ``target`` is found by bisection on this monotone
 function — exact even when it is astronomically large, so no step budget caps it.
 Directions whose σ² :func:`~condimmune.core.spectral.nonzero_mask` drops count as zero, as for κ.
+Features and targets are torch tensors or numpy arrays (:mod:`condimmune.core.arrays`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Generic
 
-import torch
-from torch import Tensor
+import array_api_compat
+import numpy as np
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import (
@@ -30,6 +32,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
+from condimmune.core.arrays import Array, detached, namespace, no_grad
 from condimmune.core.errors import DegenerateSpectrumError
 from condimmune.core.spectral import nonzero_mask
 
@@ -64,55 +67,57 @@ class AttackerTransform(StrEnum):
 
 
 @dataclass(frozen=True)
-class FittedTransform:
+class FittedTransform(Generic[Array]):
     """An :class:`AttackerTransform` fitted on training features: the transformed training
     features, and the offset and scale that :meth:`apply` maps other rows with (``scale``: a
     vector that divides, for ``standardize``; a matrix that multiplies, for ``whiten``)."""
 
-    train: Tensor
-    offset: Tensor | None = None
-    scale: Tensor | None = None
+    train: Array
+    offset: Array | None = None
+    scale: Array | None = None
 
-    def apply(self, x: Tensor) -> Tensor:
+    def apply(self, x: Array) -> Array:
         """The same map on other rows (held-out features)."""
         if self.offset is None or self.scale is None:
             return x
         centred = x - self.offset
-        return centred / self.scale if self.scale.ndim == 1 else centred @ self.scale
+        mapped: Array = centred / self.scale if self.scale.ndim == 1 else centred @ self.scale
+        return mapped
 
 
 def fit_transform(
-    Phi: Tensor, transform: AttackerTransform | str, *, centre: bool = False
-) -> FittedTransform:
+    Phi: Array, transform: AttackerTransform | str, *, centre: bool = False
+) -> FittedTransform[Array]:
     """Fit ``transform`` on training features ``Φ`` (n × k); ``centre``: the probe has a bias
     (the offset is the column mean, see :class:`AttackerTransform`)."""
     Phi = check_matrix(Phi, "Phi")
     transform = parse_choice(AttackerTransform, transform, "transform")
     if transform is AttackerTransform.NONE:
         return FittedTransform(Phi)
-    offset = Phi.mean(dim=0) if centre else torch.zeros_like(Phi[0])
+    xp = namespace(Phi)
+    offset = xp.mean(Phi, axis=0) if centre else xp.zeros_like(Phi[0])
     centred = Phi - offset
     if transform is AttackerTransform.STANDARDIZE:
-        rms = centred.square().mean(dim=0).sqrt()
-        scale = torch.where(rms > 0, rms, torch.ones_like(rms))
+        rms = xp.sqrt(xp.mean(xp.square(centred), axis=0))
+        scale = xp.where(rms > 0, rms, xp.ones_like(rms))
         return FittedTransform(centred / scale, offset, scale)
-    u: Tensor
-    s: Tensor
-    u, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    u: Any
+    s: Any
+    u, s, vh = xp.linalg.svd(centred, full_matrices=False)
     keep = nonzero_mask(s * s, size=Phi.shape[1])
     root_n = math.sqrt(Phi.shape[0])
     # U√n is exactly (Φ − μ) V Σ⁻¹ √n on the training rows, without the rounding of the product
     return FittedTransform(u[:, keep] * root_n, offset, vh[keep].mT / s[keep] * root_n)
 
 
-def attacker_features(Phi: Tensor, transform: AttackerTransform | str) -> Tensor:
+def attacker_features(Phi: Array, transform: AttackerTransform | str) -> Array:
     """The features a probe without a bias learns from after applying ``transform`` to its
     training features ``Φ`` (n × k)."""
     return fit_transform(Phi, transform).train
 
 
 @dataclass(frozen=True)
-class ProbeAttackResult:
+class ProbeAttackResult(Generic[Array]):
     """Outcome of GD linear probing with step 1/L.
 
     ``relative_suboptimality[t] = (L(w_t) − L*) / (L(w_0) − L*)`` for ``t = 0..budget``.
@@ -121,7 +126,7 @@ class ProbeAttackResult:
 
     steps_to_target: int
     target: float
-    relative_suboptimality: Tensor
+    relative_suboptimality: Array
     initial_loss: float
     optimal_loss: float
     step_size: float
@@ -129,12 +134,12 @@ class ProbeAttackResult:
 
 
 @dataclass(frozen=True)
-class ProbeComparison:
+class ProbeComparison(Generic[Array]):
     """The same attack on the original features (raw inputs: the identity extractor) and on
     the immunized ones."""
 
-    original: ProbeAttackResult
-    immunized: ProbeAttackResult
+    original: ProbeAttackResult[Array]
+    immunized: ProbeAttackResult[Array]
 
     @property
     def slowdown(self) -> float:
@@ -142,22 +147,24 @@ class ProbeComparison:
         return self.immunized.steps_to_target / max(self.original.steps_to_target, 1)
 
 
-def squared_loss_lipschitz(phi: Tensor) -> float:
+def squared_loss_lipschitz(phi: Array) -> float:
     """L = λ_max of the Hessian ``(2/n) ΦᵀΦ`` of ``‖Φw − y‖²/n``: GD's standard step is 1/L.
     The one Lipschitz constant of every GD 1/L attacker (the linear suite, the deep suite's
     ``*-gd`` probes and the scale of their momentum learning rates)."""
-    return 2.0 / phi.shape[0] * float(torch.linalg.matrix_norm(phi, ord=2)) ** 2
+    norm = float(namespace(phi).linalg.matrix_norm(phi, ord=2))
+    return 2.0 / int(phi.shape[0]) * norm**2
 
 
-def _steps_to_target(log_rates: Tensor, weights: Tensor, target: float) -> int:
+def _steps_to_target(log_rates: Array, weights: Array, target: float) -> int:
     """Least integer t ≥ 0 with Σ w_i exp(2 t log r_i) ≤ target (Σ w_i = 1)."""
+    xp = namespace(log_rates)
 
     def f(t: int) -> float:
-        return float((weights * torch.exp(2.0 * t * log_rates)).sum())
+        return float(xp.sum(weights * xp.exp(2.0 * t * log_rates)))
 
     if f(0) <= target:
         return 0
-    slowest = float(log_rates.max())
+    slowest = float(xp.max(log_rates))
     if slowest == 0.0:  # a unit rate carries weight: the target is never reached
         raise DegenerateSpectrumError(
             "a component of y converges at rate 1 under GD with step 1/L; the target "
@@ -175,13 +182,13 @@ def _steps_to_target(log_rates: Tensor, weights: Tensor, target: float) -> int:
 
 
 def probe_attack(
-    Phi: Tensor,
-    y: Tensor,
+    Phi: Array,
+    y: Array,
     *,
     target: float = 1e-3,
     budget: int = 1000,
     rtol: float | None = None,
-) -> ProbeAttackResult:
+) -> ProbeAttackResult[Array]:
     """Simulate GD (step ``1/L``, ``w_0 = 0``) on the squared loss of a linear head on ``Φ``.
 
     Args:
@@ -206,31 +213,34 @@ def probe_attack(
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive int, got {budget!r}")
     n, k = Phi.shape
-    Y = (y if y.ndim == 2 else y[:, None]).detach()
-    with torch.no_grad():
-        u, s, _ = torch.linalg.svd(Phi.detach(), full_matrices=False)
+    xp = namespace(Phi)
+    Y = detached(y if y.ndim == 2 else y[:, None])
+    # numpy says log1p(-1) = -inf and 0 · -inf = nan aloud; both are expected here (below)
+    with no_grad(Phi), np.errstate(divide="ignore", invalid="ignore"):
+        u, s, _ = xp.linalg.svd(detached(Phi), full_matrices=False)
         eig = s * s
         keep = nonzero_mask(eig, rtol=rtol, size=k)
-        if int(keep.sum()) == 0:
+        if int(xp.sum(keep)) == 0:
             raise DegenerateSpectrumError("Phi is numerically zero; there is nothing to probe")
         eig = eig[keep]
-        a2 = ((u[:, keep].mT @ Y) ** 2).sum(dim=1)
-        total = float(a2.sum())
-        initial = float((Y * Y).sum()) / n
+        a2 = xp.sum((u[:, keep].mT @ Y) ** 2, axis=1)
+        total = float(xp.sum(a2))
+        initial = float(xp.sum(Y * Y)) / n
         optimal = initial - total / n
         if total <= 0.0:
             raise DegenerateSpectrumError(
                 "y is orthogonal to the range of Phi: the head cannot reduce the loss"
             )
-        log_rates = torch.log1p(-eig / eig[0])  # -inf for the top direction (rate 0)
+        log_rates = xp.log1p(-eig / eig[0])  # -inf for the top direction (rate 0)
         weights = a2 / total
         live = weights > 0
         log_rates, weights = log_rates[live], weights[live]
-        steps = torch.arange(budget + 1, dtype=Phi.dtype, device=Phi.device)
-        curve = (weights[None, :] * torch.exp(2.0 * steps[:, None] * log_rates[None, :])).sum(1)
+        device = array_api_compat.device(Phi)
+        steps = xp.arange(budget + 1, dtype=Phi.dtype, device=device)
+        curve = xp.sum(weights[None, :] * xp.exp(2.0 * steps[:, None] * log_rates[None, :]), axis=1)
         curve[0] = 1.0  # 0 · log(0) is nan at t = 0 for the top direction
         steps_needed = _steps_to_target(
-            torch.where(torch.isinf(log_rates), torch.full_like(log_rates, -1e300), log_rates),
+            xp.where(xp.isinf(log_rates), xp.full_like(log_rates, -1e300), log_rates),
             weights,
             target,
         )
@@ -246,15 +256,15 @@ def probe_attack(
 
 
 def compare_probe_attacks(
-    X: Tensor,
-    y: Tensor,
-    weight: Tensor,
+    X: Array,
+    y: Array,
+    weight: Array,
     *,
     target: float = 1e-3,
     budget: int = 1000,
     rtol: float | None = None,
     transform: AttackerTransform | str = AttackerTransform.NONE,
-) -> ProbeComparison:
+) -> ProbeComparison[Array]:
     """:func:`probe_attack` on raw inputs ``X`` and on features ``X Wᵀ``, both passed
     through the attacker's ``transform`` first (:func:`attacker_features`)."""
     X = check_matrix(X, "X")
@@ -264,7 +274,7 @@ def compare_probe_attacks(
         raise ValueError(
             f"weight must be k × d with d = {X.shape[1]} (X's columns), got {tuple(weight.shape)}"
         )
-    with torch.no_grad():
+    with no_grad(X):
         features = X @ weight.mT
     return ProbeComparison(
         original=probe_attack(

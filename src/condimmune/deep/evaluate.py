@@ -224,11 +224,12 @@ def probe_pair(
     target: float,
     budget: int,
     whiten: bool = False,
-) -> tuple[ProbeAttackResult, ProbeAttackResult]:
+) -> tuple[ProbeAttackResult[Tensor], ProbeAttackResult[Tensor]]:
     """The paper's attacker (GD, step 1/L, exact) on θ0's and θ_I's features; ``whiten``
     first PCA-whitens each (the attacker that undoes any invertible linear re-scaling)."""
-    prep = (lambda f: attacker_features(f, "whiten")) if whiten else (lambda f: f)
+    if whiten:
+        original, immunized = (attacker_features(f, "whiten") for f in (original, immunized))
     return (
-        probe_attack(prep(original), targets, target=target, budget=budget),
-        probe_attack(prep(immunized), targets, target=target, budget=budget),
+        probe_attack(original, targets, target=target, budget=budget),
+        probe_attack(immunized, targets, target=target, budget=budget),
     )

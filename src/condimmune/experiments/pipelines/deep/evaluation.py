@@ -44,14 +44,14 @@ class DeepCurves:
     """What the figures of a deep run plot: GD trajectories (θ0, θ_I), the softmax probes'
     accuracy curves, one group's covariance spectra per task, and θ0's pre-training loss."""
 
-    gd: tuple[ProbeAttackResult, ProbeAttackResult]
-    gd_whitened: tuple[ProbeAttackResult, ProbeAttackResult]
+    gd: tuple[ProbeAttackResult[Tensor], ProbeAttackResult[Tensor]]
+    gd_whitened: tuple[ProbeAttackResult[Tensor], ProbeAttackResult[Tensor]]
     probe: dict[str, ProbeCurve]
     spectra: dict[str, dict[str, Tensor]]
     pretrain_loss: list[float] = field(default_factory=list)
 
 
-def _pair_record(pair: tuple[ProbeAttackResult, ProbeAttackResult]) -> GdPairRecord:
+def _pair_record(pair: tuple[ProbeAttackResult[Tensor], ProbeAttackResult[Tensor]]) -> GdPairRecord:
     orig, imm = pair
     return GdPairRecord(
         steps_original=orig.steps_to_target,

@@ -53,7 +53,7 @@ def compute_metrics(
     notes: list[str],
     train_seconds: float = 0.0,
     wall_seconds: float = 0.0,
-) -> tuple[LinearRunMetrics, dict[str, ProbeComparison]]:
+) -> tuple[LinearRunMetrics, dict[str, ProbeComparison[Tensor]]]:
     """All metrics of a run from its data and models (used by ``run`` and ``evaluate``),
     and the attack trajectories behind them (plotted by the report)."""
     target, budget = plan.options.attack.target, plan.options.attack.budget
@@ -62,7 +62,7 @@ def compute_metrics(
     compat = immunization_condition_numbers(xp, xh, model.weight, rule="paper-compatible")
     bound = immunization_bound_features(xp, xh)
 
-    def attack(x: Tensor, y: Tensor, transform: str = "none") -> ProbeComparison:
+    def attack(x: Tensor, y: Tensor, transform: str = "none") -> ProbeComparison[Tensor]:
         return compare_probe_attacks(
             x,
             y,

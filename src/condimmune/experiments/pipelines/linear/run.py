@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from condimmune.attacks.probes import ProbeComparison
 from condimmune.experiments.pipeline import LoadedRun, RunResult
@@ -18,6 +18,9 @@ from condimmune.linear.tasks import LinearTaskData
 from condimmune.linear.train import LinearModel, TrainingHistory, train_linear
 from condimmune.methods.base import ModelFamily
 from condimmune.methods.registry import Method, configure_method
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["LinearLoaded", "LinearRun", "run_linear"]
 
@@ -32,7 +35,7 @@ class LinearRun(RunResult):
     model: LinearModel
     raw_model: LinearModel
     history: TrainingHistory
-    attacks: dict[str, ProbeComparison]
+    attacks: dict[str, ProbeComparison[Tensor]]
 
 
 @dataclass(frozen=True)

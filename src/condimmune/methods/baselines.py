@@ -11,11 +11,15 @@ r"""The paper's baselines: ``none``, ``opt-kappa`` and ``imma``.
 
 from __future__ import annotations
 
+from typing import Any
+
+import array_api_compat
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from condimmune.core.arrays import namespace
 from condimmune.core.eigenpairs import (
     EigenvectorChooser,
     EigenvectorMethod,
@@ -63,8 +67,10 @@ class ImmaOptions(MethodOptions):
     )
 
 
-def _identity(problem: LinearProblem) -> Tensor:
-    return torch.eye(problem.benign_x.shape[1], dtype=torch.float64)
+def _identity(problem: LinearProblem) -> Any:
+    """The identity extractor, in the rows' backend, dtype and device."""
+    x = problem.benign_x
+    return namespace(x).eye(x.shape[1], dtype=x.dtype, device=array_api_compat.device(x))
 
 
 def _none_linear(problem: LinearProblem, options: NoOptions) -> LinearPlan:

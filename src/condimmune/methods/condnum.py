@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
+import array_api_compat
 from pydantic import Field
 from torch import Tensor
 
+from condimmune.core.arrays import namespace
 from condimmune.core.regularizers import r_ill_features, r_well_features
 from condimmune.core.spectral import log_condition_number_features, numerical_rank
 from condimmune.core.step import PreconditionedRegularizerStep
@@ -152,11 +153,12 @@ def _linear_plan(
         rank_deficiency="allow",
         weighting=step_rule,
     )
-    weight = torch.eye(d, dtype=torch.float64)
-    buffer = torch.empty_like(weight)
+    ns = namespace(xp)
+    weight = ns.eye(d, dtype=xp.dtype, device=array_api_compat.device(xp))
+    buffer = ns.empty_like(weight)
     benign_ceiling = float(log_condition_number_features(xp))  # Def. 3.1 (b) at W = I
 
-    def regularizer_step(w: Tensor) -> Tensor:
+    def regularizer_step(w: Any) -> Any:
         result = step.gradient(w, out=buffer)
         # the guard: log κ_P is nan (never above the ceiling) when R_well is off
         guarded = result.benign_log_kappa > benign_ceiling

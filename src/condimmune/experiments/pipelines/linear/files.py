@@ -74,7 +74,10 @@ def _read_run_tensors(run_dir: Path, fix: str) -> dict[str, Tensor]:
 
 
 def write_run_files(
-    directory: Path, data: LinearTaskData, model: LinearModel, raw_model: LinearModel
+    directory: Path,
+    data: LinearTaskData,
+    model: LinearModel[Tensor],
+    raw_model: LinearModel[Tensor],
 ) -> None:
     """The three safetensors files of a linear run (module docstring) into ``directory``."""
     save_file({"weight": model.weight.contiguous()}, directory / "extractor.safetensors")
@@ -99,7 +102,7 @@ def write_run_files(
 
 def read_run_files(
     run_dir: Path, kind: TaskKind, fix: str
-) -> tuple[LinearTaskData, LinearModel, LinearModel]:
+) -> tuple[LinearTaskData, LinearModel[Tensor], LinearModel[Tensor]]:
     """``(data, immunized model, raw model)`` of a linear run directory, read strictly."""
     tensors = _read_run_tensors(run_dir, fix)
     weight = tensors["weight"]

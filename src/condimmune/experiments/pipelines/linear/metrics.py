@@ -31,7 +31,7 @@ from condimmune.linear.train import LinearModel, predict, task_loss
 __all__ = ["compute_metrics"]
 
 
-def _benign_metric(kind: TaskKind, model: LinearModel, x: Tensor, y: Tensor) -> float:
+def _benign_metric(kind: TaskKind, model: LinearModel[Tensor], x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         out = predict(model, x)
         if kind is TaskKind.CLASSIFICATION:
@@ -39,7 +39,7 @@ def _benign_metric(kind: TaskKind, model: LinearModel, x: Tensor, y: Tensor) -> 
         return float(((out - y) ** 2).mean())
 
 
-def _train_loss(kind: TaskKind, model: LinearModel, x: Tensor, y: Tensor) -> float:
+def _train_loss(kind: TaskKind, model: LinearModel[Tensor], x: Tensor, y: Tensor) -> float:
     with torch.no_grad():
         return float(task_loss(kind, predict(model, x), y))
 
@@ -47,8 +47,8 @@ def _train_loss(kind: TaskKind, model: LinearModel, x: Tensor, y: Tensor) -> flo
 def compute_metrics(
     plan: RunPlan[LinearRunOptions],
     data: LinearTaskData,
-    model: LinearModel,
-    raw_model: LinearModel,
+    model: LinearModel[Tensor],
+    raw_model: LinearModel[Tensor],
     *,
     notes: list[str],
     train_seconds: float = 0.0,

@@ -32,8 +32,8 @@ class LinearRun(RunResult):
 
     metrics: LinearRunMetrics
     data: LinearTaskData
-    model: LinearModel
-    raw_model: LinearModel
+    model: LinearModel[Tensor]
+    raw_model: LinearModel[Tensor]
     history: TrainingHistory
     attacks: dict[str, ProbeComparison[Tensor]]
 
@@ -44,8 +44,8 @@ class LinearLoaded(LoadedRun):
 
     metrics: LinearRunMetrics
     data: LinearTaskData
-    model: LinearModel
-    raw_model: LinearModel
+    model: LinearModel[Tensor]
+    raw_model: LinearModel[Tensor]
 
 
 def run_linear(plan: RunPlan[Any], *, progress: bool) -> LinearRun:

@@ -30,6 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from condimmune import RankDeficientWarning
@@ -55,14 +56,20 @@ def best_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1000 * min(times)
 
 
-def step_case(n: int, d: int, repeats: int) -> tuple[float, float]:
-    """``(ours_ms, dense_ms)`` for one linear step on random ``n × d`` tasks, ``W`` d × d."""
+def _random_tasks(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random benign and harmful rows (``n × d`` each) and a weight ``W`` (d × d) near I."""
     gen = torch.Generator().manual_seed(0)
     xp = torch.randn(n, d, generator=gen, dtype=torch.float64)
     xh = torch.randn(n, d, generator=gen, dtype=torch.float64)
     w = torch.eye(d, dtype=torch.float64) + 0.01 * torch.randn(
         d, d, generator=gen, dtype=torch.float64
     )
+    return xp, xh, w
+
+
+def step_case(n: int, d: int, repeats: int) -> tuple[float, float]:
+    """``(ours_ms, dense_ms)`` for one linear step on random ``n × d`` tasks, ``W`` d × d."""
+    xp, xh, w = _random_tasks(n, d)
     weights = {"benign_weight": 1.0, "harmful_weight": 1.0}
     # Built once per training run: Alg. 1 precomputes the covariances.
     step = PreconditionedRegularizerStep(
@@ -83,18 +90,13 @@ def step_case(n: int, d: int, repeats: int) -> tuple[float, float]:
 
 def backend_case(n: int, d: int, repeats: int) -> tuple[float, float]:
     """``(numpy_ms, torch_ms)`` for one fast linear step on the same random ``n × d`` tasks."""
-    gen = torch.Generator().manual_seed(0)
-    xp = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    xh = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    w = torch.eye(d, dtype=torch.float64) + 0.01 * torch.randn(
-        d, d, generator=gen, dtype=torch.float64
-    )
+    xp, xh, w = _random_tasks(n, d)
     options = {"benign_ridge": 1.0, "harmful_ridge": 1.0, "rank_deficiency": "allow"}
     weights = {"benign_weight": 1.0, "harmful_weight": 1.0}
     times = []
-    for x_p, x_h, weight in ((xp.numpy(), xh.numpy(), w.numpy()), (xp, xh, w)):
+    arrays = (xp.numpy(), xh.numpy(), w.numpy(), np.empty_like(w.numpy()))
+    for x_p, x_h, weight, buffer in (arrays, (xp, xh, w, torch.empty_like(w))):
         step = PreconditionedRegularizerStep(x_p, x_h, **options, **weights)
-        buffer = weight.copy() if hasattr(weight, "copy") else weight.clone()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RankDeficientWarning)
             times.append(best_ms(lambda s=step, w=weight, b=buffer: s.gradient(w, out=b), repeats))

@@ -6,13 +6,22 @@ Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import array_api_compat
 import numpy as np
 from numpy.typing import NDArray
 
-from condimmune.core.arrays import Array, detached, is_array, is_torch, machine_epsilon, namespace
+from condimmune.core.arrays import (
+    Array,
+    detached,
+    dtype_name,
+    is_array,
+    is_torch,
+    machine_epsilon,
+    namespace,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -28,15 +37,16 @@ def check_float_tensor(x: Array, name: str) -> Array:
             f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}; "
             "convert it with torch.as_tensor(..., dtype=torch.float64)"
         )
-    if str(x.dtype).removeprefix("torch.") not in _FLOAT_DTYPES:
+    if dtype_name(x.dtype) not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} has dtype {x.dtype}; spectral computations need float32 or float64, "
             f"convert it with {name}.to(torch.float64) (numpy: {name}.astype(numpy.float64))"
         )
-    if x.size == 0 if isinstance(x, np.ndarray) else x.numel() == 0:
+    if math.prod(x.shape) == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); pass at least one row/column")
     meta = not isinstance(x, np.ndarray) and x.device.type == "meta"  # shapes only
-    if not meta and not bool(namespace(x).all(namespace(x).isfinite(x))):
+    xp = namespace(x)
+    if not meta and not bool(xp.all(xp.isfinite(x))):
         raise ValueError(
             f"{name} contains NaN or Inf; clean the data (impute or drop the rows) before this call"
         )

@@ -25,8 +25,11 @@ __all__ = [
     "Array",
     "add_product",
     "detached",
+    "dtype_name",
+    "eye_like",
     "from_numpy",
     "is_array",
+    "is_cpu_float64",
     "is_torch",
     "machine_epsilon",
     "matmul_into",
@@ -65,14 +68,36 @@ def detached(x: Array) -> Array:
     return x if isinstance(x, np.ndarray | np.generic) else x.detach()
 
 
+def dtype_name(dtype: object) -> str:
+    """numpy's name of a dtype of either backend: ``"float64"`` for ``torch.float64``,
+    ``numpy.float64`` and ``numpy.dtype("float64")`` alike."""
+    name = str(dtype)  # torch's dtypes print as "torch.float64"
+    if name.startswith("torch."):
+        return name.removeprefix("torch.")
+    try:
+        return np.dtype(dtype).name  # type: ignore[call-overload,no-any-return]
+    except TypeError:
+        return name
+
+
 def machine_epsilon(dtype: object) -> float:
     """``eps`` of a float dtype of either backend (``torch.float64`` or ``numpy.float64``)."""
-    name = str(dtype)  # torch's dtypes print as "torch.float64"; numpy's dtypes are read as is
     try:
-        plain = np.dtype(name.removeprefix("torch.") if name.startswith("torch.") else dtype)  # type: ignore[call-overload]
-        return float(np.finfo(plain).eps)
+        return float(np.finfo(np.dtype(dtype_name(dtype))).eps)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{dtype} is not a floating-point dtype") from error
+
+
+def is_cpu_float64(x: Array) -> bool:
+    """Whether ``x`` holds float64 in CPU memory (what scipy's BLAS and the fast path read)."""
+    return dtype_name(x.dtype) == "float64" and str(array_api_compat.device(x)) == "cpu"
+
+
+def eye_like(size: int, like: Array) -> Array:
+    """The ``size × size`` identity in ``like``'s backend, dtype and device."""
+    device = array_api_compat.device(like)
+    eye: Array = namespace(like).eye(size, dtype=like.dtype, device=device)
+    return eye
 
 
 def seeded_normal_column(like: Array) -> Array:

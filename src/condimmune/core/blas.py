@@ -35,7 +35,7 @@ import array_api_compat
 import numpy as np
 from scipy.linalg import blas
 
-from condimmune.core.arrays import Array, from_numpy, matmul_into, numpy_view
+from condimmune.core.arrays import Array, from_numpy, is_cpu_float64, matmul_into, numpy_view
 from condimmune.core.factor import one_blas_thread
 
 __all__ = [
@@ -49,11 +49,10 @@ __all__ = [
 
 
 def _check_cpu_float64(x: Array, name: str) -> None:
-    dtype, device = str(x.dtype).removeprefix("torch."), str(array_api_compat.device(x))
-    if dtype != "float64" or device != "cpu" or x.ndim != 2:
+    if not is_cpu_float64(x) or x.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-d float64 CPU matrix (scipy's BLAS), got {x.ndim}-d "
-            f"{x.dtype} on {device}"
+            f"{x.dtype} on {array_api_compat.device(x)}"
         )
 
 

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic
 
-import array_api_compat
-
-from condimmune.core.arrays import Array, machine_epsilon, namespace, seeded_normal_column
+from condimmune.core.arrays import Array, eye_like, machine_epsilon, namespace, seeded_normal_column
 from condimmune.core.factor import cholesky_solver, lu_solver
 from condimmune.core.spectral import _psd_eigenvalues, _psd_eigh, first_nonzero
 
@@ -210,7 +208,7 @@ def _inverse_iteration(S: Array, values: Array, index: int) -> Array | None:
     if not gap >= _MIN_RELATIVE_GAP * top:
         return None
     xp, size, eps = namespace(S), S.shape[0], machine_epsilon(S.dtype)
-    eye = xp.eye(size, dtype=S.dtype, device=array_api_compat.device(S))
+    eye = eye_like(size, S)
     if index == len(lam) - 1:
         floor = 16 * size * eps * top
         solve = cholesky_solver((target + max(_TOP_SHIFT_FRACTION * gap, floor)) * eye - S)

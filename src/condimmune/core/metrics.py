@@ -27,7 +27,7 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
-from condimmune.core.arrays import Array, namespace, no_grad, sigmoid, softmax
+from condimmune.core.arrays import Array, eye_like, namespace, no_grad, sigmoid, softmax
 from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import (
     log_condition_number,
@@ -102,7 +102,7 @@ def probing_hessian(Phi: Array, *, loss: ProbingLoss | str, head: Array | None =
     P = softmax(Phi @ W.mT, axis=1)
     C = W.shape[0]
     # A_m = diag(p_m) - p_m p_mᵀ; H = (1/n) Σ_m A_m ⊗ φ_m φ_mᵀ
-    eye = xp.eye(C, dtype=P.dtype, device=array_api_compat.device(P))
+    eye = eye_like(C, P)
     A = P[:, :, None] * eye - P[:, :, None] * P[:, None, :]
     outer = Phi[:, :, None] * Phi[:, None, :]
     H = xp.reshape(xp.einsum("mab,mij->aibj", A, outer), (C * k, C * k))

@@ -30,7 +30,7 @@ import array_api_compat
 
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_positive_float
-from condimmune.core.arrays import Array, add_product, detached, is_torch, namespace
+from condimmune.core.arrays import Array, add_product, detached, eye_like, is_torch, namespace
 from condimmune.core.factor import cholesky_solver
 
 __all__ = ["InputPreconditioner", "PreconditionerMethod"]
@@ -79,7 +79,7 @@ class InputPreconditioner(Generic[Array]):
         xp = namespace(X)
         self._solve: Any = None
         if method is PreconditionerMethod.DENSE:
-            K = X.mT @ X + self.ridge * xp.eye(d, dtype=X.dtype, device=self.device)
+            K = X.mT @ X + self.ridge * eye_like(d, X)
             self._solve = cholesky_solver(K)
             if self._solve is None:
                 raise ValueError(

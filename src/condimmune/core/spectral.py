@@ -23,12 +23,11 @@ import bisect
 import math
 from typing import TYPE_CHECKING, Any, overload
 
-import array_api_compat
 import numpy as np
 from numpy.typing import NDArray
 
 from condimmune.core._validation import check_matrix, check_rtol, check_symmetric_psd
-from condimmune.core.arrays import Array, detached, machine_epsilon, namespace
+from condimmune.core.arrays import Array, detached, eye_like, machine_epsilon, namespace
 from condimmune.core.errors import DegenerateSpectrumError
 
 if TYPE_CHECKING:
@@ -233,7 +232,7 @@ def paper_compatible_condition_number(S: Array, *, ridge: float = PAPER_RIDGE) -
     """
     S = check_symmetric_psd(S, "S")
     xp = namespace(S)
-    eye = xp.eye(S.shape[0], dtype=S.dtype, device=array_api_compat.device(S))
+    eye = eye_like(S.shape[0], S)
     lam: Array = xp.linalg.eigvalsh(S + ridge * eye)
     above: Array = lam[lam > ridge]
     if _count(above) == 0:

@@ -61,7 +61,15 @@ from condimmune.core._validation import (
     check_rtol,
     check_same_device_dtype,
 )
-from condimmune.core.arrays import Array, detached, is_array, matmul_into, namespace, no_grad
+from condimmune.core.arrays import (
+    Array,
+    detached,
+    is_array,
+    is_cpu_float64,
+    matmul_into,
+    namespace,
+    no_grad,
+)
 from condimmune.core.blas import symmetric_gram
 from condimmune.core.eigenpairs import EigenvectorChooser, EigenvectorMethod
 from condimmune.core.regularizers import (
@@ -201,8 +209,7 @@ class PreconditionedRegularizerStep(Generic[Array]):
         """Whether a task takes the fast path: ``"tracking"`` (float64 on the CPU), or
         ``"auto"`` and :func:`~condimmune.core.tracking.takes_fast_path`."""
         if self.eigenvectors is EigenvectorMethod.TRACKING:
-            device = str(array_api_compat.device(x))
-            return str(x.dtype).removeprefix("torch.") == "float64" and device == "cpu"
+            return is_cpu_float64(x)
         return self.eigenvectors is EigenvectorMethod.AUTO and takes_fast_path(x)
 
     def gradient(self, weight: Array, *, out: Array | None = None) -> RegularizerGradient[Array]:

@@ -47,9 +47,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic
 
-import array_api_compat
-
-from condimmune.core.arrays import Array, machine_epsilon, namespace, seeded_normal_column
+from condimmune.core.arrays import (
+    Array,
+    eye_like,
+    is_cpu_float64,
+    machine_epsilon,
+    namespace,
+    seeded_normal_column,
+)
 from condimmune.core.eigenpairs import _MIN_RELATIVE_GAP
 from condimmune.core.factor import symmetric_indefinite_solver
 from condimmune.core.lanczos import Ritz, lanczos
@@ -90,15 +95,11 @@ def takes_fast_path(x: Array) -> bool:
     """Whether a task's rows ``x`` (n × d) are large enough for the tracked extremes: float64
     on the CPU, with at least :data:`TRACKING_MIN_SIZE` rows and as many columns that are not
     all zero (the Gram or covariance matrix of its features is then at least that large)."""
-    if str(x.dtype).removeprefix("torch.") != "float64" or str(_device(x)) != "cpu":
+    if not is_cpu_float64(x):
         return False
     xp = namespace(x)
     columns = int(xp.sum(xp.any(x != 0, axis=0)))
     return min(int(x.shape[0]), columns) >= TRACKING_MIN_SIZE
-
-
-def _device(x: Array) -> object:
-    return array_api_compat.device(x)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,7 @@ def _rayleigh(gram: Array, x: Array) -> tuple[float, float]:
 
 def _shifted(gram: Array, shift: float) -> Array:
     """``G − shift · I``."""
-    eye = namespace(gram).eye(gram.shape[0], dtype=gram.dtype, device=_device(gram))
-    shifted: Array = gram - shift * eye
+    shifted: Array = gram - shift * eye_like(gram.shape[0], gram)
     return shifted
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import array_api_compat
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from condimmune.core.arrays import namespace
+from condimmune.core.arrays import eye_like
 from condimmune.core.eigenpairs import (
     EigenvectorChooser,
     EigenvectorMethod,
@@ -70,7 +69,7 @@ class ImmaOptions(MethodOptions):
 def _identity(problem: LinearProblem) -> Any:
     """The identity extractor, in the rows' backend, dtype and device."""
     x = problem.benign_x
-    return namespace(x).eye(x.shape[1], dtype=x.dtype, device=array_api_compat.device(x))
+    return eye_like(x.shape[1], x)
 
 
 def _none_linear(problem: LinearProblem, options: NoOptions) -> LinearPlan:

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import array_api_compat
 from pydantic import Field
 from torch import Tensor
 
-from condimmune.core.arrays import namespace
+from condimmune.core.arrays import eye_like, namespace
 from condimmune.core.regularizers import r_ill_features, r_well_features
 from condimmune.core.spectral import log_condition_number_features, numerical_rank
 from condimmune.core.step import PreconditionedRegularizerStep
@@ -153,9 +152,8 @@ def _linear_plan(
         rank_deficiency="allow",
         weighting=step_rule,
     )
-    ns = namespace(xp)
-    weight = ns.eye(d, dtype=xp.dtype, device=array_api_compat.device(xp))
-    buffer = ns.empty_like(weight)
+    weight = eye_like(d, xp)
+    buffer = namespace(xp).empty_like(weight)
     benign_ceiling = float(log_condition_number_features(xp))  # Def. 3.1 (b) at W = I
 
     def regularizer_step(w: Any) -> Any:

@@ -3,8 +3,9 @@
     python benchmarks/bench_speed.py [--cases NAME,...] [--repeats N] [--ames CSV]
                                      [--reference-epochs N] [--mnist-root DIR]
 
-Each line reads ``case=<name> cores=<logical CPUs> threads=<torch threads> load=<1-min load
-average> <measurements> target=<condition> ok=<yes|no|skipped>``; the exit status is 1 when a
+Each line reads ``case=<name> cores=<logical CPUs> threads=<torch threads>
+blas_threads=<numpy's BLAS threads> load=<1-min load average> <measurements>
+target=<condition> ok=<yes|no|skipped>``; the exit status is 1 when a
 target is missed (a skipped case does not count). Times are medians of ``--repeats`` runs in
 this process (after one warm-up run that pays the one-time imports, as the runner's raw
 model does); a ratio compares two timings taken in the same run.
@@ -12,13 +13,15 @@ model does); a ratio compares two timings taken in the same run.
 Cases (rows of ``CASES``; add one with a function ``args -> Outcome`` and a row):
 
 * ``raw-pixel``: one ``condnum`` training run on raw pixels (``mnist-pair``,
-  ``data.pca_components=0``: d = 784, 600 training rows per task, 30 epochs), beside the same
+  ``data.pca_components=0``: d = 784, 600 training rows per task, 30 epochs) on the
+  pipeline's numpy rows, beside the same
   run with the dense reference step (``core/reference.py``: k × k spectra through autograd,
   d × d solves, the benign guard on the dense κ), timed for ``--reference-epochs`` epochs and
   scaled to the full run. Target: ≤ 12 s.
 * ``house-price``: one ``condnum`` training run on Ames (100 epochs). Target: ≤ 1 s.
 * ``step-n64-d784``, ``step-n64-d2048``, ``step-n1024-d784``: one regularizer step against
-  the dense reference (``benchmarks/bench_step.py``). Targets: ratio ≥ 30, ≥ 100, ≥ 3.5.
+  the dense reference (``benchmarks/bench_step.py``), ours on numpy arrays as in a linear
+  run. Targets: ratio ≥ 30, ≥ 100, ≥ 3.5.
 * ``default``: ``condimmune run`` (the default ``mnist-pair`` run) end to end as a process:
   import, data, training, evaluation, report. Target: ≤ 3 s.
 * ``help``: ``condimmune --help`` as a process. Target: ≤ 0.5 s.
@@ -58,6 +61,7 @@ from pathlib import Path
 
 import torch
 from bench_step import step_case
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from condimmune import RankDeficientWarning
 from condimmune.core.reference import dense_regularizer_gradient
@@ -65,6 +69,7 @@ from condimmune.core.spectral import log_condition_number
 from condimmune.experiments.config import ExperimentConfig, apply_overrides, default_config
 from condimmune.experiments.pipeline import resolve_plan
 from condimmune.linear.data import load_task_data
+from condimmune.linear.tasks import TaskSplit
 from condimmune.linear.train import train_linear
 from condimmune.methods.base import LinearPlan, LinearProblem, LinearVersion, MethodSpec
 from condimmune.methods.condnum import CondnumLinearOptions
@@ -103,10 +108,16 @@ def _config(experiment: str, overrides: list[str]) -> ExperimentConfig:
     return config
 
 
-def _training_seconds(config: ExperimentConfig, repeats: int, method: str | None = None) -> float:
-    """Median wall time of ``train_linear`` for ``config`` (``method`` overrides its method)."""
+def _training_seconds(
+    config: ExperimentConfig, repeats: int, method: str | None = None, *, tensors: bool = False
+) -> float:
+    """Median wall time of ``train_linear`` for ``config`` (``method`` overrides its method)
+    on the pipeline's numpy rows, or on the same rows as tensors (``tensors``: the dense
+    reference, which differentiates with autograd)."""
     plan = resolve_plan(config)
     data = load_task_data(plan.options.source, plan.options.data, config.seed)
+    if tensors:
+        data = replace(data, benign=_as_tensors(data.benign), harmful=_as_tensors(data.harmful))
     options = plan.options.train
     if method is not None:
         options = replace(options, method=configure_method(method, "linear", config.method))
@@ -117,6 +128,11 @@ def _training_seconds(config: ExperimentConfig, repeats: int, method: str | None
         return _median_seconds(
             lambda: train_linear(data, options, seed=config.seed, progress=False), repeats
         )
+
+
+def _as_tensors(split: TaskSplit) -> TaskSplit:
+    t = torch.from_numpy
+    return TaskSplit(t(split.x_train), t(split.y_train), t(split.x_test), t(split.y_test))
 
 
 def _dense_reference_plan(problem: LinearProblem, options: CondnumLinearOptions) -> LinearPlan:
@@ -161,7 +177,8 @@ def _raw_pixel(args: argparse.Namespace) -> Outcome:
     )
     register_method(DENSE_REFERENCE)
     try:
-        dense = _training_seconds(short, 1, DENSE_REFERENCE.name) * epochs / args.reference_epochs
+        dense_short = _training_seconds(short, 1, DENSE_REFERENCE.name, tensors=True)
+        dense = dense_short * epochs / args.reference_epochs
     finally:
         unregister_method(DENSE_REFERENCE.name)
     values = {
@@ -181,7 +198,7 @@ def _house_price(args: argparse.Namespace) -> Outcome:
 
 
 def _step(n: int, d: int, target: float, args: argparse.Namespace) -> Outcome:
-    ours_ms, dense_ms = step_case(n, d, max(args.repeats, 3))
+    ours_ms, dense_ms = step_case(n, d, max(args.repeats, 3), numpy=True)
     ratio = dense_ms / ours_ms
     values = {"ours_ms": f"{ours_ms:.2f}", "dense_ms": f"{dense_ms:.2f}", "ratio": f"{ratio:.1f}"}
     return Outcome(values, ratio >= target)
@@ -311,13 +328,19 @@ def main() -> int:
         "--threads",
         type=int,
         default=None,
-        help="torch threads of this process's cases, and --threads N for the default and "
-        "contention commands (default: torch's default here, the config's there)",
+        help="torch's and numpy's BLAS threads of this process's cases, and --threads N for "
+        "the default and contention commands (default: the libraries' defaults here, the "
+        "config's there)",
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        threadpool_limits(limits=args.threads, user_api="blas")
     return run_cases(parser, CASES, args, no_outcome="skipped")
+
+
+def _blas_threads() -> int:
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
 def run_cases(
@@ -343,6 +366,7 @@ def run_cases(
         measured = " ".join(f"{key}={value}" for key, value in outcome.values.items())
         print(
             f"case={name} cores={os.cpu_count()} threads={torch.get_num_threads()} "
+            f"blas_threads={_blas_threads()} "
             f"load={os.getloadavg()[0]:.1f} {measured} target={case.target} ok={status}",
             flush=True,
         )

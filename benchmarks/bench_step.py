@@ -67,18 +67,27 @@ def _random_tasks(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return xp, xh, w
 
 
-def step_case(n: int, d: int, repeats: int) -> tuple[float, float]:
-    """``(ours_ms, dense_ms)`` for one linear step on random ``n × d`` tasks, ``W`` d × d."""
+def step_case(n: int, d: int, repeats: int, *, numpy: bool = False) -> tuple[float, float]:
+    """``(ours_ms, dense_ms)`` for one linear step on random ``n × d`` tasks, ``W`` d × d;
+    ours on numpy arrays with ``numpy`` (the linear pipeline's backend since issue #30), else
+    on tensors; the dense reference always on tensors (it differentiates with autograd)."""
     xp, xh, w = _random_tasks(n, d)
     weights = {"benign_weight": 1.0, "harmful_weight": 1.0}
+    ours_rows = (xp.numpy(), xh.numpy(), w.numpy()) if numpy else (xp, xh, w)
     # Built once per training run: Alg. 1 precomputes the covariances.
     step = PreconditionedRegularizerStep(
-        xp, xh, benign_ridge=1.0, harmful_ridge=1.0, rank_deficiency="allow", **weights
+        ours_rows[0],
+        ours_rows[1],
+        benign_ridge=1.0,
+        harmful_ridge=1.0,
+        rank_deficiency="allow",
+        **weights,
     )
-    buffer = torch.empty_like(w)
+    weight = ours_rows[2]
+    buffer = np.empty_like(weight) if numpy else torch.empty_like(w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RankDeficientWarning)
-        ours = best_ms(lambda: step.gradient(w, out=buffer), repeats)
+        ours = best_ms(lambda: step.gradient(weight, out=buffer), repeats)
         dense = best_ms(
             lambda: dense_regularizer_gradient(
                 w, xp, xh, benign_ridge=1.0, harmful_ridge=1.0, **weights

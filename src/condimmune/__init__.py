@@ -65,8 +65,9 @@ if TYPE_CHECKING:
     from condimmune.deep.api import ImmunizedModel, attack_models, immunize_model
     from condimmune.deep.backbones import Backbone, DeepModel, build_model, load_weights
     from condimmune.deep.custom import wrap_model
-    from condimmune.deep.evaluate import GroupRatios, group_immunization_ratios, linear_probe_curve
+    from condimmune.deep.evaluate import group_immunization_ratios, linear_probe_curve
     from condimmune.deep.penalty import immunization_penalty, normalized_features, step_loss
+    from condimmune.deep.records import GroupRatios
     from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, immunize
     from condimmune.experiments.library import attack_run, evaluate_run, load_run, run
     from condimmune.experiments.pipeline import AttackOutcome, LoadedRun, RunResult, resolve_plan
@@ -161,7 +162,7 @@ _EXPORTS: dict[str, str] = {
     "DeepModel": "condimmune.deep.backbones",
     "build_model": "condimmune.deep.backbones",
     "load_weights": "condimmune.deep.backbones",
-    "GroupRatios": "condimmune.deep.evaluate",
+    "GroupRatios": "condimmune.deep.records",
     "group_immunization_ratios": "condimmune.deep.evaluate",
     "linear_probe_curve": "condimmune.deep.evaluate",
     "immunization_penalty": "condimmune.deep.penalty",

@@ -7,13 +7,8 @@ from _helpers import features_with_singular_values
 
 from condimmune.attacks.attackers import AttackOutcome, run_attacker
 from condimmune.attacks.registry import Attacker
-from condimmune.attacks.suite import (
-    DECOMPOSITION_ATTACKERS,
-    AttackSummary,
-    SuiteEntry,
-    WorstCase,
-    run_attack_suite,
-)
+from condimmune.attacks.suite import SuiteEntry, run_attack_suite
+from condimmune.attacks.suite_records import DECOMPOSITION_ATTACKERS, AttackSummary, WorstCase
 
 
 def _problem(gen, singular_values, n=80):

@@ -111,7 +111,7 @@ def test_house_price_split_matches_the_reference_files():
     ):
         ref = pd.read_csv(AMES / ref_file)[target].to_numpy(dtype=float)[:200]
         expected = (ref - ref.mean()) / ref.std()
-        got = getattr(data, name).y_train.numpy()
+        got = getattr(data, name).y_train
         np.testing.assert_allclose(got, expected, rtol=1e-9)
     assert data.dim == 77  # 81 columns − Id − 2 targets − 1 constant (Utilities)
 
@@ -462,25 +462,61 @@ def test_attack_command_errors(default_run, tmp_path):
 @pytest.mark.parametrize(
     ("option", "expected"),
     [([], 1), (["--threads", "2"], 2), (["--set", "threads=0"], None)],
-    ids=["linear-default-one", "option", "zero-keeps-torch-default"],
+    ids=["linear-default-one", "option", "zero-keeps-the-default"],
 )
 def test_threads_come_from_the_option_or_the_config(option, expected, tmp_path):
-    import torch
+    """A linear run's threads are numpy's BLAS threads (it never imports torch): set by the
+    CLI, recorded in config.yaml's versions."""
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(3)  # a value no case sets, so a case that sets nothing shows
+    def blas_threads() -> int:
+        return next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    with threadpool_limits(limits=3, user_api="blas"):  # a value no case sets
         result = invoke(
             "run", "digits", "--out", tmp_path / "r", "--set", "train.epochs=1",
             "--no-progress", *option,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-        after = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+        after = blas_threads()
     config = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert config["threads"] == (0 if expected is None else expected)
     assert after == (3 if expected is None else expected)
+    assert config["versions"]["blas_threads"] == after
+    assert "torch_threads" not in config["versions"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--no-progress"],
+        ["run", "digits", "--set", "train.method=imma", "--set", "train.epochs=1"],
+        ["run", "digits", "--set", "train.method=opt-kappa", "--set", "train.epochs=1"],
+        ["run", "digits", "--set", "train.method=closed-form", "--set", "train.epochs=1"],
+        ["run", "digits", "--set", "train.method=leace", "--set", "train.epochs=1"],
+        ["run", "digits", "--set", "train.method=r-ill-only", "--set", "train.epochs=1"],
+    ],
+    ids=["default", "imma", "opt-kappa", "closed-form", "leace", "r-ill-only"],
+)
+def test_a_linear_run_and_its_evaluation_never_import_torch(args, tmp_path):
+    """Issue #30: a linear run (data, training, metrics, files, report) and `evaluate` of it
+    run on numpy and scipy alone; only `attack` (torch's optimizers) imports torch."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    code = (
+        "import sys; from typer.testing import CliRunner; from condimmune.cli import app\n"
+        "for args in (sys.argv[1:], ['evaluate', sys.argv[sys.argv.index('--out') + 1]]):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    cmd = [sys.executable, "-c", code, *args, "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (out / "metrics.json").is_file()
 
 
 def test_help_does_not_import_torch():

@@ -22,7 +22,8 @@ import torch
 from _helpers import features_with_singular_values
 
 from condimmune.core.errors import DegenerateSpectrumError
-from condimmune.deep.evaluate import GroupRatios, group_immunization_ratios
+from condimmune.deep.evaluate import group_immunization_ratios
+from condimmune.deep.records import GroupRatios
 
 RIDGE = 1e-6  # the reference code's ridge, condimmune.core.spectral.PAPER_RIDGE
 

@@ -25,6 +25,7 @@ import pytest
 import torch
 import yaml
 from _cli_support import TINY_DEEP, TINY_LINEAR, invoke, sets
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from condimmune.experiments import provenance
 from condimmune.experiments.config import (
@@ -79,10 +80,21 @@ def test_the_comparison_itself() -> None:
 
 @pytest.fixture
 def keep_threads() -> Iterator[None]:
-    """The CLI sets torch's threads in this process: give them back afterwards."""
-    before = torch.get_num_threads()
+    """The CLI sets torch's threads (deep runs) or numpy's BLAS threads (linear runs) in this
+    process: give them back afterwards."""
+    before, blas_before = torch.get_num_threads(), _blas_threads()
     yield
     torch.set_num_threads(before)
+    threadpool_limits(limits=blas_before, user_api="blas")
+
+
+def _blas_threads() -> int:
+    return next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def _threads_key(versions: dict[str, Any]) -> str:
+    """A deep run records torch's threads, a linear run (numpy and scipy only) the BLAS's."""
+    return "torch_threads" if "torch_threads" in versions else "blas_threads"
 
 
 def _saved(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -99,7 +111,8 @@ def _rerun(run_dir: Path, out: Path) -> None:
     recipe, versions, metrics = _saved(run_dir)
     again, versions_again, metrics_again = _saved(out)
     assert again == recipe
-    assert versions_again["torch_threads"] == versions["torch_threads"]
+    key = _threads_key(versions)
+    assert versions_again[key] == versions[key]
     assert _differences(metrics, metrics_again) == []
     read_run(out)  # the manifest's recipe fingerprint leaves the record out
 
@@ -110,7 +123,8 @@ def test_a_linear_run_reruns_from_its_config_yaml(tmp_path: Path, keep_threads: 
     result = invoke("run", "digits", "--out", first, "--no-progress", *sets(TINY_LINEAR))
     assert result.exit_code == 0, result.output
     recipe, versions, _ = _saved(first)
-    assert recipe["threads"] == versions["torch_threads"] == 1  # the CLI's linear default
+    assert recipe["threads"] == versions["blas_threads"] == 1  # the CLI's linear default
+    assert "torch_threads" not in versions and versions["blas"].startswith("openblas")
     assert (versions["device"], versions["precision"]) == ("cpu", "64-true")
     _rerun(first, tmp_path / "again")
 
@@ -151,10 +165,10 @@ def test_sweep_workers_record_their_own_threads(tmp_path: Path, keep_threads: No
     runs = [out / "runs" / "condnum" / "1-7" / f"seed{seed}" for seed in (0, 1)]
     shutil.rmtree(runs[1])
     _sweep(out, *args, "--resume")
-    assert torch.get_num_threads() == 2
+    assert _blas_threads() == 2
     for run in runs:
         recipe, versions, _ = _saved(run)
-        assert recipe["threads"] == versions["torch_threads"] == 1
+        assert recipe["threads"] == versions["blas_threads"] == 1
     _rerun(runs[1], tmp_path / "again")
 
 
@@ -217,15 +231,20 @@ def test_no_commit_is_recorded_when_there_is_none(tmp_path: Path, case: str) -> 
 
 def test_the_record_says_what_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(provenance, "_CHECKOUT", tmp_path)
-    linear = provenance.run_record(config_to_dict(default_config("digits")))
+    linear = provenance.run_record(config_to_dict(default_config("digits")), torch_run=False)
     assert "git_commit" not in linear
-    assert linear["torch_threads"] == torch.get_num_threads()
+    assert linear["blas_threads"] == _blas_threads()
+    assert linear["blas"].split()[0] == next(
+        i["internal_api"] for i in threadpool_info() if i["user_api"] == "blas"
+    )
     assert (linear["device"], linear["precision"]) == ("cpu", "64-true")
-    assert linear["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert isinstance(linear["onednn"], bool)
+    assert not {"torch_threads", "cpu_capability", "onednn"} & set(linear)
     _checkout(tmp_path, f"{_SHA}\n")
     deep = config_to_dict(apply_overrides(default_config("mnist-cnn"), ["train.precision=64-true"]))
     record = provenance.run_record(deep, "lightning")
+    assert record["torch_threads"] == torch.get_num_threads()
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(record["onednn"], bool)
     names = list(record)
     assert names[:3] == ["python", "condimmune", "git_commit"]
     assert record["git_commit"] == _SHA and "lightning" in record

@@ -38,13 +38,13 @@ def test_training_is_deterministic_in_the_seed(digits):
     a, _ = train_linear(data, linear_train_options(cfg), seed=3, progress=False)
     b, _ = train_linear(data, linear_train_options(cfg), seed=3, progress=False)
     c, _ = train_linear(data, linear_train_options(cfg), seed=4, progress=False)
-    torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
-    assert not torch.equal(a.weight, c.weight)
+    np.testing.assert_array_equal(a.weight, b.weight)
+    assert not np.array_equal(a.weight, c.weight)
 
 
-def _log_kappa(x: torch.Tensor, weight: torch.Tensor) -> float:
+def _log_kappa(x: np.ndarray, weight: np.ndarray) -> float:
     """Dense float64 reference: log κ((X Wᵀ)ᵀ X Wᵀ) over the numerical range (k · eps)."""
-    phi = (x @ weight.mT).numpy()
+    phi = x @ weight.T
     return numpy_log_kappa(phi.T @ phi, rtol=phi.shape[1] * np.finfo(np.float64).eps)
 
 
@@ -62,7 +62,7 @@ def none_and_condnum(digits):
 def test_none_keeps_the_identity_extractor(none_and_condnum):
     data, runs = none_and_condnum
     model, history = runs["none"]
-    torch.testing.assert_close(model.weight, torch.eye(data.dim, dtype=torch.float64))
+    np.testing.assert_array_equal(model.weight, np.eye(data.dim))
     assert len(history.task_loss) == 3
     # W = I every epoch: the recorded κ are those of the raw inputs, exactly
     for x, record in (
@@ -97,7 +97,7 @@ def test_condnum_raises_the_relative_ill_conditioning_above_the_control(none_and
     data, runs = none_and_condnum
     log_ratio = {}
     for method, (model, _) in runs.items():
-        raw = torch.eye(data.dim, dtype=torch.float64)
+        raw = np.eye(data.dim)
         harmful = _log_kappa(data.harmful.x_train, model.weight) - _log_kappa(
             data.harmful.x_train, raw
         )
@@ -112,7 +112,7 @@ def test_condnum_raises_the_relative_ill_conditioning_above_the_control(none_and
 def test_condnum_records_a_rank_deficient_harmful_covariance():
     cfg = apply_overrides(default_config("digits"), ["train.epochs=1", "data.drop_collinear=false"])
     data = load_task_data(cfg)
-    xh = data.harmful.x_train.numpy()
+    xh = data.harmful.x_train
     lam = np.linalg.eigvalsh(xh.T @ xh)  # dense reference of the numerical rank (p · eps)
     rank = int((lam > xh.shape[1] * np.finfo(np.float64).eps * lam[-1]).sum())
     assert rank < data.dim  # the 8×8 digits have always-blank border pixels
@@ -128,8 +128,8 @@ def test_data_is_deterministic_and_tasks_disjoint():
     config = apply_overrides(default_config("mnist-pair"), ["seed=1"])
     cfg = config.data
     a, b = load_task_data(config), load_task_data(config)
-    torch.testing.assert_close(a.benign.x_train, b.benign.x_train, rtol=0, atol=0)
-    torch.testing.assert_close(a.harmful.x_test, b.harmful.x_test, rtol=0, atol=0)
+    np.testing.assert_array_equal(a.benign.x_train, b.benign.x_train)
+    np.testing.assert_array_equal(a.harmful.x_test, b.harmful.x_test)
     for task in (a.benign, a.harmful):  # balanced one-vs-rest, train and held out
         assert task.x_train.shape == (2 * cfg.per_class, cfg.pca_components)
         assert task.y_train.sum() == cfg.per_class
@@ -137,8 +137,8 @@ def test_data_is_deterministic_and_tasks_disjoint():
         assert task.y_test.sum() == cfg.test_per_class
     # no image is used twice: all rows of both tasks' splits are distinct (the images
     # are, and the joint projection is the same for every row)
-    rows = torch.cat([a.benign.x_train, a.benign.x_test, a.harmful.x_train, a.harmful.x_test])
-    assert torch.unique(rows, dim=0).shape[0] == rows.shape[0]
+    rows = np.concatenate([a.benign.x_train, a.benign.x_test, a.harmful.x_train, a.harmful.x_test])
+    assert np.unique(rows, axis=0).shape[0] == rows.shape[0]
 
 
 def test_config_overrides_coerce_types_and_reject_bad_values(tmp_path):
@@ -277,8 +277,8 @@ BACKEND_RUNS = {
 
 @pytest.mark.parametrize(("experiment", "method"), BACKEND_RUNS.values(), ids=BACKEND_RUNS.keys())
 def test_numpy_training_is_torch_training(experiment, method):
-    """The trainer on numpy rows (numpy/scipy kernels throughout) ends where it ends on
-    tensors, to the goldens' cross-CPU tolerance (rel 1e-9, tests/experiments)."""
+    """The trainer on numpy rows (numpy/scipy kernels throughout, the pipeline's) ends where
+    it ends on tensors, to the goldens' cross-CPU tolerance (rel 1e-9, tests/experiments)."""
     from condimmune.linear.tasks import TaskSplit
 
     config = apply_overrides(
@@ -286,16 +286,15 @@ def test_numpy_training_is_torch_training(experiment, method):
     )
     data, options = load_task_data(config), linear_train_options(config)
 
-    def as_numpy(split: TaskSplit) -> TaskSplit:
-        return TaskSplit(
-            *(t.numpy() for t in (split.x_train, split.y_train, split.x_test, split.y_test))
-        )
+    def as_tensors(split: TaskSplit) -> TaskSplit:
+        t = torch.from_numpy
+        return TaskSplit(t(split.x_train), t(split.y_train), t(split.x_test), t(split.y_test))
 
-    arrays = LinearTaskData(
-        as_numpy(data.benign), as_numpy(data.harmful), data.kind, data.description, data.notes
+    tensors = LinearTaskData(
+        as_tensors(data.benign), as_tensors(data.harmful), data.kind, data.description, data.notes
     )
-    model, history = train_linear(data, options, seed=config.seed, progress=False)
-    ours, our_history = train_linear(arrays, options, seed=config.seed, progress=False)
+    model, history = train_linear(tensors, options, seed=config.seed, progress=False)
+    ours, our_history = train_linear(data, options, seed=config.seed, progress=False)
     for mine, theirs in ((ours.weight, model.weight), (ours.head, model.head)):
         assert isinstance(mine, np.ndarray)
         scale = float(theirs.abs().max())

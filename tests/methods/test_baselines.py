@@ -1,13 +1,19 @@
 """The linear IMMA direction (methods/baselines.py) against finite differences of its
-objective, and the scale invariance that follows from differentiating the step 1/L; the
-linear Opt κ direction against autograd through the dense eigenvalues."""
+objective, its written-out reverse mode against autograd, and the scale invariance that
+follows from differentiating the step 1/L; the linear Opt κ direction against autograd
+through the dense eigenvalues."""
 
+import numpy as np
 import pytest
 import torch
 
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.methods.base import LinearProblem
-from condimmune.methods.baselines import OPT_KAPPA, imma_linear_direction
+from condimmune.methods.baselines import (
+    OPT_KAPPA,
+    imma_linear_direction,
+    imma_linear_direction_by_hand,
+)
 from condimmune.methods.registry import configure_method
 
 
@@ -56,6 +62,26 @@ def test_imma_objective_ignores_the_scale_of_the_extractor(problem):
     # f(cW) = f(W) ⇒ ∇f(cW) = ∇f(W)/c and ⟨∇f(W), W⟩ = 0
     torch.testing.assert_close(imma_linear_direction(3.0 * w, x, y, 5), grad / 3.0)
     assert abs(float((grad * w).sum())) <= 1e-10 * float(grad.norm() * w.norm())
+
+
+@pytest.mark.parametrize("steps", [1, 5], ids=["one-step", "five-steps"])
+@pytest.mark.parametrize("seed", [0, 1, 2], ids=["seed-0", "seed-1", "seed-2"])
+@pytest.mark.parametrize("rows", [40, 4], ids=["covariance-side", "gram-side"])
+def test_imma_gradient_by_hand_is_autograds(rows, seed, steps):
+    # 40 rows: σ_max from the 6 × 6 covariance; 4 rows: from the 4 × 4 Gram matrix
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 7, generator=gen, dtype=torch.float64)
+    y = torch.randn(rows, generator=gen, dtype=torch.float64)
+    w = torch.randn(6, 7, generator=gen, dtype=torch.float64)
+    autograd = imma_linear_direction(w, x, y, steps)
+    by_hand = imma_linear_direction_by_hand(w, x, y, steps)
+    assert isinstance(by_hand, torch.Tensor)
+    torch.testing.assert_close(by_hand, autograd, rtol=1e-10, atol=1e-10 * float(autograd.norm()))
+    on_numpy = imma_linear_direction(w.numpy(), x.numpy(), y.numpy(), steps)
+    assert isinstance(on_numpy, np.ndarray)
+    np.testing.assert_allclose(
+        on_numpy, autograd.numpy(), rtol=1e-10, atol=1e-10 * float(autograd.norm())
+    )
 
 
 def _opt_kappa_reference(weight, xp, xh, scale):

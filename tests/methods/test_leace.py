@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from concept_erasure import LeaceFitter
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -72,6 +74,33 @@ def test_the_linear_method_uses_the_erasure_as_extractor(gen):
     _, _, mse = _least_squares_probe(x @ plan.initial_weight.mT, binary.long())
     targets = F.one_hot(binary.long()).double()
     assert mse == pytest.approx(float((targets - targets.mean(0)).square().mean()), rel=1e-9)
+
+
+def _concept_erasure(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The reference: concept-erasure's eraser with the fit's two non-default choices."""
+    z = z.reshape(x.shape[0], -1).to(torch.float64)
+    eraser = LeaceFitter.fit(x, z, constrain_cov_trace=False, svd_tol=1e-10).eraser
+    return torch.eye(x.shape[1], dtype=torch.float64) - eraser.proj_left @ eraser.proj_right
+
+
+@pytest.mark.parametrize(
+    "rows, features, classes, offset",
+    [(200, 8, 3, 0.0), (20, 30, 4, 0.0), (300, 16, 2, 50.0), (12, 5, 0, 0.0)],
+    ids=["one-hot", "fewer-rows-than-features", "far-from-the-origin", "one-column-concept"],
+)
+def test_leace_is_concept_erasures_fit(gen, rows, features, classes, offset):
+    y = torch.randint(max(classes, 2), (rows,), generator=gen)
+    means = 3.0 * torch.randn(max(classes, 2), features, generator=gen, dtype=torch.float64)
+    mixing = torch.randn(features, features, generator=gen, dtype=torch.float64)
+    noise = torch.randn(rows, features, generator=gen, dtype=torch.float64)
+    x = (means[y] + noise) @ mixing + offset
+    z = F.one_hot(y, classes) if classes else y.to(torch.float64)
+    expected = _concept_erasure(x, z)
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(leace_erasure(x, z), expected, rtol=1e-10, atol=1e-10 * scale)
+    on_numpy = leace_erasure(x.numpy(), z.numpy())
+    assert isinstance(on_numpy, np.ndarray) and on_numpy.dtype == np.float64
+    np.testing.assert_allclose(on_numpy, expected.numpy(), rtol=1e-10, atol=1e-10 * scale)
 
 
 def test_leace_refuses_a_single_row():

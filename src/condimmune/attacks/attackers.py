@@ -44,16 +44,15 @@ import torch
 from torch import Tensor
 
 from condimmune.attacks.probes import (
-    AttackerTransform,
     attacker_features,
     squared_loss_lipschitz,
 )
-from condimmune.attacks.registry import Attacker
+from condimmune.attacks.registry import TRANSFORMED_ATTACKERS, Attacker
 from condimmune.core._choices import parse_choice
 from condimmune.core._validation import check_matrix, check_positive_float, check_same_device_dtype
 from condimmune.core.progress import ProgressCallback, step_counter
 
-__all__ = ["TRANSFORMED_ATTACKERS", "AttackOutcome", "run_attacker"]
+__all__ = ["AttackOutcome", "run_attacker"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,6 @@ MakeOptimizer: TypeAlias = Callable[[list[Tensor]], torch.optim.Optimizer]
 Trace: TypeAlias = list[tuple[float, float]]
 """``(loss, seconds since the start)`` before the first step and after each step."""
 
-TRANSFORMED_ATTACKERS = {
-    Attacker.STD_GD: AttackerTransform.STANDARDIZE,
-    Attacker.WHITEN_GD: AttackerTransform.WHITEN,
-}
-"""The GD 1/L attackers that first apply a fixed map to the features (the rescaled attackers
-a linear run reports, :mod:`condimmune.experiments.pipelines.linear.metrics`)."""
 _GD_STEPS = (0.5, 1.0, 1.5, 1.9)
 _MOMENTUM_LRS = (0.05, 0.2, 0.5, 1.0)
 _ADAM_LRS = (1e-3, 1e-2, 1e-1, 1.0)

@@ -25,6 +25,7 @@ __all__ = [
     "CLOSED_FORM",
     "DEEP_ATTACKERS",
     "PREFIX_ONLY",
+    "TRANSFORMED_ATTACKERS",
     "WEIGHT_FREE",
     "Attacker",
     "DeepAttacker",
@@ -53,6 +54,13 @@ class Attacker(StrEnum):
     REINIT_GD = "reinit-gd"
     STD_GD = "std-gd"
     WHITEN_GD = "whiten-gd"
+
+
+TRANSFORMED_ATTACKERS: MappingProxyType[Attacker, AttackerTransform] = MappingProxyType(
+    {Attacker.STD_GD: AttackerTransform.STANDARDIZE, Attacker.WHITEN_GD: AttackerTransform.WHITEN}
+)
+"""The GD 1/L attackers that first apply a fixed map to the features (the rescaled attackers
+a linear run reports, :mod:`condimmune.experiments.pipelines.linear.metrics`)."""
 
 
 class DeepAttacker(StrEnum):

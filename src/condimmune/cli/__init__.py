@@ -87,18 +87,11 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="sho
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(
-        min=0, help="CPU threads for torch (config key `threads`; 0: torch's default, all cores)"
+        min=0,
+        help="CPU threads: numpy's BLAS for a linear run, torch for a deep run (config key "
+        "`threads`; 0: the library's default, all cores)",
     ),
 ]
-
-
-def _use_threads(threads: int) -> None:
-    """Set torch's intra-op threads (0 leaves torch's default). Only the CLI does this: the
-    library never changes global torch state (benchmarks/bench_speed.py, case contention)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -117,11 +110,12 @@ def run(
     from condimmune.experiments.config import resolve_config
     from condimmune.experiments.pipeline import pipeline_for, resolve_plan
     from condimmune.experiments.runner import run_plan
+    from condimmune.experiments.threads import use_threads
 
     extra = [] if threads is None else [f"threads={threads}"]
     cfg = resolve_config(experiment, config, [*(set_ or []), *extra], seed=seed)
     plan = resolve_plan(cfg)
-    _use_threads(plan.threads)
+    use_threads(plan.threads, plan.family)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{plan.name}-{plan.method.name}-{stamp}"
@@ -261,13 +255,15 @@ def sweep(
     A run that fails is listed with its error and does not stop the others; the command
     then exits with code 1 after writing the tables."""
     from condimmune.experiments.config import resolve_config
+    from condimmune.experiments.registry import experiment_spec
     from condimmune.experiments.sweep import sweep_command
     from condimmune.experiments.sweep_jobs import split_grid
+    from condimmune.experiments.threads import use_threads
 
     sets = set_ or []
     plain, grid = split_grid(resolve_config(experiment, config, []), sets)
     cfg = resolve_config(experiment, config, plain)
-    _use_threads(cfg.threads)
+    use_threads(cfg.threads, experiment_spec(cfg.experiment).family)
     result = sweep_command(
         cfg,
         methods=methods,

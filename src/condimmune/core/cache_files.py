@@ -31,12 +31,13 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from condimmune._files import remove_abandoned_temporaries, replace_atomically
 from condimmune.core.errors import DamagedCacheWarning, StaleFilesWarning
+
+if TYPE_CHECKING:  # the MNIST loader uses this module's helpers without torch (issue #30)
+    from torch import Tensor
 
 __all__ = [
     "CONTENT_SHA256",
@@ -59,6 +60,8 @@ _REASON_CHARS = 200
 
 def update_with_tensor(digest: hashlib._Hash, tensor: Tensor) -> None:
     """Feed ``tensor``'s dtype, shape and bytes (as a contiguous CPU tensor) to ``digest``."""
+    import torch
+
     t = tensor.detach().cpu().contiguous()
     digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
     digest.update(t.reshape(-1).view(torch.uint8).numpy().data)  # the bytes, not a copy

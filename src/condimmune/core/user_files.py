@@ -12,13 +12,19 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
-import torch
-from torch import Tensor
+import numpy as np
+from numpy.typing import NDArray
 
 from condimmune.core.errors import UserError
 
-__all__ = ["TensorFile", "check_finite", "read_tensor_file", "user_path"]
+if TYPE_CHECKING:  # numpy arrays are read without importing torch (issue #30)
+    from torch import Tensor
+
+__all__ = ["TensorFile", "check_finite", "read_array_file", "read_tensor_file", "user_path"]
+
+ArrayT = TypeVar("ArrayT", "Tensor", NDArray[np.generic])
 
 _PICKLE_STARTS = (b"PK\x03\x04", b"\x80")
 """``torch.save`` writes a zip archive (new format) or a raw pickle (legacy format)."""
@@ -38,18 +44,26 @@ def user_path(text: str | os.PathLike[str], key: str) -> Path:
         ) from None
 
 
-def check_finite(tensors: Mapping[str, Tensor], where: str, fix: str) -> None:
-    """Refuse NaN or infinite values in any floating-point tensor of ``tensors``."""
+def check_finite(
+    tensors: Mapping[str, Tensor] | Mapping[str, NDArray[np.generic]], where: str, fix: str
+) -> None:
+    """Refuse NaN or infinite values in any floating-point tensor (or numpy array) of
+    ``tensors``."""
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if isinstance(tensor, np.ndarray):
+            finite = not np.issubdtype(tensor.dtype, np.floating) or bool(np.isfinite(tensor).all())
+        else:
+            finite = not tensor.is_floating_point() or bool(tensor.isfinite().all())
+        if not finite:
             raise UserError(f"tensor {name!r} holds NaN or infinite values", where, fix)
 
 
 @dataclass(frozen=True)
-class TensorFile:
-    """The tensors and the metadata (string → string) of one safetensors file."""
+class TensorFile(Generic[ArrayT]):
+    """The tensors (torch tensors or numpy arrays) and the metadata (string → string) of one
+    safetensors file."""
 
-    tensors: dict[str, Tensor]
+    tensors: dict[str, ArrayT]
     metadata: dict[str, str]
 
 
@@ -60,13 +74,38 @@ def read_tensor_file(
     fix: str = "",
     required: Sequence[str] = (),
     finite: bool = True,
-) -> TensorFile:
-    """Read a safetensors file, refusing a missing, foreign, damaged or incomplete one.
+) -> TensorFile[Tensor]:
+    """Read a safetensors file as torch tensors, refusing a missing, foreign, damaged or
+    incomplete one.
 
     ``where`` names the file in messages (default: its path, e.g. ``"model.weights=PATH"``),
     ``fix`` says how to fix it; ``required`` tensors must be present, and with ``finite``
     every floating-point tensor must be finite.
     """
+    return _read(path, "pt", where, fix, required, finite)
+
+
+def read_array_file(
+    path: Path,
+    *,
+    where: str | None = None,
+    fix: str = "",
+    required: Sequence[str] = (),
+    finite: bool = True,
+) -> TensorFile[NDArray[np.generic]]:
+    """:func:`read_tensor_file` as numpy arrays, without importing torch (a linear run's
+    files)."""
+    return _read(path, "numpy", where, fix, required, finite)
+
+
+def _read(
+    path: Path,
+    framework: Literal["pt", "numpy"],
+    where: str | None,
+    fix: str,
+    required: Sequence[str],
+    finite: bool,
+) -> TensorFile[ArrayT]:
     from safetensors import SafetensorError, safe_open
 
     place = where or str(path)
@@ -78,7 +117,7 @@ def read_tensor_file(
     if start.startswith(_PICKLE_STARTS):
         raise UserError("a pickled torch file (torch.save), not safetensors", place, fix)
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework=framework) as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
     except (SafetensorError, OSError) as exc:

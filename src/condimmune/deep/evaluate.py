@@ -30,14 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 from condimmune.attacks.probes import ProbeAttackResult, attacker_features, probe_attack
 from condimmune.core.errors import ArgumentError
 from condimmune.core.progress import Progress, ProgressCallback, report, step_counter
-from condimmune.core.records import JsonRecord
 from condimmune.core.spectral import (
     log_condition_number_features,
     paper_compatible_condition_number,
 )
+from condimmune.deep.records import GroupRatios
 
 __all__ = [
-    "GroupRatios",
     "ProbeCurve",
     "extract_features",
     "group_immunization_ratios",
@@ -73,21 +72,6 @@ def extract_features(
 
 def top1_accuracy(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).double().mean())
-
-
-@dataclass(frozen=True)
-class GroupRatios(JsonRecord):
-    """Mean ± std over the groups of (i) the harmful κ ratio, (ii) the benign κ ratio, RIR."""
-
-    harmful_ratio_mean: float
-    harmful_ratio_std: float
-    benign_ratio_mean: float
-    benign_ratio_std: float
-    rir_mean: float
-    rir_std: float
-    log_rir_mean: float
-    groups: int
-    group_size: int
 
 
 def _log_kappa(phi: Tensor, paper_compatible: bool) -> float:

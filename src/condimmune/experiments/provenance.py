@@ -11,13 +11,17 @@ it, outside the recipe (the run's manifest fingerprints the recipe without ``ver
 ``git_tree_changed``  whether that checkout's tracked files differ from the commit
                       (:func:`git_tree_changed`: the commit alone then does not say what
                       ran), only when ``git`` can answer
-``torch_threads``     ``torch.get_num_threads()`` when the run was written: the threads it
-                      ran with (the config's ``threads: 0`` means torch's default; Lightning's
-                      DDP and a sweep's workers set their own)
+``torch_threads``     a deep run's ``torch.get_num_threads()`` when the run was written: the
+                      threads it ran with (the config's ``threads: 0`` means torch's default;
+                      Lightning's DDP and a sweep's workers set their own)
+``blas_threads``      a linear run's (numpy and scipy, no torch) BLAS threads, read by
+                      ``threadpoolctl``, and ``blas``: the library, its version and the
+                      kernels it chose for this CPU (``openblas 0.3.30 SkylakeX``)
 ``device``            ``cpu`` or ``cuda`` (a deep run's ``train.accelerator`` resolved as
                       Lightning resolves ``auto``), and ``device_name`` when known
-``cpu_capability``    the SIMD kernels ATen chose (``AVX512``, ``AVX2``, ``default``) and
-``onednn``            whether oneDNN (mkldnn) was on: both change float rounding across CPUs
+``cpu_capability``    a deep run's SIMD kernels that ATen chose (``AVX512``, ``AVX2``,
+``onednn``            ``default``) and whether oneDNN (mkldnn) was on: both change float
+                      rounding across CPUs
 ``precision``         a deep run's ``train.precision``; ``64-true`` for linear runs (float64)
 ====================  =======================================================================
 """
@@ -133,12 +137,13 @@ def _cpu_name() -> str | None:
     return platform.processor() or None
 
 
-def run_record(recipe: Mapping[str, Any], *packages: str) -> dict[str, str | int | bool]:
+def run_record(
+    recipe: Mapping[str, Any], *packages: str, torch_run: bool = True
+) -> dict[str, str | int | bool]:
     """``config.yaml``'s ``versions`` section for a run of ``recipe`` (a resolved config as
     plain data) written by this process (module docstring); ``packages``: the family's
-    packages besides the core ones."""
-    import torch
-
+    packages besides the core ones; ``torch_run``: False for a run on numpy and scipy alone
+    (a linear run), whose record then names their BLAS and never imports torch."""
     record: dict[str, str | int | bool] = {}
     versions = package_versions(*packages)
     commit = git_commit()
@@ -149,6 +154,16 @@ def run_record(recipe: Mapping[str, Any], *packages: str) -> dict[str, str | int
             changed = git_tree_changed()
             if changed is not None:
                 record["git_tree_changed"] = changed
+    if not torch_run:
+        record.update(_blas_record())
+        record["device"] = "cpu"
+        name = _cpu_name()
+        if name:
+            record["device_name"] = name
+        record["precision"] = "64-true"
+        return record
+    import torch
+
     train = recipe.get("train", {})
     accelerator = train.get("accelerator", "cpu")  # a linear run has none: always the CPU
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
@@ -162,3 +177,18 @@ def run_record(recipe: Mapping[str, Any], *packages: str) -> dict[str, str | int
     record["onednn"] = bool(torch.backends.mkldnn.enabled and onednn)
     record["precision"] = str(train.get("precision", "64-true"))
     return record
+
+
+def _blas_record() -> dict[str, str | int | bool]:
+    """numpy's BLAS as ``threadpoolctl`` sees it: its threads, name, version and kernels."""
+    import numpy  # noqa: F401 - loads the BLAS that threadpoolctl inspects
+    from threadpoolctl import threadpool_info
+
+    blas = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    if not blas:
+        return {}
+    first = blas[0]
+    name = " ".join(
+        str(first[key]) for key in ("internal_api", "version", "architecture") if first.get(key)
+    )
+    return {"blas_threads": int(first["num_threads"]), "blas": name}

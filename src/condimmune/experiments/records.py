@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 
 from condimmune.attacks.deep_headline import DeepAttackSuite
-from condimmune.attacks.suite import AttackSummary, SuiteSettings, WorstCase
+from condimmune.attacks.suite_records import AttackSummary, SuiteSettings, WorstCase
 from condimmune.core.records import JsonRecord, JsonValue
-from condimmune.deep.evaluate import GroupRatios
+from condimmune.deep.records import GroupRatios
 from condimmune.methods.base import OptionValue, method_label
 
 __all__ = [

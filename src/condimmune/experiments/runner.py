@@ -54,6 +54,7 @@ from condimmune.experiments.rundir import (
     read_yaml_mapping,
     write_directory_atomically,
 )
+from condimmune.methods.base import ModelFamily
 
 __all__ = ["metrics_json", "read_run", "run_plan"]
 
@@ -99,7 +100,8 @@ def run_plan(
 
 def _write_run(directory: Path, pipeline: Pipeline[Any, Any, Any], result: RunResult) -> None:
     resolved = result.plan.recipe_dict()
-    resolved["versions"] = run_record(resolved, *pipeline.packages)
+    torch_run = pipeline.family is not ModelFamily.LINEAR  # a linear run is numpy alone
+    resolved["versions"] = run_record(resolved, *pipeline.packages, torch_run=torch_run)
     (directory / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     pipeline.write_files(directory, result)
     (directory / "metrics.json").write_text(metrics_json(result.metrics))

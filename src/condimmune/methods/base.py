@@ -72,12 +72,14 @@ OptionsT = TypeVar("OptionsT", bound=MethodOptions)
 @dataclass(frozen=True)
 class LinearProblem:
     """The training rows a linear method sees (float64): benign ``X_P, y_P``, harmful
-    ``X_H, y_H``."""
+    ``X_H, y_H``, all four numpy arrays (the linear pipeline's, which never imports torch) or
+    all four torch tensors (:data:`condimmune.core.arrays.Array`); a hook answers in the
+    backend it was given."""
 
-    benign_x: Tensor
-    benign_y: Tensor
-    harmful_x: Tensor
-    harmful_y: Tensor
+    benign_x: Any
+    benign_y: Any
+    harmful_x: Any
+    harmful_y: Any
 
 
 @dataclass
@@ -88,13 +90,13 @@ class LinearPlan:
     ``train_extractor=False`` it stays fixed and only the head trains. Per minibatch the
     trainer adds ``gradient_direction(W)`` to ``∇_W`` of the task loss before the optimizer
     step, then takes ``W ← W − regularizer_step(W)`` and rescales ``W`` to keep the benign
-    feature energy (the head absorbs the factor).
+    feature energy (the head absorbs the factor). Every array is in the problem's backend.
     """
 
-    initial_weight: Tensor
+    initial_weight: Any
     train_extractor: bool
-    gradient_direction: Callable[[Tensor], Tensor] | None = None
-    regularizer_step: Callable[[Tensor], Tensor] | None = None
+    gradient_direction: Callable[[Any], Any] | None = None
+    regularizer_step: Callable[[Any], Any] | None = None
     notes: list[str] = field(default_factory=list)
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import math
 
-import torch
 from pydantic import Field
-from torch import Tensor
 
+from condimmune.core.arrays import Array, eye_like, namespace
 from condimmune.core.bound import closed_form_immunizer
 from condimmune.methods.base import (
     DeepSolver,
@@ -48,15 +47,16 @@ def _closed_form_linear(problem: LinearProblem, options: NoOptions) -> LinearPla
     return LinearPlan(weight, train_extractor=False)
 
 
-def closed_form_feature_map(benign: Tensor, harmful: Tensor, *, ridge: float) -> Tensor:
+def closed_form_feature_map(benign: Array, harmful: Array, *, ridge: float) -> Array:
     """The closed form on frozen features ``Φ_P``, ``Φ_H`` (n × k), with the ridge
     ``ridge · tr(ΦᵀΦ) / k`` added to each covariance as ``k`` extra rows ``sqrt(ρ) I``."""
-    k = benign.shape[1]
+    xp, k = namespace(benign, harmful), benign.shape[1]
     rows = []
     for phi in (benign, harmful):
-        scaled = ridge * float(phi.square().sum()) / k
-        rows.append(torch.cat([phi, math.sqrt(scaled) * torch.eye(k, dtype=phi.dtype)]))
-    return closed_form_immunizer(rows[0], rows[1])
+        scaled = ridge * float(xp.sum(xp.square(phi))) / k
+        rows.append(xp.concat([phi, math.sqrt(scaled) * eye_like(k, phi)]))
+    transform: Array = closed_form_immunizer(rows[0], rows[1])
+    return transform
 
 
 def _closed_form_deep(inputs: FeatureMapInputs, options: ClosedFormDeepOptions) -> FeatureMap:

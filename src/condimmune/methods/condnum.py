@@ -24,10 +24,9 @@ they are different options.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
-from torch import Tensor
 
 from condimmune.core.arrays import eye_like, namespace
 from condimmune.core.regularizers import r_ill_features, r_well_features
@@ -44,6 +43,9 @@ from condimmune.methods.base import (
     MethodSpec,
     PenaltyInputs,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "CONDNUM",

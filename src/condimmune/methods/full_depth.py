@@ -53,12 +53,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch import Tensor, nn
-from torch.func import functional_call
 
 from condimmune.core.regularizers import r_ill_features
 from condimmune.methods.base import DeepSolver, DeepVersion, Float, MethodOptions, MethodSpec
@@ -67,6 +64,10 @@ from condimmune.methods.tap_adversary import (
     ridge_heldout_error,
     standardised_union,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 __all__ = [
     "FULL_DEPTH",
@@ -160,6 +161,8 @@ def anchor_loss(current: list[Tensor], original: list[Tensor]) -> Tensor:
     r"""Eq. F2: :math:`\sum_t w_t \|\phi_t - \phi^0_t\|^2 / \|\phi^0_t\|^2` over the taps."""
     if len(current) != len(original) or not current:
         raise ValueError(f"anchor_loss needs as many taps on both sides, got {len(current)}")
+    import torch
+
     terms = [
         w * (a - b).pow(2).sum() / b.pow(2).sum().clamp_min(1e-12)
         for w, a, b in zip(tap_weights(len(current)), current, original, strict=True)
@@ -170,7 +173,7 @@ def anchor_loss(current: list[Tensor], original: list[Tensor]) -> Tensor:
 def kl_to_uniform(logits: Tensor) -> Tensor:
     """``KL(p ‖ u) = log C − H(p)``, mean over rows (Eq. F4's suppression): 0 at uniform
     predictions, at most ``log C``, so it can never dominate the loss without bound."""
-    logp = F.log_softmax(logits.to(torch.float32), dim=1)
+    logp = logits.float().log_softmax(dim=1)
     entropy = -(logp.exp() * logp).sum(dim=1)
     return (math.log(logits.shape[1]) - entropy).mean()
 
@@ -250,14 +253,14 @@ class FullDepthObjective:
         )
         errors = []
         for tap in pooled:
-            h = tap[nb:].to(torch.float64)
+            h = tap[nb:].double()
             error = ridge_heldout_error(
                 h[:half], y[:half], h[half:], y[half:], self.classes, o.tap_ridge
             )
             errors.append(float(error.detach()))
             total = total - o.tap_weight * error.clamp(max=1.0)
             if o.condnum_weight:
-                phi = h * math.sqrt(h.shape[1]) / torch.linalg.vector_norm(h)  # mean eigenvalue 1
+                phi = h * math.sqrt(h.shape[1]) / h.norm()  # mean eigenvalue 1
                 total = total + o.condnum_weight * r_ill_features(phi, rank_deficiency="allow")
         means = [t[nb:] for t in pooled]
         mean_ridge = o.mean_union_ridge or o.union_ridge
@@ -296,6 +299,8 @@ class FullDepthObjective:
         (parameters named ``body.*``; ``model(x)`` returns ``(features, logits)``) and a fresh
         zero head from ``fit``, in train mode, then ``λ_s ∇_θ' KL(p_θ'(held_out) ‖ u)`` per
         body parameter and ``λ_s KL``. ``model`` and its buffers are left as they were."""
+        import torch
+
         o = self.options
         kind = list(InnerOptimizer)[int(torch.randint(2, (1,), generator=generator))]
         low, high = math.log(o.simulate_lr_min), math.log(o.simulate_lr_max)
@@ -314,13 +319,13 @@ class FullDepthObjective:
         def run(x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
             leaves = {n: t.detach().requires_grad_(True) for n, t in body.items()}
             top = {n: t.detach().requires_grad_(True) for n, t in head.items()}
-            features = functional_call(model, (leaves, buffers), (x,), strict=False)[0]
+            features = torch.func.functional_call(model, (leaves, buffers), (x,), strict=False)[0]
             return leaves, top, features @ top["w"].mT + top["b"]
 
         try:
             for _ in range(o.simulate_steps):
                 leaves, top, logits = run(fit[0])
-                loss = F.cross_entropy(logits, fit[1])
+                loss = torch.nn.functional.cross_entropy(logits, fit[1])
                 named = [*leaves.items(), *top.items()]
                 grads = torch.autograd.grad(loss, [t for _, t in named], allow_unused=True)
                 for (name, value), grad in zip(named, grads, strict=True):
@@ -337,13 +342,9 @@ class FullDepthObjective:
         return gradient, weight * float(suppression.detach())
 
 
-def _objective(options: FullDepthOptions, classes: int) -> FullDepthObjective:
-    return FullDepthObjective(options, classes)
-
-
 FULL_DEPTH = MethodSpec(
     name="full-depth",
     description="whole-network immunization: benign loss, anchors at several depths, "
     "closed-form tap adversaries, simulated fine-tuning with suppression, a rollback guard",
-    deep=DeepVersion(FullDepthOptions, DeepSolver.WHOLE_NETWORK, objective=_objective),
+    deep=DeepVersion(FullDepthOptions, DeepSolver.WHOLE_NETWORK, objective=FullDepthObjective),
 )

@@ -12,10 +12,10 @@ relative to the trace), and on :func:`standardised_union`'s output to any per-fe
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["pool_activations", "ridge_heldout_error", "standardised_union"]
 
@@ -32,6 +32,8 @@ def pool_activations(output: Tensor, dims: int = 0) -> Tensor:
     if output.dim() == 4:
         if dims == 0:
             return output.mean(dim=(2, 3))
+        import torch.nn.functional as F
+
         channels, height = output.shape[1], output.shape[2]
         side = max(1, min(height, math.isqrt(max(dims // channels, 1))))
         return F.adaptive_avg_pool2d(output, side).flatten(1)
@@ -64,6 +66,9 @@ def ridge_heldout_error(
     ``W = Ãᵀ(ÃÃᵀ + ρ tr(ÃÃᵀ)/k I)⁻¹ (Y − 1ȳᵀ)`` (the push-through identity, exact): an
     ``n × n`` solve instead of ``k × k``, so wide features (a spatial grid per tap) stay
     cheap."""
+    import torch
+    import torch.nn.functional as F
+
     a, held = fit_x.to(torch.float64), heldout_x.to(torch.float64)
     mean = a.mean(dim=0, keepdim=True)
     a, held = a - mean, held - mean
@@ -91,6 +96,8 @@ def standardised_union(fit: list[Tensor], heldout: list[Tensor]) -> tuple[Tensor
     stays constant and the probe ignores it. Any per-feature re-scaling ``A D`` (D diagonal,
     non-zero) gives the same output up to the signs of the features, and so the same
     ``E`` of :func:`ridge_heldout_error`."""
+    import torch
+
     a = torch.cat([t.to(torch.float64) for t in fit], dim=1)
     held = torch.cat([t.to(torch.float64) for t in heldout], dim=1)
     mean = a.mean(dim=0, keepdim=True)

@@ -25,7 +25,7 @@ MAX_SEED = 2**32 - 1
 
 WHERE_NOT_WHAT: JsonDict = {"affects_results": False}
 """``json_schema_extra`` of a field that says where or how a run works, not what it
-computes (a folder, loader processes, checkpoint spacing, the logger, torch threads): runs
+computes (a folder, loader processes, checkpoint spacing, the logger, threads): runs
 that differ only in such fields are comparable (:mod:`condimmune.experiments.config.results`)."""
 
 

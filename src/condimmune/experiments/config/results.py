@@ -2,7 +2,7 @@
 
 Every key does, except those whose field is marked
 :data:`~condimmune.experiments.config.fields.WHERE_NOT_WHAT` (where the data, weights and
-caches are, data-loader processes, checkpoint spacing, the logger, torch threads: they
+caches are, data-loader processes, checkpoint spacing, the logger, threads: they
 change where or how fast a run works, not what it computes). An aggregate compares the
 :func:`result_settings` of its runs with the keys it groups by (seed, method, ...) left
 out, and refuses or groups runs whose settings differ (:func:`first_difference`).

@@ -37,9 +37,10 @@ class ExperimentConfig(_Schema):
         default=1,
         ge=0,
         le=1024,
-        description="CPU threads for torch, set by the CLI (0: torch's default, all cores). "
-        "1 by default: a linear run is thousands of small ops, and on a busy machine a thread "
-        "pool per op costs more than it gains (benchmarks/bench_speed.py, case contention)",
+        description="CPU threads of numpy's BLAS (a linear run never imports torch), set by "
+        "the CLI (0: the BLAS's default, all cores). 1 by default: a linear run is thousands "
+        "of small ops, and on a busy machine a thread pool per op costs more than it gains "
+        "(benchmarks/bench_speed.py, case contention)",
         json_schema_extra=WHERE_NOT_WHAT,
     )
     data: DataConfig = Field(default_factory=lambda: DataConfig())

@@ -17,17 +17,16 @@ import math
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
 from condimmune.attacks.registry import Attacker
-from condimmune.attacks.suite import (
+from condimmune.attacks.suite_records import (
     DECOMPOSITION_ATTACKERS,
     AttackSummary,
-    SuiteEntry,
     SuiteSettings,
     WorstCase,
-    run_attack_suite,
 )
 from condimmune.core.progress import ProgressCallback
 from condimmune.experiments.figures import clamp, suboptimality_window
@@ -42,6 +41,9 @@ from condimmune.experiments.report import (
     save_figure,
 )
 from condimmune.experiments.verdict import slowdown_text, steps_text, verdict_text
+
+if TYPE_CHECKING:  # the suite trains with torch: imported when a run is attacked
+    from condimmune.attacks.suite import SuiteEntry
 
 __all__ = ["ATTACK_SECTION", "AttackSuiteResult", "attack_linear"]
 
@@ -90,11 +92,17 @@ def attack_linear(loaded: LinearLoaded, on_progress: ProgressCallback | None) ->
     options = loaded.plan.options.attack
     settings = SuiteSettings(options.target, options.suite_budget, options.full_curves)
     budget = settings.budget
+    # the suite's attackers train with torch's optimizers: only `attack` imports torch
+    import torch
+
+    from condimmune.attacks.suite import run_attack_suite
+
+    benign, harmful, t = loaded.data.benign, loaded.data.harmful, torch.from_numpy
     entries = run_attack_suite(
         [a.value for a in options.attackers],
-        benign=(loaded.data.benign.x_train, loaded.data.benign.y_train),
-        harmful=(loaded.data.harmful.x_train, loaded.data.harmful.y_train),
-        weight=loaded.model.weight,
+        benign=(t(benign.x_train), t(benign.y_train)),
+        harmful=(t(harmful.x_train), t(harmful.y_train)),
+        weight=t(loaded.model.weight),
         target=settings.target,
         budget=budget,
         seed=loaded.plan.seed,

@@ -15,17 +15,20 @@ point and of consistent shapes; anything else is a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import torch
-from safetensors.torch import save_file
-from torch import Tensor
+import numpy as np
+from numpy.typing import NDArray
+from safetensors.numpy import save_file
 
 from condimmune.core.errors import UserError
-from condimmune.core.user_files import read_tensor_file
+from condimmune.core.user_files import read_array_file
 from condimmune.linear.tasks import LinearTaskData, TaskKind, TaskSplit
 from condimmune.linear.train import LinearModel
 
 __all__ = ["read_run_files", "write_run_files"]
+
+_Model = LinearModel[NDArray[np.floating[Any]]]
 
 
 _RUN_TENSORS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -45,19 +48,21 @@ _RUN_TENSORS: dict[str, dict[str, tuple[str, ...]]] = {
 """The tensors of a linear run directory and their shapes (shared letters: equal sizes)."""
 
 
-def _read_run_tensors(run_dir: Path, fix: str) -> dict[str, Tensor]:
-    """Every tensor of the run's safetensors files: present, finite, floating point, and
-    of consistent shapes; anything else is a :class:`UserError` naming the file."""
-    out: dict[str, Tensor] = {}
+def _read_run_tensors(run_dir: Path, fix: str) -> dict[str, NDArray[np.float64]]:
+    """Every tensor of the run's safetensors files (as float64 numpy arrays): present, finite,
+    floating point, and of consistent shapes; anything else is a :class:`UserError` naming
+    the file."""
+    out: dict[str, NDArray[np.float64]] = {}
     sizes: dict[str, tuple[int, str]] = {"1": (1, "a scalar")}
     for name, spec in _RUN_TENSORS.items():
         path = run_dir / name
-        tensors = read_tensor_file(path, fix=fix, required=list(spec)).tensors
+        tensors = read_array_file(path, fix=fix, required=list(spec)).tensors
         for key, dims in spec.items():
             t = tensors[key]
             shape = list(t.shape)
             problem = None
-            if not t.is_floating_point() or len(shape) != len(dims) or 0 in shape:
+            floating = np.issubdtype(t.dtype, np.floating)
+            if not floating or len(shape) != len(dims) or 0 in shape:
                 problem = f"{len(dims)}-dimensional, non-empty floating point expected"
             else:
                 for dim, n in zip(dims, shape, strict=True):
@@ -69,32 +74,33 @@ def _read_run_tensors(run_dir: Path, fix: str) -> dict[str, Tensor]:
                 raise UserError(
                     f"tensor {key!r} has shape {shape} and dtype {t.dtype}: {problem}", path, fix
                 )
-            out[key] = t
+            out[key] = np.ascontiguousarray(t, dtype=np.float64)
     return out
 
 
 def write_run_files(
     directory: Path,
     data: LinearTaskData,
-    model: LinearModel[Tensor],
-    raw_model: LinearModel[Tensor],
+    model: _Model,
+    raw_model: _Model,
 ) -> None:
     """The three safetensors files of a linear run (module docstring) into ``directory``."""
-    save_file({"weight": model.weight.contiguous()}, directory / "extractor.safetensors")
+    c = np.ascontiguousarray
+    save_file({"weight": c(model.weight)}, directory / "extractor.safetensors")
     save_file(
-        {"head": model.head.contiguous(), "bias": model.bias.reshape(1)},
+        {"head": c(model.head), "bias": c(model.bias).reshape(1)},
         directory / "head.safetensors",
     )
     save_file(
         {
-            "benign_x": data.benign.x_train.contiguous(),
-            "harmful_x": data.harmful.x_train.contiguous(),
-            "benign_y": data.benign.y_train.contiguous(),
-            "harmful_y": data.harmful.y_train.contiguous(),
-            "benign_x_test": data.benign.x_test.contiguous(),
-            "benign_y_test": data.benign.y_test.contiguous(),
-            "raw_head": raw_model.head.contiguous(),
-            "raw_bias": raw_model.bias.reshape(1),
+            "benign_x": c(data.benign.x_train),
+            "harmful_x": c(data.harmful.x_train),
+            "benign_y": c(data.benign.y_train),
+            "harmful_y": c(data.harmful.y_train),
+            "benign_x_test": c(data.benign.x_test),
+            "benign_y_test": c(data.benign.y_test),
+            "raw_head": c(raw_model.head),
+            "raw_bias": c(raw_model.bias).reshape(1),
         },
         directory / "data.safetensors",
     )
@@ -102,11 +108,11 @@ def write_run_files(
 
 def read_run_files(
     run_dir: Path, kind: TaskKind, fix: str
-) -> tuple[LinearTaskData, LinearModel[Tensor], LinearModel[Tensor]]:
+) -> tuple[LinearTaskData, _Model, _Model]:
     """``(data, immunized model, raw model)`` of a linear run directory, read strictly."""
     tensors = _read_run_tensors(run_dir, fix)
     weight = tensors["weight"]
-    empty = torch.zeros(0, dtype=torch.float64)
+    empty = np.zeros(0, dtype=np.float64)
     data = LinearTaskData(
         benign=TaskSplit(
             tensors["benign_x"],
@@ -118,10 +124,10 @@ def read_run_files(
         kind=kind,
         description=f"loaded from {run_dir}",
     )
-    model = LinearModel(weight=weight, head=tensors["head"], bias=tensors["bias"][0])
+    model = LinearModel(weight=weight, head=tensors["head"], bias=tensors["bias"].reshape(()))
     raw_model = LinearModel(
-        weight=torch.eye(weight.shape[1], dtype=weight.dtype),
+        weight=np.eye(weight.shape[1], dtype=np.float64),
         head=tensors["raw_head"],
-        bias=tensors["raw_bias"][0],
+        bias=tensors["raw_bias"].reshape(()),
     )
     return data, model, raw_model

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
 
-from condimmune.attacks.attackers import TRANSFORMED_ATTACKERS
 from condimmune.attacks.probes import ProbeComparison, compare_probe_attacks
+from condimmune.attacks.registry import TRANSFORMED_ATTACKERS
+from condimmune.core.arrays import Array, namespace, no_grad
 from condimmune.core.bound import immunization_bound_features
 from condimmune.core.metrics import (
     ConditionNumbers,
@@ -31,38 +31,42 @@ from condimmune.linear.train import LinearModel, predict, task_loss
 __all__ = ["compute_metrics"]
 
 
-def _benign_metric(kind: TaskKind, model: LinearModel[Tensor], x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
+def _benign_metric(kind: TaskKind, model: LinearModel[Array], x: Array, y: Array) -> float:
+    """Held-out accuracy (the sign of the output against 0/1 labels) or mean squared error."""
+    ns = namespace(x)
+    with no_grad(x):
         out = predict(model, x)
         if kind is TaskKind.CLASSIFICATION:
-            return float(((out > 0).to(y.dtype) == y).to(torch.float64).mean())
-        return float(((out - y) ** 2).mean())
+            hits = ns.astype(ns.astype(out > 0, y.dtype) == y, ns.float64)
+            return float(ns.mean(hits))
+        return float(ns.mean((out - y) ** 2))
 
 
-def _train_loss(kind: TaskKind, model: LinearModel[Tensor], x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
+def _train_loss(kind: TaskKind, model: LinearModel[Array], x: Array, y: Array) -> float:
+    with no_grad(x):
         return float(task_loss(kind, predict(model, x), y))
 
 
 def compute_metrics(
     plan: RunPlan[LinearRunOptions],
     data: LinearTaskData,
-    model: LinearModel[Tensor],
-    raw_model: LinearModel[Tensor],
+    model: LinearModel[Any],
+    raw_model: LinearModel[Any],
     *,
     notes: list[str],
     train_seconds: float = 0.0,
     wall_seconds: float = 0.0,
-) -> tuple[LinearRunMetrics, dict[str, ProbeComparison[Tensor]]]:
+) -> tuple[LinearRunMetrics, dict[str, ProbeComparison[Any]]]:
     """All metrics of a run from its data and models (used by ``run`` and ``evaluate``),
-    and the attack trajectories behind them (plotted by the report)."""
+    and the attack trajectories behind them (plotted by the report). The rows and models are
+    numpy arrays in the pipeline (torch tensors work too: every function here takes both)."""
     target, budget = plan.options.attack.target, plan.options.attack.budget
     xp, xh = data.benign.x_train, data.harmful.x_train
     honest = immunization_condition_numbers(xp, xh, model.weight)
     compat = immunization_condition_numbers(xp, xh, model.weight, rule="paper-compatible")
     bound = immunization_bound_features(xp, xh)
 
-    def attack(x: Tensor, y: Tensor, transform: str = "none") -> ProbeComparison[Tensor]:
+    def attack(x: Any, y: Any, transform: str = "none") -> ProbeComparison[Any]:
         return compare_probe_attacks(
             x,
             y,

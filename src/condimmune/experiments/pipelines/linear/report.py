@@ -8,6 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from condimmune.core.arrays import numpy_view
 from condimmune.core.spectral import covariance_eigenvalues, default_rtol
 from condimmune.experiments.figures import clamp, plot_spectra, suboptimality_window
 from condimmune.experiments.pipelines.linear.run import LinearRun
@@ -115,7 +116,7 @@ def _spectra_figure(art: LinearRun, path: Path) -> None:
     tasks = [("benign", art.data.benign.x_train), ("harmful", art.data.harmful.x_train)]
     for i, (name, x) in enumerate(tasks):
         lines = [
-            (label, covariance_eigenvalues(feats).flip(0).numpy(), style)
+            (label, numpy_view(covariance_eigenvalues(feats))[::-1], style)
             for label, feats, style in (
                 ("raw XᵀX", x, "--"),
                 ("immunized ΦᵀΦ", x @ art.model.weight.mT, "-"),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from condimmune.attacks.probes import ProbeComparison
 from condimmune.experiments.pipeline import LoadedRun, RunResult
@@ -19,23 +22,21 @@ from condimmune.linear.train import LinearModel, TrainingHistory, train_linear
 from condimmune.methods.base import ModelFamily
 from condimmune.methods.registry import Method, configure_method
 
-if TYPE_CHECKING:
-    from torch import Tensor
-
 __all__ = ["LinearLoaded", "LinearRun", "run_linear"]
 
 
 @dataclass(frozen=True)
 class LinearRun(RunResult):
-    """A linear run in memory: its data, both models, the training history and the
-    paper's attacker on each task (``"harmful"``, ``"benign"``), raw vs immunized."""
+    """A linear run in memory (numpy arrays: a linear run never imports torch): its data,
+    both models, the training history and the paper's attacker on each task
+    (``"harmful"``, ``"benign"``), raw vs immunized."""
 
     metrics: LinearRunMetrics
     data: LinearTaskData
-    model: LinearModel[Tensor]
-    raw_model: LinearModel[Tensor]
+    model: LinearModel[NDArray[np.floating[Any]]]
+    raw_model: LinearModel[NDArray[np.floating[Any]]]
     history: TrainingHistory
-    attacks: dict[str, ProbeComparison[Tensor]]
+    attacks: dict[str, ProbeComparison[NDArray[np.floating[Any]]]]
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class LinearLoaded(LoadedRun):
 
     metrics: LinearRunMetrics
     data: LinearTaskData
-    model: LinearModel[Tensor]
-    raw_model: LinearModel[Tensor]
+    model: LinearModel[NDArray[np.floating[Any]]]
+    raw_model: LinearModel[NDArray[np.floating[Any]]]
 
 
 def run_linear(plan: RunPlan[Any], *, progress: bool) -> LinearRun:

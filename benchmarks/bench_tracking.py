@@ -70,11 +70,13 @@ def fastest_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str
 
 
 def _raw_pixel_tasks() -> tuple[torch.Tensor, torch.Tensor]:
+    """The default raw-pixel rows of both tasks, as tensors (the loaders give numpy arrays;
+    this benchmark compares torch's eigen kernels with the tracker's)."""
     config = apply_overrides(default_config("mnist-pair"), ["data.pca_components=0"])
     assert isinstance(config, ExperimentConfig)
     plan = resolve_plan(config)
     data = load_task_data(plan.options.source, plan.options.data, config.seed)
-    return data.benign.x_train, data.harmful.x_train
+    return torch.from_numpy(data.benign.x_train), torch.from_numpy(data.harmful.x_train)
 
 
 def _weight(d: int, seed: int = 0) -> torch.Tensor:

@@ -512,6 +512,13 @@ case(
     run=True,
     setup=tensors("data.safetensors", lambda t: t["benign_x"].__setitem__((0, 0), float("nan"))),
 )
+case(  # a linear run's files are read as numpy arrays, and numpy has no bfloat16
+    "evaluate-weight-bfloat16",
+    *evaluate,
+    names=("{run}/extractor.safetensors", "bfloat16"),
+    run=True,
+    setup=tensors("extractor.safetensors", lambda t: t.update(weight=t["weight"].bfloat16())),
+)
 case(
     "evaluate-weight-wrong-shape",
     *evaluate,

@@ -59,7 +59,7 @@ def test_default_run_writes_the_run_directory_contract(default_run):
     assert set(m["rir_bound"]) == {"value", "unbounded", "reason"}
     assert "RIR" in output and "κ benign" in output
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["seed"] == 0 and "torch" in config["versions"]
+    assert config["seed"] == 0 and "scipy" in config["versions"]  # a linear run: no torch
 
 
 def test_every_kappa_and_the_rir_can_be_recomputed_from_the_files(default_run):
@@ -470,7 +470,9 @@ def test_threads_come_from_the_option_or_the_config(option, expected, tmp_path):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads() -> int:
-        return next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        """numpy's and scipy's BLAS threads (one library each in the wheels): equal, or -1."""
+        threads = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        return threads.pop() if len(threads) == 1 else -1
 
     with threadpool_limits(limits=3, user_api="blas"):  # a value no case sets
         result = invoke(
@@ -486,37 +488,45 @@ def test_threads_come_from_the_option_or_the_config(option, expected, tmp_path):
     assert "torch_threads" not in config["versions"]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["run", "--no-progress"],
-        ["run", "digits", "--set", "train.method=imma", "--set", "train.epochs=1"],
-        ["run", "digits", "--set", "train.method=opt-kappa", "--set", "train.epochs=1"],
-        ["run", "digits", "--set", "train.method=closed-form", "--set", "train.epochs=1"],
-        ["run", "digits", "--set", "train.method=leace", "--set", "train.epochs=1"],
-        ["run", "digits", "--set", "train.method=r-ill-only", "--set", "train.epochs=1"],
-    ],
-    ids=["default", "imma", "opt-kappa", "closed-form", "leace", "r-ill-only"],
-)
-def test_a_linear_run_and_its_evaluation_never_import_torch(args, tmp_path):
-    """Issue #30: a linear run (data, training, metrics, files, report) and `evaluate` of it
-    run on numpy and scipy alone; only `attack` (torch's optimizers) imports torch."""
+_ONE_EPOCH = ["--set", "train.epochs=1"]
+_RAW_PIXELS = ["--set", "data.pca_components=0", "--set", "data.per_class=40"]
+TORCH_FREE = {
+    "default": [["run", "--no-progress"]],
+    **{
+        method: [["run", "digits", "--set", f"train.method={method}", *_ONE_EPOCH]]
+        for method in ("imma", "opt-kappa", "closed-form", "leace", "r-ill-only")
+    },
+    "raw-pixels": [["run", "mnist-pair", *_RAW_PIXELS, *_ONE_EPOCH]],
+    "sweep": [["sweep", "digits", "--methods", "condnum,none", "--pairs", "1-7", *_ONE_EPOCH]],
+}
+"""Commands (each followed by ``--out DIR``) that a linear experiment runs without torch;
+a ``run`` is followed by ``evaluate DIR``."""
+
+
+@pytest.mark.parametrize("commands", TORCH_FREE.values(), ids=TORCH_FREE.keys())
+def test_a_linear_run_and_its_evaluation_never_import_torch(commands, tmp_path):
+    """Issue #30: a linear run (data, training, metrics, files, report), `evaluate` of it and
+    a linear sweep run on numpy and scipy alone; only `attack` (torch's optimizers) imports
+    torch."""
+    import json
     import subprocess
     import sys
 
     out = tmp_path / "r"
+    calls = [[*c, "--out", str(out)] for c in commands]
+    calls += [["evaluate", str(out)] for c in commands if c[0] == "run"]
     code = (
-        "import sys; from typer.testing import CliRunner; from condimmune.cli import app\n"
-        "for args in (sys.argv[1:], ['evaluate', sys.argv[sys.argv.index('--out') + 1]]):\n"
+        "import json, sys; from typer.testing import CliRunner; from condimmune.cli import app\n"
+        "for args in json.loads(sys.argv[1]):\n"
         "    r = CliRunner().invoke(app, args)\n"
         "    assert r.exit_code == 0, r.output\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
     )
-    cmd = [sys.executable, "-c", code, *args, "--out", str(out)]
+    cmd = [sys.executable, "-c", code, json.dumps(calls)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
-    assert (out / "metrics.json").is_file()
+    assert (out / ("sweep.csv" if commands[0][0] == "sweep" else "metrics.json")).is_file()
 
 
 def test_help_does_not_import_torch():
@@ -553,3 +563,18 @@ def test_a_long_cell_folds_at_80_columns_instead_of_being_cut(monkeypatch):
     assert first_column == arm.replace(" ", "")  # wrapped at the space, folded after it
     assert "…" not in out.getvalue()
     assert all(n in out.getvalue() for n in numbers)
+
+
+@pytest.mark.slow
+def test_evaluate_recomputes_on_the_threads_the_run_was_made_with(tmp_path):
+    """A raw-pixel run's κ's sit at the rank cut-off: recomputed by a BLAS on more threads
+    (another summation order) they moved past the comparison's tolerance."""
+    from threadpoolctl import threadpool_limits
+
+    out = tmp_path / "r"
+    raw = ["--set", "data.pca_components=0", "--set", "train.epochs=1"]
+    result = invoke("run", "mnist-pair", *raw, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    with threadpool_limits(limits=2, user_api="blas"):  # the run recorded threads: 1
+        result = invoke("evaluate", out)
+    assert result.exit_code == 0, result.output

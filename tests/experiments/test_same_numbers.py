@@ -46,9 +46,10 @@ class Tolerance:
 EXACT_FLOAT = Tolerance(
     "*",
     ("*",),
-    "every other float: regenerate.py's pinned kernels (one thread, MKL_CBWR=COMPATIBLE, "
-    "baseline ATen kernels, no oneDNN) make the linear runs bitwise reproducible on x86-64; "
-    "the slack covers libm",
+    "every other float: regenerate.py's pinned kernels (one thread, OpenBLAS's Haswell "
+    "kernels for the linear runs' numpy and scipy, MKL_CBWR=COMPATIBLE, baseline ATen "
+    "kernels, no oneDNN) make the linear runs bitwise reproducible on x86-64; the slack "
+    "covers libm",
     rel=1e-9,
     abs=1e-15,
 )

@@ -29,3 +29,17 @@ def test_the_basis_is_the_top_right_singular_vectors(n, d, components, decay):
     assert (basis[np.abs(basis).argmax(axis=0), np.arange(k)] > 0).all()
     # projecting on it keeps the top-k energy: ‖X B‖_F² = Σ_{i≤k} σ_i²
     assert np.square(rows @ basis).sum() == pytest.approx(float((s[:k] ** 2).sum()), rel=1e-12)
+
+
+def test_components_past_the_rank_keep_all_the_energy_and_stay_orthonormal():
+    """Past the rank of the rows (raw-pixel borders, few images) the extra vectors span
+    directions of zero energy, defined only up to rotation: what must hold is that the basis
+    is orthonormal and keeps every bit of the energy, as the SVD's does."""
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((60, 25)) @ rng.standard_normal((25, 50))  # rank 25
+    basis, explained = _top_right_singular_vectors(rows, 40)
+    s = np.linalg.svd(rows, compute_uv=False)
+    assert basis.shape == (50, 40)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(40), atol=1e-10)
+    assert explained == pytest.approx(1.0, rel=1e-12)
+    assert np.square(rows @ basis).sum() == pytest.approx(float((s**2).sum()), rel=1e-12)

@@ -12,7 +12,7 @@ from condimmune.methods.base import LinearProblem
 from condimmune.methods.baselines import (
     OPT_KAPPA,
     imma_linear_direction,
-    imma_linear_direction_by_hand,
+    imma_linear_direction_reverse_mode,
 )
 from condimmune.methods.registry import configure_method
 
@@ -74,7 +74,7 @@ def test_imma_gradient_by_hand_is_autograds(rows, seed, steps):
     y = torch.randn(rows, generator=gen, dtype=torch.float64)
     w = torch.randn(6, 7, generator=gen, dtype=torch.float64)
     autograd = imma_linear_direction(w, x, y, steps)
-    by_hand = imma_linear_direction_by_hand(w, x, y, steps)
+    by_hand = imma_linear_direction_reverse_mode(w, x, y, steps)
     assert isinstance(by_hand, torch.Tensor)
     torch.testing.assert_close(by_hand, autograd, rtol=1e-10, atol=1e-10 * float(autograd.norm()))
     on_numpy = imma_linear_direction(w.numpy(), x.numpy(), y.numpy(), steps)

@@ -168,6 +168,7 @@ def evaluate(
     from condimmune.experiments.records import metric_differences
     from condimmune.experiments.registry import experiment_spec
 
+    _use_the_runs_threads(run_dir)
     try:
         recomputed, saved = evaluate_run(run_dir)
     except RecordError as exc:  # metrics.json does not hold a complete, well-typed record
@@ -179,6 +180,23 @@ def evaluate(
         say("error:", f"recomputed metrics differ: {', '.join(differ)}")
         raise typer.Exit(1)
     console.print("recomputed metrics match metrics.json")
+
+
+def _use_the_runs_threads(run_dir: Path) -> None:
+    """Recompute on the threads the run was made with: a BLAS on more threads sums in
+    another order, which moves a raw-pixel run's κ's (rank cut-off) past the comparison's
+    tolerance. A config.yaml that does not load leaves the default; reading the run then
+    reports it."""
+    from condimmune.core.errors import UserError
+    from condimmune.experiments.config import ConfigError, load_config
+    from condimmune.experiments.registry import experiment_spec
+    from condimmune.experiments.threads import use_threads
+
+    try:
+        config = load_config(run_dir / "config.yaml")
+    except (ConfigError, UserError, OSError):
+        return
+    use_threads(config.threads, experiment_spec(config.experiment).family)
 
 
 @app.command()

@@ -15,7 +15,8 @@ what the caller must decide on:
 
 torch tensors go to ``torch.linalg`` (as before this module existed: same kernels, same
 numbers); numpy arrays to scipy's LAPACK, on one BLAS thread (the pool scipy keeps is not
-reached by torch's thread setting; ``condimmune.core.blas`` says why one).
+reached by torch's thread setting, and at more threads it fights torch's or numpy's own;
+``condimmune.core.blas`` says how much).
 """
 
 from __future__ import annotations

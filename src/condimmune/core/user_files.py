@@ -123,6 +123,9 @@ def _read(
     except (SafetensorError, OSError) as exc:
         reason = " ".join(str(exc).split())
         raise UserError(f"not a readable safetensors file ({reason})", place, fix) from None
+    except TypeError as exc:  # numpy has no bfloat16 (nor float8): safetensors raises this
+        reason = " ".join(str(exc).split())
+        raise UserError(f"holds a tensor numpy cannot read ({reason})", place, fix) from None
     missing = [name for name in required if name not in tensors]
     if missing:
         raise UserError(f"tensor {missing[0]!r} is missing", place, fix)

@@ -5,7 +5,8 @@ gives the same ``metrics.json`` apart from timings. How it was computed is recor
 it, outside the recipe (the run's manifest fingerprints the recipe without ``versions``):
 
 ====================  =======================================================================
-``python`` …          Python's and the packages' versions (:func:`package_versions`)
+``python`` …          Python's and the packages' versions (:func:`package_versions`; torch's
+                      for a deep run only)
 ``git_commit``        the commit of the condimmune checkout that ran (:func:`git_commit`),
                       only when condimmune runs from a git checkout
 ``git_tree_changed``  whether that checkout's tracked files differ from the commit
@@ -15,8 +16,9 @@ it, outside the recipe (the run's manifest fingerprints the recipe without ``ver
                       threads it ran with (the config's ``threads: 0`` means torch's default;
                       Lightning's DDP and a sweep's workers set their own)
 ``blas_threads``      a linear run's (numpy and scipy, no torch) BLAS threads, read by
-                      ``threadpoolctl``, and ``blas``: the library, its version and the
-                      kernels it chose for this CPU (``openblas 0.3.30 SkylakeX``)
+                      ``threadpoolctl``, and ``blas``: each BLAS loaded (numpy's and
+                      scipy's wheels carry one each), its version and the kernels it chose
+                      for this CPU (``numpy: openblas 0.3.31 SkylakeX; scipy: …``)
 ``device``            ``cpu`` or ``cuda`` (a deep run's ``train.accelerator`` resolved as
                       Lightning resolves ``auto``), and ``device_name`` when known
 ``cpu_capability``    a deep run's SIMD kernels that ATen chose (``AVX512``, ``AVX2``,
@@ -39,7 +41,7 @@ from typing import Any
 
 __all__ = ["git_commit", "git_tree_changed", "package_versions", "run_record"]
 
-_CORE_PACKAGES = ("condimmune", "torch", "numpy", "scikit-learn", "mlxtend", "pandas")
+_CORE_PACKAGES = ("condimmune", "numpy", "scipy", "scikit-learn", "mlxtend", "pandas")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 """A full commit id (SHA-1, or SHA-256 in a repository that uses it)."""
 _CHECKOUT = Path(__file__).resolve().parents[3]
@@ -145,7 +147,7 @@ def run_record(
     packages besides the core ones; ``torch_run``: False for a run on numpy and scipy alone
     (a linear run), whose record then names their BLAS and never imports torch."""
     record: dict[str, str | int | bool] = {}
-    versions = package_versions(*packages)
+    versions = package_versions(*(("torch", *packages) if torch_run else packages))
     commit = git_commit()
     for package, version in versions.items():
         record[package] = version
@@ -180,15 +182,23 @@ def run_record(
 
 
 def _blas_record() -> dict[str, str | int | bool]:
-    """numpy's BLAS as ``threadpoolctl`` sees it: its threads, name, version and kernels."""
-    import numpy  # noqa: F401 - loads the BLAS that threadpoolctl inspects
+    """The BLAS libraries loaded, as ``threadpoolctl`` sees them: the threads they run on
+    (the largest, ``blas_threads``) and, per library, the package folder that ships it, its
+    name, version and the kernels it chose (``blas``)."""
+    import numpy  # noqa: F401 - loads the BLAS libraries that threadpoolctl inspects
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_info
 
     blas = [info for info in threadpool_info() if info.get("user_api") == "blas"]
     if not blas:
         return {}
-    first = blas[0]
-    name = " ".join(
-        str(first[key]) for key in ("internal_api", "version", "architecture") if first.get(key)
-    )
-    return {"blas_threads": int(first["num_threads"]), "blas": name}
+
+    def named(info: dict[str, Any]) -> str:
+        folder = Path(str(info.get("filepath", ""))).parent.name.removesuffix(".libs")
+        what = " ".join(
+            str(info[key]) for key in ("internal_api", "version", "architecture") if info.get(key)
+        )
+        return f"{folder}: {what}" if folder else what
+
+    threads = max(int(info["num_threads"]) for info in blas)
+    return {"blas_threads": threads, "blas": "; ".join(named(info) for info in blas)}

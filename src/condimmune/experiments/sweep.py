@@ -7,10 +7,10 @@ sweep then writes ``sweep.csv`` (one :class:`~condimmune.experiments.sweep_rows.
 run), ``sweep.md`` (the summary per arm and one line per run) and the family's figures (heat
 maps of RIR over the digit pairs run; a deep sweep's ``sweep.png``). With ``workers > 1`` the
 jobs run in that many processes (never more than there are jobs: ``workers`` beyond the
-job count changes nothing, not even the recorded threads), each with a fixed
-number of threads (numpy's BLAS threads, 1, for linear runs; torch's, ``cores // workers``,
-for deep runs), which the
-job's ``config.yaml`` records, so that re-running it gives the same numbers.
+job count changes nothing, not even the recorded threads), each with a fixed number of
+threads (numpy's BLAS threads, 1, for linear runs; torch's, ``cores // workers``, for deep
+runs), which the job's ``config.yaml`` records, so that re-running it gives the same
+numbers.
 
 A sweep marks its directory with ``sweep.json`` (the experiment) before any job runs. With
 ``resume``, a non-empty directory must carry that mark for the same experiment, and a job

@@ -54,8 +54,9 @@ class TaskKind(StrEnum):
 
 @dataclass(frozen=True)
 class TaskSplit:
-    """Training and held-out rows of one task (float64 numpy arrays, so that a linear run never
-    imports torch; y is 0/1 or a standardised target)."""
+    """Training and held-out rows of one task (y is 0/1 or a standardised target): float64
+    numpy arrays from the loaders, so that a linear run never imports torch. The trainer and
+    the metrics take CPU float64 tensors here too (the Python API's), untyped."""
 
     x_train: NDArray[np.float64]
     y_train: NDArray[np.float64]

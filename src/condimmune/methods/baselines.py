@@ -48,7 +48,6 @@ __all__ = [
     "ImmaOptions",
     "OptKappaOptions",
     "imma_linear_direction",
-    "imma_linear_direction_by_hand",
     "imma_penalty",
 ]
 
@@ -175,10 +174,10 @@ def imma_linear_direction(weight: Any, x: Any, y: Any, steps: int) -> Any:
     rescaling ``W``, so its gradient has no component along ``W`` itself.
 
     Tensors: autograd through the unrolled steps (its rounding: the numbers the goldens
-    pin); numpy arrays: the same gradient written out, :func:`imma_linear_direction_by_hand`.
+    pin); numpy arrays: the same gradient written out, :func:`imma_linear_direction_reverse_mode`.
     """
     if isinstance(weight, np.ndarray):
-        return imma_linear_direction_by_hand(weight, x, y, steps)
+        return imma_linear_direction_reverse_mode(weight, x, y, steps)
     import torch
 
     w = weight.detach().requires_grad_(True)
@@ -194,7 +193,7 @@ def imma_linear_direction(weight: Any, x: Any, y: Any, steps: int) -> Any:
     return grad
 
 
-def imma_linear_direction_by_hand(weight: Any, x: Any, y: Any, steps: int) -> Any:
+def imma_linear_direction_reverse_mode(weight: Any, x: Any, y: Any, steps: int) -> Any:
     r""":func:`imma_linear_direction` by reverse mode written out, in the array API (either
     backend, no autograd).
 

@@ -26,10 +26,15 @@ AMES = HERE.parents[3] / "shared" / "data" / "ames-house-prices" / "train.csv"
 # ones, and oneDNN off (pinned_cli.py). Unpinned, the mnist-cnn and raw-pixel cases — κ of
 # 1e9 to 1e12 amplify rounding — came out differently on an AVX-512 Intel CI machine than
 # on the AMD machine that wrote their files (CNN benign-probe accuracy 0.88 → 0.90).
+# Linear runs compute with numpy's and scipy's OpenBLAS (issue #30), which picks its kernels
+# by CPU too: OPENBLAS_CORETYPE pins them to Haswell's (AVX2, on every x86-64 CI machine);
+# unpinned, mnist-pair-condnum moved by 52 numbers between Haswell's and SkylakeX's kernels.
 ENV = {
     **os.environ,
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OPENBLAS_CORETYPE": "Haswell",
     "MKL_CBWR": "COMPATIBLE",
     "ATEN_CPU_CAPABILITY": "default",
 }

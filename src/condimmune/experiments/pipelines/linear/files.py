@@ -1,6 +1,6 @@
 """The files of a linear run directory: the extractor, the heads and the exact rows the κ's
-were computed on, written and read back strictly (every tensor present, finite, floating
-point and of consistent shapes; anything else is a
+were computed on, written and read back strictly as numpy arrays (every tensor present,
+finite, floating point, read as float64, and of consistent shapes; anything else is a
 :class:`~condimmune.core.errors.UserError` naming the file).
 
 =========================  =================================================================

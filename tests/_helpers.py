@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -96,3 +101,28 @@ def assert_close_to_scale(actual, expected, rtol):
     """``actual`` equals ``expected`` to ``rtol``, relative to each entry and to the largest."""
     scale = float(expected.abs().max())
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def torch_modules_after(code: str, *args: str, cwd: Path | None = None) -> list[str]:
+    """The torch modules a fresh interpreter has loaded after running ``code`` (``args``: its
+    ``sys.argv[1:]``); ``code`` failing fails the calling test with its stderr."""
+    probe = "\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code + probe, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def blas_threads() -> int:
+    """The threads of numpy's and scipy's BLAS (each wheel ships its own): their common
+    count, or -1 when they differ (a limit that reached only one of them)."""
+    from threadpoolctl import threadpool_info
+
+    threads = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    return threads.pop() if len(threads) == 1 else -1

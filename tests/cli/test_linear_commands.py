@@ -10,6 +10,7 @@ import pytest
 import yaml
 from _cli_support import invoke
 from _data import AMES_DIR as AMES
+from _helpers import blas_threads, torch_modules_after
 from safetensors.numpy import load_file
 
 import condimmune.experiments.runner as runner_module
@@ -467,12 +468,7 @@ def test_attack_command_errors(default_run, tmp_path):
 def test_threads_come_from_the_option_or_the_config(option, expected, tmp_path):
     """A linear run's threads are numpy's BLAS threads (it never imports torch): set by the
     CLI, recorded in config.yaml's versions."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    def blas_threads() -> int:
-        """numpy's and scipy's BLAS threads (one library each in the wheels): equal, or -1."""
-        threads = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
-        return threads.pop() if len(threads) == 1 else -1
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=3, user_api="blas"):  # a value no case sets
         result = invoke(
@@ -508,10 +504,6 @@ def test_a_linear_run_and_its_evaluation_never_import_torch(commands, tmp_path):
     """Issue #30: a linear run (data, training, metrics, files, report), `evaluate` of it and
     a linear sweep run on numpy and scipy alone; only `attack` (torch's optimizers) imports
     torch."""
-    import json
-    import subprocess
-    import sys
-
     out = tmp_path / "r"
     calls = [[*c, "--out", str(out)] for c in commands]
     calls += [["evaluate", str(out)] for c in commands if c[0] == "run"]
@@ -520,26 +512,17 @@ def test_a_linear_run_and_its_evaluation_never_import_torch(commands, tmp_path):
         "for args in json.loads(sys.argv[1]):\n"
         "    r = CliRunner().invoke(app, args)\n"
         "    assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
     )
-    cmd = [sys.executable, "-c", code, json.dumps(calls)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert torch_modules_after(code, json.dumps(calls), cwd=tmp_path) == []
     assert (out / ("sweep.csv" if commands[0][0] == "sweep" else "metrics.json")).is_file()
 
 
 def test_help_does_not_import_torch():
-    import subprocess
-    import sys
-
     code = (
-        "import sys; from typer.testing import CliRunner; from condimmune.cli import app; "
-        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
-        "print('torch' in sys.modules)"
+        "from typer.testing import CliRunner; from condimmune.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert torch_modules_after(code) == []
 
 
 def test_a_long_cell_folds_at_80_columns_instead_of_being_cut(monkeypatch):

@@ -25,6 +25,7 @@ import pytest
 import torch
 import yaml
 from _cli_support import TINY_DEEP, TINY_LINEAR, invoke, sets
+from _helpers import blas_threads
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from condimmune.experiments import provenance
@@ -82,16 +83,10 @@ def test_the_comparison_itself() -> None:
 def keep_threads() -> Iterator[None]:
     """The CLI sets torch's threads (deep runs) or numpy's BLAS threads (linear runs) in this
     process: give them back afterwards."""
-    before, blas_before = torch.get_num_threads(), _blas_threads()
+    before, blas_before = torch.get_num_threads(), blas_threads()
     yield
     torch.set_num_threads(before)
     threadpool_limits(limits=blas_before, user_api="blas")
-
-
-def _blas_threads() -> int:
-    """The threads of numpy's and scipy's BLAS (each wheel ships its own): equal, or -1."""
-    threads = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
-    return threads.pop() if len(threads) == 1 else -1
 
 
 def _threads_key(versions: dict[str, Any]) -> str:
@@ -167,7 +162,7 @@ def test_sweep_workers_record_their_own_threads(tmp_path: Path, keep_threads: No
     runs = [out / "runs" / "condnum" / "1-7" / f"seed{seed}" for seed in (0, 1)]
     shutil.rmtree(runs[1])
     _sweep(out, *args, "--resume")
-    assert _blas_threads() == 2
+    assert blas_threads() == 2
     for run in runs:
         recipe, versions, _ = _saved(run)
         assert recipe["threads"] == versions["blas_threads"] == 1

@@ -87,6 +87,23 @@ def test_history_records_the_kappa_of_the_trained_extractor(none_and_condnum):
     )
 
 
+@pytest.mark.parametrize("method", ["none", "condnum"])
+def test_without_the_kappa_history_the_model_is_the_same(digits, none_and_condnum, method):
+    """The raw head's run skips the κ history (nothing reads it); the model must not move."""
+    cfg, data = digits
+    chosen = linear_train_options(apply_overrides(cfg, [f"train.method={method}"]))
+    model, history = train_linear(data, chosen, seed=0, progress=False, kappa_history=False)
+    expected, _ = none_and_condnum[1][method]
+    for got, want in zip(
+        (model.weight, model.head, model.bias),
+        (expected.weight, expected.head, expected.bias),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want)
+    assert history.log_kappa_benign == history.log_kappa_harmful == []
+    assert len(history.task_loss) == 3
+
+
 def test_condnum_raises_the_relative_ill_conditioning_above_the_control(none_and_condnum):
     """Same data, seed and budget: the immunizer's RIR (Eq. 9, harmful κ ratio over benign
     κ ratio) exceeds that of ``none``, which is exactly 1 (W = I).

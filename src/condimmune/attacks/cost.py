@@ -19,7 +19,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["forward_flops", "linear_probe_step_flops", "lstsq_flops", "training_step_flops"]
+__all__ = [
+    "forward_flops",
+    "linear_probe_step_flops",
+    "lstsq_flops",
+    "ridge_uses_kernel",
+    "training_step_flops",
+]
 
 
 def forward_flops(module: Callable[[torch.Tensor], object], inputs: torch.Tensor) -> int:
@@ -56,9 +62,21 @@ def linear_probe_step_flops(batch: int, features: int, classes: int) -> int:
     return 4 * batch * features * classes
 
 
+def ridge_uses_kernel(rows: int, features: int) -> bool:
+    """Whether the closed-form ridge head solves the ``n × n`` kernel system (Eq. A2' of
+    :mod:`condimmune.attacks.ridge_head`) rather than the ``d × d`` Gram system (Eq. A2):
+    when there are fewer rows than features, the smaller system."""
+    return rows < features
+
+
 def lstsq_flops(rows: int, features: int, classes: int) -> int:
-    """The closed-form ridge head (one "step"): the Gram ``AᵀA`` (``2·n·d²``), its Cholesky
-    solve (``d³/3`` for the factor, ``2·d²·c`` for the two triangular solves) and ``AᵀY``
-    (``2·n·d·c``); counted by hand, as FlopCounterMode does not count factorizations."""
+    """The closed-form ridge head (one "step") in the form it is solved
+    (:func:`ridge_uses_kernel`), counted by hand, as FlopCounterMode does not count
+    factorizations. Gram form: ``AᵀA`` (``2·n·d²``), its Cholesky factor (``d³/3``), the two
+    triangular solves (``2·d²·c``) and ``AᵀY`` (``2·n·d·c``). Kernel form: ``AAᵀ``
+    (``2·n²·d``), its factor (``n³/3``), the solves (``2·n²·c``) and ``W = Aᵀα``
+    (``2·n·d·c``)."""
     n, d, c = rows, features, classes
+    if ridge_uses_kernel(n, d):
+        return 2 * n * n * d + n**3 // 3 + 2 * n * n * c + 2 * n * d * c
     return 2 * n * d * d + d**3 // 3 + 2 * d * d * c + 2 * n * d * c

@@ -25,6 +25,7 @@ from condimmune.attacks.registry import (
     DeepFamily,
     Optimizer,
 )
+from condimmune.attacks.ridge_head import RidgeSystem
 from condimmune.attacks.search import Objective, Study, StudyTrials, TrialResult
 from condimmune.attacks.yardstick import AttackerCurves
 
@@ -61,6 +62,11 @@ def attacker_objective(
         attacker, spec, model, task, heal=heal_phase(options)
     )
     scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
+    ridge = (  # the Gram or kernel matrix, formed once for every trial's ρ
+        RidgeSystem.of(data.train_x, data.train_y, data.classes)
+        if spec.optimizer is Optimizer.LSTSQ
+        else None
+    )
 
     def run(params: Mapping[str, float], number: int) -> TrialResult:
         seeded = trial_seed(seed, attacker, task, number)
@@ -73,6 +79,7 @@ def attacker_objective(
                 hidden=spec.hidden,
                 seed=seeded,
                 lr_scale=scale,
+                ridge=ridge,
             )
         else:
             curve = network_curve(

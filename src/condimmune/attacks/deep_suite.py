@@ -153,7 +153,8 @@ def run_deep_suite(
     for done, attacker in enumerate(chosen):
         report(on_progress, Progress("attackers", done, len(chosen), attacker.value, "attacker"))
         spec = DEEP_ATTACKERS[attacker]
-        both = options.finetune_benign or not spec.trains_network
+        # a weight-free attacker's benign search would measure the same thing on θ0 and θ_I
+        both = not spec.weight_free and (options.finetune_benign or not spec.trains_network)
         tasks = [Task.HARMFUL, Task.BENIGN] if both else [Task.HARMFUL]
         per_model = [trial_budget(spec, t, options) if spec.space else 1 for t in tasks]
         sides = 1 if spec.weight_free else 2  # one search serves both models (paired_search)

@@ -8,7 +8,8 @@ column and :math:`Y` the one-hot targets:
 * ``gd-1/L`` minimises :math:`\|\tilde A W - Y\|^2/n` by GD with step :math:`1/L`,
   :math:`L = 2\sigma_{\max}(\tilde A)^2/n` (the paper's attacker, Eq. 16, with a bias);
 * ``lstsq`` solves :math:`(\tilde A^\top\tilde A + \rho\,\mathrm{tr}(\tilde A^\top\tilde A)/k'\, I)W
-  = \tilde A^\top Y` once (Eq. A2, ``ridge`` = ρ);
+  = \tilde A^\top Y` once (Eq. A2, ``ridge`` = ρ; in its kernel form when there are fewer
+  rows than features, :mod:`condimmune.attacks.ridge_head`);
 * ``momentum`` (Nesterov, ``lr = c / λ_max(ÃᵀÃ/n)``), ``adam`` (AdamW) and ``lbfgs``
   (strong-Wolfe line search, one iteration per step) minimise the cross-entropy; the linear
   ``adam`` head's steps are written out (:mod:`condimmune.attacks.adam_probe`: the same
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from condimmune.attacks.adam_probe import adamw_linear_accuracies
 from condimmune.attacks.probes import squared_loss_lipschitz
 from condimmune.attacks.registry import Optimizer
+from condimmune.attacks.ridge_head import RidgeSystem
 
 __all__ = [
     "Budget",
@@ -127,22 +129,23 @@ def _pad(curve: list[float], length: int) -> list[float]:
 
 
 def _closed_forms(
-    data: TaskTensors, optimizer: Optimizer, params: dict[str, float], budget: Budget
+    data: TaskTensors,
+    optimizer: Optimizer,
+    params: dict[str, float],
+    budget: Budget,
+    ridge: RidgeSystem | None,
 ) -> list[float]:
-    a = F.pad(data.train_x.double(), (0, 1), value=1.0)
     at = F.pad(data.test_x.double(), (0, 1), value=1.0)
-    y = F.one_hot(data.train_y, data.classes).double()
-    w = torch.zeros(a.shape[1], data.classes, dtype=torch.float64)
+    w = torch.zeros(at.shape[1], data.classes, dtype=torch.float64)
     curve = [_accuracy(lambda x: x @ w, at, data.test_y)]
     if optimizer is Optimizer.LSTSQ:
-        gram = a.mT @ a
-        ridge = params["ridge"] * float(torch.trace(gram)) / gram.shape[0]
-        eye = torch.eye(gram.shape[0], dtype=torch.float64)
-        w = torch.linalg.solve(gram + ridge * eye, a.mT @ y)
+        system = ridge or RidgeSystem.of(data.train_x, data.train_y, data.classes)
+        w = system.head(params["ridge"])
         return _pad([*curve, _accuracy(lambda x: x @ w, at, data.test_y)], len(budget.eval_steps))
+    a = F.pad(data.train_x.double(), (0, 1), value=1.0)
+    y = F.one_hot(data.train_y, data.classes).double()
     evals = set(budget.eval_steps)
-    step = 1.0 / squared_loss_lipschitz(a)
-    n = a.shape[0]
+    step, n = 1.0 / squared_loss_lipschitz(a), a.shape[0]
     for t in range(1, budget.steps + 1):
         w = w - step * (2.0 / n) * (a.mT @ (a @ w - y))
         if t in evals:
@@ -186,13 +189,15 @@ def probe_curve(
     hidden: bool = False,
     seed: int = 0,
     lr_scale: float | None = None,
+    ridge: RidgeSystem | None = None,
 ) -> list[float]:
     """Held-out accuracy at ``budget.eval_steps`` of a head trained on cached features
     (a linear head from zero; with ``hidden``, a ReLU MLP of width ``params["hidden"]``).
     ``lr_scale``: :func:`curvature` of ``data`` when the caller has it (the ``momentum``
-    probe needs it; computing it is an SVD of the training features)."""
+    probe needs it; computing it is an SVD of the training features), and ``ridge`` the
+    ``lstsq`` probe's :class:`RidgeSystem` of ``data`` (a search forms it once)."""
     if optimizer in (Optimizer.GD_1L, Optimizer.LSTSQ):
-        return _closed_forms(data, optimizer, params, budget)
+        return _closed_forms(data, optimizer, params, budget, ridge)
     x, xt = data.train_x.float(), data.test_x.float()
     if optimizer is Optimizer.ADAM and not hidden:  # the same trial without the overhead
         accuracies = adamw_linear_accuracies(
@@ -319,13 +324,8 @@ def network_curve(
     model = nn.Sequential(net, zero_head(feature_dim, data.classes))
     weights: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, weights, 1.0)
-
-    def predict(x: Tensor) -> Tensor:
-        out: Tensor = model(x)
-        return out
-
     model.eval()
-    curve = [_accuracy(predict, data.test_x, data.test_y)]
+    curve = [_accuracy(model, data.test_x, data.test_y)]
     n, evals = data.train_x.shape[0], set(budget.eval_steps)
     order = torch.randperm(n, generator=gen)
     position = 0
@@ -345,6 +345,6 @@ def network_curve(
         opt.step()
         if t in evals:
             model.eval()
-            curve.append(_accuracy(predict, data.test_x, data.test_y))
+            curve.append(_accuracy(model, data.test_x, data.test_y))
     model.eval()
     return _pad(curve, len(budget.eval_steps))

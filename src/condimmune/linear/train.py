@@ -268,8 +268,11 @@ def train_linear(
     *,
     seed: int,
     progress: bool = True,
+    kappa_history: bool = True,
 ) -> tuple[LinearModel[Any], TrainingHistory]:
-    """Train extractor and benign head with ``options.method``; deterministic in ``seed``."""
+    """Train extractor and benign head with ``options.method``; deterministic in ``seed``.
+    Without ``kappa_history`` the history's log κ lists stay empty and are not computed (the
+    model is the same)."""
     method = options.method
     state = _torch_generator_state(seed)
     xp, yp = data.benign.x_train, data.benign.y_train
@@ -286,7 +289,9 @@ def train_linear(
 
     n = xp.shape[0]
     energy = float(ns.sum(ns.square(xp)))  # tr(S_P) at W = I
-    benign_rows, harmful_rows = _TrainingRows(xp), _TrainingRows(xh)
+    # reduced rows serve the κ history and the energy rescaling: built only for what is used
+    benign_rows = _TrainingRows(xp) if kappa_history or regularizer_step is not None else None
+    harmful_rows = _TrainingRows(xh) if kappa_history else None
     epochs = tqdm(range(options.epochs), desc=method.name, disable=not progress, leave=False)
     for _ in epochs:
         order = _indices(minibatch_order(n, state), xp)
@@ -300,7 +305,7 @@ def train_linear(
             if direction is not None and grad_w is not None:
                 grad_w += direction(weight)
             optimizer.step([grad_head, grad_bias] + ([grad_w] if trained else []))
-            if regularizer_step is not None:
+            if regularizer_step is not None and benign_rows is not None:
                 weight -= regularizer_step(weight)
                 # R_ill(cS) = R_ill(S)/c² rewards blowing the scale up; κ and RIR are
                 # scale-free, so hold the benign feature energy fixed and let the head
@@ -314,6 +319,8 @@ def train_linear(
             (benign_rows, history.log_kappa_benign),
             (harmful_rows, history.log_kappa_harmful),
         ):
+            if rows is None or not kappa_history:
+                continue
             if log_kappas and not trained:  # W is fixed: so is its κ
                 log_kappas.append(log_kappas[-1])
                 continue

@@ -55,7 +55,9 @@ def run_linear(plan: RunPlan[Any], *, progress: bool) -> LinearRun:
     start = time.perf_counter()
     data = load_task_data(options.source, options.data, plan.seed, root_key="data.root")
     raw_options = replace(options.train, method=configure_method(Method.NONE, ModelFamily.LINEAR))
-    raw_model, _ = train_linear(data, raw_options, seed=plan.seed, progress=progress)
+    raw_model, _ = train_linear(
+        data, raw_options, seed=plan.seed, progress=progress, kappa_history=False
+    )
     train_start = time.perf_counter()
     model, history = train_linear(data, options.train, seed=plan.seed, progress=progress)
     train_seconds = time.perf_counter() - train_start

@@ -34,6 +34,7 @@ from condimmune.attacks.deep_train import (
     best_so_far_area,
     network_curve,
     probe_curve,
+    zero_head,
 )
 from condimmune.attacks.probes import AttackerTransform, fit_transform
 from condimmune.attacks.registry import (
@@ -231,6 +232,33 @@ def test_reinitialising_ignores_the_immunized_weights(problem):
     ]
     assert curves[0] == curves[2]  # re-initialised: the weights do not matter
     assert curves[1] != curves[3]  # fine-tuned: they do
+
+
+class _Recording(nn.Module):
+    """Blocks that record the mode of every forward pass."""
+
+    def __init__(self, modes: list[bool]) -> None:
+        super().__init__()
+        self.blocks, self.modes = _blocks(), modes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        out: torch.Tensor = self.blocks(x)
+        return out
+
+
+def test_a_networks_first_point_is_its_zero_heads_accuracy_without_a_pass(problem):
+    d = problem[Task.HARMFUL]
+    task = TaskTensors(d.train_x.float(), d.train_y, d.test_x.float(), d.test_y, d.classes)
+    modes: list[bool] = []
+    params = {"lr": 1e-2, "weight_decay": 1e-4}
+    curve = network_curve(lambda: _Recording(modes), K, task, Optimizer.ADAM, params, Budget(4, 2))
+    untrained = nn.Sequential(_blocks(), zero_head(K, d.classes)).eval()
+    with torch.no_grad():
+        predicted = untrained(task.test_x).argmax(dim=1)
+    assert curve[0] == float((predicted == task.test_y).double().mean())
+    # step 1's training pass comes first: no evaluation pass was spent on step 0
+    assert modes[0] is True and modes.count(False) == 2 * math.ceil(len(d.test_y) / 512)
 
 
 class _Tokened(nn.Module):

@@ -37,6 +37,7 @@ from condimmune.attacks.adam_probe import adamw_linear_accuracies
 from condimmune.attacks.probes import squared_loss_lipschitz
 from condimmune.attacks.registry import Optimizer
 from condimmune.attacks.ridge_head import RidgeSystem
+from condimmune.core.seeding import cpu_seeded
 
 __all__ = [
     "Budget",
@@ -213,8 +214,7 @@ def probe_curve(
         )
         return _pad(accuracies, len(budget.eval_steps))
     k = x.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         if hidden:
             width = int(params["hidden"])
             head: nn.Module = nn.Sequential(
@@ -314,8 +314,7 @@ def network_curve(
     ``recalibrate`` every batch-norm layer's running statistics are re-estimated on the
     training inputs first (a cumulative average over one pass in train mode, no step)."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):
         net = make_network()
         if reinit:
             _reinitialise(net)
@@ -324,8 +323,8 @@ def network_curve(
     model = nn.Sequential(net, zero_head(feature_dim, data.classes))
     weights: list[Tensor] = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, weights, 1.0)
-    model.eval()
-    curve = [_accuracy(model, data.test_x, data.test_y)]
+    # the new head is zero, so every logit is 0 and argmax picks class 0 for every input
+    curve = [int((data.test_y == 0).sum()) / data.test_y.shape[0]]
     n, evals = data.train_x.shape[0], set(budget.eval_steps)
     order = torch.randperm(n, generator=gen)
     position = 0
@@ -335,8 +334,7 @@ def network_curve(
         rows = order[position : position + budget.batch_size]
         position += budget.batch_size
         model.train()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + t)  # dropout, if the network has any
+        with cpu_seeded(seed + t):  # dropout, if the network has any
             loss = F.cross_entropy(model(data.train_x[rows]), data.train_y[rows])
         if not math.isfinite(float(loss.detach())):
             break

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from condimmune.core._choices import parse_choice
 from condimmune.core.errors import UserError
+from condimmune.core.seeding import cpu_seeded
 from condimmune.core.user_files import check_finite, read_tensor_file, user_path
 from condimmune.deep.bodies import (
     MOBILENET_V2_BLOCKS,
@@ -216,8 +217,7 @@ def build_model(
     if backbone is Backbone.SMALL_CNN and image_size < 4:
         raise ValueError(f"small-cnn needs images of at least 4 × 4 pixels, got {image_size}")
     spec = SPECS[backbone]
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
-        torch.manual_seed(seed)
+    with cpu_seeded(seed):  # seeded init without touching global state
         body, trainable = _body(backbone, image_size, trainable_blocks)
         model = DeepModel(
             body,

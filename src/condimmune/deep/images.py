@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from condimmune.core._choices import parse_choice
 from condimmune.core.errors import ArgumentError, UserError
+from condimmune.core.seeding import cpu_seeded
 
 __all__ = [
     "GreyToRGB",
@@ -105,8 +106,7 @@ class KeyedDataset(Dataset[tuple[Tensor, Tensor]]):
         if self.transform is None:  # the stored images are the tensors (digit_group_tasks)
             return cast(Tensor, sample), self.labels[index]
         digest = hashlib.blake2b(f"{self.seed}/{epoch}/{index}".encode(), digest_size=8)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
+        with cpu_seeded(int.from_bytes(digest.digest(), "little") & (2**63 - 1)):
             return self.transform(sample), self.labels[index]
 
 

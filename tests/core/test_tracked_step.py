@@ -14,8 +14,15 @@ from _helpers import (
     regularizer_step,
 )
 
+import condimmune.core.rows as rows_module
 import condimmune.core.step as step_module
-from condimmune.core.rows import CLEAN_GAP, exact_rank_rows
+from condimmune.core.rows import (
+    CLEAN_GAP,
+    ExactRankReduction,
+    SharedReduction,
+    exact_rank_reduction,
+    exact_rank_rows,
+)
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.core.tracking import TRACKING_MIN_SIZE, ExtremeEigenTracker
 
@@ -137,7 +144,7 @@ def test_training_rows_of_a_large_task_track_log_kappa(gen):
     x = _rows(gen, n, d, TRACKING_MIN_SIZE)
     x[:, :5] = 0
     w = torch.eye(d, dtype=torch.float64) + 0.1 * torch.randn(d, d, generator=gen).double()
-    rows = _TrainingRows(x)
+    rows = _TrainingRows(x, SharedReduction(x))
     assert rows.x.shape == (TRACKING_MIN_SIZE, d - 5) and rows.tracker is not None
     phi = x @ w.mT
     assert rows.energy(w) == pytest.approx(float(phi.square().sum()), rel=1e-12)
@@ -185,3 +192,30 @@ def test_one_large_task_takes_the_fast_path_beside_a_small_one(large, gen):
     assert step._fast == {"benign": large == "benign", "harmful": large == "harmful"}
     dense = regularizer_step(xp, xh, 0.4, 0.3, eigenvectors="dense", weighting="unit").gradient(w)
     assert_close_to_scale(step.gradient(w).gradient, dense.gradient, 1e-10)
+
+
+def test_the_trainer_and_the_step_share_one_reduction_per_task(gen, monkeypatch):
+    """The linear trainer's rows and the regularizer step reduce each task's rows once
+    between them, and the step's direction is the same to the bit as with its own."""
+    from condimmune.linear.train import _TrainingRows
+
+    n = d = TRACKING_MIN_SIZE + 8
+    xp, xh, w = _problem(gen, n, d, d, rank=300, dead_columns=3)
+    alone = regularizer_step(xp, xh, 0.4, 0.3, weighting="unit").gradient(w).gradient
+    calls = []
+    original = rows_module.exact_rank_rows
+
+    def counted(x):
+        calls.append(x.shape)
+        return original(x)
+
+    monkeypatch.setattr(rows_module, "exact_rank_rows", counted)
+    shared = (SharedReduction(xp), SharedReduction(xh))
+    step = regularizer_step(xp, xh, 0.4, 0.3, weighting="unit", shared_rows=shared)
+    rows = [_TrainingRows(x, one) for x, one in zip((xp, xh), shared, strict=True)]
+    assert len(calls) == 2  # one SVD per task, not one per user
+    assert all(r.x is one.get().rows for r, one in zip(rows, shared, strict=True))
+    assert torch.equal(step.gradient(w).gradient, alone)
+    # a reduction made for other rows is not used
+    assert exact_rank_reduction(xh, shared[0]) is not shared[0].get()
+    assert torch.equal(exact_rank_reduction(xh, shared[0]).rows, ExactRankReduction(xh).rows)

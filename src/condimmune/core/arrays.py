@@ -63,9 +63,11 @@ def namespace(*arrays: object) -> Any:
 
 
 def detached(x: Array) -> Array:
-    """``x`` without its autograd graph (a tensor's ``detach()``; numpy arrays and scalars as
-    they are)."""
-    return x if isinstance(x, np.ndarray | np.generic) else x.detach()
+    """``x`` without its autograd graph (a tensor's ``detach()``; numpy arrays, scalars and
+    tensors that need no gradient as they are, so that identity checks still hold)."""
+    if isinstance(x, np.ndarray | np.generic) or not x.requires_grad:
+        return x
+    return x.detach()
 
 
 def dtype_name(dtype: object) -> str:

@@ -24,7 +24,7 @@ integer arrays of the same backend.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic
 
 import array_api_compat
 
@@ -37,8 +37,11 @@ Index = Any
 __all__ = [
     "CLEAN_GAP",
     "COMPRESS_MIN_RATIO",
+    "ExactRankReduction",
+    "SharedReduction",
     "column_positions",
     "compress_rows",
+    "exact_rank_reduction",
     "exact_rank_rows",
     "live_weight",
     "nonzero_columns",
@@ -147,8 +150,52 @@ def triangular_rows(x: Array) -> tuple[Array, Array | None]:
     return t, q
 
 
+class ExactRankReduction(Generic[Array]):
+    """A task's rows reduced for the fast path, once: its non-zero ``columns`` (``None``:
+    all), the exact-rank factor rotated to a triangle, ``rows`` = ``T``, and the orthonormal
+    factors with :math:`X_J = Q_1Q_2T` (``first`` = :math:`Q_1` of :func:`exact_rank_rows`,
+    ``second`` = :math:`Q_2` of :func:`triangular_rows`; ``None`` where a step changed
+    nothing). ``source`` is the ``X`` it was computed from."""
+
+    def __init__(self, source: Array) -> None:
+        self.source: Array = source
+        self.columns: Index | None = nonzero_columns(source)
+        rows = source if self.columns is None else source[:, self.columns]
+        reduced, first = exact_rank_rows(rows)
+        triangle, second = triangular_rows(reduced)
+        self.rows: Array = triangle
+        self.first: Array | None = first
+        self.second: Array | None = second
+
+
+class SharedReduction(Generic[Array]):
+    """The :class:`ExactRankReduction` of ``x``, computed on first use: the linear trainer and
+    the regularizer step each need it, and each would otherwise pay one SVD of the rows."""
+
+    def __init__(self, x: Array) -> None:
+        self.source: Array = x
+        self._value: ExactRankReduction[Array] | None = None
+
+    def get(self) -> ExactRankReduction[Array]:
+        """The reduction, computed now if nobody asked before."""
+        if self._value is None:
+            self._value = ExactRankReduction(self.source)
+        return self._value
+
+
+def exact_rank_reduction(
+    x: Array, shared: SharedReduction[Array] | None = None
+) -> ExactRankReduction[Array]:
+    """``shared``'s reduction when it was made for this very ``x``, else a new one."""
+    return shared.get() if shared is not None and shared.source is x else ExactRankReduction(x)
+
+
 def preconditioned_rows(
-    x: Array, ridge: float, *, exact_rank: bool = False
+    x: Array,
+    ridge: float,
+    *,
+    exact_rank: bool = False,
+    shared: SharedReduction[Array] | None = None,
 ) -> tuple[Array, Array, Index | None]:
     """``(X_J, M_J, J)``: a task's rows and ``M = X (XᵀX + ρI)⁻¹`` on its non-zero columns,
     compressed to ``(R, QᵀM)`` when the rows are many (:func:`compress_rows`), or with
@@ -159,9 +206,17 @@ def preconditioned_rows(
     ``M`` is computed from all columns and then restricted: with a small ρ its Woodbury form
     cancels ``X/ρ`` against a correction of the same size, so a differently rounded ``M``
     (e.g. from fewer columns) would move the numbers by far more than the other reorderings.
-    With ρ = 0 nothing is dropped (a singular ``XᵀX`` is still refused).
+    With ρ = 0 nothing is dropped (a singular ``XᵀX`` is still refused). With ρ > 0 the
+    exact-rank reduction is ``shared``'s when it was made for ``x``
+    (:func:`exact_rank_reduction`).
     """
     m = InputPreconditioner(x, ridge).apply(x)
+    if exact_rank and ridge > 0:
+        reduced = exact_rank_reduction(x, shared)
+        m = m if reduced.columns is None else m[:, reduced.columns]
+        for q in (reduced.first, reduced.second):
+            m = m if q is None else q.mT @ m
+        return reduced.rows, m, reduced.columns
     columns = nonzero_columns(x) if ridge > 0 else None
     if columns is not None:
         x, m = x[:, columns], m[:, columns]

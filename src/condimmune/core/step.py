@@ -78,7 +78,7 @@ from condimmune.core.regularizers import (
     r_ill_value_and_gradient,
     r_well_value_and_gradient,
 )
-from condimmune.core.rows import live_weight
+from condimmune.core.rows import SharedReduction, live_weight
 from condimmune.core.step_rows import StepRows
 from condimmune.core.tracked_terms import r_ill_tracked, r_well_tracked
 from condimmune.core.tracking import ExtremeEigenTracker, takes_fast_path
@@ -145,6 +145,9 @@ class PreconditionedRegularizerStep(Generic[Array]):
             task of at least :data:`~condimmune.core.tracking.TRACKING_MIN_SIZE` rows and
             columns the tracked extremes; ``"tracking"`` takes the tracked path at any
             size).
+        shared_rows: the benign and harmful exact-rank reductions the caller shares
+            (:class:`~condimmune.core.rows.SharedReduction`, the linear trainer's), used on
+            the fast path when made for these very rows.
     """
 
     def __init__(
@@ -160,6 +163,10 @@ class PreconditionedRegularizerStep(Generic[Array]):
         rank_deficiency: RankDeficiency | str = RankDeficiency.WARN,
         weighting: StepWeighting | str = StepWeighting.FIXED,
         eigenvectors: EigenvectorMethod | str = EigenvectorMethod.AUTO,
+        shared_rows: tuple[SharedReduction[Array] | None, SharedReduction[Array] | None] = (
+            None,
+            None,
+        ),
     ) -> None:
         benign_x = detached(check_matrix(benign_x, "benign_x"))
         harmful_x = detached(check_matrix(harmful_x, "harmful_x"))
@@ -192,7 +199,7 @@ class PreconditionedRegularizerStep(Generic[Array]):
             "harmful": self._tracks(harmful_x),
         }
         self._rows: StepRows[Array] = StepRows(
-            (benign_x, harmful_x), (benign_ridge, harmful_ridge), self.dim, self._fast
+            (benign_x, harmful_x), (benign_ridge, harmful_ridge), self.dim, self._fast, shared_rows
         )
         self._buffers: dict[tuple[bool, bool], tuple[Any, Any]] = {}  # reused Φ and A
         # one chooser and tracker per regularizer: each matrix keeps its own spectrum; an

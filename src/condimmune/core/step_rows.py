@@ -18,7 +18,13 @@ from typing import Generic
 
 from condimmune.core.arrays import Array, matmul_into, namespace
 from condimmune.core.blas import TriangularRows, product_rows, rows_times_transpose
-from condimmune.core.rows import Index, column_positions, on_columns, preconditioned_rows
+from condimmune.core.rows import (
+    Index,
+    SharedReduction,
+    column_positions,
+    on_columns,
+    preconditioned_rows,
+)
 
 __all__ = ["RowBlock", "StepRows"]
 
@@ -45,6 +51,8 @@ class StepRows(Generic[Array]):
         ridges: their ρ in ``(XᵀX + ρI)⁻¹``.
         dim: d.
         fast: per task name, whether it takes the fast path (exact-rank triangular rows).
+        shared: the tasks' exact-rank reductions where the caller shares its own
+            (:class:`~condimmune.core.rows.SharedReduction`).
     """
 
     def __init__(
@@ -53,10 +61,11 @@ class StepRows(Generic[Array]):
         ridges: tuple[float, float],
         dim: int,
         fast: dict[str, bool],
+        shared: tuple[SharedReduction[Array] | None, SharedReduction[Array] | None] = (None, None),
     ) -> None:
         (xp, mp, cp), (xh, mh, ch) = (
-            preconditioned_rows(x, ridge, exact_rank=fast[name])
-            for x, ridge, name in zip(xs, ridges, _TASKS, strict=True)
+            preconditioned_rows(x, ridge, exact_rank=fast[name], shared=one)
+            for x, ridge, name, one in zip(xs, ridges, _TASKS, shared, strict=True)
         )
         xp_ = namespace(xs[0])
         union = (

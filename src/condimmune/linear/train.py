@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 from condimmune.core.arrays import Array, detached, namespace, sigmoid
 from condimmune.core.blas import TriangularRows, product_rows, rows_times_transpose
 from condimmune.core.rows import (
+    SharedReduction,
     compress_rows,
-    exact_rank_rows,
+    exact_rank_reduction,
     live_weight,
     nonzero_columns,
-    triangular_rows,
 )
 from condimmune.core.spectral import log_condition_number_features
 from condimmune.core.tracked_terms import log_condition_number_tracked
@@ -110,17 +110,18 @@ class _TrainingRows(Generic[Array]):
     ``R`` (:func:`~condimmune.core.rows.compress_rows`: ``(XWᵀ)ᵀ(XWᵀ) = (RWᵀ)ᵀ(RWᵀ)``), or,
     on a task large enough for the tracked extremes
     (:func:`~condimmune.core.tracking.takes_fast_path`), ``X`` by its exact-rank factor
-    (:func:`~condimmune.core.rows.exact_rank_rows`) rotated to a triangle
-    (:func:`~condimmune.core.rows.triangular_rows`), whose log κ is then tracked too."""
+    rotated to a triangle (:class:`~condimmune.core.rows.ExactRankReduction`, ``shared``
+    with the method's regularizer step), whose log κ is then tracked too."""
 
-    def __init__(self, x: Array) -> None:
+    def __init__(self, x: Array, shared: SharedReduction[Array] | None = None) -> None:
         fast = takes_fast_path(x)
-        self.columns = nonzero_columns(x)
-        rows = x if self.columns is None else x[:, self.columns]
         self.x: Array
-        self.x, _ = exact_rank_rows(rows) if fast else compress_rows(rows)
-        if fast:
-            self.x, _ = triangular_rows(self.x)  # unchanged when taller than wide
+        if fast:  # the regularizer step reads the same reduction (one SVD for both)
+            reduced = exact_rank_reduction(x, shared)
+            self.columns, self.x = reduced.columns, reduced.rows
+        else:
+            self.columns = nonzero_columns(x)
+            self.x, _ = compress_rows(x if self.columns is None else x[:, self.columns])
         self._rows: Array | TriangularRows[Array] = product_rows(self.x, fast)  # T Wᵀ by dtrmm
         self.tracker = ExtremeEigenTracker() if fast else None
 
@@ -277,7 +278,8 @@ def train_linear(
     state = _torch_generator_state(seed)
     xp, yp = data.benign.x_train, data.benign.y_train
     xh, yh = data.harmful.x_train, data.harmful.y_train
-    plan = method.plan(LinearProblem(xp, yp, xh, yh))
+    shared = (SharedReduction(xp), SharedReduction(xh))  # reduced on first use, then shared
+    plan = method.plan(LinearProblem(xp, yp, xh, yh, shared_rows=shared))
     history = TrainingHistory(notes=list(plan.notes))
     ns, device = namespace(xp), array_api_compat.device(xp)
     weight = ns.asarray(plan.initial_weight, copy=True)
@@ -290,8 +292,9 @@ def train_linear(
     n = xp.shape[0]
     energy = float(ns.sum(ns.square(xp)))  # tr(S_P) at W = I
     # reduced rows serve the κ history and the energy rescaling: built only for what is used
-    benign_rows = _TrainingRows(xp) if kappa_history or regularizer_step is not None else None
-    harmful_rows = _TrainingRows(xh) if kappa_history else None
+    wanted = kappa_history or regularizer_step is not None
+    benign_rows = _TrainingRows(xp, shared[0]) if wanted else None
+    harmful_rows = _TrainingRows(xh, shared[1]) if kappa_history else None
     epochs = tqdm(range(options.epochs), desc=method.name, disable=not progress, leave=False)
     for _ in epochs:
         order = _indices(minibatch_order(n, state), xp)

@@ -74,12 +74,15 @@ class LinearProblem:
     """The training rows a linear method sees (float64): benign ``X_P, y_P``, harmful
     ``X_H, y_H``, all four numpy arrays (the linear pipeline's, which never imports torch) or
     all four torch tensors (:data:`condimmune.core.arrays.Array`); a hook answers in the
-    backend it was given."""
+    backend it was given. ``shared_rows``: the trainer's exact-rank reductions of ``X_P``
+    and ``X_H`` (:class:`~condimmune.core.rows.SharedReduction`), for a method's regularizer
+    step to use instead of reducing the same rows again."""
 
     benign_x: Any
     benign_y: Any
     harmful_x: Any
     harmful_y: Any
+    shared_rows: tuple[Any, Any] = (None, None)
 
 
 @dataclass

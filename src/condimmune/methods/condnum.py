@@ -153,6 +153,7 @@ def _linear_plan(
         harmful_weight=harmful_step,
         rank_deficiency="allow",
         weighting=step_rule,
+        shared_rows=problem.shared_rows,
     )
     weight = eye_like(d, xp)
     buffer = namespace(xp).empty_like(weight)

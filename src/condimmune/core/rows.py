@@ -155,12 +155,11 @@ class ExactRankReduction(Generic[Array]):
     all), the exact-rank factor rotated to a triangle, ``rows`` = ``T``, and the orthonormal
     factors with :math:`X_J = Q_1Q_2T` (``first`` = :math:`Q_1` of :func:`exact_rank_rows`,
     ``second`` = :math:`Q_2` of :func:`triangular_rows`; ``None`` where a step changed
-    nothing). ``source`` is the ``X`` it was computed from."""
+    nothing)."""
 
-    def __init__(self, source: Array) -> None:
-        self.source: Array = source
-        self.columns: Index | None = nonzero_columns(source)
-        rows = source if self.columns is None else source[:, self.columns]
+    def __init__(self, x: Array) -> None:
+        self.columns: Index | None = nonzero_columns(x)
+        rows = x if self.columns is None else x[:, self.columns]
         reduced, first = exact_rank_rows(rows)
         triangle, second = triangular_rows(reduced)
         self.rows: Array = triangle

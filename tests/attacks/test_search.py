@@ -98,6 +98,27 @@ def test_a_stored_study_is_resumed_not_repeated(tmp_path):
     assert again.seconds >= 0
 
 
+@pytest.mark.parametrize("first_part", [1, 2, 4], ids=lambda k: f"stopped-after-{k}")
+def test_a_resumed_search_suggests_what_the_uninterrupted_one_would(tmp_path, first_part):
+    """A search stopped (its time cap, a killed process) and resumed later draws the trials
+    the uninterrupted search draws, not its first settings again."""
+    space = (LogFloat("lr", 1e-3, 1.0), LogFloat("weight_decay", 1e-8, 1e-2))
+
+    def objective(params, number):
+        return TrialResult(-params["lr"], [-params["lr"]])
+
+    def search(name: str, trials: int) -> tuple[StudyTrials, StudyTrials]:
+        where = SearchOptions(trials=trials, storage=f"sqlite:///{tmp_path / name}.db")
+        return paired_search(space, (objective, objective), where)
+
+    straight = search("straight", 6)
+    search("resumed", first_part)
+    resumed = search("resumed", 6)
+    for got, want in zip(resumed, straight, strict=True):
+        assert got.params == want.params
+        assert len({p["lr"] for p in got.params}) == 6  # no setting drawn twice
+
+
 @pytest.mark.parametrize("stored", [False, True], ids=["in-memory", "sqlite"])
 def test_replayed_settings_run_once_in_the_given_order_and_are_read_back(tmp_path, stored):
     storage = f"sqlite:///{tmp_path / 'replays.db'}" if stored else None

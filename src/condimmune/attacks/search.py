@@ -15,14 +15,17 @@ URL Optuna accepts, so several machines can share one search), each model's in i
 share them, and a model-independent attacker names one study for both sides, searched once.
 A study that already holds finished trials is resumed, not restarted: its trials' curves
 are stored in the study (``user_attrs``), so the results are read back from the storage
-alone. The sampler is Optuna's TPE with a fixed seed: the same storage state and seed give
-the same suggestions (so a study that two processes fill at once is safe but not
-reproducible: each sees the other's trials). :func:`replayed` runs settings a search found
+alone. The sampler is Optuna's TPE seeded per trial from the search's seed and the trial's
+number (:func:`trial_sampler_seed`): the same storage state and seed give the same
+suggestions, and a resumed search suggests what the uninterrupted one would have (so a
+study that two processes fill at once is safe but not reproducible: each sees the other's
+trials). :func:`replayed` runs settings a search found
 again (a longer step budget), stored the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +50,7 @@ __all__ = [
     "describe",
     "paired_search",
     "replayed",
+    "trial_sampler_seed",
 ]
 
 
@@ -185,7 +189,27 @@ def _collected(
     )
 
 
-def _run_one(study: optuna.Study, space: tuple[Param, ...], objective: Objective) -> None:
+def trial_sampler_seed(seed: int, number: int) -> int:
+    """The TPE sampler's seed for trial ``number`` of a search seeded with ``seed``: the
+    search's own seed for its first trial (whose draw is what it always was), a digest of
+    both for the later ones."""
+    if number == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _run_one(
+    study: optuna.Study, space: tuple[Param, ...], objective: Objective, seed: int
+) -> None:
+    import optuna
+
+    # TPE seeded by the search's seed and the number the trial gets: its draws depend on
+    # (seed, number, the finished trials) alone, so a resumed search suggests what it would
+    # have suggested uninterrupted. One sampler seeded per process replayed its first draws
+    # after a restart: a capped search resumed later repeated its first trials' settings.
+    number = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=trial_sampler_seed(seed, number))
     trial = study.ask()
     value, record = _measured(objective, _suggest(trial, space), trial.number)
     trial.set_user_attr("result", record)
@@ -235,7 +259,7 @@ def paired_search(
             break
         for i in (0, 1):  # the study that lags behind catches up first
             if counts[i] < target and counts[i] <= min(counts):
-                _run_one(opened[i], space, objectives[i])
+                _run_one(opened[i], space, objectives[i], options.seed)
                 counts[i] += 1
     first, second = (_read(s, space) for s in opened)
     n = min(len(first.curves), len(second.curves), target)
@@ -254,7 +278,7 @@ def _search(
     ``options.seconds`` have passed."""
     start = time.perf_counter()
     while len(finished_trials(study)) < target and time.perf_counter() - start <= options.seconds:
-        _run_one(study, space, objective)
+        _run_one(study, space, objective, options.seed)
     trials = _read(study, space)
     n = min(len(trials.curves), target)
     _check_finished(n, options)

@@ -249,9 +249,9 @@ def paired_search(
         Study(options.storage, f"{options.study_name}/{name}") for name in ("original", "immunized")
     )
     if where[0] == where[1]:
-        only = _search(open_study(where[0], options.seed), space, objectives[0], target, options)
+        only = _search(open_study(where[0]), space, objectives[0], target, options)
         return only, only
-    opened = tuple(open_study(w, options.seed) for w in where)
+    opened = tuple(open_study(w) for w in where)
     start = time.perf_counter()
     while True:
         counts = [len(finished_trials(s)) for s in opened]  # other machines may add trials too
@@ -295,7 +295,7 @@ def replayed(
     and parameters in ``user_attrs``; the result's ``numbers`` are the settings' numbers."""
     import optuna
 
-    study = open_study(where, seed=0)
+    study = open_study(where)
 
     def key(number: int, params: Mapping[str, float]) -> tuple[int, tuple[tuple[str, float], ...]]:
         return number, tuple(sorted((name, float(v)) for name, v in params.items()))

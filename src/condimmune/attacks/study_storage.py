@@ -63,8 +63,9 @@ def _sqlite(url: str) -> optuna.storages.RDBStorage:
     return storage
 
 
-def open_study(where: Study, seed: int) -> optuna.Study:
-    """The study ``where`` (created when missing; TPE sampler seeded with ``seed``)."""
+def open_study(where: Study) -> optuna.Study:
+    """The study ``where`` (created when missing). Its sampler is left to the search, which
+    seeds one per trial (:func:`condimmune.attacks.search.trial_sampler_seed`)."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -76,7 +77,6 @@ def open_study(where: Study, seed: int) -> optuna.Study:
             storage=storage,
             study_name=where.name,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
             load_if_exists=True,
         )
     except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:

@@ -205,12 +205,12 @@ def preconditioned_rows(
     ``M`` is computed from all columns and then restricted: with a small ρ its Woodbury form
     cancels ``X/ρ`` against a correction of the same size, so a differently rounded ``M``
     (e.g. from fewer columns) would move the numbers by far more than the other reorderings.
-    With ρ = 0 nothing is dropped (a singular ``XᵀX`` is still refused). With ρ > 0 the
-    exact-rank reduction is ``shared``'s when it was made for ``x``
-    (:func:`exact_rank_reduction`).
+    With ρ = 0 there is nothing to drop (a zero column makes ``XᵀX`` singular, which the
+    preconditioner refuses). The exact-rank reduction is ``shared``'s when it was made for
+    ``x`` (:func:`exact_rank_reduction`).
     """
     m = InputPreconditioner(x, ridge).apply(x)
-    if exact_rank and ridge > 0:
+    if exact_rank:
         reduced = exact_rank_reduction(x, shared)
         m = m if reduced.columns is None else m[:, reduced.columns]
         for q in (reduced.first, reduced.second):
@@ -219,12 +219,8 @@ def preconditioned_rows(
     columns = nonzero_columns(x) if ridge > 0 else None
     if columns is not None:
         x, m = x[:, columns], m[:, columns]
-    x, q = exact_rank_rows(x) if exact_rank else compress_rows(x)
-    m = m if q is None else q.mT @ m
-    if exact_rank:
-        x, q = triangular_rows(x)
-        m = m if q is None else q.mT @ m
-    return x, m, columns
+    x, q = compress_rows(x)
+    return x, m if q is None else q.mT @ m, columns
 
 
 def column_positions(columns: Index | None, union: Index | None) -> Index | None:

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from condimmune.attacks.deep_inputs import reads_taps
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import Task, run_deep_suite
+from condimmune.attacks.registry import DeepAttacker
 from condimmune.deep.backbones import build_model
 from condimmune.deep.feature_maps import apply_feature_map
 from condimmune.deep.surface import (
@@ -175,6 +177,25 @@ def test_the_tap_probe_reads_every_tap_pooled_and_concatenated(tasks):
     torch.testing.assert_close(taps.train_x[:, :16], first)
     torch.testing.assert_close(taps.train_x[:, -128:], last)  # before the feature map
     assert released_model(model, acts).taps is None  # taps need the images
+    # no tap probe attacked: no forward pass for taps, the rest as before
+    untapped = released_model(model, acts, images, batch_size=16, taps=False)
+    assert untapped.taps is None and untapped.network is not None
+    torch.testing.assert_close(
+        untapped.features[Task.HARMFUL].train_x, released.features[Task.HARMFUL].train_x
+    )
+
+
+@pytest.mark.parametrize(
+    ("attackers", "expected"),
+    [
+        pytest.param([DeepAttacker.TAP_ADAM], True, id="tap-probe"),
+        pytest.param([DeepAttacker.LINEAR_GD, DeepAttacker.TAP_ADAM], True, id="among-others"),
+        pytest.param([DeepAttacker.LINEAR_GD, DeepAttacker.SKIP_ADAM], False, id="no-tap-probe"),
+        pytest.param([], False, id="none"),
+    ],
+)
+def test_only_the_tap_probe_reads_taps(attackers, expected):
+    assert reads_taps(attackers) is expected
 
 
 def test_the_released_network_names_its_taps_for_the_prefix_ceilings(tasks):

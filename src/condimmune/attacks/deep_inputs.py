@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -17,7 +17,7 @@ from torch import nn
 from condimmune.attacks.deep_cost import ExtractionFlops
 from condimmune.attacks.deep_train import TaskTensors, zero_head
 from condimmune.attacks.probes import AttackerTransform, fit_transform
-from condimmune.attacks.registry import DeepAttacker, DeepAttackerSpec, DeepFamily
+from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepAttackerSpec, DeepFamily
 
 __all__ = [
     "SCRATCH_GRID",
@@ -27,6 +27,7 @@ __all__ = [
     "attacker_inputs",
     "fit_task_transform",
     "raw_pixels",
+    "reads_taps",
     "scratch_network",
 ]
 
@@ -40,6 +41,12 @@ SCRATCH_GRID = 7
 class Task(StrEnum):
     HARMFUL = "harmful"
     BENIGN = "benign"
+
+
+def reads_taps(attackers: Iterable[DeepAttacker]) -> bool:
+    """Whether one of ``attackers`` reads :attr:`ReleasedModel.taps` (a whole forward pass of
+    every image through each model: worth skipping when no tap probe is attacked)."""
+    return any(DEEP_ATTACKERS[a].family is DeepFamily.TAP for a in attackers)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from condimmune.attacks.deep_headline import DeepAttackSuite
+from condimmune.attacks.deep_inputs import reads_taps
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
+from condimmune.core._choices import parse_choice
 from condimmune.core.progress import ProgressCallback
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
@@ -225,12 +227,15 @@ def attack_models(
     ):
         train_data, test_data = keyed(train, what), keyed(test, f"{what} held-out")
         tasks[task] = TaskImages(train_data, test_data, _classes(train_data, what))
+    taps = reads_taps(parse_choice(DeepAttacker, a, "attacker") for a in chosen)
     released = []
     for model in (original, immunized):  # images for the attackers and the FLOP counts
         model.eval()
         acts, images = prefix_tensors(model, tasks, batch_size=batch_size, keep_images=True)
         released.append(
-            released_model(model, acts, images, batch_size=batch_size, skip_dims=skip_dims)
+            released_model(
+                model, acts, images, batch_size=batch_size, skip_dims=skip_dims, taps=taps
+            )
         )
     return run_deep_suite(
         chosen, released[0], released[1], options or DeepAttackOptions(), on_progress=on_progress

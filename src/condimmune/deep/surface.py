@@ -148,10 +148,13 @@ def released_model(
     *,
     batch_size: int = 256,
     skip_dims: int = 2048,
+    taps: bool = True,
 ) -> ReleasedModel:
     """What the deep suite attacks in ``model``, from its tasks' prefix activations
     (:func:`prefix_tensors`); the modules are copies, so attacks never touch ``model``.
-    Without ``images`` the full fine-tuning attacker cannot run."""
+    Without ``images`` the full fine-tuning attacker cannot run. ``taps=False`` leaves
+    :attr:`ReleasedModel.taps` out (a forward pass of every image: only the tap probe reads
+    them, :func:`~condimmune.attacks.deep_inputs.reads_taps`)."""
     if skip_dims < 1:
         raise ValueError(f"skip_dims must be ≥ 1, got {skip_dims}")
     model.eval()
@@ -176,7 +179,11 @@ def released_model(
             t.classes,
         )
     return ReleasedModel(
-        taps=None if images is None or not model.body.TAPS else _taps(model, images, batch_size),
+        taps=(
+            _taps(model, images, batch_size)
+            if taps and images is not None and model.body.TAPS
+            else None
+        ),
         features=features,
         feature_dim=model.feature_dim,
         skip=skip,

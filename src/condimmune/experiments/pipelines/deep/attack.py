@@ -20,10 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from condimmune.attacks.deep_headline import DeepAttackSuite, suite_record
+from condimmune.attacks.deep_inputs import reads_taps
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.attacks.registry import DeepAttacker
+from condimmune.core._choices import parse_choice
 from condimmune.core.progress import Progress, ProgressCallback, report
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.images import KeyedDataset
@@ -216,12 +218,13 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
     acts1 = acts0 if shared else _prefix(immunized, data, options)
     stage("")
     dims = options.attack.skip_dims
+    taps = reads_taps(parse_choice(DeepAttacker, a, "attacker") for a in names)
     suite, dropped = _merged(
         loaded.metrics.attack_suite,
         run_deep_suite(
             names,
-            released_model(original, acts0, images, batch_size=bs, skip_dims=dims),
-            released_model(immunized, acts1, images, batch_size=bs, skip_dims=dims),
+            released_model(original, acts0, images, batch_size=bs, skip_dims=dims, taps=taps),
+            released_model(immunized, acts1, images, batch_size=bs, skip_dims=dims, taps=taps),
             attack_options(plan, loaded.run_dir, loaded.digests),
             on_progress=on_progress,
         ),

@@ -20,7 +20,10 @@ from condimmune.deep.surface import (
     prefix_tensors,
     released_model,
     same_prefix,
+    stacked_prefix,
+    task_images,
 )
+from condimmune.deep.taps import record_taps
 from condimmune.methods.base import FeatureMap
 
 
@@ -183,6 +186,45 @@ def test_the_tap_probe_reads_every_tap_pooled_and_concatenated(tasks):
     torch.testing.assert_close(
         untapped.features[Task.HARMFUL].train_x, released.features[Task.HARMFUL].train_x
     )
+
+
+def _whole_pass_taps(model, x):
+    """The reference: every tap recorded in one forward pass of the images, pooled."""
+    with torch.no_grad(), record_taps(model) as taps:
+        model.body(x)
+        return torch.cat([t.mean(dim=(2, 3)) for t in taps], dim=1).double()
+
+
+def test_taps_inside_a_shared_prefix_are_read_from_the_model_like_it(tasks):
+    """θ_I with θ0's prefix: its prefix's taps (block1, block2: 16 + 32 columns) copied from
+    θ0's, block3's from its own blocks; the same as one whole pass of the images."""
+    model = _model()
+    other = _changed_blocks(model)
+    acts, images = prefix_tensors(model, tasks, keep_images=True)
+    first = released_model(model, acts, images, batch_size=16)
+    copied = released_model(other, acts, images, batch_size=16, like=first)
+    fresh = released_model(other, acts, images, batch_size=16)
+    assert first.taps is not None and copied.taps is not None and fresh.taps is not None
+    for task in Task:
+        for which in ("train_x", "test_x"):
+            ours = getattr(copied.taps[task], which)
+            assert torch.equal(ours, getattr(fresh.taps[task], which))
+            reference = _whole_pass_taps(other, getattr(images[task], which))
+            torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)
+    h = Task.HARMFUL
+    assert torch.equal(copied.taps[h].train_x[:, :48], first.taps[h].train_x[:, :48])
+    assert not torch.equal(copied.taps[h].train_x[:, 48:], first.taps[h].train_x[:, 48:])
+
+
+def test_images_stacked_once_give_the_loaded_images_and_prefix(tasks):
+    model = _model()
+    acts, images = prefix_tensors(model, tasks, batch_size=16, keep_images=True)
+    stacked = task_images(tasks, batch_size=16)
+    again = stacked_prefix(model, stacked, batch_size=16)
+    for task in Task:
+        for which in ("train_x", "train_y", "test_x", "test_y"):
+            assert torch.equal(getattr(stacked[task], which), getattr(images[task], which))
+            assert torch.equal(getattr(again[task], which), getattr(acts[task], which))
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from condimmune.attacks.deep_headline import DeepAttackSuite
 from condimmune.attacks.deep_inputs import reads_taps
 from condimmune.attacks.deep_records import DeepAttackOptions
-from condimmune.attacks.deep_suite import Task, run_deep_suite
+from condimmune.attacks.deep_suite import ReleasedModel, Task, run_deep_suite
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
 from condimmune.core._choices import parse_choice
 from condimmune.core.progress import ProgressCallback
@@ -33,7 +33,13 @@ from condimmune.deep.evaluate import extract_features
 from condimmune.deep.feature_maps import apply_feature_map
 from condimmune.deep.head import fit_linear_head
 from condimmune.deep.images import KeyedDataset
-from condimmune.deep.surface import TaskImages, prefix_tensors, released_model
+from condimmune.deep.surface import (
+    TaskImages,
+    released_model,
+    same_prefix,
+    stacked_prefix,
+    task_images,
+)
 from condimmune.deep.trainer import FabricOptions, ImmunizeOptions, immunize, make_fabric
 from condimmune.deep.whole_network import immunize_whole_network
 from condimmune.methods.base import (
@@ -228,13 +234,20 @@ def attack_models(
         train_data, test_data = keyed(train, what), keyed(test, f"{what} held-out")
         tasks[task] = TaskImages(train_data, test_data, _classes(train_data, what))
     taps = reads_taps(parse_choice(DeepAttacker, a, "attacker") for a in chosen)
-    released = []
-    for model in (original, immunized):  # images for the attackers and the FLOP counts
-        model.eval()
-        acts, images = prefix_tensors(model, tasks, batch_size=batch_size, keep_images=True)
+    images = task_images(tasks, batch_size=batch_size)  # for the attackers and FLOP counts
+    released: list[ReleasedModel] = []
+    for model in (original, immunized):
+        shared = bool(released) and same_prefix(original, model)
+        acts = released[0].prefix if shared and released[0].prefix else None
         released.append(
             released_model(
-                model, acts, images, batch_size=batch_size, skip_dims=skip_dims, taps=taps
+                model,
+                acts or stacked_prefix(model, images, batch_size=batch_size),
+                images,
+                batch_size=batch_size,
+                skip_dims=skip_dims,
+                taps=taps,
+                like=released[0] if shared else None,
             )
         )
     return run_deep_suite(

@@ -22,7 +22,7 @@ computed from the images, concatenated.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +45,8 @@ __all__ = [
     "prefix_tensors",
     "released_model",
     "same_prefix",
+    "stacked_prefix",
+    "task_images",
 ]
 
 
@@ -100,20 +102,24 @@ def same_prefix(a: DeepModel, b: DeepModel) -> bool:
 
 @torch.no_grad()
 def _stack(
-    model: DeepModel,
     data: Dataset[tuple[Tensor, Tensor]],
     batch: int,
+    run: Callable[[Tensor], Tensor] | None,
     keep_images: bool,
-    prefix_inputs: bool,
-) -> tuple[Tensor | None, Tensor, Tensor]:
-    """``(images or None, prefix activations, labels)`` of ``data``, in order."""
-    images, acts, labels = [], [], []
+) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """``(images or None, run(images) or None, labels)`` of ``data``, in order."""
+    images, outputs, labels = [], [], []
     for x, y in DataLoader(data, batch_size=batch, shuffle=False):
         if keep_images:
             images.append(x)
-        acts.append(x if prefix_inputs else model.prefix(x))
+        if run is not None:
+            outputs.append(run(x))
         labels.append(y)
-    return (torch.cat(images) if keep_images else None), torch.cat(acts), torch.cat(labels)
+    return (
+        torch.cat(images) if keep_images else None,
+        torch.cat(outputs) if run is not None else None,
+        torch.cat(labels),
+    )
 
 
 def prefix_tensors(
@@ -130,15 +136,49 @@ def prefix_tensors(
     if keep_images and prefix_inputs:
         raise ValueError("datasets of prefix outputs hold no images to keep")
     model.eval()
+    run: Callable[[Tensor], Tensor] = (lambda x: x) if prefix_inputs else model.prefix
     acts: dict[Task, TaskTensors] = {}
     images: dict[Task, TaskTensors] = {}
     for task, split in tasks.items():
-        xi, ai, yi = _stack(model, split.train, batch_size, keep_images, prefix_inputs)
-        xt, at, yt = _stack(model, split.test, batch_size, keep_images, prefix_inputs)
+        xi, ai, yi = _stack(split.train, batch_size, run, keep_images)
+        xt, at, yt = _stack(split.test, batch_size, run, keep_images)
+        assert ai is not None and at is not None
         acts[task] = TaskTensors(ai, yi, at, yt, split.classes)
         if xi is not None and xt is not None:
             images[task] = TaskTensors(xi, yi, xt, yt, split.classes)
     return acts, (images if keep_images else None)
+
+
+def task_images(
+    tasks: Mapping[Task, TaskImages], *, batch_size: int = 256
+) -> dict[Task, TaskTensors]:
+    """Each task's images and labels, stacked: what :func:`prefix_tensors` keeps with
+    ``keep_images``, without passing them through a model."""
+    images: dict[Task, TaskTensors] = {}
+    for task, split in tasks.items():
+        xi, _, yi = _stack(split.train, batch_size, None, True)
+        xt, _, yt = _stack(split.test, batch_size, None, True)
+        assert xi is not None and xt is not None
+        images[task] = TaskTensors(xi, yi, xt, yt, split.classes)
+    return images
+
+
+@torch.no_grad()
+def stacked_prefix(
+    model: DeepModel, images: Mapping[Task, TaskTensors], *, batch_size: int = 256
+) -> dict[Task, TaskTensors]:
+    """Each task's prefix activations from its stacked images (:func:`task_images`), in
+    the batches :func:`prefix_tensors` would use, so the values are the same."""
+    model.eval()
+
+    def run(x: Tensor) -> Tensor:
+        step = batch_size
+        return torch.cat([model.prefix(x[i : i + step]) for i in range(0, len(x), step)])
+
+    return {
+        t: TaskTensors(run(d.train_x), d.train_y, run(d.test_x), d.test_y, d.classes)
+        for t, d in images.items()
+    }
 
 
 def released_model(
@@ -149,12 +189,16 @@ def released_model(
     batch_size: int = 256,
     skip_dims: int = 2048,
     taps: bool = True,
+    like: ReleasedModel | None = None,
 ) -> ReleasedModel:
     """What the deep suite attacks in ``model``, from its tasks' prefix activations
     (:func:`prefix_tensors`); the modules are copies, so attacks never touch ``model``.
     Without ``images`` the full fine-tuning attacker cannot run. ``taps=False`` leaves
-    :attr:`ReleasedModel.taps` out (a forward pass of every image: only the tap probe reads
-    them, :func:`~condimmune.attacks.deep_inputs.reads_taps`)."""
+    :attr:`ReleasedModel.taps` out (a forward pass of every image through the prefix: only
+    the tap probe reads them, :func:`~condimmune.attacks.deep_inputs.reads_taps`).
+    ``like``: the released form of a model with the same frozen prefix (:func:`same_prefix`,
+    the caller's to check); the taps inside the prefix are read from its taps instead of
+    passing the images through the prefix again."""
     if skip_dims < 1:
         raise ValueError(f"skip_dims must be ≥ 1, got {skip_dims}")
     model.eval()
@@ -180,7 +224,7 @@ def released_model(
         )
     return ReleasedModel(
         taps=(
-            _taps(model, images, batch_size)
+            _taps(model, images, prefix, batch_size, like.taps if like is not None else None)
             if taps and images is not None and model.body.TAPS
             else None
         ),
@@ -197,21 +241,42 @@ def released_model(
 
 
 def _taps(
-    model: DeepModel, images: Mapping[Task, TaskTensors], batch_size: int
+    model: DeepModel,
+    images: Mapping[Task, TaskTensors],
+    prefix: Mapping[Task, TaskTensors],
+    batch_size: int,
+    shared: Mapping[Task, TaskTensors] | None,
 ) -> dict[Task, TaskTensors]:
-    """Each task's pooled tap activations, concatenated over the taps (float64)."""
+    """Each task's pooled tap activations, concatenated over the taps in depth order
+    (float64). The taps after the prefix are read from the prefix activations through the
+    suffix; those inside it from the images through the prefix, or, with ``shared`` (the
+    taps of a model with the same frozen prefix), from its first columns."""
 
-    def tapped(x: Tensor) -> Tensor:
+    def tapped(run: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         rows = []
         with torch.no_grad(), record_taps(model) as taps:
             for i in range(0, x.shape[0], batch_size):
                 taps.clear()
-                model.body(x[i : i + batch_size])  # images in, whatever the model reads
-                rows.append(torch.cat([pool_activations(t) for t in taps], dim=1))
+                run(x[i : i + batch_size])
+                pooled = [pool_activations(t) for t in taps]
+                rows.append(torch.cat(pooled, dim=1) if pooled else x.new_zeros(len(x[i:]), 0))
         return torch.cat(rows).double()
 
+    body = model.body
+    first = next(iter(images.values())).train_x[:1]
+    width = tapped(body.prefix, first).shape[1]  # columns of the taps inside the prefix
+
+    def both(task: Task, which: int) -> Tensor:
+        x = (images[task].train_x, images[task].test_x)[which]
+        a = (prefix[task].train_x, prefix[task].test_x)[which]
+        if shared is None:
+            inside = tapped(body.prefix, x)
+        else:
+            inside = (shared[task].train_x, shared[task].test_x)[which][:, :width]
+        return torch.cat([inside, tapped(body.suffix, a)], dim=1)
+
     return {
-        task: TaskTensors(tapped(t.train_x), t.train_y, tapped(t.test_x), t.test_y, t.classes)
+        task: TaskTensors(both(task, 0), t.train_y, both(task, 1), t.test_y, t.classes)
         for task, t in images.items()
     }
 

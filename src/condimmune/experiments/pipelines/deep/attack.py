@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,14 @@ from condimmune.core.progress import Progress, ProgressCallback, report
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.images import KeyedDataset
 from condimmune.deep.prefix import prefix_dataset
-from condimmune.deep.surface import TaskImages, prefix_tensors, released_model, same_prefix
+from condimmune.deep.surface import (
+    TaskImages,
+    prefix_tensors,
+    released_model,
+    same_prefix,
+    stacked_prefix,
+    task_images,
+)
 from condimmune.experiments.pipeline import AttackOutcome
 from condimmune.experiments.pipelines.deep.attack_report import attack_page
 from condimmune.experiments.pipelines.deep.data import DeepTaskData, load_deep_data
@@ -97,19 +105,22 @@ def _tasks(data: DeepTaskData) -> dict[Task, tuple[KeyedDataset, KeyedDataset, i
 
 
 def _prefix(
-    model: DeepModel, data: DeepTaskData, options: DeepRunOptions
+    model: DeepModel,
+    data: DeepTaskData,
+    options: DeepRunOptions,
+    images: Mapping[Task, TaskTensors],
 ) -> dict[Task, TaskTensors]:
-    """Each task's prefix activations; a run with ``model.cache_prefix`` reads them from its
-    prefix cache (computed there if missing) instead of running the prefix again."""
+    """Each task's prefix activations, from its stacked ``images``; a run with
+    ``model.cache_prefix`` reads them from its prefix cache (computed there if missing)
+    instead of running the prefix again."""
     bs = options.evaluation.batch_size
     if not options.model.cache_prefix:
-        images = {t: TaskImages(*split) for t, split in _tasks(data).items()}
-        return prefix_tensors(model, images, batch_size=bs)[0]
+        return stacked_prefix(model, images, batch_size=bs)
 
-    def cached(images: KeyedDataset) -> KeyedDataset:
+    def cached(split: KeyedDataset) -> KeyedDataset:
         return prefix_dataset(
             model,
-            images,
+            split,
             preprocessing=data.preprocessing,
             batch_size=bs,
             cache_dir=options.model.cache_dir,
@@ -210,21 +221,30 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
 
     stage("images")
     tasks = {t: TaskImages(*split) for t, split in _tasks(data).items()}
-    _, images = prefix_tensors(original, tasks, batch_size=bs, keep_images=True)
+    images = task_images(tasks, batch_size=bs)
     stage("prefix θ0")
-    acts0 = _prefix(original, data, options)
+    acts0 = _prefix(original, data, options, images)
     if not shared:
         stage("prefix θ_I")
-    acts1 = acts0 if shared else _prefix(immunized, data, options)
+    acts1 = acts0 if shared else _prefix(immunized, data, options, images)
     stage("")
     dims = options.attack.skip_dims
     taps = reads_taps(parse_choice(DeepAttacker, a, "attacker") for a in names)
+    theta0 = released_model(original, acts0, images, batch_size=bs, skip_dims=dims, taps=taps)
     suite, dropped = _merged(
         loaded.metrics.attack_suite,
         run_deep_suite(
             names,
-            released_model(original, acts0, images, batch_size=bs, skip_dims=dims, taps=taps),
-            released_model(immunized, acts1, images, batch_size=bs, skip_dims=dims, taps=taps),
+            theta0,
+            released_model(
+                immunized,
+                acts1,
+                images,
+                batch_size=bs,
+                skip_dims=dims,
+                taps=taps,
+                like=theta0 if shared else None,
+            ),
             attack_options(plan, loaded.run_dir, loaded.digests),
             on_progress=on_progress,
         ),

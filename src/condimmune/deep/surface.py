@@ -16,7 +16,9 @@ activations average-pooled to at most ``skip_dims`` values per image: a ``C × H
 is pooled to ``C × s × s`` with the largest ``s ≤ H`` such that ``C s² ≤ skip_dims``
 (at least ``1 × 1``); token sequences ``N × D`` are averaged over the tokens. The tap
 probe sees the pooled activations of every tap of the body (:mod:`condimmune.deep.taps`),
-computed from the images, concatenated.
+concatenated: those inside the prefix from one pass of the images through it (or read from
+a model with the same prefix), those after it from the prefix activations; each image
+passes through a frozen prefix once per attack.
 """
 
 from __future__ import annotations

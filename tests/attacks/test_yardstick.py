@@ -59,6 +59,40 @@ def test_a_network_step_is_counted_by_hand():
     assert training_step_flops(net, x, lambda out: out.square().sum()) == forward + backward
 
 
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "groups", "input_grad"),
+    [
+        pytest.param(8, 8, 8, True, id="depthwise"),
+        pytest.param(8, 16, 4, True, id="grouped"),
+        pytest.param(8, 16, 1, True, id="dense"),
+        pytest.param(8, 8, 8, False, id="depthwise-data-input"),
+    ],
+)
+def test_a_grouped_convolution_step_is_counted_by_hand(channels, out_channels, groups, input_grad):
+    """Eq. C1: forward and both gradients 2·N·H'W'·C_out·(C_in/g)·k² each (torch's own
+    backward formula counts the weight gradient g times over: 16.5× the forward for a
+    depthwise convolution over 32 channels)."""
+    conv = nn.Conv2d(channels, out_channels, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, channels, 6, 6, requires_grad=input_grad)
+    product = 2 * 2 * 6 * 6 * out_channels * (channels // groups) * 3 * 3
+    assert forward_flops(conv, x) == product
+    passes = 3 if input_grad else 2  # forward, weight gradient, input gradient if needed
+    assert training_step_flops(conv, x, lambda out: out.square().sum()) == passes * product
+
+
+def test_a_mobilenet_block_step_costs_at_most_three_forward_passes():
+    """An inverted residual (1×1 expansion, 3×3 depthwise, 1×1 projection): the backward
+    pass costs at most twice the forward (it was 9× with the depthwise weight gradient
+    counted as a dense one)."""
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    block = InvertedResidual(16, 16, stride=1, expand_ratio=6)
+    x = torch.randn(4, 16, 8, 8, requires_grad=True)
+    forward = forward_flops(block.eval(), x)
+    step = training_step_flops(block.train(), x, lambda out: out.square().sum())
+    assert 2 * forward < step <= 3 * forward
+
+
 # --- Eq. Y1-Y5 ------------------------------------------------------------------------------
 def test_cost_is_the_first_step_of_the_cheapest_trial_or_a_lower_bound():
     a = curves(

@@ -218,9 +218,11 @@ def attack(
 ) -> None:
     """Attack a run (linear: raw vs immunized features; deep: θ0 vs θ_I, each attacker with a
     hyperparameter search); add the results to metrics.json, write attack_report.md."""
-    from condimmune.experiments.attack import attack_run_dir
+    from condimmune.experiments.attack import attack_run_dir, attack_settings_note
 
     chosen = [] if attackers is None else [f"attack.attackers={attackers}"]
+    if note := attack_settings_note(run_dir, [*(set_ or []), *chosen]):
+        console.print(note)
     with Bars() as bars:  # its first bar once the run and the options are checked
         outcome = attack_run_dir(
             run_dir, [*(set_ or []), *chosen], on_progress=bars if progress else None

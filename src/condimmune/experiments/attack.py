@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from condimmune.core.errors import UserError
 from condimmune.core.progress import ProgressCallback
+from condimmune.experiments.config import ConfigError, load_config, resolve_config
 from condimmune.experiments.manifest import update_run_files
 from condimmune.experiments.pipeline import AttackOutcome, pipeline_for
 from condimmune.experiments.report import page_markdown, replace_section, write_page
 from condimmune.experiments.rundir import run_dir_lock
 from condimmune.experiments.runner import metrics_json, read_run
 
-__all__ = ["attack_run_dir"]
+__all__ = ["attack_run_dir", "attack_settings_note", "attack_settings_unlike_defaults"]
 
 
 def attack_run_dir(
@@ -48,3 +50,40 @@ def attack_run_dir(
 
         update_run_files(run_dir, write, unsealed=pipeline.unsealed_files)
     return outcome
+
+
+def attack_settings_unlike_defaults(
+    run_dir: str | Path, overrides: Sequence[str] = ()
+) -> list[str]:
+    """The ``attack.*`` settings of the run's ``config.yaml`` that differ from its
+    experiment's defaults as they are now and that no override sets, each as
+    ``"key=run's value (default now: value)"``: a run made before an experiment's defaults
+    changed is attacked with its own settings, which may not be what its user expects (its
+    searches then live under other study names than a new run's). Empty when the config does
+    not load (reading the run then reports it)."""
+    try:
+        config = load_config(Path(run_dir) / "config.yaml")
+        today = resolve_config(config.experiment, None, []).attack
+    except (ConfigError, UserError, OSError):
+        return []
+    if type(today) is not type(config.attack):
+        return []
+    chosen = {o.split("=", 1)[0].strip().removeprefix("attack.") for o in overrides}
+    now = today.model_dump(mode="json")
+    return [
+        f"{key}={value} (default now: {now[key]})"
+        for key, value in config.attack.model_dump(mode="json").items()
+        if key not in chosen and value != now[key]
+    ]
+
+
+def attack_settings_note(run_dir: str | Path, overrides: Sequence[str] = ()) -> str | None:
+    """What ``condimmune attack`` prints before it starts when
+    :func:`attack_settings_unlike_defaults` names a setting; ``None`` otherwise."""
+    unlike = attack_settings_unlike_defaults(run_dir, overrides)
+    if not unlike:
+        return None
+    return (
+        f"note: the run's config.yaml sets attack.{', attack.'.join(unlike)}; the attack uses"
+        " the run's settings (--set attack.KEY=VALUE to change one)"
+    )

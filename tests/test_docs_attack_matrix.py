@@ -24,6 +24,7 @@ def _table(markdown: str) -> list[str]:
 MATRICES = {
     "mobilenet-fashion-mnist": ("## The `mobilenet-fashion-mnist` matrix", 24),
     "mnist-cnn-defence": ("## The whole-network defence matrix", 27),
+    "mobilenet-fashion-mnist-yardstick": ("### Under the yardstick: the MobileNetV2 matrix", 24),
     "mnist-cnn-cluttered": ("## The cluttered operating point", 27),
     "mnist-cnn-cluttered-rerun mnist-cnn-cluttered-union "
     "mnist-cnn-cluttered-union-ablations/taps-union": (

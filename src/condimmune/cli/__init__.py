@@ -219,6 +219,9 @@ def attack(
     """Attack a run (linear: raw vs immunized features; deep: θ0 vs θ_I, each attacker with a
     hyperparameter search); add the results to metrics.json, write attack_report.md."""
     from condimmune.experiments.attack import attack_run_dir, attack_settings_note
+    from condimmune.experiments.threads import keep_freed_memory
+
+    keep_freed_memory()  # both families' suites train heads or networks with torch
 
     chosen = [] if attackers is None else [f"attack.attackers={attackers}"]
     if note := attack_settings_note(run_dir, [*(set_ or []), *chosen]):

@@ -216,6 +216,22 @@ def test_taps_inside_a_shared_prefix_are_read_from_the_model_like_it(tasks):
     assert not torch.equal(copied.taps[h].train_x[:, 48:], first.taps[h].train_x[:, 48:])
 
 
+def test_a_prefix_without_taps_gives_the_taps_after_it_alone(tasks):
+    """Every tap after the prefix (here only block3 is named): no columns from the prefix,
+    the rows of every batch kept (3 batches of 16)."""
+    model = _model()
+    model.body.TAPS = ("block3",)
+    acts, images = prefix_tensors(model, tasks, keep_images=True)
+    released = released_model(model, acts, images, batch_size=16)
+    assert released.taps is not None
+    for task in Task:
+        taps = released.taps[task].train_x
+        assert taps.shape == (48, 128)
+        torch.testing.assert_close(
+            taps, _whole_pass_taps(model, images[task].train_x), rtol=1e-6, atol=1e-7
+        )
+
+
 def test_images_stacked_once_give_the_loaded_images_and_prefix(tasks):
     model = _model()
     acts, images = prefix_tensors(model, tasks, batch_size=16, keep_images=True)

@@ -259,9 +259,10 @@ def _taps(
         with torch.no_grad(), record_taps(model) as taps:
             for i in range(0, x.shape[0], batch_size):
                 taps.clear()
-                run(x[i : i + batch_size])
+                batch = x[i : i + batch_size]
+                run(batch)
                 pooled = [pool_activations(t) for t in taps]
-                rows.append(torch.cat(pooled, dim=1) if pooled else x.new_zeros(len(x[i:]), 0))
+                rows.append(torch.cat(pooled, dim=1) if pooled else batch.new_zeros(len(batch), 0))
         return torch.cat(rows).double()
 
     body = model.body

@@ -18,6 +18,7 @@ from condimmune.attacks.deep_cost import ExtractionFlops
 from condimmune.attacks.deep_train import TaskTensors, zero_head
 from condimmune.attacks.probes import AttackerTransform, fit_transform
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepAttackerSpec, DeepFamily
+from condimmune.core._choices import parse_choice
 
 __all__ = [
     "SCRATCH_GRID",
@@ -43,10 +44,12 @@ class Task(StrEnum):
     BENIGN = "benign"
 
 
-def reads_taps(attackers: Iterable[DeepAttacker]) -> bool:
-    """Whether one of ``attackers`` reads :attr:`ReleasedModel.taps` (a whole forward pass of
-    every image through each model: worth skipping when no tap probe is attacked)."""
-    return any(DEEP_ATTACKERS[a].family is DeepFamily.TAP for a in attackers)
+def reads_taps(attackers: Iterable[DeepAttacker | str]) -> bool:
+    """Whether one of ``attackers`` (members or names) reads :attr:`ReleasedModel.taps` (a
+    forward pass of every image through each model: worth skipping when no tap probe is
+    attacked)."""
+    chosen = (parse_choice(DeepAttacker, a, "attacker") for a in attackers)
+    return any(DEEP_ATTACKERS[a].family is DeepFamily.TAP for a in chosen)
 
 
 @dataclass(frozen=True)

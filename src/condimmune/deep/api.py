@@ -24,7 +24,6 @@ from condimmune.attacks.deep_inputs import reads_taps
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import ReleasedModel, Task, run_deep_suite
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
-from condimmune.core._choices import parse_choice
 from condimmune.core.progress import ProgressCallback
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.checkpoint import DeepHistory
@@ -233,16 +232,16 @@ def attack_models(
     ):
         train_data, test_data = keyed(train, what), keyed(test, f"{what} held-out")
         tasks[task] = TaskImages(train_data, test_data, _classes(train_data, what))
-    taps = reads_taps(parse_choice(DeepAttacker, a, "attacker") for a in chosen)
+    taps = reads_taps(chosen)
     images = task_images(tasks, batch_size=batch_size)  # for the attackers and FLOP counts
     released: list[ReleasedModel] = []
     for model in (original, immunized):
         shared = bool(released) and same_prefix(original, model)
-        acts = released[0].prefix if shared and released[0].prefix else None
+        acts = released[0].prefix if shared else None  # θ0's, when θ_I has its prefix
         released.append(
             released_model(
                 model,
-                acts or stacked_prefix(model, images, batch_size=batch_size),
+                acts if acts is not None else stacked_prefix(model, images, batch_size=batch_size),
                 images,
                 batch_size=batch_size,
                 skip_dims=skip_dims,

@@ -124,6 +124,26 @@ def _stack(
     )
 
 
+def _stack_tasks(
+    tasks: Mapping[Task, TaskImages],
+    batch_size: int,
+    run: Callable[[Tensor], Tensor] | None,
+    keep_images: bool,
+) -> tuple[dict[Task, TaskTensors], dict[Task, TaskTensors]]:
+    """Each task's ``run`` outputs (empty without ``run``) and images (empty without
+    ``keep_images``), with its labels."""
+    outputs: dict[Task, TaskTensors] = {}
+    images: dict[Task, TaskTensors] = {}
+    for task, split in tasks.items():
+        xi, ai, yi = _stack(split.train, batch_size, run, keep_images)
+        xt, at, yt = _stack(split.test, batch_size, run, keep_images)
+        if ai is not None and at is not None:
+            outputs[task] = TaskTensors(ai, yi, at, yt, split.classes)
+        if xi is not None and xt is not None:
+            images[task] = TaskTensors(xi, yi, xt, yt, split.classes)
+    return outputs, images
+
+
 def prefix_tensors(
     model: DeepModel,
     tasks: Mapping[Task, TaskImages],
@@ -139,15 +159,7 @@ def prefix_tensors(
         raise ValueError("datasets of prefix outputs hold no images to keep")
     model.eval()
     run: Callable[[Tensor], Tensor] = (lambda x: x) if prefix_inputs else model.prefix
-    acts: dict[Task, TaskTensors] = {}
-    images: dict[Task, TaskTensors] = {}
-    for task, split in tasks.items():
-        xi, ai, yi = _stack(split.train, batch_size, run, keep_images)
-        xt, at, yt = _stack(split.test, batch_size, run, keep_images)
-        assert ai is not None and at is not None
-        acts[task] = TaskTensors(ai, yi, at, yt, split.classes)
-        if xi is not None and xt is not None:
-            images[task] = TaskTensors(xi, yi, xt, yt, split.classes)
+    acts, images = _stack_tasks(tasks, batch_size, run, keep_images)
     return acts, (images if keep_images else None)
 
 
@@ -156,13 +168,7 @@ def task_images(
 ) -> dict[Task, TaskTensors]:
     """Each task's images and labels, stacked: what :func:`prefix_tensors` keeps with
     ``keep_images``, without passing them through a model."""
-    images: dict[Task, TaskTensors] = {}
-    for task, split in tasks.items():
-        xi, _, yi = _stack(split.train, batch_size, None, True)
-        xt, _, yt = _stack(split.test, batch_size, None, True)
-        assert xi is not None and xt is not None
-        images[task] = TaskTensors(xi, yi, xt, yt, split.classes)
-    return images
+    return _stack_tasks(tasks, batch_size, None, True)[1]
 
 
 @torch.no_grad()
@@ -266,8 +272,8 @@ def _taps(
         return torch.cat(rows).double()
 
     body = model.body
-    first = next(iter(images.values())).train_x[:1]
-    width = tapped(body.prefix, first).shape[1]  # columns of the taps inside the prefix
+    if shared is not None:  # the columns of the taps inside the prefix, from one image
+        width = tapped(body.prefix, next(iter(images.values())).train_x[:1]).shape[1]
 
     def both(task: Task, which: int) -> Tensor:
         x = (images[task].train_x, images[task].test_x)[which]

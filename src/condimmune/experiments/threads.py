@@ -15,7 +15,6 @@ budgets, storage").
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 from condimmune.methods.base import ModelFamily
@@ -38,12 +37,9 @@ def keep_freed_memory() -> bool:
     ``mallopt`` (nothing changes there)."""
     if not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+    try:  # the C library the process already runs on (find_library would spawn ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return False
-    if mallopt is None:
         return False
     kept = bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_BYTES) == 1)
     return bool(mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_BYTES) == 1) and kept

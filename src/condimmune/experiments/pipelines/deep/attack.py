@@ -26,7 +26,6 @@ from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import Task, run_deep_suite
 from condimmune.attacks.deep_train import TaskTensors
 from condimmune.attacks.registry import DeepAttacker
-from condimmune.core._choices import parse_choice
 from condimmune.core.progress import Progress, ProgressCallback, report
 from condimmune.deep.backbones import DeepModel
 from condimmune.deep.images import KeyedDataset
@@ -229,7 +228,7 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
     acts1 = acts0 if shared else _prefix(immunized, data, options, images)
     stage("")
     dims = options.attack.skip_dims
-    taps = reads_taps(parse_choice(DeepAttacker, a, "attacker") for a in names)
+    taps = reads_taps(names)
     theta0 = released_model(original, acts0, images, batch_size=bs, skip_dims=dims, taps=taps)
     suite, dropped = _merged(
         loaded.metrics.attack_suite,

@@ -97,7 +97,7 @@ def _heat_map(groups: list[MatrixGroup], labels: list[str], cap: float, path: Pa
     seeds = sorted({len(g.runs) for g in groups})
     ax.set_title(
         f"{experiments}: harmful-task slowdown per attacker and method "
-        f"({'/'.join(map(str, seeds))} seeds each)",
+        f"({'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'} each)",
         fontsize=10,
     )
     save_figure(fig, path)

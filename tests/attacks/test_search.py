@@ -212,12 +212,27 @@ def test_search_errors_are_explained(tmp_path):
         paired_search(space, (broken, broken), SearchOptions(trials=2))
 
 
-def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, monkeypatch):
-    """Two runs of a matrix open one new θ0 storage at the same moment: the one that loses
-    the race to create the schema (an IntegrityError) opens what the other created. Made
+def _integrity() -> Exception:
+    import sqlalchemy
+
+    return sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception())
+
+
+def _table_exists() -> Exception:
+    import sqlalchemy
+
+    return sqlalchemy.exc.OperationalError(
+        "CREATE TABLE studies", {}, Exception("table studies already exists")
+    )
+
+
+@pytest.mark.parametrize("lost", [_integrity, _table_exists], ids=["duplicate-row", "table-exists"])
+def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, monkeypatch, lost):
+    """Two runs of a matrix (or an attack's workers) open one new storage at the same
+    moment: the one that loses the race to create the schema (an IntegrityError, or an
+    OperationalError "table ... already exists") opens what the other created. Made
     deterministic here: the first attempt fails as it did in such a race."""
     import optuna
-    import sqlalchemy
 
     real = optuna.storages.RDBStorage
     calls = []
@@ -226,7 +241,7 @@ def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, 
         calls.append(url)
         if len(calls) == 1:
             real(url, **kwargs)  # "the other process" creates the schema
-            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception())
+            raise lost()
         return real(url, **kwargs)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
@@ -235,8 +250,24 @@ def test_a_storage_whose_schema_another_process_is_creating_is_opened(tmp_path, 
     assert len(calls) == 2 and storage.get_all_studies() == []
 
     def always(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
-        raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception())
+        raise lost()
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", always)
-    with pytest.raises(sqlalchemy.exc.IntegrityError):  # not a race: said after 5 tries
+    with pytest.raises(type(lost())):  # not a race: said after 5 tries
         study_storage._sqlite(f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def test_a_storage_that_fails_otherwise_is_not_retried(tmp_path, monkeypatch):
+    import optuna
+    import sqlalchemy
+
+    calls = []
+
+    def locked(url: str, **kwargs: object) -> optuna.storages.RDBStorage:
+        calls.append(url)
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", locked)
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="disk I/O error"):
+        study_storage._sqlite(f"sqlite:///{tmp_path / 'broken.db'}")
+    assert len(calls) == 1

@@ -116,6 +116,7 @@ _BOUNDS: list[tuple[str, str, Any, Any, Any, Any, list[str]]] = [
     (DEEP, "data.defence_per_class", -1, 0, 100_000, 100_001, []),
     (DEEP, "data.canvas", -1, 0, 256, 257, []),
     (DEEP, "attack.weight_free_steps", 0, 1, 1_000_000, 1_000_001, []),
+    (DEEP, "attack.workers", -1, 0, 1024, 1025, []),
     (DEEP, "data.clutter", -1, 0, 64, 65, []),
     (FOLDERS, "data.max_train_images", -1, 0, 10_000_000, 10_000_001, []),
     (FOLDERS, "data.max_test_images", -1, 0, 10_000_000, 10_000_001, []),
@@ -788,6 +789,7 @@ _DEFAULT_DEEP = {
         "skip_dims": 2048,
         "labels_per_class": None,
         "prefix_curve": False,
+        "workers": 0,
     },
 }
 

@@ -10,7 +10,7 @@ deep network and its data is :mod:`condimmune.deep.surface`'s job.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from condimmune.attacks.deep_headline import DeepAttackSuite, suite_record
@@ -38,7 +38,7 @@ from condimmune.attacks.yardstick import AttackerCurves, yardstick
 from condimmune.core._choices import parse_choice
 from condimmune.core.progress import Progress, ProgressCallback, report
 
-__all__ = ["ReleasedModel", "Task", "run_deep_suite"]
+__all__ = ["ReleasedModel", "Task", "run_deep_searches", "run_deep_suite"]
 
 
 class _TrialCount:
@@ -100,6 +100,31 @@ def _attack(
     return TaskAttack.of(first, second, steps, options.target_fraction), steps, (first, second)
 
 
+def _searched(
+    attacker: DeepAttacker,
+    original: ReleasedModel,
+    immunized: ReleasedModel,
+    options: DeepAttackOptions,
+    on_progress: ProgressCallback | None,
+) -> tuple[DeepAttackerSummary, tuple[StudyTrials, StudyTrials]]:
+    """``attacker``'s searches on both models, harmful task and (where it is attacked) benign
+    task, and the harmful task's trials of θ0 and θ_I."""
+    spec = DEEP_ATTACKERS[attacker]
+    # a weight-free attacker's benign search would measure the same thing on θ0 and θ_I
+    both = not spec.weight_free and (options.finetune_benign or not spec.trains_network)
+    tasks = [Task.HARMFUL, Task.BENIGN] if both else [Task.HARMFUL]
+    per_model = [trial_budget(spec, t, options) if spec.space else 1 for t in tasks]
+    sides = 1 if spec.weight_free else 2  # one search serves both models (paired_search)
+    count = _TrialCount(on_progress, attacker.value, sides * sum(per_model))
+    harmful, steps, found = _attack(attacker, original, immunized, Task.HARMFUL, options, count)
+    benign = (
+        _attack(attacker, original, immunized, Task.BENIGN, options, count)[0]
+        if Task.BENIGN in tasks
+        else None
+    )
+    return DeepAttackerSummary(spec.family, steps, harmful, benign), found
+
+
 def _few_labels(model: ReleasedModel, per_class: int, seed: int) -> ReleasedModel:
     """``model`` as an attacker with ``per_class`` labelled harmful examples per class sees
     it (:meth:`TaskTensors.few_labels`, the same rows in every representation)."""
@@ -123,8 +148,44 @@ def _few_labels(model: ReleasedModel, per_class: int, seed: int) -> ReleasedMode
     )
 
 
+def _as_attacked(
+    original: ReleasedModel, immunized: ReleasedModel, options: DeepAttackOptions
+) -> tuple[ReleasedModel, ReleasedModel]:
+    """Both models as the attacker sees them (its labelled harmful examples only)."""
+    if options.labels_per_class is None:
+        return original, immunized
+    per_class, seed = options.labels_per_class, options.seed
+    return _few_labels(original, per_class, seed), _few_labels(immunized, per_class, seed)
+
+
+def run_deep_searches(
+    attackers: Iterable[DeepAttacker | str],
+    original: ReleasedModel,
+    immunized: ReleasedModel,
+    options: DeepAttackOptions,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> None:
+    """The searches :func:`run_deep_suite` makes for ``attackers`` (taken one at a time, so
+    a queue may feed them), stored and nothing else: several processes, each given other
+    attackers with the same persistent storage, do a suite's search work at once, and
+    :func:`run_deep_suite` then reads every finished trial back. A search's trials depend
+    only on its seed, study and stored trials (:func:`~condimmune.attacks.search.paired_search`),
+    so the suite's numbers do not depend on which process ran which attacker, or in what
+    order. ``on_progress`` hears each attacker's trials (depth 1)."""
+    if options.storage is None:
+        raise ValueError(
+            "searches made apart from their suite must be stored: set options.storage to an "
+            "Optuna storage URL (e.g. sqlite:///studies.db)"
+        )
+    original, immunized = _as_attacked(original, immunized, options)
+    for name in attackers:
+        attacker = parse_choice(DeepAttacker, name, "attacker")
+        _searched(attacker, original, immunized, options, on_progress)
+
+
 def run_deep_suite(
-    attackers: list[DeepAttacker | str],
+    attackers: Sequence[DeepAttacker | str],
     original: ReleasedModel,
     immunized: ReleasedModel,
     options: DeepAttackOptions,
@@ -142,33 +203,18 @@ def run_deep_suite(
         raise ValueError("an attacker is named twice")
     if options.prefix_curve:
         require_prefix_inputs(original, immunized)
-    if options.labels_per_class is not None:
-        original, immunized = (
-            _few_labels(m, options.labels_per_class, options.seed) for m in (original, immunized)
-        )
+    original, immunized = _as_attacked(original, immunized, options)
     start = time.perf_counter()
     summaries: dict[DeepAttacker, DeepAttackerSummary] = {}
     costs: tuple[list[AttackerCurves | None], list[AttackerCurves | None]] = ([], [])
     searches: dict[str, tuple[StudyTrials, StudyTrials]] = {}  # harmful task, θ0 and θ_I
     for done, attacker in enumerate(chosen):
         report(on_progress, Progress("attackers", done, len(chosen), attacker.value, "attacker"))
-        spec = DEEP_ATTACKERS[attacker]
-        # a weight-free attacker's benign search would measure the same thing on θ0 and θ_I
-        both = not spec.weight_free and (options.finetune_benign or not spec.trains_network)
-        tasks = [Task.HARMFUL, Task.BENIGN] if both else [Task.HARMFUL]
-        per_model = [trial_budget(spec, t, options) if spec.space else 1 for t in tasks]
-        sides = 1 if spec.weight_free else 2  # one search serves both models (paired_search)
-        count = _TrialCount(on_progress, attacker.value, sides * sum(per_model))
-        harmful, steps, found = _attack(attacker, original, immunized, Task.HARMFUL, options, count)
-        benign = (
-            _attack(attacker, original, immunized, Task.BENIGN, options, count)[0]
-            if Task.BENIGN in tasks
-            else None
-        )
-        summaries[attacker] = DeepAttackerSummary(spec.family, steps, harmful, benign)
+        summary, found = _searched(attacker, original, immunized, options, on_progress)
+        summaries[attacker] = summary
         searches[attacker.value] = found
         for side, model, trials in zip(costs, (original, immunized), found, strict=True):
-            side.append(harmful_curves(attacker, model, trials, steps, options))
+            side.append(harmful_curves(attacker, model, trials, summary.eval_steps, options))
     report(on_progress, Progress("attackers", len(chosen), len(chosen), unit="attacker"))
     original_costs, immunized_costs = ([c for c in side if c is not None] for side in costs)
     measured = all(c is not None for side in costs for c in side)

@@ -45,10 +45,14 @@ def _sqlite(url: str) -> optuna.storages.RDBStorage:
                 url, engine_kwargs={"connect_args": {"timeout": 60}}
             )
             break
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
             # two processes created the same new file's schema at once (two runs of a matrix
-            # attacking with one θ0 storage): the other one's is there now, use it
-            if attempt + 1 == _CREATE_ATTEMPTS:
+            # attacking with one θ0 storage, an attack's workers): the other one's is there
+            # now (a duplicate row, or "table ... already exists"), use it
+            lost_race = isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(
+                exc
+            )
+            if not lost_race or attempt + 1 == _CREATE_ATTEMPTS:
                 raise
             time.sleep(0.1 * (attempt + 1))
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from condimmune.experiments.config.fields import _Schema, attacker_list
+from condimmune.experiments.config.fields import WHERE_NOT_WHAT, _Schema, attacker_list
 from condimmune.methods.base import Float
 
 
@@ -173,6 +173,14 @@ class DeepAttackConfig(_Schema):
         default=False,
         description="also measure the prefix ceilings C(k) on θ0: the network kept through "
         "each tap and re-initialised after it, trained like full-reinit (searched once per θ0)",
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="processes that make the attackers' searches at once, one thread each "
+        "(the numbers do not depend on it); 0: one per core, 1: all in this process",
+        json_schema_extra=WHERE_NOT_WHAT,
     )
 
     @field_validator("attackers")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from condimmune.deep.surface import (
 )
 from condimmune.experiments.pipeline import AttackOutcome
 from condimmune.experiments.pipelines.deep.attack_report import attack_page
+from condimmune.experiments.pipelines.deep.attack_workers import attack_workers, search_in_workers
 from condimmune.experiments.pipelines.deep.data import DeepTaskData, load_deep_data
 from condimmune.experiments.pipelines.deep.options import DeepRunOptions
 from condimmune.experiments.pipelines.deep.run import DeepLoaded
@@ -206,7 +208,7 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
     plan = loaded.plan
     options: DeepRunOptions = plan.options
     original, immunized = loaded.original, loaded.immunized
-    names: list[DeepAttacker | str] = list(options.attack.attackers)
+    names = list(options.attack.attackers)
     data = load_deep_data(options.data, options.model, plan.seed)
     bs = options.evaluation.batch_size
     # the images: for the attackers that train on them, and to count the models' FLOPs (the
@@ -230,24 +232,23 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
     dims = options.attack.skip_dims
     taps = reads_taps(names)
     theta0 = released_model(original, acts0, images, batch_size=bs, skip_dims=dims, taps=taps)
-    suite, dropped = _merged(
-        loaded.metrics.attack_suite,
-        run_deep_suite(
-            names,
-            theta0,
-            released_model(
-                immunized,
-                acts1,
-                images,
-                batch_size=bs,
-                skip_dims=dims,
-                taps=taps,
-                like=theta0 if shared else None,
-            ),
-            attack_options(plan, loaded.run_dir, loaded.digests),
-            on_progress=on_progress,
-        ),
+    theta_i = released_model(
+        immunized,
+        acts1,
+        images,
+        batch_size=bs,
+        skip_dims=dims,
+        taps=taps,
+        like=theta0 if shared else None,
     )
+    settings = attack_options(plan, loaded.run_dir, loaded.digests)
+    start = time.perf_counter()
+    workers = attack_workers(options.attack.workers, len(names))
+    if workers > 1:  # the searches in workers; the suite below reads their trials back
+        search_in_workers(list(names), theta0, theta_i, settings, workers, on_progress=on_progress)
+    new = run_deep_suite(names, theta0, theta_i, settings, on_progress=on_progress)
+    new = replace(new, wall_seconds=time.perf_counter() - start)
+    suite, dropped = _merged(loaded.metrics.attack_suite, new)
     metrics = replace(loaded.metrics, attack_suite=suite)
     rows = []
     for name, e in suite.attackers.items():

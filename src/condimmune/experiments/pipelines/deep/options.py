@@ -120,6 +120,7 @@ class DeepAttackSettings:
     skip_dims: int
     labels_per_class: int | None
     prefix_curve: bool
+    workers: int
 
 
 @dataclass(frozen=True)
@@ -220,5 +221,6 @@ def deep_run_options(config: DeepExperimentConfig, method: ConfiguredMethod) -> 
             skip_dims=a.skip_dims,
             labels_per_class=a.labels_per_class,
             prefix_curve=a.prefix_curve,
+            workers=a.workers,
         ),
     )

@@ -5,8 +5,11 @@ per core), each on its own copy of the run (its own ``attack_studies.db``: nothi
 back from the run's earlier attacks). ``--set`` goes to both attacks, e.g. a θ0 storage
 that already holds θ0's searches, so that only θ_I's are timed, as in a matrix:
 
-    python benchmarks/bench_attack_workers.py RUN_DIR [--workers N] \\
+    python benchmarks/bench_attack_workers.py RUN_DIR [--workers N] [--out DIR] \\
         [--set attack.theta0_storage=sqlite:////path/theta0_studies.db ...]
+
+``--out DIR`` keeps both attacked copies (``DIR/one-process``, ``DIR/workers``; default: a
+temporary folder, removed).
 
 Prints one line per attack and ``case=attack-workers cores=<n> workers=<n>
 one_process_s=<f> workers_s=<f> ratio=<f> same_numbers=<bool>``. The numbers are the same
@@ -61,14 +64,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: one per core")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--one-thread", action="store_true")
+    parser.add_argument("--out", type=Path, help="keep the attacked copies here (a new folder)")
     args = parser.parse_args()
     keep_freed_memory()  # as `condimmune attack` does
     if args.one_thread:
         torch.set_num_threads(1)
     workers = attack_workers(args.workers, len(DeepAttacker))  # the attack caps it at its own
     with tempfile.TemporaryDirectory() as tmp:
-        alone, first = _attack(args.run, Path(tmp) / "one-process", args.sets, 1)
-        shared, second = _attack(args.run, Path(tmp) / "workers", args.sets, workers)
+        out = args.out or Path(tmp)
+        alone, first = _attack(args.run, out / "one-process", args.sets, 1)
+        shared, second = _attack(args.run, out / "workers", args.sets, workers)
     cores = len(os.sched_getaffinity(0))
     print(
         f"case=attack-workers cores={cores} workers={workers} one_process_s={alone:.1f} "

@@ -115,6 +115,13 @@ def test_attack_workers_refuses_a_negative_count():
         attack_workers(-1, 5)
 
 
+def test_without_fork_the_searches_stay_in_this_process():
+    assert attack_workers(0, 26, platform="darwin") == 1
+    assert attack_workers(1, 26, platform="win32") == 1
+    with pytest.raises(ValueError, match=r"Linux only \(this is darwin\): set attack\.workers=1"):
+        attack_workers(2, 26, platform="darwin")
+
+
 def test_search_in_workers_needs_two():
     with pytest.raises(ValueError, match="at least 2 workers"):
         search_in_workers([DeepAttacker.LINEAR_GD], None, None, DeepAttackOptions(), 1)  # type: ignore[arg-type]

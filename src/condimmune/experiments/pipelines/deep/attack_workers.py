@@ -14,6 +14,7 @@ the released models' tensors with this process instead of rebuilding them.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from condimmune.attacks.deep_inputs import ReleasedModel
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import run_deep_searches
 from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker, DeepFamily
+from condimmune.core.errors import ArgumentError
 from condimmune.core.progress import Progress, ProgressCallback, report
 from condimmune.experiments.threads import use_threads
 from condimmune.experiments.workers import results_in_workers
@@ -42,13 +44,22 @@ _COST_ORDER = (
 )
 
 
-def attack_workers(setting: int, attackers: int) -> int:
+def attack_workers(setting: int, attackers: int, *, platform: str = sys.platform) -> int:
     """The worker processes of an attack: ``setting`` (0: one per core this process may
-    use), at most one per attacker."""
+    use), at most one per attacker. Workers are forked, which only Linux does here: elsewhere
+    0 means 1 and a larger setting is refused."""
     if setting < 0:
-        raise ValueError(f"attack.workers must be ≥ 0 (0: one per core), got {setting}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(setting or cores or 1, attackers))
+        raise ArgumentError("attack.workers must be ≥ 0 (0: one per core), got {v}", v=setting)
+    if not platform.startswith("linux"):
+        if setting > 1:
+            raise ArgumentError(
+                "attack.workers={v} needs forked worker processes, which condimmune starts on "
+                "Linux only (this is {platform}): set attack.workers=1",
+                v=setting,
+                platform=platform,
+            )
+        return 1
+    return max(1, min(setting or len(os.sched_getaffinity(0)), attackers))
 
 
 def dearest_first(attackers: list[DeepAttacker]) -> list[DeepAttacker]:

@@ -3,7 +3,10 @@ docs/attacks.md).
 
 Reloads the run's data, computes each task's prefix activations once (shared by θ0 and θ_I
 when their frozen prefix is the same), runs every attacker of ``attack.attackers`` with its
-Optuna search, and returns the run's metrics with ``attack_suite`` and the report. An
+Optuna search (the searches first in ``attack.workers`` forked processes when that is above
+one: :mod:`~condimmune.experiments.pipelines.deep.attack_workers`), and returns the run's
+metrics with ``attack_suite`` (its ``wall_seconds`` from the first search to the record)
+and the report. An
 attack adds its attackers to those of an earlier attack under the same settings (the worst
 case and the utility check are recomputed over all of them) and replaces an earlier attack
 under other settings, saying which attackers it dropped. The Optuna studies live in

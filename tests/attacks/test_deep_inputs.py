@@ -1,11 +1,25 @@
-"""The weight-free network attacker's model (:func:`scratch_network`)."""
+"""The weight-free network attacker's model (:func:`scratch_network`); the fitted transforms
+the probes share (:meth:`ReleasedModel.transformed`)."""
+
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condimmune.attacks.deep_inputs import SCRATCH_WIDTH, scratch_network
+from condimmune.attacks import deep_inputs
+from condimmune.attacks.deep_inputs import (
+    SCRATCH_WIDTH,
+    ReleasedModel,
+    Task,
+    attacker_inputs,
+    fit_task_transform,
+    scratch_network,
+)
+from condimmune.attacks.deep_train import TaskTensors
+from condimmune.attacks.probes import AttackerTransform
+from condimmune.attacks.registry import DEEP_ATTACKERS, DeepAttacker
 
 
 @pytest.mark.parametrize(
@@ -60,3 +74,37 @@ def test_the_scratch_network_learns_where_things_are(seed):
     with torch.no_grad():
         accuracy = (model(test_x).argmax(1) == test_y).float().mean().item()
     assert accuracy >= 0.9
+
+
+def _released_features(gen: torch.Generator) -> ReleasedModel:
+    def task() -> TaskTensors:
+        x = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+        return TaskTensors(x[:30], torch.arange(30) % 3, x[30:], torch.arange(10) % 3, 3)
+
+    return ReleasedModel({Task.HARMFUL: task(), Task.BENIGN: task()}, 6)
+
+
+def test_the_whitened_probes_share_one_fitted_transform_per_model_and_task(monkeypatch):
+    """The four whitened probes read the same whitened features: fitted once per model and
+    task (an SVD each), equal to a fresh fit; a copy of the model with other rows
+    (``dataclasses.replace``, as few labels make) fits its own."""
+    fits = []
+    real = deep_inputs.fit_task_transform
+    monkeypatch.setattr(
+        deep_inputs, "fit_task_transform", lambda kind, t: fits.append(kind) or real(kind, t)
+    )
+    model = _released_features(torch.Generator().manual_seed(0))
+    whitened = [DeepAttacker.WHITEN_GD, DeepAttacker.WHITEN_ADAM, DeepAttacker.WHITEN_LBFGS]
+    got = [attacker_inputs(a, DEEP_ATTACKERS[a], model, Task.HARMFUL)[0] for a in whitened]
+    assert fits == [AttackerTransform.WHITEN]
+    fresh = fit_task_transform(AttackerTransform.WHITEN, model.features[Task.HARMFUL])
+    for data in got:
+        assert data is got[0]
+        assert torch.equal(data.train_x, fresh.train_x) and torch.equal(data.test_x, fresh.test_x)
+    attacker_inputs(whitened[0], DEEP_ATTACKERS[whitened[0]], model, Task.BENIGN)
+    standardised = DeepAttacker.STD_ADAM
+    attacker_inputs(standardised, DEEP_ATTACKERS[standardised], model, Task.HARMFUL)
+    assert len(fits) == 3  # another task, another transform
+    fewer = replace(model, features={t: d for t, d in model.features.items()})
+    attacker_inputs(whitened[0], DEEP_ATTACKERS[whitened[0]], fewer, Task.HARMFUL)
+    assert len(fits) == 4

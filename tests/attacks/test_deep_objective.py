@@ -29,9 +29,54 @@ def test_the_heal_phase_keeps_the_common_budget_when_the_attack_runs_longer(monk
     budget = step_budget(spec, options)
     if steps is not None:
         budget = replace(budget, steps=steps)
+    heal = DeepAttacker.HEAL_ADAM
+    objective = attacker_objective(heal, spec, None, Task.HARMFUL, budget, options)
     with pytest.raises(_Stop):
-        attacker_objective(DeepAttacker.HEAL_ADAM, spec, None, Task.HARMFUL, budget, options)
+        objective({"lr": 1e-3}, 0)
     assert seen == [heal_phase(options)] == [(40, 64, 3)]
+
+
+def test_an_objective_prepares_its_inputs_at_its_first_trial_once(monkeypatch):
+    """A search whose trials are all read back from storage never calls its objective, so
+    it must not pay for the attacker's inputs (heal-adam's heal phase trains the network,
+    whitening is an SVD): they are made at the first trial and shared by the rest."""
+    made = []
+
+    def inputs(attacker, spec, model, task, *, heal):
+        made.append(attacker)
+        return "data", None, 0
+
+    monkeypatch.setattr(deep_objective, "attacker_inputs", inputs)
+    monkeypatch.setattr(deep_objective, "probe_curve", lambda *args, **kwargs: [0.1, 0.5])
+    spec = DEEP_ATTACKERS[DeepAttacker.LINEAR_ADAM]
+    options = DeepAttackOptions()
+    objective = attacker_objective(
+        DeepAttacker.LINEAR_ADAM, spec, None, Task.HARMFUL, step_budget(spec, options), options
+    )
+    assert made == []
+    results = [objective({"lr": 1e-2}, number) for number in range(3)]
+    assert made == [DeepAttacker.LINEAR_ADAM]
+    assert [r.curve for r in results] == [[0.1, 0.5]] * 3
+
+
+def test_the_cost_of_a_healing_attacker_is_counted_without_healing(monkeypatch):
+    """A step's FLOPs depend on the architecture only: harmful_curves asks for heal-adam's
+    network with a heal phase of 0 steps (its heal steps are counted apart)."""
+    seen = []
+
+    def inputs(attacker, spec, model, task, *, heal):
+        seen.append(heal)
+        raise _Stop
+
+    monkeypatch.setattr(deep_objective, "attacker_inputs", inputs)
+    options = DeepAttackOptions(finetune_steps=40, batch_size=64, seed=3)
+
+    class _Model:
+        extraction = None
+
+    with pytest.raises(_Stop):
+        deep_objective.harmful_curves(DeepAttacker.HEAL_ADAM, _Model(), None, [0, 40], options)
+    assert seen == [(0, 64, 3)]
 
 
 # Stored searches are found by these names (runs/…/theta0_studies.db of the kept matrices):

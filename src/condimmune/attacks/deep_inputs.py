@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import torch
@@ -75,6 +75,25 @@ class ReleasedModel:
     """The taps in ``network``, from the input: (name, path of its submodule in
     ``network``), what the prefix ceilings keep through (:mod:`condimmune.attacks.
     prefix_curve`)."""
+    _transformed: dict[tuple[DeepFamily, Task, AttackerTransform], TaskTensors] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Eq. A1's transforms of the features or taps, fitted once per model and shared by
+    the attackers that read them (the four whitened probes: an SVD each otherwise). Not an
+    init field, so a :func:`dataclasses.replace` copy (other rows) starts without them."""
+
+    def transformed(
+        self, family: DeepFamily, task: Task, kind: AttackerTransform
+    ) -> TaskTensors | None:
+        """:func:`fit_task_transform` of ``kind`` on the features (family ``PROBE``) or the
+        taps (``TAP``) of ``task``, fitted at the first request; ``None`` if missing."""
+        source = self.features if family is DeepFamily.PROBE else self.taps
+        if source is None:
+            return None
+        key = (family, task, kind)
+        if key not in self._transformed:
+            self._transformed[key] = fit_task_transform(kind, source[task])
+        return self._transformed[key]
 
 
 def fit_task_transform(kind: AttackerTransform, tensors: TaskTensors) -> TaskTensors:
@@ -176,16 +195,15 @@ def attacker_inputs(
     ``heal``: (steps, minibatch, seed) of the benign phase of an attacker that heals first
     (:func:`healed_network`, once per call)."""
     family = spec.family
-    if family is DeepFamily.PROBE:
-        return fit_task_transform(spec.transform, model.features[task]), None, 0
+    if family in (DeepFamily.PROBE, DeepFamily.TAP):
+        data = model.transformed(family, task, spec.transform)
+        if data is None:
+            raise _missing(attacker, "tap activations")
+        return data, None, 0
     if family is DeepFamily.SKIP:
         if model.skip is None:
             raise _missing(attacker, "skip features")
         return model.skip[task], None, 0
-    if family is DeepFamily.TAP:
-        if model.taps is None:
-            raise _missing(attacker, "tap activations")
-        return fit_task_transform(spec.transform, model.taps[task]), None, 0
     if family in (DeepFamily.RAW, DeepFamily.SCRATCH):
         if model.images is None:
             raise _missing(attacker, "images")

@@ -4,15 +4,19 @@ harmful task's curves in FLOPs (Eq. Y2 of :mod:`condimmune.attacks.yardstick`)."
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+
+from torch import nn
 
 from condimmune.attacks.deep_cost import ExtractionFlops, attacker_curves
 from condimmune.attacks.deep_inputs import ReleasedModel, Task, attacker_inputs
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_train import (
     Budget,
+    TaskTensors,
     best_so_far_area,
     curvature,
     network_curve,
@@ -41,6 +45,13 @@ __all__ = [
 ]
 
 
+_Prepared = tuple[
+    TaskTensors, Callable[[], nn.Module] | None, int, float | None, RidgeSystem | None
+]
+"""What an objective's trials share: the attacker's data, its network factory and width,
+the momentum probe's curvature, the ridge head's system."""
+
+
 def trial_seed(seed: int, attacker: DeepAttacker, task: Task, number: int) -> int:
     text = f"{seed}/{attacker.value}/{task.value}/{number}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:4], "little")
@@ -58,18 +69,26 @@ def attacker_objective(
     ``budget`` (the common one, or Eq. R1's longer one: the heal phase of an attacker that
     heals first stays the common budget's, as its FLOPs count it)."""
     seed = options.seed
-    data, make_network, width = attacker_inputs(
-        attacker, spec, model, task, heal=heal_phase(options)
-    )
-    scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
-    ridge = (  # the Gram or kernel matrix, formed once for every trial's ρ
-        RidgeSystem.of(data.train_x, data.train_y, data.classes)
-        if spec.optimizer is Optimizer.LSTSQ
-        else None
-    )
+
+    # made at the first trial, once: a search whose trials are all read back from its
+    # storage (θ0's, shared by every method's run) never pays for them (the heal phase of
+    # heal-adam trains the network; whitening is an SVD of the features)
+    @functools.cache
+    def prepared() -> _Prepared:
+        data, make_network, width = attacker_inputs(
+            attacker, spec, model, task, heal=heal_phase(options)
+        )
+        scale = curvature(data) if spec.optimizer is Optimizer.MOMENTUM else None
+        ridge = (  # the Gram or kernel matrix, formed once for every trial's ρ
+            RidgeSystem.of(data.train_x, data.train_y, data.classes)
+            if spec.optimizer is Optimizer.LSTSQ
+            else None
+        )
+        return data, make_network, width, scale, ridge
 
     def run(params: Mapping[str, float], number: int) -> TrialResult:
         seeded = trial_seed(seed, attacker, task, number)
+        data, make_network, width, scale, ridge = prepared()
         if make_network is None:
             curve = probe_curve(
                 data,
@@ -139,8 +158,12 @@ def harmful_curves(
     spec = DEEP_ATTACKERS[attacker]
     if model.extraction is None and spec.family in EXTRACTING:
         return None
+    # a step's FLOPs depend on the network's architecture, not its weights: heal-adam's is
+    # counted on the unhealed copy (its heal phase is counted apart, as steps), so the
+    # counting never trains it
+    _, batch, seed = heal_phase(options)
     data, make_network, width = attacker_inputs(
-        attacker, spec, model, Task.HARMFUL, heal=heal_phase(options)
+        attacker, spec, model, Task.HARMFUL, heal=(0, batch, seed)
     )
     # an extended weight-free budget measures the cost of τ; the common budget sets τ
     common = step_budget(spec, replace(options, weight_free_steps=None, raw_probe_steps=None)).steps

@@ -789,7 +789,7 @@ _DEFAULT_DEEP = {
         "skip_dims": 2048,
         "labels_per_class": None,
         "prefix_curve": False,
-        "workers": 0,
+        "workers": 1,
     },
 }
 

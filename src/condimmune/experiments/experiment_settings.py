@@ -120,8 +120,9 @@ MOBILENET_FASHION_MNIST: dict[str, dict[str, Any]] = {
         "normalize_covariance": True,
     },
     "eval": {"benign_probe_steps": 100},
-    # the settings every MobileNetV2 attack of docs/attacks.md used: ≈ 4.5 min on 2 cores
-    # when θ0's searches are read back (attack.theta0_storage), longer for a seed's first run
+    # the settings every MobileNetV2 attack of docs/attacks.md used: 518 s on 2 quiet cores
+    # when θ0's searches are read back (attack.theta0_storage; measured before a read-back
+    # search stopped preparing its inputs), 18–22 min for a seed's first run (docs/attacks.md)
     "attack": CPU_ATTACK,
 }
 

@@ -175,7 +175,7 @@ class DeepAttackConfig(_Schema):
         "each tap and re-initialised after it, trained like full-reinit (searched once per θ0)",
     )
     workers: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=1024,
         description="processes that make the attackers' searches at once, one thread each "

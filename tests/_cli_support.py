@@ -42,8 +42,27 @@ TINY_DEEP = [
 ]
 """A mnist-cnn run of a few seconds."""
 
+QUICK_ATTACK = [
+    "attack.trials=2",
+    "attack.finetune_trials=1",
+    "attack.probe_steps=4",
+    "attack.finetune_steps=2",
+    "attack.finetune_eval_every=1",
+    "attack.batch_size=16",
+]
+"""Every deep attacker once, in seconds (the numbers mean nothing at this size)."""
+
 TIMING_KEYS = frozenset({"wall_seconds", "train_seconds", "prefix_seconds", "resumed_from_step"})
 """Fields that differ between an interrupted-and-resumed and an uninterrupted run."""
+
+
+def without(document: object, keys: frozenset[str]) -> object:
+    """A JSON document with every field named in ``keys`` left out, at any depth."""
+    if isinstance(document, dict):
+        return {k: without(v, keys) for k, v in document.items() if k not in keys}
+    if isinstance(document, list):
+        return [without(v, keys) for v in document]
+    return document
 
 
 def sets(items: list[str]) -> list[str]:

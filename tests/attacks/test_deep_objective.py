@@ -13,17 +13,24 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("steps", [None, 800], ids=["search-budget", "settling-budget"])
-def test_the_heal_phase_keeps_the_common_budget_when_the_attack_runs_longer(monkeypatch, steps):
-    """Eq. R1 runs heal-adam again with a longer harmful phase: its benign heal phase stays
-    the common budget's, which is what its FLOPs count (harmful_curves)."""
-    seen = []
+def _stopping_inputs(monkeypatch) -> list[tuple[int, int, int]]:
+    """``attacker_inputs`` replaced by one that records the heal phase it is asked for and
+    stops: the list it records into."""
+    seen: list[tuple[int, int, int]] = []
 
     def inputs(attacker, spec, model, task, *, heal):
         seen.append(heal)
         raise _Stop
 
     monkeypatch.setattr(deep_objective, "attacker_inputs", inputs)
+    return seen
+
+
+@pytest.mark.parametrize("steps", [None, 800], ids=["search-budget", "settling-budget"])
+def test_the_heal_phase_keeps_the_common_budget_when_the_attack_runs_longer(monkeypatch, steps):
+    """Eq. R1 runs heal-adam again with a longer harmful phase: its benign heal phase stays
+    the common budget's, which is what its FLOPs count (harmful_curves)."""
+    seen = _stopping_inputs(monkeypatch)
     options = DeepAttackOptions(finetune_steps=40, batch_size=64, seed=3)
     spec = DEEP_ATTACKERS[DeepAttacker.HEAL_ADAM]
     budget = step_budget(spec, options)
@@ -62,13 +69,7 @@ def test_an_objective_prepares_its_inputs_at_its_first_trial_once(monkeypatch):
 def test_the_cost_of_a_healing_attacker_is_counted_without_healing(monkeypatch):
     """A step's FLOPs depend on the architecture only: harmful_curves asks for heal-adam's
     network with a heal phase of 0 steps (its heal steps are counted apart)."""
-    seen = []
-
-    def inputs(attacker, spec, model, task, *, heal):
-        seen.append(heal)
-        raise _Stop
-
-    monkeypatch.setattr(deep_objective, "attacker_inputs", inputs)
+    seen = _stopping_inputs(monkeypatch)
     options = DeepAttackOptions(finetune_steps=40, batch_size=64, seed=3)
 
     class _Model:

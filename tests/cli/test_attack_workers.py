@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from _cli_support import TINY_DEEP, invoke, sets
+from _cli_support import QUICK_ATTACK, TINY_DEEP, invoke, sets, without
 
 from condimmune.attacks.deep_records import DeepAttackOptions
 from condimmune.attacks.deep_suite import run_deep_searches
@@ -27,26 +27,10 @@ from condimmune.experiments.pipelines.deep.attack_workers import (
     search_in_workers,
 )
 
-QUICK = [
-    "attack.trials=2",
-    "attack.finetune_trials=1",
-    "attack.probe_steps=4",
-    "attack.finetune_steps=2",
-    "attack.finetune_eval_every=1",
-    "attack.batch_size=16",
-    "attack.weight_free_steps=3",  # the yardstick's settling rule (Eq. R1) runs too
-]
+QUICK = [*QUICK_ATTACK, "attack.weight_free_steps=3"]  # the settling rule (Eq. R1) runs too
 
 # where the searches live and how long they took: the rest must be equal
-_APART = {"storage", "original_storage", "wall_seconds", "seconds"}
-
-
-def _numbers(document: Any) -> Any:
-    if isinstance(document, dict):
-        return {k: _numbers(v) for k, v in document.items() if k not in _APART}
-    if isinstance(document, list):
-        return [_numbers(v) for v in document]
-    return document
+_APART = frozenset({"storage", "original_storage", "wall_seconds", "seconds"})
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +60,7 @@ def test_searches_in_workers_give_the_numbers_of_one_process(run, tmp_path):
     assert not [p for p in alone_heard if p.task == "searches"]
     assert any(p.depth == 1 and p.done > 0 for p in alone_heard)
     shared, heard = _attacked(run, tmp_path / "shared", 2)
-    assert _numbers(shared) == _numbers(alone)
+    assert without(shared, _APART) == without(alone, _APART)
     assert shared["yardstick"] is not None
     searches = [p for p in heard if p.task == "searches"]
     assert searches[-1].done == searches[-1].total == len(DeepAttacker)

@@ -10,7 +10,7 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
-from _cli_support import TINY_DEEP, invoke, reseal, sets
+from _cli_support import QUICK_ATTACK, TINY_DEEP, invoke, reseal, sets
 from safetensors.torch import load_file, save_file
 
 from condimmune.attacks.registry import DeepAttacker
@@ -19,16 +19,6 @@ from condimmune.deep.evaluate import extract_features
 from condimmune.experiments.config import apply_overrides, default_config
 from condimmune.experiments.pipeline import resolve_plan
 from condimmune.experiments.pipelines.deep.data import load_deep_data
-
-QUICK_ATTACK = [
-    "attack.trials=2",
-    "attack.finetune_trials=1",
-    "attack.probe_steps=4",
-    "attack.finetune_steps=2",
-    "attack.finetune_eval_every=1",
-    "attack.batch_size=16",
-]
-"""Every attacker once, in seconds (the numbers mean nothing at this size)."""
 
 
 @pytest.fixture(scope="module")

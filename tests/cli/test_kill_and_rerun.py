@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _cli_support import TIMING_KEYS, TINY_DEEP, TINY_LINEAR, invoke, leftovers, sets
+from _cli_support import TIMING_KEYS, TINY_DEEP, TINY_LINEAR, invoke, leftovers, sets, without
 from safetensors.torch import load_file
 
 RNG = random.Random(int(os.environ.get("CONDIMMUNE_FAULT_SEED", "12")))
@@ -51,11 +51,7 @@ def kill_during(args: list[str], lock: Path, duration: float) -> float:
 
 def comparable(document: object) -> object:
     """A metrics document without its timings and resume bookkeeping."""
-    if isinstance(document, dict):
-        return {k: comparable(v) for k, v in document.items() if k not in TIMING_KEYS}
-    if isinstance(document, list):
-        return [comparable(v) for v in document]
-    return document
+    return without(document, TIMING_KEYS)
 
 
 def assert_same(a: object, b: object, where: str = "") -> None:

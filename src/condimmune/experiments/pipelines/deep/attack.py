@@ -248,7 +248,7 @@ def attack_deep(loaded: DeepLoaded, on_progress: ProgressCallback | None) -> Att
     start = time.perf_counter()
     workers = attack_workers(options.attack.workers, len(names))
     if workers > 1:  # the searches in workers; the suite below reads their trials back
-        search_in_workers(list(names), theta0, theta_i, settings, workers, on_progress=on_progress)
+        search_in_workers(names, theta0, theta_i, settings, workers, on_progress=on_progress)
     new = run_deep_suite(names, theta0, theta_i, settings, on_progress=on_progress)
     new = replace(new, wall_seconds=time.perf_counter() - start)
     suite, dropped = _merged(loaded.metrics.attack_suite, new)
